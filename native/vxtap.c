@@ -1,0 +1,687 @@
+/*
+ * vxtap_native: the thin syscall layer of vxtap.
+ *
+ * C makes syscalls and reports errno names; TypeScript validates arguments and owns all logic (no forwarding
+ * decisions here). Layout: helpers, then the poll handle and its callback, then methods, then exports.
+ *
+ * Batched I/O works on one "arena" (a Buffer cut into fixed-size slots) so a call passes one pointer, not an
+ * array of Buffers:
+ *   readBatch   TAP fd  -> up to N frames, frame i at arena[i*slot + offset], lens[i] = bytes
+ *   writeBatch  descs (fd, off, len) -> write() each; failures leave -errno in len
+ *   recvBatch   UDP fd  -> recvmmsg, datagram i at arena[i*slot + offset], lens[i], addrs[2i] = IPv4, addrs[2i+1] = port
+ *   sendBatch   descs (sock, off, len, ipv4, port, gsoSize) -> one sendmmsg per socket; failures leave -errno in len
+ * IPv4 addresses cross the boundary as host-order uint32.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <node_api.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <uv.h>
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+#define MAX_BATCH 256
+#define MAX_SOCKETS 64
+
+/* ---------------------------------------------------------------- helpers */
+
+#define NAPI_CALL(env, call)                                                                          \
+  do {                                                                                              \
+    if ((call) != napi_ok) {                                                                        \
+      const napi_extended_error_info *info_;                                                        \
+      napi_get_last_error_info((env), &info_);                                                      \
+      bool pending_;                                                                                \
+      napi_is_exception_pending((env), &pending_);                                                  \
+      if (!pending_) napi_throw_error((env), "EINTERNAL", info_->error_message ? info_->error_message : "napi call failed"); \
+      return NULL;                                                                                  \
+    }                                                                                               \
+  } while (0)
+
+static napi_value throw_errno(napi_env env, int err, const char *what) {
+  char msg[256];
+  const char *name = strerrorname_np(err);
+  snprintf(msg, sizeof msg, "%s: %s (%s)", what, strerror(err), name ? name : "?");
+  napi_value code, message, error;
+  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &error);
+  napi_value errnoval;
+  napi_create_int32(env, -err, &errnoval);
+  napi_set_named_property(env, error, "errno", errnoval);
+  napi_value syscall;
+  napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &syscall);
+  napi_set_named_property(env, error, "syscall", syscall);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static napi_value throw_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "EINVAL", msg);
+  return NULL;
+}
+
+static bool get_i32(napi_env env, napi_value v, int32_t *out) {
+  return napi_get_value_int32(env, v, out) == napi_ok;
+}
+
+static bool get_u32(napi_env env, napi_value v, uint32_t *out) {
+  return napi_get_value_uint32(env, v, out) == napi_ok;
+}
+
+/* Any Buffer / Uint8Array / typed array: its data pointer and byte length. */
+static bool get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  bool is_ta = false;
+  napi_is_typedarray(env, v, &is_ta);
+  if (!is_ta) return false;
+  napi_typedarray_type type;
+  size_t length, byte_offset;
+  napi_value ab;
+  void *p;
+  if (napi_get_typedarray_info(env, v, &type, &length, &p, &ab, &byte_offset) != napi_ok) return false;
+  size_t elem = 1;
+  switch (type) {
+    case napi_int16_array: case napi_uint16_array: elem = 2; break;
+    case napi_int32_array: case napi_uint32_array: case napi_float32_array: elem = 4; break;
+    case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elem = 8; break;
+    default: elem = 1;
+  }
+  *data = p;
+  *len = length * elem;
+  return true;
+}
+
+static bool get_typed(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *count) {
+  bool is_ta = false;
+  napi_is_typedarray(env, v, &is_ta);
+  if (!is_ta) return false;
+  napi_typedarray_type type;
+  size_t byte_offset;
+  napi_value ab;
+  if (napi_get_typedarray_info(env, v, &type, count, data, &ab, &byte_offset) != napi_ok) return false;
+  return type == want;
+}
+
+static napi_value make_i32(napi_env env, int32_t v) {
+  napi_value r;
+  napi_create_int32(env, v, &r);
+  return r;
+}
+
+/* Run fn in the network namespace at ns_path (e.g. /run/netns/X), on this thread only, then come back. */
+static int with_netns(const char *ns_path, int (*fn)(void *), void *arg, int *fn_result) {
+  if (!ns_path || !*ns_path) {
+    *fn_result = fn(arg);
+    return 0;
+  }
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) return errno;
+  int target = open(ns_path, O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    int e = errno;
+    close(self);
+    return e;
+  }
+  if (setns(target, CLONE_NEWNET) < 0) {
+    int e = errno;
+    close(self);
+    close(target);
+    return e;
+  }
+  *fn_result = fn(arg);
+  int saved = errno;
+  int back = setns(self, CLONE_NEWNET);
+  close(self);
+  close(target);
+  if (back < 0) {
+    /* We cannot continue in the wrong namespace: everything after this would act on the container. */
+    fprintf(stderr, "vxtap_native: FATAL: cannot return to the agent's network namespace: %s\n", strerror(errno));
+    abort();
+  }
+  errno = saved;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- poll handle */
+
+typedef struct {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context async;
+  int fd;
+  int closing;
+} vx_poll_t;
+
+static void poll_close_cb(uv_handle_t *h) {
+  vx_poll_t *p = (vx_poll_t *)h->data;
+  napi_delete_reference(p->env, p->callback);
+  napi_async_destroy(p->env, p->async);
+  free(p);
+}
+
+static void poll_cb(uv_poll_t *handle, int status, int events) {
+  vx_poll_t *p = (vx_poll_t *)handle->data;
+  if (p->closing) return;
+  napi_env env = p->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, recv, argv[2], result;
+  napi_get_reference_value(env, p->callback, &cb);
+  napi_get_global(env, &recv); /* make_callback needs an object receiver */
+  napi_create_int32(env, status, &argv[0]);
+  napi_create_int32(env, events, &argv[1]);
+  if (napi_make_callback(env, p->async, recv, cb, 2, argv, &result) == napi_pending_exception) {
+    napi_value exc;
+    napi_get_and_clear_last_exception(env, &exc);
+    napi_fatal_exception(env, exc);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void poll_finalize(napi_env env, void *data, void *hint) {
+  /* The JS wrapper was collected: the handle must already be stopped (pollStop). If it is not, leak it rather
+   * than free a live uv handle. */
+  (void)env;
+  (void)data;
+  (void)hint;
+}
+
+/* ---------------------------------------------------------------- methods */
+
+/* tapOpen(name: string, flags: number, netnsPath: string | null) -> [fd, ifname] */
+typedef struct {
+  char name[IFNAMSIZ];
+  int flags;
+  int fd;
+  int err;
+} tap_open_args;
+
+static int do_tap_open(void *arg) {
+  tap_open_args *a = arg;
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    a->err = errno;
+    return -1;
+  }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = (short)a->flags;
+  memcpy(ifr.ifr_name, a->name, IFNAMSIZ - 1); /* a->name is NUL-terminated within IFNAMSIZ */
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    a->err = errno;
+    close(fd);
+    return -1;
+  }
+  memcpy(a->name, ifr.ifr_name, IFNAMSIZ);
+  a->name[IFNAMSIZ - 1] = 0;
+  a->fd = fd;
+  return 0;
+}
+
+static napi_value TapOpen(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  tap_open_args a;
+  memset(&a, 0, sizeof a);
+  size_t n;
+  if (napi_get_value_string_utf8(env, argv[0], a.name, sizeof a.name, &n) != napi_ok) return throw_type(env, "tapOpen: name must be a string");
+  if (!get_i32(env, argv[1], &a.flags)) return throw_type(env, "tapOpen: flags must be a number");
+  char ns[4096] = {0};
+  napi_valuetype t;
+  napi_typeof(env, argv[2], &t);
+  if (t == napi_string) napi_get_value_string_utf8(env, argv[2], ns, sizeof ns, &n);
+  int r = 0;
+  int e = with_netns(ns, do_tap_open, &a, &r);
+  if (e) return throw_errno(env, e, "setns");
+  if (r < 0) return throw_errno(env, a.err, "TUNSETIFF");
+  napi_value out, fdv, namev;
+  napi_create_array_with_length(env, 2, &out);
+  napi_create_int32(env, a.fd, &fdv);
+  napi_create_string_utf8(env, a.name, NAPI_AUTO_LENGTH, &namev);
+  napi_set_element(env, out, 0, fdv);
+  napi_set_element(env, out, 1, namev);
+  return out;
+}
+
+/* tapIoctl(fd, request: 'persist'|'offload'|'vnethdrsz', value) */
+static napi_value TapIoctl(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd, which, value;
+  if (!get_i32(env, argv[0], &fd) || !get_i32(env, argv[1], &which) || !get_i32(env, argv[2], &value))
+    return throw_type(env, "tapIoctl(fd, which, value): numbers expected");
+  int r;
+  switch (which) {
+    case 0: r = ioctl(fd, TUNSETPERSIST, (unsigned long)value); break;
+    case 1: r = ioctl(fd, TUNSETOFFLOAD, (unsigned long)value); break;
+    case 2: r = ioctl(fd, TUNSETVNETHDRSZ, &value); break;
+    default: return throw_type(env, "tapIoctl: unknown request");
+  }
+  if (r < 0) return throw_errno(env, errno, which == 0 ? "TUNSETPERSIST" : which == 1 ? "TUNSETOFFLOAD" : "TUNSETVNETHDRSZ");
+  return make_i32(env, 0);
+}
+
+static napi_value CloseFd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (!get_i32(env, argv[0], &fd)) return throw_type(env, "closeFd(fd): number expected");
+  if (close(fd) < 0 && errno != EINTR) return throw_errno(env, errno, "close");
+  return make_i32(env, 0);
+}
+
+/* udpOpen(ipv4: uint32, port, rcvbuf, sndbuf, gro: bool) -> [fd, boundPort] */
+static napi_value UdpOpen(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t ip, port, rcvbuf, sndbuf;
+  bool gro = false;
+  if (!get_u32(env, argv[0], &ip) || !get_u32(env, argv[1], &port) || !get_u32(env, argv[2], &rcvbuf) ||
+      !get_u32(env, argv[3], &sndbuf) || port > 65535)
+    return throw_type(env, "udpOpen(ipv4, port, rcvbuf, sndbuf, gro): bad arguments");
+  napi_get_value_bool(env, argv[4], &gro);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  int one = 1;
+  /* FORCE variants pass rmem_max/wmem_max as root; fall back to the capped ones otherwise. */
+  if (rcvbuf && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  if (sndbuf && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) < 0)
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+  if (gro && setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, e, "setsockopt(UDP_GRO)");
+  }
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  sa.sin_addr.s_addr = htonl(ip);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, e, "bind");
+  }
+  socklen_t sl = sizeof sa;
+  getsockname(fd, (struct sockaddr *)&sa, &sl);
+  napi_value out;
+  napi_create_array_with_length(env, 2, &out);
+  napi_set_element(env, out, 0, make_i32(env, fd));
+  napi_set_element(env, out, 1, make_i32(env, ntohs(sa.sin_port)));
+  return out;
+}
+
+/* sockInfo(fd) -> [rcvbuf, sndbuf] as the kernel reports them */
+static napi_value SockInfo(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (!get_i32(env, argv[0], &fd)) return throw_type(env, "sockInfo(fd): number expected");
+  int r = 0, s = 0;
+  socklen_t l = sizeof r;
+  if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &r, &l) < 0) return throw_errno(env, errno, "getsockopt");
+  l = sizeof s;
+  getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &s, &l);
+  napi_value out;
+  napi_create_array_with_length(env, 2, &out);
+  napi_set_element(env, out, 0, make_i32(env, r));
+  napi_set_element(env, out, 1, make_i32(env, s));
+  return out;
+}
+
+/* Validates arena/slot/offset/count for the read-side batch calls. */
+static bool check_slots(size_t arena_len, uint32_t slot, uint32_t offset, uint32_t max, size_t lens_count) {
+  if (slot == 0 || offset >= slot || max == 0 || max > MAX_BATCH) return false;
+  if ((size_t)slot * max > arena_len) return false;
+  if (lens_count < max) return false;
+  return true;
+}
+
+/* readBatch(fd, arena, slotSize, offset, maxCount, lens: Int32Array) -> n */
+static napi_value ReadBatch(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  uint32_t slot, offset, max;
+  uint8_t *arena;
+  size_t arena_len, lens_count;
+  int32_t *lens;
+  if (!get_i32(env, argv[0], &fd) || !get_bytes(env, argv[1], &arena, &arena_len) || !get_u32(env, argv[2], &slot) ||
+      !get_u32(env, argv[3], &offset) || !get_u32(env, argv[4], &max) ||
+      !get_typed(env, argv[5], napi_int32_array, (void **)&lens, &lens_count) ||
+      !check_slots(arena_len, slot, offset, max, lens_count))
+    return throw_type(env, "readBatch(fd, arena, slotSize, offset, maxCount, lens): bad arguments");
+  uint32_t n = 0;
+  while (n < max) {
+    ssize_t r = read(fd, arena + (size_t)n * slot + offset, slot - offset);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || n > 0) break;
+      return throw_errno(env, errno, "read");
+    }
+    lens[n++] = (int32_t)r;
+  }
+  return make_i32(env, (int32_t)n);
+}
+
+/* writeBatch(arena, descs: Int32Array [fd, off, len]*, count) -> ok count; failed ones get len = -errno */
+static napi_value WriteBatch(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *arena;
+  size_t arena_len, dcount;
+  int32_t *d;
+  uint32_t count;
+  if (!get_bytes(env, argv[0], &arena, &arena_len) || !get_typed(env, argv[1], napi_int32_array, (void **)&d, &dcount) ||
+      !get_u32(env, argv[2], &count) || (size_t)count * 3 > dcount)
+    return throw_type(env, "writeBatch(arena, descs, count): bad arguments");
+  int32_t ok = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    int32_t *m = d + (size_t)i * 3;
+    if (m[1] < 0 || m[2] <= 0 || (size_t)m[1] + (size_t)m[2] > arena_len) {
+      m[2] = -EINVAL;
+      continue;
+    }
+    ssize_t r;
+    do r = write(m[0], arena + m[1], (size_t)m[2]);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) m[2] = -errno;
+    else ok++;
+  }
+  return make_i32(env, ok);
+}
+
+/* recvBatch(fd, arena, slotSize, offset, maxCount, lens: Int32Array, addrs: Uint32Array, gsoSizes: Int32Array|null) -> n
+ * lens[i] = -EMSGSIZE for a truncated datagram. With UDP_GRO on, gsoSizes[i] is the segment size of a coalesced
+ * datagram (0 when it is a single one). */
+static napi_value RecvBatch(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  uint32_t slot, offset, max;
+  uint8_t *arena;
+  size_t arena_len, lens_count, addr_count, gso_count = 0;
+  int32_t *lens, *gso = NULL;
+  uint32_t *addrs;
+  if (!get_i32(env, argv[0], &fd) || !get_bytes(env, argv[1], &arena, &arena_len) || !get_u32(env, argv[2], &slot) ||
+      !get_u32(env, argv[3], &offset) || !get_u32(env, argv[4], &max) ||
+      !get_typed(env, argv[5], napi_int32_array, (void **)&lens, &lens_count) ||
+      !get_typed(env, argv[6], napi_uint32_array, (void **)&addrs, &addr_count) ||
+      !check_slots(arena_len, slot, offset, max, lens_count) || addr_count < (size_t)max * 2)
+    return throw_type(env, "recvBatch(fd, arena, slotSize, offset, maxCount, lens, addrs, gso): bad arguments");
+  if (argc > 7) {
+    napi_valuetype t;
+    napi_typeof(env, argv[7], &t);
+    if (t != napi_null && t != napi_undefined) {
+      if (!get_typed(env, argv[7], napi_int32_array, (void **)&gso, &gso_count) || gso_count < max)
+        return throw_type(env, "recvBatch: gsoSizes must be an Int32Array of maxCount");
+    }
+  }
+  struct mmsghdr msgs[MAX_BATCH];
+  struct iovec iov[MAX_BATCH];
+  struct sockaddr_in sa[MAX_BATCH];
+  char ctrl[MAX_BATCH][CMSG_SPACE(sizeof(uint16_t))];
+  for (uint32_t i = 0; i < max; i++) {
+    iov[i].iov_base = arena + (size_t)i * slot + offset;
+    iov[i].iov_len = slot - offset;
+    memset(&msgs[i], 0, sizeof msgs[i]);
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_name = &sa[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof sa[i];
+    if (gso) {
+      msgs[i].msg_hdr.msg_control = ctrl[i];
+      msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i];
+    }
+  }
+  int r;
+  do r = recvmmsg(fd, msgs, max, MSG_DONTWAIT, NULL);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    if (errno == EAGAIN) return make_i32(env, 0);
+    return throw_errno(env, errno, "recvmmsg");
+  }
+  for (int i = 0; i < r; i++) {
+    lens[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? -EMSGSIZE : (int32_t)msgs[i].msg_len;
+    addrs[2 * i] = ntohl(sa[i].sin_addr.s_addr);
+    addrs[2 * i + 1] = ntohs(sa[i].sin_port);
+    if (gso) {
+      gso[i] = 0;
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+          int v = 0;
+          memcpy(&v, CMSG_DATA(c), c->cmsg_len - CMSG_LEN(0) >= sizeof(int) ? sizeof(int) : sizeof(uint16_t));
+          gso[i] = v & 0xffff;
+        }
+      }
+    }
+  }
+  return make_i32(env, r);
+}
+
+/* sendBatch(fds: Int32Array, arena, descs: Int32Array [sockIdx, off, len, ipv4, port, gsoSize]*, count) -> sent
+ * One sendmmsg per socket (messages keep their relative order per socket, hence per flow). A message the kernel
+ * refuses gets len = -errno and the rest of its socket's batch is still tried, except after EAGAIN/ENOBUFS
+ * (queue full), which fails the rest of that socket's batch at once. */
+#define SEND_STRIDE 6
+static napi_value SendBatch(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t *fds, *d;
+  size_t nfds, dcount, arena_len;
+  uint8_t *arena;
+  uint32_t count;
+  if (!get_typed(env, argv[0], napi_int32_array, (void **)&fds, &nfds) || !get_bytes(env, argv[1], &arena, &arena_len) ||
+      !get_typed(env, argv[2], napi_int32_array, (void **)&d, &dcount) || !get_u32(env, argv[3], &count) ||
+      (size_t)count * SEND_STRIDE > dcount || count > MAX_BATCH * 4 || nfds > MAX_SOCKETS)
+    return throw_type(env, "sendBatch(fds, arena, descs, count): bad arguments");
+  struct mmsghdr msgs[MAX_BATCH];
+  struct iovec iov[MAX_BATCH];
+  struct sockaddr_in sa[MAX_BATCH];
+  char ctrl[MAX_BATCH][CMSG_SPACE(sizeof(uint16_t))];
+  int32_t *which[MAX_BATCH];
+  int32_t sent = 0;
+  for (size_t s = 0; s < nfds; s++) {
+    uint32_t i = 0;
+    while (i < count) {
+      /* gather up to MAX_BATCH messages of socket s, starting at i */
+      int n = 0;
+      for (; i < count && n < MAX_BATCH; i++) {
+        int32_t *m = d + (size_t)i * SEND_STRIDE;
+        if (m[0] != (int32_t)s) continue;
+        if (m[1] < 0 || m[2] <= 0 || (size_t)m[1] + (size_t)m[2] > arena_len) {
+          m[2] = -EINVAL;
+          continue;
+        }
+        iov[n].iov_base = arena + m[1];
+        iov[n].iov_len = (size_t)m[2];
+        memset(&sa[n], 0, sizeof sa[n]);
+        sa[n].sin_family = AF_INET;
+        sa[n].sin_addr.s_addr = htonl((uint32_t)m[3]);
+        sa[n].sin_port = htons((uint16_t)m[4]);
+        memset(&msgs[n], 0, sizeof msgs[n]);
+        msgs[n].msg_hdr.msg_iov = &iov[n];
+        msgs[n].msg_hdr.msg_iovlen = 1;
+        msgs[n].msg_hdr.msg_name = &sa[n];
+        msgs[n].msg_hdr.msg_namelen = sizeof sa[n];
+        if (m[5] > 0) {
+          memset(ctrl[n], 0, sizeof ctrl[n]);
+          msgs[n].msg_hdr.msg_control = ctrl[n];
+          msgs[n].msg_hdr.msg_controllen = sizeof ctrl[n];
+          struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[n].msg_hdr);
+          c->cmsg_level = SOL_UDP;
+          c->cmsg_type = UDP_SEGMENT;
+          c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+          uint16_t g = (uint16_t)m[5];
+          memcpy(CMSG_DATA(c), &g, sizeof g);
+        }
+        which[n] = m;
+        n++;
+      }
+      int k = 0;
+      while (k < n) {
+        int r = sendmmsg(fds[s], msgs + k, (unsigned)(n - k), MSG_DONTWAIT);
+        if (r < 0) {
+          int e = errno;
+          if (e == EINTR) continue;
+          if (e == EAGAIN || e == ENOBUFS) {
+            for (; k < n; k++) which[k][2] = -e;
+            break;
+          }
+          which[k][2] = -e; /* this one message is bad (e.g. EMSGSIZE, ENETUNREACH): skip it */
+          k++;
+          continue;
+        }
+        sent += r;
+        k += r;
+      }
+    }
+  }
+  return make_i32(env, sent);
+}
+
+/* pollStart(fd, events: 1 readable | 2 writable, cb(status, events)) -> handle */
+static napi_value PollStart(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd, events;
+  napi_valuetype t;
+  napi_typeof(env, argv[2], &t);
+  if (!get_i32(env, argv[0], &fd) || !get_i32(env, argv[1], &events) || t != napi_function)
+    return throw_type(env, "pollStart(fd, events, callback): bad arguments");
+  uv_loop_t *loop;
+  NAPI_CALL(env, napi_get_uv_event_loop(env, &loop));
+  vx_poll_t *p = calloc(1, sizeof *p);
+  if (!p) return throw_errno(env, ENOMEM, "calloc");
+  p->env = env;
+  p->fd = fd;
+  int r = uv_poll_init(loop, &p->poll, fd);
+  if (r < 0) {
+    free(p);
+    return throw_errno(env, -r, "uv_poll_init");
+  }
+  p->poll.data = p;
+  napi_create_reference(env, argv[2], 1, &p->callback);
+  napi_value name;
+  napi_create_string_utf8(env, "vxtap.poll", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &p->async);
+  r = uv_poll_start(&p->poll, ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0), poll_cb);
+  if (r < 0) {
+    p->closing = 1;
+    uv_close((uv_handle_t *)&p->poll, poll_close_cb);
+    return throw_errno(env, -r, "uv_poll_start");
+  }
+  napi_value ext;
+  napi_create_external(env, p, poll_finalize, NULL, &ext);
+  return ext;
+}
+
+static vx_poll_t *get_poll(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok) return NULL;
+  return p;
+}
+
+/* pollUpdate(handle, events) */
+static napi_value PollUpdate(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  vx_poll_t *p = get_poll(env, argv[0]);
+  int32_t events;
+  if (!p || !get_i32(env, argv[1], &events)) return throw_type(env, "pollUpdate(handle, events): bad arguments");
+  if (p->closing) return throw_type(env, "pollUpdate: handle is stopped");
+  int r = uv_poll_start(&p->poll, ((events & 1) ? UV_READABLE : 0) | ((events & 2) ? UV_WRITABLE : 0), poll_cb);
+  if (r < 0) return throw_errno(env, -r, "uv_poll_start");
+  return make_i32(env, 0);
+}
+
+/* pollStop(handle): idempotent; the callback is never called again. Does not close the fd. */
+static napi_value PollStop(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  vx_poll_t *p = get_poll(env, argv[0]);
+  if (!p) return throw_type(env, "pollStop(handle): bad handle");
+  if (!p->closing) {
+    p->closing = 1;
+    uv_poll_stop(&p->poll);
+    uv_close((uv_handle_t *)&p->poll, poll_close_cb);
+  }
+  return make_i32(env, 0);
+}
+
+/* ---------------------------------------------------------------- exports */
+
+static void set_const(napi_env env, napi_value obj, const char *name, int32_t v) {
+  napi_set_named_property(env, obj, name, make_i32(env, v));
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+    {"tapOpen", NULL, TapOpen, NULL, NULL, NULL, napi_default, NULL},
+    {"tapIoctl", NULL, TapIoctl, NULL, NULL, NULL, napi_default, NULL},
+    {"closeFd", NULL, CloseFd, NULL, NULL, NULL, napi_default, NULL},
+    {"udpOpen", NULL, UdpOpen, NULL, NULL, NULL, napi_default, NULL},
+    {"sockInfo", NULL, SockInfo, NULL, NULL, NULL, napi_default, NULL},
+    {"readBatch", NULL, ReadBatch, NULL, NULL, NULL, napi_default, NULL},
+    {"writeBatch", NULL, WriteBatch, NULL, NULL, NULL, napi_default, NULL},
+    {"recvBatch", NULL, RecvBatch, NULL, NULL, NULL, napi_default, NULL},
+    {"sendBatch", NULL, SendBatch, NULL, NULL, NULL, napi_default, NULL},
+    {"pollStart", NULL, PollStart, NULL, NULL, NULL, napi_default, NULL},
+    {"pollUpdate", NULL, PollUpdate, NULL, NULL, NULL, napi_default, NULL},
+    {"pollStop", NULL, PollStop, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  napi_value c;
+  napi_create_object(env, &c);
+  set_const(env, c, "IFF_TAP", IFF_TAP);
+  set_const(env, c, "IFF_NO_PI", IFF_NO_PI);
+  set_const(env, c, "IFF_VNET_HDR", IFF_VNET_HDR);
+  set_const(env, c, "IFF_MULTI_QUEUE", IFF_MULTI_QUEUE);
+  set_const(env, c, "TUN_F_CSUM", TUN_F_CSUM);
+  set_const(env, c, "TUN_F_TSO4", TUN_F_TSO4);
+  set_const(env, c, "TUN_F_TSO6", TUN_F_TSO6);
+  set_const(env, c, "TUN_F_TSO_ECN", TUN_F_TSO_ECN);
+#ifdef TUN_F_USO4
+  set_const(env, c, "TUN_F_USO4", TUN_F_USO4);
+  set_const(env, c, "TUN_F_USO6", TUN_F_USO6);
+#endif
+  set_const(env, c, "MAX_BATCH", MAX_BATCH);
+  set_const(env, c, "SEND_STRIDE", SEND_STRIDE);
+  set_const(env, c, "EAGAIN", EAGAIN);
+  set_const(env, c, "EMSGSIZE", EMSGSIZE);
+  set_const(env, c, "ENOBUFS", ENOBUFS);
+  napi_set_named_property(env, exports, "constants", c);
+  return exports;
+}

@@ -1,0 +1,252 @@
+#!/usr/bin/env node
+/**
+ * The `vxtap` command. `vxtap agent` runs the agent in the foreground; every other command talks to a running
+ * agent over its control socket (--socket, or $VXTAP_SOCKET, default /run/vxtap/vxtap.sock).
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { Agent } from '../agent/agent.js';
+import { call, DEFAULT_SOCKET } from '../agent/client.js';
+import { serveControl } from '../agent/control.js';
+import { createLogger, type Level } from '../agent/log.js';
+
+class UsageError extends Error {}
+
+const USAGE = `vxtap: userspace VXLAN overlay agent
+
+Usage:
+  vxtap agent --vtep IP [--port 4789] [--host NAME] [--tx-sockets 4] [--batch 64] [--log-level info]
+  vxtap network create NAME --vni N --subnet CIDR [--mtu 1450] [--gateway IP|none] [--no-learning]
+  vxtap network ls [-o json]
+  vxtap network inspect NAME
+  vxtap network rm NAME
+  vxtap endpoint attach NETWORK --netns NS [--name NAME] [--ip IP] [--mac MAC] [--ifname eth0] [--no-default-route]
+  vxtap endpoint detach NAME
+  vxtap endpoint ls [-o json]
+  vxtap fdb add NETWORK MAC DST        (MAC 00:00:00:00:00:00 adds DST to the flood list)
+  vxtap fdb del NETWORK MAC [DST]
+  vxtap fdb show [NETWORK] [-o json]
+  vxtap stats [-o json]
+
+Every command but agent takes --socket PATH (default $VXTAP_SOCKET or ${DEFAULT_SOCKET}).
+`;
+
+type Opts = Record<string, string | boolean | undefined>;
+
+function parse(argv: string[], options: ParseArgsConfig['options']): { opts: Opts; pos: string[] } {
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      options: { socket: { type: 'string' }, output: { type: 'string', short: 'o' }, help: { type: 'boolean', short: 'h' }, ...options },
+      allowPositionals: true,
+      strict: true,
+    });
+    return { opts: values as Opts, pos: positionals };
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+function socketOf(o: Opts): string {
+  return (o.socket as string | undefined) ?? process.env.VXTAP_SOCKET ?? DEFAULT_SOCKET;
+}
+
+function int(o: Opts, k: string): number | undefined {
+  const v = o[k];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new UsageError(`--${k} must be an integer, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function need(pos: string[], i: number, what: string): string {
+  const v = pos[i];
+  if (v === undefined) throw new UsageError(`missing ${what}`);
+  return v;
+}
+
+function table(rows: Record<string, unknown>[], cols: string[]): string {
+  const cells = [cols.map((c) => c.toUpperCase()), ...rows.map((r) => cols.map((c) => (r[c] === null || r[c] === undefined ? '-' : String(r[c]))))];
+  const w = cols.map((_, i) => Math.max(...cells.map((r) => r[i].length)));
+  return cells.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n');
+}
+
+function print(o: Opts, value: unknown, cols?: string[]): void {
+  if (o.output === 'json' || !cols || !Array.isArray(value)) console.log(JSON.stringify(value, null, 2));
+  else console.log(table(value as Record<string, unknown>[], cols));
+}
+
+async function agentCmd(argv: string[]): Promise<void> {
+  const { opts } = parse(argv, {
+    vtep: { type: 'string' },
+    port: { type: 'string' },
+    host: { type: 'string' },
+    'tx-sockets': { type: 'string' },
+    batch: { type: 'string' },
+    'log-level': { type: 'string' },
+  });
+  if (!opts.vtep) throw new UsageError('agent needs --vtep IP: the underlay address of this host that peers send VXLAN to');
+  const level = (opts['log-level'] as Level | undefined) ?? 'info';
+  if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new UsageError('--log-level: debug, info, warn or error');
+  const log = createLogger({ level });
+  const agent = await Agent.start({
+    vtep: opts.vtep as string,
+    port: int(opts, 'port'),
+    host: opts.host as string | undefined,
+    txSockets: int(opts, 'tx-sockets'),
+    batch: int(opts, 'batch'),
+    log,
+  });
+  const path = socketOf(opts);
+  let server;
+  try {
+    server = await serveControl(agent, path, log);
+  } catch (e) {
+    await agent.close();
+    throw e;
+  }
+  log.info('control socket ready', { socket: path });
+  let stopping = false;
+  const stop = async (sig: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping', { signal: sig });
+    server.close();
+    await agent.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+}
+
+async function networkCmd(argv: string[]): Promise<void> {
+  const sub = argv[0];
+  const rest = argv.slice(1);
+  if (sub === 'create') {
+    const { opts, pos } = parse(rest, {
+      vni: { type: 'string' },
+      subnet: { type: 'string' },
+      mtu: { type: 'string' },
+      gateway: { type: 'string' },
+      'no-learning': { type: 'boolean' },
+    });
+    const name = need(pos, 0, 'network NAME');
+    const vni = int(opts, 'vni');
+    if (vni === undefined) throw new UsageError('network create needs --vni N (1-16777215)');
+    if (!opts.subnet) throw new UsageError('network create needs --subnet CIDR, e.g. 198.19.1.0/24');
+    const body: Record<string, unknown> = { name, vni, subnet: opts.subnet, mtu: int(opts, 'mtu'), learning: !opts['no-learning'] };
+    if (opts.gateway !== undefined) body.gateway = opts.gateway === 'none' ? null : opts.gateway;
+    const n = await call<Record<string, unknown>>(socketOf(opts), 'POST', '/v1/networks', body);
+    console.log(`network ${n.name} created: VNI ${n.vni}, subnet ${n.subnet}, gateway ${n.gateway ?? 'none'}, MTU ${n.mtu}`);
+  } else if (sub === 'ls') {
+    const { opts } = parse(rest, {});
+    const nets = await call<Record<string, unknown>[]>(socketOf(opts), 'GET', '/v1/networks');
+    print(opts, nets.map((n) => ({ ...n, endpoints: (n.endpoints as unknown[]).length })), ['name', 'vni', 'subnet', 'gateway', 'mtu', 'endpoints']);
+  } else if (sub === 'inspect') {
+    const { opts, pos } = parse(rest, {});
+    print(opts, await call(socketOf(opts), 'GET', `/v1/networks/${encodeURIComponent(need(pos, 0, 'network NAME'))}`));
+  } else if (sub === 'rm') {
+    const { opts, pos } = parse(rest, {});
+    const name = need(pos, 0, 'network NAME');
+    await call(socketOf(opts), 'DELETE', `/v1/networks/${encodeURIComponent(name)}`);
+    console.log(`network ${name} removed`);
+  } else throw new UsageError(`unknown network command ${JSON.stringify(sub ?? '')}: create, ls, inspect, rm`);
+}
+
+async function endpointCmd(argv: string[]): Promise<void> {
+  const sub = argv[0];
+  const rest = argv.slice(1);
+  if (sub === 'attach') {
+    const { opts, pos } = parse(rest, {
+      netns: { type: 'string' },
+      name: { type: 'string' },
+      ip: { type: 'string' },
+      mac: { type: 'string' },
+      ifname: { type: 'string' },
+      'no-default-route': { type: 'boolean' },
+    });
+    const network = need(pos, 0, 'NETWORK');
+    if (!opts.netns) throw new UsageError('endpoint attach needs --netns NS (a name from `ip netns list` or a path)');
+    const e = await call<Record<string, unknown>>(socketOf(opts), 'POST', '/v1/endpoints', {
+      network,
+      netns: opts.netns,
+      name: opts.name,
+      ip: opts.ip,
+      mac: opts.mac,
+      ifname: opts.ifname,
+      defaultRoute: opts['no-default-route'] ? false : undefined,
+    });
+    console.log(`endpoint ${e.name} attached: ${e.ifname} in ${e.netns}, ${e.ip}, ${e.mac}`);
+  } else if (sub === 'detach') {
+    const { opts, pos } = parse(rest, {});
+    const name = need(pos, 0, 'endpoint NAME');
+    await call(socketOf(opts), 'DELETE', `/v1/endpoints/${encodeURIComponent(name)}`);
+    console.log(`endpoint ${name} detached`);
+  } else if (sub === 'ls') {
+    const { opts } = parse(rest, {});
+    print(opts, await call(socketOf(opts), 'GET', '/v1/endpoints'), ['name', 'network', 'netns', 'ifname', 'ip', 'mac', 'host']);
+  } else throw new UsageError(`unknown endpoint command ${JSON.stringify(sub ?? '')}: attach, detach, ls`);
+}
+
+async function fdbCmd(argv: string[]): Promise<void> {
+  const sub = argv[0];
+  const { opts, pos } = parse(argv.slice(1), {});
+  const s = socketOf(opts);
+  if (sub === 'add') {
+    await call(s, 'POST', '/v1/fdb', { network: need(pos, 0, 'NETWORK'), mac: need(pos, 1, 'MAC'), dst: need(pos, 2, 'DST VTEP') });
+    console.log('fdb entry added');
+  } else if (sub === 'del') {
+    await call(s, 'DELETE', '/v1/fdb', { network: need(pos, 0, 'NETWORK'), mac: need(pos, 1, 'MAC'), dst: pos[2] });
+    console.log('fdb entry deleted');
+  } else if (sub === 'show') {
+    const q = pos[0] ? `?network=${encodeURIComponent(pos[0])}` : '';
+    print(opts, await call(s, 'GET', `/v1/fdb${q}`), ['network', 'vni', 'mac', 'kind', 'dst', 'ageMs']);
+  } else throw new UsageError(`unknown fdb command ${JSON.stringify(sub ?? '')}: add, del, show`);
+}
+
+async function statsCmd(argv: string[]): Promise<void> {
+  const { opts } = parse(argv, {});
+  const st = await call<Record<string, unknown>>(socketOf(opts), 'GET', '/v1/stats');
+  if (opts.output === 'json') {
+    print(opts, st);
+    return;
+  }
+  const c = st.counters as Record<string, number>;
+  const drops = Object.entries(st.drops as Record<string, number>).filter(([, n]) => n > 0);
+  console.log(`host ${st.host}  vtep ${st.vtep}`);
+  console.log(`tx: ${c.tx_packets} frames ${c.tx_bytes} bytes -> ${c.tx_udp_datagrams} datagrams, ${c.tx_local_frames} local`);
+  console.log(`rx: ${c.rx_datagrams} datagrams ${c.rx_bytes} bytes -> ${c.rx_frames} frames`);
+  console.log(`learned ${c.learned}, moved ${c.moved}; fdb ${JSON.stringify(st.fdb)}`);
+  console.log(drops.length ? `drops: ${drops.map(([k, n]) => `${k}=${n}`).join(' ')}` : 'drops: none');
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '-h' || cmd === '--help' || cmd === 'help' || rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  switch (cmd) {
+    case 'agent':
+      return agentCmd(rest);
+    case 'network':
+      return networkCmd(rest);
+    case 'endpoint':
+      return endpointCmd(rest);
+    case 'fdb':
+      return fdbCmd(rest);
+    case 'stats':
+      return statsCmd(rest);
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
+  }
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  if (e instanceof UsageError) {
+    process.stderr.write(`vxtap: ${e.message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+  const code = (e as { code?: string }).code;
+  process.stderr.write(`vxtap: ${(e as Error).message ?? String(e)}${code ? ` [${code}]` : ''}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,95 @@
+/**
+ * Data plane counters. Every drop has a reason with a stable name (docs/counters.md lists them); a bad packet
+ * bumps its counter and is dropped, it never throws. Plain numeric fields of one fixed shape: incrementing one
+ * is a property add, reading them is free.
+ */
+
+export const DROP_REASONS = [
+  // xmit (TAP -> wire)
+  'tx_short', // frame shorter than an Ethernet header
+  'tx_spoofed_src_mac', // source MAC is not the endpoint's own
+  'tx_group_src_mac', // source MAC is a group (multicast) address
+  'tx_hairpin', // destination is the sending endpoint itself
+  'tx_no_destination', // broadcast/unknown with nobody to send it to
+  'tx_udp_error', // the kernel refused the datagram (see udpErrors by errno)
+  'tx_tap_error', // write to a local endpoint's TAP failed
+  // rcv (wire -> TAP)
+  'rx_truncated', // datagram larger than the receive slot
+  'rx_short', // shorter than VXLAN + Ethernet headers
+  'rx_unknown_vtep', // outer source address is not a known VTEP
+  'rx_bad_flags', // VXLAN flags octet is not exactly I (0x08)
+  'rx_unknown_vni', // VNI not configured here
+  'rx_group_src_mac', // inner source MAC is a group address
+  'rx_src_mac_local', // inner source MAC is a local endpoint's (or a configured remote one behind another VTEP)
+  'rx_no_local_dst', // unicast to a MAC that is not a local endpoint
+  'rx_tap_error', // write to the endpoint's TAP failed
+  'rx_learn_full', // learning table for the VNI is full (frame still delivered)
+] as const;
+
+export type DropReason = (typeof DROP_REASONS)[number];
+
+export class Counters {
+  // delivered traffic
+  tx_packets = 0; // frames read from local TAPs
+  tx_bytes = 0;
+  tx_udp_datagrams = 0; // VXLAN datagrams handed to the kernel (one per replica)
+  tx_local_frames = 0; // frames written to a local TAP from another local TAP
+  rx_datagrams = 0; // datagrams received on the VXLAN socket
+  rx_bytes = 0;
+  rx_frames = 0; // frames written to local TAPs from the wire (one per replica)
+  tx_batches = 0;
+  rx_batches = 0;
+  learned = 0;
+  moved = 0;
+  // drops
+  tx_short = 0;
+  tx_spoofed_src_mac = 0;
+  tx_group_src_mac = 0;
+  tx_hairpin = 0;
+  tx_no_destination = 0;
+  tx_udp_error = 0;
+  tx_tap_error = 0;
+  rx_truncated = 0;
+  rx_short = 0;
+  rx_unknown_vtep = 0;
+  rx_bad_flags = 0;
+  rx_unknown_vni = 0;
+  rx_group_src_mac = 0;
+  rx_src_mac_local = 0;
+  rx_no_local_dst = 0;
+  rx_tap_error = 0;
+  rx_learn_full = 0;
+  /** errno (negative) -> count, for tx_udp_error and the TAP errors. */
+  readonly errnos = new Map<number, number>();
+
+  countErrno(e: number): void {
+    this.errnos.set(e, (this.errnos.get(e) ?? 0) + 1);
+  }
+
+  drops(): Record<DropReason, number> {
+    const out = {} as Record<DropReason, number>;
+    for (const r of DROP_REASONS) out[r] = this[r];
+    return out;
+  }
+
+  totalDrops(): number {
+    let n = 0;
+    for (const r of DROP_REASONS) if (r !== 'rx_learn_full') n += this[r];
+    return n;
+  }
+
+  snapshot(): Record<string, number | Record<string, number>> {
+    const out: Record<string, number | Record<string, number>> = {};
+    for (const [k, v] of Object.entries(this)) if (typeof v === 'number') out[k] = v;
+    out.errnos = Object.fromEntries([...this.errnos].map(([e, n]) => [String(e), n]));
+    return out;
+  }
+}
+
+/** Per-VNI traffic counters (one shape). */
+export class VniCounters {
+  tx_packets = 0;
+  tx_bytes = 0;
+  rx_packets = 0;
+  rx_bytes = 0;
+}

@@ -1,0 +1,203 @@
+/**
+ * The forwarding engine: owns the arenas, the output queues, the poll handles and the ports; xmit.ts and rcv.ts
+ * hold the per-direction logic. It reads the FDB and never waits on anything but the kernel: the control plane
+ * writes the FDB between batches (Node runs one callback at a time, so a batch always sees consistent tables).
+ *
+ * Memory: two arenas (xmit, rcv) of `batch` slots each, allocated once. A slot is
+ *   [ headroom | frame ... ]   the frame is read at `headroom`; encap writes the VXLAN header just in front of
+ * it, decap takes a subarray after it. Nothing is allocated per packet.
+ */
+import { Fdb, FdbError } from '../fdb/fdb.js';
+import { VXLAN_HLEN } from '../vxlan/constants.js';
+import { Counters, VniCounters } from './counters.js';
+import { type DataplaneIo, POLL_READABLE } from './io.js';
+import { OutQueue } from './out.js';
+import type { Port } from './port.js';
+import { rcv } from './rcv.js';
+import { xmit } from './xmit.js';
+import type { PollHandle } from '../sys/native.js';
+
+export interface DataplaneOptions {
+  io: DataplaneIo;
+  fdb: Fdb<Port>;
+  /** The socket bound to the VXLAN port: everything is received here. */
+  udpFd: number;
+  /** Transmit sockets; the inner flow hash picks one, so its port is the outer source port. */
+  txFds: number[];
+  /** UDP destination port for learned remote MACs (the port peers listen on). */
+  vxlanPort: number;
+  /** Frames per batch (<= native MAX_BATCH). Default 64. */
+  batch?: number;
+  /** Bytes before each frame in a slot (>= 8 for the VXLAN header). Default 64. */
+  headroom?: number;
+  /** Largest datagram/frame a slot holds. Default 65535 (a kernel peer on a veth can send 64 KB GSO datagrams). */
+  frameMax?: number;
+  /** Seed for the flow hash. */
+  hashSeed?: number;
+  /** Called when a port's TAP fails (device gone with its namespace, fd closed under us). */
+  onPortError?: (port: Port, err: Error) => void;
+  /** Called when a callback throws: a bug, but the loop must keep going. */
+  onLoopError?: (err: unknown) => void;
+}
+
+interface Direction {
+  arena: Uint8Array;
+  lens: Int32Array;
+  out: OutQueue;
+}
+
+/** Batches drained per readiness callback before yielding to the event loop. */
+const DRAIN_BATCHES = 8;
+
+export class Dataplane {
+  readonly io: DataplaneIo;
+  readonly fdb: Fdb<Port>;
+  readonly counters = new Counters();
+  readonly udpFd: number;
+  readonly txFds: Int32Array;
+  readonly txSocketCount: number;
+  readonly vxlanPort: number;
+  readonly batch: number;
+  readonly headroom: number;
+  readonly slotSize: number;
+  readonly hashSeed: number;
+  readonly x: Direction;
+  readonly r: Direction & { addrs: Uint32Array };
+  readonly ports = new Map<string, Port>();
+  private readonly stats = new Map<number, VniCounters>();
+  private udpPoll: PollHandle | null = null;
+  private readonly onPortError: (port: Port, err: Error) => void;
+  private readonly onLoopError: (err: unknown) => void;
+  readonly now: () => number;
+
+  constructor(o: DataplaneOptions) {
+    this.io = o.io;
+    this.fdb = o.fdb;
+    this.now = o.fdb.now;
+    this.udpFd = o.udpFd;
+    if (o.txFds.length < 1 || o.txFds.length > 64) throw new RangeError('txFds: 1 to 64 transmit sockets');
+    this.txFds = Int32Array.from(o.txFds);
+    this.txSocketCount = o.txFds.length;
+    this.vxlanPort = o.vxlanPort;
+    this.batch = o.batch ?? 64;
+    if (!Number.isInteger(this.batch) || this.batch < 1 || this.batch > 256) throw new RangeError('batch: 1..256');
+    this.headroom = o.headroom ?? 64;
+    if (this.headroom < VXLAN_HLEN) throw new RangeError(`headroom must be at least ${VXLAN_HLEN}`);
+    const frameMax = o.frameMax ?? 65535;
+    this.slotSize = Math.ceil((this.headroom + frameMax) / 64) * 64;
+    this.hashSeed = o.hashSeed ?? 0;
+    const mk = (reason: 'tx_tap_error' | 'rx_tap_error'): Direction => {
+      const arena = new Uint8Array(this.slotSize * this.batch);
+      return { arena, lens: new Int32Array(this.batch), out: new OutQueue(this.io, arena, this.txFds, this.counters, reason) };
+    };
+    this.x = mk('tx_tap_error');
+    this.r = { ...mk('rx_tap_error'), addrs: new Uint32Array(this.batch * 2) };
+    this.onPortError = o.onPortError ?? (() => {});
+    this.onLoopError = o.onLoopError ?? ((e) => console.error('vxtap: data plane callback failed:', e));
+  }
+
+  // ---- VNIs and ports (control plane side)
+
+  addVni(vni: number, learning: boolean): void {
+    this.fdb.addVni(vni, learning);
+    if (!this.stats.has(vni)) this.stats.set(vni, new VniCounters());
+  }
+
+  delVni(vni: number): void {
+    for (const p of this.ports.values()) {
+      if (p.vni === vni) throw new FdbError('EBUSY', `VNI ${vni} still has endpoint ${p.id}`);
+    }
+    this.fdb.delVni(vni);
+    this.stats.delete(vni);
+  }
+
+  vniStats(vni: number): VniCounters {
+    let s = this.stats.get(vni);
+    if (!s) {
+      s = new VniCounters();
+      this.stats.set(vni, s);
+    }
+    return s;
+  }
+
+  /** Adds a local endpoint and starts reading its TAP. */
+  addPort(spec: { id: string; mac: number; vni: number; fd: number; ifname: string }): Port {
+    if (this.ports.has(spec.id)) throw new FdbError('EEXIST', `endpoint ${spec.id} is already attached`);
+    const vnet = this.fdb.vnet(spec.vni);
+    const port: Port = {
+      ...spec,
+      vnet,
+      vstats: this.vniStats(spec.vni),
+      poll: null,
+      txFrames: 0,
+      txBytes: 0,
+      rxFrames: 0,
+      rxBytes: 0,
+    };
+    if (!this.fdb.set(spec.vni, spec.mac, 'local', { local: port })) {
+      throw new FdbError('EEXIST', `MAC of ${spec.id} is already a local endpoint on VNI ${spec.vni}`);
+    }
+    this.ports.set(spec.id, port);
+    port.poll = this.io.pollStart(port.fd, POLL_READABLE, (status) => this.onTapReadable(port, status));
+    return port;
+  }
+
+  /** Stops reading the port's TAP and removes its FDB entry. The TAP fd is the caller's to close. */
+  removePort(id: string): Port | undefined {
+    const port = this.ports.get(id);
+    if (!port) return undefined;
+    if (port.poll) this.io.pollStop(port.poll);
+    port.poll = null;
+    this.fdb.del(port.vni, port.mac, 'local');
+    this.ports.delete(id);
+    return port;
+  }
+
+  // ---- loop
+
+  start(): void {
+    if (this.udpPoll) return;
+    this.udpPoll = this.io.pollStart(this.udpFd, POLL_READABLE, (status) => this.onUdpReadable(status));
+  }
+
+  stop(): void {
+    if (this.udpPoll) this.io.pollStop(this.udpPoll);
+    this.udpPoll = null;
+    for (const p of this.ports.values()) {
+      if (p.poll) this.io.pollStop(p.poll);
+      p.poll = null;
+    }
+  }
+
+  private onUdpReadable(status: number): void {
+    if (status < 0) {
+      this.onLoopError(new Error(`poll on the VXLAN socket failed: status ${status}`));
+      return;
+    }
+    try {
+      for (let k = 0; k < DRAIN_BATCHES; k++) if (rcv(this) < this.batch) break;
+    } catch (e) {
+      this.onLoopError(e);
+    }
+  }
+
+  private onTapReadable(port: Port, status: number): void {
+    if (port.poll === null) return;
+    if (status < 0) {
+      this.portFailed(port, new Error(`poll on ${port.ifname} failed: status ${status}`));
+      return;
+    }
+    try {
+      for (let k = 0; k < DRAIN_BATCHES; k++) if (xmit(this, port) < this.batch) break;
+    } catch (e) {
+      // a read error means the TAP is gone (EBADFD when its namespace was deleted) or the fd is broken
+      this.portFailed(port, e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+
+  private portFailed(port: Port, err: Error): void {
+    if (port.poll) this.io.pollStop(port.poll);
+    port.poll = null;
+    this.onPortError(port, err);
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * Per-direction output queue: frames to write to local TAPs and datagrams to send, gathered while a batch is
+ * processed and handed to the kernel in one writeBatch and one sendBatch at the end (or earlier, if a flood
+ * fills the queue). Descriptors point into the direction's arena: replicas of one frame share its bytes.
+ */
+import type { Counters } from './counters.js';
+import type { DataplaneIo } from './io.js';
+import type { Port } from './port.js';
+
+export const OUT_MAX = 1024; // descriptors per flush (native sendBatch takes up to 4 x MAX_BATCH)
+const TAP_STRIDE = 3; // fd, off, len
+const UDP_STRIDE = 6; // sock, off, len, ipv4, port, gsoSize
+
+export class OutQueue {
+  private readonly tapDescs = new Int32Array(OUT_MAX * TAP_STRIDE);
+  private readonly tapPorts: (Port | null)[] = new Array(OUT_MAX).fill(null);
+  private tapCount = 0;
+  private readonly udpDescs = new Int32Array(OUT_MAX * UDP_STRIDE);
+  private udpCount = 0;
+
+  constructor(
+    private readonly io: DataplaneIo,
+    private readonly arena: Uint8Array,
+    private readonly sockFds: Int32Array,
+    private readonly c: Counters,
+    private readonly tapErrorReason: 'tx_tap_error' | 'rx_tap_error',
+  ) {}
+
+  tap(port: Port, off: number, len: number): void {
+    if (this.tapCount === OUT_MAX) this.flushTaps();
+    const d = this.tapCount * TAP_STRIDE;
+    this.tapDescs[d] = port.fd;
+    this.tapDescs[d + 1] = off;
+    this.tapDescs[d + 2] = len;
+    this.tapPorts[this.tapCount++] = port;
+  }
+
+  udp(sock: number, off: number, len: number, vtep: number, port: number): void {
+    if (this.udpCount === OUT_MAX) this.flushUdp();
+    const d = this.udpCount * UDP_STRIDE;
+    this.udpDescs[d] = sock;
+    this.udpDescs[d + 1] = off;
+    this.udpDescs[d + 2] = len;
+    this.udpDescs[d + 3] = vtep | 0;
+    this.udpDescs[d + 4] = port;
+    this.udpDescs[d + 5] = 0;
+    this.udpCount++;
+  }
+
+  flush(): void {
+    if (this.udpCount > 0) this.flushUdp();
+    if (this.tapCount > 0) this.flushTaps();
+  }
+
+  private flushUdp(): void {
+    const n = this.udpCount;
+    this.udpCount = 0;
+    const sent = this.io.sendBatch(this.sockFds, this.arena, this.udpDescs, n);
+    this.c.tx_udp_datagrams += sent;
+    if (sent !== n) {
+      for (let i = 0; i < n; i++) {
+        const len = this.udpDescs[i * UDP_STRIDE + 2];
+        if (len < 0) {
+          this.c.tx_udp_error++;
+          this.c.countErrno(len);
+        }
+      }
+    }
+  }
+
+  private flushTaps(): void {
+    const n = this.tapCount;
+    this.tapCount = 0;
+    const ok = this.io.writeBatch(this.arena, this.tapDescs, n);
+    for (let i = 0; i < n; i++) {
+      const p = this.tapPorts[i]!;
+      this.tapPorts[i] = null;
+      const len = this.tapDescs[i * TAP_STRIDE + 2];
+      if (len < 0) {
+        this.c[this.tapErrorReason]++;
+        this.c.countErrno(len);
+      } else {
+        p.rxFrames++;
+        p.rxBytes += len;
+      }
+    }
+    void ok;
+  }
+}

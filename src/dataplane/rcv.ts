@@ -1,0 +1,101 @@
+/**
+ * Receive: wire -> container. The functions in this file run in the order a datagram meets them:
+ *
+ *   1. recv      one recvmmsg batch from the VXLAN socket into the rcv arena, each datagram at HEADROOM
+ *   2. check     truncated (rx_truncated), shorter than VXLAN + Ethernet (rx_short)
+ *   3. vtep      outer source address must be a known VTEP (RFC 7348 section 7) (rx_unknown_vtep)
+ *   4. decap     flags octet exactly I (rx_bad_flags); VNI configured here (rx_unknown_vni); the inner frame is
+ *                a subarray, nothing is copied
+ *   5. snoop     inner source MAC: never a group address (rx_group_src_mac) nor a local endpoint's
+ *                (rx_src_mac_local); learned against the outer source when the VNI learns (bounded)
+ *   6. deliver   group destination -> every local endpoint of the VNI; unicast -> the local endpoint that owns
+ *                the MAC, else rx_no_local_dst (frames from the wire never go back to the wire: split horizon)
+ *   7. flush     one writeBatch for all TAP writes of the batch
+ */
+import { ETH_HLEN, ETH_OFF_DST, ETH_OFF_SRC, VXLAN_HLEN } from '../vxlan/constants.js';
+import { isGroupMac, readMac } from '../vxlan/mac.js';
+import { readVni, vxlanFlagsValid } from '../vxlan/vxlan.js';
+import type { Dataplane } from './dataplane.js';
+
+/** Receives and forwards one batch from the VXLAN socket. Returns the number of datagrams received. */
+export function rcv(dp: Dataplane): number {
+  const r = dp.r;
+  const { arena, lens, addrs, out } = r;
+  const c = dp.counters;
+  const fdb = dp.fdb;
+  // 1. recv
+  const n = dp.io.recvBatch(dp.udpFd, arena, dp.slotSize, dp.headroom, dp.batch, lens, addrs, null);
+  if (n === 0) return 0;
+  c.rx_batches++;
+  const now = dp.now();
+  for (let i = 0; i < n; i++) {
+    const off = i * dp.slotSize + dp.headroom;
+    const len = lens[i];
+    // 2. check
+    if (len < 0) {
+      c.rx_truncated++;
+      continue;
+    }
+    c.rx_datagrams++;
+    c.rx_bytes += len;
+    if (len < VXLAN_HLEN + ETH_HLEN) {
+      c.rx_short++;
+      continue;
+    }
+    // 3. vtep
+    const src = addrs[2 * i];
+    if (!fdb.isKnownVtep(src)) {
+      c.rx_unknown_vtep++;
+      continue;
+    }
+    // 4. decap
+    if (!vxlanFlagsValid(arena, off)) {
+      c.rx_bad_flags++;
+      continue;
+    }
+    const v = fdb.vnets.get(readVni(arena, off));
+    if (v === undefined) {
+      c.rx_unknown_vni++;
+      continue;
+    }
+    const inner = off + VXLAN_HLEN;
+    const ilen = len - VXLAN_HLEN;
+    // 5. snoop
+    if (isGroupMac(arena, inner + ETH_OFF_SRC)) {
+      c.rx_group_src_mac++;
+      continue;
+    }
+    const smac = readMac(arena, inner + ETH_OFF_SRC);
+    const se = v.entries.get(smac);
+    if (se !== undefined && se.local !== null) {
+      c.rx_src_mac_local++;
+      continue;
+    }
+    if (v.learning && (se === undefined || se.kind === 'learned')) {
+      const res = fdb.snoop(v, smac, src, dp.vxlanPort, now);
+      if (res === 'new') c.learned++;
+      else if (res === 'moved') c.moved++;
+      else if (res === 'full') c.rx_learn_full++;
+    }
+    // 6. deliver
+    const vs = dp.vniStats(v.vni);
+    vs.rx_packets++;
+    vs.rx_bytes += ilen;
+    if (isGroupMac(arena, inner + ETH_OFF_DST)) {
+      const locals = v.locals;
+      for (let j = 0; j < locals.length; j++) out.tap(locals[j], inner, ilen);
+      c.rx_frames += locals.length;
+      continue;
+    }
+    const e = fdb.lookup(v, readMac(arena, inner + ETH_OFF_DST), now);
+    if (e === undefined || e.local === null) {
+      c.rx_no_local_dst++;
+      continue;
+    }
+    out.tap(e.local, inner, ilen);
+    c.rx_frames++;
+  }
+  // 7. flush
+  out.flush();
+  return n;
+}

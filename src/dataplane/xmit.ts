@@ -1,0 +1,109 @@
+/**
+ * Transmit: container -> wire. The functions in this file run in the order a frame meets them:
+ *
+ *   1. read      one batch of frames from an endpoint's TAP into the xmit arena, each at HEADROOM in its slot
+ *   2. check     shorter than an Ethernet header -> drop (tx_short)
+ *   3. snoop-src source MAC must be the endpoint's own: no spoofing of another container (tx_spoofed_src_mac)
+ *   4. lookup    destination MAC in the VNI's FDB
+ *                  local endpoint -> queue a TAP write (a frame back to its own sender is tx_hairpin)
+ *                  remote VTEP    -> encap: write the 8-byte VXLAN header into the headroom, queue one datagram
+ *                  group/unknown  -> flood: every other local endpoint of the VNI + every VTEP of the flood list
+ *   5. flush     one writeBatch for the TAP writes, one sendBatch (sendmmsg per socket) for the datagrams
+ *
+ * The outer UDP source port comes from the inner flow hash (RFC 7348 section 5): it picks one of the agent's
+ * transmit sockets, each bound to its own port, so a flow keeps one port and flows spread over ECMP/RSS.
+ */
+import { ETH_HLEN, ETH_OFF_DST, ETH_OFF_SRC, VXLAN_HLEN } from '../vxlan/constants.js';
+import { flowHash, pickIndex } from '../vxlan/flowhash.js';
+import { isGroupMac, readMac } from '../vxlan/mac.js';
+import { writeVxlanHeader } from '../vxlan/vxlan.js';
+import type { Dataplane } from './dataplane.js';
+import type { Port } from './port.js';
+
+/** Reads and forwards one batch from `port`'s TAP. Returns the number of frames read. */
+export function xmit(dp: Dataplane, port: Port): number {
+  const x = dp.x;
+  const { arena, lens, out } = x;
+  const c = dp.counters;
+  // 1. read
+  const n = dp.io.readBatch(port.fd, arena, dp.slotSize, dp.headroom, dp.batch, lens);
+  if (n === 0) return 0;
+  c.tx_batches++;
+  const now = dp.now();
+  const v = port.vnet;
+  const vs = port.vstats;
+  for (let i = 0; i < n; i++) {
+    const off = i * dp.slotSize + dp.headroom;
+    const len = lens[i];
+    c.tx_packets++;
+    c.tx_bytes += len;
+    // 2. check
+    if (len < ETH_HLEN) {
+      c.tx_short++;
+      continue;
+    }
+    port.txFrames++;
+    port.txBytes += len;
+    // 3. the source MAC is the endpoint's
+    if (readMac(arena, off + ETH_OFF_SRC) !== port.mac) {
+      c.tx_spoofed_src_mac++;
+      continue;
+    }
+    vs.tx_packets++;
+    vs.tx_bytes += len;
+    // 4. lookup
+    if (isGroupMac(arena, off + ETH_OFF_DST)) {
+      flood(dp, port, off, len);
+      continue;
+    }
+    const e = dp.fdb.lookup(v, readMac(arena, off + ETH_OFF_DST), now);
+    if (e === undefined) {
+      flood(dp, port, off, len);
+      continue;
+    }
+    if (e.local !== null) {
+      if (e.local === port) c.tx_hairpin++;
+      else {
+        out.tap(e.local, off, len);
+        c.tx_local_frames++;
+      }
+      continue;
+    }
+    writeVxlanHeader(arena, off - VXLAN_HLEN, v.vni);
+    out.udp(txSocket(dp, arena, off, len), off - VXLAN_HLEN, len + VXLAN_HLEN, e.vtep, e.port);
+  }
+  // 5. flush
+  out.flush();
+  return n;
+}
+
+/** Broadcast, multicast and unknown unicast: every other local endpoint of the VNI, then the flood list. */
+function flood(dp: Dataplane, port: Port, off: number, len: number): void {
+  const v = port.vnet;
+  const out = dp.x.out;
+  let copies = 0;
+  const locals = v.locals;
+  for (let j = 0; j < locals.length; j++) {
+    const p = locals[j];
+    if (p === port) continue;
+    out.tap(p, off, len);
+    dp.counters.tx_local_frames++;
+    copies++;
+  }
+  const rdsts = v.flood;
+  if (rdsts.length > 0) {
+    writeVxlanHeader(dp.x.arena, off - VXLAN_HLEN, v.vni);
+    const sock = txSocket(dp, dp.x.arena, off, len);
+    for (let j = 0; j < rdsts.length; j++) {
+      const r = rdsts[j];
+      out.udp(sock, off - VXLAN_HLEN, len + VXLAN_HLEN, r.vtep, r.port);
+      copies++;
+    }
+  }
+  if (copies === 0) dp.counters.tx_no_destination++;
+}
+
+function txSocket(dp: Dataplane, arena: Uint8Array, off: number, len: number): number {
+  const n = dp.txSocketCount;
+  return n === 1 ? 0 : pickIndex(flowHash(arena, off, off + len, dp.hashSeed), n);
+}

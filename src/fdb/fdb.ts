@@ -1,0 +1,323 @@
+/**
+ * The forwarding database: per VNI, which MAC lives where.
+ *
+ * Design notes
+ * - Keys are MACs as numbers (src/vxlan/mac.ts): a lookup is one Map.get with no allocation.
+ * - Every entry has a kind. Priority local > static > kv > learned: a lower kind never replaces a higher one
+ *   (a learned entry can never hijack a configured MAC, the kernel's rule for NUD_PERMANENT entries). A
+ *   refused write returns false so the caller can count it.
+ * - The all-zeros MAC holds the flood list: the VTEPs that get a copy of every broadcast, multicast and
+ *   unknown-unicast frame of the VNI (head-end replication, as `bridge fdb append 00:00:00:00:00:00 dst VTEP`
+ *   does for the kernel). It is kept as an array, `Vnet.flood`, because the data plane walks it per frame.
+ * - Ageing (kernel vxlan_snoop / vxlan_cleanup): snoop() refreshes `updated` whenever a learned MAC is seen
+ *   again; lookups stamp `used` for display; one periodic sweep() removes learned entries whose `updated` is
+ *   older than the ageing time and returns when the next one is due. The clock is injected, so tests don't sleep.
+ * - Learning is bounded per VNI (`maxLearned`): a flood of random source MACs from a remote host cannot make
+ *   the agent allocate without bound.
+ * - The set of known VTEPs (flood list members and remote destinations of static/kv entries, reference
+ *   counted) answers the receive path's "is this datagram from a VTEP we know?" in one Map.get.
+ */
+import { formatIpv4 } from '../vxlan/ipv4.js';
+import { formatMac, MAC_ZERO } from '../vxlan/mac.js';
+
+export type FdbKind = 'local' | 'static' | 'kv' | 'learned';
+const PRIORITY: Record<FdbKind, number> = { local: 3, static: 2, kv: 1, learned: 0 };
+
+/** A local endpoint as the FDB sees it. The data plane's port type extends this. */
+export interface LocalPort {
+  readonly id: string;
+  readonly mac: number;
+}
+
+export interface FdbEntry<P extends LocalPort = LocalPort> {
+  mac: number;
+  kind: FdbKind;
+  /** Remote VTEP (host-order IPv4) and its UDP port; 0/0 for a local entry. */
+  vtep: number;
+  port: number;
+  local: P | null;
+  /** ms: created or last refreshed (learned entries age from here). */
+  updated: number;
+  /** ms: last time the data plane forwarded to it. */
+  used: number;
+}
+
+/** A remote destination in the flood list. */
+export interface Rdst {
+  vtep: number;
+  port: number;
+  kind: FdbKind;
+}
+
+export class Vnet<P extends LocalPort = LocalPort> {
+  readonly vni: number;
+  readonly entries = new Map<number, FdbEntry<P>>();
+  /** The all-zeros entry: VTEPs that get BUM traffic. */
+  flood: Rdst[] = [];
+  /** Local endpoints of this VNI (each also has a 'local' entry). */
+  locals: P[] = [];
+  learned = 0;
+  learning: boolean;
+  constructor(vni: number, learning: boolean) {
+    this.vni = vni;
+    this.learning = learning;
+  }
+}
+
+export interface FdbOptions {
+  /** Learned entries expire this long after they were last seen (default 300 s, as the kernel). */
+  ageingMs?: number;
+  /** At most this many learned entries per VNI (default 16384). */
+  maxLearned?: number;
+  now?: () => number;
+}
+
+export type SnoopResult = 'new' | 'refreshed' | 'moved' | 'refused' | 'full';
+
+export class FdbError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'FdbError';
+    this.code = code;
+  }
+}
+
+export class Fdb<P extends LocalPort = LocalPort> {
+  readonly vnets = new Map<number, Vnet<P>>();
+  readonly ageingMs: number;
+  readonly maxLearned: number;
+  readonly now: () => number;
+  /** VTEP IPv4 -> reference count (flood list memberships + static/kv remote entries). */
+  private readonly vteps = new Map<number, number>();
+
+  constructor(opts: FdbOptions = {}) {
+    this.ageingMs = opts.ageingMs ?? 300_000;
+    this.maxLearned = opts.maxLearned ?? 16384;
+    this.now = opts.now ?? Date.now;
+  }
+
+  // ---- VNIs
+
+  addVni(vni: number, learning = true): Vnet<P> {
+    let v = this.vnets.get(vni);
+    if (!v) {
+      v = new Vnet<P>(vni, learning);
+      this.vnets.set(vni, v);
+    } else {
+      v.learning = learning;
+    }
+    return v;
+  }
+
+  delVni(vni: number): void {
+    const v = this.vnets.get(vni);
+    if (!v) return;
+    for (const e of v.entries.values()) this.unrefEntry(e);
+    for (const r of v.flood) this.unref(r.vtep);
+    this.vnets.delete(vni);
+  }
+
+  vnet(vni: number): Vnet<P> {
+    const v = this.vnets.get(vni);
+    if (!v) throw new FdbError('ENOVNI', `VNI ${vni} is not configured on this agent`);
+    return v;
+  }
+
+  // ---- known VTEPs
+
+  isKnownVtep(ip: number): boolean {
+    return this.vteps.has(ip);
+  }
+
+  knownVteps(): number[] {
+    return [...this.vteps.keys()];
+  }
+
+  private ref(ip: number): void {
+    this.vteps.set(ip, (this.vteps.get(ip) ?? 0) + 1);
+  }
+
+  private unref(ip: number): void {
+    const n = (this.vteps.get(ip) ?? 0) - 1;
+    if (n <= 0) this.vteps.delete(ip);
+    else this.vteps.set(ip, n);
+  }
+
+  private refEntry(e: FdbEntry<P>): void {
+    if (e.local === null && e.kind !== 'learned') this.ref(e.vtep);
+  }
+
+  private unrefEntry(e: FdbEntry<P>): void {
+    if (e.local === null && e.kind !== 'learned') this.unref(e.vtep);
+  }
+
+  // ---- entries
+
+  /**
+   * Adds or replaces the entry for `mac`. Returns false (and changes nothing) when an entry of a higher kind
+   * holds the MAC. The all-zeros MAC is not an entry: use floodAdd.
+   */
+  set(vni: number, mac: number, kind: FdbKind, dst: { vtep: number; port: number } | { local: P }): boolean {
+    if (mac === MAC_ZERO) throw new FdbError('EINVAL', 'the all-zeros MAC is the flood list: use floodAdd/floodDel');
+    const v = this.vnet(vni);
+    const old = v.entries.get(mac);
+    if (old && PRIORITY[old.kind] > PRIORITY[kind]) return false;
+    const now = this.now();
+    const local = 'local' in dst ? dst.local : null;
+    if (kind === 'local' && !local) throw new FdbError('EINVAL', 'a local entry needs a local port');
+    if (kind !== 'local' && local) throw new FdbError('EINVAL', `a ${kind} entry needs a remote VTEP`);
+    const e: FdbEntry<P> = {
+      mac,
+      kind,
+      vtep: local ? 0 : (dst as { vtep: number }).vtep >>> 0,
+      port: local ? 0 : (dst as { port: number }).port,
+      local,
+      updated: now,
+      used: 0,
+    };
+    if (old) this.remove(v, old);
+    if (kind === 'learned') {
+      if (v.learned >= this.maxLearned) return false;
+      v.learned++;
+    }
+    if (local) v.locals.push(local);
+    v.entries.set(mac, e);
+    this.refEntry(e);
+    return true;
+  }
+
+  /** Deletes the entry for `mac` if it is of `kind` (any kind when omitted). Returns whether one was removed. */
+  del(vni: number, mac: number, kind?: FdbKind): boolean {
+    const v = this.vnets.get(vni);
+    const e = v?.entries.get(mac);
+    if (!v || !e || (kind !== undefined && e.kind !== kind)) return false;
+    this.remove(v, e);
+    return true;
+  }
+
+  private remove(v: Vnet<P>, e: FdbEntry<P>): void {
+    v.entries.delete(e.mac);
+    if (e.kind === 'learned') v.learned--;
+    if (e.local) v.locals = v.locals.filter((p) => p !== e.local);
+    this.unrefEntry(e);
+  }
+
+  /** Hot path: the entry for a unicast MAC, stamped as used. */
+  lookup(v: Vnet<P>, mac: number, now: number): FdbEntry<P> | undefined {
+    const e = v.entries.get(mac);
+    if (e !== undefined) e.used = now;
+    return e;
+  }
+
+  /**
+   * Hot path (receive): source MAC `mac` was seen behind `vtep`. Learns it, refreshes it, or moves a learned
+   * entry to the new VTEP. Never touches local/static/kv entries ('refused'), which also stops a remote host
+   * from claiming a local endpoint's MAC.
+   */
+  snoop(v: Vnet<P>, mac: number, vtep: number, port: number, now: number): SnoopResult {
+    const e = v.entries.get(mac);
+    if (e !== undefined) {
+      if (e.kind !== 'learned') return e.local === null && e.vtep === vtep ? 'refreshed' : 'refused';
+      if (e.vtep === vtep) {
+        e.updated = now;
+        return 'refreshed';
+      }
+      e.vtep = vtep;
+      e.port = port;
+      e.updated = now;
+      return 'moved';
+    }
+    if (!v.learning) return 'refused';
+    if (v.learned >= this.maxLearned) return 'full';
+    v.learned++;
+    v.entries.set(mac, { mac, kind: 'learned', vtep, port, local: null, updated: now, used: 0 });
+    return 'new';
+  }
+
+  // ---- flood list (the all-zeros entry)
+
+  /** Appends a VTEP to the VNI's flood list (idempotent per vtep+port; a higher kind replaces a lower). */
+  floodAdd(vni: number, vtep: number, port: number, kind: Exclude<FdbKind, 'local' | 'learned'>): boolean {
+    const v = this.vnet(vni);
+    const i = v.flood.findIndex((r) => r.vtep === vtep >>> 0 && r.port === port);
+    if (i >= 0) {
+      if (PRIORITY[v.flood[i].kind] > PRIORITY[kind]) return false;
+      v.flood = v.flood.map((r, j) => (j === i ? { ...r, kind } : r));
+      return true;
+    }
+    v.flood = [...v.flood, { vtep: vtep >>> 0, port, kind }];
+    this.ref(vtep >>> 0);
+    return true;
+  }
+
+  floodDel(vni: number, vtep: number, port: number, kind?: FdbKind): boolean {
+    const v = this.vnets.get(vni);
+    if (!v) return false;
+    const r = v.flood.find((x) => x.vtep === vtep >>> 0 && x.port === port && (kind === undefined || x.kind === kind));
+    if (!r) return false;
+    v.flood = v.flood.filter((x) => x !== r); // a new array: a walk in progress keeps its snapshot
+    this.unref(r.vtep);
+    return true;
+  }
+
+  // ---- ageing
+
+  /** Removes expired learned entries; returns ms until the next one expires (ageingMs if none). */
+  sweep(now = this.now()): number {
+    let next = this.ageingMs;
+    for (const v of this.vnets.values()) {
+      if (v.learned === 0) continue;
+      for (const e of v.entries.values()) {
+        if (e.kind !== 'learned') continue;
+        const left = e.updated + this.ageingMs - now;
+        if (left <= 0) this.remove(v, e);
+        else if (left < next) next = left;
+      }
+    }
+    return next;
+  }
+
+  // ---- display
+
+  /** Every entry, with the flood list as all-zeros rows, for `vxtap fdb show`. */
+  dump(vni?: number): FdbRow[] {
+    const rows: FdbRow[] = [];
+    const now = this.now();
+    for (const v of this.vnets.values()) {
+      if (vni !== undefined && v.vni !== vni) continue;
+      for (const e of v.entries.values()) {
+        rows.push({
+          vni: v.vni,
+          mac: formatMac(e.mac),
+          kind: e.kind,
+          dst: e.local ? `local:${e.local.id}` : `${formatIpv4(e.vtep)}:${e.port}`,
+          ageMs: now - e.updated,
+          usedMsAgo: e.used ? now - e.used : null,
+        });
+      }
+      for (const r of v.flood) {
+        rows.push({ vni: v.vni, mac: formatMac(MAC_ZERO), kind: r.kind, dst: `${formatIpv4(r.vtep)}:${r.port}`, ageMs: null, usedMsAgo: null });
+      }
+    }
+    return rows;
+  }
+
+  size(): Record<FdbKind | 'flood', number> {
+    const out = { local: 0, static: 0, kv: 0, learned: 0, flood: 0 };
+    for (const v of this.vnets.values()) {
+      for (const e of v.entries.values()) out[e.kind]++;
+      out.flood += v.flood.length;
+    }
+    return out;
+  }
+}
+
+export interface FdbRow {
+  vni: number;
+  mac: string;
+  kind: FdbKind;
+  dst: string;
+  ageMs: number | null;
+  usedMsAgo: number | null;
+}

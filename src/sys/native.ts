@@ -1,0 +1,86 @@
+/**
+ * Typed view of the native addon (native/vxtap.c). Only syscalls live there; every argument is validated here or
+ * by the caller before it crosses, and errors come back as Error objects whose `code` is the errno name.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeConstants {
+  IFF_TAP: number;
+  IFF_NO_PI: number;
+  IFF_VNET_HDR: number;
+  IFF_MULTI_QUEUE: number;
+  TUN_F_CSUM: number;
+  TUN_F_TSO4: number;
+  TUN_F_TSO6: number;
+  TUN_F_TSO_ECN: number;
+  TUN_F_USO4?: number;
+  TUN_F_USO6?: number;
+  MAX_BATCH: number;
+  SEND_STRIDE: number;
+  EAGAIN: number;
+  EMSGSIZE: number;
+  ENOBUFS: number;
+}
+
+export type PollHandle = { readonly __brand: 'PollHandle' };
+
+export interface NativeAddon {
+  tapOpen(name: string, flags: number, netnsPath: string | null): [fd: number, ifname: string];
+  /** which: 0 TUNSETPERSIST, 1 TUNSETOFFLOAD, 2 TUNSETVNETHDRSZ */
+  tapIoctl(fd: number, which: 0 | 1 | 2, value: number): number;
+  closeFd(fd: number): number;
+  udpOpen(ipv4: number, port: number, rcvbuf: number, sndbuf: number, gro: boolean): [fd: number, port: number];
+  sockInfo(fd: number): [rcvbuf: number, sndbuf: number];
+  readBatch(fd: number, arena: Uint8Array, slotSize: number, offset: number, maxCount: number, lens: Int32Array): number;
+  writeBatch(arena: Uint8Array, descs: Int32Array, count: number): number;
+  recvBatch(
+    fd: number,
+    arena: Uint8Array,
+    slotSize: number,
+    offset: number,
+    maxCount: number,
+    lens: Int32Array,
+    addrs: Uint32Array,
+    gsoSizes: Int32Array | null,
+  ): number;
+  sendBatch(fds: Int32Array, arena: Uint8Array, descs: Int32Array, count: number): number;
+  pollStart(fd: number, events: number, cb: (status: number, events: number) => void): PollHandle;
+  pollUpdate(handle: PollHandle, events: number): number;
+  pollStop(handle: PollHandle): number;
+  constants: NativeConstants;
+}
+
+/** An error from a syscall: `code` is the errno name (e.g. 'EPERM'). */
+export interface SysError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+export function isSysError(e: unknown, code?: string): e is SysError {
+  return e instanceof Error && typeof (e as SysError).code === 'string' && (code === undefined || (e as SysError).code === code);
+}
+
+let cached: NativeAddon | undefined;
+
+/** Finds build/Release/vxtap_native.node from src/sys or dist/src/sys. */
+export function native(): NativeAddon {
+  if (cached) return cached;
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidates = [
+    resolve(here, '../../build/Release/vxtap_native.node'),
+    resolve(here, '../../../build/Release/vxtap_native.node'),
+  ];
+  const path = candidates.find((p) => existsSync(p));
+  if (!path) {
+    throw new Error(
+      `vxtap native addon not built (looked in ${candidates.join(', ')}); run \`npm install\` or \`npm run build:native\` (needs python3, make, g++)`,
+    );
+  }
+  const require = createRequire(import.meta.url);
+  cached = require(join(path)) as NativeAddon;
+  return cached;
+}

@@ -1,0 +1,39 @@
+/** The Internet checksum (RFC 1071) and the IPv4/IPv6 pseudo-header sums used by UDP, TCP and ICMPv6. */
+
+/** Ones'-complement sum of buf[start..end) folded to 16 bits, added to `initial` (not complemented). */
+export function sum16(buf: Uint8Array, start: number, end: number, initial = 0): number {
+  let s = initial;
+  let i = start;
+  const last = end - 1;
+  for (; i < last; i += 2) s += (buf[i] << 8) | buf[i + 1];
+  if (i === last) s += buf[i] << 8;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+}
+
+/** The checksum to store: the complement of the folded sum. */
+export function finish(sum: number): number {
+  let s = sum;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return ~s & 0xffff;
+}
+
+export function internetChecksum(buf: Uint8Array, start: number, end: number): number {
+  return finish(sum16(buf, start, end));
+}
+
+/** Sum of the IPv4 pseudo-header (src, dst, zero, proto, length). Addresses are host-order uint32. */
+export function pseudoSumV4(src: number, dst: number, proto: number, length: number): number {
+  let s = (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + proto + length;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+}
+
+/** Sum of the IPv6 pseudo-header; src and dst are 16-byte views. */
+export function pseudoSumV6(src: Uint8Array, dst: Uint8Array, proto: number, length: number): number {
+  let s = sum16(src, 0, 16);
+  s = sum16(dst, 0, 16, s);
+  s += (length >>> 16) + (length & 0xffff) + proto;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+}
