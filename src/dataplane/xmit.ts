@@ -3,7 +3,8 @@
  *
  *   1. read      one batch of frames from an endpoint's TAP into the xmit arena, each at HEADROOM in its slot
  *   2. check     shorter than an Ethernet header -> drop (tx_short)
- *   3. snoop-src source MAC must be the endpoint's own: no spoofing of another container (tx_spoofed_src_mac)
+ *   3. source    source MAC must be unicast (tx_group_src_mac) and the endpoint's own: no spoofing of another
+ *                container (tx_spoofed_src_mac)
  *   4. lookup    destination MAC in the VNI's FDB
  *                  local endpoint -> queue a TAP write (a frame back to its own sender is tx_hairpin)
  *                  remote VTEP    -> encap: write the 8-byte VXLAN header into the headroom, queue one datagram
@@ -45,6 +46,10 @@ export function xmit(dp: Dataplane, port: Port): number {
     port.txFrames++;
     port.txBytes += len;
     // 3. the source MAC is the endpoint's
+    if (isGroupMac(arena, off + ETH_OFF_SRC)) {
+      c.tx_group_src_mac++;
+      continue;
+    }
     if (readMac(arena, off + ETH_OFF_SRC) !== port.mac) {
       c.tx_spoofed_src_mac++;
       continue;

@@ -1,17 +1,24 @@
 /**
- * TAP devices for endpoints. The agent opens the TAP inside the container's network namespace (the native call
- * enters it for the open only, on this thread), so the device is born where it lives and never has to be moved;
- * the fd keeps working from the agent's namespace. A device can also be created here and moved later
- * (moveTap), which is what Docker's Join wants. Closing a non-persistent TAP's last fd deletes the device.
+ * TAP devices for endpoints.
+ *
+ * A TAP is opened in the AGENT's network namespace under a temporary name (vxNNNNNNNN), configured, then moved
+ * into the container's namespace and renamed in one `ip link set ... netns NS name IFNAME`. Why not open it
+ * inside the container namespace directly (setns, open, TUNSETIFF)? The TAP's socket holds a reference to the
+ * namespace it was opened in: opened inside the container it would keep a deleted container namespace alive for
+ * as long as the agent holds the fd, and the agent would never learn the container is gone. Opened here, the
+ * container namespace dies normally; the kernel then unregisters the device, the fd polls EPOLLERR, and the
+ * data plane reports the port as failed. The fd keeps working after the move (checked on this kernel).
+ * Closing a non-persistent TAP's last fd deletes the device.
  */
+import { randomBytes } from 'node:crypto';
 import { native } from '../sys/native.js';
 import { ip, netnsPath } from '../sys/ip.js';
 import { formatMac } from '../vxlan/mac.js';
 
 export interface TapOptions {
-  /** Interface name (<= 15 chars). */
+  /** Interface name (<= 15 chars) it will have where it ends up. */
   ifname: string;
-  /** Network namespace (name or path) to create it in; the agent's own when undefined. */
+  /** Network namespace (name or path) to move it into; it stays in the agent's own when undefined. */
   netns?: string;
   mac: number;
   mtu: number;
@@ -46,31 +53,44 @@ export function checkIfname(ifname: string): void {
   }
 }
 
-/** Opens a TAP device and sets MAC, MTU and up. On any failure nothing is left behind. */
+/** Opens a TAP device, sets MAC and MTU, moves it into `netns` as `ifname`, and sets it up. On any failure nothing
+ * is left behind (the fd is closed, which deletes the device wherever it is). */
 export async function createTap(o: TapOptions): Promise<Tap> {
   checkIfname(o.ifname);
   const n = native();
   const k = n.constants;
-  const path = o.netns === undefined ? null : netnsPath(o.netns);
+  const target = o.netns === undefined ? undefined : netnsPath(o.netns);
+  const tmp = target ? `vx${randomBytes(4).toString('hex')}` : o.ifname;
   let flags = k.IFF_TAP | k.IFF_NO_PI;
   if (o.vnetHdr) flags |= k.IFF_VNET_HDR;
   let fd: number;
   try {
-    [fd] = n.tapOpen(o.ifname, flags, path);
+    [fd] = n.tapOpen(tmp, flags, null);
   } catch (e) {
     const code = (e as { code?: string }).code ?? 'EUNKNOWN';
-    if (code === 'EINVAL' || code === 'EBUSY')
-      throw new TapError('EEXIST', `cannot create TAP ${o.ifname}${o.netns ? ` in ${o.netns}` : ''}: an interface of that name exists (${code}); pick another name`);
-    if (code === 'EPERM' || code === 'EACCES') throw new TapError('EPERM', `cannot create TAP ${o.ifname}: needs root (CAP_NET_ADMIN)`);
-    throw new TapError(code, `cannot create TAP ${o.ifname}: ${(e as Error).message}`);
+    if (code === 'EINVAL' || code === 'EBUSY') throw new TapError('EEXIST', `cannot create TAP ${tmp}: an interface of that name exists (${code}); pick another name`);
+    if (code === 'EPERM' || code === 'EACCES') throw new TapError('EPERM', `cannot create TAP ${tmp}: needs root (CAP_NET_ADMIN)`);
+    throw new TapError(code, `cannot create TAP ${tmp}: ${(e as Error).message}`);
   }
   try {
     if (o.persist) n.tapIoctl(fd, 0, 1);
-    await ip(['link', 'set', 'dev', o.ifname, 'address', formatMac(o.mac), 'mtu', String(o.mtu), 'up'], o.netns);
+    await ip(['link', 'set', 'dev', tmp, 'address', formatMac(o.mac), 'mtu', String(o.mtu)]);
+    if (target) {
+      try {
+        await ip(['link', 'set', 'dev', tmp, 'netns', target, 'name', o.ifname]);
+      } catch (e) {
+        if (/exists/i.test((e as Error).message)) {
+          throw new TapError('EEXIST', `${o.netns} already has an interface named ${o.ifname}; pick another name`);
+        }
+        throw e;
+      }
+    }
+    await ip(['link', 'set', 'dev', o.ifname, 'up'], o.netns);
   } catch (e) {
     if (o.persist) safe(() => n.tapIoctl(fd, 0, 0));
     safe(() => n.closeFd(fd));
-    throw new TapError('ESETUP', `cannot configure TAP ${o.ifname}: ${(e as Error).message}`);
+    if (e instanceof TapError) throw e;
+    throw new TapError('ESETUP', `cannot configure TAP ${o.ifname}${o.netns ? ` for ${o.netns}` : ''}: ${(e as Error).message}`);
   }
   return { fd, ifname: o.ifname, netns: o.netns, mac: o.mac, mtu: o.mtu };
 }

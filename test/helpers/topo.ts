@@ -1,0 +1,219 @@
+/**
+ * Test hosts on one machine: "hosts" and "containers" are network namespaces, the underlay is a bridge in its own
+ * namespace with a veth to each host (198.18.0.0/24), overlay addresses are 198.19.0.0/16. Every name carries a
+ * per-run tag (vxt<pid><n>-...), every process is tracked by PID, and cleanup() deletes all of it; it is also
+ * run on SIGINT/SIGTERM/exit so a failing or interrupted test leaves nothing behind.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { call } from '../../src/agent/client.js';
+
+const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
+export const CLI = join(ROOT, 'dist/src/cli/main.js');
+export const TCPXFER = join(ROOT, 'dist/test/helpers/tcpxfer.js');
+
+let counter = 0;
+const live = new Set<Topo>();
+function cleanupAll(): void {
+  for (const t of live) t.cleanupSync();
+}
+process.once('exit', cleanupAll);
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    cleanupAll();
+    process.exit(130);
+  });
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs argv synchronously with a timeout; never throws. */
+export function sh(argv: string[], timeoutMs = 30_000): RunResult {
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: timeoutMs });
+  return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + (r.error ? String(r.error) : '') };
+}
+
+/** Runs argv and throws with its stderr when it fails. */
+export function must(argv: string[], timeoutMs = 30_000): string {
+  const r = sh(argv, timeoutMs);
+  if (r.code !== 0) throw new Error(`\`${argv.join(' ')}\` exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+export function isRoot(): boolean {
+  return process.getuid?.() === 0;
+}
+
+export interface Agent {
+  host: string;
+  socket: string;
+  proc: ChildProcess;
+  logFile: string;
+  call<T = unknown>(method: string, path: string, body?: unknown): Promise<T>;
+  /** Runs the vxtap CLI against this agent. */
+  cli(args: string[]): RunResult;
+}
+
+export class Topo {
+  readonly tag: string;
+  readonly dir: string;
+  private readonly netns: string[] = [];
+  private readonly procs: ChildProcess[] = [];
+  private hosts = 0;
+  private underlay: string;
+
+  constructor() {
+    this.tag = `vxt${process.pid % 100000}${counter++}`;
+    this.dir = mkdtempSync(join(tmpdir(), `${this.tag}-`));
+    live.add(this);
+    this.underlay = this.ns('sw');
+    must(['ip', '-n', this.underlay, 'link', 'add', 'br0', 'type', 'bridge']);
+    must(['ip', '-n', this.underlay, 'link', 'set', 'br0', 'up']);
+  }
+
+  /**
+   * Creates a namespace named TAG-name with lo up; returns its name. `quiet` turns IPv6 off for interfaces that
+   * arrive later, so no router solicitations or MLD reports flood the overlay while a test counts datagrams.
+   */
+  ns(name: string, opts: { quiet?: boolean } = {}): string {
+    const full = `${this.tag}-${name}`;
+    must(['ip', 'netns', 'add', full]);
+    this.netns.push(full);
+    must(['ip', '-n', full, 'link', 'set', 'lo', 'up']);
+    if (opts.quiet) {
+      for (const k of ['all', 'default']) must(['ip', 'netns', 'exec', full, 'sysctl', '-qw', `net.ipv6.conf.${k}.disable_ipv6=1`]);
+    }
+    return full;
+  }
+
+  /** A host namespace on the underlay with address 198.18.0.N/24; returns [netns, address, underlay ifname]. */
+  host(name: string): { ns: string; addr: string; ifname: string } {
+    const n = ++this.hosts;
+    const ns = this.ns(name);
+    const addr = `198.18.0.${n}`;
+    const a = `${this.tag}u${n}`; // <= 15 chars
+    const b = `${this.tag}s${n}`;
+    must(['ip', 'link', 'add', a, 'netns', ns, 'type', 'veth', 'peer', 'name', b, 'netns', this.underlay]);
+    must(['ip', '-n', this.underlay, 'link', 'set', b, 'master', 'br0', 'up']);
+    must(['ip', '-n', ns, 'addr', 'add', `${addr}/24`, 'dev', a]);
+    must(['ip', '-n', ns, 'link', 'set', a, 'up']);
+    return { ns, addr, ifname: a };
+  }
+
+  /** Starts `vxtap agent` inside a host namespace and waits for its control socket. */
+  async agent(host: { ns: string; addr: string }, extra: string[] = []): Promise<Agent> {
+    const socket = join(this.dir, `${host.ns}.sock`);
+    const logFile = join(this.dir, `${host.ns}.log`);
+    const proc = spawn('sh', ['-c', `exec ip netns exec ${host.ns} node ${CLI} agent --vtep ${host.addr} --host ${host.ns} --socket ${socket} ${extra.join(' ')} 2>>${logFile} >>${logFile}`], {
+      stdio: 'ignore',
+    });
+    this.procs.push(proc);
+    const deadline = Date.now() + 15_000;
+    while (!existsSync(socket)) {
+      if (proc.exitCode !== null || Date.now() > deadline) {
+        throw new Error(`agent in ${host.ns} did not start: ${existsSync(logFile) ? readFileSync(logFile, 'utf8') : '(no log)'}`);
+      }
+      await sleep(50);
+    }
+    return {
+      host: host.ns,
+      socket,
+      proc,
+      logFile,
+      call: (method, path, body) => call(socket, method, path, body),
+      cli: (args) => sh(['node', CLI, ...args, '--socket', socket]),
+    };
+  }
+
+  /** Stops an agent by PID (SIGTERM, then SIGKILL after 5 s). */
+  async stopAgent(a: Agent): Promise<void> {
+    await stopProc(a.proc);
+  }
+
+  /** Starts a background process we own (tracked by PID, killed at cleanup). */
+  spawn(argv: string[]): ChildProcess {
+    const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.procs.push(p);
+    return p;
+  }
+
+  async cleanup(): Promise<void> {
+    await Promise.all(this.procs.map(stopProc));
+    this.cleanupSync();
+  }
+
+  cleanupSync(): void {
+    for (const p of this.procs) if (p.exitCode === null && p.signalCode === null && p.pid) safeKill(p.pid, 'SIGKILL');
+    for (const ns of this.netns.reverse()) sh(['ip', 'netns', 'del', ns]);
+    this.netns.length = 0;
+    rmSync(this.dir, { recursive: true, force: true });
+    live.delete(this);
+  }
+}
+
+function safeKill(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* already gone */
+  }
+}
+
+async function stopProc(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null || !p.pid) return;
+  const done = new Promise<void>((r) => p.once('exit', () => r()));
+  safeKill(p.pid, 'SIGTERM');
+  const t = setTimeout(() => p.pid && safeKill(p.pid, 'SIGKILL'), 5000);
+  await done;
+  clearTimeout(t);
+}
+
+/** Byte-exact TCP transfer from one namespace to another; returns what each side counted and hashed. */
+export async function tcpTransfer(topo: Topo, fromNs: string, toNs: string, toAddr: string, bytes: number): Promise<{ sent: { bytes: number; sha256: string }; got: { bytes: number; sha256: string } }> {
+  const srv = topo.spawn(['ip', 'netns', 'exec', toNs, 'node', TCPXFER, 'server', toAddr, '5201']);
+  let out = '';
+  srv.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  await new Promise<void>((res, rej) => {
+    srv.stderr!.once('data', () => res());
+    srv.once('exit', (c) => rej(new Error(`tcpxfer server exited ${c}`)));
+  });
+  const cli = sh(['ip', 'netns', 'exec', fromNs, 'node', TCPXFER, 'client', toAddr, '5201', String(bytes)], 60_000);
+  if (cli.code !== 0) throw new Error(`tcpxfer client failed: ${cli.stderr}`);
+  if (srv.exitCode === null) await new Promise((res) => srv.once('exit', res));
+  return { sent: JSON.parse(cli.stdout), got: JSON.parse(out) };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export interface PingResult {
+  transmitted: number;
+  received: number;
+  avgMs: number;
+}
+
+/** ping from a namespace; count and per-reply timeout bounded. */
+export function ping(ns: string, dst: string, count = 3, intervalS = 0.2): PingResult {
+  const r = sh(['ip', 'netns', 'exec', ns, 'ping', '-n', '-q', '-c', String(count), '-i', String(intervalS), '-W', '1', dst], 30_000);
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
+  const avg = /= [\d.]+\/([\d.]+)\//.exec(r.stdout);
+  return { transmitted: m ? Number(m[1]) : 0, received: m ? Number(m[2]) : 0, avgMs: avg ? Number(avg[1]) : NaN };
+}
+
+/** Pings once a second-ish until one reply arrives (links drop packets for ~1 s after coming up). */
+export async function waitPing(ns: string, dst: string, timeoutMs = 10_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (ping(ns, dst, 1).received === 1) return true;
+    await sleep(100);
+  }
+  return false;
+}

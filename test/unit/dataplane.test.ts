@@ -1,0 +1,224 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Dataplane } from '../../src/dataplane/dataplane.js';
+import { Fdb } from '../../src/fdb/fdb.js';
+import type { Port } from '../../src/dataplane/port.js';
+import { readVni } from '../../src/vxlan/vxlan.js';
+import { flowHash, pickIndex } from '../../src/vxlan/flowhash.js';
+import { IPPROTO_TCP } from '../../src/vxlan/constants.js';
+import { FakeIo } from '../helpers/fakeio.js';
+import { arpRequest, ipv4Frame, vxlanDatagram } from '../helpers/frames.js';
+
+const VNI = 4097;
+const PEER = 0xc6120002; // 198.18.0.2
+const PEER3 = 0xc6120003;
+const STRANGER = 0xc6120063;
+const MAC_A = 0x020000000a01;
+const MAC_B = 0x020000000a02;
+const MAC_R = 0x020000000b01; // remote container
+const BCAST = 0xffffffffffff;
+
+function setup(opts: { txSockets?: number; learning?: boolean } = {}) {
+  const io = new FakeIo();
+  let t = 1000;
+  const fdb = new Fdb<Port>({ now: () => t });
+  const udpFd = io.udp();
+  const txFds = Array.from({ length: opts.txSockets ?? 1 }, () => io.udp());
+  const failed: string[] = [];
+  const dp = new Dataplane({ io, fdb, udpFd, txFds, vxlanPort: 4789, batch: 8, frameMax: 9000, onPortError: (p) => failed.push(p.id) });
+  dp.addVni(VNI, opts.learning ?? true);
+  dp.start();
+  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0' });
+  const b = dp.addPort({ id: 'b', mac: MAC_B, vni: VNI, fd: io.tap(), ifname: 'eth0' });
+  fdb.floodAdd(VNI, PEER, 4789, 'static');
+  fdb.floodAdd(VNI, PEER3, 4789, 'static');
+  const fromTap = (p: Port, ...frames: Uint8Array[]) => {
+    io.tapIn.get(p.fd)!.push(...frames);
+    io.ready(p.fd);
+  };
+  const fromWire = (src: number, ...data: Uint8Array[]) => {
+    io.udpIn.get(udpFd)!.push(...data.map((d) => ({ data: d, addr: src, port: 51000 })));
+    io.ready(udpFd);
+  };
+  return { io, fdb, dp, a, b, fromTap, fromWire, failed, tick: (ms: number) => (t += ms) };
+}
+
+test('xmit: unicast to a known remote MAC is encapsulated once, to its VTEP, with the VNI', () => {
+  const { io, fdb, dp, a, fromTap } = setup();
+  fdb.set(VNI, MAC_R, 'kv', { vtep: PEER3, port: 8472 });
+  const f = ipv4Frame(MAC_R, MAC_A, { size: 200 });
+  fromTap(a, f);
+  assert.equal(io.sent.length, 1);
+  const d = io.sent[0];
+  assert.equal(d.addr, PEER3);
+  assert.equal(d.port, 8472);
+  assert.equal(d.data.length, 208);
+  assert.deepEqual([...d.data.subarray(0, 4)], [0x08, 0, 0, 0]);
+  assert.equal(readVni(d.data, 0), VNI);
+  assert.equal(d.data[7], 0);
+  assert.deepEqual(d.data.subarray(8), f, 'inner frame is carried unchanged');
+  assert.equal(dp.counters.tx_udp_datagrams, 1);
+  assert.equal(dp.counters.totalDrops(), 0);
+});
+
+test('xmit: broadcast goes to every other local endpoint and every flood-list VTEP (head-end replication)', () => {
+  const { io, dp, a, b, fromTap } = setup();
+  const arp = arpRequest(MAC_A, 0xc6130102, 0xc6130103);
+  fromTap(a, arp);
+  assert.deepEqual(io.sent.map((d) => d.addr).sort(), [PEER, PEER3].sort());
+  for (const d of io.sent) assert.deepEqual(d.data.subarray(8), arp);
+  assert.equal(io.tapOut.get(b.fd)!.length, 1, 'the other local endpoint gets a copy');
+  assert.equal(io.tapOut.get(a.fd)!.length, 0, 'the sender does not');
+  assert.equal(dp.counters.tx_local_frames, 1);
+});
+
+test('xmit: unknown unicast floods; local destination never leaves the host', () => {
+  const { io, a, b, fromTap } = setup();
+  fromTap(a, ipv4Frame(0x02000000ffff, MAC_A));
+  assert.equal(io.sent.length, 2, 'unknown unicast floods to the VTEPs');
+  io.sent.length = 0;
+  fromTap(a, ipv4Frame(MAC_B, MAC_A));
+  assert.equal(io.sent.length, 0);
+  assert.equal(io.tapOut.get(b.fd)!.length, 2);
+});
+
+test('xmit: drops are counted by reason and do not stop the batch', () => {
+  const { io, dp, a, fromTap, fdb } = setup();
+  fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
+  fromTap(
+    a,
+    new Uint8Array(10), // short
+    ipv4Frame(MAC_R, MAC_B), // spoofed source (b's MAC from a's port)
+    ipv4Frame(MAC_A, MAC_A), // to itself
+    ipv4Frame(MAC_R, BCAST), // group source
+    ipv4Frame(MAC_R, MAC_A), // good
+  );
+  const c = dp.counters;
+  assert.equal(c.tx_short, 1);
+  assert.equal(c.tx_spoofed_src_mac, 1);
+  assert.equal(c.tx_hairpin, 1);
+  assert.equal(c.tx_group_src_mac, 1);
+  assert.equal(io.sent.length, 1);
+  assert.equal(c.tx_packets, 5);
+});
+
+test('xmit: a batch larger than the batch size is drained in several reads', () => {
+  const { io, a, fromTap, fdb, dp } = setup();
+  fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
+  const frames = Array.from({ length: 20 }, (_, i) => ipv4Frame(MAC_R, MAC_A, { sport: i }));
+  fromTap(a, ...frames);
+  assert.equal(io.sent.length, 20);
+  assert.equal(dp.counters.tx_batches, 3);
+  io.sent.forEach((d, i) => assert.deepEqual(d.data.subarray(8), frames[i], 'order kept'));
+});
+
+test('xmit: the flow hash picks the transmit socket, so each flow keeps one outer source port', () => {
+  const { io, a, fromTap, fdb } = setup({ txSockets: 4 });
+  fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
+  const used = new Set<number>();
+  for (let p = 0; p < 64; p++) {
+    const f = ipv4Frame(MAC_R, MAC_A, { proto: IPPROTO_TCP, sport: 40000 + p, dport: 80 });
+    fromTap(a, f, f);
+    const [x, y] = io.sent.splice(0);
+    assert.equal(x.sock, y.sock, 'same flow, same socket');
+    assert.equal(x.sock, pickIndex(flowHash(f, 0, f.length), 4));
+    used.add(x.sock!);
+  }
+  assert.equal(used.size, 4, '64 flows use all 4 sockets');
+});
+
+test('xmit: send failures are counted by errno, nothing throws', () => {
+  const { io, dp, a, fromTap } = setup();
+  io.failSends = -105; // ENOBUFS
+  fromTap(a, arpRequest(MAC_A, 1, 2));
+  assert.equal(dp.counters.tx_udp_error, 2);
+  assert.equal(dp.counters.errnos.get(-105), 2);
+});
+
+test('rcv: delivers to the owning endpoint and learns the sender', () => {
+  const { io, dp, a, b, fromWire, fdb } = setup();
+  const inner = ipv4Frame(MAC_A, MAC_R);
+  fromWire(PEER, vxlanDatagram(VNI, inner));
+  assert.deepEqual(io.tapOut.get(a.fd)![0], inner);
+  assert.equal(io.tapOut.get(b.fd)!.length, 0);
+  const e = fdb.vnet(VNI).entries.get(MAC_R)!;
+  assert.equal(e.kind, 'learned');
+  assert.equal(e.vtep, PEER);
+  assert.equal(e.port, 4789, 'learned destination is the VXLAN port, not the sender\'s source port');
+  assert.equal(dp.counters.learned, 1);
+  fromWire(PEER, vxlanDatagram(VNI, ipv4Frame(BCAST, MAC_R)));
+  assert.equal(io.tapOut.get(a.fd)!.length, 2, 'broadcast to every local endpoint');
+  assert.equal(io.tapOut.get(b.fd)!.length, 1);
+  assert.equal(io.sent.length, 0, 'split horizon: nothing from the wire goes back to the wire');
+});
+
+test('rcv: every malformed or unwanted datagram is dropped and counted by reason', () => {
+  const { io, dp, a, fromWire } = setup();
+  const good = ipv4Frame(MAC_A, MAC_R);
+  fromWire(
+    PEER,
+    new Uint8Array(5), // rx_short
+    vxlanDatagram(VNI, new Uint8Array(6)), // rx_short (inner < 14)
+    vxlanDatagram(VNI, good, 0x00), // rx_bad_flags: I missing
+    vxlanDatagram(VNI, good, 0x0c), // rx_bad_flags: extra bit
+    vxlanDatagram(4242, good), // rx_unknown_vni
+    vxlanDatagram(VNI, ipv4Frame(MAC_A, 0x010000000001)), // rx_group_src_mac
+    vxlanDatagram(VNI, ipv4Frame(MAC_A, MAC_A)), // rx_src_mac_local (claims a local MAC)
+    vxlanDatagram(VNI, ipv4Frame(0x02000000dead, MAC_R)), // rx_no_local_dst
+    new Uint8Array(10000), // rx_truncated (slot holds 9000)
+    vxlanDatagram(VNI, good), // delivered
+  );
+  fromWire(STRANGER, vxlanDatagram(VNI, good)); // rx_unknown_vtep
+  const c = dp.counters;
+  assert.deepEqual(
+    { short: c.rx_short, flags: c.rx_bad_flags, vni: c.rx_unknown_vni, gsrc: c.rx_group_src_mac, local: c.rx_src_mac_local, nodst: c.rx_no_local_dst, trunc: c.rx_truncated, vtep: c.rx_unknown_vtep },
+    { short: 2, flags: 2, vni: 1, gsrc: 1, local: 1, nodst: 1, trunc: 1, vtep: 1 },
+  );
+  assert.equal(io.tapOut.get(a.fd)!.length, 1, 'only the good one is delivered');
+  assert.ok(!dp.fdb.isKnownVtep(STRANGER));
+  assert.equal(dp.fdb.vnet(VNI).entries.get(MAC_A)!.kind, 'local', 'spoofed source did not move the local MAC');
+});
+
+test('rcv: no learning when the VNI has learning off', () => {
+  const { fromWire, fdb, dp } = setup({ learning: false });
+  fromWire(PEER, vxlanDatagram(VNI, ipv4Frame(MAC_A, MAC_R)));
+  assert.equal(fdb.vnet(VNI).entries.has(MAC_R), false);
+  assert.equal(dp.counters.rx_frames, 1, 'still delivered');
+});
+
+test('ports: a TAP that fails is reported once and no longer polled; removePort stops polling', () => {
+  const { io, dp, a, b, failed, fromTap } = setup();
+  io.brokenTaps.add(a.fd);
+  fromTap(a, ipv4Frame(MAC_B, MAC_A));
+  assert.deepEqual(failed, ['a']);
+  assert.ok(!io.isPolled(a.fd));
+  dp.removePort('b');
+  assert.ok(!io.isPolled(b.fd));
+  assert.equal(dp.fdb.vnet(VNI).locals.length, 1);
+  assert.throws(() => dp.delVni(VNI), /still has endpoint/);
+});
+
+test('fuzz: random datagrams and frames never throw out of the loop', () => {
+  const { io, dp, a, fromWire, fromTap } = setup();
+  let errors = 0;
+  (dp as unknown as { onLoopError: (e: unknown) => void }).onLoopError = () => errors++;
+  for (let i = 0; i < 3000; i++) {
+    const len = Math.floor(Math.random() * 120);
+    const junk = new Uint8Array(len).map(() => Math.floor(Math.random() * 256));
+    if (i % 3 === 0 && len > 8) {
+      junk[0] = 0x08;
+      junk[4] = VNI >>> 16;
+      junk[5] = (VNI >>> 8) & 0xff;
+      junk[6] = VNI & 0xff;
+    }
+    fromWire(i % 5 === 0 ? STRANGER : PEER, junk);
+    const f = new Uint8Array(len).map(() => Math.floor(Math.random() * 256));
+    if (i % 2 === 0 && len >= 12) new DataView(f.buffer).setUint16(6, MAC_A / 2 ** 32);
+    if (i % 2 === 0 && len >= 12) new DataView(f.buffer).setUint32(8, MAC_A % 2 ** 32);
+    fromTap(a, f);
+  }
+  assert.equal(errors, 0);
+  assert.ok(dp.counters.rx_datagrams + dp.counters.rx_truncated >= 3000);
+  assert.ok(dp.fdb.vnet(VNI).learned <= dp.fdb.maxLearned);
+  void io;
+});
