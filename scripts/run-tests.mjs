@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
 const unitOnly = process.argv.includes('--unit');
-const dirs = ['dist/test/unit', ...(unitOnly ? [] : ['dist/test/netns', 'dist/test/docker'])];
+const dirs = ['dist/test/unit', ...(unitOnly ? [] : ['dist/test/kv', 'dist/test/netns', 'dist/test/docker'])];
 const files = dirs
   .filter((d) => existsSync(d))
   .flatMap((d) => readdirSync(d).filter((f) => f.endsWith('.test.js')).sort().map((f) => join(d, f)));

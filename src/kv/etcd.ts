@@ -1,0 +1,197 @@
+/**
+ * The etcd backend, through the maintained etcd3 client (gRPC). Several endpoints may be given for a cluster;
+ * the client fails over between them. Watches resume by themselves after a disconnect from the last revision
+ * they delivered (etcd3 does that); a compacted revision surfaces as ERR_KV_COMPACTED so the reconciler re-lists.
+ */
+import { Etcd3, type Lease as EtcdLease, type Watcher } from 'etcd3';
+import { type Compare, type Kv, type KvEntry, KvError, type KvEvent, type Lease, type Op, type TxnResult, type Watch, type WatchHandler } from './kv.js';
+
+export interface EtcdOptions {
+  /** e.g. ['127.0.0.1:2379'] (http:// is assumed). */
+  endpoints: string[];
+  /** Per-call deadline (default 3000 ms), so a dead etcd fails fast instead of hanging the caller. */
+  timeoutMs?: number;
+}
+
+function wrap(e: unknown, what: string): KvError {
+  if (e instanceof KvError) return e;
+  const msg = (e as Error)?.message ?? String(e);
+  if (/compacted/i.test(msg)) return new KvError('ERR_KV_COMPACTED', `${what}: ${msg}`, { cause: e });
+  if (/lease not found|requested lease not found/i.test(msg)) return new KvError('ERR_KV_LEASE_LOST', `${what}: ${msg}`, { cause: e });
+  return new KvError('ERR_KV_UNAVAILABLE', `${what}: ${msg}`, { cause: e });
+}
+
+export class EtcdKv implements Kv {
+  readonly kind = 'etcd' as const;
+  readonly where: string;
+  private readonly client: Etcd3;
+  private readonly timeoutMs: number;
+  private readonly watchers = new Set<Watcher>();
+  private readonly leases = new Set<EtcdLease>();
+
+  constructor(o: EtcdOptions) {
+    if (!o.endpoints.length) throw new KvError('ERR_KV_INVALID', 'etcd: no endpoints given');
+    const hosts = o.endpoints.map((h) => (/^https?:\/\//.test(h) ? h : `http://${h}`));
+    this.where = `etcd://${o.endpoints.join(',')}`;
+    this.timeoutMs = o.timeoutMs ?? 3000;
+    this.client = new Etcd3({ hosts, dialTimeout: this.timeoutMs, defaultCallOptions: () => ({ deadline: new Date(Date.now() + this.timeoutMs) }) });
+  }
+
+  async get(key: string): Promise<KvEntry | null> {
+    try {
+      const r = await this.client.get(key).exec();
+      return r.kvs.length ? toEntry(r.kvs[0]) : null;
+    } catch (e) {
+      throw wrap(e, `etcd get ${key}`);
+    }
+  }
+
+  async list(prefix: string): Promise<{ entries: KvEntry[]; revision: number }> {
+    try {
+      const r = await this.client.getAll().prefix(prefix).exec();
+      return { entries: r.kvs.map(toEntry), revision: Number(r.header.revision) };
+    } catch (e) {
+      throw wrap(e, `etcd list ${prefix}`);
+    }
+  }
+
+  async put(key: string, value: string, lease?: string): Promise<number> {
+    return (await this.txn([], [{ type: 'put', key, value, lease }])).revision;
+  }
+
+  async delete(key: string): Promise<boolean> {
+    try {
+      const r = await this.client.delete().key(key).exec();
+      return Number(r.deleted) > 0;
+    } catch (e) {
+      throw wrap(e, `etcd delete ${key}`);
+    }
+  }
+
+  async txn(compares: Compare[], success: Op[], failure: Op[] = []): Promise<TxnResult> {
+    const toOp = (op: Op) => {
+      if (op.type === 'put') return { request_put: { key: Buffer.from(op.key), value: Buffer.from(op.value), lease: op.lease ?? 0 } };
+      if (op.type === 'delete') return { request_delete_range: { key: Buffer.from(op.key) } };
+      return { request_delete_range: { key: Buffer.from(op.prefix), range_end: Buffer.from(prefixEndBytes(op.prefix)) } };
+    };
+    try {
+      const r = await this.client.kv.txn({
+        compare: compares.map((c) => ({ key: Buffer.from(c.key), target: 'Mod', result: 'Equal', mod_revision: c.modRevision })),
+        success: success.map(toOp),
+        failure: failure.map(toOp),
+      } as never);
+      return { succeeded: r.succeeded, revision: Number(r.header.revision) };
+    } catch (e) {
+      throw wrap(e, 'etcd txn');
+    }
+  }
+
+  async grantLease(ttlSec: number): Promise<Lease> {
+    if (!(ttlSec >= 1)) throw new KvError('ERR_KV_INVALID', `lease TTL must be at least 1 s, got ${ttlSec}`);
+    const l = this.client.lease(Math.round(ttlSec), { autoKeepAlive: true });
+    this.leases.add(l);
+    let id: string;
+    try {
+      id = await l.grant();
+    } catch (e) {
+      this.leases.delete(l);
+      l.release();
+      throw wrap(e, 'etcd lease grant');
+    }
+    return {
+      id,
+      ttlSec,
+      onLost: (cb) => l.on('lost', (err: Error) => cb(wrap(err, `etcd lease ${id} lost`))),
+      revoke: async () => {
+        this.leases.delete(l);
+        try {
+          await l.revoke();
+        } catch (e) {
+          throw wrap(e, `etcd lease ${id} revoke`);
+        }
+      },
+      release: () => {
+        this.leases.delete(l);
+        l.release();
+      },
+    };
+  }
+
+  watch(prefix: string, fromRevision: number, h: WatchHandler): Watch {
+    let w: Watcher | null = null;
+    let closed = false;
+    this.client
+      .watch()
+      .prefix(prefix)
+      .startRevision(String(fromRevision + 1))
+      .create()
+      .then((watcher) => {
+        if (closed) {
+          void watcher.cancel();
+          return;
+        }
+        w = watcher;
+        this.watchers.add(watcher);
+        watcher.on('data', (res) => {
+          const evs: KvEvent[] = (res.events ?? []).map((ev) => ({
+            type: ev.type === 'Delete' ? 'delete' : 'put',
+            key: ev.kv.key.toString(),
+            value: ev.type === 'Delete' ? null : ev.kv.value.toString(),
+            modRevision: Number(ev.kv.mod_revision),
+          }));
+          if (evs.length) h.events(evs, Number(res.header.revision));
+        });
+        watcher.on('disconnected', (err) => h.error(wrap(err, 'etcd watch disconnected')));
+        watcher.on('error', (err) => {
+          // etcd cancels a watch whose start revision was compacted away (WatchResponse.canceled with a
+          // compact_revision); etcd3 reports only "Watcher canceled". Either way the watch is gone and
+          // the caller must re-list, which is what ERR_KV_COMPACTED asks for.
+          const k = /Watcher canceled/i.test((err as Error).message ?? '')
+            ? new KvError('ERR_KV_COMPACTED', `etcd watch on ${prefix} canceled by the server (compacted?): re-list`, { cause: err })
+            : wrap(err, 'etcd watch');
+          h.error(k);
+          if (k.code === 'ERR_KV_COMPACTED') {
+            this.watchers.delete(watcher);
+            void watcher.cancel().catch(() => {});
+          }
+        });
+      })
+      .catch((e) => h.error(wrap(e, 'etcd watch')));
+    return {
+      close: () => {
+        closed = true;
+        if (w) {
+          this.watchers.delete(w);
+          void w.cancel().catch(() => {});
+        }
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const w of this.watchers) await w.cancel().catch(() => {});
+    for (const l of this.leases) l.release();
+    this.client.close();
+  }
+}
+
+function prefixEndBytes(prefix: string): Buffer {
+  const b = Buffer.from(prefix);
+  for (let i = b.length - 1; i >= 0; i--) {
+    if (b[i] < 0xff) {
+      b[i]++;
+      return b.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]);
+}
+
+function toEntry(kv: { key: Buffer; value: Buffer; create_revision: string; mod_revision: string; lease: string }): KvEntry {
+  return {
+    key: kv.key.toString(),
+    value: kv.value.toString(),
+    createRevision: Number(kv.create_revision),
+    modRevision: Number(kv.mod_revision),
+    lease: kv.lease && kv.lease !== '0' ? kv.lease : null,
+  };
+}

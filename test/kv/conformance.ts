@@ -1,0 +1,139 @@
+/**
+ * The KV conformance suite: every backend must pass it unchanged. `open()` returns a fresh store view and a
+ * second, independent client of the same store (another connection; for the embedded store another open of
+ * the same file, as another agent process would), and a way to compact the history.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Kv, KvError, KvEvent } from '../../src/kv/kv.js';
+
+export interface Fixture {
+  a: Kv;
+  b: Kv;
+  compact(rev: number): Promise<void>;
+  done(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(f: () => T | Promise<T>, ok: (v: T) => boolean, ms = 8000): Promise<T> {
+  const end = Date.now() + ms;
+  let v = await f();
+  while (!ok(v) && Date.now() < end) {
+    await sleep(20);
+    v = await f();
+  }
+  return v;
+}
+
+export function conformance(name: string, open: () => Promise<Fixture>): void {
+  let n = 0;
+  const withKv = (title: string, fn: (f: Fixture, p: string) => Promise<void>) =>
+    test(`${name}: ${title}`, async () => {
+      const f = await open();
+      try {
+        await fn(f, `/t${process.pid}-${n++}-${Math.random().toString(36).slice(2, 6)}/`);
+      } finally {
+        await f.done();
+      }
+    });
+
+  withKv('put, get, list by prefix; revisions move forward', async ({ a }, p) => {
+    const r1 = await a.put(`${p}x`, '1');
+    const r2 = await a.put(`${p}y`, '2');
+    await a.put(`${p.slice(0, -1)}z`, 'outside'); // shares the prefix string minus '/', must not be listed
+    assert.ok(r2 > r1);
+    const x = await a.get(`${p}x`);
+    assert.equal(x?.value, '1');
+    assert.equal(x?.createRevision, r1);
+    const r3 = await a.put(`${p}x`, '3');
+    const x2 = await a.get(`${p}x`);
+    assert.deepEqual([x2?.value, x2?.createRevision, x2?.modRevision], ['3', r1, r3]);
+    const l = await a.list(p);
+    assert.deepEqual(l.entries.map((e) => [e.key.slice(p.length), e.value]), [['x', '3'], ['y', '2']]);
+    assert.ok(l.revision >= r3);
+    assert.equal(await a.get(`${p}nope`), null);
+    assert.equal(await a.delete(`${p}y`), true);
+    assert.equal(await a.delete(`${p}y`), false);
+    assert.equal(await a.get(`${p}y`), null);
+  });
+
+  withKv('txn: create-if-absent has exactly one winner; compare-and-swap on modRevision', async ({ a, b }, p) => {
+    const key = `${p}vni/4097`;
+    const results = await Promise.all([a, b, a, b].map((kv, i) => kv.txn([{ key, modRevision: 0 }], [{ type: 'put', key, value: `owner${i}` }])));
+    assert.equal(results.filter((r) => r.succeeded).length, 1, 'exactly one creator wins');
+    const cur = (await a.get(key))!;
+    const ok = await a.txn([{ key, modRevision: cur.modRevision }], [{ type: 'put', key, value: 'swapped' }], [{ type: 'put', key: `${p}lost`, value: '1' }]);
+    assert.ok(ok.succeeded);
+    const stale = await b.txn([{ key, modRevision: cur.modRevision }], [{ type: 'put', key, value: 'stale' }], [{ type: 'put', key: `${p}lost`, value: '1' }]);
+    assert.ok(!stale.succeeded, 'a stale compare fails');
+    assert.equal((await a.get(key))?.value, 'swapped');
+    assert.equal((await a.get(`${p}lost`))?.value, '1', 'failure ops ran');
+    // several ops in one txn are all-or-nothing and a deletePrefix removes only the prefix
+    await a.txn([], [{ type: 'put', key: `${p}d/1`, value: '1' }, { type: 'put', key: `${p}d/2`, value: '2' }, { type: 'put', key: `${p}dd`, value: 'keep' }]);
+    await a.txn([], [{ type: 'deletePrefix', prefix: `${p}d/` }]);
+    assert.deepEqual((await a.list(p)).entries.map((e) => e.key.slice(p.length)), ['dd', 'lost', 'vni/4097']);
+  });
+
+  withKv('leases: keys vanish on revoke and on expiry; keep-alive holds them', async ({ a, b }, p) => {
+    const l1 = await a.grantLease(2);
+    await a.put(`${p}h1`, 'x', l1.id);
+    assert.equal((await b.get(`${p}h1`))?.lease, l1.id);
+    await l1.revoke();
+    assert.equal(await b.get(`${p}h1`), null, 'revoked: gone at once');
+
+    const kept = await a.grantLease(2);
+    await a.put(`${p}kept`, 'x', kept.id);
+    const dying = await a.grantLease(2);
+    await a.put(`${p}dying`, 'x', dying.id);
+    let lostCalled = false;
+    dying.onLost(() => (lostCalled = true));
+    dying.release(); // stop keep-alive: it must expire by itself
+    const t0 = Date.now();
+    const gone = await until(() => b.get(`${p}dying`), (v) => v === null, 10_000);
+    assert.equal(gone, null, 'expired lease took its key');
+    assert.ok(Date.now() - t0 >= 1000, 'not before the TTL');
+    assert.equal((await b.get(`${p}kept`))?.value, 'x', 'keep-alive held the other lease past its TTL');
+    await kept.revoke();
+    void lostCalled;
+    await assert.rejects(a.put(`${p}z`, 'x', dying.id), (e: KvError) => e.code === 'ERR_KV_LEASE_LOST' || e.code === 'ERR_KV_UNAVAILABLE');
+  });
+
+  withKv('watch from a revision: every later event under the prefix, in order, from another client too', async ({ a, b }, p) => {
+    const start = await a.put(`${p}pre`, '0');
+    const seen: KvEvent[] = [];
+    const w = b.watch(p, start, { events: (evs) => seen.push(...evs), error: () => {} });
+    await sleep(200);
+    await a.put(`${p}k1`, 'v1');
+    await a.put(`/other${p}k`, 'not mine');
+    await a.txn([], [{ type: 'put', key: `${p}k2`, value: 'v2' }, { type: 'delete', key: `${p}pre` }]);
+    await b.delete(`${p}k1`);
+    await until(() => seen.length, (n) => n >= 4);
+    w.close();
+    assert.deepEqual(seen.map((e) => [e.type, e.key.slice(p.length), e.value]), [
+      ['put', 'k1', 'v1'],
+      ['put', 'k2', 'v2'],
+      ['delete', 'pre', null],
+      ['delete', 'k1', null],
+    ]);
+    for (let i = 1; i < seen.length; i++) assert.ok(seen[i].modRevision >= seen[i - 1].modRevision, 'revision order');
+    // a watch that starts in the past replays history
+    const replay: KvEvent[] = [];
+    const w2 = a.watch(p, start, { events: (evs) => replay.push(...evs), error: () => {} });
+    await until(() => replay.length, (n) => n >= 4);
+    w2.close();
+    assert.deepEqual(replay.map((e) => e.key), seen.map((e) => e.key));
+  });
+
+  withKv('watch behind a compaction gets ERR_KV_COMPACTED (the caller re-lists)', async (f, p) => {
+    const r0 = await f.a.put(`${p}a`, '1');
+    for (let i = 0; i < 5; i++) await f.a.put(`${p}a`, String(i));
+    const head = await f.a.put(`${p}a`, 'last');
+    await f.compact(head - 1);
+    let err: KvError | undefined;
+    const w = f.b.watch(p, r0, { events: () => {}, error: (e) => (err ??= e) });
+    await until(() => err, (e) => e !== undefined);
+    w.close();
+    assert.equal(err?.code, 'ERR_KV_COMPACTED');
+  });
+}
