@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vxtap demo: two "hosts" (network namespaces joined by a veth underlay, 198.18.0.0/24), one vxtap agent per host,
-# two "containers" (namespaces) per host on one overlay network (198.19.1.0/24, VNI 4097), then a cross-host
-# ping and a short iperf3 throughput figure. Everything it creates carries a per-run tag and is removed on exit.
+# both on one embedded KV store (a single SQLite file), two "containers" (namespaces) per host on one overlay
+# network (198.19.1.0/24), then a cross-host ping and a short iperf3 throughput figure. Everything it creates
+# carries a per-run tag and is removed on exit.
 #
 #   sudo bash scripts/demo.sh            (after `npm install && npm run build`)
 #   KEEP=1 bash scripts/demo.sh          leaves the topology up and prints how to poke at it (Ctrl-C cleans up)
@@ -39,9 +40,10 @@ ip -n "$TAG-h2" addr add 198.18.0.2/24 dev "$TAG-u2"
 ip -n "$TAG-h1" link set "$TAG-u1" up
 ip -n "$TAG-h2" link set "$TAG-u2" up
 
-say "one vxtap agent per host"
+say "one vxtap agent per host, sharing the embedded store $RUN/store.db"
 for h in 1 2; do
-  ip netns exec "$TAG-h$h" $VXTAP agent --vtep "198.18.0.$h" --host "h$h" --socket "$RUN/h$h.sock" >"$RUN/h$h.log" 2>&1 &
+  ip netns exec "$TAG-h$h" $VXTAP agent --vtep "198.18.0.$h" --host "h$h" --socket "$RUN/h$h.sock" \
+    --kv "$RUN/store.db" --state-dir "$RUN/state" >"$RUN/h$h.log" 2>&1 &
   PIDS+=($!)
 done
 for h in 1 2; do
@@ -51,11 +53,10 @@ done
 v1() { $VXTAP "$@" --socket "$RUN/h1.sock"; }
 v2() { $VXTAP "$@" --socket "$RUN/h2.sock"; }
 
-say "overlay network 'demo' (VNI 4097, 198.19.1.0/24) on both hosts; each host floods BUM traffic to the other"
-v1 network create demo --vni 4097 --subnet 198.19.1.0/24
-v2 network create demo --vni 4097 --subnet 198.19.1.0/24
-v1 fdb add demo 00:00:00:00:00:00 198.18.0.2
-v2 fdb add demo 00:00:00:00:00:00 198.18.0.1
+say "overlay network 'demo' (198.19.1.0/24) created once, on host 1; host 2 sees it through the store"
+v1 network create demo --subnet 198.19.1.0/24
+sleep 0.2
+v2 network ls
 
 say "containers: two per host, each with a TAP as its eth0"
 v1 endpoint attach demo --netns "$TAG-c1a" --name web --ip 198.19.1.10
@@ -70,7 +71,7 @@ ip netns exec "$TAG-c2a" ping -c 4 -i 0.2 -W 2 198.19.1.10
 say "same-host ping: web -> db (host 1, never leaves the agent)"
 ip netns exec "$TAG-c1a" ping -c 2 -i 0.2 -W 2 198.19.1.11
 
-say "what host 2 learned (vxtap fdb show)"
+say "where host 2 forwards each MAC (vxtap fdb show): remote MACs and the flood list come from the store"
 v2 fdb show
 
 if command -v iperf3 >/dev/null; then

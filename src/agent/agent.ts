@@ -1,51 +1,74 @@
 /**
- * The per-host agent: opens the VXLAN sockets, runs the data plane, and owns this host's networks, endpoints
- * and static FDB entries. Clients (CLI, control socket) call its methods; every method validates its input and
- * fails with an AgentError that says what to fix, leaving nothing half-done (each step is undone on failure).
+ * The per-host agent: opens the VXLAN sockets, runs the data plane, and keeps this host's part of the shared
+ * state in the KV store (src/kv): its host record and its endpoints under a lease, networks and addresses by
+ * transaction. The reconciler turns what the store says about every host into the data plane's tables.
  *
- * Until the shared KV store lands, networks and peers are configured per agent: create the same network (same
- * VNI) on every host and add each peer VTEP to the flood list (`vxtap fdb add NET 00:00:00:00:00:00 VTEP`);
- * remote MACs are then learned from traffic, as the kernel's VXLAN device does.
+ * Design notes
+ * - The control plane writes, the data plane reads: KV events become idempotent table diffs (applyNetworks);
+ *   the data plane never waits on the store. A KV outage leaves forwarding on the last known tables; writes
+ *   (new networks, attachments) fail with ERR_KV_UNAVAILABLE meanwhile.
+ * - Registration (host key + every local endpoint's keys) is level-triggered: register() puts them all, and runs
+ *   at start, whenever the lease is lost (outage longer than the TTL), and retries with backoff until it succeeds.
+ * - Local endpoints survive an agent restart: TAPs are persistent (TUNSETPERSIST), and a state file
+ *   (<stateDir>/<host>.json) lists them; a restarted agent re-opens each TAP by name inside its namespace,
+ *   re-registers it and forwards again. Re-opening pins the namespace (see src/tap/tap.ts), so every 2 s a
+ *   liveness check compares each endpoint's namespace inode with the one recorded at attach, and detaches
+ *   endpoints whose namespace is gone.
+ * - Every client-facing method validates its input and fails with an AgentError that says what to fix, leaving
+ *   nothing half-done (each step is undone on failure).
  */
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { dirname, join } from 'node:path';
 import { Fdb, type FdbRow } from '../fdb/fdb.js';
 import { Dataplane } from '../dataplane/dataplane.js';
 import { type DataplaneIo, nativeIo } from '../dataplane/io.js';
 import type { Port } from '../dataplane/port.js';
+import { type Kv, KvError, type Lease, type Op } from '../kv/kv.js';
+import { openKv } from '../kv/open.js';
+import { Reconciler } from '../kv/reconciler.js';
+import { type EndpointRec, keys, type NetworkRec, parseNetwork } from '../kv/schema.js';
 import { native } from '../sys/native.js';
-import { ip, netnsPath } from '../sys/ip.js';
+import { ip, ipJson, netnsPath } from '../sys/ip.js';
 import { closeTap, createTap, checkIfname, type Tap } from '../tap/tap.js';
 import { VXLAN_DEFAULT_PORT, VXLAN_IPV4_OVERHEAD, VXLAN_VNI_MAX } from '../vxlan/constants.js';
-import { formatIpv4 } from '../vxlan/ipv4.js';
+import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
 import { formatMac, MAC_ZERO, parseMac, randomMac, isGroupMacNum } from '../vxlan/mac.js';
 import { firstFree, inSubnet, parseAddress, parseSubnet, type Subnet } from './addr.js';
 import { AgentError, invalid, notFound } from './errors.js';
 import { type Logger, silentLogger } from './log.js';
 
 export interface AgentOptions {
-  /** This host's name (default: the OS hostname). */
+  /** This host's name (default: the OS hostname). Must be unique in the cluster. */
   host?: string;
   /** Underlay IPv4 address to bind and send from: this host's VTEP address. */
   vtep: string;
   /** UDP port VXLAN listens on and sends to (default 4789, IANA). */
   port?: number;
-  /** Transmit sockets (distinct outer source ports chosen by flow hash). Default 4. */
+  /** KV store: `etcd://host:port[,...]` or a file path (default /var/lib/vxtap/store.db), or an open Kv. */
+  kv?: string | Kv;
+  /** Host lease TTL in seconds: a dead host's endpoints vanish from the others this long after it died (default 10). */
+  leaseTtl?: number;
+  /** Where the local state file lives (default /var/lib/vxtap). */
+  stateDir?: string;
+  /** Full KV resync period (default 30 s). */
+  resyncMs?: number;
   txSockets?: number;
   batch?: number;
-  /** Socket buffer sizes in bytes (default 4 MiB each; set with SO_*BUFFORCE as root). */
   rcvbuf?: number;
   sndbuf?: number;
   /** Learned MACs expire after this many seconds (default 300). */
   ageingSec?: number;
   maxLearned?: number;
   log?: Logger;
-  /** For tests: another I/O backend (see test/helpers/fakeio.ts). */
+  /** For tests: another I/O backend. */
   io?: DataplaneIo;
 }
 
 export interface NetworkSpec {
   name: string;
-  vni: number;
+  /** Omit to allocate the lowest free VNI from 4096 up. */
+  vni?: number;
   subnet: string;
   gateway?: string | null;
   mtu?: number;
@@ -69,6 +92,24 @@ export interface AttachSpec {
   mac?: string;
   ifname?: string;
   defaultRoute?: boolean;
+  aliases?: string[];
+}
+
+/** What the state file keeps per local endpoint: enough to re-adopt it after a restart without the KV store. */
+interface LocalRecord {
+  name: string;
+  network: string;
+  vni: number;
+  netns: string;
+  ifname: string;
+  ip: string;
+  mac: string;
+  mtu: number;
+  subnet: string;
+  gateway: string | null;
+  aliases: string[];
+  /** Inode of the namespace at attach time: a namespace recreated under the same name is another container. */
+  nsIno: number;
 }
 
 export interface Endpoint {
@@ -80,12 +121,16 @@ export interface Endpoint {
   mac: number;
   tap: Tap;
   port: Port;
+  rec: LocalRecord;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 export const DEFAULT_MTU = 1450;
+export const DEFAULT_STATE_DIR = '/var/lib/vxtap';
 const MTU_MIN = 68;
 const MTU_MAX = 65535 - VXLAN_IPV4_OVERHEAD - 14;
+const VNI_AUTO_FIRST = 4096;
+const LIVENESS_MS = 2000;
 
 export class Agent {
   readonly host: string;
@@ -93,20 +138,33 @@ export class Agent {
   readonly port: number;
   readonly fdb: Fdb<Port>;
   readonly dp: Dataplane;
+  readonly kv: Kv;
+  readonly reconciler: Reconciler;
+  /** Networks as the cluster knows them (plus any a local endpoint still needs during a KV outage). */
   readonly networks = new Map<string, Network>();
   readonly endpoints = new Map<string, Endpoint>();
   private readonly log: Logger;
   private readonly fds: number[];
-  private sweepTimer: NodeJS.Timeout | null = null;
+  private readonly leaseTtl: number;
+  private readonly statePath: string;
+  private lease: Lease | null = null;
+  private registering: Promise<void> | null = null;
+  private registered = false;
+  private pendingDeletes: string[] = [];
+  private timers: NodeJS.Timeout[] = [];
   private seq = 0;
   private closed = false;
 
-  private constructor(o: AgentOptions, vtep: number, port: number, udpFd: number, txFds: number[], io: DataplaneIo) {
+  private constructor(o: AgentOptions, kv: Kv, vtep: number, port: number, udpFd: number, txFds: number[], io: DataplaneIo) {
     this.host = o.host ?? hostname();
+    if (!NAME.test(this.host)) throw invalid(`host name ${JSON.stringify(this.host)}: 1-64 of letters, digits, _ . -; give --host`);
     this.vtep = vtep;
     this.port = port;
+    this.kv = kv;
     this.log = o.log ?? silentLogger;
     this.fds = [udpFd, ...txFds];
+    this.leaseTtl = o.leaseTtl ?? 10;
+    this.statePath = join(o.stateDir ?? DEFAULT_STATE_DIR, `${this.host}.json`);
     this.fdb = new Fdb<Port>({ ageingMs: (o.ageingSec ?? 300) * 1000, maxLearned: o.maxLearned });
     this.dp = new Dataplane({
       io,
@@ -118,20 +176,29 @@ export class Agent {
       onPortError: (p, err) => this.portFailed(p, err),
       onLoopError: (err) => this.log.error('data plane callback failed', { err }),
     });
+    this.reconciler = new Reconciler(
+      kv,
+      (changed) => this.applyNetworks(changed),
+      (err) => this.log.warn('KV watch', { err }),
+      o.resyncMs,
+    );
   }
 
-  /** Opens the sockets and starts forwarding. */
+  /** Opens the sockets, re-adopts endpoints from the state file, joins the cluster and starts forwarding. */
   static async start(o: AgentOptions): Promise<Agent> {
     const vtep = parseAddress(o.vtep, 'VTEP address');
     const port = o.port ?? VXLAN_DEFAULT_PORT;
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalid(`port ${port} is not a UDP port (1-65535)`);
     const nTx = o.txSockets ?? 4;
     if (!Number.isInteger(nTx) || nTx < 1 || nTx > 64) throw invalid(`txSockets ${nTx}: 1 to 64`);
+    const ttl = o.leaseTtl ?? 10;
+    if (!(ttl >= 2 && ttl <= 300)) throw invalid(`lease TTL ${ttl}: 2 to 300 seconds`);
     const rcvbuf = o.rcvbuf ?? 4 << 20;
     const sndbuf = o.sndbuf ?? 4 << 20;
     const io = o.io ?? nativeIo();
     const n = native();
     const opened: number[] = [];
+    let kv: Kv | undefined;
     try {
       let udpFd: number;
       try {
@@ -149,54 +216,264 @@ export class Agent {
         opened.push(fd);
         txFds.push(fd);
       }
-      const agent = new Agent(o, vtep, port, udpFd, txFds, io);
+      try {
+        kv = typeof o.kv === 'object' ? o.kv : openKv(o.kv);
+      } catch (e) {
+        throw invalid((e as Error).message);
+      }
+      const agent = new Agent(o, kv, vtep, port, udpFd, txFds, io);
       agent.dp.start();
-      agent.scheduleSweep(agent.fdb.ageingMs);
-      agent.log.info('agent started', { host: agent.host, vtep: o.vtep, port, txSockets: nTx });
+      await agent.recover();
+      await agent.reconciler.start(); // a KV outage at start is logged; forwarding runs on the recovered endpoints
+      agent.startTimers();
+      void agent.register();
+      agent.log.info('agent started', { host: agent.host, vtep: o.vtep, port, txSockets: nTx, kv: kv.where, endpoints: agent.endpoints.size });
       return agent;
     } catch (e) {
       for (const fd of opened) safe(() => n.closeFd(fd));
+      if (kv && typeof o.kv !== 'object') await kv.close().catch(() => {});
       throw e;
     }
   }
 
+  private startTimers(): void {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers = [];
+    const sweep = (ms: number): void => {
+      if (this.closed) return;
+      const t = setTimeout(() => sweep(Math.max(1000, this.fdb.sweep())), Math.max(1000, ms));
+      t.unref();
+      this.timers[0] = t;
+    };
+    sweep(this.fdb.ageingMs);
+    const live = setInterval(() => void this.checkLiveness(), LIVENESS_MS);
+    live.unref();
+    this.timers.push(live);
+  }
+
+  // ---- cluster registration
+
+  /** Grants a lease if needed and (re)puts the host key and every local endpoint's keys. Retries until done. */
+  register(): Promise<void> {
+    this.registering ??= (async () => {
+      let delay = 500;
+      while (!this.closed) {
+        try {
+          await this.registerOnce();
+          this.registered = true;
+          return;
+        } catch (e) {
+          this.registered = false;
+          this.log.warn('cannot register with the KV store; retrying', { kv: this.kv.where, err: e, retryMs: delay });
+          await sleep(delay);
+          delay = Math.min(delay * 2, 5000);
+        }
+      }
+    })().finally(() => (this.registering = null));
+    return this.registering;
+  }
+
+  private async registerOnce(): Promise<void> {
+    if (!this.lease) {
+      const lease = await this.kv.grantLease(this.leaseTtl);
+      lease.onLost((err) => {
+        if (this.lease !== lease || this.closed) return;
+        this.log.warn('host lease lost; registering again', { err });
+        this.lease = null;
+        this.registered = false;
+        void this.register();
+      });
+      this.lease = lease;
+    }
+    const lease = this.lease.id;
+    const ops: Op[] = [{ type: 'put', key: keys.host(this.host), value: JSON.stringify({ vtep: formatIpv4(this.vtep), port: this.port }), lease }];
+    for (const ep of this.endpoints.values()) ops.push(...this.endpointOps(ep.rec, lease));
+    await this.kv.txn([], ops);
+    const pending = this.pendingDeletes;
+    this.pendingDeletes = [];
+    for (const k of pending) {
+      try {
+        await this.kv.delete(k);
+      } catch (e) {
+        this.pendingDeletes.push(k);
+        throw e;
+      }
+    }
+  }
+
+  private endpointOps(r: LocalRecord, lease: string): Op[] {
+    const rec: Omit<EndpointRec, 'network' | 'mac'> = { ip: r.ip, host: this.host, name: r.name, aliases: r.aliases, netns: r.netns, ifname: r.ifname };
+    return [
+      { type: 'put', key: keys.ipam(r.network, r.ip), value: `${this.host}/${r.name}`, lease },
+      { type: 'put', key: keys.endpoint(r.network, r.mac), value: JSON.stringify(rec), lease },
+    ];
+  }
+
+  // ---- reconcile: cluster state -> data plane tables (idempotent)
+
+  private applyNetworks(changed: Set<string>): void {
+    const st = this.reconciler.state;
+    const names = changed.has('*') ? new Set([...st.networks.keys(), ...this.networks.keys()]) : changed;
+    for (const name of names) {
+      try {
+        this.applyNetwork(name, st.networks.get(name));
+      } catch (e) {
+        this.log.error('cannot apply network state', { network: name, err: e });
+      }
+    }
+  }
+
+  private applyNetwork(name: string, rec: NetworkRec | undefined): void {
+    const cur = this.networks.get(name);
+    const localEps = [...this.endpoints.values()].filter((e) => e.network === name);
+    if (!rec || (cur && cur.vni !== rec.vni)) {
+      if (!cur) return;
+      if (localEps.length) {
+        if (!rec) this.log.warn('network removed from the store but still has local endpoints; keeping it here', { network: name });
+        return;
+      }
+      this.dp.delVni(cur.vni);
+      this.networks.delete(name);
+      if (!rec) {
+        this.log.info('network removed', { network: name });
+        return;
+      }
+    }
+    let net = this.networks.get(name);
+    if (!net) {
+      net = toNetwork(rec);
+      this.networks.set(name, net);
+      this.dp.addVni(net.vni, net.learning);
+      this.log.info('network added', { network: name, vni: net.vni, subnet: net.subnet.cidr });
+    } else {
+      Object.assign(net, toNetwork(rec));
+      this.fdb.vnet(net.vni).learning = net.learning;
+    }
+    this.syncTables(net);
+  }
+
+  /** Makes the VNI's kv FDB entries, kv flood list and ARP table equal to the cluster state. */
+  private syncTables(net: Network): void {
+    const st = this.reconciler.state;
+    const v = this.fdb.vnet(net.vni);
+    const wantFdb = new Map<number, { vtep: number; port: number }>();
+    const wantFlood = new Map<string, { vtep: number; port: number }>();
+    const arp = new Map<number, number>();
+    for (const ep of st.endpointsOf(net.name)) {
+      const mac = parseMac(ep.mac);
+      arp.set(parseIpv4(ep.ip), mac);
+      if (ep.host === this.host) continue;
+      const h = st.hosts.get(ep.host);
+      if (!h) continue; // its host's lease is gone: so is the endpoint, its delete event is on the way
+      const dst = { vtep: parseIpv4(h.vtep), port: h.port };
+      wantFdb.set(mac, dst);
+      wantFlood.set(`${dst.vtep}:${dst.port}`, dst);
+    }
+    for (const e of [...v.entries.values()]) {
+      if (e.kind !== 'kv') continue;
+      const w = wantFdb.get(e.mac);
+      if (!w) this.fdb.del(net.vni, e.mac, 'kv');
+      else if (w.vtep === e.vtep && w.port === e.port) wantFdb.delete(e.mac);
+    }
+    for (const [mac, dst] of wantFdb) this.fdb.set(net.vni, mac, 'kv', dst);
+    for (const r of [...v.flood]) {
+      if (r.kind !== 'kv') continue;
+      if (!wantFlood.delete(`${r.vtep}:${r.port}`)) this.fdb.floodDel(net.vni, r.vtep, r.port, 'kv');
+    }
+    for (const dst of wantFlood.values()) this.fdb.floodAdd(net.vni, dst.vtep, dst.port, 'kv');
+    v.arp = arp;
+  }
+
   // ---- networks
 
-  createNetwork(spec: NetworkSpec): Network {
+  async createNetwork(spec: NetworkSpec): Promise<Network> {
     if (typeof spec?.name !== 'string' || !NAME.test(spec.name)) {
       throw invalid(`network name ${JSON.stringify(spec?.name)}: 1-64 of letters, digits, _ . - (starting with a letter or digit)`);
     }
-    if (this.networks.has(spec.name)) throw new AgentError('ERR_EXISTS', `network ${spec.name} already exists`);
-    if (!Number.isInteger(spec.vni) || spec.vni < 1 || spec.vni > VXLAN_VNI_MAX) {
+    if (spec.vni !== undefined && (!Number.isInteger(spec.vni) || spec.vni < 1 || spec.vni > VXLAN_VNI_MAX)) {
       throw invalid(`VNI ${JSON.stringify(spec.vni)} must be an integer from 1 to ${VXLAN_VNI_MAX}`);
     }
     const subnet = parseSubnet(spec.subnet);
     const mtu = spec.mtu ?? DEFAULT_MTU;
     if (!Number.isInteger(mtu) || mtu < MTU_MIN || mtu > MTU_MAX) throw invalid(`MTU ${mtu}: ${MTU_MIN} to ${MTU_MAX}`);
-    let gateway = 0;
-    if (spec.gateway === undefined) gateway = (subnet.network + 1) >>> 0;
-    else if (spec.gateway !== null && spec.gateway !== 'none') {
-      gateway = parseAddress(spec.gateway, 'gateway');
-      if (!inSubnet(gateway, subnet)) throw invalid(`gateway ${spec.gateway} is not a host address of ${subnet.cidr}`);
+    let gateway: string | null = formatIpv4((subnet.network + 1) >>> 0);
+    if (spec.gateway === null || spec.gateway === 'none') gateway = null;
+    else if (spec.gateway !== undefined) {
+      const g = parseAddress(spec.gateway, 'gateway');
+      if (!inSubnet(g, subnet)) throw invalid(`gateway ${spec.gateway} is not a host address of ${subnet.cidr}`);
+      gateway = formatIpv4(g);
     }
-    for (const n of this.networks.values()) {
-      if (n.vni === spec.vni) throw new AgentError('ERR_EXISTS', `VNI ${spec.vni} is already used by network ${n.name}`);
-      if (overlaps(n.subnet, subnet)) throw new AgentError('ERR_EXISTS', `subnet ${subnet.cidr} overlaps network ${n.name} (${n.subnet.cidr})`);
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const r = await this.kvCall('create the network', async () => {
+        // guard first, then the list: anything created after the guard read makes the txn fail and us retry
+        const guard = await this.kv.get(keys.guardNetworks);
+        const { entries } = await this.kv.list(keys.networks);
+        const taken = new Map<number, string>();
+        for (const e of entries) {
+          const name = e.key.slice(keys.networks.length);
+          if (name === spec.name) throw new AgentError('ERR_EXISTS', `network ${spec.name} already exists`);
+          const n = parseNetwork(name, e.value);
+          if (n) taken.set(n.vni, name);
+        }
+        let vni = spec.vni;
+        if (vni !== undefined && taken.has(vni)) throw new AgentError('ERR_EXISTS', `VNI ${vni} is already used by network ${taken.get(vni)}`);
+        if (vni === undefined) {
+          vni = VNI_AUTO_FIRST;
+          while (taken.has(vni)) vni++;
+        }
+        const rec = { vni, subnet: subnet.cidr, gateway, mtu, learning: spec.learning ?? true };
+        return this.kv.txn(
+          [{ key: keys.guardNetworks, modRevision: guard?.modRevision ?? 0 }, { key: keys.network(spec.name), modRevision: 0 }, { key: keys.vni(vni), modRevision: 0 }],
+          [
+            { type: 'put', key: keys.network(spec.name), value: JSON.stringify(rec) },
+            { type: 'put', key: keys.vni(vni), value: spec.name },
+            { type: 'put', key: keys.guardNetworks, value: spec.name },
+          ],
+        );
+      });
+      if (r.succeeded) {
+        await this.reconciler.waitFor(r.revision);
+        const net = this.networks.get(spec.name);
+        if (!net) throw new AgentError('ERR_INTERNAL', `network ${spec.name} was stored at revision ${r.revision} but has not arrived here yet`);
+        this.log.info('network created', { network: net.name, vni: net.vni, subnet: net.subnet.cidr, mtu });
+        return net;
+      }
+      await sleep(10 + Math.random() * 40);
     }
-    const net: Network = { name: spec.name, vni: spec.vni, subnet, gateway, mtu, learning: spec.learning ?? true };
-    this.dp.addVni(net.vni, net.learning);
-    this.networks.set(net.name, net);
-    this.log.info('network created', { network: net.name, vni: net.vni, subnet: subnet.cidr, mtu });
-    return net;
+    throw new AgentError('ERR_IN_USE', 'networks are being changed concurrently; try again');
   }
 
-  deleteNetwork(name: string): void {
-    const net = this.network(name);
-    const eps = [...this.endpoints.values()].filter((e) => e.network === name);
-    if (eps.length) throw new AgentError('ERR_IN_USE', `network ${name} has ${eps.length} endpoint(s) (${eps.map((e) => e.name).join(', ')}); detach them first`);
-    this.dp.delVni(net.vni);
-    this.networks.delete(name);
-    this.log.info('network deleted', { network: name });
+  async deleteNetwork(name: string): Promise<void> {
+    if (!this.reconciler.state.networks.has(name) && !this.networks.has(name)) this.network(name);
+    const eps = this.reconciler.state.endpointsOf(name);
+    if (eps.length) {
+      const where = [...new Set(eps.map((e) => e.host))].join(', ');
+      throw new AgentError('ERR_IN_USE', `network ${name} has ${eps.length} endpoint(s) (${eps.map((e) => e.name).join(', ')}) on ${where}; detach them first`);
+    }
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const r = await this.kvCall('delete the network', async () => {
+        const guard = await this.kv.get(keys.guardNetworks);
+        const cur = await this.kv.get(keys.network(name));
+        if (!cur) throw notFound(`network ${JSON.stringify(name)} not found; \`vxtap network ls\` lists them`);
+        const vni = parseNetwork(name, cur.value)?.vni ?? 0;
+        return this.kv.txn(
+          [{ key: keys.guardNetworks, modRevision: guard?.modRevision ?? 0 }, { key: keys.network(name), modRevision: cur.modRevision }],
+          [
+            { type: 'delete', key: keys.network(name) },
+            { type: 'delete', key: keys.vni(vni) },
+            { type: 'deletePrefix', prefix: keys.ipamNet(name) },
+            { type: 'put', key: keys.guardNetworks, value: `-${name}` },
+          ],
+        );
+      });
+      if (r.succeeded) {
+        await this.reconciler.waitFor(r.revision);
+        this.log.info('network deleted', { network: name });
+        return;
+      }
+      await sleep(10 + Math.random() * 40);
+    }
+    throw new AgentError('ERR_IN_USE', 'networks are being changed concurrently; try again');
   }
 
   network(name: string): Network {
@@ -210,8 +487,9 @@ export class Agent {
   async attach(spec: AttachSpec): Promise<Endpoint> {
     const net = this.network(spec?.network);
     if (typeof spec.netns !== 'string') throw invalid('netns is required: the name (ip netns list) or path of the container namespace');
+    let nsIno: number;
     try {
-      netnsPath(spec.netns);
+      nsIno = statSync(netnsPath(spec.netns)).ino;
     } catch (e) {
       throw invalid((e as Error).message);
     }
@@ -223,11 +501,12 @@ export class Agent {
     }
     const name = spec.name ?? `ep${++this.seq}-${Math.random().toString(36).slice(2, 8)}`;
     if (!NAME.test(name)) throw invalid(`endpoint name ${JSON.stringify(name)}: 1-64 of letters, digits, _ . -`);
+    const aliases = spec.aliases ?? [];
+    if (!Array.isArray(aliases) || aliases.some((a) => typeof a !== 'string' || !NAME.test(a))) throw invalid('aliases must be names (letters, digits, _ . -)');
     for (const e of this.endpoints.values()) {
       if (e.name === name) throw new AgentError('ERR_EXISTS', `endpoint ${name} already exists (network ${e.network})`);
       if (e.netns === spec.netns && e.tap.ifname === ifname) throw new AgentError('ERR_EXISTS', `${spec.netns} already has ${ifname} from endpoint ${e.name}; pick --ifname`);
     }
-    const addr = this.pickAddress(net, spec.ip);
     let mac: number;
     if (spec.mac !== undefined) {
       try {
@@ -237,45 +516,83 @@ export class Agent {
       }
       if (isGroupMacNum(mac) || mac === MAC_ZERO) throw invalid(`MAC ${spec.mac} must be a unicast address`);
     } else mac = randomMac();
+    if (!this.lease || !this.registered) {
+      throw new AgentError('ERR_KV_UNAVAILABLE', `not registered with the KV store at ${this.kv.where} (is it reachable?); existing endpoints keep forwarding, try again when it is back`);
+    }
+    // 1. claim the address and the MAC cluster-wide, under this host's lease
+    const rec: LocalRecord = {
+      name, network: net.name, vni: net.vni, netns: spec.netns, ifname, ip: '', mac: formatMac(mac), mtu: net.mtu,
+      subnet: net.subnet.cidr, gateway: net.gateway ? formatIpv4(net.gateway) : null, aliases, nsIno,
+    };
+    rec.ip = await this.claimAddress(net, spec.ip, rec);
+    // 2. the TAP, its addresses and routes
     let tap: Tap;
     try {
-      tap = await createTap({ ifname, netns: spec.netns, mac, mtu: net.mtu });
+      tap = await createTap({ ifname, netns: spec.netns, mac, mtu: net.mtu, persist: true });
     } catch (e) {
+      await this.unclaim(rec);
       const code = (e as { code?: string }).code;
       throw new AgentError(code === 'EEXIST' ? 'ERR_EXISTS' : 'ERR_SETUP', (e as Error).message);
     }
     let port: Port | undefined;
     try {
-      await ip(['addr', 'add', `${formatIpv4(addr)}/${net.subnet.prefix}`, 'dev', ifname], spec.netns);
+      await ip(['addr', 'add', `${rec.ip}/${net.subnet.prefix}`, 'dev', ifname], spec.netns);
       if (net.gateway && spec.defaultRoute !== false) {
         await ip(['route', 'replace', 'default', 'via', formatIpv4(net.gateway), 'dev', ifname], spec.netns);
       }
       port = this.dp.addPort({ id: name, mac, vni: net.vni, fd: tap.fd, ifname });
     } catch (e) {
       if (port) this.dp.removePort(name);
-      await closeTap(tap);
+      await closeTap(tap, { persist: true });
+      await this.unclaim(rec);
       throw new AgentError('ERR_SETUP', `cannot set up ${ifname} in ${spec.netns}: ${(e as Error).message}`);
     }
-    const ep: Endpoint = { id: name, name, network: net.name, netns: spec.netns, ip: addr, mac, tap, port };
+    const ep: Endpoint = { id: name, name, network: net.name, netns: spec.netns, ip: parseIpv4(rec.ip), mac, tap, port, rec };
     this.endpoints.set(name, ep);
-    this.log.info('endpoint attached', { endpoint: name, network: net.name, netns: spec.netns, ip: formatIpv4(addr), mac: formatMac(mac) });
+    this.saveState();
+    this.syncTables(net);
+    this.log.info('endpoint attached', { endpoint: name, network: net.name, netns: spec.netns, ip: rec.ip, mac: rec.mac });
     return ep;
   }
 
-  private pickAddress(net: Network, want: string | undefined): number {
-    const used = new Set<number>();
-    if (net.gateway) used.add(net.gateway);
-    for (const e of this.endpoints.values()) if (e.network === net.name) used.add(e.ip);
+  /** Claims `want` (or the first free address) with a transaction; returns the address. */
+  private async claimAddress(net: Network, want: string | undefined, rec: LocalRecord): Promise<string> {
+    const tried = new Set<number>();
+    if (net.gateway) tried.add(net.gateway);
+    let fixed: number | undefined;
     if (want !== undefined) {
-      const a = parseAddress(want, 'endpoint address');
-      if (!inSubnet(a, net.subnet)) throw invalid(`address ${want} is not a host address of ${net.name} (${net.subnet.cidr})`);
-      if (a === net.gateway) throw new AgentError('ERR_IN_USE', `address ${want} is the gateway of ${net.name}`);
-      if (used.has(a)) throw new AgentError('ERR_IN_USE', `address ${want} is already in use on ${net.name}`);
-      return a;
+      fixed = parseAddress(want, 'endpoint address');
+      if (!inSubnet(fixed, net.subnet)) throw invalid(`address ${want} is not a host address of ${net.name} (${net.subnet.cidr})`);
+      if (fixed === net.gateway) throw new AgentError('ERR_IN_USE', `address ${want} is the gateway of ${net.name}`);
     }
-    const a = firstFree(net.subnet, used);
-    if (a < 0) throw new AgentError('ERR_NO_ADDRESS', `no free address left in ${net.name} (${net.subnet.cidr})`);
-    return a;
+    for (let attempt = 0; attempt < 64; attempt++) {
+      const used = new Set(tried);
+      for (const e of this.reconciler.state.endpointsOf(net.name)) used.add(parseIpv4(e.ip));
+      const cand = fixed ?? firstFree(net.subnet, used);
+      if (cand < 0) throw new AgentError('ERR_NO_ADDRESS', `no free address left in ${net.name} (${net.subnet.cidr})`);
+      rec.ip = formatIpv4(cand);
+      const lease = this.lease?.id;
+      if (!lease) throw new AgentError('ERR_KV_UNAVAILABLE', `not registered with the KV store at ${this.kv.where}`);
+      const r = await this.kvCall('allocate an address', () =>
+        this.kv.txn([{ key: keys.ipam(net.name, rec.ip), modRevision: 0 }, { key: keys.endpoint(net.name, rec.mac), modRevision: 0 }], this.endpointOps(rec, lease)),
+      );
+      if (r.succeeded) return rec.ip;
+      if (fixed !== undefined) {
+        const owner = await this.kv.get(keys.ipam(net.name, rec.ip)).catch(() => null);
+        throw new AgentError('ERR_IN_USE', `address ${rec.ip} is already in use on ${net.name}${owner ? ` (by ${owner.value})` : ''}`);
+      }
+      tried.add(cand);
+    }
+    throw new AgentError('ERR_NO_ADDRESS', `could not claim an address in ${net.name}: too many concurrent claims; try again`);
+  }
+
+  private async unclaim(r: LocalRecord): Promise<void> {
+    const ks = [keys.endpoint(r.network, r.mac), keys.ipam(r.network, r.ip)];
+    try {
+      await this.kv.txn([], ks.map((key) => ({ type: 'delete' as const, key })));
+    } catch {
+      this.pendingDeletes.push(...ks); // the next registration pass deletes them
+    }
   }
 
   async detach(name: string): Promise<void> {
@@ -283,7 +600,11 @@ export class Agent {
     if (!ep) throw notFound(`endpoint ${JSON.stringify(name)} not found; \`vxtap endpoint ls\` lists them`);
     this.dp.removePort(ep.id);
     this.endpoints.delete(name);
-    await closeTap(ep.tap);
+    this.saveState();
+    await closeTap(ep.tap, { persist: true });
+    await this.unclaim(ep.rec);
+    const net = this.networks.get(ep.network);
+    if (net) this.applyNetwork(net.name, this.reconciler.state.networks.get(net.name));
     this.log.info('endpoint detached', { endpoint: name, network: ep.network });
   }
 
@@ -291,6 +612,73 @@ export class Agent {
     const ep = this.endpoints.get(p.id);
     this.log.warn('endpoint TAP failed; detaching it (was its namespace deleted?)', { endpoint: p.id, err });
     if (ep) void this.detach(ep.name).catch((e) => this.log.error('detach after TAP failure failed', { endpoint: p.id, err: e }));
+  }
+
+  /** Detaches endpoints whose namespace is gone or was replaced (a re-opened TAP pins its namespace). */
+  private async checkLiveness(): Promise<void> {
+    for (const ep of [...this.endpoints.values()]) {
+      let ino = -1;
+      try {
+        ino = statSync(netnsPath(ep.netns)).ino;
+      } catch {
+        /* gone */
+      }
+      if (ino !== ep.rec.nsIno && this.endpoints.get(ep.name) === ep) {
+        this.log.warn('endpoint namespace is gone; detaching', { endpoint: ep.name, netns: ep.netns });
+        await this.detach(ep.name).catch((e) => this.log.error('detach failed', { endpoint: ep.name, err: e }));
+      }
+    }
+  }
+
+  // ---- local state (restart recovery)
+
+  private saveState(): void {
+    const data = JSON.stringify({ version: 1, host: this.host, endpoints: [...this.endpoints.values()].map((e) => e.rec) }, null, 1);
+    mkdirSync(dirname(this.statePath), { recursive: true, mode: 0o700 });
+    const tmp = `${this.statePath}.tmp`;
+    writeFileSync(tmp, data, { mode: 0o600 });
+    renameSync(tmp, this.statePath);
+  }
+
+  /** Re-adopts the endpoints listed in the state file: re-opens each persistent TAP inside its namespace. */
+  private async recover(): Promise<void> {
+    if (!existsSync(this.statePath)) return;
+    let recs: LocalRecord[];
+    try {
+      recs = (JSON.parse(readFileSync(this.statePath, 'utf8')) as { endpoints: LocalRecord[] }).endpoints;
+      if (!Array.isArray(recs)) throw new Error('no endpoints array');
+    } catch (e) {
+      this.log.error('state file unreadable; starting without local endpoints', { path: this.statePath, err: e });
+      return;
+    }
+    const n = native();
+    const k = n.constants;
+    for (const r of recs) {
+      let fd = -1;
+      try {
+        const path = netnsPath(r.netns);
+        if (statSync(path).ino !== r.nsIno) throw new Error('namespace was replaced');
+        [fd] = n.tapOpen(r.ifname, k.IFF_TAP | k.IFF_NO_PI, path);
+        const link = (await ipJson<{ address: string }[]>(['link', 'show', 'dev', r.ifname], r.netns))[0];
+        if (link?.address !== r.mac) throw new Error(`${r.ifname} has MAC ${link?.address}, expected ${r.mac}`);
+        if (!this.networks.has(r.network)) {
+          // the store may be unreachable: forward on what the state file says until it answers
+          const net: Network = { name: r.network, vni: r.vni, subnet: parseSubnet(r.subnet), gateway: r.gateway ? parseIpv4(r.gateway) : 0, mtu: r.mtu, learning: true };
+          this.networks.set(r.network, net);
+          this.dp.addVni(r.vni, true);
+        }
+        const mac = parseMac(r.mac);
+        const port = this.dp.addPort({ id: r.name, mac, vni: r.vni, fd, ifname: r.ifname });
+        const tap: Tap = { fd, ifname: r.ifname, netns: r.netns, mac, mtu: r.mtu };
+        this.endpoints.set(r.name, { id: r.name, name: r.name, network: r.network, netns: r.netns, ip: parseIpv4(r.ip), mac, tap, port, rec: r });
+        this.log.info('endpoint recovered', { endpoint: r.name, netns: r.netns, ip: r.ip });
+      } catch (e) {
+        if (fd >= 0) safe(() => n.closeFd(fd));
+        this.pendingDeletes.push(keys.endpoint(r.network, r.mac), keys.ipam(r.network, r.ip));
+        this.log.warn('cannot recover endpoint; dropping it', { endpoint: r.name, netns: r.netns, err: e });
+      }
+    }
+    this.saveState();
   }
 
   // ---- static FDB
@@ -313,7 +701,7 @@ export class Agent {
     if (m === MAC_ZERO) {
       if (dst === undefined) throw invalid('deleting from the flood list (00:00:00:00:00:00) needs the dst VTEP');
       const { vtep, port } = this.parseDst(dst);
-      ok = this.fdb.floodDel(net.vni, vtep, port);
+      ok = this.fdb.floodDel(net.vni, vtep, port, 'static');
     } else ok = this.fdb.del(net.vni, m, 'static') || this.fdb.del(net.vni, m, 'learned');
     if (!ok) throw notFound(`no such static or learned entry for ${mac}${dst ? ` dst ${dst}` : ''} on ${network}`);
   }
@@ -352,7 +740,8 @@ export class Agent {
       gateway: n.gateway ? formatIpv4(n.gateway) : null,
       mtu: n.mtu,
       learning: n.learning,
-      endpoints: [...this.endpoints.values()].filter((e) => e.network === n.name).map((e) => this.describeEndpoint(e)),
+      endpoints: this.reconciler.state.endpointsOf(n.name).map((e) => ({ name: e.name, ip: e.ip, mac: e.mac, host: e.host, aliases: e.aliases })),
+      local: [...this.endpoints.values()].filter((e) => e.network === n.name).map((e) => this.describeEndpoint(e)),
       flood: this.fdb.vnets.get(n.vni)?.flood.map((r) => `${formatIpv4(r.vtep)}:${r.port} (${r.kind})`) ?? [],
       fdb: this.fdbShow(n.name),
       stats: { ...this.dp.vniStats(n.vni) },
@@ -382,6 +771,7 @@ export class Agent {
       host: this.host,
       vtep: `${formatIpv4(this.vtep)}:${this.port}`,
       socket: { rcvbuf, sndbuf, tx_sockets: this.dp.txSocketCount },
+      kv: { where: this.kv.where, registered: this.registered, lease: this.lease?.id ?? null, ...this.reconciler.status },
       counters: this.dp.counters.snapshot(),
       drops: this.dp.counters.drops(),
       vnis: Object.fromEntries([...this.networks.values()].map((nw) => [nw.name, { vni: nw.vni, ...this.dp.vniStats(nw.vni) }])),
@@ -390,29 +780,53 @@ export class Agent {
     };
   }
 
-  // ---- lifecycle
-
-  private scheduleSweep(ms: number): void {
-    if (this.closed) return;
-    this.sweepTimer = setTimeout(() => this.scheduleSweep(Math.max(1000, this.fdb.sweep())), Math.max(1000, ms));
-    this.sweepTimer.unref();
+  private async kvCall<T>(what: string, f: () => Promise<T>): Promise<T> {
+    try {
+      return await f();
+    } catch (e) {
+      if (e instanceof AgentError) throw e;
+      if (e instanceof KvError) {
+        throw new AgentError('ERR_KV_UNAVAILABLE', `cannot ${what}: the KV store at ${this.kv.where} failed: ${(e as Error).message}`);
+      }
+      throw e;
+    }
   }
 
-  /** Stops forwarding, detaches every endpoint (their TAPs go away) and closes the sockets. */
-  async close(): Promise<void> {
+  // ---- lifecycle
+
+  /**
+   * Stops the agent. Endpoints stay: their TAPs persist in the containers and their keys stay in the store until
+   * the lease runs out, so a restarted agent picks them up (`detachAll` removes them instead).
+   */
+  async close(opts: { detachAll?: boolean } = {}): Promise<void> {
     if (this.closed) return;
+    if (opts.detachAll) for (const name of [...this.endpoints.keys()]) await this.detach(name).catch(() => {});
     this.closed = true;
-    if (this.sweepTimer) clearTimeout(this.sweepTimer);
-    for (const name of [...this.endpoints.keys()]) await this.detach(name).catch(() => {});
+    for (const t of this.timers) clearTimeout(t);
+    this.reconciler.stop();
     this.dp.stop();
     const n = native();
+    for (const ep of this.endpoints.values()) safe(() => n.closeFd(ep.tap.fd)); // persistent: the devices stay
     for (const fd of this.fds) safe(() => n.closeFd(fd));
-    this.log.info('agent stopped', { host: this.host });
+    this.lease?.release();
+    await this.kv.close().catch(() => {});
+    this.log.info('agent stopped', { host: this.host, endpointsKept: this.endpoints.size });
   }
 }
 
-function overlaps(a: Subnet, b: Subnet): boolean {
-  return a.network <= b.broadcast && b.network <= a.broadcast;
+function toNetwork(rec: NetworkRec): Network {
+  return {
+    name: rec.name,
+    vni: rec.vni,
+    subnet: parseSubnet(rec.subnet),
+    gateway: rec.gateway ? parseIpv4(rec.gateway) : 0,
+    mtu: rec.mtu,
+    learning: rec.learning,
+  };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 function safe(f: () => unknown): void {

@@ -3,9 +3,9 @@
  * `curl --unix-socket` all speak it. Routes (all under /v1):
  *
  *   GET    /status                      agent identity
- *   GET    /networks                    list            POST /networks  {name,vni,subnet,gateway?,mtu?,learning?}
+ *   GET    /networks                    list            POST /networks  {name,vni?,subnet,gateway?,mtu?,learning?}
  *   GET    /networks/NAME               inspect         DELETE /networks/NAME
- *   GET    /endpoints                   list            POST /endpoints {network,netns,name?,ip?,mac?,ifname?,defaultRoute?}
+ *   GET    /endpoints                   list            POST /endpoints {network,netns,name?,ip?,mac?,ifname?,defaultRoute?,aliases?}
  *   DELETE /endpoints/NAME
  *   GET    /fdb[?network=NAME]          entries         POST /fdb {network,mac,dst}   DELETE /fdb {network,mac,dst?}
  *   GET    /stats                       counters
@@ -30,9 +30,9 @@ const routes: [method: string, pattern: RegExp, handler: Handler][] = [
   [
     'POST',
     /^\/v1\/networks$/,
-    (a, b) => a.describeNetwork(a.createNetwork({
+    async (a, b) => a.describeNetwork(await a.createNetwork({
       name: str(b, 'name'),
-      vni: num(b, 'vni'),
+      vni: b.vni === undefined ? undefined : num(b, 'vni'),
       subnet: str(b, 'subnet'),
       gateway: b.gateway === undefined ? undefined : b.gateway === null ? null : str(b, 'gateway'),
       mtu: b.mtu === undefined ? undefined : num(b, 'mtu'),
@@ -40,7 +40,7 @@ const routes: [method: string, pattern: RegExp, handler: Handler][] = [
     })),
   ],
   ['GET', /^\/v1\/networks\/([^/]+)$/, (a, _b, p) => a.describeNetwork(a.network(p))],
-  ['DELETE', /^\/v1\/networks\/([^/]+)$/, (a, _b, p) => (a.deleteNetwork(p), { deleted: p })],
+  ['DELETE', /^\/v1\/networks\/([^/]+)$/, async (a, _b, p) => (await a.deleteNetwork(p), { deleted: p })],
   ['GET', /^\/v1\/endpoints$/, (a) => [...a.endpoints.values()].map((e) => a.describeEndpoint(e))],
   [
     'POST',
@@ -53,6 +53,7 @@ const routes: [method: string, pattern: RegExp, handler: Handler][] = [
       mac: optStr(b, 'mac'),
       ifname: optStr(b, 'ifname'),
       defaultRoute: b.defaultRoute === undefined ? undefined : bool(b, 'defaultRoute'),
+      aliases: b.aliases === undefined ? undefined : strList(b, 'aliases'),
     })),
   ],
   ['DELETE', /^\/v1\/endpoints\/([^/]+)$/, async (a, _b, p) => (await a.detach(p), { detached: p })],
@@ -69,6 +70,11 @@ function str(b: Record<string, unknown>, k: string): string {
 }
 function optStr(b: Record<string, unknown>, k: string): string | undefined {
   return b[k] === undefined ? undefined : str(b, k);
+}
+function strList(b: Record<string, unknown>, k: string): string[] {
+  const v = b[k];
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw invalid(`"${k}" must be an array of strings`);
+  return v as string[];
 }
 function num(b: Record<string, unknown>, k: string): number {
   const v = b[k];

@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   ERR_IN_USE: 409,
   ERR_NO_ADDRESS: 409,
   ERR_SETUP: 500,
+  ERR_KV_UNAVAILABLE: 503,
   ERR_INTERNAL: 500,
 } as const;
 

@@ -8,14 +8,16 @@ import { Agent } from '../agent/agent.js';
 import { call, DEFAULT_SOCKET } from '../agent/client.js';
 import { serveControl } from '../agent/control.js';
 import { createLogger, type Level } from '../agent/log.js';
+import { DEFAULT_KV_PATH } from '../kv/open.js';
 
 class UsageError extends Error {}
 
 const USAGE = `vxtap: userspace VXLAN overlay agent
 
 Usage:
-  vxtap agent --vtep IP [--port 4789] [--host NAME] [--tx-sockets 4] [--batch 64] [--log-level info]
-  vxtap network create NAME --vni N --subnet CIDR [--mtu 1450] [--gateway IP|none] [--no-learning]
+  vxtap agent --vtep IP [--kv etcd://H:P[,H:P]|FILE] [--host NAME] [--port 4789] [--lease-ttl 10]
+              [--state-dir /var/lib/vxtap] [--tx-sockets 4] [--batch 64] [--log-level info]
+  vxtap network create NAME --subnet CIDR [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning]
   vxtap network ls [-o json]
   vxtap network inspect NAME
   vxtap network rm NAME
@@ -28,6 +30,8 @@ Usage:
   vxtap stats [-o json]
 
 Every command but agent takes --socket PATH (default $VXTAP_SOCKET or ${DEFAULT_SOCKET}).
+The agent shares networks, hosts and endpoints through the KV store: etcd across machines, or the embedded
+single-file store (default ${DEFAULT_KV_PATH}) that every agent on one machine opens.
 `;
 
 type Opts = Record<string, string | boolean | undefined>;
@@ -82,6 +86,9 @@ async function agentCmd(argv: string[]): Promise<void> {
     host: { type: 'string' },
     'tx-sockets': { type: 'string' },
     batch: { type: 'string' },
+    kv: { type: 'string' },
+    'lease-ttl': { type: 'string' },
+    'state-dir': { type: 'string' },
     'log-level': { type: 'string' },
   });
   if (!opts.vtep) throw new UsageError('agent needs --vtep IP: the underlay address of this host that peers send VXLAN to');
@@ -94,6 +101,9 @@ async function agentCmd(argv: string[]): Promise<void> {
     host: opts.host as string | undefined,
     txSockets: int(opts, 'tx-sockets'),
     batch: int(opts, 'batch'),
+    kv: opts.kv as string | undefined,
+    leaseTtl: int(opts, 'lease-ttl'),
+    stateDir: opts['state-dir'] as string | undefined,
     log,
   });
   const path = socketOf(opts);
@@ -131,7 +141,6 @@ async function networkCmd(argv: string[]): Promise<void> {
     });
     const name = need(pos, 0, 'network NAME');
     const vni = int(opts, 'vni');
-    if (vni === undefined) throw new UsageError('network create needs --vni N (1-16777215)');
     if (!opts.subnet) throw new UsageError('network create needs --subnet CIDR, e.g. 198.19.1.0/24');
     const body: Record<string, unknown> = { name, vni, subnet: opts.subnet, mtu: int(opts, 'mtu'), learning: !opts['no-learning'] };
     if (opts.gateway !== undefined) body.gateway = opts.gateway === 'none' ? null : opts.gateway;

@@ -41,6 +41,7 @@ export class Counters {
   rx_batches = 0;
   learned = 0;
   moved = 0;
+  arp_suppressed = 0; // ARP requests answered locally from the control plane's table
   // drops
   tx_short = 0;
   tx_spoofed_src_mac = 0;

@@ -5,18 +5,42 @@
  *   2. check     shorter than an Ethernet header -> drop (tx_short)
  *   3. source    source MAC must be unicast (tx_group_src_mac) and the endpoint's own: no spoofing of another
  *                container (tx_spoofed_src_mac)
- *   4. lookup    destination MAC in the VNI's FDB
+ *   4. arp       an ARP request for an overlay address the control plane knows is answered here, in place: the
+ *                request's bytes become the reply and go back to the sender's TAP (never flooded across hosts)
+ *   5. lookup    destination MAC in the VNI's FDB
  *                  local endpoint -> queue a TAP write (a frame back to its own sender is tx_hairpin)
  *                  remote VTEP    -> encap: write the 8-byte VXLAN header into the headroom, queue one datagram
  *                  group/unknown  -> flood: every other local endpoint of the VNI + every VTEP of the flood list
- *   5. flush     one writeBatch for the TAP writes, one sendBatch (sendmmsg per socket) for the datagrams
+ *   6. flush     one writeBatch for the TAP writes, one sendBatch (sendmmsg per socket) for the datagrams
  *
  * The outer UDP source port comes from the inner flow hash (RFC 7348 section 5): it picks one of the agent's
  * transmit sockets, each bound to its own port, so a flow keeps one port and flows spread over ECMP/RSS.
  */
-import { ETH_HLEN, ETH_OFF_DST, ETH_OFF_SRC, VXLAN_HLEN } from '../vxlan/constants.js';
+import {
+  ARP_HLEN,
+  ARP_OFF_HLEN,
+  ARP_OFF_HTYPE,
+  ARP_OFF_OPER,
+  ARP_OFF_PLEN,
+  ARP_OFF_PTYPE,
+  ARP_OFF_SHA,
+  ARP_OFF_SPA,
+  ARP_OFF_THA,
+  ARP_OFF_TPA,
+  ARPHRD_ETHER,
+  ARPOP_REPLY,
+  ARPOP_REQUEST,
+  ETH_HLEN,
+  ETH_OFF_DST,
+  ETH_OFF_SRC,
+  ETH_OFF_TYPE,
+  ETH_P_ARP,
+  ETH_P_IP,
+  VXLAN_HLEN,
+} from '../vxlan/constants.js';
+import { readU16, readU32, writeU16, writeU32 } from '../vxlan/ethernet.js';
 import { flowHash, pickIndex } from '../vxlan/flowhash.js';
-import { isGroupMac, readMac } from '../vxlan/mac.js';
+import { isGroupMac, readMac, writeMac } from '../vxlan/mac.js';
 import { writeVxlanHeader } from '../vxlan/vxlan.js';
 import type { Dataplane } from './dataplane.js';
 import type { Port } from './port.js';
@@ -56,7 +80,13 @@ export function xmit(dp: Dataplane, port: Port): number {
     }
     vs.tx_packets++;
     vs.tx_bytes += len;
-    // 4. lookup
+    // 4. arp
+    if (v.arp.size !== 0 && len >= ETH_HLEN + ARP_HLEN && readU16(arena, off + ETH_OFF_TYPE) === ETH_P_ARP && arpReply(arena, off, port)) {
+      out.tap(port, off, len);
+      c.arp_suppressed++;
+      continue;
+    }
+    // 5. lookup
     if (isGroupMac(arena, off + ETH_OFF_DST)) {
       flood(dp, port, off, len);
       continue;
@@ -77,7 +107,7 @@ export function xmit(dp: Dataplane, port: Port): number {
     writeVxlanHeader(arena, off - VXLAN_HLEN, v.vni);
     out.udp(txSocket(dp, arena, off, len), off - VXLAN_HLEN, len + VXLAN_HLEN, e.vtep, e.port);
   }
-  // 5. flush
+  // 6. flush
   out.flush();
   return n;
 }
@@ -106,6 +136,34 @@ function flood(dp: Dataplane, port: Port, off: number, len: number): void {
     }
   }
   if (copies === 0) dp.counters.tx_no_destination++;
+}
+
+/**
+ * If the frame at `off` is an Ethernet/IPv4 ARP request for an address in the VNI's ARP table (and not the
+ * sender's own: an RFC 5227 probe must go unanswered unless someone else holds the address), rewrites it in
+ * place into the reply and returns true.
+ */
+function arpReply(arena: Uint8Array, off: number, port: Port): boolean {
+  const a = off + ETH_HLEN;
+  if (
+    readU16(arena, a + ARP_OFF_OPER) !== ARPOP_REQUEST ||
+    readU16(arena, a + ARP_OFF_HTYPE) !== ARPHRD_ETHER ||
+    readU16(arena, a + ARP_OFF_PTYPE) !== ETH_P_IP ||
+    arena[a + ARP_OFF_HLEN] !== 6 ||
+    arena[a + ARP_OFF_PLEN] !== 4
+  ) {
+    return false;
+  }
+  const tpa = readU32(arena, a + ARP_OFF_TPA);
+  const mac = port.vnet.arp.get(tpa);
+  if (mac === undefined || mac === port.mac) return false;
+  arena.copyWithin(off + ETH_OFF_DST, off + ETH_OFF_SRC, off + ETH_OFF_SRC + 6); // to the requester
+  writeMac(mac, arena, off + ETH_OFF_SRC);
+  writeU16(arena, a + ARP_OFF_OPER, ARPOP_REPLY);
+  arena.copyWithin(a + ARP_OFF_THA, a + ARP_OFF_SHA, a + ARP_OFF_SHA + 10); // target := sender (MAC + IPv4)
+  writeMac(mac, arena, a + ARP_OFF_SHA);
+  writeU32(arena, a + ARP_OFF_SPA, tpa);
+  return true;
 }
 
 function txSocket(dp: Dataplane, arena: Uint8Array, off: number, len: number): number {

@@ -107,11 +107,16 @@ export class Topo {
     return { ns, addr, ifname: a };
   }
 
-  /** Starts `vxtap agent` inside a host namespace and waits for its control socket. */
-  async agent(host: { ns: string; addr: string }, extra: string[] = []): Promise<Agent> {
+  /**
+   * Starts `vxtap agent` inside a host namespace and waits for its control socket. By default every agent of
+   * this topology shares one embedded store in the test's directory; `kv` points elsewhere (etcd://...).
+   */
+  async agent(host: { ns: string; addr: string }, opts: { kv?: string; extra?: string[] } = {}): Promise<Agent> {
     const socket = join(this.dir, `${host.ns}.sock`);
     const logFile = join(this.dir, `${host.ns}.log`);
-    const proc = spawn('sh', ['-c', `exec ip netns exec ${host.ns} node ${CLI} agent --vtep ${host.addr} --host ${host.ns} --socket ${socket} ${extra.join(' ')} 2>>${logFile} >>${logFile}`], {
+    const kv = opts.kv ?? join(this.dir, 'store.db');
+    const argv = ['agent', '--vtep', host.addr, '--host', host.ns, '--socket', socket, '--kv', kv, '--state-dir', join(this.dir, 'state'), ...(opts.extra ?? [])];
+    const proc = spawn('sh', ['-c', `exec ip netns exec ${host.ns} node ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`], {
       stdio: 'ignore',
     });
     this.procs.push(proc);

@@ -222,3 +222,32 @@ test('fuzz: random datagrams and frames never throw out of the loop', () => {
   assert.ok(dp.fdb.vnet(VNI).learned <= dp.fdb.maxLearned);
   void io;
 });
+
+test('arp: a request for a known address is answered in place to the sender, never flooded', () => {
+  const { io, dp, a, b, fromTap, fdb } = setup();
+  const v = fdb.vnet(VNI);
+  v.arp = new Map([[0xc6130114, MAC_R], [0xc613010a, MAC_A]]);
+  const req = arpRequest(MAC_A, 0xc613010a, 0xc6130114); // who has .20? tell .10
+  fromTap(a, req);
+  assert.equal(io.sent.length, 0, 'nothing crossed the wire');
+  assert.equal(io.tapOut.get(b.fd)!.length, 0, 'nor reached other local endpoints');
+  const [rep] = io.tapOut.get(a.fd)!;
+  assert.equal(rep.length, req.length);
+  const hex = Buffer.from(rep).toString('hex');
+  const mac = (m: number) => m.toString(16).padStart(12, '0');
+  assert.equal(hex.slice(0, 12), mac(MAC_A), 'eth dst = requester');
+  assert.equal(hex.slice(12, 24), mac(MAC_R), 'eth src = owner');
+  assert.equal(hex.slice(24, 28), '0806');
+  assert.equal(hex.slice(40, 44), '0002', 'op = reply');
+  assert.equal(hex.slice(44, 56), mac(MAC_R), 'sha = owner');
+  assert.equal(hex.slice(56, 64), 'c6130114', 'spa = the asked address');
+  assert.equal(hex.slice(64, 76), mac(MAC_A), 'tha = requester');
+  assert.equal(hex.slice(76, 84), 'c613010a', 'tpa = requester address');
+  assert.equal(dp.counters.arp_suppressed, 1);
+  // unknown target: flooded as usual; a probe for the sender's own address: not answered (RFC 5227)
+  fromTap(a, arpRequest(MAC_A, 0xc613010a, 0xc6130199));
+  assert.equal(io.sent.length, 2);
+  fromTap(a, arpRequest(MAC_A, 0, 0xc613010a));
+  assert.equal(io.sent.length, 4);
+  assert.equal(dp.counters.arp_suppressed, 1);
+});
