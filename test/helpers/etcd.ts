@@ -4,7 +4,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Etcd3 } from 'etcd3';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -29,17 +28,23 @@ export interface EtcdServer {
   restart(): Promise<void>;
 }
 
-export async function startEtcd(): Promise<EtcdServer> {
+/**
+ * Starts etcd on loopback, or inside a test namespace on one of its addresses (`at`), so agents in host
+ * namespaces reach it over the underlay like a real cluster's etcd.
+ */
+export async function startEtcd(at?: { netns: string; addr: string }): Promise<EtcdServer> {
   const dir = mkdtempSync(join(tmpdir(), 'vxt-etcd-'));
-  const client = await freePort();
-  const peer = await freePort();
-  const endpoint = `127.0.0.1:${client}`;
+  const host = at?.addr ?? '127.0.0.1';
+  const client = at ? 2379 : await freePort();
+  const peer = at ? 2380 : await freePort();
+  const endpoint = `${host}:${client}`;
   const args = [
     '--name', 'vxt', '--data-dir', join(dir, 'data'),
     '--listen-client-urls', `http://${endpoint}`, '--advertise-client-urls', `http://${endpoint}`,
-    '--listen-peer-urls', `http://127.0.0.1:${peer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
-    '--initial-cluster', `vxt=http://127.0.0.1:${peer}`, '--log-level', 'error',
+    '--listen-peer-urls', `http://${host}:${peer}`, '--initial-advertise-peer-urls', `http://${host}:${peer}`,
+    '--initial-cluster', `vxt=http://${host}:${peer}`, '--log-level', 'info',
   ];
+  const argv = at ? ['ip', 'netns', 'exec', at.netns, 'etcd', ...args] : ['etcd', ...args];
   const srv: EtcdServer = {
     endpoint,
     proc: null as unknown as ChildProcess,
@@ -62,8 +67,8 @@ export async function startEtcd(): Promise<EtcdServer> {
       if (!keepData) rmSync(dir, { recursive: true, force: true });
     },
     async restart() {
-      srv.proc = spawn('etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-      await ready(endpoint, srv.proc);
+      srv.proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+      await ready(srv.proc);
     },
   };
   await srv.restart();
@@ -80,22 +85,23 @@ export async function startEtcd(): Promise<EtcdServer> {
   return srv;
 }
 
-async function ready(endpoint: string, proc: ChildProcess): Promise<void> {
+/** Waits for etcd to log that it serves clients (works wherever it runs, even in another namespace). */
+async function ready(proc: ChildProcess): Promise<void> {
   let err = '';
-  proc.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
-  const c = new Etcd3({ hosts: `http://${endpoint}`, dialTimeout: 500 });
-  try {
-    for (let i = 0; i < 100; i++) {
-      if (proc.exitCode !== null) throw new Error(`etcd exited ${proc.exitCode}: ${err}`);
-      try {
-        await c.get('probe').string();
-        return;
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`etcd did not become ready in 15 s: ${err.slice(-1500)}`)), 15_000);
+    proc.stderr?.on('data', (d: Buffer) => {
+      err = (err + d.toString()).slice(-20000);
+      if (/ready to serve client requests/.test(err)) {
+        clearTimeout(t);
+        resolve();
       }
-    }
-    throw new Error(`etcd on ${endpoint} did not become ready: ${err}`);
-  } finally {
-    c.close();
-  }
+    });
+    proc.once('exit', (c) => {
+      clearTimeout(t);
+      reject(new Error(`etcd exited ${c}: ${err.slice(-1500)}`));
+    });
+  });
+  proc.stderr?.removeAllListeners('data');
+  proc.stderr?.resume();
 }

@@ -68,6 +68,7 @@ export class Topo {
   private readonly procs: ChildProcess[] = [];
   private hosts = 0;
   private underlay: string;
+  private serviceUp = false;
 
   constructor() {
     this.tag = `vxt${process.pid % 100000}${counter++}`;
@@ -107,6 +108,15 @@ export class Topo {
     return { ns, addr, ifname: a };
   }
 
+  /** An address on the underlay itself (198.18.0.250, on the switch's bridge), for a shared service like etcd. */
+  service(): { netns: string; addr: string } {
+    if (!this.serviceUp) {
+      must(['ip', '-n', this.underlay, 'addr', 'add', '198.18.0.250/24', 'dev', 'br0']);
+      this.serviceUp = true;
+    }
+    return { netns: this.underlay, addr: '198.18.0.250' };
+  }
+
   /**
    * Starts `vxtap agent` inside a host namespace and waits for its control socket. By default every agent of
    * this topology shares one embedded store in the test's directory; `kv` points elsewhere (etcd://...).
@@ -116,16 +126,18 @@ export class Topo {
     const logFile = join(this.dir, `${host.ns}.log`);
     const kv = opts.kv ?? join(this.dir, 'store.db');
     const argv = ['agent', '--vtep', host.addr, '--host', host.ns, '--socket', socket, '--kv', kv, '--state-dir', join(this.dir, 'state'), ...(opts.extra ?? [])];
+    rmSync(socket, { force: true }); // a killed agent leaves its socket: wait for the new one, not the old
     const proc = spawn('sh', ['-c', `exec ip netns exec ${host.ns} node ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`], {
       stdio: 'ignore',
     });
     this.procs.push(proc);
     const deadline = Date.now() + 15_000;
-    while (!existsSync(socket)) {
+    for (;;) {
+      if (existsSync(socket) && (await call(socket, 'GET', '/v1/status').then(() => true, () => false))) break;
       if (proc.exitCode !== null || Date.now() > deadline) {
         throw new Error(`agent in ${host.ns} did not start: ${existsSync(logFile) ? readFileSync(logFile, 'utf8') : '(no log)'}`);
       }
-      await sleep(50);
+      await sleep(20);
     }
     return {
       host: host.ns,
