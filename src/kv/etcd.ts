@@ -139,7 +139,9 @@ export class EtcdKv implements Kv {
             value: ev.type === 'Delete' ? null : ev.kv.value.toString(),
             modRevision: Number(ev.kv.mod_revision),
           }));
-          if (evs.length) h.events(evs, Number(res.header.revision));
+          // the position is the last event's revision, NOT res.header.revision: the header may be ahead of the
+          // events in this response, and the reconciler skips anything at or below its position as seen
+          if (evs.length) h.events(evs, evs[evs.length - 1].modRevision);
         });
         watcher.on('disconnected', (err) => h.error(wrap(err, 'etcd watch disconnected')));
         watcher.on('error', (err) => {

@@ -1,0 +1,188 @@
+/**
+ * Control-plane figures (issue: "shared control plane"), for the embedded store and for etcd, in one run:
+ *
+ * 1. Convergence: an endpoint is attached on host A; how long from the attach request until host B (1) has its
+ *    MAC in its FDB and (2) gets a first ping reply from it (the attach itself, TAP setup included, is inside
+ *    both figures, and reported alone too). Host A has no other endpoint on the probe network, so B cannot reach
+ *    it by flooding before the store has told B about it: the figure is the control-plane path
+ *    (KV write -> watch -> FDB/ARP on B). B's container retries ARP every 10 ms so the kernel's 1 s retry does not
+ *    quantise the result. p50/p99 over N attachments.
+ * 2. Scale: 1000 endpoints of a fourth (simulated) host are written straight into the store under its lease;
+ *    time until each of 3 agents has all of them in its FDB, the time a restarted agent takes to rebuild its
+ *    tables, and every agent's RSS.
+ *
+ *   node dist/bench/control-plane.js [--n 100] [--scale 1000] [--only embedded|etcd]
+ * Writes bench/results/control-plane.{md,json}. Needs root (namespaces) and etcd.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { startEtcd, type EtcdServer } from '../test/helpers/etcd.js';
+import { type Agent, must, sleep, Topo } from '../test/helpers/topo.js';
+import { openKv } from '../src/kv/open.js';
+import { keys } from '../src/kv/schema.js';
+import { formatIpv4 } from '../src/vxlan/ipv4.js';
+import { formatMac } from '../src/vxlan/mac.js';
+
+const { values } = parseArgs({ options: { n: { type: 'string' }, scale: { type: 'string' }, only: { type: 'string' } } });
+const N = Number(values.n ?? 100);
+const SCALE = Number(values.scale ?? 1000);
+const RESULTS = resolve(fileURLToPath(import.meta.url), '../../../bench/results');
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, ms: number, step = 2): Promise<number> {
+  const t0 = performance.now();
+  while (performance.now() - t0 < ms) {
+    if (ok(await f())) return performance.now() - t0;
+    await sleep(step);
+  }
+  return NaN;
+}
+
+/** One ping stream (5 ms apart) from `ns` to `ip`; resolves with ms from start to the first reply. */
+function firstReply(ns: string, ip: string, timeoutMs: number): Promise<number> {
+  return new Promise((res) => {
+    const t0 = performance.now();
+    const p = spawn('ip', ['netns', 'exec', ns, 'ping', '-n', '-i', '0.005', '-w', String(Math.ceil(timeoutMs / 1000)), ip], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let done = false;
+    p.stdout.on('data', (d: Buffer) => {
+      if (!done && /bytes from/.test(d.toString())) {
+        done = true;
+        res(performance.now() - t0);
+        p.kill('SIGINT');
+      }
+    });
+    p.once('exit', () => !done && res(NaN));
+  });
+}
+
+interface Row {
+  store: string;
+  n: number;
+  attachP50: number;
+  attachP99: number;
+  fdbP50: number;
+  fdbP99: number;
+  pingP50: number;
+  pingP99: number;
+  scaleFill: number[];
+  scaleRestart: number;
+  rssMb: number[];
+}
+
+async function run(store: 'embedded' | 'etcd'): Promise<Row> {
+  const topo = new Topo();
+  let etcd: EtcdServer | undefined;
+  try {
+    const hA = topo.host('ha');
+    const hB = topo.host('hb');
+    const hC = topo.host('hc');
+    let kvSpec = join(topo.dir, 'store.db');
+    let benchKv = kvSpec;
+    if (store === 'etcd') {
+      etcd = await startEtcd(topo.service());
+      kvSpec = `etcd://${etcd.endpoint}`;
+      // this process lives in the root namespace: reach etcd through a veth into the switch namespace
+      const [a, b] = [`${topo.tag}ra`, `${topo.tag}rb`];
+      must(['ip', 'link', 'add', a, 'type', 'veth', 'peer', 'name', b, 'netns', topo.service().netns]);
+      must(['ip', 'addr', 'add', '198.18.0.249/24', 'dev', a]);
+      must(['ip', 'link', 'set', a, 'up']);
+      must(['ip', '-n', topo.service().netns, 'link', 'set', b, 'master', 'br0', 'up']);
+      benchKv = kvSpec;
+    }
+    const agents: Record<string, Agent> = {};
+    for (const [k, h] of [['a', hA], ['b', hB], ['c', hC]] as const) agents[k] = await topo.agent(h, { kv: kvSpec });
+    await agents.a.call('POST', '/v1/networks', { name: 'probe', subnet: '198.19.100.0/22' });
+    const b1 = topo.ns('b1', { quiet: true });
+    await sleep(200);
+    await agents.b.call('POST', '/v1/endpoints', { network: 'probe', netns: b1, name: 'b1' });
+    for (const k of ['retrans_time_ms=10', 'mcast_solicit=50', 'ucast_solicit=50']) must(['ip', 'netns', 'exec', b1, 'sysctl', '-qw', `net.ipv4.neigh.eth0.${k}`]);
+
+    // 1. convergence
+    const fdb: number[] = [];
+    const pingMs: number[] = [];
+    const attachMs: number[] = [];
+    const a1 = topo.ns('a1', { quiet: true });
+    for (let i = 0; i < N; i++) {
+      // the MAC is chosen here so B's FDB can be watched from the moment the request goes out
+      const mac = formatMac(0x02bb00000000 + i);
+      const t0 = performance.now();
+      const attached = agents.a.call<{ ip: string }>('POST', '/v1/endpoints', { network: 'probe', netns: a1, name: `p${i}`, mac });
+      const inFdb = until(async () => (await agents.b.call<{ mac: string }[]>('GET', '/v1/fdb?network=probe')).some((r) => r.mac === mac), (v) => v, 5000);
+      const ep = await attached;
+      const tA = performance.now() - t0;
+      const p = await firstReply(b1, ep.ip, 5000); // includes spawning ping: an overestimate of a few ms
+      fdb.push(await inFdb);
+      attachMs.push(tA);
+      pingMs.push(tA + p);
+      await agents.a.call('DELETE', `/v1/endpoints/p${i}`);
+      must(['ip', 'netns', 'exec', b1, 'ip', 'neigh', 'flush', 'dev', 'eth0']);
+      await sleep(30);
+      process.stderr.write(`\r${store}: convergence ${i + 1}/${N}`);
+    }
+    process.stderr.write('\n');
+
+    // 2. scale: a simulated fourth host with SCALE endpoints on network 'big'
+    await agents.a.call('POST', '/v1/networks', { name: 'big', subnet: '198.19.128.0/17' });
+    const kv = openKv(benchKv);
+    const lease = await kv.grantLease(60);
+    await kv.put(keys.host('sim'), JSON.stringify({ vtep: '198.18.0.200', port: 4789 }), lease.id);
+    const t0 = performance.now();
+    for (let i = 0; i < SCALE; i += 100) {
+      const ops = [];
+      for (let j = i; j < Math.min(SCALE, i + 100); j++) {
+        const mac = formatMac(0x02aa00000000 + j);
+        const ip = formatIpv4(0xc6138000 + 2 + j);
+        ops.push({ type: 'put' as const, key: keys.endpoint('big', mac), value: JSON.stringify({ ip, host: 'sim', name: `s${j}`, aliases: [] }), lease: lease.id });
+      }
+      await kv.txn([], ops);
+    }
+    const count = async (a: Agent) => (await a.call<{ vnis: unknown; fdb: { kv: number } }>('GET', '/v1/stats')).fdb.kv;
+    const fills: number[] = [];
+    for (const k of ['a', 'b', 'c']) {
+      await until(() => count(agents[k]), (n) => n >= SCALE, 30_000, 10);
+      fills.push(performance.now() - t0);
+    }
+    const rss = ['a', 'b', 'c'].map((k) => rssMb(agents[k].proc.pid!));
+    await topo.stopAgent(agents.c);
+    const r0 = performance.now();
+    agents.c = await topo.agent(hC, { kv: kvSpec });
+    await until(() => count(agents.c), (n) => n >= SCALE, 30_000, 5);
+    const restart = performance.now() - r0;
+    rss[2] = rssMb(agents.c.proc.pid!);
+    await lease.revoke();
+    await kv.close();
+    return { store, n: N, attachP50: pct(attachMs, 50), attachP99: pct(attachMs, 99), fdbP50: pct(fdb, 50), fdbP99: pct(fdb, 99), pingP50: pct(pingMs, 50), pingP99: pct(pingMs, 99), scaleFill: fills, scaleRestart: restart, rssMb: rss };
+  } finally {
+    await etcd?.stop();
+    if (etcd) must(['sh', '-c', `ip link del ${topo.tag}ra 2>/dev/null || true`]);
+    await topo.cleanup();
+  }
+}
+
+const rows: Row[] = [];
+for (const s of ['embedded', 'etcd'] as const) if (!values.only || values.only === s) rows.push(await run(s));
+const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : 'timeout');
+const md = [
+  `Control plane, ${new Date().toISOString()}, ${N} attachments, ${SCALE} endpoints at scale (3 agents)`,
+  '',
+  `| store | attach on A (ms) p50 / p99 | attach request -> MAC in B's FDB p50 / p99 | attach request -> first ping reply from B p50 / p99 | ${SCALE} endpoints in all 3 FDBs (ms) | restarted agent rebuilt (ms) | agent RSS (MB) |`,
+  '|---|---|---|---|---|---|---|',
+  ...rows.map((r) => `| ${r.store} | ${f(r.attachP50)} / ${f(r.attachP99)} | ${f(r.fdbP50)} / ${f(r.fdbP99)} | ${f(r.pingP50)} / ${f(r.pingP99)} | ${r.scaleFill.map(f).join(', ')} | ${f(r.scaleRestart)} | ${r.rssMb.map((x) => x.toFixed(0)).join(', ')} |`),
+].join('\n');
+console.log(md);
+mkdirSync(RESULTS, { recursive: true });
+writeFileSync(join(RESULTS, 'control-plane.md'), md + '\n');
+writeFileSync(join(RESULTS, 'control-plane.json'), JSON.stringify(rows, null, 2));
+process.exit(0);
