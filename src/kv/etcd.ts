@@ -143,7 +143,16 @@ export class EtcdKv implements Kv {
           // events in this response, and the reconciler skips anything at or below its position as seen
           if (evs.length) h.events(evs, evs[evs.length - 1].modRevision);
         });
-        watcher.on('disconnected', (err) => h.error(wrap(err, 'etcd watch disconnected')));
+        let lost = false;
+        watcher.on('disconnected', (err) => {
+          lost = true;
+          h.error(wrap(err, 'etcd watch disconnected'));
+        });
+        watcher.on('connected', () => {
+          if (!lost) return;
+          lost = false;
+          h.reconnected?.();
+        });
         watcher.on('error', (err) => {
           // etcd cancels a watch whose start revision was compacted away (WatchResponse.canceled with a
           // compact_revision); etcd3 reports only "Watcher canceled". Either way the watch is gone and

@@ -56,6 +56,8 @@ export interface WatchHandler {
   events(events: KvEvent[], revision: number): void;
   /** ERR_KV_COMPACTED (re-list needed) or ERR_KV_UNAVAILABLE (the backend retries; events resume in order). */
   error(err: KvError): void;
+  /** The backend re-established the watch after ERR_KV_UNAVAILABLE. */
+  reconnected?(): void;
 }
 
 export interface Watch {

@@ -7,7 +7,8 @@
  *   ('*' = host records changed: every network). apply must be idempotent (it diffs desired against current).
  * - ERR_KV_COMPACTED (or a watch the server dropped): re-list and apply all (a full resync).
  * - ERR_KV_UNAVAILABLE: nothing changes; the tables keep forwarding on the last known state, the backend
- *   resumes the watch when it can, and the periodic resync retries the list.
+ *   resumes the watch when it can, and on reconnect the reconciler re-lists at once (a full resync repairs
+ *   anything the outage hid); the periodic resync retries the list meanwhile.
  * - Every `resyncMs` (default 30 s) a full list is applied anyway (level-triggered repair of anything missed).
  * - waitFor(rev) resolves once the state includes revision `rev`: read-your-writes for the agent's own changes.
  */
@@ -19,6 +20,7 @@ export interface ReconcilerStatus {
   lastFullSync: number;
   fullSyncs: number;
   watchErrors: number;
+  reconnects: number;
   connected: boolean;
   lastError: string | null;
   invalidRecords: number;
@@ -32,7 +34,7 @@ export class Reconciler {
   private waiters: { rev: number; resolve: () => void }[] = [];
   private stopped = false;
   private resyncing: Promise<void> | null = null;
-  readonly status: ReconcilerStatus = { revision: 0, lastFullSync: 0, fullSyncs: 0, watchErrors: 0, connected: false, lastError: null, invalidRecords: 0 };
+  readonly status: ReconcilerStatus = { revision: 0, lastFullSync: 0, fullSyncs: 0, watchErrors: 0, reconnects: 0, connected: false, lastError: null, invalidRecords: 0 };
 
   constructor(
     private readonly kv: Kv,
@@ -110,6 +112,10 @@ export class Reconciler {
           this.status.connected = false;
         }
         this.onError(err);
+      },
+      reconnected: () => {
+        this.status.reconnects++;
+        void this.resync();
       },
     });
   }

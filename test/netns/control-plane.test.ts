@@ -126,6 +126,8 @@ test('KV down: forwarding goes on, new attachments fail clearly, and the agents 
   const lateMac = (await ag.h2.call<{ name: string; mac: string }[]>('GET', '/v1/endpoints')).find((e) => e.name === 'late')!.mac;
   const seen = await until(() => fdbHas(ag.h1, 'blue', lateMac), (v) => v, 30_000, 100);
   assert.ok(seen.v, 'h1 learned the new endpoint from the resumed watch');
+  const kvs = (await ag.h1.call<{ kv: { reconnects: number; fullSyncs: number; connected: boolean } }>('GET', '/v1/stats')).kv;
+  assert.ok(kvs.reconnects >= 1 && kvs.fullSyncs >= 2 && kvs.connected, `h1 resynced after reconnecting: ${JSON.stringify(kvs)}`);
   const lateIp = (await ag.h2.call<{ name: string; ip: string }[]>('GET', '/v1/endpoints')).find((e) => e.name === 'late')!.ip;
   assert.ok(await waitPing(ns.c1, lateIp), 'c1 reaches the endpoint created after the outage');
 });
