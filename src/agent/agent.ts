@@ -33,7 +33,7 @@ import { ip, ipJson, netnsPath } from '../sys/ip.js';
 import { closeTap, createTap, checkIfname, type Tap } from '../tap/tap.js';
 import { VXLAN_DEFAULT_PORT, VXLAN_IPV4_OVERHEAD, VXLAN_VNI_MAX } from '../vxlan/constants.js';
 import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
-import { formatMac, MAC_ZERO, parseMac, randomMac, isGroupMacNum } from '../vxlan/mac.js';
+import { formatMac, MAC_ZERO, parseMac, isGroupMacNum } from '../vxlan/mac.js';
 import { firstFree, inSubnet, parseAddress, parseSubnet, type Subnet } from './addr.js';
 import { AgentError, invalid, notFound } from './errors.js';
 import { type Logger, silentLogger } from './log.js';
@@ -131,6 +131,7 @@ const MTU_MIN = 68;
 const MTU_MAX = 65535 - VXLAN_IPV4_OVERHEAD - 14;
 const VNI_AUTO_FIRST = 4096;
 const LIVENESS_MS = 2000;
+const DROP_REPORT_MS = 10_000;
 
 export class Agent {
   readonly host: string;
@@ -151,6 +152,8 @@ export class Agent {
   private registering: Promise<void> | null = null;
   private registered = false;
   private pendingDeletes: string[] = [];
+  private lastDrops: Record<string, number> = {};
+  private disconnectedSince = 0;
   private timers: NodeJS.Timeout[] = [];
   private seq = 0;
   private closed = false;
@@ -179,7 +182,10 @@ export class Agent {
     this.reconciler = new Reconciler(
       kv,
       (changed) => this.applyNetworks(changed),
-      (err) => this.log.warn('KV watch', { err }),
+      (err) => {
+        if (!this.disconnectedSince) this.disconnectedSince = Date.now();
+        this.log.warn('KV watch', { err });
+      },
       o.resyncMs,
     );
   }
@@ -249,6 +255,9 @@ export class Agent {
     const live = setInterval(() => void this.checkLiveness(), LIVENESS_MS);
     live.unref();
     this.timers.push(live);
+    const drops = setInterval(() => this.reportDrops(), DROP_REPORT_MS);
+    drops.unref();
+    this.timers.push(drops);
   }
 
   // ---- cluster registration
@@ -309,9 +318,37 @@ export class Agent {
     ];
   }
 
+  isRegistered(): boolean {
+    return this.registered && this.lease !== null;
+  }
+
+  /** Seconds the watch has been disconnected (0 while connected): the control plane's view may be this stale. */
+  watchLagSeconds(): number {
+    const st = this.reconciler.status;
+    if (st.connected) return 0;
+    return this.disconnectedSince ? (Date.now() - this.disconnectedSince) / 1000 : 0;
+  }
+
+  /** Logs drop-counter deltas at most once per interval (never one line per packet). */
+  private reportDrops(): void {
+    const now = this.dp.counters.drops();
+    const delta: Record<string, number> = {};
+    let any = false;
+    for (const [k, v] of Object.entries(now)) {
+      const d = v - (this.lastDrops[k] ?? 0);
+      if (d > 0) {
+        delta[k] = d;
+        any = true;
+      }
+    }
+    this.lastDrops = now;
+    if (any) this.log.warn('packets dropped in the last interval', { drops: delta, intervalSec: DROP_REPORT_MS / 1000 });
+  }
+
   // ---- reconcile: cluster state -> data plane tables (idempotent)
 
   private applyNetworks(changed: Set<string>): void {
+    this.disconnectedSince = 0;
     const st = this.reconciler.state;
     const names = changed.has('*') ? new Set([...st.networks.keys(), ...this.networks.keys()]) : changed;
     for (const name of names) {
@@ -507,24 +544,27 @@ export class Agent {
       if (e.name === name) throw new AgentError('ERR_EXISTS', `endpoint ${name} already exists (network ${e.network})`);
       if (e.netns === spec.netns && e.tap.ifname === ifname) throw new AgentError('ERR_EXISTS', `${spec.netns} already has ${ifname} from endpoint ${e.name}; pick --ifname`);
     }
-    let mac: number;
+    // Default MAC: derived from the address (02:76 + the IPv4 bytes), as Docker's overlay does, so an address
+    // reused by a new endpoint keeps its MAC and stale ARP caches elsewhere stay right.
+    let fixedMac: number | null = null;
     if (spec.mac !== undefined) {
       try {
-        mac = parseMac(spec.mac);
+        fixedMac = parseMac(spec.mac);
       } catch (e) {
         throw invalid((e as Error).message);
       }
-      if (isGroupMacNum(mac) || mac === MAC_ZERO) throw invalid(`MAC ${spec.mac} must be a unicast address`);
-    } else mac = randomMac();
+      if (isGroupMacNum(fixedMac) || fixedMac === MAC_ZERO) throw invalid(`MAC ${spec.mac} must be a unicast address`);
+    }
     if (!this.lease || !this.registered) {
       throw new AgentError('ERR_KV_UNAVAILABLE', `not registered with the KV store at ${this.kv.where} (is it reachable?); existing endpoints keep forwarding, try again when it is back`);
     }
     // 1. claim the address and the MAC cluster-wide, under this host's lease
     const rec: LocalRecord = {
-      name, network: net.name, vni: net.vni, netns: spec.netns, ifname, ip: '', mac: formatMac(mac), mtu: net.mtu,
+      name, network: net.name, vni: net.vni, netns: spec.netns, ifname, ip: '', mac: fixedMac === null ? '' : formatMac(fixedMac), mtu: net.mtu,
       subnet: net.subnet.cidr, gateway: net.gateway ? formatIpv4(net.gateway) : null, aliases, nsIno,
     };
-    rec.ip = await this.claimAddress(net, spec.ip, rec);
+    await this.claimAddress(net, spec.ip, rec, fixedMac === null);
+    const mac = parseMac(rec.mac);
     // 2. the TAP, its addresses and routes
     let tap: Tap;
     try {
@@ -540,7 +580,7 @@ export class Agent {
       if (net.gateway && spec.defaultRoute !== false) {
         await ip(['route', 'replace', 'default', 'via', formatIpv4(net.gateway), 'dev', ifname], spec.netns);
       }
-      port = this.dp.addPort({ id: name, mac, vni: net.vni, fd: tap.fd, ifname });
+      port = this.dp.addPort({ id: name, mac, vni: net.vni, fd: tap.fd, ifname, ip: parseIpv4(rec.ip), mtu: net.mtu });
     } catch (e) {
       if (port) this.dp.removePort(name);
       await closeTap(tap, { persist: true });
@@ -555,8 +595,8 @@ export class Agent {
     return ep;
   }
 
-  /** Claims `want` (or the first free address) with a transaction; returns the address. */
-  private async claimAddress(net: Network, want: string | undefined, rec: LocalRecord): Promise<string> {
+  /** Claims `want` (or the first free address), and the MAC, with a transaction; fills rec.ip (and rec.mac). */
+  private async claimAddress(net: Network, want: string | undefined, rec: LocalRecord, macFromIp: boolean): Promise<string> {
     const tried = new Set<number>();
     if (net.gateway) tried.add(net.gateway);
     let fixed: number | undefined;
@@ -571,6 +611,7 @@ export class Agent {
       const cand = fixed ?? firstFree(net.subnet, used);
       if (cand < 0) throw new AgentError('ERR_NO_ADDRESS', `no free address left in ${net.name} (${net.subnet.cidr})`);
       rec.ip = formatIpv4(cand);
+      if (macFromIp) rec.mac = formatMac(macForAddress(cand));
       const lease = this.lease?.id;
       if (!lease) throw new AgentError('ERR_KV_UNAVAILABLE', `not registered with the KV store at ${this.kv.where}`);
       const r = await this.kvCall('allocate an address', () =>
@@ -668,7 +709,7 @@ export class Agent {
           this.dp.addVni(r.vni, true);
         }
         const mac = parseMac(r.mac);
-        const port = this.dp.addPort({ id: r.name, mac, vni: r.vni, fd, ifname: r.ifname });
+        const port = this.dp.addPort({ id: r.name, mac, vni: r.vni, fd, ifname: r.ifname, ip: parseIpv4(r.ip), mtu: r.mtu });
         const tap: Tap = { fd, ifname: r.ifname, netns: r.netns, mac, mtu: r.mtu };
         this.endpoints.set(r.name, { id: r.name, name: r.name, network: r.network, netns: r.netns, ip: parseIpv4(r.ip), mac, tap, port, rec: r });
         this.log.info('endpoint recovered', { endpoint: r.name, netns: r.netns, ip: r.ip });
@@ -776,6 +817,7 @@ export class Agent {
       drops: this.dp.counters.drops(),
       vnis: Object.fromEntries([...this.networks.values()].map((nw) => [nw.name, { vni: nw.vni, ...this.dp.vniStats(nw.vni) }])),
       fdb: this.fdb.size(),
+      peers: this.fdb.peers().map((p) => ({ vtep: formatIpv4(p.vtep), tx_packets: p.tx_packets, tx_bytes: p.tx_bytes, rx_packets: p.rx_packets, rx_bytes: p.rx_bytes })),
       endpoints: [...this.endpoints.values()].map((e) => this.describeEndpoint(e)),
     };
   }
@@ -812,6 +854,11 @@ export class Agent {
     await this.kv.close().catch(() => {});
     this.log.info('agent stopped', { host: this.host, endpointsKept: this.endpoints.size });
   }
+}
+
+/** 02:76:a.b.c.d: unicast, locally administered, unique per address within a network. */
+export function macForAddress(ip: number): number {
+  return 0x0276 * 0x100000000 + (ip >>> 0);
 }
 
 function toNetwork(rec: NetworkRec): Network {

@@ -1,6 +1,11 @@
-/** Structured logs: one JSON object per line on stderr, level filtered. */
+/**
+ * Structured logs: pino, one JSON object per line on stderr. The Logger interface keeps call sites free of
+ * pino's argument order (message first, fields second). Per-packet events are never logged one by one: the
+ * agent reports drop counter deltas at most once per interval (see Agent.reportDrops).
+ */
+import pino from 'pino';
+
 export type Level = 'debug' | 'info' | 'warn' | 'error';
-const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void;
@@ -9,20 +14,20 @@ export interface Logger {
   error(msg: string, fields?: Record<string, unknown>): void;
 }
 
-export function createLogger(opts: { level?: Level; name?: string; write?: (line: string) => void } = {}): Logger {
-  const min = ORDER[opts.level ?? 'info'];
-  const write = opts.write ?? ((l: string) => process.stderr.write(l + '\n'));
-  const emit = (level: Level, msg: string, fields?: Record<string, unknown>): void => {
-    if (ORDER[level] < min) return;
-    const rec: Record<string, unknown> = { time: new Date().toISOString(), level, name: opts.name ?? 'vxtap', msg };
-    if (fields) for (const [k, v] of Object.entries(fields)) rec[k] = v instanceof Error ? { message: v.message, code: (v as { code?: unknown }).code } : v;
-    write(JSON.stringify(rec));
-  };
+function clean(fields?: Record<string, unknown>): Record<string, unknown> {
+  if (!fields) return {};
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(fields)) out[k] = v instanceof Error ? { message: v.message, code: (v as { code?: unknown }).code } : v;
+  return out;
+}
+
+export function createLogger(opts: { level?: Level; name?: string; destination?: pino.DestinationStream } = {}): Logger {
+  const p = pino({ name: opts.name ?? 'vxtap', level: opts.level ?? 'info', timestamp: pino.stdTimeFunctions.isoTime }, opts.destination ?? pino.destination(2));
   return {
-    debug: (m, f) => emit('debug', m, f),
-    info: (m, f) => emit('info', m, f),
-    warn: (m, f) => emit('warn', m, f),
-    error: (m, f) => emit('error', m, f),
+    debug: (m, f) => p.debug(clean(f), m),
+    info: (m, f) => p.info(clean(f), m),
+    warn: (m, f) => p.warn(clean(f), m),
+    error: (m, f) => p.error(clean(f), m),
   };
 }
 

@@ -7,6 +7,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Agent } from '../agent/agent.js';
 import { call, DEFAULT_SOCKET } from '../agent/client.js';
 import { serveControl } from '../agent/control.js';
+import { serveMetrics } from '../agent/metrics.js';
 import { createLogger, type Level } from '../agent/log.js';
 import { DEFAULT_KV_PATH } from '../kv/open.js';
 
@@ -16,7 +17,7 @@ const USAGE = `vxtap: userspace VXLAN overlay agent
 
 Usage:
   vxtap agent --vtep IP [--kv etcd://H:P[,H:P]|FILE] [--host NAME] [--port 4789] [--lease-ttl 10]
-              [--state-dir /var/lib/vxtap] [--tx-sockets 4] [--batch 64] [--log-level info]
+              [--state-dir /var/lib/vxtap] [--metrics [HOST]:PORT] [--tx-sockets 4] [--batch 64] [--log-level info]
   vxtap network create NAME --subnet CIDR [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning]
   vxtap network ls [-o json]
   vxtap network inspect NAME
@@ -89,6 +90,7 @@ async function agentCmd(argv: string[]): Promise<void> {
     kv: { type: 'string' },
     'lease-ttl': { type: 'string' },
     'state-dir': { type: 'string' },
+    metrics: { type: 'string' },
     'log-level': { type: 'string' },
   });
   if (!opts.vtep) throw new UsageError('agent needs --vtep IP: the underlay address of this host that peers send VXLAN to');
@@ -115,12 +117,24 @@ async function agentCmd(argv: string[]): Promise<void> {
     throw e;
   }
   log.info('control socket ready', { socket: path });
+  let metrics: import('node:http').Server | undefined;
+  if (opts.metrics) {
+    try {
+      metrics = await serveMetrics(agent, opts.metrics as string);
+    } catch (e) {
+      server.close();
+      await agent.close();
+      throw e;
+    }
+    log.info('metrics ready', { listen: opts.metrics, path: '/metrics' });
+  }
   let stopping = false;
   const stop = async (sig: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal: sig });
     server.close();
+    metrics?.close();
     await agent.close();
     process.exit(0);
   };

@@ -9,6 +9,9 @@ export const DROP_REASONS = [
   'tx_short', // frame shorter than an Ethernet header
   'tx_spoofed_src_mac', // source MAC is not the endpoint's own
   'tx_group_src_mac', // source MAC is a group (multicast) address
+  'tx_spoofed_src_ip', // IPv4 source address is not the endpoint's own
+  'tx_spoofed_arp', // ARP sender address is not the endpoint's own (ARP poisoning)
+  'tx_oversize', // larger than the overlay MTU (IPv4 with DF also gets ICMP fragmentation-needed back)
   'tx_hairpin', // destination is the sending endpoint itself
   'tx_no_destination', // broadcast/unknown with nobody to send it to
   'tx_udp_error', // the kernel refused the datagram (see udpErrors by errno)
@@ -42,10 +45,14 @@ export class Counters {
   learned = 0;
   moved = 0;
   arp_suppressed = 0; // ARP requests answered locally from the control plane's table
+  icmp_frag_needed = 0; // ICMP "fragmentation needed" sent back for oversize DF frames
   // drops
   tx_short = 0;
   tx_spoofed_src_mac = 0;
   tx_group_src_mac = 0;
+  tx_spoofed_src_ip = 0;
+  tx_spoofed_arp = 0;
+  tx_oversize = 0;
   tx_hairpin = 0;
   tx_no_destination = 0;
   tx_udp_error = 0;

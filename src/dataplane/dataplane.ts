@@ -44,6 +44,8 @@ interface Direction {
   arena: Uint8Array;
   lens: Int32Array;
   out: OutQueue;
+  /** 128 bytes for building control replies (ICMP quotes) without allocating. */
+  scratch: Uint8Array;
 }
 
 /** Batches drained per readiness callback before yielding to the event loop. */
@@ -88,7 +90,7 @@ export class Dataplane {
     this.hashSeed = o.hashSeed ?? 0;
     const mk = (reason: 'tx_tap_error' | 'rx_tap_error'): Direction => {
       const arena = new Uint8Array(this.slotSize * this.batch);
-      return { arena, lens: new Int32Array(this.batch), out: new OutQueue(this.io, arena, this.txFds, this.counters, reason) };
+      return { arena, lens: new Int32Array(this.batch), out: new OutQueue(this.io, arena, this.txFds, this.counters, reason), scratch: new Uint8Array(128) };
     };
     this.x = mk('tx_tap_error');
     this.r = { ...mk('rx_tap_error'), addrs: new Uint32Array(this.batch * 2) };
@@ -121,11 +123,13 @@ export class Dataplane {
   }
 
   /** Adds a local endpoint and starts reading its TAP. */
-  addPort(spec: { id: string; mac: number; vni: number; fd: number; ifname: string }): Port {
+  addPort(spec: { id: string; mac: number; vni: number; fd: number; ifname: string; ip?: number; mtu?: number }): Port {
     if (this.ports.has(spec.id)) throw new FdbError('EEXIST', `endpoint ${spec.id} is already attached`);
     const vnet = this.fdb.vnet(spec.vni);
     const port: Port = {
       ...spec,
+      ip: spec.ip ?? 0,
+      mtu: spec.mtu ?? 65535,
       vnet,
       vstats: this.vniStats(spec.vni),
       poll: null,

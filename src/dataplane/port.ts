@@ -9,6 +9,10 @@ export interface Port extends LocalPort {
   readonly vni: number;
   readonly fd: number;
   readonly ifname: string;
+  /** The endpoint's IPv4 address (host order): the only IPv4 source it may use. 0: not checked. */
+  readonly ip: number;
+  /** Overlay MTU: larger frames are refused (IPv4 with DF: answered with ICMP fragmentation needed). */
+  readonly mtu: number;
   /** This VNI's tables and counters, for the hot path. */
   vnet: Vnet<Port>;
   vstats: VniCounters;

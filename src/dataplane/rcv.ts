@@ -44,10 +44,13 @@ export function rcv(dp: Dataplane): number {
     }
     // 3. vtep
     const src = addrs[2 * i];
-    if (!fdb.isKnownVtep(src)) {
+    const peer = fdb.peer(src);
+    if (peer === undefined) {
       c.rx_unknown_vtep++;
       continue;
     }
+    peer.rx_packets++;
+    peer.rx_bytes += len;
     // 4. decap
     if (!vxlanFlagsValid(arena, off)) {
       c.rx_bad_flags++;
@@ -72,7 +75,7 @@ export function rcv(dp: Dataplane): number {
       continue;
     }
     if (v.learning && (se === undefined || se.kind === 'learned')) {
-      const res = fdb.snoop(v, smac, src, dp.vxlanPort, now);
+      const res = fdb.snoop(v, smac, src, dp.vxlanPort, now, peer);
       if (res === 'new') c.learned++;
       else if (res === 'moved') c.moved++;
       else if (res === 'full') c.rx_learn_full++;

@@ -4,7 +4,9 @@
  *   1. read      one batch of frames from an endpoint's TAP into the xmit arena, each at HEADROOM in its slot
  *   2. check     shorter than an Ethernet header -> drop (tx_short)
  *   3. source    source MAC must be unicast (tx_group_src_mac) and the endpoint's own: no spoofing of another
- *                container (tx_spoofed_src_mac)
+ *                container (tx_spoofed_src_mac); so must an IPv4 source (tx_spoofed_src_ip) and an ARP sender
+ *                address (tx_spoofed_arp); a frame over the MTU is refused (tx_oversize), with ICMP
+ *                "fragmentation needed" back for IPv4 with DF, so path-MTU discovery works
  *   4. arp       an ARP request for an overlay address the control plane knows is answered here, in place: the
  *                request's bytes become the reply and go back to the sender's TAP (never flooded across hosts)
  *   5. lookup    destination MAC in the VNI's FDB
@@ -36,8 +38,19 @@ import {
   ETH_OFF_TYPE,
   ETH_P_ARP,
   ETH_P_IP,
+  ETH_P_8021Q,
+  IPPROTO_ICMP,
+  IPV4_FLAG_DF,
+  IPV4_HLEN_MIN,
+  IPV4_OFF_DST,
+  IPV4_OFF_FRAG,
+  IPV4_OFF_PROTO,
+  IPV4_OFF_SRC,
+  IPV4_OFF_VER_IHL,
+  VLAN_HLEN,
   VXLAN_HLEN,
 } from '../vxlan/constants.js';
+import { internetChecksum } from '../vxlan/checksum.js';
 import { readU16, readU32, writeU16, writeU32 } from '../vxlan/ethernet.js';
 import { flowHash, pickIndex } from '../vxlan/flowhash.js';
 import { isGroupMac, readMac, writeMac } from '../vxlan/mac.js';
@@ -78,6 +91,28 @@ export function xmit(dp: Dataplane, port: Port): number {
       c.tx_spoofed_src_mac++;
       continue;
     }
+    const etype = readU16(arena, off + ETH_OFF_TYPE);
+    if (port.ip !== 0) {
+      if (etype === ETH_P_IP && len >= ETH_HLEN + IPV4_HLEN_MIN && readU32(arena, off + ETH_HLEN + IPV4_OFF_SRC) !== port.ip) {
+        c.tx_spoofed_src_ip++;
+        continue;
+      }
+      if (etype === ETH_P_ARP && len >= ETH_HLEN + ARP_HLEN) {
+        const spa = readU32(arena, off + ETH_HLEN + ARP_OFF_SPA);
+        if (spa !== port.ip && spa !== 0) {
+          c.tx_spoofed_arp++;
+          continue;
+        }
+      }
+    }
+    if (len > port.mtu + ETH_HLEN + (etype === ETH_P_8021Q ? VLAN_HLEN : 0)) {
+      c.tx_oversize++;
+      if (etype === ETH_P_IP && fragNeeded(dp, arena, off, len, port)) {
+        out.tap(port, off, ICMP_REPLY_LEN(arena, off));
+        c.icmp_frag_needed++;
+      }
+      continue;
+    }
     vs.tx_packets++;
     vs.tx_bytes += len;
     // 4. arp
@@ -106,6 +141,11 @@ export function xmit(dp: Dataplane, port: Port): number {
     }
     writeVxlanHeader(arena, off - VXLAN_HLEN, v.vni);
     out.udp(txSocket(dp, arena, off, len), off - VXLAN_HLEN, len + VXLAN_HLEN, e.vtep, e.port);
+    const peer = e.peer;
+    if (peer !== null) {
+      peer.tx_packets++;
+      peer.tx_bytes += len;
+    }
   }
   // 6. flush
   out.flush();
@@ -132,6 +172,8 @@ function flood(dp: Dataplane, port: Port, off: number, len: number): void {
     for (let j = 0; j < rdsts.length; j++) {
       const r = rdsts[j];
       out.udp(sock, off - VXLAN_HLEN, len + VXLAN_HLEN, r.vtep, r.port);
+      r.peer.tx_packets++;
+      r.peer.tx_bytes += len;
       copies++;
     }
   }
@@ -163,6 +205,59 @@ function arpReply(arena: Uint8Array, off: number, port: Port): boolean {
   arena.copyWithin(a + ARP_OFF_THA, a + ARP_OFF_SHA, a + ARP_OFF_SHA + 10); // target := sender (MAC + IPv4)
   writeMac(mac, arena, a + ARP_OFF_SHA);
   writeU32(arena, a + ARP_OFF_SPA, tpa);
+  return true;
+}
+
+const ICMP_HLEN = 8;
+const ICMP_DEST_UNREACH = 3;
+const ICMP_FRAG_NEEDED = 4;
+
+/** Length of the ICMP reply fragNeeded() wrote at `off`. */
+function ICMP_REPLY_LEN(arena: Uint8Array, off: number): number {
+  return ETH_HLEN + ((arena[off + ETH_HLEN + 2] << 8) | arena[off + ETH_HLEN + 3]);
+}
+
+/**
+ * An oversize IPv4 packet with DF: overwrite it, in place, with the ICMP "fragmentation needed" the sender
+ * must get (RFC 1191), as if from the destination (as the kernel's tunnel PMTU code does): quoting the original
+ * IP header + 8 bytes, next-hop MTU = the port's MTU. Returns false (nothing written) for non-DF, fragments of
+ * ICMP errors, or malformed headers.
+ */
+function fragNeeded(dp: Dataplane, arena: Uint8Array, off: number, len: number, port: Port): boolean {
+  const ip = off + ETH_HLEN;
+  const ihl = (arena[ip + IPV4_OFF_VER_IHL] & 0x0f) * 4;
+  if (arena[ip + IPV4_OFF_VER_IHL] >>> 4 !== 4 || ihl < IPV4_HLEN_MIN || len < ETH_HLEN + ihl + 8) return false;
+  if ((readU16(arena, ip + IPV4_OFF_FRAG) & IPV4_FLAG_DF) === 0) return false;
+  if (arena[ip + IPV4_OFF_PROTO] === IPPROTO_ICMP && arena[ip + ihl] !== 8 && arena[ip + ihl] !== 0) return false; // never answer an ICMP error
+  const quoteLen = ihl + 8;
+  const quote = dp.x.scratch;
+  quote.set(arena.subarray(ip, ip + quoteLen));
+  const src = readU32(quote, IPV4_OFF_SRC);
+  const dst = readU32(quote, IPV4_OFF_DST);
+  // Ethernet: back to the sender, from the MAC it sent to (the IP header is already quoted, so the
+  // destination MAC may be parked in bytes 12..18 while the two addresses swap)
+  arena.copyWithin(off + ETH_OFF_SRC + 6, off + ETH_OFF_DST, off + ETH_OFF_DST + 6); // park dst MAC after src
+  arena.copyWithin(off + ETH_OFF_DST, off + ETH_OFF_SRC, off + ETH_OFF_SRC + 6);
+  arena.copyWithin(off + ETH_OFF_SRC, off + ETH_OFF_SRC + 6, off + ETH_OFF_SRC + 12);
+  writeU16(arena, off + ETH_OFF_TYPE, ETH_P_IP);
+  // IPv4
+  const total = IPV4_HLEN_MIN + ICMP_HLEN + quoteLen;
+  arena.fill(0, ip, ip + total);
+  arena[ip] = 0x45;
+  arena[ip + 1] = 0xc0; // precedence: internetwork control, as for ICMP errors
+  writeU16(arena, ip + 2, total);
+  arena[ip + 8] = 64;
+  arena[ip + IPV4_OFF_PROTO] = IPPROTO_ICMP;
+  writeU32(arena, ip + IPV4_OFF_SRC, dst);
+  writeU32(arena, ip + IPV4_OFF_DST, src);
+  writeU16(arena, ip + 10, internetChecksum(arena, ip, ip + IPV4_HLEN_MIN));
+  // ICMP
+  const icmp = ip + IPV4_HLEN_MIN;
+  arena[icmp] = ICMP_DEST_UNREACH;
+  arena[icmp + 1] = ICMP_FRAG_NEEDED;
+  writeU16(arena, icmp + 6, port.mtu);
+  arena.set(quote.subarray(0, quoteLen), icmp + ICMP_HLEN);
+  writeU16(arena, icmp + 2, internetChecksum(arena, icmp, icmp + ICMP_HLEN + quoteLen));
   return true;
 }
 

@@ -29,6 +29,16 @@ export interface LocalPort {
   readonly mac: number;
 }
 
+/** A known remote VTEP: reference counted, with its traffic counters (one shape, bumped by the data plane). */
+export class Peer {
+  refs = 0;
+  tx_packets = 0;
+  tx_bytes = 0;
+  rx_packets = 0;
+  rx_bytes = 0;
+  constructor(readonly vtep: number) {}
+}
+
 export interface FdbEntry<P extends LocalPort = LocalPort> {
   mac: number;
   kind: FdbKind;
@@ -36,6 +46,8 @@ export interface FdbEntry<P extends LocalPort = LocalPort> {
   vtep: number;
   port: number;
   local: P | null;
+  /** The remote VTEP's counters (null for local entries). */
+  peer: Peer | null;
   /** ms: created or last refreshed (learned entries age from here). */
   updated: number;
   /** ms: last time the data plane forwarded to it. */
@@ -47,6 +59,7 @@ export interface Rdst {
   vtep: number;
   port: number;
   kind: FdbKind;
+  peer: Peer;
 }
 
 export class Vnet<P extends LocalPort = LocalPort> {
@@ -91,8 +104,8 @@ export class Fdb<P extends LocalPort = LocalPort> {
   readonly ageingMs: number;
   readonly maxLearned: number;
   readonly now: () => number;
-  /** VTEP IPv4 -> reference count (flood list memberships + static/kv remote entries). */
-  private readonly vteps = new Map<number, number>();
+  /** VTEP IPv4 -> Peer (reference counted by flood list memberships + static/kv remote entries). */
+  private readonly vteps = new Map<number, Peer>();
 
   constructor(opts: FdbOptions = {}) {
     this.ageingMs = opts.ageingMs ?? 300_000;
@@ -133,22 +146,29 @@ export class Fdb<P extends LocalPort = LocalPort> {
     return this.vteps.has(ip);
   }
 
-  knownVteps(): number[] {
-    return [...this.vteps.keys()];
+  /** Hot path (receive): the known VTEP at `ip`, or undefined. */
+  peer(ip: number): Peer | undefined {
+    return this.vteps.get(ip);
   }
 
-  private ref(ip: number): void {
-    this.vteps.set(ip, (this.vteps.get(ip) ?? 0) + 1);
+  peers(): Peer[] {
+    return [...this.vteps.values()];
+  }
+
+  private ref(ip: number): Peer {
+    let p = this.vteps.get(ip);
+    if (!p) this.vteps.set(ip, (p = new Peer(ip)));
+    p.refs++;
+    return p;
   }
 
   private unref(ip: number): void {
-    const n = (this.vteps.get(ip) ?? 0) - 1;
-    if (n <= 0) this.vteps.delete(ip);
-    else this.vteps.set(ip, n);
+    const p = this.vteps.get(ip);
+    if (p && --p.refs <= 0) this.vteps.delete(ip);
   }
 
   private refEntry(e: FdbEntry<P>): void {
-    if (e.local === null && e.kind !== 'learned') this.ref(e.vtep);
+    if (e.local === null && e.kind !== 'learned') e.peer = this.ref(e.vtep);
   }
 
   private unrefEntry(e: FdbEntry<P>): void {
@@ -176,6 +196,7 @@ export class Fdb<P extends LocalPort = LocalPort> {
       vtep: local ? 0 : (dst as { vtep: number }).vtep >>> 0,
       port: local ? 0 : (dst as { port: number }).port,
       local,
+      peer: null,
       updated: now,
       used: 0,
     };
@@ -218,7 +239,7 @@ export class Fdb<P extends LocalPort = LocalPort> {
    * entry to the new VTEP. Never touches local/static/kv entries ('refused'), which also stops a remote host
    * from claiming a local endpoint's MAC.
    */
-  snoop(v: Vnet<P>, mac: number, vtep: number, port: number, now: number): SnoopResult {
+  snoop(v: Vnet<P>, mac: number, vtep: number, port: number, now: number, peer: Peer | null = this.vteps.get(vtep) ?? null): SnoopResult {
     const e = v.entries.get(mac);
     if (e !== undefined) {
       if (e.kind !== 'learned') return e.local === null && e.vtep === vtep ? 'refreshed' : 'refused';
@@ -228,13 +249,14 @@ export class Fdb<P extends LocalPort = LocalPort> {
       }
       e.vtep = vtep;
       e.port = port;
+      e.peer = peer;
       e.updated = now;
       return 'moved';
     }
     if (!v.learning) return 'refused';
     if (v.learned >= this.maxLearned) return 'full';
     v.learned++;
-    v.entries.set(mac, { mac, kind: 'learned', vtep, port, local: null, updated: now, used: 0 });
+    v.entries.set(mac, { mac, kind: 'learned', vtep, port, local: null, peer, updated: now, used: 0 });
     return 'new';
   }
 
@@ -249,8 +271,7 @@ export class Fdb<P extends LocalPort = LocalPort> {
       v.flood = v.flood.map((r, j) => (j === i ? { ...r, kind } : r));
       return true;
     }
-    v.flood = [...v.flood, { vtep: vtep >>> 0, port, kind }];
-    this.ref(vtep >>> 0);
+    v.flood = [...v.flood, { vtep: vtep >>> 0, port, kind, peer: this.ref(vtep >>> 0) }];
     return true;
   }
 

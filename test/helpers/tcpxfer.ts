@@ -35,11 +35,13 @@ if (mode === 'server') {
   let x = 0x12345678;
   const chunk = (): Buffer => {
     const b = Buffer.allocUnsafe(Math.min(65536, total - sent));
-    for (let i = 0; i < b.length; i += 4) {
-      x ^= x << 13;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      b.writeUInt32LE(x >>> 0, i < b.length - 3 ? i : b.length - 4 >= 0 ? b.length - 4 : 0);
+    for (let i = 0; i < b.length; i++) {
+      if ((i & 3) === 0) {
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
+      }
+      b[i] = (x >>> ((i & 3) * 8)) & 0xff;
     }
     return b;
   };

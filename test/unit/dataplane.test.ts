@@ -6,6 +6,7 @@ import type { Port } from '../../src/dataplane/port.js';
 import { readVni } from '../../src/vxlan/vxlan.js';
 import { flowHash, pickIndex } from '../../src/vxlan/flowhash.js';
 import { IPPROTO_TCP } from '../../src/vxlan/constants.js';
+import { internetChecksum } from '../../src/vxlan/checksum.js';
 import { FakeIo } from '../helpers/fakeio.js';
 import { arpRequest, ipv4Frame, vxlanDatagram } from '../helpers/frames.js';
 
@@ -17,8 +18,10 @@ const MAC_A = 0x020000000a01;
 const MAC_B = 0x020000000a02;
 const MAC_R = 0x020000000b01; // remote container
 const BCAST = 0xffffffffffff;
+const IP_A = 0xc613010a; // 198.19.1.10
+const IP_B = 0xc613010b;
 
-function setup(opts: { txSockets?: number; learning?: boolean } = {}) {
+function setup(opts: { txSockets?: number; learning?: boolean; ip?: boolean; mtu?: number } = {}) {
   const io = new FakeIo();
   let t = 1000;
   const fdb = new Fdb<Port>({ now: () => t });
@@ -28,8 +31,8 @@ function setup(opts: { txSockets?: number; learning?: boolean } = {}) {
   const dp = new Dataplane({ io, fdb, udpFd, txFds, vxlanPort: 4789, batch: 8, frameMax: 9000, onPortError: (p) => failed.push(p.id) });
   dp.addVni(VNI, opts.learning ?? true);
   dp.start();
-  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0' });
-  const b = dp.addPort({ id: 'b', mac: MAC_B, vni: VNI, fd: io.tap(), ifname: 'eth0' });
+  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: opts.ip ? IP_A : 0, mtu: opts.mtu });
+  const b = dp.addPort({ id: 'b', mac: MAC_B, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: opts.ip ? IP_B : 0, mtu: opts.mtu });
   fdb.floodAdd(VNI, PEER, 4789, 'static');
   fdb.floodAdd(VNI, PEER3, 4789, 'static');
   const fromTap = (p: Port, ...frames: Uint8Array[]) => {
@@ -250,4 +253,49 @@ test('arp: a request for a known address is answered in place to the sender, nev
   fromTap(a, arpRequest(MAC_A, 0, 0xc613010a));
   assert.equal(io.sent.length, 4);
   assert.equal(dp.counters.arp_suppressed, 1);
+});
+
+test('anti-spoofing: IPv4 source and ARP sender address must be the endpoint\'s own', () => {
+  const { io, dp, a, b, fromTap } = setup({ ip: true });
+  fromTap(
+    a,
+    ipv4Frame(MAC_B, MAC_A, { srcIp: IP_B, dstIp: IP_B }), // claims b's address
+    arpRequest(MAC_A, IP_B, 0xc6130199), // ARP poisoning: "IP_B is at MAC_A"
+    arpRequest(MAC_A, 0, IP_A), // RFC 5227 probe (sender 0.0.0.0): allowed
+    ipv4Frame(MAC_B, MAC_A, { srcIp: IP_A, dstIp: IP_B }), // fine
+  );
+  assert.equal(dp.counters.tx_spoofed_src_ip, 1);
+  assert.equal(dp.counters.tx_spoofed_arp, 1);
+  assert.equal(io.tapOut.get(b.fd)!.length, 2, 'the probe (flooded) and the good packet reach b');
+});
+
+test('MTU: an oversize DF packet gets ICMP fragmentation-needed back with the MTU; others are dropped', () => {
+  const { io, dp, a, fromTap, fdb } = setup({ ip: true, mtu: 1450 });
+  fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
+  const big = ipv4Frame(MAC_R, MAC_A, { size: 14 + 2000, srcIp: IP_A, dstIp: 0xc6130114, proto: 17, sport: 5000, dport: 6000 });
+  big[14 + 6] = 0x40; // DF
+  const orig = Uint8Array.from(big);
+  fromTap(a, big, ipv4Frame(MAC_R, MAC_A, { size: 14 + 1450, srcIp: IP_A }));
+  assert.equal(dp.counters.tx_oversize, 1);
+  assert.equal(io.sent.length, 1, 'the 1450-byte packet (exactly the MTU) still goes out');
+  const [icmp] = io.tapOut.get(a.fd)!;
+  assert.ok(icmp, 'an ICMP error came back to the sender');
+  const h = Buffer.from(icmp);
+  assert.equal(h.readUIntBE(0, 6), MAC_A, 'to the sender');
+  assert.equal(h.readUIntBE(6, 6), MAC_R, 'from the MAC it sent to');
+  assert.equal(h.readUInt16BE(12), 0x0800);
+  assert.equal(h[14 + 9], 1, 'ICMP');
+  assert.equal(h.readUInt32BE(14 + 12), 0xc6130114, 'from the original destination');
+  assert.equal(h.readUInt32BE(14 + 16), IP_A, 'to the original source');
+  assert.equal(internetChecksum(icmp, 14, 34), 0, 'IP header checksum valid');
+  assert.deepEqual([h[34], h[35]], [3, 4], 'type 3 code 4: fragmentation needed');
+  assert.equal(h.readUInt16BE(34 + 6), 1450, 'next-hop MTU');
+  assert.equal(internetChecksum(icmp, 34, icmp.length), 0, 'ICMP checksum valid');
+  assert.deepEqual(icmp.subarray(42), orig.subarray(14, 14 + 28), 'quotes the original IP header + 8 bytes');
+  assert.equal(icmp.length, 14 + 20 + 8 + 28);
+  assert.equal(dp.counters.icmp_frag_needed, 1);
+  const nodf = ipv4Frame(MAC_R, MAC_A, { size: 14 + 2000, srcIp: IP_A });
+  fromTap(a, nodf);
+  assert.equal(dp.counters.tx_oversize, 2);
+  assert.equal(io.tapOut.get(a.fd)!.length, 1, 'no ICMP for a packet without DF');
 });

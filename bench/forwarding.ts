@@ -1,0 +1,338 @@
+/**
+ * The side-by-side forwarding benchmark. Every path gets the same topology, built fresh: two "hosts" (netns)
+ * joined by a direct veth underlay (MTU 1500, 198.18.0.1/.2), one "container" per host (MTU 1450,
+ * 198.19.1.1/.2). Paths, measured in ONE run:
+ *
+ *   direct   a veth straight between the two containers: no overlay (the ceiling)
+ *   kernel   Linux VXLAN: container veth -> bridge -> vxlan0 (VNI 42, port 4789) on each host (the reference)
+ *   tinc     tinc 1.0 in switch mode, Cipher/Digest none, over UDP (a userspace C L2 overlay; --peers)
+ *   openvpn  OpenVPN 2.6 TAP bridged, no crypto (another userspace C L2 overlay; --peers)
+ *   vxtap    one vxtap agent per host on a shared embedded store
+ *
+ * Each measured: TCP Gbit/s with 1 and 4 streams (iperf3), 60-byte frames delivered per second (iperf3 UDP with
+ * an 18-byte payload, unlimited rate; its single sender thread can cap the kernel rows, as noted), ping avg/p99,
+ * and for userspace paths the CPU seconds their processes used per Gbit moved. Each row is repeated `--reps`
+ * times (default 3) and reported as median (min-max), with its ratio to the kernel row of the same run.
+ *
+ *   node dist/bench/forwarding.js [--quick] [--reps N] [--time S] [--paths direct,kernel,tinc,openvpn,vxtap]
+ *   (all five by default; --quick: 1 rep x 2 s of direct, kernel, vxtap, unless --peers)
+ * Writes bench/results/forwarding.{md,json,svg} (or --out DIR). Needs root, iperf3 (and tinc/openvpn for --peers).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
+const CLI = join(ROOT, 'dist/src/cli/main.js');
+
+const { values } = parseArgs({
+  options: { quick: { type: 'boolean' }, reps: { type: 'string' }, time: { type: 'string' }, paths: { type: 'string' }, peers: { type: 'boolean' }, out: { type: 'string' } },
+});
+const QUICK = !!values.quick;
+const RESULTS = values.out ?? join(ROOT, 'bench/results');
+const REPS = Number(values.reps ?? (QUICK ? 1 : 3));
+const T = Number(values.time ?? (QUICK ? 2 : 5));
+const PATHS = (values.paths ?? (QUICK && !values.peers ? 'direct,kernel,vxtap' : 'direct,kernel,tinc,openvpn,vxtap')).split(',');
+
+// ---------------------------------------------------------------- helpers
+
+function sh(argv: string[], timeoutMs = 60_000): { code: number; out: string; err: string } {
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: timeoutMs });
+  return { code: r.status ?? -1, out: r.stdout ?? '', err: r.stderr ?? '' };
+}
+function must(argv: string[]): string {
+  const r = sh(argv);
+  if (r.code !== 0) throw new Error(`${argv.join(' ')}: ${r.err.trim()}`);
+  return r.out;
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+function cpuSeconds(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime + stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return 0;
+  }
+}
+
+function progress(msg: string): void {
+  process.stderr.write(`\r\x1b[K${msg}`);
+}
+
+// ---------------------------------------------------------------- topology
+
+interface Topo {
+  tag: string;
+  dir: string;
+  c1: string;
+  c2: string;
+  procs: ChildProcess[];
+  /** PIDs whose CPU time counts as the overlay's. */
+  cpuPids: number[];
+}
+
+let seq = 0;
+function baseTopo(withHosts: boolean): Topo {
+  const tag = `vxb${process.pid % 10000}${seq++}`;
+  const t: Topo = { tag, dir: mkdtempSync(join(tmpdir(), `${tag}-`)), c1: `${tag}-c1`, c2: `${tag}-c2`, procs: [], cpuPids: [] };
+  const nss = withHosts ? ['h1', 'h2', 'c1', 'c2'] : ['c1', 'c2'];
+  for (const n of nss) {
+    must(['ip', 'netns', 'add', `${tag}-${n}`]);
+    must(['ip', '-n', `${tag}-${n}`, 'link', 'set', 'lo', 'up']);
+    if (n.startsWith('c')) for (const k of ['all', 'default']) must(['ip', 'netns', 'exec', `${tag}-${n}`, 'sysctl', '-qw', `net.ipv6.conf.${k}.disable_ipv6=1`]);
+  }
+  if (withHosts) {
+    must(['ip', 'link', 'add', `${tag}u1`, 'netns', `${tag}-h1`, 'type', 'veth', 'peer', 'name', `${tag}u2`, 'netns', `${tag}-h2`]);
+    for (const i of [1, 2]) {
+      must(['ip', '-n', `${tag}-h${i}`, 'addr', 'add', `198.18.0.${i}/24`, 'dev', `${tag}u${i}`]);
+      must(['ip', '-n', `${tag}-h${i}`, 'link', 'set', `${tag}u${i}`, 'up']);
+    }
+  }
+  return t;
+}
+
+function containerAddr(t: Topo, i: 1 | 2, dev: string): void {
+  const c = i === 1 ? t.c1 : t.c2;
+  must(['ip', '-n', c, 'link', 'set', dev, 'mtu', '1450', 'up']);
+  must(['ip', '-n', c, 'addr', 'add', `198.19.1.${i}/24`, 'dev', dev]);
+}
+
+/** veth from host i's bridge br0 to container i's eth0. */
+function bridgeToContainer(t: Topo, i: 1 | 2): void {
+  const h = `${t.tag}-h${i}`;
+  const c = i === 1 ? t.c1 : t.c2;
+  must(['ip', '-n', h, 'link', 'add', 'br0', 'type', 'bridge']);
+  must(['ip', '-n', h, 'link', 'add', 'k0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c]);
+  must(['ip', '-n', h, 'link', 'set', 'k0', 'master', 'br0', 'mtu', '1450', 'up']);
+  must(['ip', '-n', h, 'link', 'set', 'br0', 'up']);
+  containerAddr(t, i, 'eth0');
+}
+
+async function waitFile(path: string, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!existsSync(path)) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${path}`);
+    await sleep(50);
+  }
+}
+
+const builders: Record<string, () => Promise<Topo>> = {
+  async direct() {
+    const t = baseTopo(false);
+    must(['ip', 'link', 'add', 'eth0', 'netns', t.c1, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', t.c2]);
+    containerAddr(t, 1, 'eth0');
+    containerAddr(t, 2, 'eth0');
+    return t;
+  },
+  async kernel() {
+    const t = baseTopo(true);
+    for (const i of [1, 2] as const) {
+      const h = `${t.tag}-h${i}`;
+      must(['ip', '-n', h, 'link', 'add', 'vxlan0', 'type', 'vxlan', 'id', '42', 'dstport', '4789', 'local', `198.18.0.${i}`, 'dev', `${t.tag}u${i}`]);
+      must(['bridge', '-n', h, 'fdb', 'append', '00:00:00:00:00:00', 'dev', 'vxlan0', 'dst', `198.18.0.${3 - i}`]);
+      bridgeToContainer(t, i);
+      must(['ip', '-n', h, 'link', 'set', 'vxlan0', 'master', 'br0', 'up']);
+    }
+    return t;
+  },
+  async vxtap() {
+    const t = baseTopo(true);
+    for (const i of [1, 2]) {
+      const sock = join(t.dir, `h${i}.sock`);
+      const p = spawn('sh', ['-c', `exec ip netns exec ${t.tag}-h${i} node ${CLI} agent --vtep 198.18.0.${i} --host h${i} --socket ${sock} --kv ${join(t.dir, 'store.db')} --state-dir ${join(t.dir, 'state')} --log-level warn 2>>${join(t.dir, `h${i}.log`)}`], { stdio: 'ignore' });
+      t.procs.push(p);
+      t.cpuPids.push(p.pid!);
+      await waitFile(sock);
+    }
+    const v = (i: number, args: string[]) => must(['node', CLI, ...args, '--socket', join(t.dir, `h${i}.sock`)]);
+    await sleep(300);
+    v(1, ['network', 'create', 'bench', '--subnet', '198.19.1.0/24', '--gateway', 'none']);
+    await sleep(100);
+    v(1, ['endpoint', 'attach', 'bench', '--netns', t.c1, '--name', 'c1', '--ip', '198.19.1.1']);
+    v(2, ['endpoint', 'attach', 'bench', '--netns', t.c2, '--name', 'c2', '--ip', '198.19.1.2']);
+    return t;
+  },
+  async tinc() {
+    const t = baseTopo(true);
+    for (const i of [1, 2] as const) {
+      const d = join(t.dir, `tinc${i}`);
+      mkdirSync(join(d, 'hosts'), { recursive: true });
+      writeFileSync(join(d, 'tinc.conf'), `Name = h${i}\nMode = switch\nInterface = tap0\nDeviceType = tap\nAddressFamily = ipv4\nBindToAddress = 198.18.0.${i}\n${i === 2 ? 'ConnectTo = h1\n' : ''}`);
+      writeFileSync(join(d, 'tinc-up'), '#!/bin/sh\nip link set $INTERFACE up\n', { mode: 0o755 });
+    }
+    for (const i of [1, 2] as const) {
+      // keys, then each host's file with its address and no encryption
+      must(['sh', '-c', `printf '\\n\\n' | ip netns exec ${t.tag}-h${i} tincd -c ${join(t.dir, `tinc${i}`)} -K4096 >/dev/null 2>&1`]);
+    }
+    for (const i of [1, 2] as const) {
+      const pub = readFileSync(join(t.dir, `tinc${i}`, 'hosts', `h${i}`), 'utf8');
+      const body = `Address = 198.18.0.${i}\nCipher = none\nDigest = none\nCompression = 0\n${pub}`;
+      for (const j of [1, 2]) writeFileSync(join(t.dir, `tinc${j}`, 'hosts', `h${i}`), body);
+    }
+    for (const i of [1, 2] as const) {
+      const p = spawn('ip', ['netns', 'exec', `${t.tag}-h${i}`, 'tincd', '-D', '-c', join(t.dir, `tinc${i}`), '--pidfile', join(t.dir, `tinc${i}.pid`)], { stdio: 'ignore' });
+      t.procs.push(p);
+      t.cpuPids.push(p.pid!);
+    }
+    await sleep(1500);
+    for (const i of [1, 2] as const) {
+      bridgeToContainer(t, i);
+      must(['ip', '-n', `${t.tag}-h${i}`, 'link', 'set', 'tap0', 'master', 'br0', 'mtu', '1450', 'up']);
+    }
+    return t;
+  },
+  async openvpn() {
+    const t = baseTopo(true);
+    for (const i of [1, 2] as const) {
+      const h = `${t.tag}-h${i}`;
+      must(['ip', '-n', h, 'tuntap', 'add', 'dev', 'tap0', 'mode', 'tap']);
+      const p = spawn('ip', ['netns', 'exec', h, 'openvpn', '--dev', 'tap0', '--dev-type', 'tap', '--proto', 'udp', '--local', `198.18.0.${i}`, '--remote', `198.18.0.${3 - i}`, '--port', '1194', '--cipher', 'none', '--auth', 'none', '--data-ciphers', 'none', '--tun-mtu', '1500', '--mssfix', '0', '--sndbuf', '4194304', '--rcvbuf', '4194304', '--verb', '0'], { stdio: 'ignore' });
+      t.procs.push(p);
+      t.cpuPids.push(p.pid!);
+    }
+    await sleep(1500);
+    for (const i of [1, 2] as const) {
+      bridgeToContainer(t, i);
+      must(['ip', '-n', `${t.tag}-h${i}`, 'link', 'set', 'tap0', 'master', 'br0', 'up']);
+    }
+    return t;
+  },
+};
+
+async function teardown(t: Topo): Promise<void> {
+  for (const p of t.procs) if (p.exitCode === null && p.pid) try { process.kill(p.pid, 'SIGTERM'); } catch { /* gone */ }
+  await Promise.all(t.procs.map((p) => (p.exitCode !== null ? null : new Promise((r) => { const k = setTimeout(() => { try { process.kill(p.pid!, 'SIGKILL'); } catch { /* gone */ } }, 3000); p.once('exit', () => { clearTimeout(k); r(null); }); }))));
+  for (const n of ['c1', 'c2', 'h1', 'h2']) sh(['ip', 'netns', 'del', `${t.tag}-${n}`]);
+  rmSync(t.dir, { recursive: true, force: true });
+}
+
+// ---------------------------------------------------------------- measurements
+
+interface Sample {
+  tcp1: number; // Gbit/s
+  tcp4: number;
+  retrans1: number;
+  pps60: number; // delivered 60-byte frames per second
+  udpLoss: number; // %
+  pingAvg: number; // ms
+  pingP99: number;
+  cpuPerGbit: number; // CPU seconds per Gbit moved (userspace paths), NaN otherwise
+}
+
+async function warm(t: Topo): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (sh(['ip', 'netns', 'exec', t.c2, 'ping', '-c', '1', '-W', '1', '198.19.1.1']).code === 0) return;
+    await sleep(200);
+  }
+  throw new Error('path never came up (no ping reply in 20 s)');
+}
+
+async function iperf(t: Topo, args: string[]): Promise<Record<string, any>> {
+  const srv = spawn('ip', ['netns', 'exec', t.c1, 'iperf3', '-s', '-1', '-B', '198.19.1.1'], { stdio: 'ignore' });
+  await sleep(300);
+  const r = sh(['ip', 'netns', 'exec', t.c2, 'iperf3', '-c', '198.19.1.1', '-J', '-t', String(T), ...args], (T + 30) * 1000);
+  await new Promise((res) => (srv.exitCode !== null ? res(null) : (srv.once('exit', res), setTimeout(() => { try { process.kill(srv.pid!, 'SIGKILL'); } catch { /* gone */ } }, 5000))));
+  const j = JSON.parse(r.out || '{}');
+  if (j.error) throw new Error(`iperf3: ${j.error}`);
+  return j;
+}
+
+async function measure(t: Topo): Promise<Sample> {
+  const cpu0 = t.cpuPids.reduce((s, p) => s + cpuSeconds(p), 0);
+  const j1 = await iperf(t, []);
+  const cpu1 = t.cpuPids.reduce((s, p) => s + cpuSeconds(p), 0);
+  const bytes1 = j1.end.sum_received.bytes as number;
+  const j4 = await iperf(t, ['-P', '4']);
+  const ju = await iperf(t, ['-u', '-l', '18', '-b', '0']);
+  const u = ju.end.sum;
+  const pr = sh(['ip', 'netns', 'exec', t.c2, 'ping', '-n', '-c', '200', '-i', '0.005', '-W', '1', '198.19.1.1']);
+  const rtts = [...pr.out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
+  return {
+    tcp1: j1.end.sum_received.bits_per_second / 1e9,
+    tcp4: j4.end.sum_received.bits_per_second / 1e9,
+    retrans1: j1.end.sum_sent.retransmits ?? 0,
+    pps60: (u.packets - u.lost_packets) / u.seconds,
+    udpLoss: u.lost_percent,
+    pingAvg: rtts.reduce((s, x) => s + x, 0) / Math.max(1, rtts.length),
+    pingP99: rtts[Math.min(rtts.length - 1, Math.floor(rtts.length * 0.99))] ?? NaN,
+    cpuPerGbit: t.cpuPids.length ? (cpu1 - cpu0) / ((bytes1 * 8) / 1e9) : NaN,
+  };
+}
+
+// ---------------------------------------------------------------- run
+
+const KEYS: (keyof Sample)[] = ['tcp1', 'tcp4', 'pps60', 'pingAvg', 'pingP99', 'cpuPerGbit', 'retrans1', 'udpLoss'];
+const results: Record<string, Sample[]> = {};
+for (const path of PATHS) {
+  if (!builders[path]) throw new Error(`unknown path ${path}; known: ${Object.keys(builders).join(', ')}`);
+  results[path] = [];
+  for (let r = 0; r < REPS; r++) {
+    progress(`${path}: rep ${r + 1}/${REPS}: building`);
+    const t = await builders[path]();
+    try {
+      progress(`${path}: rep ${r + 1}/${REPS}: warming up`);
+      await warm(t);
+      progress(`${path}: rep ${r + 1}/${REPS}: measuring (~${3 * T + 5} s)`);
+      results[path].push(await measure(t));
+    } catch (e) {
+      process.stderr.write(`\n${path}: ${(e as Error).message}\n`);
+    } finally {
+      await teardown(t);
+    }
+  }
+}
+progress('');
+
+const stat = (xs: number[]) => ({ med: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
+const summary: Record<string, Record<string, { med: number; min: number; max: number }>> = {};
+for (const [p, ss] of Object.entries(results)) {
+  if (!ss.length) continue;
+  summary[p] = Object.fromEntries(KEYS.map((k) => [k, stat(ss.map((s) => s[k]))]));
+}
+const k = summary.kernel;
+const fmt = (v: { med: number; min: number; max: number }, d: number) => (Number.isFinite(v.med) ? `${v.med.toFixed(d)}${REPS > 1 ? ` (${v.min.toFixed(d)}-${v.max.toFixed(d)})` : ''}` : '-');
+const ratio = (p: string, key: keyof Sample) => (k && summary[p] && Number.isFinite(summary[p][key].med) ? `${(summary[p][key].med / k[key].med).toFixed(2)}x` : '-');
+const md = [
+  `Forwarding benchmark, ${new Date().toISOString()}, ${REPS} rep(s) x ${T} s, two hosts on a veth underlay (MTU 1500), container MTU 1450.`,
+  'Median (min-max). Ratios are to the kernel VXLAN row of this run.',
+  '',
+  '| path | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | ping avg ms | ping p99 ms | added vs kernel (avg) | CPU s per Gbit |',
+  '|---|---|---|---|---|---|---|---|---|---|---|',
+  ...Object.keys(summary).map((p) => {
+    const s = summary[p];
+    const added = k ? `${((s.pingAvg.med - k.pingAvg.med) * 1000).toFixed(0)} us` : '-';
+    return `| ${p} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${added} | ${fmt(s.cpuPerGbit, 2)} |`;
+  }),
+  '',
+  '60 B frames: iperf3 UDP, 18-byte payload, unlimited rate; one sender thread, so fast paths can be sender-capped.',
+].join('\n');
+console.log(md);
+mkdirSync(RESULTS, { recursive: true });
+writeFileSync(join(RESULTS, 'forwarding.md'), md + '\n');
+writeFileSync(join(RESULTS, 'forwarding.json'), JSON.stringify({ date: new Date().toISOString(), reps: REPS, seconds: T, results, summary }, null, 2));
+writeFileSync(join(RESULTS, 'forwarding.svg'), chart(summary));
+process.exit(0);
+
+/** A bar chart of TCP 1-stream Gbit/s per path (median, with min-max whiskers). */
+function chart(s: typeof summary): string {
+  const paths = Object.keys(s);
+  const max = Math.max(...paths.map((p) => s[p].tcp1.max), 0.1);
+  const W = 640, bar = 36, gap = 18, left = 90, top = 40;
+  const H = top + paths.length * (bar + gap) + 30;
+  const x = (v: number) => left + (v / max) * (W - left - 80);
+  const rows = paths.map((p, i) => {
+    const y = top + i * (bar + gap);
+    const v = s[p].tcp1;
+    return `<text x="${left - 8}" y="${y + bar / 2 + 5}" text-anchor="end" font-size="14">${p}</text>` +
+      `<rect x="${left}" y="${y}" width="${x(v.med) - left}" height="${bar}" fill="${p === 'vxtap' ? '#2b7bb9' : p === 'kernel' ? '#888' : '#bbb'}"/>` +
+      `<line x1="${x(v.min)}" x2="${x(v.max)}" y1="${y + bar / 2}" y2="${y + bar / 2}" stroke="#000"/>` +
+      `<text x="${x(v.max) + 6}" y="${y + bar / 2 + 5}" font-size="13">${v.med.toFixed(2)} Gbit/s</text>`;
+  });
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">` +
+    `<text x="${left}" y="24" font-size="15">TCP, 1 stream (iperf3), median of ${REPS}</text>${rows.join('')}</svg>\n`;
+}

@@ -1,0 +1,114 @@
+/**
+ * Prometheus metrics (`vxtap agent --metrics [HOST]:PORT`, GET /metrics), with prom-client. Every value is read
+ * from the agent's counters at scrape time (collect callbacks): the data plane never calls into this module.
+ */
+import { createServer, type Server } from 'node:http';
+import client from 'prom-client';
+import { formatIpv4 } from '../vxlan/ipv4.js';
+import type { Agent } from './agent.js';
+import { DROP_REASONS } from '../dataplane/counters.js';
+import { invalid } from './errors.js';
+
+type Sample = [labels: Record<string, string>, value: number];
+
+export function metricsRegistry(agent: Agent): client.Registry {
+  const reg = new client.Registry();
+  reg.setDefaultLabels({ host: agent.host });
+  client.collectDefaultMetrics({ register: reg, prefix: 'vxtap_' }); // vxtap_process_*, vxtap_nodejs_*
+  const counter = (name: string, help: string, labelNames: string[], read: () => Sample[]) =>
+    new client.Counter({
+      name,
+      help,
+      labelNames,
+      registers: [reg],
+      collect() {
+        this.reset();
+        for (const [l, v] of read()) this.inc(l, v);
+      },
+    });
+  const gauge = (name: string, help: string, labelNames: string[], read: () => Sample[]) =>
+    new client.Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [reg],
+      collect() {
+        this.reset();
+        for (const [l, v] of read()) this.set(l, v);
+      },
+    });
+  const c = () => agent.dp.counters;
+  const nets = () => [...agent.networks.values()];
+  counter('vxtap_frames_total', 'Frames per network and direction (tx: from local endpoints, rx: from the wire to them)', ['network', 'vni', 'direction'], () =>
+    nets().flatMap((n) => {
+      const s = agent.dp.vniStats(n.vni);
+      return [[{ network: n.name, vni: String(n.vni), direction: 'tx' }, s.tx_packets], [{ network: n.name, vni: String(n.vni), direction: 'rx' }, s.rx_packets]] as Sample[];
+    }),
+  );
+  counter('vxtap_bytes_total', 'Frame bytes per network and direction', ['network', 'vni', 'direction'], () =>
+    nets().flatMap((n) => {
+      const s = agent.dp.vniStats(n.vni);
+      return [[{ network: n.name, vni: String(n.vni), direction: 'tx' }, s.tx_bytes], [{ network: n.name, vni: String(n.vni), direction: 'rx' }, s.rx_bytes]] as Sample[];
+    }),
+  );
+  counter('vxtap_peer_packets_total', 'VXLAN packets per remote VTEP and direction', ['vtep', 'direction'], () =>
+    agent.fdb.peers().flatMap((p) => [[{ vtep: formatIpv4(p.vtep), direction: 'tx' }, p.tx_packets], [{ vtep: formatIpv4(p.vtep), direction: 'rx' }, p.rx_packets]] as Sample[]),
+  );
+  counter('vxtap_peer_bytes_total', 'Inner frame bytes per remote VTEP and direction', ['vtep', 'direction'], () =>
+    agent.fdb.peers().flatMap((p) => [[{ vtep: formatIpv4(p.vtep), direction: 'tx' }, p.tx_bytes], [{ vtep: formatIpv4(p.vtep), direction: 'rx' }, p.rx_bytes]] as Sample[]),
+  );
+  counter('vxtap_drops_total', 'Packets dropped, by reason (docs/counters.md)', ['reason'], () => DROP_REASONS.map((r) => [{ reason: r }, c()[r]] as Sample));
+  counter('vxtap_batches_total', 'Batches processed per direction (packets per batch = vxtap_batch_packets_total / this)', ['direction'], () => [
+    [{ direction: 'tx' }, c().tx_batches],
+    [{ direction: 'rx' }, c().rx_batches],
+  ]);
+  counter('vxtap_batch_packets_total', 'Packets read in batches per direction', ['direction'], () => [
+    [{ direction: 'tx' }, c().tx_packets],
+    [{ direction: 'rx' }, c().rx_datagrams],
+  ]);
+  counter('vxtap_datagrams_sent_total', 'VXLAN datagrams the kernel accepted', [], () => [[{}, c().tx_udp_datagrams]]);
+  counter('vxtap_arp_suppressed_total', 'ARP requests answered locally', [], () => [[{}, c().arp_suppressed]]);
+  counter('vxtap_icmp_frag_needed_total', 'ICMP fragmentation-needed messages sent to endpoints', [], () => [[{}, c().icmp_frag_needed]]);
+  counter('vxtap_learned_total', 'Remote MACs learned from traffic', [], () => [[{}, c().learned]]);
+  gauge('vxtap_fdb_entries', 'FDB entries by kind (flood = flood-list rows)', ['kind'], () => Object.entries(agent.fdb.size()).map(([k, v]) => [{ kind: k }, v] as Sample));
+  gauge('vxtap_endpoints', 'Local endpoints', [], () => [[{}, agent.endpoints.size]]);
+  const kv = () => agent.reconciler.status;
+  gauge('vxtap_kv_connected', '1 while the KV watch is connected', [], () => [[{}, kv().connected ? 1 : 0]]);
+  gauge('vxtap_kv_registered', '1 while this host is registered under a live lease', [], () => [[{}, agent.isRegistered() ? 1 : 0]]);
+  gauge('vxtap_kv_revision', 'KV revision the tables reflect', [], () => [[{}, kv().revision]]);
+  gauge('vxtap_kv_seconds_since_full_sync', 'Seconds since the last full re-list', [], () => [[{}, kv().lastFullSync ? (Date.now() - kv().lastFullSync) / 1000 : -1]]);
+  gauge('vxtap_kv_watch_lag_seconds', 'Seconds since the watch last delivered events or confirmed its position (0 when idle and connected)', [], () => [[{}, agent.watchLagSeconds()]]);
+  counter('vxtap_kv_watch_errors_total', 'KV watch errors', [], () => [[{}, kv().watchErrors]]);
+  counter('vxtap_kv_reconnects_total', 'KV watch reconnects', [], () => [[{}, kv().reconnects]]);
+  counter('vxtap_kv_full_syncs_total', 'Full re-lists of the KV store', [], () => [[{}, kv().fullSyncs]]);
+  gauge('vxtap_kv_invalid_records', 'Records in the store that failed validation (ignored)', [], () => [[{}, kv().invalidRecords]]);
+  return reg;
+}
+
+/** Parses "[HOST]:PORT" (default host 127.0.0.1). */
+export function parseListen(s: string): { host: string; port: number } {
+  const m = /^(?:(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):)?(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port < 1 || port > 65535) throw invalid(`--metrics ${JSON.stringify(s)}: expected [HOST]:PORT, e.g. 127.0.0.1:9410`);
+  return { host: (m[1] || '127.0.0.1').replace(/^\[|\]$/g, ''), port };
+}
+
+export async function serveMetrics(agent: Agent, listen: string): Promise<Server> {
+  const { host, port } = parseListen(listen);
+  const reg = metricsRegistry(agent);
+  const server = createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('try GET /metrics\n');
+      return;
+    }
+    reg.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': reg.contentType }).end(text),
+      (e) => res.writeHead(500, { 'content-type': 'text/plain' }).end(String(e)),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}

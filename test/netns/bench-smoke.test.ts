@@ -1,0 +1,31 @@
+/**
+ * The forwarding benchmark's smoke run (what CI runs of it): kernel VXLAN and vxtap side by side on a fresh
+ * topology, 1 s per measurement. Asserts the benchmark produces a table with real numbers for both rows,
+ * NOT any speed: targets are ratios reported by `npm run bench`, never timed assertions.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CLI, isRoot, sh } from '../helpers/topo.js';
+
+const skip = isRoot() ? false : 'needs root (network namespaces)';
+const BENCH = join(CLI, '../../../bench/forwarding.js');
+
+test('bench --quick: kernel VXLAN and vxtap rows with numbers, JSON and SVG written', { skip }, () => {
+  const out = mkdtempSync(join(tmpdir(), 'vxt-bench-'));
+  const r = sh(['node', BENCH, '--quick', '--time', '1', '--paths', 'kernel,vxtap', '--out', out], 240_000);
+  assert.equal(r.code, 0, r.stderr);
+  const rows = r.stdout.split('\n').filter((l) => /^\| (kernel|vxtap) \|/.test(l));
+  assert.equal(rows.length, 2, r.stdout);
+  const json = JSON.parse(readFileSync(join(out, 'forwarding.json'), 'utf8'));
+  for (const p of ['kernel', 'vxtap']) {
+    const s = json.summary[p];
+    assert.ok(s.tcp1.med > 0 && s.pps60.med > 0 && s.pingAvg.med > 0, `${p}: ${JSON.stringify(s)}`);
+  }
+  assert.ok(Number.isFinite(json.summary.vxtap.cpuPerGbit.med), 'CPU per Gbit measured for the userspace path');
+  assert.match(readFileSync(join(out, 'forwarding.svg'), 'utf8'), /<svg/);
+  rmSync(out, { recursive: true, force: true });
+  console.log(rows.join('\n'));
+});
