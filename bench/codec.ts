@@ -1,0 +1,75 @@
+/**
+ * Codec and table microbenchmarks with benny: operations per second of what the hot path does per packet.
+ * Where an optimisation is made, its old version stays here beside the new one (see "flow hash" below).
+ *
+ *   node dist/bench/codec.js      -> bench/results/codec.{json,csv} and a table on stdout
+ */
+import b from 'benny';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Fdb } from '../src/fdb/fdb.js';
+import { flowHash } from '../src/vxlan/flowhash.js';
+import { readMac } from '../src/vxlan/mac.js';
+import { readVni, vxlanFlagsValid, writeVxlanHeader, vxlan } from '../src/vxlan/vxlan.js';
+import { ethernet } from '../src/vxlan/ethernet.js';
+import { ipv4 } from '../src/vxlan/ipv4.js';
+import { internetChecksum } from '../src/vxlan/checksum.js';
+import { ipv4Frame } from '../test/helpers/frames.js';
+import { createHash } from 'node:crypto';
+
+const OUT = resolve(fileURLToPath(import.meta.url), '../../../bench/results');
+const frame = ipv4Frame(0x020000000002, 0x020000000001, { size: 1464, proto: 6, sport: 40000, dport: 80 });
+const buf = new Uint8Array(2048);
+buf.set(frame, 64);
+const fdb = new Fdb();
+const v = fdb.addVni(4097);
+for (let i = 0; i < 10_000; i++) fdb.set(4097, 0x020000000000 + i, 'kv', { vtep: 0xc6120002, port: 4789 });
+let sink = 0;
+
+/** The obvious flow hash (string key through a crypto hash), kept as the "old" side of the comparison. */
+function flowHashNaive(f: Uint8Array): number {
+  const key = `${f[26]}.${f[27]}.${f[28]}.${f[29]}-${f[30]}.${f[31]}.${f[32]}.${f[33]}-${f[23]}-${(f[34] << 8) | f[35]}-${(f[36] << 8) | f[37]}`;
+  return createHash('md5').update(key).digest().readUInt32BE(0);
+}
+
+await b.suite(
+  'vxtap per-packet operations',
+  b.add('encap: write VXLAN header into headroom', () => {
+    writeVxlanHeader(buf, 56, 4097);
+  }),
+  b.add('decap: flags check + VNI', () => {
+    sink += vxlanFlagsValid(buf, 56) ? readVni(buf, 56) : 0;
+  }),
+  b.add('read a MAC as a number', () => {
+    sink += readMac(buf, 64);
+  }),
+  b.add('FDB lookup (10k entries)', () => {
+    sink += fdb.lookup(v, 0x020000000000 + (sink & 8191), 0)?.vtep ?? 0;
+  }),
+  b.add('flow hash (new: murmur-style over header words)', () => {
+    sink += flowHash(buf, 64, 64 + 1464);
+  }),
+  b.add('flow hash (old: string key + md5)', () => {
+    sink += flowHashNaive(frame);
+  }),
+  b.add('codec: decode VXLAN + Ethernet + IPv4 views', () => {
+    const h = vxlan.decode(buf, 56);
+    const e = ethernet.decode(buf, 64, 64 + 1464);
+    const ip = ipv4.decode(e.payload, 0);
+    sink += h.vni + ip.ttl;
+  }),
+  b.add('IPv4 header checksum (20 bytes)', () => {
+    sink += internetChecksum(buf, 78, 98);
+  }),
+  b.add('Internet checksum over 1448 bytes (a TCP segment)', () => {
+    sink += internetChecksum(buf, 80, 80 + 1448);
+  }),
+  b.cycle(),
+  b.complete((s) => {
+    console.log('\n| operation | ops/s | margin |\n|---|---|---|');
+    for (const r of s.results) console.log(`| ${r.name} | ${Math.round(r.ops).toLocaleString('en')} | ±${r.margin}% |`);
+  }),
+  b.save({ file: 'codec', folder: OUT, format: 'json' }),
+  b.save({ file: 'codec', folder: OUT, format: 'csv' }),
+);
+if (sink === 42) console.log('');
