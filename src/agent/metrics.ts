@@ -15,28 +15,20 @@ export function metricsRegistry(agent: Agent): client.Registry {
   const reg = new client.Registry();
   reg.setDefaultLabels({ host: agent.host });
   client.collectDefaultMetrics({ register: reg, prefix: 'vxtap_' }); // vxtap_process_*, vxtap_nodejs_*
-  const counter = (name: string, help: string, labelNames: string[], read: () => Sample[]) =>
-    new client.Counter({
+  // One factory for both kinds: every value is read from the agent at scrape time
+  const metric = (Kind: typeof client.Counter | typeof client.Gauge, apply: 'inc' | 'set') => (name: string, help: string, labelNames: string[], read: () => Sample[]) =>
+    new (Kind as typeof client.Gauge)({
       name,
       help,
       labelNames,
       registers: [reg],
       collect() {
         this.reset();
-        for (const [l, v] of read()) this.inc(l, v);
+        for (const [l, v] of read()) this[apply as 'set'](l, v);
       },
     });
-  const gauge = (name: string, help: string, labelNames: string[], read: () => Sample[]) =>
-    new client.Gauge({
-      name,
-      help,
-      labelNames,
-      registers: [reg],
-      collect() {
-        this.reset();
-        for (const [l, v] of read()) this.set(l, v);
-      },
-    });
+  const counter = metric(client.Counter, 'inc');
+  const gauge = metric(client.Gauge, 'set');
   const c = () => agent.dp.counters;
   const nets = () => [...agent.networks.values()];
   counter('vxtap_frames_total', 'Frames per network and direction (tx: from local endpoints, rx: from the wire to them)', ['network', 'vni', 'direction'], () =>

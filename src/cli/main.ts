@@ -29,6 +29,8 @@ Usage:
   vxtap fdb del NETWORK MAC [DST]
   vxtap fdb show [NETWORK] [-o json]
   vxtap stats [-o json]
+  vxtap bench [--quick] [--reps N] [--time S] [--paths direct,kernel,tinc,openvpn,vxtap] [--out DIR]
+              side-by-side forwarding benchmark in fresh namespaces (root; see bench/forwarding.ts)
 
 Every command but agent takes --socket PATH (default $VXTAP_SOCKET or ${DEFAULT_SOCKET}).
 The agent shares networks, hosts and endpoints through the KV store: etcd across machines, or the embedded
@@ -242,6 +244,15 @@ async function statsCmd(argv: string[]): Promise<void> {
   console.log(drops.length ? `drops: ${drops.map(([k, n]) => `${k}=${n}`).join(' ')}` : 'drops: none');
 }
 
+/** Runs bench/forwarding.js with the same arguments (it validates them), inheriting the terminal. */
+async function benchCmd(argv: string[]): Promise<void> {
+  const { spawn } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const script = fileURLToPath(new URL('../../bench/forwarding.js', import.meta.url));
+  const code = await new Promise<number>((resolve) => spawn(process.execPath, [script, ...argv], { stdio: 'inherit' }).once('exit', (c) => resolve(c ?? 1)));
+  if (code !== 0) process.exit(code);
+}
+
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === '-h' || cmd === '--help' || cmd === 'help' || rest.includes('--help') || rest.includes('-h')) {
@@ -259,6 +270,8 @@ async function main(argv: string[]): Promise<void> {
       return fdbCmd(rest);
     case 'stats':
       return statsCmd(rest);
+    case 'bench':
+      return benchCmd(rest);
     default:
       throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
   }

@@ -21,7 +21,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { type Compare, type Kv, type KvEntry, KvError, type KvEvent, type Lease, type Op, prefixEnd, type TxnResult, type Watch, type WatchHandler } from './kv.js';
+import { type Compare, type Kv, type KvEntry, KvError, type Lease, type Op, prefixEnd, type TxnResult, type Watch, type WatchHandler } from './kv.js';
 
 export interface EmbeddedOptions {
   pollMs?: number;

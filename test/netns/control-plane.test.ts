@@ -20,7 +20,6 @@ const ns: Record<string, string> = {};
 const mac: Record<string, string> = {};
 
 type Net = { name: string; vni: number };
-type Stats = { kv: { registered: boolean; connected: boolean }; counters: Record<string, number> };
 
 async function startAgent(h: string): Promise<Agent> {
   ag[h] = await topo.agent(hosts[h], { kv: `etcd://${etcd.endpoint}`, extra: ['--lease-ttl', String(TTL)] });

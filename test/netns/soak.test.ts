@@ -55,12 +55,13 @@ test(`endpoint churn for ${SECONDS} s under traffic: no leaked fds, endpoints, F
   const kvCount = async () => (await store.list(keys.endpoints)).entries.length + (await store.list('/vxtap/v1/ipam/')).entries.length;
   for (let i = 0; i < 6; i++) await churn(1000 + i); // warm-up: JIT, pools, first allocations
   await sleep(500);
-  const base = {
+  const snapshot = async () => ({
     fds: ag.map(fds),
     rss: ag.map(rss),
     stats: await Promise.all(ag.map((a) => a.call<Stats>('GET', '/v1/stats'))),
     kv: await kvCount(),
-  };
+  });
+  const base = await snapshot();
   const pinger = spawn('ip', ['netns', 'exec', c2, 'ping', '-n', '-q', '-i', '0.02', '-w', String(SECONDS + 5), '198.19.0.10'], { stdio: ['ignore', 'pipe', 'ignore'] });
   let pingOut = '';
   pinger.stdout.on('data', (d: Buffer) => (pingOut += d.toString()));
@@ -69,12 +70,7 @@ test(`endpoint churn for ${SECONDS} s under traffic: no leaked fds, endpoints, F
   while (Date.now() < end) await churn(n++);
   await new Promise((r) => pinger.once('exit', r));
   await sleep(1000);
-  const now = {
-    fds: ag.map(fds),
-    rss: ag.map(rss),
-    stats: await Promise.all(ag.map((a) => a.call<Stats>('GET', '/v1/stats'))),
-    kv: await kvCount(),
-  };
+  const now = await snapshot();
   await store.close();
   const m = /(\d+) packets transmitted, (\d+) received/.exec(pingOut);
   const [tx, rx] = [Number(m?.[1]), Number(m?.[2])];
