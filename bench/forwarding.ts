@@ -266,10 +266,24 @@ async function measure(t: Topo): Promise<Sample> {
 
 // ---------------------------------------------------------------- run
 
+{
+  const bad = PATHS.filter((p) => !builders[p]);
+  const problem = bad.length
+    ? `unknown path(s) ${bad.join(', ')}; known: ${Object.keys(builders).join(', ')}`
+    : !(REPS >= 1 && Number.isInteger(REPS)) || !(T >= 1)
+      ? '--reps must be a whole number >= 1 and --time a number of seconds >= 1'
+      : process.getuid?.() !== 0
+        ? 'needs root (it builds network namespaces)'
+        : null;
+  if (problem) {
+    process.stderr.write(`bench: ${problem}\n`);
+    process.exit(2);
+  }
+}
+
 const KEYS: (keyof Sample)[] = ['tcp1', 'tcp4', 'pps60', 'pingAvg', 'pingP99', 'cpuPerGbit', 'retrans1', 'udpLoss'];
 const results: Record<string, Sample[]> = {};
 for (const path of PATHS) {
-  if (!builders[path]) throw new Error(`unknown path ${path}; known: ${Object.keys(builders).join(', ')}`);
   results[path] = [];
   for (let r = 0; r < REPS; r++) {
     progress(`${path}: rep ${r + 1}/${REPS}: building`);
