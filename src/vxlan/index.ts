@@ -10,3 +10,4 @@ export * from './udp.js';
 export * from './tcp.js';
 export * from './checksum.js';
 export * from './flowhash.js';
+export * from './gso.js';

@@ -1,0 +1,89 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { ethernet, ipv4, tcp, finish, sum16, pseudoSumV4, internetChecksum, finishChecksum, tsoSplitV4, IPPROTO_TCP, TCP_FLAG_PSH, TCP_FLAG_FIN, TCP_FLAG_CWR, TCP_FLAG_ACK } from '../../src/vxlan/index.js';
+
+/** A TCP super-frame as a TAP with TSO hands it over: one IPv4/TCP packet with a large payload. */
+function superFrame(payload: Uint8Array, flags = TCP_FLAG_ACK | TCP_FLAG_PSH, opts = new Uint8Array([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2])): Uint8Array {
+  const t = new Uint8Array(20 + opts.length + payload.length);
+  tcp.encode({ sport: 40000, dport: 5201, seq: 0xfffff000, ack: 77, flags, window: 512, checksum: 0, urgent: 0, options: opts, payload }, t, 0);
+  const ip = new Uint8Array(20 + t.length);
+  ipv4.encode({ tos: 0, id: 0xfffe, df: true, mf: false, fragOffset: 0, ttl: 64, proto: IPPROTO_TCP, checksum: 0, src: 0xc6130102, dst: 0xc6130103, options: new Uint8Array(0), payload: t }, ip, 0);
+  const f = new Uint8Array(14 + ip.length);
+  ethernet.encode({ dst: new Uint8Array([2, 0, 0, 0, 0, 2]), src: new Uint8Array([2, 0, 0, 0, 0, 1]), tci: -1, etherType: 0x0800, payload: ip }, f, 0);
+  return f;
+}
+
+test('TSO: a 64 KB super-frame becomes MSS-sized frames with their own lengths, ids, seqs, flags and checksums', () => {
+  const payload = randomBytes(65000);
+  const src = new Uint8Array(100 + 70000);
+  const f = superFrame(payload, TCP_FLAG_ACK | TCP_FLAG_PSH | TCP_FLAG_FIN | TCP_FLAG_CWR);
+  src.set(f, 100);
+  const dst = new Uint8Array(80000).fill(0xee);
+  const mss = 1398;
+  const r = tsoSplitV4(src, 100, f.length, mss, dst, 16, 8)!;
+  assert.ok(r);
+  assert.equal(r.count, Math.ceil(65000 / mss));
+  const hdrs = 14 + 20 + 32;
+  assert.equal(r.stride, 8 + hdrs + mss);
+  assert.ok(dst.subarray(0, 16 + 8).every((x) => x === 0xee), 'prefix bytes left alone');
+  const got: Uint8Array[] = [];
+  for (let k = 0; k < r.count; k++) {
+    const o = 16 + k * r.stride + 8;
+    const end = k === r.count - 1 ? 16 + r.total : o + hdrs + mss;
+    const e = ethernet.decode(dst, o, end);
+    const ip = ipv4.decode(e.payload, 0);
+    assert.equal(internetChecksum(e.payload, 0, 20), 0, `segment ${k}: IPv4 header checksum`);
+    assert.equal(ip.id, (0xfffe + k) & 0xffff, 'ids count up (and wrap)');
+    const t = tcp.decode(ip.payload, 0);
+    assert.equal(t.seq, (0xfffff000 + k * mss) >>> 0, 'seq advances by MSS (and wraps)');
+    const seg = ip.payload;
+    assert.equal(finish(sum16(seg, 0, seg.length, pseudoSumV4(ip.src, ip.dst, IPPROTO_TCP, seg.length))), 0, `segment ${k}: TCP checksum`);
+    const last = k === r.count - 1;
+    assert.equal(!!(t.flags & TCP_FLAG_PSH), last, 'PSH on the last only');
+    assert.equal(!!(t.flags & TCP_FLAG_FIN), last, 'FIN on the last only');
+    assert.equal(!!(t.flags & TCP_FLAG_CWR), k === 0, 'CWR on the first only');
+    assert.equal(t.options.length, 12, 'options copied to every segment');
+    got.push(t.payload);
+  }
+  assert.deepEqual(Buffer.concat(got), Buffer.from(payload), 'payloads concatenate to the original');
+  assert.ok(dst.subarray(16 + r.total).every((x) => x === 0xee), 'nothing written past total');
+});
+
+test('TSO: exact multiples, a payload under one MSS, and refusals', () => {
+  const f = superFrame(randomBytes(1398 * 3), TCP_FLAG_ACK);
+  const dst = new Uint8Array(10000);
+  const r = tsoSplitV4(f, 0, f.length, 1398, dst, 0, 8)!;
+  assert.equal(r.count, 3);
+  assert.equal(r.total, 3 * r.stride);
+  const small = superFrame(randomBytes(10));
+  assert.equal(tsoSplitV4(small, 0, small.length, 1398, dst, 0, 8)!.count, 1);
+  const udp = Uint8Array.from(f);
+  udp[14 + 9] = 17;
+  assert.equal(tsoSplitV4(udp, 0, udp.length, 1398, dst, 0, 8), null, 'not TCP');
+  assert.equal(tsoSplitV4(f, 0, 40, 1398, dst, 0, 8), null, 'headers cut off');
+  assert.equal(tsoSplitV4(f, 0, f.length, 1398, new Uint8Array(100), 0, 8), null, 'no room');
+  for (let i = 0; i < 2000; i++) {
+    const g = Uint8Array.from(f);
+    for (let k = 0; k < 4; k++) g[Math.floor(Math.random() * 80)] = Math.floor(Math.random() * 256);
+    const cut = Math.floor(Math.random() * g.length);
+    const out = tsoSplitV4(g, 0, cut, 1 + Math.floor(Math.random() * 2000), dst, 0, 8);
+    if (out) assert.ok(out.total <= dst.length);
+  }
+});
+
+test('NEEDS_CSUM: completing a partial checksum gives the full one', () => {
+  const f = superFrame(randomBytes(777));
+  const ipOff = 14;
+  const tcpOff = ipOff + 20;
+  const len = f.length - tcpOff;
+  // what a TAP with TUN_F_CSUM hands over: the field holds the pseudo-header sum only
+  f[tcpOff + 16] = 0;
+  f[tcpOff + 17] = 0;
+  const ps = pseudoSumV4(0xc6130102, 0xc6130103, IPPROTO_TCP, len);
+  f[tcpOff + 16] = ps >>> 8;
+  f[tcpOff + 17] = ps & 0xff;
+  assert.ok(finishChecksum(f, 0, f.length, tcpOff, 16));
+  assert.equal(finish(sum16(f, tcpOff, f.length, pseudoSumV4(0xc6130102, 0xc6130103, IPPROTO_TCP, len))), 0);
+  assert.ok(!finishChecksum(f, 0, f.length, f.length, 0), 'offsets outside the frame are refused');
+});
