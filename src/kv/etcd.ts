@@ -133,6 +133,7 @@ export class EtcdKv implements Kv {
         w = watcher;
         this.watchers.add(watcher);
         watcher.on('data', (res) => {
+          if (closed) return;
           const evs: KvEvent[] = (res.events ?? []).map((ev) => ({
             type: ev.type === 'Delete' ? 'delete' : 'put',
             key: ev.kv.key.toString(),
@@ -145,15 +146,17 @@ export class EtcdKv implements Kv {
         });
         let lost = false;
         watcher.on('disconnected', (err) => {
+          if (closed) return;
           lost = true;
           h.error(wrap(err, 'etcd watch disconnected'));
         });
         watcher.on('connected', () => {
-          if (!lost) return;
+          if (closed || !lost) return;
           lost = false;
           h.reconnected?.();
         });
         watcher.on('error', (err) => {
+          if (closed) return;
           // etcd cancels a watch whose start revision was compacted away (WatchResponse.canceled with a
           // compact_revision); etcd3 reports only "Watcher canceled". Either way the watch is gone and
           // the caller must re-list, which is what ERR_KV_COMPACTED asks for.

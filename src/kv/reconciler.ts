@@ -29,6 +29,7 @@ export interface ReconcilerStatus {
 export class Reconciler {
   readonly state = new ClusterState();
   private watch: Watch | null = null;
+  private watchGen = 0;
   private revision = 0;
   private timer: NodeJS.Timeout | null = null;
   private waiters: { rev: number; resolve: () => void }[] = [];
@@ -88,8 +89,11 @@ export class Reconciler {
 
   private rewatch(): void {
     this.watch?.close();
+    // a closed watch may still report (etcd3 ends its stream with an error): only the current one counts
+    const gen = ++this.watchGen;
     this.watch = this.kv.watch(ROOT, this.revision, {
       events: (evs, rev) => {
+        if (gen !== this.watchGen) return;
         const changed = new Set<string>();
         for (const ev of evs) {
           if (ev.modRevision <= this.revision) continue; // already in the state (a list raced the watch)
@@ -104,6 +108,7 @@ export class Reconciler {
         this.wake();
       },
       error: (err: KvError) => {
+        if (gen !== this.watchGen) return;
         this.status.watchErrors++;
         this.status.lastError = err.message;
         if (err.code === 'ERR_KV_COMPACTED') {
@@ -114,6 +119,7 @@ export class Reconciler {
         this.onError(err);
       },
       reconnected: () => {
+        if (gen !== this.watchGen) return;
         this.status.reconnects++;
         void this.resync();
       },
