@@ -7,7 +7,8 @@
  * Batched I/O works on one "arena" (a Buffer cut into fixed-size slots) so a call passes one pointer, not an
  * array of Buffers:
  *   readBatch   TAP fd  -> up to N frames, frame i at arena[i*slot + offset], lens[i] = bytes
- *   writeBatch  descs (fd, off, len) -> write() each; failures leave -errno in len
+ *   writeBatch  descs (fd, off, len, prefix) -> write() each (writev with `prefix` zero bytes first); failures
+ *               leave -errno in len
  *   recvBatch   UDP fd  -> recvmmsg, datagram i at arena[i*slot + offset], lens[i], addrs[2i] = IPv4, addrs[2i+1] = port
  *   sendBatch   descs (sock, off, len, ipv4, port, gsoSize) -> one sendmmsg per socket; failures leave -errno in len
  * IPv4 addresses cross the boundary as host-order uint32.
@@ -390,7 +391,11 @@ static napi_value ReadBatch(napi_env env, napi_callback_info info) {
   return make_i32(env, (int32_t)n);
 }
 
-/* writeBatch(arena, descs: Int32Array [fd, off, len]*, count) -> ok count; failed ones get len = -errno */
+/* writeBatch(arena, descs: Int32Array [fd, off, len, prefix]*, count) -> ok count; failed ones get len = -errno.
+ * prefix > 0 writes that many zero bytes before the frame (a virtio-net header meaning "no offload, checksum
+ * complete") with writev, so frames bound for IFF_VNET_HDR TAPs need no free room in front of them. */
+#define WRITE_STRIDE 4
+static const uint8_t zero_prefix[64];
 static napi_value WriteBatch(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -400,18 +405,24 @@ static napi_value WriteBatch(napi_env env, napi_callback_info info) {
   int32_t *d;
   uint32_t count;
   if (!get_bytes(env, argv[0], &arena, &arena_len) || !get_typed(env, argv[1], napi_int32_array, (void **)&d, &dcount) ||
-      !get_u32(env, argv[2], &count) || (size_t)count * 3 > dcount)
+      !get_u32(env, argv[2], &count) || (size_t)count * WRITE_STRIDE > dcount)
     return throw_type(env, "writeBatch(arena, descs, count): bad arguments");
   int32_t ok = 0;
   for (uint32_t i = 0; i < count; i++) {
-    int32_t *m = d + (size_t)i * 3;
-    if (m[1] < 0 || m[2] <= 0 || (size_t)m[1] + (size_t)m[2] > arena_len) {
+    int32_t *m = d + (size_t)i * WRITE_STRIDE;
+    if (m[1] < 0 || m[2] <= 0 || (size_t)m[1] + (size_t)m[2] > arena_len || m[3] < 0 || m[3] > (int32_t)sizeof zero_prefix) {
       m[2] = -EINVAL;
       continue;
     }
     ssize_t r;
-    do r = write(m[0], arena + m[1], (size_t)m[2]);
-    while (r < 0 && errno == EINTR);
+    if (m[3] > 0) {
+      struct iovec v[2] = {{(void *)zero_prefix, (size_t)m[3]}, {arena + m[1], (size_t)m[2]}};
+      do r = writev(m[0], v, 2);
+      while (r < 0 && errno == EINTR);
+    } else {
+      do r = write(m[0], arena + m[1], (size_t)m[2]);
+      while (r < 0 && errno == EINTR);
+    }
     if (r < 0) m[2] = -errno;
     else ok++;
   }
@@ -679,6 +690,7 @@ NAPI_MODULE_INIT() {
 #endif
   set_const(env, c, "MAX_BATCH", MAX_BATCH);
   set_const(env, c, "SEND_STRIDE", SEND_STRIDE);
+  set_const(env, c, "WRITE_STRIDE", WRITE_STRIDE);
   set_const(env, c, "EAGAIN", EAGAIN);
   set_const(env, c, "EMSGSIZE", EMSGSIZE);
   set_const(env, c, "ENOBUFS", ENOBUFS);

@@ -30,7 +30,7 @@ import { Reconciler } from '../kv/reconciler.js';
 import { type EndpointRec, keys, type NetworkRec, parseNetwork } from '../kv/schema.js';
 import { native } from '../sys/native.js';
 import { ip, ipJson, netnsPath } from '../sys/ip.js';
-import { closeTap, createTap, checkIfname, type Tap } from '../tap/tap.js';
+import { closeTap, createTap, checkIfname, setOffloads, type Tap } from '../tap/tap.js';
 import { VXLAN_DEFAULT_PORT, VXLAN_IPV4_OVERHEAD, VXLAN_VNI_MAX } from '../vxlan/constants.js';
 import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
 import { formatMac, MAC_ZERO, parseMac, isGroupMacNum } from '../vxlan/mac.js';
@@ -55,6 +55,8 @@ export interface AgentOptions {
   resyncMs?: number;
   txSockets?: number;
   batch?: number;
+  /** TAP offloads (virtio-net header, checksum offload, TSO4 split in userspace + UDP GSO). Default true. */
+  offload?: boolean;
   rcvbuf?: number;
   sndbuf?: number;
   /** Learned MACs expire after this many seconds (default 300). */
@@ -108,6 +110,8 @@ interface LocalRecord {
   subnet: string;
   gateway: string | null;
   aliases: string[];
+  /** The TAP was opened with IFF_VNET_HDR (offloads): it must be re-opened the same way. */
+  vnetHdr?: boolean;
   /** Inode of the namespace at attach time: a namespace recreated under the same name is another container. */
   nsIno: number;
 }
@@ -147,6 +151,7 @@ export class Agent {
   private readonly log: Logger;
   private readonly fds: number[];
   private readonly leaseTtl: number;
+  readonly offload: boolean;
   private readonly statePath: string;
   private lease: Lease | null = null;
   private registering: Promise<void> | null = null;
@@ -167,6 +172,7 @@ export class Agent {
     this.log = o.log ?? silentLogger;
     this.fds = [udpFd, ...txFds];
     this.leaseTtl = o.leaseTtl ?? 10;
+    this.offload = o.offload ?? true;
     this.statePath = join(o.stateDir ?? DEFAULT_STATE_DIR, `${this.host}.json`);
     this.fdb = new Fdb<Port>({ ageingMs: (o.ageingSec ?? 300) * 1000, maxLearned: o.maxLearned });
     this.dp = new Dataplane({
@@ -176,6 +182,7 @@ export class Agent {
       txFds,
       vxlanPort: port,
       batch: o.batch,
+      offload: o.offload ?? true,
       onPortError: (p, err) => this.portFailed(p, err),
       onLoopError: (err) => this.log.error('data plane callback failed', { err }),
     });
@@ -561,14 +568,14 @@ export class Agent {
     // 1. claim the address and the MAC cluster-wide, under this host's lease
     const rec: LocalRecord = {
       name, network: net.name, vni: net.vni, netns: spec.netns, ifname, ip: '', mac: fixedMac === null ? '' : formatMac(fixedMac), mtu: net.mtu,
-      subnet: net.subnet.cidr, gateway: net.gateway ? formatIpv4(net.gateway) : null, aliases, nsIno,
+      subnet: net.subnet.cidr, gateway: net.gateway ? formatIpv4(net.gateway) : null, aliases, nsIno, vnetHdr: this.offload,
     };
     await this.claimAddress(net, spec.ip, rec, fixedMac === null);
     const mac = parseMac(rec.mac);
     // 2. the TAP, its addresses and routes
     let tap: Tap;
     try {
-      tap = await createTap({ ifname, netns: spec.netns, mac, mtu: net.mtu, persist: true });
+      tap = await createTap({ ifname, netns: spec.netns, mac, mtu: net.mtu, persist: true, vnetHdr: this.offload });
     } catch (e) {
       await this.unclaim(rec);
       const code = (e as { code?: string }).code;
@@ -580,7 +587,7 @@ export class Agent {
       if (net.gateway && spec.defaultRoute !== false) {
         await ip(['route', 'replace', 'default', 'via', formatIpv4(net.gateway), 'dev', ifname], spec.netns);
       }
-      port = this.dp.addPort({ id: name, mac, vni: net.vni, fd: tap.fd, ifname, ip: parseIpv4(rec.ip), mtu: net.mtu });
+      port = this.dp.addPort({ id: name, mac, vni: net.vni, fd: tap.fd, ifname, ip: parseIpv4(rec.ip), mtu: net.mtu, vnetHdr: this.offload });
     } catch (e) {
       if (port) this.dp.removePort(name);
       await closeTap(tap, { persist: true });
@@ -699,7 +706,9 @@ export class Agent {
       try {
         const path = netnsPath(r.netns);
         if (statSync(path).ino !== r.nsIno) throw new Error('namespace was replaced');
-        [fd] = n.tapOpen(r.ifname, k.IFF_TAP | k.IFF_NO_PI, path);
+        if (!!r.vnetHdr !== this.offload) throw new Error(`it was attached with offloads ${r.vnetHdr ? 'on' : 'off'}; restart the agent the same way, or detach it`);
+        [fd] = n.tapOpen(r.ifname, k.IFF_TAP | k.IFF_NO_PI | (r.vnetHdr ? k.IFF_VNET_HDR : 0), path);
+        if (r.vnetHdr) setOffloads(fd);
         const link = (await ipJson<{ address: string }[]>(['link', 'show', 'dev', r.ifname], r.netns))[0];
         if (link?.address !== r.mac) throw new Error(`${r.ifname} has MAC ${link?.address}, expected ${r.mac}`);
         if (!this.networks.has(r.network)) {
@@ -709,7 +718,7 @@ export class Agent {
           this.dp.addVni(r.vni, true);
         }
         const mac = parseMac(r.mac);
-        const port = this.dp.addPort({ id: r.name, mac, vni: r.vni, fd, ifname: r.ifname, ip: parseIpv4(r.ip), mtu: r.mtu });
+        const port = this.dp.addPort({ id: r.name, mac, vni: r.vni, fd, ifname: r.ifname, ip: parseIpv4(r.ip), mtu: r.mtu, vnetHdr: !!r.vnetHdr });
         const tap: Tap = { fd, ifname: r.ifname, netns: r.netns, mac, mtu: r.mtu };
         this.endpoints.set(r.name, { id: r.name, name: r.name, network: r.network, netns: r.netns, ip: parseIpv4(r.ip), mac, tap, port, rec: r });
         this.log.info('endpoint recovered', { endpoint: r.name, netns: r.netns, ip: r.ip });
@@ -812,6 +821,7 @@ export class Agent {
       host: this.host,
       vtep: `${formatIpv4(this.vtep)}:${this.port}`,
       socket: { rcvbuf, sndbuf, tx_sockets: this.dp.txSocketCount },
+      offload: this.offload,
       kv: { where: this.kv.where, registered: this.registered, lease: this.lease?.id ?? null, ...this.reconciler.status },
       counters: this.dp.counters.snapshot(),
       drops: this.dp.counters.drops(),

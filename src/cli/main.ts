@@ -17,7 +17,8 @@ const USAGE = `vxtap: userspace VXLAN overlay agent
 
 Usage:
   vxtap agent --vtep IP [--kv etcd://H:P[,H:P]|FILE] [--host NAME] [--port 4789] [--lease-ttl 10]
-              [--state-dir /var/lib/vxtap] [--metrics [HOST]:PORT] [--tx-sockets 4] [--batch 64] [--log-level info]
+              [--state-dir /var/lib/vxtap] [--metrics [HOST]:PORT] [--no-offload] [--tx-sockets 4] [--batch 64]
+              [--log-level info]
   vxtap network create NAME --subnet CIDR [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning]
   vxtap network ls [-o json]
   vxtap network inspect NAME
@@ -93,6 +94,7 @@ async function agentCmd(argv: string[]): Promise<void> {
     'lease-ttl': { type: 'string' },
     'state-dir': { type: 'string' },
     metrics: { type: 'string' },
+    'no-offload': { type: 'boolean' },
     'log-level': { type: 'string' },
   });
   if (!opts.vtep) throw new UsageError('agent needs --vtep IP: the underlay address of this host that peers send VXLAN to');
@@ -108,6 +110,7 @@ async function agentCmd(argv: string[]): Promise<void> {
     kv: opts.kv as string | undefined,
     leaseTtl: int(opts, 'lease-ttl'),
     stateDir: opts['state-dir'] as string | undefined,
+    offload: !opts['no-offload'],
     log,
   });
   const path = socketOf(opts);

@@ -14,6 +14,7 @@ export const DROP_REASONS = [
   'tx_oversize', // larger than the overlay MTU (IPv4 with DF also gets ICMP fragmentation-needed back)
   'tx_hairpin', // destination is the sending endpoint itself
   'tx_no_destination', // broadcast/unknown with nobody to send it to
+  'tx_bad_offload', // a virtio-net header we cannot honour (unknown GSO type, offsets outside the frame)
   'tx_udp_error', // the kernel refused the datagram (see udpErrors by errno)
   'tx_tap_error', // write to a local endpoint's TAP failed
   // rcv (wire -> TAP)
@@ -46,6 +47,9 @@ export class Counters {
   moved = 0;
   arp_suppressed = 0; // ARP requests answered locally from the control plane's table
   icmp_frag_needed = 0; // ICMP "fragmentation needed" sent back for oversize DF frames
+  tx_gso_frames = 0; // TSO super-frames read from TAPs (offloads on)
+  tx_gso_segments = 0; // frames they were split into for VTEPs
+  tx_gso_sends = 0; // UDP GSO sends (each one sendmsg entry the kernel cuts into datagrams)
   // drops
   tx_short = 0;
   tx_spoofed_src_mac = 0;
@@ -55,6 +59,7 @@ export class Counters {
   tx_oversize = 0;
   tx_hairpin = 0;
   tx_no_destination = 0;
+  tx_bad_offload = 0;
   tx_udp_error = 0;
   tx_tap_error = 0;
   rx_truncated = 0;

@@ -9,6 +9,7 @@
  */
 import { Fdb, FdbError } from '../fdb/fdb.js';
 import { VXLAN_HLEN } from '../vxlan/constants.js';
+import { VNET_HDR_LEN } from '../vxlan/gso.js';
 import { Counters, VniCounters } from './counters.js';
 import { type DataplaneIo, POLL_READABLE } from './io.js';
 import { OutQueue } from './out.js';
@@ -34,6 +35,8 @@ export interface DataplaneOptions {
   frameMax?: number;
   /** Seed for the flow hash. */
   hashSeed?: number;
+  /** Ports may carry virtio-net headers with TSO super-frames: reserve the GSO region. */
+  offload?: boolean;
   /** Called when a port's TAP fails (device gone with its namespace, fd closed under us). */
   onPortError?: (port: Port, err: Error) => void;
   /** Called when a callback throws: a bug, but the loop must keep going. */
@@ -46,6 +49,9 @@ interface Direction {
   out: OutQueue;
   /** 128 bytes for building control replies (ICMP quotes) without allocating. */
   scratch: Uint8Array;
+  /** Transmit only: where the GSO region (TSO output) starts in the arena, and its fill level in this batch. */
+  gsoBase: number;
+  gsoCursor: number;
 }
 
 /** Batches drained per readiness callback before yielding to the event loop. */
@@ -85,15 +91,17 @@ export class Dataplane {
     if (!Number.isInteger(this.batch) || this.batch < 1 || this.batch > 256) throw new RangeError('batch: 1..256');
     this.headroom = o.headroom ?? 64;
     if (this.headroom < VXLAN_HLEN) throw new RangeError(`headroom must be at least ${VXLAN_HLEN}`);
-    const frameMax = o.frameMax ?? 65535;
+    const frameMax = o.frameMax ?? 65535 + 64; // a 64 KB TSO super-frame plus its virtio-net header fits
     this.slotSize = Math.ceil((this.headroom + frameMax) / 64) * 64;
     this.hashSeed = o.hashSeed ?? 0;
-    const mk = (reason: 'tx_tap_error' | 'rx_tap_error'): Direction => {
-      const arena = new Uint8Array(this.slotSize * this.batch);
-      return { arena, lens: new Int32Array(this.batch), out: new OutQueue(this.io, arena, this.txFds, this.counters, reason), scratch: new Uint8Array(128) };
+    const mk = (reason: 'tx_tap_error' | 'rx_tap_error', gso: number): Direction => {
+      const arena = new Uint8Array(this.slotSize * this.batch + gso);
+      const base = this.slotSize * this.batch;
+      return { arena, lens: new Int32Array(this.batch), out: new OutQueue(this.io, arena, this.txFds, this.counters, reason), scratch: new Uint8Array(128), gsoBase: base, gsoCursor: base };
     };
-    this.x = mk('tx_tap_error');
-    this.r = { ...mk('rx_tap_error'), addrs: new Uint32Array(this.batch * 2) };
+    // TSO output: a super-frame of up to 64 KB grows by a VXLAN + copied headers per segment (< 16 KB in all)
+    this.x = mk('tx_tap_error', o.offload ? this.batch * (this.slotSize + 16384) : 0);
+    this.r = { ...mk('rx_tap_error', 0), addrs: new Uint32Array(this.batch * 2) };
     this.onPortError = o.onPortError ?? (() => {});
     this.onLoopError = o.onLoopError ?? ((e) => console.error('vxtap: data plane callback failed:', e));
   }
@@ -123,13 +131,14 @@ export class Dataplane {
   }
 
   /** Adds a local endpoint and starts reading its TAP. */
-  addPort(spec: { id: string; mac: number; vni: number; fd: number; ifname: string; ip?: number; mtu?: number }): Port {
+  addPort(spec: { id: string; mac: number; vni: number; fd: number; ifname: string; ip?: number; mtu?: number; vnetHdr?: boolean }): Port {
     if (this.ports.has(spec.id)) throw new FdbError('EEXIST', `endpoint ${spec.id} is already attached`);
     const vnet = this.fdb.vnet(spec.vni);
     const port: Port = {
       ...spec,
       ip: spec.ip ?? 0,
       mtu: spec.mtu ?? 65535,
+      vnetHdrLen: spec.vnetHdr ? VNET_HDR_LEN : 0,
       vnet,
       vstats: this.vniStats(spec.vni),
       poll: null,

@@ -8,7 +8,7 @@ import type { DataplaneIo } from './io.js';
 import type { Port } from './port.js';
 
 export const OUT_MAX = 1024; // descriptors per flush (native sendBatch takes up to 4 x MAX_BATCH)
-const TAP_STRIDE = 3; // fd, off, len
+const TAP_STRIDE = 4; // fd, off, len, prefix (zero virtio-net header bytes the kernel writes first)
 const UDP_STRIDE = 6; // sock, off, len, ipv4, port, gsoSize
 
 export class OutQueue {
@@ -26,16 +26,22 @@ export class OutQueue {
     private readonly tapErrorReason: 'tx_tap_error' | 'rx_tap_error',
   ) {}
 
-  tap(port: Port, off: number, len: number): void {
+  /**
+   * Queues a frame for a local endpoint. A port with a virtio-net header gets a zero one written in front
+   * (no offload, checksum complete) unless `raw`: then [off, off+len) already starts with its own header.
+   */
+  tap(port: Port, off: number, len: number, raw = false): void {
     if (this.tapCount === OUT_MAX) this.flushTaps();
     const d = this.tapCount * TAP_STRIDE;
     this.tapDescs[d] = port.fd;
     this.tapDescs[d + 1] = off;
     this.tapDescs[d + 2] = len;
+    this.tapDescs[d + 3] = raw ? 0 : port.vnetHdrLen;
     this.tapPorts[this.tapCount++] = port;
   }
 
-  udp(sock: number, off: number, len: number, vtep: number, port: number): void {
+  /** Queues a datagram; gsoSize > 0 makes it one UDP GSO send cut by the kernel into gsoSize-byte datagrams. */
+  udp(sock: number, off: number, len: number, vtep: number, port: number, gsoSize = 0): void {
     if (this.udpCount === OUT_MAX) this.flushUdp();
     const d = this.udpCount * UDP_STRIDE;
     this.udpDescs[d] = sock;
@@ -43,7 +49,7 @@ export class OutQueue {
     this.udpDescs[d + 2] = len;
     this.udpDescs[d + 3] = vtep | 0;
     this.udpDescs[d + 4] = port;
-    this.udpDescs[d + 5] = 0;
+    this.udpDescs[d + 5] = gsoSize;
     this.udpCount++;
   }
 
@@ -56,7 +62,7 @@ export class OutQueue {
     const n = this.udpCount;
     this.udpCount = 0;
     const sent = this.io.sendBatch(this.sockFds, this.arena, this.udpDescs, n);
-    this.c.tx_udp_datagrams += sent;
+    this.c.tx_udp_datagrams += sent; // a GSO send counts once: see tx_gso_sends / tx_gso_segments
     if (sent !== n) {
       for (let i = 0; i < n; i++) {
         const len = this.udpDescs[i * UDP_STRIDE + 2];

@@ -13,6 +13,8 @@ export interface Port extends LocalPort {
   readonly ip: number;
   /** Overlay MTU: larger frames are refused (IPv4 with DF: answered with ICMP fragmentation needed). */
   readonly mtu: number;
+  /** 10 when the TAP was opened with IFF_VNET_HDR (offloads: every read and write carries a virtio-net header), else 0. */
+  readonly vnetHdrLen: number;
   /** This VNI's tables and counters, for the hot path. */
   vnet: Vnet<Port>;
   vstats: VniCounters;

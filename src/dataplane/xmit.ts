@@ -2,7 +2,10 @@
  * Transmit: container -> wire. The functions in this file run in the order a frame meets them:
  *
  *   1. read      one batch of frames from an endpoint's TAP into the xmit arena, each at HEADROOM in its slot
- *   2. check     shorter than an Ethernet header -> drop (tx_short)
+ *                (with offloads, each behind a virtio-net header: see src/vxlan/gso.ts)
+ *   2. check     shorter than an Ethernet header -> drop (tx_short); offload header: a NEEDS_CSUM checksum is
+ *                completed here, a TCPv4 super-frame (TSO) is marked for splitting, anything else is
+ *                tx_bad_offload
  *   3. source    source MAC must be unicast (tx_group_src_mac) and the endpoint's own: no spoofing of another
  *                container (tx_spoofed_src_mac); so must an IPv4 source (tx_spoofed_src_ip) and an ARP sender
  *                address (tx_spoofed_arp); a frame over the MTU is refused (tx_oversize), with ICMP
@@ -14,6 +17,10 @@
  *                  remote VTEP    -> encap: write the 8-byte VXLAN header into the headroom, queue one datagram
  *                  group/unknown  -> flood: every other local endpoint of the VNI + every VTEP of the flood list
  *   6. flush     one writeBatch for the TAP writes, one sendBatch (sendmmsg per socket) for the datagrams
+ *
+ * A TSO super-frame goes to a local endpoint whole (its header intact: the receiving stack takes it as one
+ * skb); towards VTEPs it is split into MSS-sized frames in the arena's GSO region, each behind its VXLAN header,
+ * and each run of equal-sized datagrams is ONE sendmsg with UDP_SEGMENT: the kernel cuts it.
  *
  * The outer UDP source port comes from the inner flow hash (RFC 7348 section 5): it picks one of the agent's
  * transmit sockets, each bound to its own port, so a flow keeps one port and flows spread over ECMP/RSS.
@@ -54,6 +61,20 @@ import { internetChecksum } from '../vxlan/checksum.js';
 import { readU16, readU32, writeU16, writeU32 } from '../vxlan/ethernet.js';
 import { flowHash, pickIndex } from '../vxlan/flowhash.js';
 import { isGroupMac, readMac, writeMac } from '../vxlan/mac.js';
+import {
+  finishChecksum,
+  readU16le,
+  tsoSplitV4,
+  VNET_F_NEEDS_CSUM,
+  VNET_GSO_NONE,
+  VNET_GSO_TCPV4,
+  VNET_OFF_CSUM_OFFSET,
+  VNET_OFF_CSUM_START,
+  VNET_OFF_FLAGS,
+  VNET_OFF_GSO_SIZE,
+  VNET_OFF_GSO_TYPE,
+} from '../vxlan/gso.js';
+import type { Peer } from '../fdb/fdb.js';
 import { writeVxlanHeader } from '../vxlan/vxlan.js';
 import type { Dataplane } from './dataplane.js';
 import type { Port } from './port.js';
@@ -70,15 +91,38 @@ export function xmit(dp: Dataplane, port: Port): number {
   const now = dp.now();
   const v = port.vnet;
   const vs = port.vstats;
+  const vh = port.vnetHdrLen;
+  x.gsoCursor = x.gsoBase;
   for (let i = 0; i < n; i++) {
-    const off = i * dp.slotSize + dp.headroom;
-    const len = lens[i];
+    const base = i * dp.slotSize + dp.headroom;
+    const off = base + vh;
+    const len = lens[i] - vh;
     c.tx_packets++;
     c.tx_bytes += len;
     // 2. check
     if (len < ETH_HLEN) {
       c.tx_short++;
       continue;
+    }
+    let mss = 0;
+    if (vh !== 0) {
+      const gso = arena[base + VNET_OFF_GSO_TYPE];
+      if (gso === VNET_GSO_NONE) {
+        if ((arena[base + VNET_OFF_FLAGS] & VNET_F_NEEDS_CSUM) !== 0 && !finishChecksum(arena, off, len, readU16le(arena, base + VNET_OFF_CSUM_START), readU16le(arena, base + VNET_OFF_CSUM_OFFSET))) {
+          c.tx_bad_offload++;
+          continue;
+        }
+      } else if (gso === VNET_GSO_TCPV4) {
+        mss = readU16le(arena, base + VNET_OFF_GSO_SIZE);
+        if (mss === 0 || mss > port.mtu) {
+          c.tx_bad_offload++;
+          continue;
+        }
+        c.tx_gso_frames++;
+      } else {
+        c.tx_bad_offload++; // only TSO4 is enabled on our TAPs (no TSO6, ECN or USO)
+        continue;
+      }
     }
     port.txFrames++;
     port.txBytes += len;
@@ -105,7 +149,7 @@ export function xmit(dp: Dataplane, port: Port): number {
         }
       }
     }
-    if (len > port.mtu + ETH_HLEN + (etype === ETH_P_8021Q ? VLAN_HLEN : 0)) {
+    if (mss === 0 && len > port.mtu + ETH_HLEN + (etype === ETH_P_8021Q ? VLAN_HLEN : 0)) {
       c.tx_oversize++;
       if (etype === ETH_P_IP && fragNeeded(dp, arena, off, len, port)) {
         out.tap(port, off, ICMP_REPLY_LEN(arena, off));
@@ -116,27 +160,33 @@ export function xmit(dp: Dataplane, port: Port): number {
     vs.tx_packets++;
     vs.tx_bytes += len;
     // 4. arp
-    if (v.arp.size !== 0 && len >= ETH_HLEN + ARP_HLEN && readU16(arena, off + ETH_OFF_TYPE) === ETH_P_ARP && arpReply(arena, off, port)) {
+    if (mss === 0 && v.arp.size !== 0 && len >= ETH_HLEN + ARP_HLEN && readU16(arena, off + ETH_OFF_TYPE) === ETH_P_ARP && arpReply(arena, off, port)) {
       out.tap(port, off, len);
       c.arp_suppressed++;
       continue;
     }
     // 5. lookup
     if (isGroupMac(arena, off + ETH_OFF_DST)) {
-      flood(dp, port, off, len);
+      flood(dp, port, off, len, mss);
       continue;
     }
     const e = dp.fdb.lookup(v, readMac(arena, off + ETH_OFF_DST), now);
     if (e === undefined) {
-      flood(dp, port, off, len);
+      flood(dp, port, off, len, mss);
       continue;
     }
     if (e.local !== null) {
       if (e.local === port) c.tx_hairpin++;
       else {
-        out.tap(e.local, off, len);
+        if (mss !== 0) out.tap(e.local, off - vh, len + vh, true); // the super-frame, header and all
+        else out.tap(e.local, off, len);
         c.tx_local_frames++;
       }
+      continue;
+    }
+    if (mss !== 0) {
+      const seg = tso(dp, off, len, mss, v.vni);
+      if (seg !== null) sendSegments(dp, seg, txSocket(dp, arena, off, len), e.vtep, e.port, e.peer, len);
       continue;
     }
     writeVxlanHeader(arena, off - VXLAN_HLEN, v.vni);
@@ -153,20 +203,29 @@ export function xmit(dp: Dataplane, port: Port): number {
 }
 
 /** Broadcast, multicast and unknown unicast: every other local endpoint of the VNI, then the flood list. */
-function flood(dp: Dataplane, port: Port, off: number, len: number): void {
+function flood(dp: Dataplane, port: Port, off: number, len: number, mss: number): void {
   const v = port.vnet;
   const out = dp.x.out;
+  const vh = port.vnetHdrLen;
   let copies = 0;
   const locals = v.locals;
   for (let j = 0; j < locals.length; j++) {
     const p = locals[j];
     if (p === port) continue;
-    out.tap(p, off, len);
+    if (mss !== 0) out.tap(p, off - vh, len + vh, true);
+    else out.tap(p, off, len);
     dp.counters.tx_local_frames++;
     copies++;
   }
   const rdsts = v.flood;
-  if (rdsts.length > 0) {
+  if (rdsts.length > 0 && mss !== 0) {
+    const seg = tso(dp, off, len, mss, v.vni);
+    if (seg !== null) {
+      const sock = txSocket(dp, dp.x.arena, off, len);
+      for (let j = 0; j < rdsts.length; j++) sendSegments(dp, seg, sock, rdsts[j].vtep, rdsts[j].port, rdsts[j].peer, len);
+      copies++;
+    }
+  } else if (rdsts.length > 0) {
     writeVxlanHeader(dp.x.arena, off - VXLAN_HLEN, v.vni);
     const sock = txSocket(dp, dp.x.arena, off, len);
     for (let j = 0; j < rdsts.length; j++) {
@@ -178,6 +237,53 @@ function flood(dp: Dataplane, port: Port, off: number, len: number): void {
     }
   }
   if (copies === 0) dp.counters.tx_no_destination++;
+}
+
+/** Largest UDP payload one GSO send may carry (65535 - 8 UDP - 20 IPv4), and the kernel's segment limit. */
+const GSO_MAX_BYTES = 65507;
+const GSO_MAX_SEGS = 64;
+
+interface Segmented {
+  start: number;
+  count: number;
+  stride: number;
+  total: number;
+}
+
+/** Splits a TSO super-frame into the GSO region, each frame behind its VXLAN header. Null: counted, dropped. */
+function tso(dp: Dataplane, off: number, len: number, mss: number, vni: number): Segmented | null {
+  const x = dp.x;
+  const arena = x.arena;
+  if (x.gsoCursor + len + 2 * GSO_MAX_SEGS * 128 > arena.length) {
+    x.out.flush(); // the region is full: send what refers to it, then reuse it
+    x.gsoCursor = x.gsoBase;
+  }
+  const start = x.gsoCursor;
+  const r = tsoSplitV4(arena, off, len, mss, arena, start, VXLAN_HLEN);
+  if (r === null) {
+    dp.counters.tx_bad_offload++;
+    return null;
+  }
+  for (let k = 0; k < r.count; k++) writeVxlanHeader(arena, start + k * r.stride, vni);
+  x.gsoCursor = start + ((r.total + 63) & ~63);
+  dp.counters.tx_gso_segments += r.count;
+  return { start, count: r.count, stride: r.stride, total: r.total };
+}
+
+/** Queues the segmented datagrams for one VTEP: runs of up to 64 / 65507 bytes, each one UDP GSO send. */
+function sendSegments(dp: Dataplane, s: Segmented, sock: number, vtep: number, port: number, peer: Peer | null, bytes: number): void {
+  const per = Math.min(GSO_MAX_SEGS, Math.floor(GSO_MAX_BYTES / s.stride));
+  for (let k = 0; k < s.count; k += per) {
+    const n = Math.min(per, s.count - k);
+    const off = s.start + k * s.stride;
+    const len = k + n === s.count ? s.total - k * s.stride : n * s.stride;
+    dp.x.out.udp(sock, off, len, vtep, port, n > 1 ? s.stride : 0);
+    dp.counters.tx_gso_sends++;
+  }
+  if (peer !== null) {
+    peer.tx_packets += s.count;
+    peer.tx_bytes += bytes;
+  }
 }
 
 /**

@@ -20,6 +20,7 @@ export interface NativeConstants {
   TUN_F_USO6?: number;
   MAX_BATCH: number;
   SEND_STRIDE: number;
+  WRITE_STRIDE: number;
   EAGAIN: number;
   EMSGSIZE: number;
   ENOBUFS: number;

@@ -65,13 +65,15 @@ export class FakeIo implements DataplaneIo {
   writeBatch(arena: Uint8Array, descs: Int32Array, count: number): number {
     let ok = 0;
     for (let i = 0; i < count; i++) {
-      const [fd, off, len] = [descs[i * 3], descs[i * 3 + 1], descs[i * 3 + 2]];
+      const [fd, off, len, prefix] = [descs[i * 4], descs[i * 4 + 1], descs[i * 4 + 2], descs[i * 4 + 3]];
       const q = this.tapOut.get(fd);
       if (!q) {
-        descs[i * 3 + 2] = -9; // EBADF
+        descs[i * 4 + 2] = -9; // EBADF
         continue;
       }
-      q.push(arena.slice(off, off + len));
+      const f = new Uint8Array(prefix + len);
+      f.set(arena.subarray(off, off + len), prefix);
+      q.push(f);
       ok++;
     }
     return ok;
