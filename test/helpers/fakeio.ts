@@ -11,6 +11,7 @@ export interface Datagram {
   addr: number; // peer IPv4 (source on receive, destination on send)
   port: number;
   sock?: number; // index of the transmit socket used
+  gso?: number; // UDP GSO segment size (0: a single datagram)
 }
 
 export class FakeIo implements DataplaneIo {
@@ -105,7 +106,7 @@ export class FakeIo implements DataplaneIo {
         descs[d + 2] = this.failSends;
         continue;
       }
-      this.sent.push({ data: arena.slice(descs[d + 1], descs[d + 1] + descs[d + 2]), addr: descs[d + 3] >>> 0, port: descs[d + 4], sock: descs[d] });
+      this.sent.push({ data: arena.slice(descs[d + 1], descs[d + 1] + descs[d + 2]), addr: descs[d + 3] >>> 0, port: descs[d + 4], sock: descs[d], gso: descs[d + 5] });
       sent++;
     }
     this.failSends = 0;

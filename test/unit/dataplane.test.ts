@@ -6,9 +6,12 @@ import type { Port } from '../../src/dataplane/port.js';
 import { readVni } from '../../src/vxlan/vxlan.js';
 import { flowHash, pickIndex } from '../../src/vxlan/flowhash.js';
 import { IPPROTO_TCP } from '../../src/vxlan/constants.js';
-import { internetChecksum } from '../../src/vxlan/checksum.js';
+import { internetChecksum, finish, sum16, pseudoSumV4 } from '../../src/vxlan/checksum.js';
+import { ethernet } from '../../src/vxlan/ethernet.js';
+import { ipv4 } from '../../src/vxlan/ipv4.js';
+import { tcp } from '../../src/vxlan/tcp.js';
 import { FakeIo } from '../helpers/fakeio.js';
-import { arpRequest, ipv4Frame, vxlanDatagram } from '../helpers/frames.js';
+import { arpRequest, ipv4Frame, macBytes, vxlanDatagram } from '../helpers/frames.js';
 
 const VNI = 4097;
 const PEER = 0xc6120002; // 198.18.0.2
@@ -298,4 +301,67 @@ test('MTU: an oversize DF packet gets ICMP fragmentation-needed back with the MT
   fromTap(a, nodf);
   assert.equal(dp.counters.tx_oversize, 2);
   assert.equal(io.tapOut.get(a.fd)!.length, 1, 'no ICMP for a packet without DF');
+});
+
+test('offloads: a TSO super-frame goes to a VTEP as UDP GSO sends of valid VXLAN datagrams, and to a local endpoint whole', () => {
+  const io = new FakeIo();
+  const fdb = new Fdb<Port>();
+  const udpFd = io.udp();
+  const dp = new Dataplane({ io, fdb, udpFd, txFds: [io.udp()], vxlanPort: 4789, batch: 8, offload: true });
+  dp.addVni(VNI, true);
+  dp.start();
+  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_A, mtu: 1450, vnetHdr: true });
+  const b = dp.addPort({ id: 'b', mac: MAC_B, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_B, mtu: 1450, vnetHdr: true });
+  fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
+  // a 60000-byte TCP super-frame as the TAP hands it over: virtio-net header (TCPV4, gso_size 1398) + frame
+  const payload = new Uint8Array(60000).map((_, i) => (i * 7) & 0xff);
+  const mk = (dst: number) => {
+    const t = new Uint8Array(20 + payload.length);
+    tcp.encode({ sport: 40000, dport: 5201, seq: 1000, ack: 1, flags: 0x18, window: 500, checksum: 0, urgent: 0, options: new Uint8Array(0), payload }, t, 0);
+    const ip = new Uint8Array(20 + t.length);
+    ipv4.encode({ tos: 0, id: 7, df: true, mf: false, fragOffset: 0, ttl: 64, proto: 6, checksum: 0, src: IP_A, dst: 0xc6130114, options: new Uint8Array(0), payload: t }, ip, 0);
+    const f = new Uint8Array(10 + 14 + ip.length);
+    f[1] = 1; // VIRTIO_NET_HDR_GSO_TCPV4
+    f[4] = 1398 & 0xff;
+    f[5] = 1398 >> 8;
+    const m = macBytes(dst);
+    f.set(m, 10);
+    f.set(macBytes(MAC_A), 16);
+    f[22] = 0x08;
+    f.set(ip, 24);
+    return f;
+  };
+  io.tapIn.get(a.fd)!.push(mk(MAC_R), mk(MAC_B));
+  io.ready(a.fd);
+  const segs = Math.ceil(60000 / 1398);
+  assert.equal(dp.counters.tx_gso_frames, 2);
+  assert.equal(dp.counters.tx_gso_segments, segs);
+  const got: Uint8Array[] = [];
+  for (const d of io.sent) {
+    assert.equal(d.addr, PEER);
+    const stride = d.gso || d.data.length;
+    for (let o = 0; o < d.data.length; o += stride) {
+      const dg = d.data.subarray(o, Math.min(d.data.length, o + stride));
+      assert.equal(readVni(dg, 0), VNI);
+      const e = ethernet.decode(dg, 8);
+      const ip = ipv4.decode(e.payload, 0);
+      assert.equal(internetChecksum(e.payload, 0, 20), 0);
+      assert.ok(dg.length - 8 <= 1450 + 14, 'every datagram fits the overlay MTU');
+      const seg = ip.payload;
+      assert.equal(finish(sum16(seg, 0, seg.length, pseudoSumV4(ip.src, ip.dst, 6, seg.length))), 0, 'TCP checksum of each segment');
+      got.push(tcp.decode(seg, 0).payload);
+    }
+  }
+  assert.equal(got.length, segs);
+  assert.deepEqual(Buffer.concat(got), Buffer.from(payload));
+  assert.ok(io.sent.length <= 2, `${io.sent.length} GSO sends (at most 64 segments / 65507 bytes each)`);
+  const [whole] = io.tapOut.get(b.fd)!;
+  assert.equal(whole.length, 10 + 14 + 40 + 60000, 'the local endpoint got the super-frame whole');
+  assert.equal(whole[1], 1, 'with its virtio-net header (GSO TCPV4)');
+  // frames from the wire to a vnet-header port get a zero header in front
+  io.udpIn.get(udpFd)!.push({ data: vxlanDatagram(VNI, ipv4Frame(MAC_A, MAC_R)), addr: PEER, port: 50000 });
+  io.ready(udpFd);
+  const [fromWire] = io.tapOut.get(a.fd)!;
+  assert.deepEqual([...fromWire.subarray(0, 10)], new Array(10).fill(0));
+  assert.equal(fromWire.length, 10 + 98);
 });
