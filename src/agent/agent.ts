@@ -183,6 +183,7 @@ export class Agent {
       vxlanPort: port,
       batch: o.batch,
       offload: o.offload ?? true,
+      udpGro: o.offload ?? true,
       onPortError: (p, err) => this.portFailed(p, err),
       onLoopError: (err) => this.log.error('data plane callback failed', { err }),
     });
@@ -215,7 +216,7 @@ export class Agent {
     try {
       let udpFd: number;
       try {
-        [udpFd] = n.udpOpen(vtep, port, rcvbuf, sndbuf, false);
+        [udpFd] = n.udpOpen(vtep, port, rcvbuf, sndbuf, o.offload ?? true);
       } catch (e) {
         const code = (e as { code?: string }).code;
         if (code === 'EADDRNOTAVAIL') throw invalid(`VTEP address ${o.vtep} is not an address of this host (netns); give --vtep one of \`ip -4 addr\``);

@@ -50,6 +50,10 @@ export class Counters {
   tx_gso_frames = 0; // TSO super-frames read from TAPs (offloads on)
   tx_gso_segments = 0; // frames they were split into for VTEPs
   tx_gso_sends = 0; // UDP GSO sends (each one sendmsg entry the kernel cuts into datagrams)
+  rx_gro_buffers = 0; // receive buffers the kernel coalesced (UDP GRO) from several datagrams
+  rx_gro_frames = 0; // super-frames written to TAPs, merged from...
+  rx_gro_segments = 0; // ...this many TCP segments
+  rx_gro_bad_csum = 0; // TCP segments not merged because their checksum did not verify (delivered as they came)
   // drops
   tx_short = 0;
   tx_spoofed_src_mac = 0;

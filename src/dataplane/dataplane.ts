@@ -16,6 +16,7 @@ import { OutQueue } from './out.js';
 import type { Port } from './port.js';
 import { rcv } from './rcv.js';
 import { xmit } from './xmit.js';
+import { Gro } from './gro.js';
 import type { PollHandle } from '../sys/native.js';
 
 export interface DataplaneOptions {
@@ -35,8 +36,10 @@ export interface DataplaneOptions {
   frameMax?: number;
   /** Seed for the flow hash. */
   hashSeed?: number;
-  /** Ports may carry virtio-net headers with TSO super-frames: reserve the GSO region. */
+  /** Ports may carry virtio-net headers with TSO super-frames: reserve the GSO regions, merge on receive. */
   offload?: boolean;
+  /** The VXLAN socket has UDP_GRO on: receive buffers may hold several datagrams. */
+  udpGro?: boolean;
   /** Called when a port's TAP fails (device gone with its namespace, fd closed under us). */
   onPortError?: (port: Port, err: Error) => void;
   /** Called when a callback throws: a bug, but the loop must keep going. */
@@ -70,7 +73,7 @@ export class Dataplane {
   readonly slotSize: number;
   readonly hashSeed: number;
   readonly x: Direction;
-  readonly r: Direction & { addrs: Uint32Array };
+  readonly r: Direction & { addrs: Uint32Array; gsoSizes: Int32Array | null; gro: Gro | null };
   readonly ports = new Map<string, Port>();
   private readonly stats = new Map<number, VniCounters>();
   private udpPoll: PollHandle | null = null;
@@ -101,7 +104,13 @@ export class Dataplane {
     };
     // TSO output: a super-frame of up to 64 KB grows by a VXLAN + copied headers per segment (< 16 KB in all)
     this.x = mk('tx_tap_error', o.offload ? this.batch * (this.slotSize + 16384) : 0);
-    this.r = { ...mk('rx_tap_error', 0), addrs: new Uint32Array(this.batch * 2) };
+    const rx = mk('rx_tap_error', o.offload ? this.batch * (this.slotSize + 1024) : 0);
+    this.r = {
+      ...rx,
+      addrs: new Uint32Array(this.batch * 2),
+      gsoSizes: o.udpGro ? new Int32Array(this.batch) : null,
+      gro: o.offload ? new Gro(rx.arena, rx.gsoBase, rx.out, this.counters) : null,
+    };
     this.onPortError = o.onPortError ?? (() => {});
     this.onLoopError = o.onLoopError ?? ((e) => console.error('vxtap: data plane callback failed:', e));
   }

@@ -1,7 +1,8 @@
 /**
  * Receive: wire -> container. The functions in this file run in the order a datagram meets them:
  *
- *   1. recv      one recvmmsg batch from the VXLAN socket into the rcv arena, each datagram at HEADROOM
+ *   1. recv      one recvmmsg batch from the VXLAN socket into the rcv arena, each datagram at HEADROOM; with UDP
+ *                GRO a buffer holds several datagrams of one size (the last shorter), taken one by one
  *   2. check     truncated (rx_truncated), shorter than VXLAN + Ethernet (rx_short)
  *   3. vtep      outer source address must be a known VTEP (RFC 7348 section 7) (rx_unknown_vtep)
  *   4. decap     flags octet exactly I (rx_bad_flags); VNI configured here (rx_unknown_vni); the inner frame is
@@ -9,7 +10,8 @@
  *   5. snoop     inner source MAC: never a group address (rx_group_src_mac) nor a local endpoint's
  *                (rx_src_mac_local); learned against the outer source when the VNI learns (bounded)
  *   6. deliver   group destination -> every local endpoint of the VNI; unicast -> the local endpoint that owns
- *                the MAC, else rx_no_local_dst (frames from the wire never go back to the wire: split horizon)
+ *                the MAC, else rx_no_local_dst (frames from the wire never go back to the wire: split horizon);
+ *                with offloads, in-order TCP segments for one endpoint are merged into super-frames (gro.ts)
  *   7. flush     one writeBatch for all TAP writes of the batch
  */
 import { ETH_HLEN, ETH_OFF_DST, ETH_OFF_SRC, VXLAN_HLEN } from '../vxlan/constants.js';
@@ -24,81 +26,93 @@ export function rcv(dp: Dataplane): number {
   const c = dp.counters;
   const fdb = dp.fdb;
   // 1. recv
-  const n = dp.io.recvBatch(dp.udpFd, arena, dp.slotSize, dp.headroom, dp.batch, lens, addrs, null);
+  const gsoSizes = r.gsoSizes;
+  const n = dp.io.recvBatch(dp.udpFd, arena, dp.slotSize, dp.headroom, dp.batch, lens, addrs, gsoSizes);
   if (n === 0) return 0;
   c.rx_batches++;
   const now = dp.now();
+  const gro = r.gro;
+  gro?.reset();
   for (let i = 0; i < n; i++) {
-    const off = i * dp.slotSize + dp.headroom;
-    const len = lens[i];
+    const boff = i * dp.slotSize + dp.headroom;
+    const blen = lens[i];
     // 2. check
-    if (len < 0) {
+    if (blen < 0) {
       c.rx_truncated++;
       continue;
     }
-    c.rx_datagrams++;
-    c.rx_bytes += len;
-    if (len < VXLAN_HLEN + ETH_HLEN) {
-      c.rx_short++;
-      continue;
+    const step = gsoSizes !== null && gsoSizes[i] > 0 ? gsoSizes[i] : blen;
+    if (step < blen) c.rx_gro_buffers++;
+    // at least once: an empty datagram is still a datagram (rx_short), never silently skipped
+    for (let off = boff, first = true; first || off < boff + blen; off += step, first = false) {
+      const len = Math.min(step, boff + blen - off);
+      c.rx_datagrams++;
+      c.rx_bytes += len;
+      if (len < VXLAN_HLEN + ETH_HLEN) {
+        c.rx_short++;
+        continue;
+      }
+      // 3. vtep
+      const src = addrs[2 * i];
+      const peer = fdb.peer(src);
+      if (peer === undefined) {
+        c.rx_unknown_vtep++;
+        continue;
+      }
+      peer.rx_packets++;
+      peer.rx_bytes += len;
+      // 4. decap
+      if (!vxlanFlagsValid(arena, off)) {
+        c.rx_bad_flags++;
+        continue;
+      }
+      const v = fdb.vnets.get(readVni(arena, off));
+      if (v === undefined) {
+        c.rx_unknown_vni++;
+        continue;
+      }
+      const inner = off + VXLAN_HLEN;
+      const ilen = len - VXLAN_HLEN;
+      // 5. snoop
+      if (isGroupMac(arena, inner + ETH_OFF_SRC)) {
+        c.rx_group_src_mac++;
+        continue;
+      }
+      const smac = readMac(arena, inner + ETH_OFF_SRC);
+      const se = v.entries.get(smac);
+      if (se !== undefined && se.local !== null) {
+        c.rx_src_mac_local++;
+        continue;
+      }
+      if (v.learning && (se === undefined || se.kind === 'learned')) {
+        const res = fdb.snoop(v, smac, src, dp.vxlanPort, now, peer);
+        if (res === 'new') c.learned++;
+        else if (res === 'moved') c.moved++;
+        else if (res === 'full') c.rx_learn_full++;
+      }
+      // 6. deliver
+      const vs = dp.vniStats(v.vni);
+      vs.rx_packets++;
+      vs.rx_bytes += ilen;
+      if (isGroupMac(arena, inner + ETH_OFF_DST)) {
+        gro?.flush(); // keep order with any pending super-frame
+        const locals = v.locals;
+        for (let j = 0; j < locals.length; j++) out.tap(locals[j], inner, ilen);
+        c.rx_frames += locals.length;
+        continue;
+      }
+      const e = fdb.lookup(v, readMac(arena, inner + ETH_OFF_DST), now);
+      if (e === undefined || e.local === null) {
+        c.rx_no_local_dst++;
+        continue;
+      }
+      c.rx_frames++;
+      if (gro !== null && e.local.vnetHdrLen !== 0 && gro.offer(e.local, arena, inner, ilen)) continue;
+      out.tap(e.local, inner, ilen);
     }
-    // 3. vtep
-    const src = addrs[2 * i];
-    const peer = fdb.peer(src);
-    if (peer === undefined) {
-      c.rx_unknown_vtep++;
-      continue;
-    }
-    peer.rx_packets++;
-    peer.rx_bytes += len;
-    // 4. decap
-    if (!vxlanFlagsValid(arena, off)) {
-      c.rx_bad_flags++;
-      continue;
-    }
-    const v = fdb.vnets.get(readVni(arena, off));
-    if (v === undefined) {
-      c.rx_unknown_vni++;
-      continue;
-    }
-    const inner = off + VXLAN_HLEN;
-    const ilen = len - VXLAN_HLEN;
-    // 5. snoop
-    if (isGroupMac(arena, inner + ETH_OFF_SRC)) {
-      c.rx_group_src_mac++;
-      continue;
-    }
-    const smac = readMac(arena, inner + ETH_OFF_SRC);
-    const se = v.entries.get(smac);
-    if (se !== undefined && se.local !== null) {
-      c.rx_src_mac_local++;
-      continue;
-    }
-    if (v.learning && (se === undefined || se.kind === 'learned')) {
-      const res = fdb.snoop(v, smac, src, dp.vxlanPort, now, peer);
-      if (res === 'new') c.learned++;
-      else if (res === 'moved') c.moved++;
-      else if (res === 'full') c.rx_learn_full++;
-    }
-    // 6. deliver
-    const vs = dp.vniStats(v.vni);
-    vs.rx_packets++;
-    vs.rx_bytes += ilen;
-    if (isGroupMac(arena, inner + ETH_OFF_DST)) {
-      const locals = v.locals;
-      for (let j = 0; j < locals.length; j++) out.tap(locals[j], inner, ilen);
-      c.rx_frames += locals.length;
-      continue;
-    }
-    const e = fdb.lookup(v, readMac(arena, inner + ETH_OFF_DST), now);
-    if (e === undefined || e.local === null) {
-      c.rx_no_local_dst++;
-      continue;
-    }
-    out.tap(e.local, inner, ilen);
-    c.rx_frames++;
   }
   // 7. flush
+  gro?.flush();
   out.flush();
   return n;
 }

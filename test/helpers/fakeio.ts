@@ -80,7 +80,7 @@ export class FakeIo implements DataplaneIo {
     return ok;
   }
 
-  recvBatch(fd: number, arena: Uint8Array, slot: number, off: number, max: number, lens: Int32Array, addrs: Uint32Array): number {
+  recvBatch(fd: number, arena: Uint8Array, slot: number, off: number, max: number, lens: Int32Array, addrs: Uint32Array, gsoSizes: Int32Array | null): number {
     const q = this.udpIn.get(fd)!;
     let n = 0;
     while (n < max && q.length) {
@@ -93,6 +93,7 @@ export class FakeIo implements DataplaneIo {
       }
       addrs[2 * n] = d.addr >>> 0;
       addrs[2 * n + 1] = d.port;
+      if (gsoSizes) gsoSizes[n] = d.gso ?? 0; // a UDP-GRO buffer: several datagrams of this size
       n++;
     }
     return n;

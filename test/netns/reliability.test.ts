@@ -68,23 +68,24 @@ test('MTU: a container that raises its MTU still moves data byte-exact, by path-
   }
 });
 
-test('a lossy underlay (3% of VXLAN datagrams dropped each way): TCP still arrives byte-exact both ways', { skip }, async () => {
+test('a lossy underlay (5% of VXLAN packets dropped each way): TCP still arrives byte-exact both ways', { skip }, async () => {
   // This kernel has no sch_netem (tc netem: "qdisc kind is unknown"), so reordering cannot be emulated here;
-  // random loss can, with nftables on each host's output path.
+  // random loss can, with nftables on each host's output path. With offloads a UDP GSO send (up to 44
+  // datagrams) is one packet there, so each drop loses a whole burst: harsher than a NIC, which segments first.
   const hosts = [h1.ns, h2.ns];
   const rules = join(topo.dir, 'loss.nft');
-  writeFileSync(rules, 'table inet vxtloss {\n  chain out {\n    type filter hook output priority 0;\n    udp dport 4789 numgen random mod 100 < 3 counter drop\n  }\n}\n');
+  writeFileSync(rules, 'table inet vxtloss {\n  chain out {\n    type filter hook output priority 0;\n    udp dport 4789 numgen random mod 100 < 5 counter drop\n  }\n}\n');
   for (const ns of hosts) must(['ip', 'netns', 'exec', ns, 'nft', '-f', rules]);
   try {
-    const size = 4 * 1024 * 1024 + 11;
+    const size = 16 * 1024 * 1024 + 11;
     for (const [from, to, addr] of [[c1, c2, '198.19.1.3'], [c2, c1, '198.19.1.2']]) {
       const t = await tcpTransfer(topo, from, to, addr, size);
       assert.equal(t.got.bytes, size);
       assert.equal(t.got.sha256, t.sent.sha256, `${from} -> ${to}`);
     }
     const dropped = hosts.map((ns) => Number(/counter packets (\d+)/.exec(must(['ip', 'netns', 'exec', ns, 'nft', 'list', 'table', 'inet', 'vxtloss']))?.[1] ?? 0));
-    assert.ok(dropped.every((n) => n > 10), `the underlay really dropped datagrams: ${dropped}`);
-    console.log(`# lossy underlay: ${dropped.join(' + ')} VXLAN datagrams dropped, both transfers byte-exact`);
+    assert.ok(dropped.every((n) => n >= 3), `the underlay really dropped packets on both hosts: ${dropped}`);
+    console.log(`# lossy underlay: ${dropped.join(" + ")} VXLAN packets dropped (a GSO send counts once), both transfers byte-exact`);
   } finally {
     for (const ns of hosts) sh(['ip', 'netns', 'exec', ns, 'nft', 'delete', 'table', 'inet', 'vxtloss']);
   }

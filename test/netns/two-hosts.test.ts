@@ -93,6 +93,7 @@ test('TCP across hosts: 32 MB arrive byte-exact each way (SHA-256), and iperf3 r
   assert.equal(b.got.sha256, b.sent.sha256, 'c1 -> c2 content intact');
   const st = (await ag.h1.call<{ offload: boolean; counters: Record<string, number> }>('GET', '/v1/stats'));
   assert.ok(st.offload && st.counters.tx_gso_frames > 0 && st.counters.tx_gso_sends > 0, `TSO + UDP GSO engaged: ${JSON.stringify(st.counters)}`);
+  assert.ok(st.counters.rx_gro_frames > 0 && st.counters.rx_gro_segments > st.counters.rx_gro_frames, `GRO merged segments on receive: ${JSON.stringify(st.counters)}`);
   const srv = topo.spawn(['ip', 'netns', 'exec', ns.c1, 'iperf3', '-s', '-1', '-B', '198.19.1.10']);
   await sleep(300);
   const r = sh(['ip', 'netns', 'exec', ns.c2, 'iperf3', '-c', '198.19.1.10', '-t', '2', '-J'], 30_000);

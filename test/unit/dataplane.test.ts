@@ -365,3 +365,67 @@ test('offloads: a TSO super-frame goes to a VTEP as UDP GSO sends of valid VXLAN
   assert.deepEqual([...fromWire.subarray(0, 10)], new Array(10).fill(0));
   assert.equal(fromWire.length, 10 + 98);
 });
+
+test('GRO: in-order segments of one flow become one GSO super-frame; gaps, other flows and bad checksums do not merge', () => {
+  const io = new FakeIo();
+  const fdb = new Fdb<Port>();
+  const udpFd = io.udp();
+  const dp = new Dataplane({ io, fdb, udpFd, txFds: [io.udp()], vxlanPort: 4789, batch: 64, offload: true, udpGro: true });
+  dp.addVni(VNI, true);
+  dp.start();
+  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_A, mtu: 1450, vnetHdr: true });
+  fdb.floodAdd(VNI, PEER, 4789, 'kv');
+  const MSS = 1398;
+  const seg = (seq: number, plen: number, opts: { flags?: number; sport?: number; badCsum?: boolean } = {}) => {
+    const payload = new Uint8Array(plen).map((_, i) => (seq + i) & 0xff);
+    const t = new Uint8Array(32 + plen);
+    const tsopt = new Uint8Array([1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 8]);
+    tcp.encode({ sport: opts.sport ?? 5201, dport: 40000, seq, ack: 5, flags: opts.flags ?? 0x10, window: 300, checksum: 0, urgent: 0, options: tsopt, payload }, t, 0);
+    const c = finish(sum16(t, 0, t.length, pseudoSumV4(0xc6130114, IP_A, 6, t.length)));
+    t[16] = c >> 8;
+    t[17] = (c & 0xff) ^ (opts.badCsum ? 1 : 0);
+    const ip = new Uint8Array(20 + t.length);
+    ipv4.encode({ tos: 0, id: seq & 0xffff, df: true, mf: false, fragOffset: 0, ttl: 64, proto: 6, checksum: 0, src: 0xc6130114, dst: IP_A, options: new Uint8Array(0), payload: t }, ip, 0);
+    const f = new Uint8Array(14 + ip.length);
+    f.set(macBytes(MAC_A), 0);
+    f.set(macBytes(MAC_R), 6);
+    f[12] = 0x08;
+    f.set(ip, 14);
+    return vxlanDatagram(VNI, f);
+  };
+  // 10 full segments in one UDP-GRO buffer + a short last one with PSH, then unrelated traffic
+  const full = Array.from({ length: 10 }, (_, k) => seg(1000 + k * MSS, MSS));
+  const coalesced = Buffer.concat(full);
+  const input = [
+    { data: new Uint8Array(coalesced), addr: PEER, port: 50000, gso: full[0].length },
+    { data: seg(1000 + 10 * MSS, 500, { flags: 0x18 }), addr: PEER, port: 50000 },
+    { data: seg(900000, MSS), addr: PEER, port: 50000 }, // a gap: starts a new run
+    { data: seg(900000 + MSS, MSS, { sport: 1 }), addr: PEER, port: 50000 }, // another flow
+    { data: seg(900000 + MSS, MSS, { badCsum: true }), addr: PEER, port: 50000 }, // bad checksum: never merged
+  ];
+  io.udpIn.get(udpFd)!.push(...input);
+  io.ready(udpFd);
+  const c = dp.counters;
+  assert.equal(c.rx_gro_buffers, 1, 'the coalesced buffer was split');
+  assert.equal(c.rx_datagrams, 14);
+  assert.equal(c.rx_gro_frames, 1);
+  assert.equal(c.rx_gro_segments, 11);
+  assert.equal(c.rx_gro_bad_csum, 1);
+  const out = io.tapOut.get(a.fd)!;
+  assert.equal(out.length, 4, 'one super-frame, then the gap, the other flow and the bad one, in order');
+  const sf = out[0];
+  assert.deepEqual([sf[0], sf[1]], [1, 1], 'NEEDS_CSUM, GSO TCPV4');
+  assert.equal(sf[4] | (sf[5] << 8), MSS, 'gso_size = MSS');
+  assert.equal(sf[6] | (sf[7] << 8), 34, 'csum_start = TCP header');
+  assert.equal(sf[8] | (sf[9] << 8), 16, 'csum_offset');
+  const e = ethernet.decode(sf, 10);
+  const ip = ipv4.decode(e.payload, 0);
+  assert.equal(internetChecksum(e.payload, 0, 20), 0, 'IPv4 header checksum');
+  const t = tcp.decode(ip.payload, 0);
+  assert.equal(t.seq, 1000);
+  assert.equal(t.payload.length, 10 * MSS + 500);
+  assert.ok(t.flags & 0x08, 'PSH of the last segment kept');
+  assert.deepEqual([...t.payload], Array.from({ length: 10 * MSS + 500 }, (_, i) => (1000 + i) & 0xff), 'payload in order');
+  assert.equal(t.checksum, pseudoSumV4(0xc6130114, IP_A, 6, ip.payload.length), 'checksum field = pseudo-header sum (partial)');
+  for (const f of out.slice(1)) assert.deepEqual([...f.subarray(0, 10)], new Array(10).fill(0), 'single segments go as they came');
+});
