@@ -259,3 +259,16 @@ test('MAC and IPv4 helpers', () => {
   assert.equal(formatIpv4(parseIpv4('198.19.255.1')), '198.19.255.1');
   for (const bad of ['198.19.1', '198.19.1.256', '01.2.3.4', '1.2.3.4.5', 'a.b.c.d']) assert.throws(() => parseIpv4(bad), TypeError);
 });
+
+test('sum16 (unrolled) equals a plain word-by-word reference on random data, every length and alignment', () => {
+  const ref = (b: Uint8Array, s0: number, e: number, init: number) => {
+    let s = init;
+    for (let i = s0; i < e; i += 2) s += (b[i] << 8) | (i + 1 < e ? b[i + 1] : 0);
+    while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 0x10000);
+    return s;
+  };
+  const b = randomBytes(70000);
+  b.fill(0xff, 0, 66000); // worst case for carries
+  for (let len = 0; len < 40; len++) for (let st = 0; st < 3; st++) assert.equal(sum16(b, st, st + len, 7), ref(b, st, st + len, 7));
+  for (const [st, len] of [[0, 65535], [1, 65535], [3, 1448], [5, 69990]]) assert.equal(sum16(b, st, st + len, 0x1234), ref(b, st, st + len, 0x1234));
+});
