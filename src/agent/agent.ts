@@ -582,24 +582,31 @@ export class Agent {
       const code = (e as { code?: string }).code;
       throw new AgentError(code === 'EEXIST' ? 'ERR_EXISTS' : 'ERR_SETUP', (e as Error).message);
     }
-    let port: Port | undefined;
+    let ep: Endpoint;
     try {
       await ip(['addr', 'add', `${rec.ip}/${net.subnet.prefix}`, 'dev', ifname], spec.netns);
       if (net.gateway && spec.defaultRoute !== false) {
         await ip(['route', 'replace', 'default', 'via', formatIpv4(net.gateway), 'dev', ifname], spec.netns);
       }
-      port = this.dp.addPort({ id: name, mac, vni: net.vni, fd: tap.fd, ifname, ip: parseIpv4(rec.ip), mtu: net.mtu, vnetHdr: this.offload });
+      ep = this.adopt(rec, tap); // last step: if it throws, nothing of it is left to undo
     } catch (e) {
-      if (port) this.dp.removePort(name);
       await closeTap(tap, { persist: true });
       await this.unclaim(rec);
       throw new AgentError('ERR_SETUP', `cannot set up ${ifname} in ${spec.netns}: ${(e as Error).message}`);
     }
-    const ep: Endpoint = { id: name, name, network: net.name, netns: spec.netns, ip: parseIpv4(rec.ip), mac, tap, port, rec };
-    this.endpoints.set(name, ep);
     this.saveState();
     this.syncTables(net);
     this.log.info('endpoint attached', { endpoint: name, network: net.name, netns: spec.netns, ip: rec.ip, mac: rec.mac });
+    return ep;
+  }
+
+  /** Puts an endpoint whose TAP is open into the data plane and the endpoint table: for attach and recovery. */
+  private adopt(r: LocalRecord, tap: Tap): Endpoint {
+    const mac = parseMac(r.mac);
+    const ip = parseIpv4(r.ip);
+    const port = this.dp.addPort({ id: r.name, mac, vni: r.vni, fd: tap.fd, ifname: r.ifname, ip, mtu: r.mtu, vnetHdr: !!r.vnetHdr });
+    const ep: Endpoint = { id: r.name, name: r.name, network: r.network, netns: r.netns, ip, mac, tap, port, rec: r };
+    this.endpoints.set(r.name, ep);
     return ep;
   }
 
@@ -718,10 +725,7 @@ export class Agent {
           this.networks.set(r.network, net);
           this.dp.addVni(r.vni, true);
         }
-        const mac = parseMac(r.mac);
-        const port = this.dp.addPort({ id: r.name, mac, vni: r.vni, fd, ifname: r.ifname, ip: parseIpv4(r.ip), mtu: r.mtu, vnetHdr: !!r.vnetHdr });
-        const tap: Tap = { fd, ifname: r.ifname, netns: r.netns, mac, mtu: r.mtu };
-        this.endpoints.set(r.name, { id: r.name, name: r.name, network: r.network, netns: r.netns, ip: parseIpv4(r.ip), mac, tap, port, rec: r });
+        this.adopt(r, { fd, ifname: r.ifname, netns: r.netns, mac: parseMac(r.mac), mtu: r.mtu });
         this.log.info('endpoint recovered', { endpoint: r.name, netns: r.netns, ip: r.ip });
       } catch (e) {
         if (fd >= 0) safe(() => n.closeFd(fd));

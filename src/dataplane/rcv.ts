@@ -41,6 +41,9 @@ export function rcv(dp: Dataplane): number {
       c.rx_truncated++;
       continue;
     }
+    // the outer source is one per buffer (a UDP GRO buffer is one sender's): look its VTEP up once
+    const src = addrs[2 * i];
+    const peer = fdb.peer(src);
     const step = gsoSizes !== null && gsoSizes[i] > 0 ? gsoSizes[i] : blen;
     if (step < blen) c.rx_gro_buffers++;
     // at least once: an empty datagram is still a datagram (rx_short), never silently skipped
@@ -53,8 +56,6 @@ export function rcv(dp: Dataplane): number {
         continue;
       }
       // 3. vtep
-      const src = addrs[2 * i];
-      const peer = fdb.peer(src);
       if (peer === undefined) {
         c.rx_unknown_vtep++;
         continue;

@@ -160,7 +160,7 @@ export function xmit(dp: Dataplane, port: Port): number {
     vs.tx_packets++;
     vs.tx_bytes += len;
     // 4. arp
-    if (mss === 0 && v.arp.size !== 0 && len >= ETH_HLEN + ARP_HLEN && readU16(arena, off + ETH_OFF_TYPE) === ETH_P_ARP && arpReply(arena, off, port)) {
+    if (mss === 0 && v.arp.size !== 0 && len >= ETH_HLEN + ARP_HLEN && etype === ETH_P_ARP && arpReply(arena, off, port)) {
       out.tap(port, off, len);
       c.arp_suppressed++;
       continue;
