@@ -17,6 +17,7 @@
  * - Every client-facing method validates its input and fails with an AgentError that says what to fix, leaving
  *   nothing half-done (each step is undone on failure).
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -95,6 +96,11 @@ export interface AttachSpec {
   ifname?: string;
   defaultRoute?: boolean;
   aliases?: string[];
+  /** Leave the TAP in the agent's namespace under a temporary name, unconfigured, for the caller to move into
+   * `netns` (Docker does this with the name Join returns). `netns` is still where it will live: it is watched. */
+  handoff?: boolean;
+  /** `ip` was reserved with reserveAddress(): the claim turns the reservation into the endpoint's address. */
+  reserved?: boolean;
 }
 
 /** What the state file keeps per local endpoint: enough to re-adopt it after a restart without the KV store. */
@@ -148,6 +154,15 @@ export class Agent {
   /** Networks as the cluster knows them (plus any a local endpoint still needs during a KV outage). */
   readonly networks = new Map<string, Network>();
   readonly endpoints = new Map<string, Endpoint>();
+  /** Addresses this host holds without an endpoint yet (Docker's IPAM asks for them before CreateEndpoint),
+   * keyed "<network>/<ip>"; kept in the store under the host lease like endpoints. */
+  readonly reservations = new Map<string, { network: string; ip: string }>();
+  /** Called after the cluster's networks changed (names, or '*' for a full resync). */
+  onNetworksChanged: ((changed: Set<string>) => void) | null = null;
+  /** Called after a local endpoint was detached, by request or because its namespace or TAP went away. */
+  onEndpointRemoved: ((ep: Endpoint) => void) | null = null;
+  /** The DNS server's counters when one runs (for `vxtap stats`). */
+  dnsStats: Record<string, number> | null = null;
   private readonly log: Logger;
   private readonly fds: number[];
   private readonly leaseTtl: number;
@@ -305,6 +320,7 @@ export class Agent {
     const lease = this.lease.id;
     const ops: Op[] = [{ type: 'put', key: keys.host(this.host), value: JSON.stringify({ vtep: formatIpv4(this.vtep), port: this.port }), lease }];
     for (const ep of this.endpoints.values()) ops.push(...this.endpointOps(ep.rec, lease));
+    for (const r of this.reservations.values()) ops.push({ type: 'put', key: keys.ipam(r.network, r.ip), value: `${this.host}/reserved`, lease });
     await this.kv.txn([], ops);
     const pending = this.pendingDeletes;
     this.pendingDeletes = [];
@@ -365,6 +381,11 @@ export class Agent {
       } catch (e) {
         this.log.error('cannot apply network state', { network: name, err: e });
       }
+    }
+    try {
+      this.onNetworksChanged?.(changed);
+    } catch (e) {
+      this.log.error('network change hook failed', { err: e });
     }
   }
 
@@ -532,9 +553,10 @@ export class Agent {
   async attach(spec: AttachSpec): Promise<Endpoint> {
     const net = this.network(spec?.network);
     if (typeof spec.netns !== 'string') throw invalid('netns is required: the name (ip netns list) or path of the container namespace');
-    let nsIno: number;
+    let nsIno = 0;
     try {
-      nsIno = statSync(netnsPath(spec.netns)).ino;
+      // Docker names the namespace at Join but creates it later (runc's prestart hook): watched once it exists
+      if (!(spec.handoff && spec.netns.startsWith('/') && !existsSync(spec.netns))) nsIno = statSync(netnsPath(spec.netns)).ino;
     } catch (e) {
       throw invalid((e as Error).message);
     }
@@ -550,7 +572,7 @@ export class Agent {
     if (!Array.isArray(aliases) || aliases.some((a) => typeof a !== 'string' || !NAME.test(a))) throw invalid('aliases must be names (letters, digits, _ . -)');
     for (const e of this.endpoints.values()) {
       if (e.name === name) throw new AgentError('ERR_EXISTS', `endpoint ${name} already exists (network ${e.network})`);
-      if (e.netns === spec.netns && e.tap.ifname === ifname) throw new AgentError('ERR_EXISTS', `${spec.netns} already has ${ifname} from endpoint ${e.name}; pick --ifname`);
+      if (!spec.handoff && e.netns === spec.netns && e.rec.ifname === ifname) throw new AgentError('ERR_EXISTS', `${spec.netns} already has ${ifname} from endpoint ${e.name}; pick --ifname`);
     }
     // Default MAC: derived from the address (02:76 + the IPv4 bytes), as Docker's overlay does, so an address
     // reused by a new endpoint keeps its MAC and stale ARP caches elsewhere stay right.
@@ -571,12 +593,18 @@ export class Agent {
       name, network: net.name, vni: net.vni, netns: spec.netns, ifname, ip: '', mac: fixedMac === null ? '' : formatMac(fixedMac), mtu: net.mtu,
       subnet: net.subnet.cidr, gateway: net.gateway ? formatIpv4(net.gateway) : null, aliases, nsIno, vnetHdr: this.offload,
     };
-    await this.claimAddress(net, spec.ip, rec, fixedMac === null);
+    const reservation = spec.reserved && spec.ip !== undefined ? `${net.name}/${spec.ip}` : null;
+    if (reservation !== null && !this.reservations.has(reservation)) throw notFound(`address ${spec.ip} is not reserved on ${net.name} by this host`);
+    await this.claimAddress(net, spec.ip, rec, fixedMac === null, reservation !== null);
+    if (reservation !== null) this.reservations.delete(reservation);
     const mac = parseMac(rec.mac);
     // 2. the TAP, its addresses and routes
     let tap: Tap;
     try {
-      tap = await createTap({ ifname, netns: spec.netns, mac, mtu: net.mtu, persist: true, vnetHdr: this.offload });
+      if (spec.handoff) {
+        tap = await createTap({ ifname: `vx${randomBytes(4).toString('hex')}`, mac, mtu: net.mtu, persist: true, vnetHdr: this.offload });
+        rec.ifname = tap.ifname;
+      } else tap = await createTap({ ifname, netns: spec.netns, mac, mtu: net.mtu, persist: true, vnetHdr: this.offload });
     } catch (e) {
       await this.unclaim(rec);
       const code = (e as { code?: string }).code;
@@ -584,8 +612,8 @@ export class Agent {
     }
     let ep: Endpoint;
     try {
-      await ip(['addr', 'add', `${rec.ip}/${net.subnet.prefix}`, 'dev', ifname], spec.netns);
-      if (net.gateway && spec.defaultRoute !== false) {
+      if (!spec.handoff) await ip(['addr', 'add', `${rec.ip}/${net.subnet.prefix}`, 'dev', ifname], spec.netns);
+      if (!spec.handoff && net.gateway && spec.defaultRoute !== false) {
         await ip(['route', 'replace', 'default', 'via', formatIpv4(net.gateway), 'dev', ifname], spec.netns);
       }
       ep = this.adopt(rec, tap); // last step: if it throws, nothing of it is left to undo
@@ -611,7 +639,7 @@ export class Agent {
   }
 
   /** Claims `want` (or the first free address), and the MAC, with a transaction; fills rec.ip (and rec.mac). */
-  private async claimAddress(net: Network, want: string | undefined, rec: LocalRecord, macFromIp: boolean): Promise<string> {
+  private async claimAddress(net: Network, want: string | undefined, rec: LocalRecord, macFromIp: boolean, reserved = false): Promise<string> {
     const tried = new Set<number>();
     if (net.gateway) tried.add(net.gateway);
     let fixed: number | undefined;
@@ -630,10 +658,14 @@ export class Agent {
       const lease = this.lease?.id;
       if (!lease) throw new AgentError('ERR_KV_UNAVAILABLE', `not registered with the KV store at ${this.kv.where}`);
       const r = await this.kvCall('allocate an address', () =>
-        this.kv.txn([{ key: keys.ipam(net.name, rec.ip), modRevision: 0 }, { key: keys.endpoint(net.name, rec.mac), modRevision: 0 }], this.endpointOps(rec, lease)),
+        this.kv.txn(
+          [...(reserved ? [] : [{ key: keys.ipam(net.name, rec.ip), modRevision: 0 }]), { key: keys.endpoint(net.name, rec.mac), modRevision: 0 }],
+          this.endpointOps(rec, lease),
+        ),
       );
       if (r.succeeded) return rec.ip;
       if (fixed !== undefined) {
+        if (reserved) throw new AgentError('ERR_IN_USE', `MAC ${rec.mac} is already in use on ${net.name}`);
         const owner = await this.kv.get(keys.ipam(net.name, rec.ip)).catch(() => null);
         throw new AgentError('ERR_IN_USE', `address ${rec.ip} is already in use on ${net.name}${owner ? ` (by ${owner.value})` : ''}`);
       }
@@ -651,6 +683,72 @@ export class Agent {
     }
   }
 
+  /**
+   * Claims an address on a network for this host without an endpoint yet (for Docker's IPAM, which allocates
+   * before it creates the endpoint): `ip`, or the first free one. Held under the host lease until attach() with
+   * `reserved` turns it into an endpoint's address, or releaseAddress() frees it.
+   */
+  async reserveAddress(network: string, want?: string): Promise<string> {
+    const net = this.network(network);
+    if (!this.lease || !this.registered) throw new AgentError('ERR_KV_UNAVAILABLE', `not registered with the KV store at ${this.kv.where}; try again when it is back`);
+    const tried = new Set<number>();
+    if (net.gateway) tried.add(net.gateway);
+    let fixed: number | undefined;
+    if (want !== undefined) {
+      fixed = parseAddress(want, 'address');
+      if (!inSubnet(fixed, net.subnet)) throw invalid(`address ${want} is not a host address of ${net.name} (${net.subnet.cidr})`);
+      if (fixed === net.gateway) throw new AgentError('ERR_IN_USE', `address ${want} is the gateway of ${net.name}`);
+    }
+    for (let attempt = 0; attempt < 64; attempt++) {
+      const used = new Set(tried);
+      for (const e of this.reconciler.state.endpointsOf(net.name)) used.add(parseIpv4(e.ip));
+      for (const r of this.reservations.values()) if (r.network === net.name) used.add(parseIpv4(r.ip));
+      const cand = fixed ?? firstFree(net.subnet, used);
+      if (cand < 0) throw new AgentError('ERR_NO_ADDRESS', `no free address left in ${net.name} (${net.subnet.cidr})`);
+      const addr = formatIpv4(cand);
+      const lease = this.lease?.id;
+      if (!lease) throw new AgentError('ERR_KV_UNAVAILABLE', `not registered with the KV store at ${this.kv.where}`);
+      const r = await this.kvCall('reserve an address', () =>
+        this.kv.txn([{ key: keys.ipam(net.name, addr), modRevision: 0 }], [{ type: 'put', key: keys.ipam(net.name, addr), value: `${this.host}/reserved`, lease }]),
+      );
+      if (r.succeeded) {
+        this.reservations.set(`${net.name}/${addr}`, { network: net.name, ip: addr });
+        this.saveState();
+        return addr;
+      }
+      if (fixed !== undefined) {
+        const owner = await this.kv.get(keys.ipam(net.name, addr)).catch(() => null);
+        throw new AgentError('ERR_IN_USE', `address ${addr} is already in use on ${net.name}${owner ? ` (by ${owner.value})` : ''}`);
+      }
+      tried.add(cand);
+    }
+    throw new AgentError('ERR_NO_ADDRESS', `could not reserve an address in ${net.name}: too many concurrent claims; try again`);
+  }
+
+  /** Frees a reservation (idempotent: an address that is not reserved here is left alone). */
+  async releaseAddress(network: string, addr: string): Promise<void> {
+    const k = `${network}/${addr}`;
+    if (!this.reservations.delete(k)) return;
+    this.saveState();
+    try {
+      await this.kv.delete(keys.ipam(network, addr));
+    } catch {
+      this.pendingDeletes.push(keys.ipam(network, addr));
+    }
+  }
+
+  /** Replaces an endpoint's DNS aliases (Docker tells the container name only after Join); re-publishes it. */
+  async setAliases(name: string, aliases: string[]): Promise<void> {
+    const ep = this.endpoints.get(name);
+    if (!ep) throw notFound(`endpoint ${JSON.stringify(name)} not found`);
+    const clean = [...new Set(aliases.map((a) => a.toLowerCase()).filter((a) => NAME.test(a)))].slice(0, 32);
+    if (clean.join() === ep.rec.aliases.join()) return;
+    ep.rec.aliases = clean;
+    this.saveState();
+    const lease = this.lease?.id;
+    if (lease) await this.kvCall('publish aliases', () => this.kv.txn([], this.endpointOps(ep.rec, lease)));
+  }
+
   async detach(name: string): Promise<void> {
     const ep = this.endpoints.get(name);
     if (!ep) throw notFound(`endpoint ${JSON.stringify(name)} not found; \`vxtap endpoint ls\` lists them`);
@@ -662,6 +760,11 @@ export class Agent {
     const net = this.networks.get(ep.network);
     if (net) this.applyNetwork(net.name, this.reconciler.state.networks.get(net.name));
     this.log.info('endpoint detached', { endpoint: name, network: ep.network });
+    try {
+      this.onEndpointRemoved?.(ep);
+    } catch (e) {
+      this.log.error('endpoint removal hook failed', { err: e });
+    }
   }
 
   private portFailed(p: Port, err: Error): void {
@@ -679,6 +782,14 @@ export class Agent {
       } catch {
         /* gone */
       }
+      if (ep.rec.nsIno === 0) {
+        // a handed-off TAP whose namespace did not exist yet at attach: start watching it when it appears
+        if (ino > 0) {
+          ep.rec.nsIno = ino;
+          this.saveState();
+        }
+        continue;
+      }
       if (ino !== ep.rec.nsIno && this.endpoints.get(ep.name) === ep) {
         this.log.warn('endpoint namespace is gone; detaching', { endpoint: ep.name, netns: ep.netns });
         await this.detach(ep.name).catch((e) => this.log.error('detach failed', { endpoint: ep.name, err: e }));
@@ -689,7 +800,7 @@ export class Agent {
   // ---- local state (restart recovery)
 
   private saveState(): void {
-    const data = JSON.stringify({ version: 1, host: this.host, endpoints: [...this.endpoints.values()].map((e) => e.rec) }, null, 1);
+    const data = JSON.stringify({ version: 1, host: this.host, endpoints: [...this.endpoints.values()].map((e) => e.rec), reservations: [...this.reservations.values()] }, null, 1);
     mkdirSync(dirname(this.statePath), { recursive: true, mode: 0o700 });
     const tmp = `${this.statePath}.tmp`;
     writeFileSync(tmp, data, { mode: 0o600 });
@@ -701,8 +812,10 @@ export class Agent {
     if (!existsSync(this.statePath)) return;
     let recs: LocalRecord[];
     try {
-      recs = (JSON.parse(readFileSync(this.statePath, 'utf8')) as { endpoints: LocalRecord[] }).endpoints;
+      const st = JSON.parse(readFileSync(this.statePath, 'utf8')) as { endpoints: LocalRecord[]; reservations?: { network: string; ip: string }[] };
+      recs = st.endpoints;
       if (!Array.isArray(recs)) throw new Error('no endpoints array');
+      for (const r of st.reservations ?? []) if (typeof r?.network === 'string' && typeof r.ip === 'string') this.reservations.set(`${r.network}/${r.ip}`, { network: r.network, ip: r.ip });
     } catch (e) {
       this.log.error('state file unreadable; starting without local endpoints', { path: this.statePath, err: e });
       return;
@@ -715,6 +828,10 @@ export class Agent {
         const path = netnsPath(r.netns);
         if (statSync(path).ino !== r.nsIno) throw new Error('namespace was replaced');
         if (!!r.vnetHdr !== this.offload) throw new Error(`it was attached with offloads ${r.vnetHdr ? 'on' : 'off'}; restart the agent the same way, or detach it`);
+        // Docker renames the TAP it was handed (vxNNNNNNNN -> ethN): find it by its MAC
+        const links = await ipJson<{ ifname: string; address: string }[]>(['link', 'show'], r.netns);
+        const found = links.find((l) => l.address === r.mac);
+        if (found) r.ifname = found.ifname;
         [fd] = n.tapOpen(r.ifname, k.IFF_TAP | k.IFF_NO_PI | (r.vnetHdr ? k.IFF_VNET_HDR : 0), path);
         if (r.vnetHdr) setOffloads(fd);
         const link = (await ipJson<{ address: string }[]>(['link', 'show', 'dev', r.ifname], r.netns))[0];
@@ -834,6 +951,8 @@ export class Agent {
       fdb: this.fdb.size(),
       peers: this.fdb.peers().map((p) => ({ vtep: formatIpv4(p.vtep), tx_packets: p.tx_packets, tx_bytes: p.tx_bytes, rx_packets: p.rx_packets, rx_bytes: p.rx_bytes })),
       endpoints: [...this.endpoints.values()].map((e) => this.describeEndpoint(e)),
+      reservations: [...this.reservations.keys()],
+      ...(this.dnsStats ? { dns: { ...this.dnsStats } } : {}),
     };
   }
 

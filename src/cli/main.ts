@@ -4,7 +4,10 @@
  * agent over its control socket (--socket, or $VXTAP_SOCKET, default /run/vxtap/vxtap.sock).
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { Agent } from '../agent/agent.js';
+import { Agent, DEFAULT_STATE_DIR } from '../agent/agent.js';
+import { DnsServer } from '../agent/dns.js';
+import { DockerPlugin } from '../plugin/plugin.js';
+import { DEFAULT_PLUGIN_SOCKET, servePlugin } from '../plugin/server.js';
 import { call, DEFAULT_SOCKET } from '../agent/client.js';
 import { serveControl } from '../agent/control.js';
 import { serveMetrics } from '../agent/metrics.js';
@@ -18,7 +21,8 @@ const USAGE = `vxtap: userspace VXLAN overlay agent
 Usage:
   vxtap agent --vtep IP [--kv etcd://H:P[,H:P]|FILE] [--host NAME] [--port 4789] [--lease-ttl 10]
               [--state-dir /var/lib/vxtap] [--metrics [HOST]:PORT] [--no-offload] [--tx-sockets 4] [--batch 64]
-              [--log-level info]
+              [--log-level info] [--docker unix:///var/run/docker.sock [--plugin-socket PATH]]
+              [--dns IP[:53] [--dns-upstream IP[:PORT],...]]
   vxtap network create NAME --subnet CIDR [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning]
   vxtap network ls [-o json]
   vxtap network inspect NAME
@@ -96,6 +100,10 @@ async function agentCmd(argv: string[]): Promise<void> {
     metrics: { type: 'string' },
     'no-offload': { type: 'boolean' },
     'log-level': { type: 'string' },
+    docker: { type: 'string' },
+    'plugin-socket': { type: 'string' },
+    dns: { type: 'string' },
+    'dns-upstream': { type: 'string' },
   });
   if (!opts.vtep) throw new UsageError('agent needs --vtep IP: the underlay address of this host that peers send VXLAN to');
   const level = (opts['log-level'] as Level | undefined) ?? 'info';
@@ -114,33 +122,58 @@ async function agentCmd(argv: string[]): Promise<void> {
     log,
   });
   const path = socketOf(opts);
-  let server;
-  try {
-    server = await serveControl(agent, path, log);
-  } catch (e) {
+  const closers: (() => void)[] = [];
+  const closeAll = async (): Promise<void> => {
+    for (const c of closers.reverse()) c();
     await agent.close();
-    throw e;
-  }
-  log.info('control socket ready', { socket: path });
-  let metrics: import('node:http').Server | undefined;
-  if (opts.metrics) {
-    try {
-      metrics = await serveMetrics(agent, opts.metrics as string);
-    } catch (e) {
-      server.close();
-      await agent.close();
-      throw e;
+  };
+  try {
+    const server = await serveControl(agent, path, log);
+    closers.push(() => server.close());
+    log.info('control socket ready', { socket: path });
+    if (opts.metrics) {
+      const metrics = await serveMetrics(agent, opts.metrics as string);
+      closers.push(() => metrics.close());
+      log.info('metrics ready', { listen: opts.metrics, path: '/metrics' });
     }
-    log.info('metrics ready', { listen: opts.metrics, path: '/metrics' });
+    let plugin: DockerPlugin | undefined;
+    if (opts.docker) {
+      plugin = new DockerPlugin(agent, opts.docker as string, (opts['state-dir'] as string | undefined) ?? DEFAULT_STATE_DIR, log);
+      const sock = (opts['plugin-socket'] as string | undefined) ?? DEFAULT_PLUGIN_SOCKET;
+      const srv = await servePlugin(plugin, sock, log);
+      closers.push(() => srv.close());
+      closers.push(() => plugin?.close());
+      plugin.start();
+      log.info('docker plugin ready', { socket: sock, docker: opts.docker });
+    } else if (opts['plugin-socket']) throw new UsageError('--plugin-socket needs --docker (the local dockerd API address)');
+    if (opts.dns) {
+      const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d+))?$/.exec(opts.dns as string);
+      if (!m) throw new UsageError(`--dns ${opts.dns}: give IPv4[:port], e.g. the VTEP address: --dns ${opts.vtep}`);
+      const p = plugin;
+      const dns = new DnsServer({
+        address: m[1],
+        port: m[2] ? Number(m[2]) : 53,
+        upstream: opts['dns-upstream'] ? (opts['dns-upstream'] as string).split(',') : undefined,
+        endpointsOf: (n) => agent.reconciler.state.endpointsOf(n),
+        networks: () => agent.reconciler.state.networks.keys(),
+        scope: p ? (ip) => p.networksOf(ip) : undefined,
+        log,
+      });
+      await dns.start();
+      closers.push(() => dns.close());
+      agent.dnsStats = dns.stats;
+      log.info('DNS ready', { listen: opts.dns });
+    } else if (opts['dns-upstream']) throw new UsageError('--dns-upstream needs --dns');
+  } catch (e) {
+    await closeAll();
+    throw e;
   }
   let stopping = false;
   const stop = async (sig: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
     log.info('stopping', { signal: sig });
-    server.close();
-    metrics?.close();
-    await agent.close();
+    await closeAll();
     process.exit(0);
   };
   process.on('SIGINT', () => void stop('SIGINT'));

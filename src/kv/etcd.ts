@@ -34,7 +34,12 @@ export class EtcdKv implements Kv {
     const hosts = o.endpoints.map((h) => (/^https?:\/\//.test(h) ? h : `http://${h}`));
     this.where = `etcd://${o.endpoints.join(',')}`;
     this.timeoutMs = o.timeoutMs ?? 3000;
-    this.client = new Etcd3({ hosts, dialTimeout: this.timeoutMs, defaultCallOptions: () => ({ deadline: new Date(Date.now() + this.timeoutMs) }) });
+    this.client = new Etcd3({
+      hosts,
+      dialTimeout: this.timeoutMs,
+      // unary calls only: a deadline on a stream (watch, lease keep-alive) would end it every timeoutMs
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: new Date(Date.now() + this.timeoutMs) }),
+    });
   }
 
   async get(key: string): Promise<KvEntry | null> {

@@ -69,6 +69,8 @@ export class Topo {
   private hosts = 0;
   private underlay: string;
   private serviceUp = false;
+  private readonly hooks: (() => Promise<void>)[] = [];
+  private readonly syncHooks: (() => void)[] = [];
 
   constructor() {
     this.tag = `vxt${process.pid % 100000}${counter++}`;
@@ -161,12 +163,34 @@ export class Topo {
     return p;
   }
 
+  /** Tracks a process started elsewhere (killed at cleanup like our own). */
+  own(p: ChildProcess): void {
+    this.procs.push(p);
+  }
+
+  /** Runs `fn` at cleanup, before processes are stopped and namespaces deleted (latest first); `sync` on exit. */
+  onCleanup(fn: () => Promise<void>, sync?: () => void): void {
+    this.hooks.push(fn);
+    if (sync) this.syncHooks.push(sync);
+  }
+
   async cleanup(): Promise<void> {
+    for (const h of this.hooks.reverse()) await h().catch((e) => console.error('cleanup hook failed:', e));
+    this.hooks.length = 0;
+    this.syncHooks.length = 0;
     await Promise.all(this.procs.map(stopProc));
     this.cleanupSync();
   }
 
   cleanupSync(): void {
+    for (const h of this.syncHooks.reverse()) {
+      try {
+        h();
+      } catch {
+        /* best effort on exit */
+      }
+    }
+    this.syncHooks.length = 0;
     for (const p of this.procs) if (p.exitCode === null && p.signalCode === null && p.pid) safeKill(p.pid, 'SIGKILL');
     for (const ns of this.netns.reverse()) sh(['ip', 'netns', 'del', ns]);
     this.netns.length = 0;

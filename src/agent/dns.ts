@@ -1,0 +1,166 @@
+/**
+ * The cluster's name service: a small DNS server that answers A queries for every endpoint in the store, by its
+ * name or alias (`web`) or qualified with its network (`web.appnet`), and forwards every other name upstream.
+ *
+ * Why it exists: Docker's embedded DNS (127.0.0.11) knows only the containers of its own dockerd, and forwards
+ * what it does not know to the container's external servers. Pointing dockerd at this server (`--dns <VTEP>` or
+ * "dns" in daemon.json) makes names of containers on other hosts resolve, with no per-container flags.
+ *
+ * Scope: a bare name is looked up only in the networks the asking container is on when `scope(sourceIp)` can
+ * tell (the Docker plugin maps the source address to a container); otherwise in every network. `name.network`
+ * is always answered. Answers carry a short TTL (5 s): endpoints come and go.
+ * Malformed queries are dropped and counted; unknown names get the upstream's answer, or SERVFAIL when no
+ * upstream is configured or it does not answer within 2 s (Docker then tries its next server).
+ */
+import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
+import { readFileSync } from 'node:fs';
+import dnsPacket from 'dns-packet';
+import type { EndpointRec } from '../kv/schema.js';
+import type { Logger } from './log.js';
+
+export interface DnsOptions {
+  address: string;
+  port: number;
+  /** Upstream servers "ip" or "ip:port"; default: the nameservers of /etc/resolv.conf (minus this server). */
+  upstream?: string[];
+  /** All endpoints of a network; the network names. */
+  endpointsOf: (network: string) => EndpointRec[];
+  networks: () => Iterable<string>;
+  /** The networks the asker may see, or null for all. */
+  scope?: (srcIp: string) => Promise<Set<string> | null> | Set<string> | null;
+  log: Logger;
+}
+
+const TTL = 5;
+const FORWARD_TIMEOUT_MS = 2000;
+const MAX_PENDING = 256;
+
+export class DnsServer {
+  readonly stats = { queries: 0, answered: 0, forwarded: 0, servfail: 0, malformed: 0 };
+  private sock: Socket | null = null;
+  private pending = 0;
+  private readonly upstream: { ip: string; port: number }[];
+
+  constructor(private readonly o: DnsOptions) {
+    this.upstream = (o.upstream ?? resolvConfServers()).map(parseHostPort).filter((u) => !(u.ip === o.address && u.port === o.port));
+  }
+
+  async start(): Promise<void> {
+    const s = createSocket('udp4');
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject);
+      s.bind(this.o.port, this.o.address, () => {
+        s.off('error', reject);
+        resolve();
+      });
+    });
+    s.on('error', (e) => this.o.log.warn('DNS socket error', { err: e }));
+    s.on('message', (msg, rinfo) => void this.onQuery(msg, rinfo).catch((e) => this.o.log.warn('DNS query failed', { err: e })));
+    this.sock = s;
+  }
+
+  close(): void {
+    this.sock?.close();
+    this.sock = null;
+  }
+
+  /** Answers a query from the store; null when the name is not one of ours. Exposed for tests. */
+  lookup(name: string, scope: Set<string> | null): string[] | null {
+    const q = name.toLowerCase().replace(/\.$/, '');
+    const found: string[] = [];
+    const nets = [...this.o.networks()];
+    const match = (net: string, label: string): void => {
+      for (const e of this.o.endpointsOf(net)) if (e.name.toLowerCase() === label || e.aliases.includes(label)) found.push(e.ip);
+    };
+    const dot = q.lastIndexOf('.');
+    if (dot > 0 && nets.includes(q.slice(dot + 1))) match(q.slice(dot + 1), q.slice(0, dot));
+    if (!found.length && !q.includes('.')) for (const n of nets) if (!scope || scope.has(n)) match(n, q);
+    if (!found.length && dot > 0) {
+      // network names may contain dots: try every split
+      for (const n of nets) if (q.endsWith(`.${n}`)) match(n, q.slice(0, q.length - n.length - 1));
+    }
+    return found.length ? [...new Set(found)] : null;
+  }
+
+  private async onQuery(msg: Buffer, rinfo: RemoteInfo): Promise<void> {
+    this.stats.queries++;
+    let query: dnsPacket.Packet;
+    try {
+      query = dnsPacket.decode(msg);
+    } catch {
+      this.stats.malformed++;
+      return;
+    }
+    const q = query.questions?.[0];
+    if (query.type !== 'query' || !q || typeof q.name !== 'string') {
+      this.stats.malformed++;
+      return;
+    }
+    let ips: string[] | null = null;
+    if (q.class === 'IN' || q.class === undefined) {
+      const scope = this.o.scope ? await this.o.scope(rinfo.address) : null;
+      ips = this.lookup(q.name, scope);
+    }
+    if (ips) {
+      this.stats.answered++;
+      const answers = q.type === 'A' || (q.type as string) === 'ANY' ? ips.map((ip) => ({ type: 'A' as const, name: q.name, ttl: TTL, class: 'IN' as const, data: ip })) : [];
+      this.reply(rinfo, { type: 'response', id: query.id, flags: dnsPacket.AUTHORITATIVE_ANSWER | (query.flags ?? 0) & dnsPacket.RECURSION_DESIRED, questions: [q], answers });
+      return;
+    }
+    await this.forward(msg, query, rinfo);
+  }
+
+  private async forward(msg: Buffer, query: dnsPacket.Packet, rinfo: RemoteInfo): Promise<void> {
+    const up = this.upstream[0];
+    if (!up || this.pending >= MAX_PENDING) {
+      this.servfail(query, rinfo);
+      return;
+    }
+    this.pending++;
+    const s = createSocket('udp4');
+    try {
+      const answer = await new Promise<Buffer | null>((resolve) => {
+        const t = setTimeout(() => resolve(null), FORWARD_TIMEOUT_MS);
+        s.on('error', () => resolve(null));
+        s.on('message', (m) => {
+          clearTimeout(t);
+          resolve(m);
+        });
+        s.send(msg, up.port, up.ip);
+      });
+      if (answer) {
+        this.stats.forwarded++;
+        this.sock?.send(answer, rinfo.port, rinfo.address);
+      } else this.servfail(query, rinfo);
+    } finally {
+      this.pending--;
+      s.close();
+    }
+  }
+
+  private servfail(query: dnsPacket.Packet, rinfo: RemoteInfo): void {
+    this.stats.servfail++;
+    this.reply(rinfo, { type: 'response', id: query.id, flags: 2 /* SERVFAIL rcode */, questions: query.questions ?? [], answers: [] });
+  }
+
+  private reply(rinfo: RemoteInfo, p: dnsPacket.Packet): void {
+    this.sock?.send(dnsPacket.encode(p), rinfo.port, rinfo.address);
+  }
+}
+
+function parseHostPort(s: string): { ip: string; port: number } {
+  const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d+))?$/.exec(s);
+  if (!m) throw new Error(`DNS upstream ${JSON.stringify(s)}: give IPv4[:port]`);
+  return { ip: m[1], port: m[2] ? Number(m[2]) : 53 };
+}
+
+function resolvConfServers(): string[] {
+  try {
+    return readFileSync('/etc/resolv.conf', 'utf8')
+      .split('\n')
+      .map((l) => /^\s*nameserver\s+(\d+\.\d+\.\d+\.\d+)\s*$/.exec(l)?.[1])
+      .filter((x): x is string => !!x);
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,648 @@
+/**
+ * The Docker remote network driver and IPAM driver ("vxtap"), on top of the agent.
+ *
+ * What dockerd sends and expects is in docs/docker.md (observed against dockerd 20.10). The mapping:
+ *   IPAM RequestPool        a pool = one subnet; bound to a vxtap network (by -o/--ipam-opt vxtap.network, or at
+ *                           CreateNetwork)
+ *   IPAM RequestAddress     reserves the address cluster-wide in the store (agent.reserveAddress), so addresses
+ *                           never collide across hosts; the gateway address is the network's, never reserved
+ *   CreateNetwork           binds the Docker network to a vxtap network: the one named by -o vxtap.network (created
+ *                           if absent), else one named like the Docker network. The driver is never told that
+ *                           name: the plugin asks the local dockerd once the network exists there, then creates
+ *                           the vxtap network in the store (other hosts' agents then create it in their dockerd)
+ *   CreateEndpoint          records the address and MAC (02:76 + IPv4, as the agent's own default)
+ *   Join                    creates the endpoint's TAP in the agent's namespace and hands its name to Docker, which
+ *                           moves it into the container; no Gateway, so Docker also attaches docker_gwbridge for
+ *                           outbound traffic and -p port publishing, as its own overlay driver does
+ *   DeleteEndpoint          removes the TAP, the endpoint and its address from the store
+ *   DeleteNetwork           removes the vxtap network cluster-wide when no endpoint uses it anywhere
+ *
+ * State (pools, networks, endpoints) persists in <stateDir>/<host>.docker.json: Docker never replays
+ * CreateNetwork after a plugin restart. A reconcile pass (start, every 5 s, on network changes) makes the local
+ * dockerd's vxtap networks equal to the store's, and removes endpoints and reservations dockerd no longer has
+ * (a dockerd killed and restarted drops its endpoints without calling the plugin).
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import type { Agent } from '../agent/agent.js';
+import { macForAddress } from '../agent/agent.js';
+import { inSubnet, parseAddress, parseSubnet } from '../agent/addr.js';
+import { AgentError, invalid, notFound } from '../agent/errors.js';
+import type { Logger } from '../agent/log.js';
+import { formatIpv4 } from '../vxlan/ipv4.js';
+import { formatMac, parseMac } from '../vxlan/mac.js';
+import { Engine, type EngineNetwork } from './engine.js';
+
+export const ADDRESS_SPACE = 'vxtap';
+export const OPT_NETWORK = 'vxtap.network';
+export const OPT_VNI = 'vxtap.vni';
+const OPT_MTU = 'com.docker.network.driver.mtu';
+const GATEWAY_TYPE = 'com.docker.network.gateway';
+const BIND_WAIT_MS = 30_000;
+const RECONCILE_MS = 5000;
+/** An endpoint or reservation dockerd does not show is removed after it was missing this long. */
+const STALE_MS = 10_000;
+
+interface PoolRec {
+  subnet: string;
+  gateway?: string;
+  /** The vxtap network, once known. */
+  network?: string;
+  networkId?: string;
+}
+
+interface NetRec {
+  /** The vxtap network; null until the Docker name is known. */
+  network: string | null;
+  subnet: string;
+  gateway: string | null;
+  vni?: number;
+  mtu?: number;
+  /** Why binding to a vxtap network failed (CreateEndpoint reports it). */
+  error?: string;
+}
+
+interface EpRec {
+  networkId: string;
+  network: string;
+  ip: string;
+  mac: string;
+  /** The agent's endpoint name, after Join. */
+  vxtap?: string;
+  container?: string;
+  created: number;
+}
+
+interface State {
+  version: 1;
+  pools: Record<string, PoolRec>;
+  networks: Record<string, NetRec>;
+  endpoints: Record<string, EpRec>;
+}
+
+type Body = Record<string, unknown>;
+
+export class PluginError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+export class DockerPlugin {
+  readonly engine: Engine;
+  private st: State = { version: 1, pools: {}, networks: {}, endpoints: {} };
+  private readonly path: string;
+  private readonly binders = new Map<string, Promise<string>>();
+  private readonly missingSince = new Map<string, number>();
+  private reconciling: Promise<void> | null = null;
+  private again = false;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+  /** docker_gwbridge address -> container id, for DNS scoping; refreshed at most once a second. */
+  private gwMap: { at: number; map: Map<string, string> } = { at: 0, map: new Map() };
+
+  constructor(readonly agent: Agent, dockerUrl: string, stateDir: string, private readonly log: Logger) {
+    this.engine = new Engine(dockerUrl);
+    this.path = join(stateDir, `${agent.host}.docker.json`);
+    this.load();
+    agent.onNetworksChanged = () => this.kick();
+    agent.onEndpointRemoved = (ep) => {
+      for (const [id, e] of Object.entries(this.st.endpoints)) if (e.vxtap === ep.name) delete this.st.endpoints[id];
+      this.save();
+    };
+  }
+
+  start(): void {
+    for (const [id, n] of Object.entries(this.st.networks)) if (n.network === null && !n.error) this.bind(id);
+    this.kick();
+    this.timer = setInterval(() => this.kick(), RECONCILE_MS);
+    this.timer.unref();
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  // ---- the remote API: one method per call; each validates its body and throws PluginError / AgentError
+
+  async handle(method: string, body: Body | null): Promise<unknown> {
+    const noBody = new Set(['Plugin.Activate', 'NetworkDriver.GetCapabilities', 'IpamDriver.GetCapabilities', 'IpamDriver.GetDefaultAddressSpaces']);
+    if (!noBody.has(method) && body === null) throw new PluginError(400, `${method}: empty request body (a retried request?); nothing was done`);
+    const b = body ?? {};
+    switch (method) {
+      case 'Plugin.Activate':
+        return { Implements: ['NetworkDriver', 'IpamDriver'] };
+      case 'NetworkDriver.GetCapabilities':
+        return { Scope: 'local', ConnectivityScope: 'global' };
+      case 'NetworkDriver.CreateNetwork':
+        return this.createNetwork(b);
+      case 'NetworkDriver.DeleteNetwork':
+        return this.deleteNetwork(b);
+      case 'NetworkDriver.CreateEndpoint':
+        return this.createEndpoint(b);
+      case 'NetworkDriver.EndpointOperInfo':
+        return this.operInfo(b);
+      case 'NetworkDriver.DeleteEndpoint':
+        return this.deleteEndpoint(b);
+      case 'NetworkDriver.Join':
+        return this.join(b);
+      case 'NetworkDriver.Leave':
+        id(b, 'NetworkID');
+        id(b, 'EndpointID');
+        return {};
+      case 'NetworkDriver.ProgramExternalConnectivity':
+      case 'NetworkDriver.RevokeExternalConnectivity':
+        id(b, 'NetworkID');
+        id(b, 'EndpointID');
+        return {}; // port publishing and outbound NAT: Docker's docker_gwbridge (Join returns no gateway)
+      case 'NetworkDriver.DiscoverNew':
+      case 'NetworkDriver.DiscoverDelete':
+        return {};
+      case 'IpamDriver.GetCapabilities':
+        return { RequiresMACAddress: false, RequiresRequestReplay: false };
+      case 'IpamDriver.GetDefaultAddressSpaces':
+        return { LocalDefaultAddressSpace: ADDRESS_SPACE, GlobalDefaultAddressSpace: ADDRESS_SPACE };
+      case 'IpamDriver.RequestPool':
+        return this.requestPool(b);
+      case 'IpamDriver.ReleasePool':
+        delete this.st.pools[str(b, 'PoolID')];
+        this.save();
+        return {};
+      case 'IpamDriver.RequestAddress':
+        return this.requestAddress(b);
+      case 'IpamDriver.ReleaseAddress':
+        return this.releaseAddress(b);
+      default:
+        throw new PluginError(404, `${method} is not implemented by vxtap`);
+    }
+  }
+
+  // ---- IPAM
+
+  private requestPool(b: Body): unknown {
+    const space = optStr(b, 'AddressSpace') ?? ADDRESS_SPACE;
+    if (space !== ADDRESS_SPACE) throw invalid(`address space ${JSON.stringify(space)} is not vxtap's; leave it out`);
+    if (b.V6 === true) throw invalid('vxtap has no IPv6 pools yet; create the network without --ipv6');
+    if (optStr(b, 'SubPool')) throw invalid('vxtap allocates from the whole subnet; --ip-range is not supported');
+    const opts = strMap(b, 'Options');
+    const network = opts[OPT_NETWORK];
+    let pool = optStr(b, 'Pool') ?? '';
+    if (network !== undefined) {
+      const n = this.agent.networks.get(network);
+      if (n && !pool) pool = n.subnet.cidr;
+      if (n && parseSubnet(pool).cidr !== n.subnet.cidr) throw invalid(`vxtap network ${network} has subnet ${n.subnet.cidr}, not ${pool}`);
+    }
+    if (!pool) throw invalid('vxtap IPAM needs the subnet: docker network create -d vxtap --ipam-driver vxtap --subnet 198.19.1.0/24 NAME');
+    const subnet = parseSubnet(pool);
+    for (const [pid, p] of Object.entries(this.st.pools)) {
+      // Docker asks once per network; an equal unbound pool is a leftover of a failed create: reuse it
+      if (p.subnet === subnet.cidr && !p.networkId && p.network === network) delete this.st.pools[pid];
+    }
+    const poolId = `vxtap-${subnet.cidr.replace('/', '-')}-${randomBytes(4).toString('hex')}`;
+    this.st.pools[poolId] = { subnet: subnet.cidr, ...(network ? { network } : {}) };
+    this.save();
+    return { PoolID: poolId, Pool: subnet.cidr, Data: {} };
+  }
+
+  private async requestAddress(b: Body): Promise<unknown> {
+    const poolId = str(b, 'PoolID');
+    const pool = this.st.pools[poolId];
+    if (!pool) throw notFound(`unknown pool ${poolId}: it was released, or the plugin's state was lost`);
+    const subnet = parseSubnet(pool.subnet);
+    const want = optStr(b, 'Address') || undefined;
+    const opts = strMap(b, 'Options');
+    if (opts.RequestAddressType === GATEWAY_TYPE) {
+      const net = pool.network ? this.agent.networks.get(pool.network) : undefined;
+      let gw = want ?? (net?.gateway ? formatIpv4(net.gateway) : formatIpv4((subnet.network + 1) >>> 0));
+      const g = parseAddress(gw, 'gateway');
+      if (!inSubnet(g, subnet)) throw invalid(`gateway ${gw} is not a host address of ${subnet.cidr}`);
+      gw = formatIpv4(g);
+      pool.gateway = gw;
+      this.save();
+      return { Address: `${gw}/${subnet.prefix}`, Data: {} };
+    }
+    const network = await this.poolNetwork(poolId, pool);
+    const ip = await this.agent.reserveAddress(network, want);
+    return { Address: `${ip}/${subnet.prefix}`, Data: {} };
+  }
+
+  private async releaseAddress(b: Body): Promise<unknown> {
+    const pool = this.st.pools[str(b, 'PoolID')];
+    const addr = str(b, 'Address');
+    if (!pool?.network || addr === pool.gateway) return {};
+    await this.agent.releaseAddress(pool.network, addr.replace(/\/\d+$/, ''));
+    return {};
+  }
+
+  /** The vxtap network a pool allocates in; waits for its network's name to be known. */
+  private async poolNetwork(poolId: string, pool: PoolRec): Promise<string> {
+    if (pool.network) return pool.network;
+    if (!pool.networkId) throw new AgentError('ERR_NOT_FOUND', `pool ${poolId} has no network yet: Docker asked for an address before CreateNetwork`);
+    return (pool.network = await this.bound(pool.networkId));
+  }
+
+  // ---- networks
+
+  private async createNetwork(b: Body): Promise<unknown> {
+    const networkId = id(b, 'NetworkID');
+    const opts = obj(b, 'Options');
+    const generic = strMap(opts, 'com.docker.network.generic');
+    if (opts['com.docker.network.enable_ipv6'] === true || (Array.isArray(b.IPv6Data) && b.IPv6Data.length)) {
+      throw invalid('vxtap networks are IPv4 only for now; create the network without --ipv6');
+    }
+    const v4 = b.IPv4Data;
+    if (!Array.isArray(v4) || v4.length !== 1 || typeof v4[0] !== 'object' || v4[0] === null) {
+      throw invalid('a vxtap network has exactly one IPv4 subnet: give one --subnet');
+    }
+    const d = v4[0] as Body;
+    if (optStr(d, 'AddressSpace') !== ADDRESS_SPACE) {
+      throw invalid('vxtap networks need vxtap IPAM so addresses are unique across hosts: add --ipam-driver vxtap');
+    }
+    const subnet = parseSubnet(str(d, 'Pool'));
+    const gwCidr = optStr(d, 'Gateway');
+    const gateway = gwCidr ? formatIpv4(parseAddress(gwCidr.replace(/\/\d+$/, ''), 'gateway')) : null;
+    const vni = generic[OPT_VNI] === undefined ? undefined : Number(generic[OPT_VNI]);
+    if (vni !== undefined && !Number.isInteger(vni)) throw invalid(`-o ${OPT_VNI}=${generic[OPT_VNI]}: give an integer VNI (1-16777215)`);
+    const mtu = generic[OPT_MTU] === undefined ? undefined : Number(generic[OPT_MTU]);
+    if (mtu !== undefined && !Number.isInteger(mtu)) throw invalid(`-o ${OPT_MTU}=${generic[OPT_MTU]}: give an integer MTU`);
+    const pool = Object.entries(this.st.pools).find(([, p]) => p.subnet === subnet.cidr && !p.networkId && (!generic[OPT_NETWORK] || !p.network || p.network === generic[OPT_NETWORK]));
+    let name = generic[OPT_NETWORK] ?? pool?.[1].network ?? null;
+    if (name !== null) {
+      // named: bind (or create) now, so a wrong name or subnet is this call's error
+      const have = this.agent.networks.get(name);
+      if (have && have.subnet.cidr !== subnet.cidr) throw new AgentError('ERR_EXISTS', `vxtap network ${name} exists with subnet ${have.subnet.cidr}, not ${subnet.cidr}`);
+      if (!have) name = (await this.agent.createNetwork({ name, subnet: subnet.cidr, gateway: gateway ?? undefined, vni, mtu })).name;
+    }
+    this.st.networks[networkId] = { network: name, subnet: subnet.cidr, gateway, ...(vni !== undefined ? { vni } : {}), ...(mtu !== undefined ? { mtu } : {}) };
+    if (pool) Object.assign(pool[1], { networkId, ...(name ? { network: name } : {}) });
+    this.save();
+    if (name === null) this.bind(networkId);
+    this.log.info('docker network created', { networkId: networkId.slice(0, 12), network: name ?? '(name pending)', subnet: subnet.cidr });
+    return {};
+  }
+
+  /** Learns the Docker network's name from dockerd (it shows the network once CreateNetwork returned), then binds
+   * it to the vxtap network of that name, creating it in the store. */
+  private bind(networkId: string): void {
+    if (this.binders.has(networkId)) return;
+    const p = (async () => {
+      const deadline = Date.now() + BIND_WAIT_MS;
+      let dn: EngineNetwork | null = null;
+      while (!this.closed && Date.now() < deadline) {
+        dn = await this.engine.network(networkId).catch(() => null);
+        if (dn) break;
+        await sleep(50);
+      }
+      const rec = this.st.networks[networkId];
+      if (!rec) throw notFound(`network ${networkId.slice(0, 12)} was deleted`);
+      if (!dn) throw new AgentError('ERR_SETUP', `dockerd at ${this.engine.url} did not show network ${networkId.slice(0, 12)} within ${BIND_WAIT_MS / 1000} s`);
+      const name = dn.Name;
+      rec.network = name; // before the store has it: the reconcile pass must see this Docker network as bound
+      const have = this.agent.networks.get(name);
+      try {
+        if (have && have.subnet.cidr !== rec.subnet) throw new AgentError('ERR_EXISTS', `a vxtap network ${name} already exists with subnet ${have.subnet.cidr}`);
+        if (!have) await this.agent.createNetwork({ name, subnet: rec.subnet, gateway: rec.gateway ?? undefined, vni: rec.vni, mtu: rec.mtu });
+      } catch (e) {
+        const again = this.agent.networks.get(name);
+        if (!(e instanceof AgentError && e.code === 'ERR_EXISTS' && again && again.subnet.cidr === rec.subnet)) {
+          rec.network = null;
+          throw e;
+        }
+      }
+      for (const pool of Object.values(this.st.pools)) if (pool.networkId === networkId) pool.network = name;
+      this.save();
+      this.log.info('docker network bound to vxtap network', { networkId: networkId.slice(0, 12), network: name });
+      this.kick();
+      return name;
+    })();
+    p.catch((e) => {
+      const rec = this.st.networks[networkId];
+      if (rec) rec.error = (e as Error).message;
+      this.save();
+      this.log.error('cannot register the docker network in the cluster', { networkId: networkId.slice(0, 12), err: e });
+    });
+    this.binders.set(networkId, p);
+  }
+
+  /** The vxtap network a Docker network is bound to (waiting for a pending bind). */
+  private async bound(networkId: string): Promise<string> {
+    const rec = this.st.networks[networkId];
+    if (!rec) throw notFound(`network ${networkId.slice(0, 12)} is not a vxtap network here (was the plugin's state lost? recreate the network)`);
+    if (rec.network && !this.binders.has(networkId)) return rec.network;
+    if (rec.error) throw new AgentError('ERR_SETUP', `the network could not be registered in the cluster: ${rec.error}; remove it and create it again`);
+    const p = this.binders.get(networkId);
+    if (!p) throw new AgentError('ERR_INTERNAL', `network ${networkId.slice(0, 12)} has no name and no bind in progress`);
+    try {
+      return await p;
+    } catch (e) {
+      throw new AgentError('ERR_SETUP', `the network could not be registered in the cluster: ${(e as Error).message}; remove it and create it again`);
+    }
+  }
+
+  private async deleteNetwork(b: Body): Promise<unknown> {
+    const networkId = id(b, 'NetworkID');
+    const rec = this.st.networks[networkId];
+    delete this.st.networks[networkId];
+    for (const [pid, p] of Object.entries(this.st.pools)) if (p.networkId === networkId) delete this.st.pools[pid];
+    this.binders.delete(networkId);
+    this.save();
+    const name = rec?.network;
+    if (!name) return {};
+    // Docker cannot refuse a delete: remove the network cluster-wide when nothing uses it anywhere, otherwise keep
+    // it (the reconcile pass creates the Docker side again, since the cluster still has it)
+    const users = this.agent.reconciler.state.endpointsOf(name);
+    if (!users.length && this.agent.reconciler.state.networks.has(name)) {
+      await this.agent.deleteNetwork(name).catch((e) => this.log.warn('cannot delete the vxtap network', { network: name, err: e }));
+    } else if (users.length) {
+      this.log.warn('docker network removed here, but the vxtap network is in use on other hosts: it is re-created here', { network: name, hosts: [...new Set(users.map((u) => u.host))] });
+    }
+    this.kick();
+    return {};
+  }
+
+  // ---- endpoints
+
+  private async createEndpoint(b: Body): Promise<unknown> {
+    const networkId = id(b, 'NetworkID');
+    const endpointId = id(b, 'EndpointID');
+    const iface = obj(b, 'Interface');
+    if (optStr(iface, 'AddressIPv6')) throw invalid('vxtap networks are IPv4 only for now');
+    const cidr = optStr(iface, 'Address');
+    if (!cidr) throw invalid('CreateEndpoint without an IPv4 address: the network needs --ipam-driver vxtap');
+    const network = await this.bound(networkId);
+    const net = this.agent.network(network);
+    const ip = parseAddress(cidr.replace(/\/\d+$/, ''), 'endpoint address');
+    if (!inSubnet(ip, net.subnet)) throw invalid(`address ${formatIpv4(ip)} is not in ${net.name} (${net.subnet.cidr})`);
+    const given = optStr(iface, 'MacAddress') ?? '';
+    const mac = given ? formatMac(parseMac(given)) : formatMac(macForAddress(ip));
+    const addr = formatIpv4(ip);
+    if (!this.agent.reservations.has(`${network}/${addr}`)) await this.agent.reserveAddress(network, addr); // e.g. the state was lost
+    const existing = this.st.endpoints[endpointId];
+    if (existing && existing.vxtap) throw new AgentError('ERR_EXISTS', `endpoint ${endpointId.slice(0, 12)} exists and is joined`);
+    this.st.endpoints[endpointId] = { networkId, network, ip: addr, mac, created: Date.now() };
+    this.save();
+    return given ? {} : { Interface: { MacAddress: mac } };
+  }
+
+  private operInfo(b: Body): unknown {
+    id(b, 'NetworkID');
+    const e = this.st.endpoints[id(b, 'EndpointID')];
+    return { Value: e ? { network: e.network, ip: e.ip, mac: e.mac, ...(e.vxtap ? { endpoint: e.vxtap } : {}) } : {} };
+  }
+
+  private async join(b: Body): Promise<unknown> {
+    const networkId = id(b, 'NetworkID');
+    const endpointId = id(b, 'EndpointID');
+    const sandbox = str(b, 'SandboxKey');
+    if (!sandbox.startsWith('/')) throw invalid(`SandboxKey ${JSON.stringify(sandbox)} is not a namespace path`);
+    const e = this.st.endpoints[endpointId];
+    if (!e || e.networkId !== networkId) throw notFound(`endpoint ${endpointId.slice(0, 12)} was not created on network ${networkId.slice(0, 12)}`);
+    if (e.vxtap && this.agent.endpoints.has(e.vxtap)) throw new AgentError('ERR_EXISTS', `endpoint ${endpointId.slice(0, 12)} is already joined`);
+    const name = `dk-${endpointId.slice(0, 12)}`;
+    const ep = await this.agent.attach({ network: e.network, netns: sandbox, name, ip: e.ip, mac: e.mac, handoff: true, reserved: true });
+    e.vxtap = name;
+    this.save();
+    void this.learnNames(endpointId).catch((err) => this.log.warn('cannot learn the container name for DNS', { endpoint: name, err }));
+    return { InterfaceName: { SrcName: ep.tap.ifname, DstPrefix: 'eth' }, StaticRoutes: [], DisableGatewayService: false };
+  }
+
+  private async deleteEndpoint(b: Body): Promise<unknown> {
+    id(b, 'NetworkID');
+    const endpointId = id(b, 'EndpointID');
+    const e = this.st.endpoints[endpointId];
+    if (!e) return {};
+    delete this.st.endpoints[endpointId];
+    this.save();
+    if (e.vxtap && this.agent.endpoints.has(e.vxtap)) await this.agent.detach(e.vxtap);
+    return {};
+  }
+
+  /** Docker tells a driver neither the container's name nor its aliases: read them from dockerd after Join. */
+  private async learnNames(endpointId: string): Promise<void> {
+    const deadline = Date.now() + 20_000;
+    while (!this.closed && Date.now() < deadline) {
+      const e = this.st.endpoints[endpointId];
+      if (!e?.vxtap) return;
+      const dn = await this.engine.network(e.networkId).catch(() => null);
+      const hit = Object.entries(dn?.Containers ?? {}).find(([, c]) => c.EndpointID === endpointId);
+      if (hit && dn) {
+        const [cid, c] = hit;
+        const info = await this.engine.container(cid);
+        const aliases = info?.NetworkSettings?.Networks?.[dn.Name]?.Aliases ?? [];
+        e.container = cid;
+        this.save();
+        await this.agent.setAliases(e.vxtap, [c.Name.replace(/^\//, ''), ...aliases]);
+        return;
+      }
+      await sleep(200);
+    }
+  }
+
+  /** For DNS scoping: the vxtap networks of the container that owns `srcIp` (its docker_gwbridge address). */
+  async networksOf(srcIp: string): Promise<Set<string> | null> {
+    if (Date.now() - this.gwMap.at > 1000) {
+      const map = new Map<string, string>();
+      const gw = await this.engine.network('docker_gwbridge').catch(() => null);
+      for (const [cid, c] of Object.entries(gw?.Containers ?? {})) map.set(c.IPv4Address.replace(/\/\d+$/, ''), cid);
+      this.gwMap = { at: Date.now(), map };
+    }
+    const cid = this.gwMap.map.get(srcIp);
+    if (!cid) return null;
+    return new Set(Object.values(this.st.endpoints).filter((e) => e.container === cid).map((e) => e.network));
+  }
+
+  // ---- reconcile with the local dockerd
+
+  kick(): void {
+    if (this.closed) return;
+    if (this.reconciling) {
+      this.again = true;
+      return;
+    }
+    this.reconciling = (async () => {
+      do {
+        this.again = false;
+        await this.reconcile().catch((e) => this.log.warn('docker reconcile failed; retrying', { err: e }));
+      } while (this.again && !this.closed);
+    })().finally(() => (this.reconciling = null));
+  }
+
+  /** Waits for a running reconcile pass (tests, shutdown). */
+  async settled(): Promise<void> {
+    while (this.reconciling) await this.reconciling;
+  }
+
+  private async reconcile(): Promise<void> {
+    const dnets = await this.engine.networks();
+    // the list leaves out Containers: inspect each vxtap network (a network gone meanwhile is skipped this pass)
+    const ours: EngineNetwork[] = [];
+    for (const n of dnets.filter((x) => x.Driver === 'vxtap')) {
+      const full = await this.engine.network(n.Id);
+      if (full) ours.push(full);
+      else return;
+    }
+    const st = this.agent.reconciler.state;
+    const synced = this.agent.reconciler.status.connected;
+    const boundTo = (n: EngineNetwork): string | null => this.st.networks[n.Id]?.network ?? n.Options?.[OPT_NETWORK] ?? null;
+    // 1. every vxtap network of the cluster exists in the local dockerd
+    for (const [name, rec] of st.networks) {
+      if (ours.some((n) => boundTo(n) === name || (n.Name === name && !this.st.networks[n.Id]))) continue;
+      if (Object.values(this.st.networks).some((r) => r.network === name)) continue; // being created or bound
+      const clash = dnets.find((n) => n.Name === name);
+      if (clash) {
+        this.log.warn('cannot create the docker side of a vxtap network: dockerd has another network of that name', { network: name, driver: clash.Driver });
+        continue;
+      }
+      const cfg: Record<string, string> = { Subnet: rec.subnet };
+      if (rec.gateway) cfg.Gateway = rec.gateway;
+      try {
+        await this.engine.createNetwork({
+          Name: name, Driver: 'vxtap', CheckDuplicate: true, Options: { [OPT_NETWORK]: name },
+          IPAM: { Driver: 'vxtap', Config: [cfg], Options: { [OPT_NETWORK]: name } },
+          Labels: { 'vxtap.network': name },
+        });
+        this.log.info('created the docker side of a vxtap network', { network: name });
+      } catch (e) {
+        this.log.warn('cannot create the docker side of a vxtap network', { network: name, err: e });
+      }
+    }
+    // 2. Docker networks whose vxtap network is gone from the cluster go too (not during a KV outage)
+    if (synced) {
+      for (const n of ours) {
+        const name = boundTo(n);
+        const rec = this.st.networks[n.Id];
+        if (!name || st.networks.has(name) || this.binders.has(n.Id) && !rec?.error) continue;
+        if (rec && rec.network === null) continue;
+        try {
+          await this.engine.removeNetwork(n.Id);
+          this.log.info('removed the docker side of a deleted vxtap network', { network: name });
+        } catch (e) {
+          this.log.warn('cannot remove the docker side of a deleted vxtap network (containers still attached?)', { network: name, err: e });
+        }
+      }
+    }
+    // 3. forget networks dockerd no longer has
+    const ids = new Set(dnets.map((n) => n.Id));
+    for (const nid of Object.keys(this.st.networks)) {
+      if (!ids.has(nid) && !this.binders.has(nid)) this.stale(`net:${nid}`, () => {
+        delete this.st.networks[nid];
+        this.save();
+      });
+      else this.missingSince.delete(`net:${nid}`);
+    }
+    // 4. endpoints dockerd dropped without telling us (dockerd killed), and reservations nobody uses
+    const live = new Set<string>();
+    const liveIps = new Set<string>();
+    for (const n of ours) {
+      const name = boundTo(n);
+      for (const c of Object.values(n.Containers ?? {})) {
+        live.add(c.EndpointID);
+        if (name) liveIps.add(`${name}/${c.IPv4Address.replace(/\/\d+$/, '')}`);
+      }
+    }
+    for (const [eid, e] of Object.entries(this.st.endpoints)) {
+      if (live.has(eid) || Date.now() - e.created < STALE_MS) {
+        this.missingSince.delete(`ep:${eid}`);
+        continue;
+      }
+      this.stale(`ep:${eid}`, () => {
+        delete this.st.endpoints[eid];
+        this.save();
+        this.log.warn('dockerd no longer has this endpoint (was it restarted?); removing it', { endpoint: e.vxtap ?? eid.slice(0, 12), ip: e.ip });
+        if (e.vxtap && this.agent.endpoints.has(e.vxtap)) void this.agent.detach(e.vxtap).catch((err) => this.log.warn('detach failed', { err }));
+        else void this.agent.releaseAddress(e.network, e.ip);
+      });
+    }
+    const epIps = new Set(Object.values(this.st.endpoints).map((e) => `${e.network}/${e.ip}`));
+    for (const [k, r] of this.agent.reservations) {
+      if (epIps.has(k) || liveIps.has(k)) {
+        this.missingSince.delete(`res:${k}`);
+        continue;
+      }
+      this.stale(`res:${k}`, () => {
+        this.log.warn('releasing an address reserved for an endpoint that never came', { network: r.network, ip: r.ip });
+        void this.agent.releaseAddress(r.network, r.ip);
+      });
+    }
+  }
+
+  /** Runs `fn` once `key` has been missing for STALE_MS (two passes apart at least). */
+  private stale(key: string, fn: () => void): void {
+    const since = this.missingSince.get(key);
+    if (since === undefined) this.missingSince.set(key, Date.now());
+    else if (Date.now() - since >= STALE_MS) {
+      this.missingSince.delete(key);
+      fn();
+    }
+  }
+
+  // ---- state file
+
+  private load(): void {
+    if (!existsSync(this.path)) return;
+    try {
+      const s = JSON.parse(readFileSync(this.path, 'utf8')) as State;
+      if (s.version !== 1 || typeof s.pools !== 'object' || typeof s.networks !== 'object' || typeof s.endpoints !== 'object') throw new Error('unknown format');
+      this.st = s;
+    } catch (e) {
+      this.log.error('docker plugin state unreadable; starting empty (recreate the Docker networks)', { path: this.path, err: e });
+    }
+  }
+
+  private save(): void {
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    const tmp = `${this.path}.tmp`;
+    writeFileSync(tmp, JSON.stringify(this.st, null, 1), { mode: 0o600 });
+    renameSync(tmp, this.path);
+  }
+
+  describe(): Record<string, unknown> {
+    return { pools: Object.keys(this.st.pools).length, networks: this.st.networks, endpoints: Object.keys(this.st.endpoints).length };
+  }
+}
+
+// ---- request validation: every message says which field is wrong
+
+function str(b: Body, k: string): string {
+  const v = b[k];
+  if (typeof v !== 'string' || !v) throw invalid(`${k} must be a non-empty string`);
+  return v;
+}
+
+function optStr(b: Body, k: string): string | undefined {
+  const v = b[k];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw invalid(`${k} must be a string`);
+  return v;
+}
+
+function id(b: Body, k: string): string {
+  const v = str(b, k);
+  if (!/^[A-Za-z0-9_.-]{1,128}$/.test(v)) throw invalid(`${k} ${JSON.stringify(v.slice(0, 80))} is not an ID`);
+  return v;
+}
+
+function obj(b: Body, k: string): Body {
+  const v = b[k];
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) throw invalid(`${k} must be an object`);
+  return v as Body;
+}
+
+function strMap(b: Body, k: string): Record<string, string> {
+  const o = obj(b, k);
+  const out: Record<string, string> = {};
+  for (const [kk, v] of Object.entries(o)) {
+    if (typeof v === 'string') out[kk] = v;
+    else if (typeof v === 'number' || typeof v === 'boolean') out[kk] = String(v);
+    else throw invalid(`${k}.${kk} must be a string`);
+  }
+  return out;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
