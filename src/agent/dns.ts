@@ -21,7 +21,8 @@ import type { Logger } from './log.js';
 export interface DnsOptions {
   address: string;
   port: number;
-  /** Upstream servers "ip" or "ip:port"; default: the nameservers of /etc/resolv.conf (minus this server). */
+  /** Upstream servers "ip" or "ip:port"; default: the nameservers of /etc/resolv.conf (minus this server);
+   * ["none"]: answer SERVFAIL for names that are not ours (Docker then asks its next server). */
   upstream?: string[];
   /** All endpoints of a network; the network names. */
   endpointsOf: (network: string) => EndpointRec[];
@@ -42,7 +43,8 @@ export class DnsServer {
   private readonly upstream: { ip: string; port: number }[];
 
   constructor(private readonly o: DnsOptions) {
-    this.upstream = (o.upstream ?? resolvConfServers()).map(parseHostPort).filter((u) => !(u.ip === o.address && u.port === o.port));
+    const up = o.upstream ?? resolvConfServers();
+    this.upstream = up.includes('none') ? [] : up.map(parseHostPort).filter((u) => !(u.ip === o.address && u.port === o.port));
   }
 
   async start(): Promise<void> {

@@ -22,7 +22,7 @@ Usage:
   vxtap agent --vtep IP [--kv etcd://H:P[,H:P]|FILE] [--host NAME] [--port 4789] [--lease-ttl 10]
               [--state-dir /var/lib/vxtap] [--metrics [HOST]:PORT] [--no-offload] [--tx-sockets 4] [--batch 64]
               [--log-level info] [--docker unix:///var/run/docker.sock [--plugin-socket PATH]]
-              [--dns IP[:53] [--dns-upstream IP[:PORT],...]]
+              [--dns IP[:53] [--dns-upstream IP[:PORT],...|none]]
   vxtap network create NAME --subnet CIDR [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning]
   vxtap network ls [-o json]
   vxtap network inspect NAME

@@ -314,10 +314,12 @@ export class DockerPlugin {
       for (const pool of Object.values(this.st.pools)) if (pool.networkId === networkId) pool.network = name;
       this.save();
       this.log.info('docker network bound to vxtap network', { networkId: networkId.slice(0, 12), network: name });
+      this.binders.delete(networkId);
       this.kick();
       return name;
     })();
     p.catch((e) => {
+      this.binders.delete(networkId);
       const rec = this.st.networks[networkId];
       if (rec) rec.error = (e as Error).message;
       this.save();
@@ -426,7 +428,8 @@ export class DockerPlugin {
       const e = this.st.endpoints[endpointId];
       if (!e?.vxtap) return;
       const dn = await this.engine.network(e.networkId).catch(() => null);
-      const hit = Object.entries(dn?.Containers ?? {}).find(([, c]) => c.EndpointID === endpointId);
+      // the key is the container ID once the endpoint's sandbox is attached ("ep-<endpoint ID>" before that)
+      const hit = Object.entries(dn?.Containers ?? {}).find(([k, c]) => c.EndpointID === endpointId && !k.startsWith('ep-'));
       if (hit && dn) {
         const [cid, c] = hit;
         const info = await this.engine.container(cid);
@@ -513,8 +516,7 @@ export class DockerPlugin {
       for (const n of ours) {
         const name = boundTo(n);
         const rec = this.st.networks[n.Id];
-        if (!name || st.networks.has(name) || this.binders.has(n.Id) && !rec?.error) continue;
-        if (rec && rec.network === null) continue;
+        if (!name || st.networks.has(name) || this.binders.has(n.Id) || (rec && rec.network === null)) continue;
         try {
           await this.engine.removeNetwork(n.Id);
           this.log.info('removed the docker side of a deleted vxtap network', { network: name });

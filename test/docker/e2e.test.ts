@@ -78,6 +78,15 @@ test('1. a network created with docker on host 1 appears in docker on host 2', {
   console.log(`# docker network create on h1 -> visible in docker network ls on h2 after ${ms} ms`);
   const nets = keysUnder('/vxtap/v1/networks/');
   assert.ok(nets.some((n) => n.key === NET()), 'the vxtap network is in the store');
+  // a network made with the vxtap CLI shows up in Docker on every host, and goes with `vxtap network rm`
+  const cliNet = `${T}-cli`;
+  const r = A.h2.cli(['network', 'create', cliNet, '--subnet', '198.19.3.0/24']);
+  assert.equal(r.code, 0, r.stderr);
+  for (const h of ['h1', 'h2']) assert.ok((await until(() => netNames(D[h]).includes(cliNet), 20_000)) >= 0, `${cliNet} in docker on ${h}`);
+  const driver = D.h1.must(['network', 'inspect', '-f', '{{.Driver}} {{(index .IPAM.Config 0).Subnet}}', cliNet]).trim();
+  assert.equal(driver, 'vxtap 198.19.3.0/24');
+  assert.equal(A.h1.cli(['network', 'rm', cliNet]).code, 0);
+  for (const h of ['h1', 'h2']) assert.ok((await until(() => !netNames(D[h]).includes(cliNet), 20_000)) >= 0, `${cliNet} removed from docker on ${h}`);
 });
 
 const WEB = () => `${T}-web`;
@@ -138,7 +147,10 @@ test('4. network connect/disconnect; two vxtap networks are isolated unless a co
   const webIp = ipOf(D.h1, WEB(), NET());
   assert.notEqual(exec(D.h2, CLIENT(), `ping -c 2 -W 1 ${otherIp}`).code, 0, 'client (app only) must not reach other (db only)');
   assert.notEqual(exec(D.h1, OTHER(), `ping -c 2 -W 1 ${webIp}`).code, 0, 'other (db only) must not reach web (app only)');
+  // names are scoped too: a container on db only does not resolve web (app only) by its bare name
+  assert.notEqual(exec(D.h1, OTHER(), `nslookup ${WEB()}`).code, 0, 'other must not resolve web');
   D.h2.must(['network', 'connect', NET2(), CLIENT()]);
+  assert.equal(exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${OTHER()}`).code === 0 || (await until(() => exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${OTHER()}`).code === 0, 15_000, 300)) >= 0, true, 'after connect, other resolves and answers by name');
   let r = exec(D.h2, CLIENT(), `ping -c 2 -W 2 ${otherIp}`);
   assert.equal(r.code, 0, `after connect: ${r.out}`);
   assert.match(exec(D.h2, CLIENT(), 'ip -o addr').out, /198\.19\.2\./);
@@ -158,4 +170,66 @@ test('5. -p publishes a port on the host; containers reach addresses outside the
   const r = exec(D.h2, CLIENT(), `ping -c 2 -W 2 ${svc.addr}`);
   assert.equal(r.code, 0, `client reaches ${svc.addr} (outside the overlay): ${r.out}`);
   D.h1.must(['rm', '-f', pub]);
+});
+
+/** Local links the agent made that are still in a host's namespace (handed-off TAPs are named vxNNNNNNNN). */
+const strayLinks = (h: string) => must(['ip', '-n', H[h].ns, '-o', 'link', 'show']).split('\n').filter((l) => /: vx[0-9a-f]{8}[:@]/.test(l));
+
+async function storeSettles(want: () => boolean, ms = 30_000): Promise<boolean> {
+  return (await until(want, ms, 500)) >= 0;
+}
+
+test('6. rm -f, restart, network rm, dockerd SIGKILL + restart and agent restart leave nothing stale', { skip, timeout: 300_000 }, async () => {
+  const epsOf = (net: string) => keysUnder(`/vxtap/v1/endpoints/${net}/`);
+  const ipamOf = (net: string) => keysUnder(`/vxtap/v1/ipam/${net}/`).map((k) => k.key).sort();
+  const webIp = ipOf(D.h1, WEB(), NET());
+  // docker rm -f: endpoint, address, TAP all go
+  D.h1.must(['rm', '-f', WEB()]);
+  assert.ok(await storeSettles(() => !ipamOf(NET()).includes(webIp)), `address ${webIp} released: ${ipamOf(NET())}`);
+  assert.ok(!epsOf(NET()).some((e) => JSON.parse(e.value).ip === webIp), 'endpoint key removed');
+  assert.deepEqual(strayLinks('h1'), []);
+  // docker restart: a new endpoint replaces the old one; one key per running container
+  const before = ipOf(D.h2, CLIENT(), NET());
+  D.h2.must(['restart', '-t', '1', CLIENT()]);
+  const after = ipOf(D.h2, CLIENT(), NET());
+  assert.ok(await storeSettles(() => ipamOf(NET()).join() === [after].join()), `store has exactly the client's address ${after} (was ${before}): ${ipamOf(NET())}`);
+  assert.equal(epsOf(NET()).length, 1);
+  // docker network rm (on the host that did not create it): gone from the store and from the other dockerd
+  D.h1.must(['rm', '-f', OTHER()]);
+  D.h1.must(['network', 'rm', NET2()]);
+  assert.ok(await storeSettles(() => !keysUnder('/vxtap/v1/networks/').some((n) => n.key === NET2())), `${NET2()} removed from the store`);
+  assert.ok((await until(() => !netNames(D.h2).includes(NET2()), 20_000)) >= 0, `${NET2()} removed from docker on h2`);
+  assert.deepEqual(ipamOf(NET2()), []);
+  // dockerd SIGKILL + restart: dockerd drops its endpoints without calling the plugin; the plugin notices
+  D.h1.must(['run', '-d', '--net', NET(), '--name', `${T}-doomed`, IMG, 'sleep', '3600']);
+  const doomedIp = ipOf(D.h1, `${T}-doomed`, NET());
+  assert.ok(ipamOf(NET()).includes(doomedIp));
+  await killDockerd(D.h1);
+  await launchDockerd(topo, D.h1);
+  const t0 = Date.now();
+  assert.ok(await storeSettles(() => !ipamOf(NET()).includes(doomedIp), 60_000), `stale address ${doomedIp} released after the dockerd restart: ${ipamOf(NET())}`);
+  console.log(`# dockerd SIGKILL + restart: stale endpoint removed ${Date.now() - t0} ms after dockerd answered again`);
+  assert.ok(await storeSettles(() => (A.h1.cli(['endpoint', 'ls', '-o', 'json']).stdout.match(/"name"/g) ?? []).length === 0, 20_000), 'no endpoints left on h1');
+  assert.deepEqual(strayLinks('h1'), []);
+  // agent restart on h2: the running client keeps its address and forwarding comes back
+  D.h1.must(['run', '-d', '--net', NET(), '--name', WEB(), IMG, 'sh', '-c', httpd('again')]);
+  const web2 = ipOf(D.h1, WEB(), NET());
+  assert.equal(exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${web2}`).code, 0);
+  await topo.stopAgent(A.h2);
+  A.h2 = await startPluginAgent(topo, D.h2, H.h2, `etcd://${etcd.endpoint}`);
+  assert.ok((await until(() => exec(D.h2, CLIENT(), `ping -c 1 -W 1 ${web2}`).code === 0, 20_000, 200)) >= 0, 'client reaches web again after its agent restarted');
+  assert.equal(ipOf(D.h2, CLIENT(), NET()), after);
+  // the restarted plugin still serves the networks it knew (state file): a new container on h2 works
+  const r = run(D.h2, NET(), `ping -c 1 -W 2 ${WEB()}`);
+  assert.equal(r.code, 0, r.out);
+  // everything removed: nothing left in the store or on the hosts
+  D.h2.must(['rm', '-f', CLIENT()]);
+  D.h1.must(['rm', '-f', WEB()]);
+  D.h1.must(['network', 'rm', NET()]);
+  assert.ok(await storeSettles(() => keysUnder('/vxtap/v1/endpoints/').length === 0 && keysUnder('/vxtap/v1/ipam/').length === 0 && keysUnder('/vxtap/v1/networks/').length === 0),
+    `store empty: ${JSON.stringify([...keysUnder('/vxtap/v1/endpoints/'), ...keysUnder('/vxtap/v1/ipam/'), ...keysUnder('/vxtap/v1/networks/')])}`);
+  for (const h of ['h1', 'h2']) {
+    assert.ok((await until(() => !netNames(D[h]).includes(NET()), 20_000)) >= 0, `${NET()} gone from docker on ${h}`);
+    assert.deepEqual(strayLinks(h), []);
+  }
 });

@@ -8,7 +8,7 @@
  * Everything is tagged with the topology's tag and stopped by PID; cgroups the daemon made are removed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { call } from '../../src/agent/client.js';
 import { CLI, must, sh, sleep, type Agent, type Topo } from './topo.js';
@@ -107,7 +107,8 @@ export async function launchDockerd(topo: Topo, d: Dockerd): Promise<void> {
   const deadline = Date.now() + 60_000;
   while (d.docker(['version', '--format', '{{.Server.Version}}'], 5000).code !== 0) {
     if (d.proc.exitCode !== null || Date.now() > deadline) {
-      throw new Error(`dockerd in ${d.name} did not start: ${existsSync(log) ? readFileSync(log, 'utf8').slice(-3000) : '(no log)'}`);
+      const text = existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter((l) => !l.includes('[core]')).join('\n').slice(-3000) : '(no log)';
+      throw new Error(`dockerd in ${d.name} did not start (exit ${d.proc.exitCode}): ${text}`);
     }
     await sleep(200);
   }
@@ -133,6 +134,8 @@ export async function stopDockerd(d: Dockerd): Promise<void> {
     await done;
     clearTimeout(t);
   }
+  for (const pid of leftovers(d)) safeKill(pid);
+  await sleep(200);
   removeCgroups(d.cgroupParent);
 }
 
@@ -151,14 +154,55 @@ function stopDockerdSync(d: Dockerd): void {
     }
     safeKill(pid);
   }
+  for (const p of leftovers(d)) safeKill(p);
   removeCgroups(d.cgroupParent);
 }
 
-/** SIGKILLs the daemon (to test reconciliation after an unclean restart); its containers' shims keep running. */
+/** SIGKILLs the daemon and the containerd it supervises (a crash; an unclean restart follows). The containers'
+ * shims keep running. The containerd usually dies with dockerd (parent-death signal), but not always: a restarted
+ * dockerd that finds the old containerd's PID alive waits on it and gives up. */
 export async function killDockerd(d: Dockerd): Promise<void> {
+  const pidFile = join(d.dir, 'exec/containerd/containerd.pid');
+  const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : 0;
   const done = new Promise((r) => d.proc.once('exit', r));
   if (d.proc.pid) safeKill(d.proc.pid);
   await done;
+  if (pid > 0 && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(d.dir)) safeKill(pid); // ours: its config is in our dir
+  const until = Date.now() + 15_000;
+  while (pid > 0 && alive(pid) && Date.now() < until) await sleep(100);
+  // dead, but maybe not yet reaped (this machine's init reaps orphans late): dockerd would take the zombie for a
+  // running containerd, so remove its stale pid file as a service manager's restart would find it gone
+  if (pid > 0 && !alive(pid)) rmSync(pidFile, { force: true });
+}
+
+/**
+ * Processes of this daemon that outlive it when it could not stop its containers (it died first): containerd
+ * shims started for its socket, and anything left in its cgroups. Identified by our run's unique directory and
+ * cgroup names; killed by PID.
+ */
+function leftovers(d: Dockerd): number[] {
+  const pids = new Set<number>();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${e}/cmdline`, 'utf8');
+      if (cmd.startsWith('/usr/bin/containerd-shim') && cmd.includes(`${d.dir}/exec/containerd/containerd.sock`)) pids.add(Number(e));
+    } catch {
+      /* gone */
+    }
+  }
+  const procs = join('/sys/fs/cgroup/pids', d.cgroupParent);
+  const walk = (p: string): void => {
+    if (!existsSync(p)) return;
+    for (const l of readFileSync(join(p, 'cgroup.procs'), 'utf8').split('\n')) if (l) pids.add(Number(l));
+    for (const e of readdirSync(p, { withFileTypes: true })) if (e.isDirectory()) walk(join(p, e.name));
+  };
+  try {
+    walk(procs);
+  } catch {
+    /* best effort */
+  }
+  return [...pids];
 }
 
 /** True while the process exists and is not a zombie (nobody reaps it during process exit). */
@@ -179,7 +223,7 @@ function safeKill(pid: number): void {
 }
 
 function removeCgroups(parent: string): void {
-  for (const c of [...CONTROLLERS, 'systemd']) {
+  for (const c of [...CONTROLLERS, 'systemd', 'unified']) {
     const base = join('/sys/fs/cgroup', c, parent);
     if (!existsSync(base)) continue;
     const rm = (p: string): void => {
@@ -203,7 +247,7 @@ export async function startPluginAgent(topo: Topo, d: Dockerd, host: { ns: strin
   const logFile = join(topo.dir, `${host.ns}.log`);
   const argv = [
     'agent', '--vtep', host.addr, '--host', host.ns, '--socket', socket, '--kv', kv, '--state-dir', join(topo.dir, 'state'),
-    '--docker', d.host, '--dns', `${host.addr}:53`, '--lease-ttl', '3', ...extra,
+    '--docker', d.host, '--dns', `${host.addr}:53`, '--dns-upstream', 'none', '--lease-ttl', '3', ...extra,
   ];
   const proc = spawn('sh', ['-c', `exec nsenter --net=/run/netns/${host.ns} --mount=${d.mntns} node ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`], { stdio: 'ignore' });
   topo.own(proc);
