@@ -5,7 +5,7 @@
  *   vnis/<vni>                    "<network name>"                                  uniqueness index for VNIs
  *   hosts/<host>                  {"vtep","port"}                                   under the host's lease
  *   endpoints/<network>/<mac>     {"ip","host","name","aliases","netns","ifname"}    under the host's lease
- *   ipam/<network>/<ip>           "<host>/<endpoint name>"                          under the host's lease, by txn
+ *   ipam/<network>/<ip>           "<host>/<endpoint name>" or "<host>/reserved"     under the host's lease, by txn
  *   guard/networks                touched by every network create/delete: its modRevision serialises them, so
  *                                 name, VNI and subnet checks are made against one consistent view
  *

@@ -32,6 +32,7 @@ import { AgentError, invalid, notFound } from '../agent/errors.js';
 import type { Logger } from '../agent/log.js';
 import { formatIpv4 } from '../vxlan/ipv4.js';
 import { formatMac, parseMac } from '../vxlan/mac.js';
+import { type Body, id, type JoinResponse, NO_BODY_CALLS, obj, optStr, str, strMap } from './api.js';
 import { Engine, type EngineNetwork } from './engine.js';
 
 export const ADDRESS_SPACE = 'vxtap';
@@ -81,7 +82,6 @@ interface State {
   endpoints: Record<string, EpRec>;
 }
 
-type Body = Record<string, unknown>;
 
 export class PluginError extends Error {
   constructor(readonly status: number, message: string) {
@@ -128,8 +128,7 @@ export class DockerPlugin {
   // ---- the remote API: one method per call; each validates its body and throws PluginError / AgentError
 
   async handle(method: string, body: Body | null): Promise<unknown> {
-    const noBody = new Set(['Plugin.Activate', 'NetworkDriver.GetCapabilities', 'IpamDriver.GetCapabilities', 'IpamDriver.GetDefaultAddressSpaces']);
-    if (!noBody.has(method) && body === null) throw new PluginError(400, `${method}: empty request body (a retried request?); nothing was done`);
+    if (!NO_BODY_CALLS.has(method) && body === null) throw new PluginError(400, `${method}: empty request body (a retried request?); nothing was done`);
     const b = body ?? {};
     switch (method) {
       case 'Plugin.Activate':
@@ -407,7 +406,8 @@ export class DockerPlugin {
     e.vxtap = name;
     this.save();
     void this.learnNames(endpointId).catch((err) => this.log.warn('cannot learn the container name for DNS', { endpoint: name, err }));
-    return { InterfaceName: { SrcName: ep.tap.ifname, DstPrefix: 'eth' }, StaticRoutes: [], DisableGatewayService: false };
+    const answer: JoinResponse = { InterfaceName: { SrcName: ep.tap.ifname, DstPrefix: 'eth' }, StaticRoutes: [], DisableGatewayService: false };
+    return answer;
   }
 
   private async deleteEndpoint(b: Body): Promise<unknown> {
@@ -603,45 +603,6 @@ export class DockerPlugin {
   describe(): Record<string, unknown> {
     return { pools: Object.keys(this.st.pools).length, networks: this.st.networks, endpoints: Object.keys(this.st.endpoints).length };
   }
-}
-
-// ---- request validation: every message says which field is wrong
-
-function str(b: Body, k: string): string {
-  const v = b[k];
-  if (typeof v !== 'string' || !v) throw invalid(`${k} must be a non-empty string`);
-  return v;
-}
-
-function optStr(b: Body, k: string): string | undefined {
-  const v = b[k];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'string') throw invalid(`${k} must be a string`);
-  return v;
-}
-
-function id(b: Body, k: string): string {
-  const v = str(b, k);
-  if (!/^[A-Za-z0-9_.-]{1,128}$/.test(v)) throw invalid(`${k} ${JSON.stringify(v.slice(0, 80))} is not an ID`);
-  return v;
-}
-
-function obj(b: Body, k: string): Body {
-  const v = b[k];
-  if (v === undefined || v === null) return {};
-  if (typeof v !== 'object' || Array.isArray(v)) throw invalid(`${k} must be an object`);
-  return v as Body;
-}
-
-function strMap(b: Body, k: string): Record<string, string> {
-  const o = obj(b, k);
-  const out: Record<string, string> = {};
-  for (const [kk, v] of Object.entries(o)) {
-    if (typeof v === 'string') out[kk] = v;
-    else if (typeof v === 'number' || typeof v === 'boolean') out[kk] = String(v);
-    else throw invalid(`${k}.${kk} must be a string`);
-  }
-  return out;
 }
 
 function sleep(ms: number): Promise<void> {
