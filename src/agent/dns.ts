@@ -72,7 +72,7 @@ export class DnsServer {
     const found: string[] = [];
     const nets = [...this.o.networks()];
     const match = (net: string, label: string): void => {
-      for (const e of this.o.endpointsOf(net)) if (e.name.toLowerCase() === label || e.aliases.includes(label)) found.push(e.ip);
+      for (const e of this.o.endpointsOf(net)) if (e.name.toLowerCase() === label || e.aliases.some((a) => a.toLowerCase() === label)) found.push(e.ip);
     };
     const dot = q.lastIndexOf('.');
     if (dot > 0 && nets.includes(q.slice(dot + 1))) match(q.slice(dot + 1), q.slice(0, dot));

@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { startEtcd, type EtcdServer } from '../helpers/etcd.js';
-import { haveDockerd, importBusybox, killDockerd, launchDockerd, startDockerd, startPluginAgent, type Dockerd } from '../helpers/docker.js';
+import { haveDockerd, importBusybox, killDockerd, launchDockerd, restartDockerd, startDockerd, startPluginAgent, type Dockerd } from '../helpers/docker.js';
 import { type Agent, CLI, isRoot, must, sh, sleep, Topo } from '../helpers/topo.js';
 
 const skip = !isRoot() ? 'needs root (network namespaces, dockerd)' : !haveDockerd() ? 'needs dockerd (apt install docker.io; .ci/run does)' : false;
@@ -201,6 +201,13 @@ test('6. rm -f, restart, network rm, dockerd SIGKILL + restart and agent restart
   assert.ok(await storeSettles(() => !keysUnder('/vxtap/v1/networks/').some((n) => n.key === NET2())), `${NET2()} removed from the store`);
   assert.ok((await until(() => !netNames(D.h2).includes(NET2()), 20_000)) >= 0, `${NET2()} removed from docker on h2`);
   assert.deepEqual(ipamOf(NET2()), []);
+  // clean dockerd restart: dockerd stops its containers and tells the plugin; the networks stay
+  D.h1.must(['run', '-d', '--net', NET(), '--name', `${T}-brief`, IMG, 'sleep', '3600']);
+  const briefIp = ipOf(D.h1, `${T}-brief`, NET());
+  await restartDockerd(topo, D.h1);
+  assert.ok(await storeSettles(() => !ipamOf(NET()).includes(briefIp), 20_000), `address ${briefIp} released by a clean dockerd restart`);
+  assert.ok(netNames(D.h1).includes(NET()), 'the network is still there after the restart');
+  D.h1.must(['rm', '-f', `${T}-brief`]);
   // dockerd SIGKILL + restart: dockerd drops its endpoints without calling the plugin; the plugin notices
   D.h1.must(['run', '-d', '--net', NET(), '--name', `${T}-doomed`, IMG, 'sleep', '3600']);
   const doomedIp = ipOf(D.h1, `${T}-doomed`, NET());

@@ -139,6 +139,14 @@ export async function stopDockerd(d: Dockerd): Promise<void> {
   removeCgroups(d.cgroupParent);
 }
 
+/** A clean dockerd restart: SIGTERM (dockerd stops its containers, calling the plugin), wait, start again. */
+export async function restartDockerd(topo: Topo, d: Dockerd): Promise<void> {
+  const done = new Promise((r) => d.proc.once('exit', r));
+  if (d.proc.pid) process.kill(d.proc.pid, 'SIGTERM');
+  await done;
+  await launchDockerd(topo, d);
+}
+
 /** stopDockerd for process exit (a failed or interrupted test): the same steps, waiting synchronously. */
 function stopDockerdSync(d: Dockerd): void {
   const pid = d.proc.pid;

@@ -1,0 +1,115 @@
+/**
+ * The cluster name server (src/agent/dns.ts) on loopback: what it answers from a store snapshot, scoping of bare
+ * names, malformed queries dropped and counted, SERVFAIL without an upstream, and forwarding to an upstream.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createSocket } from 'node:dgram';
+import dnsPacket from 'dns-packet';
+import { DnsServer } from '../../src/agent/dns.js';
+import type { EndpointRec } from '../../src/kv/schema.js';
+import { silentLogger } from '../../src/agent/log.js';
+
+const eps: Record<string, EndpointRec[]> = {
+  app: [
+    { network: 'app', mac: '02:76:c6:13:01:02', ip: '198.19.1.2', host: 'h1', name: 'dk-1', aliases: ['web', 'c0ffee'] },
+    { network: 'app', mac: '02:76:c6:13:01:03', ip: '198.19.1.3', host: 'h2', name: 'Client', aliases: [] },
+  ],
+  db: [{ network: 'db', mac: '02:76:c6:13:02:02', ip: '198.19.2.2', host: 'h1', name: 'dk-2', aliases: ['pg', 'web'] }],
+  'my.net': [{ network: 'my.net', mac: '02:76:c6:13:03:02', ip: '198.19.3.2', host: 'h1', name: 'x', aliases: [] }],
+};
+
+function server(o: Partial<ConstructorParameters<typeof DnsServer>[0]> = {}): DnsServer {
+  return new DnsServer({
+    address: '127.0.0.1',
+    port: 0,
+    upstream: ['none'],
+    endpointsOf: (n) => eps[n] ?? [],
+    networks: () => Object.keys(eps),
+    log: silentLogger,
+    ...o,
+  });
+}
+
+test('lookup: names, aliases, name.network, case, scope, dotted network names', () => {
+  const d = server();
+  assert.deepEqual(d.lookup('web', null)?.sort(), ['198.19.1.2', '198.19.2.2']);
+  assert.deepEqual(d.lookup('web', new Set(['db'])), ['198.19.2.2']);
+  assert.equal(d.lookup('web', new Set(['other'])), null, 'a bare name outside the asker\'s networks is not ours');
+  assert.deepEqual(d.lookup('web.app', new Set(['db'])), ['198.19.1.2'], 'name.network is answered from anywhere');
+  assert.deepEqual(d.lookup('WEB.App.', null), ['198.19.1.2']);
+  assert.deepEqual(d.lookup('client', null), ['198.19.1.3']);
+  assert.deepEqual(d.lookup('x.my.net', null), ['198.19.3.2']);
+  assert.equal(d.lookup('nope', null), null);
+  assert.equal(d.lookup('web.nope', null), null);
+  assert.equal(d.lookup('example.com', null), null);
+});
+
+type Reply = dnsPacket.Packet & { rcode?: string };
+
+async function ask(port: number, msg: Buffer, waitMs = 1500): Promise<Reply | null> {
+  const s = createSocket('udp4');
+  try {
+    return await new Promise((resolve) => {
+      const t = setTimeout(() => resolve(null), waitMs);
+      s.on('message', (m) => {
+        clearTimeout(t);
+        resolve(dnsPacket.decode(m));
+      });
+      s.send(msg, port, '127.0.0.1');
+    });
+  } finally {
+    s.close();
+  }
+}
+
+const query = (name: string, type: 'A' | 'AAAA' = 'A', id = 7) =>
+  dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name, class: 'IN' }] });
+
+function portOf(d: DnsServer): number {
+  return ((d as unknown as { sock: { address(): { port: number } } }).sock.address()).port;
+}
+
+test('on the wire: A answers with TTL, empty AAAA, SERVFAIL without upstream, malformed dropped and counted', async () => {
+  const d = server();
+  await d.start();
+  try {
+    const port = portOf(d);
+    let r = await ask(port, query('web.app'));
+    assert.equal(r?.id, 7);
+    assert.deepEqual(r?.answers?.map((a) => [a.type, (a as { data: string }).data, (a as { ttl?: number }).ttl]), [['A', '198.19.1.2', 5]]);
+    assert.equal(r?.rcode, 'NOERROR');
+    r = await ask(port, query('web.app', 'AAAA', 8));
+    assert.equal(r?.rcode, 'NOERROR');
+    assert.deepEqual(r?.answers, []);
+    r = await ask(port, query('example.com', 'A', 9));
+    assert.equal(r?.rcode, 'SERVFAIL');
+    for (const junk of [Buffer.alloc(0), Buffer.from([1, 2, 3]), Buffer.alloc(12, 0xff)]) assert.equal(await ask(port, junk, 300), null);
+    assert.equal(d.stats.malformed, 3);
+    r = await ask(port, query('client.app', 'A', 10));
+    assert.equal(r?.rcode, 'NOERROR', 'still answering after junk');
+    assert.deepEqual(d.stats, { queries: 7, answered: 3, forwarded: 0, servfail: 1, malformed: 3 });
+  } finally {
+    d.close();
+  }
+});
+
+test('names that are not ours go to the upstream, and its answer comes back', async () => {
+  const up = createSocket('udp4');
+  await new Promise<void>((r) => up.bind(0, '127.0.0.1', () => r()));
+  up.on('message', (m, rinfo) => {
+    const q = dnsPacket.decode(m);
+    up.send(dnsPacket.encode({ type: 'response', id: q.id, questions: q.questions, answers: [{ type: 'A', name: q.questions![0].name, ttl: 60, data: '198.18.99.99' }] }), rinfo.port, rinfo.address);
+  });
+  const d = server({ upstream: [`127.0.0.1:${up.address().port}`] });
+  await d.start();
+  try {
+    const r = await ask(portOf(d), query('elsewhere.example', 'A', 11));
+    assert.equal(r?.id, 11);
+    assert.deepEqual(r?.answers?.map((a) => (a as { data: string }).data), ['198.18.99.99']);
+    assert.equal(d.stats.forwarded, 1);
+  } finally {
+    d.close();
+    up.close();
+  }
+});
