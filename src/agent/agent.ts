@@ -638,40 +638,56 @@ export class Agent {
     return ep;
   }
 
-  /** Claims `want` (or the first free address), and the MAC, with a transaction; fills rec.ip (and rec.mac). */
+  /** Claims `want` (or the first free address), and the MAC, with a transaction; fills rec.ip (and rec.mac). With
+   * `reserved`, `want` is this host's reservation: the txn takes it over, and fails only if the MAC is taken. */
   private async claimAddress(net: Network, want: string | undefined, rec: LocalRecord, macFromIp: boolean, reserved = false): Promise<string> {
+    return this.searchAddress(net, want, 'allocate an address', async (addr) => {
+      rec.ip = addr;
+      if (macFromIp) rec.mac = formatMac(macForAddress(parseIpv4(addr)));
+      const lease = this.leaseId();
+      const r = await this.kv.txn(
+        [...(reserved ? [] : [{ key: keys.ipam(net.name, addr), modRevision: 0 }]), { key: keys.endpoint(net.name, rec.mac), modRevision: 0 }],
+        this.endpointOps(rec, lease),
+      );
+      if (!r.succeeded && reserved) throw new AgentError('ERR_IN_USE', `MAC ${rec.mac} is already in use on ${net.name}`);
+      return r.succeeded;
+    });
+  }
+
+  /**
+   * The address search every claim shares: `want`, or the lowest address that is not the gateway, not used by an
+   * endpoint or a reservation, and not tried yet; `tryClaim` (a transaction) until one succeeds.
+   */
+  private async searchAddress(net: Network, want: string | undefined, what: string, tryClaim: (addr: string) => Promise<boolean>): Promise<string> {
     const tried = new Set<number>();
     if (net.gateway) tried.add(net.gateway);
     let fixed: number | undefined;
     if (want !== undefined) {
-      fixed = parseAddress(want, 'endpoint address');
+      fixed = parseAddress(want, 'address');
       if (!inSubnet(fixed, net.subnet)) throw invalid(`address ${want} is not a host address of ${net.name} (${net.subnet.cidr})`);
       if (fixed === net.gateway) throw new AgentError('ERR_IN_USE', `address ${want} is the gateway of ${net.name}`);
     }
     for (let attempt = 0; attempt < 64; attempt++) {
       const used = new Set(tried);
       for (const e of this.reconciler.state.endpointsOf(net.name)) used.add(parseIpv4(e.ip));
+      for (const r of this.reservations.values()) if (r.network === net.name) used.add(parseIpv4(r.ip));
       const cand = fixed ?? firstFree(net.subnet, used);
       if (cand < 0) throw new AgentError('ERR_NO_ADDRESS', `no free address left in ${net.name} (${net.subnet.cidr})`);
-      rec.ip = formatIpv4(cand);
-      if (macFromIp) rec.mac = formatMac(macForAddress(cand));
-      const lease = this.lease?.id;
-      if (!lease) throw new AgentError('ERR_KV_UNAVAILABLE', `not registered with the KV store at ${this.kv.where}`);
-      const r = await this.kvCall('allocate an address', () =>
-        this.kv.txn(
-          [...(reserved ? [] : [{ key: keys.ipam(net.name, rec.ip), modRevision: 0 }]), { key: keys.endpoint(net.name, rec.mac), modRevision: 0 }],
-          this.endpointOps(rec, lease),
-        ),
-      );
-      if (r.succeeded) return rec.ip;
+      const addr = formatIpv4(cand);
+      if (await this.kvCall(what, () => tryClaim(addr))) return addr;
       if (fixed !== undefined) {
-        if (reserved) throw new AgentError('ERR_IN_USE', `MAC ${rec.mac} is already in use on ${net.name}`);
-        const owner = await this.kv.get(keys.ipam(net.name, rec.ip)).catch(() => null);
-        throw new AgentError('ERR_IN_USE', `address ${rec.ip} is already in use on ${net.name}${owner ? ` (by ${owner.value})` : ''}`);
+        const owner = await this.kv.get(keys.ipam(net.name, addr)).catch(() => null);
+        throw new AgentError('ERR_IN_USE', `address ${addr} is already in use on ${net.name}${owner ? ` (by ${owner.value})` : ''}`);
       }
       tried.add(cand);
     }
     throw new AgentError('ERR_NO_ADDRESS', `could not claim an address in ${net.name}: too many concurrent claims; try again`);
+  }
+
+  private leaseId(): string {
+    const lease = this.lease?.id;
+    if (!lease) throw new AgentError('ERR_KV_UNAVAILABLE', `not registered with the KV store at ${this.kv.where}`);
+    return lease;
   }
 
   private async unclaim(r: LocalRecord): Promise<void> {
@@ -691,38 +707,13 @@ export class Agent {
   async reserveAddress(network: string, want?: string): Promise<string> {
     const net = this.network(network);
     if (!this.lease || !this.registered) throw new AgentError('ERR_KV_UNAVAILABLE', `not registered with the KV store at ${this.kv.where}; try again when it is back`);
-    const tried = new Set<number>();
-    if (net.gateway) tried.add(net.gateway);
-    let fixed: number | undefined;
-    if (want !== undefined) {
-      fixed = parseAddress(want, 'address');
-      if (!inSubnet(fixed, net.subnet)) throw invalid(`address ${want} is not a host address of ${net.name} (${net.subnet.cidr})`);
-      if (fixed === net.gateway) throw new AgentError('ERR_IN_USE', `address ${want} is the gateway of ${net.name}`);
-    }
-    for (let attempt = 0; attempt < 64; attempt++) {
-      const used = new Set(tried);
-      for (const e of this.reconciler.state.endpointsOf(net.name)) used.add(parseIpv4(e.ip));
-      for (const r of this.reservations.values()) if (r.network === net.name) used.add(parseIpv4(r.ip));
-      const cand = fixed ?? firstFree(net.subnet, used);
-      if (cand < 0) throw new AgentError('ERR_NO_ADDRESS', `no free address left in ${net.name} (${net.subnet.cidr})`);
-      const addr = formatIpv4(cand);
-      const lease = this.lease?.id;
-      if (!lease) throw new AgentError('ERR_KV_UNAVAILABLE', `not registered with the KV store at ${this.kv.where}`);
-      const r = await this.kvCall('reserve an address', () =>
-        this.kv.txn([{ key: keys.ipam(net.name, addr), modRevision: 0 }], [{ type: 'put', key: keys.ipam(net.name, addr), value: `${this.host}/reserved`, lease }]),
-      );
-      if (r.succeeded) {
-        this.reservations.set(`${net.name}/${addr}`, { network: net.name, ip: addr });
-        this.saveState();
-        return addr;
-      }
-      if (fixed !== undefined) {
-        const owner = await this.kv.get(keys.ipam(net.name, addr)).catch(() => null);
-        throw new AgentError('ERR_IN_USE', `address ${addr} is already in use on ${net.name}${owner ? ` (by ${owner.value})` : ''}`);
-      }
-      tried.add(cand);
-    }
-    throw new AgentError('ERR_NO_ADDRESS', `could not reserve an address in ${net.name}: too many concurrent claims; try again`);
+    const addr = await this.searchAddress(net, want, 'reserve an address', async (a) => {
+      const key = keys.ipam(net.name, a);
+      return (await this.kv.txn([{ key, modRevision: 0 }], [{ type: 'put', key, value: `${this.host}/reserved`, lease: this.leaseId() }])).succeeded;
+    });
+    this.reservations.set(`${net.name}/${addr}`, { network: net.name, ip: addr });
+    this.saveState();
+    return addr;
   }
 
   /** Frees a reservation (idempotent: an address that is not reserved here is left alone). */

@@ -18,7 +18,9 @@ export function call<T = unknown>(socketPath: string, method: string, path: stri
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const req = request(
-      { socketPath, method, path, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} },
+      // agent: false: one connection per call. Node 20's default agent keeps sockets alive and may reuse one just as
+      // the server's keep-alive timeout closes it (EPIPE / ECONNRESET on an idle client, seen in the tests).
+      { socketPath, method, path, agent: false, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));

@@ -112,15 +112,21 @@ function send(res: ServerResponse, status: number, body: unknown): void {
   res.end(data);
 }
 
-export async function serveControl(agent: Agent, path: string, log: Logger): Promise<Server> {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+export function serveControl(agent: Agent, path: string, log: Logger): Promise<Server> {
+  return serveUnix(path, (req, res) => void handle(agent, req, res, log), `control socket ${path} is in use by a running agent; give this one --socket`, 0o700);
+}
+
+/**
+ * An HTTP server on a root-only (0600) unix socket. A socket file left by a process that died is replaced; one a
+ * live process answers on is not (`inUse` says what to do instead).
+ */
+export async function serveUnix(path: string, handler: (req: IncomingMessage, res: ServerResponse) => void, inUse: string, dirMode?: number): Promise<Server> {
+  mkdirSync(dirname(path), { recursive: true, ...(dirMode ? { mode: dirMode } : {}) });
   if (existsSync(path)) {
-    if (await socketAlive(path)) throw new AgentError('ERR_IN_USE', `control socket ${path} is in use by a running agent; give this one --socket`);
-    unlinkSync(path); // stale, from an agent that died
+    if (await socketAlive(path)) throw new AgentError('ERR_IN_USE', inUse);
+    unlinkSync(path); // stale, from a process that died
   }
-  const server = createServer((req, res) => {
-    void handle(agent, req, res, log);
-  });
+  const server = createServer(handler);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(path, () => resolve());

@@ -47,6 +47,7 @@ export class Engine {
       const req = request(
         {
           socketPath: this.socketPath,
+          agent: false, // one connection per call: no reuse of a socket dockerd is closing (see src/agent/client.ts)
           method,
           path: API + path,
           headers: { Host: 'docker', ...(data ? { 'Content-Type': 'application/json', 'Content-Length': data.length } : {}) },

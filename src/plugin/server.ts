@@ -7,11 +7,9 @@
  * body on a retry, bad JSON, over 1 MiB) gets HTTP 400 with both fields, so dockerd shows the message and does not
  * take an empty answer for success.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
-import { connect } from 'node:net';
-import { dirname } from 'node:path';
-import { AgentError } from '../agent/errors.js';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { serveUnix } from '../agent/control.js';
+import type { AgentError } from '../agent/errors.js';
 import type { Logger } from '../agent/log.js';
 import { PluginError, type DockerPlugin } from './plugin.js';
 
@@ -19,23 +17,8 @@ export const DEFAULT_PLUGIN_SOCKET = '/run/docker/plugins/vxtap.sock';
 const BODY_MAX = 1 << 20;
 const CONTENT_TYPE = 'application/vnd.docker.plugins.v1.2+json';
 
-export async function servePlugin(plugin: DockerPlugin, path: string, log: Logger): Promise<Server> {
-  mkdirSync(dirname(path), { recursive: true });
-  if (existsSync(path)) {
-    const alive = await new Promise<boolean>((r) => {
-      const c = connect(path, () => (c.destroy(), r(true)));
-      c.on('error', () => r(false));
-    });
-    if (alive) throw new AgentError('ERR_IN_USE', `${path} is in use: another vxtap agent serves Docker on this host`);
-    unlinkSync(path);
-  }
-  const srv = createServer((req, res) => void handle(plugin, req, res, log));
-  await new Promise<void>((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(path, () => resolve());
-  });
-  chmodSync(path, 0o600);
-  return srv;
+export function servePlugin(plugin: DockerPlugin, path: string, log: Logger): Promise<Server> {
+  return serveUnix(path, (req, res) => void handle(plugin, req, res, log), `${path} is in use: another vxtap agent serves Docker on this host`);
 }
 
 async function handle(plugin: DockerPlugin, req: IncomingMessage, res: ServerResponse, log: Logger): Promise<void> {

@@ -10,8 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { call } from '../../src/agent/client.js';
-import { CLI, must, sh, sleep, type Agent, type Topo } from './topo.js';
+import { agentHandle, CLI, must, sh, sleep, type Agent, type Topo } from './topo.js';
 
 export const DOCKER = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
 const CONTROLLERS = ['cpu', 'cpuacct', 'cpuset', 'memory', 'devices', 'freezer', 'blkio', 'pids'];
@@ -259,20 +258,7 @@ export async function startPluginAgent(topo: Topo, d: Dockerd, host: { ns: strin
   ];
   const proc = spawn('sh', ['-c', `exec nsenter --net=/run/netns/${host.ns} --mount=${d.mntns} node ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`], { stdio: 'ignore' });
   topo.own(proc);
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (existsSync(socket) && existsSync(join(d.dir, 'plugins/vxtap.sock')) && (await call(socket, 'GET', '/v1/status').then(() => true, () => false))) break;
-    if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`agent in ${host.ns} did not start: ${existsSync(logFile) ? readFileSync(logFile, 'utf8') : '(no log)'}`);
-    await sleep(50);
-  }
-  return {
-    host: host.ns,
-    socket,
-    proc,
-    logFile,
-    call: (method, path, body) => call(socket, method, path, body),
-    cli: (args) => sh(['node', CLI, ...args, '--socket', socket]),
-  };
+  return agentHandle(host.ns, socket, proc, logFile, () => existsSync(join(d.dir, 'plugins/vxtap.sock')));
 }
 
 /** A busybox image built with `docker import` (no registry here): sh, ping, wget, nc, httpd, nslookup.

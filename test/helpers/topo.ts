@@ -133,22 +133,7 @@ export class Topo {
       stdio: 'ignore',
     });
     this.procs.push(proc);
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      if (existsSync(socket) && (await call(socket, 'GET', '/v1/status').then(() => true, () => false))) break;
-      if (proc.exitCode !== null || Date.now() > deadline) {
-        throw new Error(`agent in ${host.ns} did not start: ${existsSync(logFile) ? readFileSync(logFile, 'utf8') : '(no log)'}`);
-      }
-      await sleep(20);
-    }
-    return {
-      host: host.ns,
-      socket,
-      proc,
-      logFile,
-      call: (method, path, body) => call(socket, method, path, body),
-      cli: (args) => sh(['node', CLI, ...args, '--socket', socket]),
-    };
+    return agentHandle(host.ns, socket, proc, logFile);
   }
 
   /** Stops an agent by PID (SIGTERM, then SIGKILL after 5 s). */
@@ -197,6 +182,29 @@ export class Topo {
     rmSync(this.dir, { recursive: true, force: true });
     live.delete(this);
   }
+}
+
+/**
+ * Waits until a just-spawned agent serves its control socket (and `alsoReady`, if given), then returns the
+ * handle tests use; throws with the agent's log if it exits or takes over 20 s.
+ */
+export async function agentHandle(host: string, socket: string, proc: ChildProcess, logFile: string, alsoReady: () => boolean = () => true): Promise<Agent> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (existsSync(socket) && alsoReady() && (await call(socket, 'GET', '/v1/status').then(() => true, () => false))) break;
+    if (proc.exitCode !== null || Date.now() > deadline) {
+      throw new Error(`agent in ${host} did not start: ${existsSync(logFile) ? readFileSync(logFile, 'utf8') : '(no log)'}`);
+    }
+    await sleep(20);
+  }
+  return {
+    host,
+    socket,
+    proc,
+    logFile,
+    call: (method, path, body) => call(socket, method, path, body),
+    cli: (args) => sh(['node', CLI, ...args, '--socket', socket]),
+  };
 }
 
 function safeKill(pid: number, sig: NodeJS.Signals): void {
