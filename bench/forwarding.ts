@@ -9,14 +9,17 @@
  *   openvpn  OpenVPN 2.6 TAP bridged, no crypto (another userspace C L2 overlay; --peers)
  *   vxtap    one vxtap agent per host on a shared embedded store
  *
- * Each measured: TCP Gbit/s with 1 and 4 streams (iperf3), 60-byte frames delivered per second (iperf3 UDP with
- * an 18-byte payload, unlimited rate; its single sender thread can cap the kernel rows, as noted), ping avg/p99,
- * and for userspace paths the CPU seconds their processes used per Gbit moved. Each row is repeated `--reps`
- * times (default 3) and reported as median (min-max), with its ratio to the kernel row of the same run.
+ * Each measured: TCP Gbit/s with 1 and 4 streams (iperf3); 60-byte frames (trafgen from netsniff-ng, one
+ * generator process, sending from the client container's eth0) delivered per second, counted at the receiving
+ * container's interface, at full rate and again at half the rate that path delivered (loss below saturation must
+ * be 0); ping avg/p99; and for userspace paths the CPU seconds their processes used per Gbit moved. Each row is
+ * repeated `--reps` times (default 3) and reported as median (min-max), with its ratio to the kernel row of the
+ * same run. Then, unless --soak 0, one vxtap run under full TCP load for --soak seconds (default 60; 0 with
+ * --quick) samples both agents' resident memory every second: it must not grow.
  *
- *   node dist/bench/forwarding.js [--quick] [--reps N] [--time S] [--paths direct,kernel,tinc,openvpn,vxtap]
+ *   node dist/bench/forwarding.js [--quick] [--reps N] [--time S] [--soak S] [--paths direct,kernel,tinc,openvpn,vxtap]
  *   (all five by default; --quick: 1 rep x 2 s of direct, kernel, vxtap, unless --peers)
- * Writes bench/results/forwarding.{md,json,svg} (or --out DIR). Needs root, iperf3 (and tinc/openvpn for --peers).
+ * Writes bench/results/forwarding.{md,json,svg} (or --out DIR). Needs root, iperf3, trafgen (and tinc/openvpn).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
@@ -29,12 +32,13 @@ const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 const CLI = join(ROOT, 'dist/src/cli/main.js');
 
 const { values } = parseArgs({
-  options: { quick: { type: 'boolean' }, reps: { type: 'string' }, time: { type: 'string' }, paths: { type: 'string' }, peers: { type: 'boolean' }, out: { type: 'string' } },
+  options: { quick: { type: 'boolean' }, reps: { type: 'string' }, time: { type: 'string' }, soak: { type: 'string' }, paths: { type: 'string' }, peers: { type: 'boolean' }, out: { type: 'string' } },
 });
 const QUICK = !!values.quick;
 const RESULTS = values.out ?? join(ROOT, 'bench/results');
 const REPS = Number(values.reps ?? (QUICK ? 1 : 3));
 const T = Number(values.time ?? (QUICK ? 2 : 5));
+const SOAK = Number(values.soak ?? (QUICK ? 0 : 60));
 const PATHS = (values.paths ?? (QUICK && !values.peers ? 'direct,kernel,vxtap' : 'direct,kernel,tinc,openvpn,vxtap')).split(',');
 
 // ---------------------------------------------------------------- helpers
@@ -217,8 +221,9 @@ interface Sample {
   tcp1: number; // Gbit/s
   tcp4: number;
   retrans1: number;
-  pps60: number; // delivered 60-byte frames per second
-  udpLoss: number; // %
+  pps60: number; // delivered 60-byte frames per second, generator at full rate
+  loss60: number; // % of those frames lost at full rate
+  lossHalf: number; // % lost at half the delivered rate (below saturation)
   pingAvg: number; // ms
   pingP99: number;
   cpuPerGbit: number; // CPU seconds per Gbit moved (userspace paths), NaN otherwise
@@ -242,22 +247,54 @@ async function iperf(t: Topo, args: string[]): Promise<Record<string, any>> {
   return j;
 }
 
+function linkInfo(ns: string, dev: string): { mac: string; rx: number; tx: number } {
+  const l = JSON.parse(must(['ip', '-n', ns, '-j', '-s', 'link', 'show', 'dev', dev]))[0];
+  return { mac: l.address, rx: l.stats64.rx.packets, tx: l.stats64.tx.packets };
+}
+
+const hexBytes = (xs: number[]) => xs.map((b) => `0x${b.toString(16).padStart(2, '0')}`).join(', ');
+
+/**
+ * 60-byte frames (Ethernet 14 + IPv4 20 + UDP 8 + 18 bytes of payload) from c2 (198.19.1.2) to c1 (198.19.1.1,
+ * UDP port 9: discard) for T seconds with trafgen, at full rate or `rate` pps. Counts what c2's eth0 sent and what
+ * c1's eth0 received. --no-sock-mem: trafgen leaves the host's socket memory settings alone.
+ */
+async function flood(t: Topo, rate?: number): Promise<{ sent: number; got: number }> {
+  const src = linkInfo(t.c2, 'eth0');
+  const dst = linkInfo(t.c1, 'eth0');
+  const mac = (m: string) => m.split(':').map((x) => parseInt(x, 16));
+  const conf = join(t.dir, 'udp60.cfg');
+  writeFileSync(conf, `{ ${hexBytes([...mac(dst.mac), ...mac(src.mac), 0x08, 0x00])},
+  0x45, 0x00, 0x00, 0x2e, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, csumip(14, 33), 198, 19, 1, 2, 198, 19, 1, 1,
+  0x30, 0x39, 0x00, 0x09, 0x00, 0x1a, 0x00, 0x00,
+  fill(0x41, 18) }
+`);
+  const r = sh(['ip', 'netns', 'exec', t.c2, 'timeout', '-s', 'INT', String(T), 'trafgen', '--dev', 'eth0', '--conf', conf, '--cpus', '1', '--no-sock-mem', ...(rate ? ['-b', `${Math.round(rate)}pps`] : [])], (T + 20) * 1000);
+  if (r.code !== 0 && r.code !== 124 && !/packets outgoing/.test(r.out + r.err)) throw new Error(`trafgen: ${(r.err || r.out).trim().slice(-300)}`);
+  await sleep(500); // frames in flight
+  const src1 = linkInfo(t.c2, 'eth0');
+  const dst1 = linkInfo(t.c1, 'eth0');
+  return { sent: src1.tx - src.tx, got: dst1.rx - dst.rx };
+}
+
 async function measure(t: Topo): Promise<Sample> {
   const cpu0 = t.cpuPids.reduce((s, p) => s + cpuSeconds(p), 0);
   const j1 = await iperf(t, []);
   const cpu1 = t.cpuPids.reduce((s, p) => s + cpuSeconds(p), 0);
   const bytes1 = j1.end.sum_received.bytes as number;
   const j4 = await iperf(t, ['-P', '4']);
-  const ju = await iperf(t, ['-u', '-l', '18', '-b', '0']);
-  const u = ju.end.sum;
+  const full = await flood(t);
+  const pps60 = full.got / T;
+  const half = await flood(t, pps60 / 2);
   const pr = sh(['ip', 'netns', 'exec', t.c2, 'ping', '-n', '-c', '200', '-i', '0.005', '-W', '1', '198.19.1.1']);
   const rtts = [...pr.out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
   return {
     tcp1: j1.end.sum_received.bits_per_second / 1e9,
     tcp4: j4.end.sum_received.bits_per_second / 1e9,
     retrans1: j1.end.sum_sent.retransmits ?? 0,
-    pps60: (u.packets - u.lost_packets) / u.seconds,
-    udpLoss: u.lost_percent,
+    pps60,
+    loss60: full.sent ? (100 * Math.max(0, full.sent - full.got)) / full.sent : NaN,
+    lossHalf: half.sent ? (100 * Math.max(0, half.sent - half.got)) / half.sent : NaN,
     pingAvg: rtts.reduce((s, x) => s + x, 0) / Math.max(1, rtts.length),
     pingP99: rtts[Math.min(rtts.length - 1, Math.floor(rtts.length * 0.99))] ?? NaN,
     cpuPerGbit: t.cpuPids.length ? (cpu1 - cpu0) / ((bytes1 * 8) / 1e9) : NaN,
@@ -281,7 +318,7 @@ async function measure(t: Topo): Promise<Sample> {
   }
 }
 
-const KEYS: (keyof Sample)[] = ['tcp1', 'tcp4', 'pps60', 'pingAvg', 'pingP99', 'cpuPerGbit', 'retrans1', 'udpLoss'];
+const KEYS: (keyof Sample)[] = ['tcp1', 'tcp4', 'pps60', 'loss60', 'lossHalf', 'pingAvg', 'pingP99', 'cpuPerGbit', 'retrans1'];
 const results: Record<string, Sample[]> = {};
 for (const path of PATHS) {
   results[path] = [];
@@ -291,7 +328,7 @@ for (const path of PATHS) {
     try {
       progress(`${path}: rep ${r + 1}/${REPS}: warming up`);
       await warm(t);
-      progress(`${path}: rep ${r + 1}/${REPS}: measuring (~${3 * T + 5} s)`);
+      progress(`${path}: rep ${r + 1}/${REPS}: measuring (~${4 * T + 8} s)`);
       results[path].push(await measure(t));
     } catch (e) {
       process.stderr.write(`\n${path}: ${(e as Error).message}\n`);
@@ -301,6 +338,38 @@ for (const path of PATHS) {
   }
 }
 progress('');
+
+/** Resident memory of each vxtap agent, sampled every second under full TCP load for SOAK seconds. */
+async function soak(): Promise<{ seconds: number; agents: { start: number; end: number; max: number }[]; gbit: number } | null> {
+  if (!(SOAK > 0) || !PATHS.includes('vxtap')) return null;
+  const t = await builders.vxtap();
+  try {
+    await warm(t);
+    const srv = spawn('ip', ['netns', 'exec', t.c1, 'iperf3', '-s', '-1', '-B', '198.19.1.1'], { stdio: 'ignore' });
+    t.procs.push(srv);
+    await sleep(300);
+    const cli = spawn('ip', ['netns', 'exec', t.c2, 'iperf3', '-c', '198.19.1.1', '-J', '-t', String(SOAK)], { stdio: ['ignore', 'pipe', 'ignore'] });
+    t.procs.push(cli);
+    let out = '';
+    cli.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const rss = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;
+    const series: number[][] = t.cpuPids.map(() => []);
+    const t0 = Date.now();
+    while (cli.exitCode === null && Date.now() - t0 < (SOAK + 30) * 1000) {
+      progress(`soak: ${Math.round((Date.now() - t0) / 1000)}/${SOAK} s under load, agent RSS ${t.cpuPids.map((p) => rss(p).toFixed(1)).join(' / ')} MB`);
+      t.cpuPids.forEach((p, i) => series[i].push(rss(p)));
+      await sleep(1000);
+    }
+    const j = JSON.parse(out || '{}');
+    // from 5 s in (after start-up allocations) to the end
+    const agents = series.map((s) => ({ start: s[Math.min(5, s.length - 1)], end: s[s.length - 1], max: Math.max(...s) }));
+    return { seconds: SOAK, agents, gbit: (j.end?.sum_received?.bits_per_second ?? NaN) / 1e9 };
+  } finally {
+    await teardown(t);
+    progress('');
+  }
+}
+const mem = await soak();
 
 const stat = (xs: number[]) => ({ med: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
 const summary: Record<string, Record<string, { med: number; min: number; max: number }>> = {};
@@ -315,20 +384,24 @@ const md = [
   `Forwarding benchmark, ${new Date().toISOString()}, ${REPS} rep(s) x ${T} s, two hosts on a veth underlay (MTU 1500), container MTU 1450.`,
   'Median (min-max). Ratios are to the kernel VXLAN row of this run.',
   '',
-  '| path | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | ping avg ms | ping p99 ms | added vs kernel (avg) | CPU s per Gbit |',
-  '|---|---|---|---|---|---|---|---|---|---|---|',
+  '| path | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | ping avg ms | ping p99 ms | added vs kernel (avg) | CPU s per Gbit |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ...Object.keys(summary).map((p) => {
     const s = summary[p];
     const added = k ? `${((s.pingAvg.med - k.pingAvg.med) * 1000).toFixed(0)} us` : '-';
-    return `| ${p} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${added} | ${fmt(s.cpuPerGbit, 2)} |`;
+    return `| ${p} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.loss60, 1)} / ${fmt(s.lossHalf, 2)} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${added} | ${fmt(s.cpuPerGbit, 2)} |`;
   }),
   '',
-  '60 B frames: iperf3 UDP, 18-byte payload, unlimited rate; one sender thread, so fast paths can be sender-capped.',
+  '60 B frames: trafgen (one process) from the client container at full rate, then at half the rate the path',
+  'delivered; counted at the receiving container\'s interface. The generator shares the 2 cores with the path.',
+  ...(mem
+    ? ['', `Memory under load: ${mem.seconds} s of TCP through vxtap (${mem.gbit.toFixed(2)} Gbit/s); agent resident memory at 5 s -> end (max): ${mem.agents.map((a, i) => `h${i + 1} ${a.start.toFixed(1)} -> ${a.end.toFixed(1)} MB (${a.max.toFixed(1)})`).join(', ')}.`]
+    : []),
 ].join('\n');
 console.log(md);
 mkdirSync(RESULTS, { recursive: true });
 writeFileSync(join(RESULTS, 'forwarding.md'), md + '\n');
-writeFileSync(join(RESULTS, 'forwarding.json'), JSON.stringify({ date: new Date().toISOString(), reps: REPS, seconds: T, results, summary }, null, 2));
+writeFileSync(join(RESULTS, 'forwarding.json'), JSON.stringify({ date: new Date().toISOString(), reps: REPS, seconds: T, results, summary, memory: mem }, null, 2));
 writeFileSync(join(RESULTS, 'forwarding.svg'), chart(summary));
 process.exit(0);
 

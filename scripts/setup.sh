@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-PKGS=(iproute2 iperf3 tshark ethtool iputils-ping busybox-static etcd-server tinc openvpn nftables docker.io iptables)
+PKGS=(iproute2 iperf3 tshark ethtool iputils-ping busybox-static etcd-server tinc openvpn nftables docker.io iptables netsniff-ng)
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

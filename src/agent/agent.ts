@@ -33,6 +33,7 @@ import { native } from '../sys/native.js';
 import { ip, ipJson, netnsPath } from '../sys/ip.js';
 import { closeTap, createTap, checkIfname, setOffloads, type Tap } from '../tap/tap.js';
 import { VXLAN_DEFAULT_PORT, VXLAN_IPV4_OVERHEAD, VXLAN_VNI_MAX } from '../vxlan/constants.js';
+import { useSum16 } from '../vxlan/checksum.js';
 import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
 import { formatMac, MAC_ZERO, parseMac, isGroupMacNum } from '../vxlan/mac.js';
 import { firstFree, inSubnet, parseAddress, parseSubnet, type Subnet } from './addr.js';
@@ -226,6 +227,7 @@ export class Agent {
     const sndbuf = o.sndbuf ?? 4 << 20;
     const io = o.io ?? nativeIo();
     const n = native();
+    useSum16(n.sum16); // checksums of TSO and GRO segments: the data plane's per-byte work, in C
     const opened: number[] = [];
     let kv: Kv | undefined;
     try {

@@ -33,6 +33,8 @@ export interface NativeAddon {
   /** which: 0 TUNSETPERSIST, 1 TUNSETOFFLOAD, 2 TUNSETVNETHDRSZ */
   tapIoctl(fd: number, which: 0 | 1 | 2, value: number): number;
   closeFd(fd: number): number;
+  /** Ones'-complement sum of buf[start..end) as big-endian words, folded, plus initial (as checksum.ts sum16js). */
+  sum16(buf: Uint8Array, start: number, end: number, initial?: number): number;
   udpOpen(ipv4: number, port: number, rcvbuf: number, sndbuf: number, gro: boolean): [fd: number, port: number];
   sockInfo(fd: number): [rcvbuf: number, sndbuf: number];
   readBatch(fd: number, arena: Uint8Array, slotSize: number, offset: number, maxCount: number, lens: Int32Array): number;

@@ -87,3 +87,21 @@ test('NEEDS_CSUM: completing a partial checksum gives the full one', () => {
   assert.equal(finish(sum16(f, tcpOff, f.length, pseudoSumV4(0xc6130102, 0xc6130103, IPPROTO_TCP, len))), 0);
   assert.ok(!finishChecksum(f, 0, f.length, f.length, 0), 'offsets outside the frame are refused');
 });
+
+test('native sum16 (the addon, used by the agent) equals sum16js on random spans, offsets and initial values', async () => {
+  const { native } = await import('../../src/sys/native.js');
+  const { sum16js, useSum16 } = await import('../../src/vxlan/checksum.js');
+  const n = native();
+  const buf = new Uint8Array(randomBytes(70_000));
+  for (let k = 0; k < 20_000; k++) {
+    const a = Math.floor(Math.random() * 4000);
+    const b = a + Math.floor(Math.random() * (k % 10 === 0 ? 66_000 : 3000));
+    const end = Math.min(b, buf.length);
+    const init = Math.floor(Math.random() * 0x20000);
+    assert.equal(n.sum16(buf, a, end, init), sum16js(buf, a, end, init), `[${a}, ${end}) + ${init}`);
+  }
+  for (const ff of [new Uint8Array(1501).fill(0xff), new Uint8Array(64)]) assert.equal(n.sum16(ff, 0, ff.length, 0xffff), sum16js(ff, 0, ff.length, 0xffff));
+  assert.throws(() => n.sum16(buf, 10, 5), /bad arguments/);
+  assert.throws(() => n.sum16(buf, 0, buf.length + 1), /bad arguments/);
+  assert.throws(() => useSum16(() => 0), /disagrees with sum16js/);
+});
