@@ -257,7 +257,8 @@ const hexBytes = (xs: number[]) => xs.map((b) => `0x${b.toString(16).padStart(2,
 /**
  * 60-byte frames (Ethernet 14 + IPv4 20 + UDP 8 + 18 bytes of payload) from c2 (198.19.1.2) to c1 (198.19.1.1,
  * UDP port 9: discard) for T seconds with trafgen, at full rate or `rate` pps. Counts what c2's eth0 sent and what
- * c1's eth0 received. --no-sock-mem: trafgen leaves the host's socket memory settings alone.
+ * c1's eth0 received. "Sent" is the sender interface's tx_packets: frames a full queue refused are pushed back to
+ * trafgen (which retries them; the interface counts each refusal as tx_dropped), not lost. --no-sock-mem: trafgen leaves the host's socket memory settings alone.
  */
 async function flood(t: Topo, rate?: number): Promise<{ sent: number; got: number }> {
   const src = linkInfo(t.c2, 'eth0');
@@ -285,6 +286,7 @@ async function measure(t: Topo): Promise<Sample> {
   const j4 = await iperf(t, ['-P', '4']);
   const full = await flood(t);
   const pps60 = full.got / T;
+  await sleep(1000); // let the full-rate run's queues drain before the run below saturation
   const half = await flood(t, pps60 / 2);
   const pr = sh(['ip', 'netns', 'exec', t.c2, 'ping', '-n', '-c', '200', '-i', '0.005', '-W', '1', '198.19.1.1']);
   const rtts = [...pr.out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
