@@ -125,6 +125,25 @@ async function waitFile(path: string, ms = 15_000): Promise<void> {
   }
 }
 
+/** One vxtap agent per host on a shared embedded store; `extra`: more agent flags. */
+async function vxtapPath(extra: string[]): Promise<Topo> {
+  const t = baseTopo(true);
+  for (const i of [1, 2]) {
+    const sock = join(t.dir, `h${i}.sock`);
+    const p = spawn('sh', ['-c', `exec ip netns exec ${t.tag}-h${i} node ${CLI} agent --vtep 198.18.0.${i} --host h${i} --socket ${sock} --kv ${join(t.dir, 'store.db')} --state-dir ${join(t.dir, 'state')} --log-level warn ${extra.join(' ')} 2>>${join(t.dir, `h${i}.log`)}`], { stdio: 'ignore' });
+    t.procs.push(p);
+    t.cpuPids.push(p.pid!);
+    await waitFile(sock);
+  }
+  const v = (i: number, args: string[]) => must(['node', CLI, ...args, '--socket', join(t.dir, `h${i}.sock`)]);
+  await sleep(300);
+  v(1, ['network', 'create', 'bench', '--subnet', '198.19.1.0/24', '--gateway', 'none']);
+  await sleep(100);
+  v(1, ['endpoint', 'attach', 'bench', '--netns', t.c1, '--name', 'c1', '--ip', '198.19.1.1']);
+  v(2, ['endpoint', 'attach', 'bench', '--netns', t.c2, '--name', 'c2', '--ip', '198.19.1.2']);
+  return t;
+}
+
 const builders: Record<string, () => Promise<Topo>> = {
   async direct() {
     const t = baseTopo(false);
@@ -144,23 +163,7 @@ const builders: Record<string, () => Promise<Topo>> = {
     }
     return t;
   },
-  async vxtap() {
-    const t = baseTopo(true);
-    for (const i of [1, 2]) {
-      const sock = join(t.dir, `h${i}.sock`);
-      const p = spawn('sh', ['-c', `exec ip netns exec ${t.tag}-h${i} node ${CLI} agent --vtep 198.18.0.${i} --host h${i} --socket ${sock} --kv ${join(t.dir, 'store.db')} --state-dir ${join(t.dir, 'state')} --log-level warn 2>>${join(t.dir, `h${i}.log`)}`], { stdio: 'ignore' });
-      t.procs.push(p);
-      t.cpuPids.push(p.pid!);
-      await waitFile(sock);
-    }
-    const v = (i: number, args: string[]) => must(['node', CLI, ...args, '--socket', join(t.dir, `h${i}.sock`)]);
-    await sleep(300);
-    v(1, ['network', 'create', 'bench', '--subnet', '198.19.1.0/24', '--gateway', 'none']);
-    await sleep(100);
-    v(1, ['endpoint', 'attach', 'bench', '--netns', t.c1, '--name', 'c1', '--ip', '198.19.1.1']);
-    v(2, ['endpoint', 'attach', 'bench', '--netns', t.c2, '--name', 'c2', '--ip', '198.19.1.2']);
-    return t;
-  },
+  vxtap: () => vxtapPath([]),
   async tinc() {
     const t = baseTopo(true);
     for (const i of [1, 2] as const) {
@@ -418,7 +421,7 @@ function chart(s: typeof summary): string {
     const y = top + i * (bar + gap);
     const v = s[p].tcp1;
     return `<text x="${left - 8}" y="${y + bar / 2 + 5}" text-anchor="end" font-size="14">${p}</text>` +
-      `<rect x="${left}" y="${y}" width="${x(v.med) - left}" height="${bar}" fill="${p === 'vxtap' ? '#2b7bb9' : p === 'kernel' ? '#888' : '#bbb'}"/>` +
+      `<rect x="${left}" y="${y}" width="${x(v.med) - left}" height="${bar}" fill="${p.startsWith('vxtap') ? '#2b7bb9' : p === 'kernel' ? '#888' : '#bbb'}"/>` +
       `<line x1="${x(v.min)}" x2="${x(v.max)}" y1="${y + bar / 2}" y2="${y + bar / 2}" stroke="#000"/>` +
       `<text x="${x(v.max) + 6}" y="${y + bar / 2 + 5}" font-size="13">${v.med.toFixed(2)} Gbit/s</text>`;
   });

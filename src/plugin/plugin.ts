@@ -99,6 +99,7 @@ export class DockerPlugin {
   private again = false;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  private lastError = '';
   /** docker_gwbridge address -> container id, for DNS scoping; refreshed at most once a second. */
   private gwMap: { at: number; map: Map<string, string> } = { at: 0, map: new Map() };
 
@@ -467,7 +468,18 @@ export class DockerPlugin {
     this.reconciling = (async () => {
       do {
         this.again = false;
-        await this.reconcile().catch((e) => this.log.warn('docker reconcile failed; retrying', { err: e }));
+        await this.reconcile().then(
+          () => {
+            if (this.lastError) this.log.info('docker reconcile works again', { docker: this.engine.url });
+            this.lastError = '';
+          },
+          (e) => {
+            // once per distinct failure (dockerd down is retried every 5 s): not a line every pass
+            const msg = (e as Error).message;
+            if (msg !== this.lastError) this.log.warn('docker reconcile failed; retrying every 5 s', { err: e });
+            this.lastError = msg;
+          },
+        );
       } while (this.again && !this.closed);
     })().finally(() => (this.reconciling = null));
   }
