@@ -109,8 +109,15 @@ export function tsoSplitV4(src: Uint8Array, off: number, len: number, mss: numbe
   for (let k = 0; k < count; k++) {
     const o = dstOff + k * stride + prefix;
     const plen = k === count - 1 ? payload - k * mss : mss;
-    dst.set(src.subarray(off, off + hdrs), o);
-    dst.set(src.subarray(off + hdrs + k * mss, off + hdrs + k * mss + plen), o + hdrs);
+    const from = off + hdrs + k * mss;
+    if (dst === src) {
+      // the data plane splits inside its own arena: copyWithin allocates nothing (two views per segment did)
+      dst.copyWithin(o, off, off + hdrs);
+      dst.copyWithin(o + hdrs, from, from + plen);
+    } else {
+      dst.set(src.subarray(off, off + hdrs), o);
+      dst.set(src.subarray(from, from + plen), o + hdrs);
+    }
     const dip = o + l2;
     writeU16(dst, dip + IPV4_OFF_TOT_LEN, ihl + doff + plen);
     writeU16(dst, dip + IPV4_OFF_ID, (id0 + k) & 0xffff);
