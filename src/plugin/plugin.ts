@@ -44,6 +44,7 @@ const BIND_WAIT_MS = 30_000;
 const RECONCILE_MS = 5000;
 /** An endpoint or reservation dockerd does not show is removed after it was missing this long. */
 const STALE_MS = 10_000;
+const POOL_UNCLAIMED_MS = 10 * 60_000;
 
 interface PoolRec {
   subnet: string;
@@ -51,6 +52,8 @@ interface PoolRec {
   /** The vxtap network, once known. */
   network?: string;
   networkId?: string;
+  /** When Docker asked for it: a pool no CreateNetwork claimed within POOL_UNCLAIMED_MS is a failed create's. */
+  created?: number;
 }
 
 interface NetRec {
@@ -196,12 +199,8 @@ export class DockerPlugin {
     }
     if (!pool) throw invalid('vxtap IPAM needs the subnet: docker network create -d vxtap --ipam-driver vxtap --subnet 198.19.1.0/24 NAME');
     const subnet = parseSubnet(pool);
-    for (const [pid, p] of Object.entries(this.st.pools)) {
-      // Docker asks once per network; an equal unbound pool is a leftover of a failed create: reuse it
-      if (p.subnet === subnet.cidr && !p.networkId && p.network === network) delete this.st.pools[pid];
-    }
     const poolId = `vxtap-${subnet.cidr.replace('/', '-')}-${randomBytes(4).toString('hex')}`;
-    this.st.pools[poolId] = { subnet: subnet.cidr, ...(network ? { network } : {}) };
+    this.st.pools[poolId] = { subnet: subnet.cidr, created: Date.now(), ...(network ? { network } : {}) };
     this.save();
     return { PoolID: poolId, Pool: subnet.cidr, Data: {} };
   }
@@ -267,7 +266,10 @@ export class DockerPlugin {
     if (vni !== undefined && !Number.isInteger(vni)) throw invalid(`-o ${OPT_VNI}=${generic[OPT_VNI]}: give an integer VNI (1-16777215)`);
     const mtu = generic[OPT_MTU] === undefined ? undefined : Number(generic[OPT_MTU]);
     if (mtu !== undefined && !Number.isInteger(mtu)) throw invalid(`-o ${OPT_MTU}=${generic[OPT_MTU]}: give an integer MTU`);
-    const pool = Object.entries(this.st.pools).find(([, p]) => p.subnet === subnet.cidr && !p.networkId && (!generic[OPT_NETWORK] || !p.network || p.network === generic[OPT_NETWORK]));
+    // the pool Docker asked for just before this call: the newest unclaimed one of this subnet
+    const pool = Object.entries(this.st.pools)
+      .reverse()
+      .find(([, p]) => p.subnet === subnet.cidr && !p.networkId && (!generic[OPT_NETWORK] || !p.network || p.network === generic[OPT_NETWORK]));
     let name = generic[OPT_NETWORK] ?? pool?.[1].network ?? null;
     if (name !== null) {
       // named: bind (or create) now, so a wrong name or subnet is this call's error
@@ -546,7 +548,14 @@ export class DockerPlugin {
       });
       else this.missingSince.delete(`net:${nid}`);
     }
-    // 4. endpoints dockerd dropped without telling us (dockerd killed), and reservations nobody uses
+    // 4. pools of network creates that failed after RequestPool (Docker then releases them, unless it died)
+    for (const [pid, p] of Object.entries(this.st.pools)) {
+      if (!p.networkId && Date.now() - (p.created ?? 0) > POOL_UNCLAIMED_MS) {
+        delete this.st.pools[pid];
+        this.save();
+      }
+    }
+    // 5. endpoints dockerd dropped without telling us (dockerd killed), and reservations nobody uses
     const live = new Set<string>();
     const liveIps = new Set<string>();
     for (const n of ours) {
