@@ -20,7 +20,7 @@ export interface EngineContainer {
   Id: string;
   Name: string;
   State?: { Running?: boolean; Pid?: number };
-  NetworkSettings?: { Networks?: Record<string, { EndpointID?: string; Aliases?: string[] | null; IPAddress?: string }> | null };
+  NetworkSettings?: { Networks?: Record<string, { NetworkID?: string; EndpointID?: string; Aliases?: string[] | null; IPAddress?: string }> | null };
 }
 
 export class EngineError extends Error {

@@ -74,7 +74,6 @@ interface EpRec {
   mac: string;
   /** The agent's endpoint name, after Join. */
   vxtap?: string;
-  container?: string;
   created: number;
 }
 
@@ -103,8 +102,6 @@ export class DockerPlugin {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private lastError = '';
-  /** docker_gwbridge address -> container id, for DNS scoping; refreshed at most once a second. */
-  private gwMap: { at: number; map: Map<string, string> } = { at: 0, map: new Map() };
 
   constructor(readonly agent: Agent, dockerUrl: string, stateDir: string, private readonly log: Logger) {
     this.engine = new Engine(dockerUrl);
@@ -437,8 +434,6 @@ export class DockerPlugin {
         const [cid, c] = hit;
         const info = await this.engine.container(cid);
         const aliases = info?.NetworkSettings?.Networks?.[dn.Name]?.Aliases ?? [];
-        e.container = cid;
-        this.save();
         await this.agent.setAliases(e.vxtap, [c.Name.replace(/^\//, ''), ...aliases]);
         return;
       }
@@ -446,17 +441,27 @@ export class DockerPlugin {
     }
   }
 
-  /** For DNS scoping: the vxtap networks of the container that owns `srcIp` (its docker_gwbridge address). */
+  /**
+   * For DNS scoping: the vxtap networks of the container that owns `srcIp` (its docker_gwbridge address), asked
+   * of dockerd at each query: nothing cached, because Docker hands a removed container's gwbridge address to the
+   * next one at once, and a new container asks for names before the plugin has learned anything about it.
+   * null (no scoping) when dockerd cannot tell.
+   */
   async networksOf(srcIp: string): Promise<Set<string> | null> {
-    if (Date.now() - this.gwMap.at > 1000) {
-      const map = new Map<string, string>();
-      const gw = await this.engine.network('docker_gwbridge').catch(() => null);
-      for (const [cid, c] of Object.entries(gw?.Containers ?? {})) map.set(c.IPv4Address.replace(/\/\d+$/, ''), cid);
-      this.gwMap = { at: Date.now(), map };
+    try {
+      const gw = await this.engine.network('docker_gwbridge');
+      const cid = Object.entries(gw?.Containers ?? {}).find(([, c]) => c.IPv4Address.replace(/\/\d+$/, '') === srcIp)?.[0];
+      if (!cid) return null;
+      const info = await this.engine.container(cid);
+      const nets = new Set<string>();
+      for (const n of Object.values(info?.NetworkSettings?.Networks ?? {})) {
+        const name = n.NetworkID ? this.st.networks[n.NetworkID]?.network : null;
+        if (name) nets.add(name);
+      }
+      return nets;
+    } catch {
+      return null;
     }
-    const cid = this.gwMap.map.get(srcIp);
-    if (!cid) return null;
-    return new Set(Object.values(this.st.endpoints).filter((e) => e.container === cid).map((e) => e.network));
   }
 
   // ---- reconcile with the local dockerd
