@@ -15,17 +15,21 @@ const BENCH = join(CLI, '../../../bench/forwarding.js');
 
 test('bench --quick: kernel VXLAN and vxtap rows with numbers, JSON and SVG written', { skip }, () => {
   const out = mkdtempSync(join(tmpdir(), 'vxt-bench-'));
-  const r = sh(['node', BENCH, '--quick', '--time', '1', '--paths', 'kernel,vxtap', '--out', out], 240_000);
-  assert.equal(r.code, 0, r.stderr);
-  const rows = r.stdout.split('\n').filter((l) => /^\| (kernel|vxtap) \|/.test(l));
-  assert.equal(rows.length, 2, r.stdout);
-  const json = JSON.parse(readFileSync(join(out, 'forwarding.json'), 'utf8'));
-  for (const p of ['kernel', 'vxtap']) {
-    const s = json.summary[p];
-    assert.ok(s.tcp1.med > 0 && s.pps60.med > 0 && s.pingAvg.med > 0, `${p}: ${JSON.stringify(s)}`);
+  let rows: string[] = [];
+  try {
+    const r = sh(['node', BENCH, '--quick', '--time', '1', '--paths', 'kernel,vxtap', '--out', out], 240_000);
+    assert.equal(r.code, 0, r.stderr);
+    rows = r.stdout.split('\n').filter((l) => /^\| (kernel|vxtap) \|/.test(l));
+    assert.equal(rows.length, 2, r.stdout);
+    const json = JSON.parse(readFileSync(join(out, 'forwarding.json'), 'utf8'));
+    for (const p of ['kernel', 'vxtap']) {
+      const s = json.summary[p];
+      assert.ok(s.tcp1.med > 0 && s.pps60.med > 0 && s.pingAvg.med > 0 && Number.isFinite(s.lossHalf.med), `${p}: ${JSON.stringify(s)}`);
+    }
+    assert.ok(Number.isFinite(json.summary.vxtap.cpuPerGbit.med), 'CPU per Gbit measured for the userspace path');
+    assert.match(readFileSync(join(out, 'forwarding.svg'), 'utf8'), /<svg/);
+  } finally {
+    rmSync(out, { recursive: true, force: true }); // also when an assertion failed
   }
-  assert.ok(Number.isFinite(json.summary.vxtap.cpuPerGbit.med), 'CPU per Gbit measured for the userspace path');
-  assert.match(readFileSync(join(out, 'forwarding.svg'), 'utf8'), /<svg/);
-  rmSync(out, { recursive: true, force: true });
   console.log(rows.join('\n'));
 });
