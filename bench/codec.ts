@@ -13,13 +13,16 @@ import { readMac } from '../src/vxlan/mac.js';
 import { readVni, vxlanFlagsValid, writeVxlanHeader, vxlan } from '../src/vxlan/vxlan.js';
 import { ethernet } from '../src/vxlan/ethernet.js';
 import { ipv4 } from '../src/vxlan/ipv4.js';
-import { internetChecksum } from '../src/vxlan/checksum.js';
+import { internetChecksum, sum16js } from '../src/vxlan/checksum.js';
+import { native } from '../src/sys/native.js';
 import { ipv4Frame } from '../test/helpers/frames.js';
 import { createHash } from 'node:crypto';
 
 const OUT = resolve(fileURLToPath(import.meta.url), '../../../bench/results');
 const frame = ipv4Frame(0x020000000002, 0x020000000001, { size: 1464, proto: 6, sport: 40000, dport: 80 });
 const buf = new Uint8Array(2048);
+const big = new Uint8Array(65536).map((_, i) => (i * 131 + 7) & 0xff);
+const nativeSum16 = native().sum16;
 buf.set(frame, 64);
 const fdb = new Fdb();
 const v = fdb.addVni(4097);
@@ -72,11 +75,20 @@ await b.suite(
   b.add('IPv4 header checksum (20 bytes)', () => {
     sink += internetChecksum(buf, 78, 98);
   }),
-  b.add('Internet checksum over 1448 bytes (new: 8 bytes per iteration)', () => {
-    sink += internetChecksum(buf, 80, 80 + 1448);
+  b.add('sum16 over 1448 bytes (newest: native, the data plane\'s since entry 7)', () => {
+    sink += nativeSum16(buf, 80, 80 + 1448, 0);
   }),
-  b.add('Internet checksum over 1448 bytes (old: 2 bytes per iteration)', () => {
+  b.add('sum16 over 1448 bytes (new: JS, 8 bytes per iteration, entries 5-6)', () => {
+    sink += sum16js(buf, 80, 80 + 1448);
+  }),
+  b.add('sum16 over 1448 bytes (old: JS, 2 bytes per iteration)', () => {
     sink += sum16Bytewise(buf, 80, 80 + 1448);
+  }),
+  b.add('sum16 over a 64 KB super-frame (native)', () => {
+    sink += nativeSum16(big, 0, 65536, 0);
+  }),
+  b.add('sum16 over a 64 KB super-frame (JS)', () => {
+    sink += sum16js(big, 0, 65536);
   }),
   b.cycle(),
   b.complete((s) => {
