@@ -823,14 +823,14 @@ export class Agent {
         const path = netnsPath(r.netns);
         if (statSync(path).ino !== r.nsIno) throw new Error('namespace was replaced');
         if (!!r.vnetHdr !== this.offload) throw new Error(`it was attached with offloads ${r.vnetHdr ? 'on' : 'off'}; restart the agent the same way, or detach it`);
-        // Docker renames the TAP it was handed (vxNNNNNNNN -> ethN): find it by its MAC
+        // the TAP is the interface with the endpoint's MAC (Docker renames the one it was handed: vxNNNNNNNN -> ethN);
+        // looked up before opening, so a missing one is never re-created by TUNSETIFF
         const links = await ipJson<{ ifname: string; address: string }[]>(['link', 'show'], r.netns);
         const found = links.find((l) => l.address === r.mac);
-        if (found) r.ifname = found.ifname;
+        if (!found) throw new Error(`no interface with MAC ${r.mac} in ${r.netns} (expected ${r.ifname})`);
+        r.ifname = found.ifname;
         [fd] = n.tapOpen(r.ifname, k.IFF_TAP | k.IFF_NO_PI | (r.vnetHdr ? k.IFF_VNET_HDR : 0), path);
         if (r.vnetHdr) setOffloads(fd);
-        const link = (await ipJson<{ address: string }[]>(['link', 'show', 'dev', r.ifname], r.netns))[0];
-        if (link?.address !== r.mac) throw new Error(`${r.ifname} has MAC ${link?.address}, expected ${r.mac}`);
         if (!this.networks.has(r.network)) {
           // the store may be unreachable: forward on what the state file says until it answers
           const net: Network = { name: r.network, vni: r.vni, subnet: parseSubnet(r.subnet), gateway: r.gateway ? parseIpv4(r.gateway) : 0, mtu: r.mtu, learning: true };

@@ -44,7 +44,7 @@ export class DnsServer {
 
   constructor(private readonly o: DnsOptions) {
     const up = o.upstream ?? resolvConfServers();
-    this.upstream = up.includes('none') ? [] : up.map(parseHostPort).filter((u) => !(u.ip === o.address && u.port === o.port));
+    this.upstream = up.includes('none') ? [] : up.map((u) => parseHostPort(u, 'DNS upstream')).filter((u) => !(u.ip === o.address && u.port === o.port));
   }
 
   async start(): Promise<void> {
@@ -150,9 +150,10 @@ export class DnsServer {
   }
 }
 
-function parseHostPort(s: string): { ip: string; port: number } {
+/** "IPv4" or "IPv4:port" (port 53 when left out). */
+export function parseHostPort(s: string, what = 'address'): { ip: string; port: number } {
   const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d+))?$/.exec(s);
-  if (!m) throw new Error(`DNS upstream ${JSON.stringify(s)}: give IPv4[:port]`);
+  if (!m) throw new Error(`${what} ${JSON.stringify(s)}: give IPv4[:port]`);
   return { ip: m[1], port: m[2] ? Number(m[2]) : 53 };
 }
 

@@ -5,7 +5,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Agent, DEFAULT_STATE_DIR } from '../agent/agent.js';
-import { DnsServer } from '../agent/dns.js';
+import { DnsServer, parseHostPort } from '../agent/dns.js';
 import { DockerPlugin } from '../plugin/plugin.js';
 import { DEFAULT_PLUGIN_SOCKET, servePlugin } from '../plugin/server.js';
 import { call, DEFAULT_SOCKET } from '../agent/client.js';
@@ -147,12 +147,16 @@ async function agentCmd(argv: string[]): Promise<void> {
       log.info('docker plugin ready', { socket: sock, docker: opts.docker });
     } else if (opts['plugin-socket']) throw new UsageError('--plugin-socket needs --docker (the local dockerd API address)');
     if (opts.dns) {
-      const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d+))?$/.exec(opts.dns as string);
-      if (!m) throw new UsageError(`--dns ${opts.dns}: give IPv4[:port], e.g. the VTEP address: --dns ${opts.vtep}`);
+      let listen: { ip: string; port: number };
+      try {
+        listen = parseHostPort(opts.dns as string);
+      } catch {
+        throw new UsageError(`--dns ${opts.dns}: give IPv4[:port], e.g. the VTEP address: --dns ${opts.vtep}`);
+      }
       const p = plugin;
       const dns = new DnsServer({
-        address: m[1],
-        port: m[2] ? Number(m[2]) : 53,
+        address: listen.ip,
+        port: listen.port,
         upstream: opts['dns-upstream'] ? (opts['dns-upstream'] as string).split(',') : undefined,
         endpointsOf: (n) => agent.reconciler.state.endpointsOf(n),
         networks: () => agent.reconciler.state.networks.keys(),

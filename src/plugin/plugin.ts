@@ -267,14 +267,10 @@ export class DockerPlugin {
     const pool = Object.entries(this.st.pools)
       .reverse()
       .find(([, p]) => p.subnet === subnet.cidr && !p.networkId && (!generic[OPT_NETWORK] || !p.network || p.network === generic[OPT_NETWORK]));
-    let name = generic[OPT_NETWORK] ?? pool?.[1].network ?? null;
-    if (name !== null) {
-      // named: bind (or create) now, so a wrong name or subnet is this call's error
-      const have = this.agent.networks.get(name);
-      if (have && have.subnet.cidr !== subnet.cidr) throw new AgentError('ERR_EXISTS', `vxtap network ${name} exists with subnet ${have.subnet.cidr}, not ${subnet.cidr}`);
-      if (!have) name = (await this.agent.createNetwork({ name, subnet: subnet.cidr, gateway: gateway ?? undefined, vni, mtu })).name;
-    }
-    this.st.networks[networkId] = { network: name, subnet: subnet.cidr, gateway, ...(vni !== undefined ? { vni } : {}), ...(mtu !== undefined ? { mtu } : {}) };
+    const name = generic[OPT_NETWORK] ?? pool?.[1].network ?? null;
+    const rec: NetRec = { network: name, subnet: subnet.cidr, gateway, ...(vni !== undefined ? { vni } : {}), ...(mtu !== undefined ? { mtu } : {}) };
+    if (name !== null) await this.ensureNetwork(name, rec); // named: bound now, so a wrong name or subnet is this call's error
+    this.st.networks[networkId] = rec;
     if (pool) Object.assign(pool[1], { networkId, ...(name ? { network: name } : {}) });
     this.save();
     if (name === null) this.bind(networkId);
@@ -299,16 +295,11 @@ export class DockerPlugin {
       if (!dn) throw new AgentError('ERR_SETUP', `dockerd at ${this.engine.url} did not show network ${networkId.slice(0, 12)} within ${BIND_WAIT_MS / 1000} s`);
       const name = dn.Name;
       rec.network = name; // before the store has it: the reconcile pass must see this Docker network as bound
-      const have = this.agent.networks.get(name);
       try {
-        if (have && have.subnet.cidr !== rec.subnet) throw new AgentError('ERR_EXISTS', `a vxtap network ${name} already exists with subnet ${have.subnet.cidr}`);
-        if (!have) await this.agent.createNetwork({ name, subnet: rec.subnet, gateway: rec.gateway ?? undefined, vni: rec.vni, mtu: rec.mtu });
+        await this.ensureNetwork(name, rec);
       } catch (e) {
-        const again = this.agent.networks.get(name);
-        if (!(e instanceof AgentError && e.code === 'ERR_EXISTS' && again && again.subnet.cidr === rec.subnet)) {
-          rec.network = null;
-          throw e;
-        }
+        rec.network = null;
+        throw e;
       }
       for (const pool of Object.values(this.st.pools)) if (pool.networkId === networkId) pool.network = name;
       this.save();
@@ -325,6 +316,22 @@ export class DockerPlugin {
       this.log.error('cannot register the docker network in the cluster', { networkId: networkId.slice(0, 12), err: e });
     });
     this.binders.set(networkId, p);
+  }
+
+  /** Makes sure the vxtap network `name` exists with rec's subnet: the existing one, or created now (one created
+   * concurrently elsewhere with the same subnet counts as success). */
+  private async ensureNetwork(name: string, rec: NetRec): Promise<void> {
+    const matches = (): boolean => {
+      const have = this.agent.networks.get(name);
+      if (have && have.subnet.cidr !== rec.subnet) throw new AgentError('ERR_EXISTS', `vxtap network ${name} exists with subnet ${have.subnet.cidr}, not ${rec.subnet}`);
+      return have !== undefined;
+    };
+    if (matches()) return;
+    try {
+      await this.agent.createNetwork({ name, subnet: rec.subnet, gateway: rec.gateway ?? undefined, vni: rec.vni, mtu: rec.mtu });
+    } catch (e) {
+      if (!(e instanceof AgentError && e.code === 'ERR_EXISTS' && matches())) throw e;
+    }
   }
 
   /** The vxtap network a Docker network is bound to (waiting for a pending bind). */

@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { agentHandle, CLI, must, sh, sleep, type Agent, type Topo } from './topo.js';
+import { agentHandle, CLI, must, safeKill, sh, sleep, type Agent, type Topo } from './topo.js';
 
 export const DOCKER = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
 const CONTROLLERS = ['cpu', 'cpuacct', 'cpuset', 'memory', 'devices', 'freezer', 'blkio', 'pids'];
@@ -129,11 +129,11 @@ export async function stopDockerd(d: Dockerd): Promise<void> {
     } catch {
       /* gone */
     }
-    const t = setTimeout(() => d.proc.pid && safeKill(d.proc.pid), 20_000);
+    const t = setTimeout(() => d.proc.pid && safeKill(d.proc.pid, 'SIGKILL'), 20_000);
     await done;
     clearTimeout(t);
   }
-  for (const pid of leftovers(d)) safeKill(pid);
+  for (const pid of leftovers(d)) safeKill(pid, 'SIGKILL');
   await sleep(200);
   removeCgroups(d.cgroupParent);
 }
@@ -159,9 +159,9 @@ function stopDockerdSync(d: Dockerd): void {
     } catch {
       /* gone */
     }
-    safeKill(pid);
+    safeKill(pid, 'SIGKILL');
   }
-  for (const p of leftovers(d)) safeKill(p);
+  for (const p of leftovers(d)) safeKill(p, 'SIGKILL');
   removeCgroups(d.cgroupParent);
 }
 
@@ -172,9 +172,9 @@ export async function killDockerd(d: Dockerd): Promise<void> {
   const pidFile = join(d.dir, 'exec/containerd/containerd.pid');
   const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : 0;
   const done = new Promise((r) => d.proc.once('exit', r));
-  if (d.proc.pid) safeKill(d.proc.pid);
+  if (d.proc.pid) safeKill(d.proc.pid, 'SIGKILL');
   await done;
-  if (pid > 0 && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(d.dir)) safeKill(pid); // ours: its config is in our dir
+  if (pid > 0 && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(d.dir)) safeKill(pid, 'SIGKILL'); // ours: its config is in our dir
   const until = Date.now() + 15_000;
   while (pid > 0 && alive(pid) && Date.now() < until) await sleep(100);
   // dead, but maybe not yet reaped (this machine's init reaps orphans late): dockerd would take the zombie for a
@@ -218,14 +218,6 @@ function alive(pid: number): boolean {
     return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
   } catch {
     return false;
-  }
-}
-
-function safeKill(pid: number): void {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    /* gone */
   }
 }
 

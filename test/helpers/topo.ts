@@ -207,7 +207,8 @@ export async function agentHandle(host: string, socket: string, proc: ChildProce
   };
 }
 
-function safeKill(pid: number, sig: NodeJS.Signals): void {
+/** Sends `sig` to a process we started; a process already gone is fine. */
+export function safeKill(pid: number, sig: NodeJS.Signals): void {
   try {
     process.kill(pid, sig);
   } catch {
