@@ -13,7 +13,9 @@ import { readMac } from '../src/vxlan/mac.js';
 import { readVni, vxlanFlagsValid, writeVxlanHeader, vxlan } from '../src/vxlan/vxlan.js';
 import { ethernet } from '../src/vxlan/ethernet.js';
 import { ipv4 } from '../src/vxlan/ipv4.js';
-import { internetChecksum, sum16js } from '../src/vxlan/checksum.js';
+import { internetChecksum, sum16js, useSum16 } from '../src/vxlan/checksum.js';
+import { sampleTcpV4Frame, tsoSplitJs } from '../src/vxlan/gso.js';
+import { groSegmentJs } from '../src/dataplane/gro.js';
 import { native } from '../src/sys/native.js';
 import { ipv4Frame } from '../test/helpers/frames.js';
 import { createHash } from 'node:crypto';
@@ -23,6 +25,17 @@ const frame = ipv4Frame(0x020000000002, 0x020000000001, { size: 1464, proto: 6, 
 const buf = new Uint8Array(2048);
 const big = new Uint8Array(65536).map((_, i) => (i * 131 + 7) & 0xff);
 const nativeSum16 = native().sum16;
+const { tsoSplit: nativeTso, groSegment: nativeGro } = native();
+useSum16(nativeSum16); // the "old" JS TSO/GRO sides as entry 8 ran them: JS loops, native checksums
+// TSO: a 64 KB super-frame (45 segments of 1448) split in an arena; GRO: one 1448-byte segment against a pending frame
+const superFrame = sampleTcpV4Frame(65_000);
+const tsoArena = new Uint8Array(superFrame.length + 45 * (8 + 66 + 1448) + 4096);
+tsoArena.set(superFrame, 0);
+const tsoOut = new Int32Array(3);
+const seg = sampleTcpV4Frame(1448);
+const groArena = new Uint8Array(3 * 1600);
+groArena.set(seg, 0);
+groArena.set(seg, 1600);
 buf.set(frame, 64);
 const fdb = new Fdb();
 const v = fdb.addVni(4097);
@@ -89,6 +102,18 @@ await b.suite(
   }),
   b.add('sum16 over a 64 KB super-frame (JS)', () => {
     sink += sum16js(big, 0, 65536);
+  }),
+  b.add('TSO: 64 KB super-frame -> 45 VXLAN frames (new: native tsoSplit, entry 9)', () => {
+    sink += nativeTso(tsoArena, 0, superFrame.length, 1448, superFrame.length + 64, 8, 4097, tsoOut);
+  }),
+  b.add('TSO: 64 KB super-frame -> 45 VXLAN frames (old: JS split, native sum16 per segment)', () => {
+    sink += tsoSplitJs(tsoArena, 0, superFrame.length, 1448, superFrame.length + 64, 8, 4097, tsoOut);
+  }),
+  b.add('GRO: check + append one 1448-byte segment (new: native groSegment, entry 9)', () => {
+    sink += nativeGro(groArena, 1600, seg.length, 54, 0, 3200);
+  }),
+  b.add('GRO: check + append one 1448-byte segment (old: JS compare and copy, native sum16)', () => {
+    sink += groSegmentJs(groArena, 1600, seg.length, 54, 0, 3200);
   }),
   b.cycle(),
   b.complete((s) => {

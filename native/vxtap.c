@@ -1,8 +1,9 @@
 /*
  * vxtap_native: the thin syscall layer of vxtap.
  *
- * C makes syscalls and reports errno names; TypeScript validates arguments and owns all logic (no forwarding
- * decisions here). Layout: helpers, then the poll handle and its callback, then methods, then exports.
+ * C makes syscalls and reports errno names, and does the per-byte codec work TypeScript hands it (checksums, TSO
+ * segmentation, GRO segment checks); TypeScript validates arguments and owns all logic (no forwarding decisions
+ * here). Layout: helpers, then the poll handle and its callback, then methods, then exports.
  *
  * Batched I/O works on one "arena" (a Buffer cut into fixed-size slots) so a call passes one pointer, not an
  * array of Buffers:
@@ -283,24 +284,9 @@ static napi_value TapIoctl(napi_env env, napi_callback_info info) {
   return make_i32(env, 0);
 }
 
-/*
- * sum16(buf, start, end, initial): the ones'-complement sum of buf[start..end) as big-endian 16-bit words, folded
- * to 16 bits and added to `initial` (the same contract as src/vxlan/checksum.ts sum16js). The data plane's only
- * per-byte work: TCP checksums of TSO segments and of segments merged by GRO. Sums native-order 32-bit words in a
- * 64-bit accumulator and swaps once at the end (RFC 1071: the sum is byte-order independent).
- */
-static napi_value Sum16(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  uint8_t *buf;
-  size_t len;
-  uint32_t start, end, initial = 0;
-  if (argc < 3 || !get_bytes(env, argv[0], &buf, &len) || !get_u32(env, argv[1], &start) || !get_u32(env, argv[2], &end) ||
-      (argc > 3 && !get_u32(env, argv[3], &initial)) || start > end || end > len)
-    return throw_type(env, "sum16(buf, start, end, initial?): bad arguments");
-  const uint8_t *q = buf + start;
-  size_t n = end - start;
+/* Ones'-complement sum of q[0..n) as big-endian 16-bit words, not yet folded: native-order 32-bit words in a 64-bit
+ * accumulator (RFC 1071: the sum is byte-order independent; csum_fold() swaps once). */
+static uint64_t csum_add(const uint8_t *q, size_t n) {
   uint64_t s = 0;
   while (n >= 16) {
     uint32_t w[4];
@@ -324,12 +310,160 @@ static napi_value Sum16(napi_env env, napi_callback_info info) {
     n -= 2;
   }
   if (n) s += htons((uint16_t)(q[0] << 8)); /* the odd last byte is the high byte of a big-endian word */
+  return s;
+}
+
+/* csum_add()'s accumulator folded to 16 bits, as a host-order value (the big-endian word sum), plus `initial`. */
+static uint32_t csum_fold(uint64_t s, uint32_t initial) {
   while (s >> 16) s = (s & 0xffff) + (s >> 16);
   uint64_t t = (uint64_t)ntohs((uint16_t)s) + initial;
   while (t >> 16) t = (t & 0xffff) + (t >> 16);
+  return (uint32_t)t;
+}
+
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static inline uint32_t rd32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]; }
+static inline void wr16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline void wr32(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v; }
+
+/* IPv4 pseudo-header sum (addresses as stored in the packet) for a TCP segment of `len` bytes. */
+static uint32_t pseudo_v4(const uint8_t *ip, uint32_t len) {
+  uint64_t s = (uint64_t)rd16(ip + 12) + rd16(ip + 14) + rd16(ip + 16) + rd16(ip + 18) + 6 /* TCP */ + len;
+  while (s >> 16) s = (s & 0xffff) + (s >> 16);
+  return (uint32_t)s;
+}
+
+/*
+ * sum16(buf, start, end, initial): the ones'-complement sum of buf[start..end) as big-endian 16-bit words, folded
+ * to 16 bits and added to `initial` (the same contract as src/vxlan/checksum.ts sum16js): checksums that JS completes
+ * over whole frames (NEEDS_CSUM without GSO). See csum_add().
+ */
+static napi_value Sum16(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *buf;
+  size_t len;
+  uint32_t start, end, initial = 0;
+  if (argc < 3 || !get_bytes(env, argv[0], &buf, &len) || !get_u32(env, argv[1], &start) || !get_u32(env, argv[2], &end) ||
+      (argc > 3 && !get_u32(env, argv[3], &initial)) || start > end || end > len)
+    return throw_type(env, "sum16(buf, start, end, initial?): bad arguments");
   napi_value out;
-  NAPI_CALL(env, napi_create_uint32(env, (uint32_t)t, &out));
+  NAPI_CALL(env, napi_create_uint32(env, csum_fold(csum_add(buf + start, end - start), initial), &out));
   return out;
+}
+
+/*
+ * tsoSplit(buf, off, len, mss, dstOff, prefix, vni, out): src/vxlan/gso.ts tsoSplitV4 in one call (same contract,
+ * same bytes; the agent checks the two agree before it uses this one). Cuts the IPv4/TCP super-frame
+ * buf[off..off+len) into frames of at most `mss` payload bytes, back to back from dstOff, each after `prefix` free
+ * bytes; if vni >= 0 the last 8 of those get the VXLAN header (flags I, the VNI). Each frame: its own IPv4 total
+ * length, id (+1 per frame) and header checksum, TCP sequence number, FIN/PSH on the last only, CWR on the first
+ * only, and its complete TCP checksum, summed right after the copy while the bytes are in cache. out[0..2] =
+ * count, stride, total. Returns count, or -1 (nothing written) if the frame is not IPv4/TCP, its headers do not
+ * fit, the output would not fit in buf, or it would overlap the input.
+ */
+static napi_value TsoSplit(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *buf;
+  size_t blen;
+  uint32_t off, len, mss, dst_off, prefix;
+  int32_t vni, *out;
+  size_t out_n;
+  if (argc < 8 || !get_bytes(env, argv[0], &buf, &blen) || !get_u32(env, argv[1], &off) || !get_u32(env, argv[2], &len) ||
+      !get_u32(env, argv[3], &mss) || !get_u32(env, argv[4], &dst_off) || !get_u32(env, argv[5], &prefix) ||
+      !get_i32(env, argv[6], &vni) || !get_typed(env, argv[7], napi_int32_array, (void **)&out, &out_n) || out_n < 3 ||
+      (uint64_t)off + len > blen || (vni >= 0 && prefix < 8))
+    return throw_type(env, "tsoSplit(buf, off, len, mss, dstOff, prefix, vni, out: Int32Array(3)): bad arguments");
+  const uint8_t *src = buf + off;
+  if (len < 14 || mss < 1) return make_i32(env, -1);
+  uint32_t l2 = rd16(src + 12) == 0x8100 ? 18 : 14;
+  const uint8_t *ip = src + l2;
+  if (len < l2 + 20 || (ip[0] >> 4) != 4 || ip[9] != 6) return make_i32(env, -1);
+  uint32_t ihl = (ip[0] & 0x0f) * 4;
+  if (ihl < 20 || len < l2 + ihl + 20) return make_i32(env, -1);
+  const uint8_t *tcp = ip + ihl;
+  uint32_t doff = (tcp[12] >> 4) * 4;
+  if (doff < 20 || len < l2 + ihl + doff) return make_i32(env, -1);
+  uint32_t hdrs = l2 + ihl + doff;
+  uint32_t payload = len - hdrs;
+  uint32_t count = payload == 0 ? 1 : (payload + mss - 1) / mss;
+  uint64_t stride = (uint64_t)prefix + hdrs + mss;
+  uint64_t total = (count - 1) * stride + prefix + hdrs + (payload - (uint64_t)(count - 1) * mss);
+  if ((uint64_t)dst_off + total > blen) return make_i32(env, -1);
+  if (dst_off < (uint64_t)off + len && (uint64_t)dst_off + total > off) return make_i32(env, -1);
+  uint32_t seq0 = rd32(tcp + 4);
+  uint16_t id0 = rd16(ip + 4);
+  uint8_t flags0 = tcp[13];
+  for (uint32_t k = 0; k < count; k++) {
+    uint8_t *o = buf + dst_off + k * stride + prefix;
+    uint32_t plen = k == count - 1 ? payload - k * mss : mss;
+    memcpy(o, src, hdrs);
+    memcpy(o + hdrs, src + hdrs + (size_t)k * mss, plen);
+    if (vni >= 0) {
+      uint8_t *v = o - 8;
+      v[0] = 0x08; v[1] = 0; v[2] = 0; v[3] = 0;
+      v[4] = (uint8_t)(vni >> 16); v[5] = (uint8_t)(vni >> 8); v[6] = (uint8_t)vni; v[7] = 0;
+    }
+    uint8_t *dip = o + l2;
+    wr16(dip + 2, ihl + doff + plen);
+    wr16(dip + 4, (uint16_t)(id0 + k));
+    wr16(dip + 10, 0);
+    wr16(dip + 10, ~csum_fold(csum_add(dip, ihl), 0) & 0xffff);
+    uint8_t *dt = dip + ihl;
+    wr32(dt + 4, seq0 + k * mss);
+    uint8_t f = flags0;
+    if (k != count - 1) f &= (uint8_t)~(0x01 /* FIN */ | 0x08 /* PSH */);
+    if (k != 0) f &= (uint8_t)~0x80 /* CWR */;
+    dt[13] = f;
+    wr16(dt + 16, 0);
+    uint32_t seg = doff + plen;
+    wr16(dt + 16, ~csum_fold(csum_add(dt, seg), pseudo_v4(dip, seg)) & 0xffff);
+  }
+  out[0] = (int32_t)count;
+  out[1] = (int32_t)stride;
+  out[2] = (int32_t)total;
+  return make_i32(env, (int32_t)count);
+}
+
+/*
+ * groSegment(buf, off, len, hdrs, ref, dst): the per-segment work of src/dataplane/gro.ts (Gro.offer), in one call,
+ * for an inner IPv4/TCP frame buf[off..off+len) without IP options whose headers (Ethernet + IPv4 + TCP) are
+ * `hdrs` bytes and that the caller has already checked for form:
+ *   -1  its TCP checksum does not verify;
+ *    0  it verifies, and ref < 0 or it is not of the flow of the pending super-frame at buf[ref..] (Gro.sameFlow:
+ *       same Ethernet header, IPv4 TOS, DF/MF byte, TTL, protocol and addresses, same TCP ports, ack, data offset,
+ *       window and options);
+ *    1  it verifies, is of that flow, and its payload has been copied to buf[dst..].
+ */
+static napi_value GroSegment(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *buf;
+  size_t blen;
+  uint32_t off, len, hdrs;
+  int32_t ref, dst;
+  if (argc < 6 || !get_bytes(env, argv[0], &buf, &blen) || !get_u32(env, argv[1], &off) || !get_u32(env, argv[2], &len) ||
+      !get_u32(env, argv[3], &hdrs) || !get_i32(env, argv[4], &ref) || !get_i32(env, argv[5], &dst) ||
+      (uint64_t)off + len > blen || hdrs < 54 || hdrs > len || (ref >= 0 && (uint64_t)ref + hdrs > blen) ||
+      (ref >= 0 && dst >= 0 && (uint64_t)dst + (len - hdrs) > blen))
+    return throw_type(env, "groSegment(buf, off, len, hdrs, ref, dst): bad arguments");
+  const uint8_t *f = buf + off;
+  const uint8_t *ip = f + 14, *tcp = f + 34;
+  if (csum_fold(csum_add(tcp, len - 34), pseudo_v4(ip, len - 34)) != 0xffff) return make_i32(env, -1);
+  if (ref < 0) return make_i32(env, 0);
+  const uint8_t *r = buf + ref;
+  const uint8_t *rip = r + 14, *rtcp = r + 34;
+  if (memcmp(f, r, 14) != 0 || ip[1] != rip[1] || ip[6] != rip[6] || ip[8] != rip[8] || ip[9] != rip[9] ||
+      memcmp(ip + 12, rip + 12, 8) != 0 || memcmp(tcp, rtcp, 4) != 0 || memcmp(tcp + 8, rtcp + 8, 5) != 0 ||
+      memcmp(tcp + 14, rtcp + 14, 2) != 0 || memcmp(tcp + 20, rtcp + 20, hdrs - 54) != 0)
+    return make_i32(env, 0);
+  if (dst < 0) return make_i32(env, 0);
+  memmove(buf + dst, f + hdrs, len - hdrs);
+  return make_i32(env, 1);
 }
 
 static napi_value CloseFd(napi_env env, napi_callback_info info) {
@@ -713,6 +847,8 @@ NAPI_MODULE_INIT() {
     {"tapIoctl", NULL, TapIoctl, NULL, NULL, NULL, napi_default, NULL},
     {"closeFd", NULL, CloseFd, NULL, NULL, NULL, napi_default, NULL},
     {"sum16", NULL, Sum16, NULL, NULL, NULL, napi_default, NULL},
+    {"tsoSplit", NULL, TsoSplit, NULL, NULL, NULL, napi_default, NULL},
+    {"groSegment", NULL, GroSegment, NULL, NULL, NULL, napi_default, NULL},
     {"udpOpen", NULL, UdpOpen, NULL, NULL, NULL, napi_default, NULL},
     {"sockInfo", NULL, SockInfo, NULL, NULL, NULL, napi_default, NULL},
     {"readBatch", NULL, ReadBatch, NULL, NULL, NULL, napi_default, NULL},

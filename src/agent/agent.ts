@@ -34,6 +34,8 @@ import { ip, ipJson, netnsPath } from '../sys/ip.js';
 import { closeTap, createTap, checkIfname, setOffloads, type Tap } from '../tap/tap.js';
 import { VXLAN_DEFAULT_PORT, VXLAN_IPV4_OVERHEAD, VXLAN_VNI_MAX } from '../vxlan/constants.js';
 import { useSum16 } from '../vxlan/checksum.js';
+import { useTsoSplit } from '../vxlan/gso.js';
+import { useGroSegment } from '../dataplane/gro.js';
 import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
 import { formatMac, MAC_ZERO, parseMac, isGroupMacNum } from '../vxlan/mac.js';
 import { firstFree, inSubnet, parseAddress, parseSubnet, type Subnet } from './addr.js';
@@ -229,7 +231,11 @@ export class Agent {
     const sndbuf = o.sndbuf ?? 4 << 20;
     const io = o.io ?? nativeIo();
     const n = native();
-    useSum16(n.sum16); // checksums of TSO and GRO segments: the data plane's per-byte work, in C
+    // the data plane's per-byte work, in C: checksums, TSO segmentation, GRO segment checks (each checked against
+    // its JS reference before it is used)
+    useSum16(n.sum16);
+    useTsoSplit(n.tsoSplit);
+    useGroSegment(n.groSegment);
     const opened: number[] = [];
     let kv: Kv | undefined;
     try {

@@ -35,7 +35,7 @@ import {
 } from '../vxlan/constants.js';
 import { finish, internetChecksum, pseudoSumV4, sum16 } from '../vxlan/checksum.js';
 import { readU16, readU32, writeU16 } from '../vxlan/ethernet.js';
-import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, writeU16le } from '../vxlan/gso.js';
+import { sampleTcpV4Frame, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, writeU16le } from '../vxlan/gso.js';
 import type { Counters } from './counters.js';
 import type { OutQueue } from './out.js';
 import type { Port } from './port.js';
@@ -86,20 +86,22 @@ export class Gro {
       this.flush();
       return false;
     }
-    if (finish(sum16(a, off + L4, off + len, pseudoSumV4(readU32(a, off + L3 + IPV4_OFF_SRC), readU32(a, off + L3 + IPV4_OFF_DST), IPPROTO_TCP, len - L4))) !== 0) {
+    const seq = readU32(a, off + L4 + TCP_OFF_SEQ);
+    const extend = this.port === port && hdrs === this.hdrs && seq === this.nextSeq && !this.shortSeen && plen <= this.mss && this.len + plen <= MAX_TOTAL;
+    const ref = this.start + VNET_HDR_LEN;
+    const r = extend ? groSegment(a, off, len, hdrs, ref, ref + this.len) : groSegment(a, off, len, hdrs, -1, -1);
+    if (r < 0) {
       this.flush();
       this.c.rx_gro_bad_csum++;
       return false; // written as it came: the container's stack drops it, as it would without us
     }
-    const seq = readU32(a, off + L4 + TCP_OFF_SEQ);
-    if (this.port === port && this.sameFlow(a, off, hdrs) && seq === this.nextSeq && !this.shortSeen && plen <= this.mss && this.len + plen <= MAX_TOTAL) {
-      a.copyWithin(this.start + VNET_HDR_LEN + this.len, off + hdrs, off + len); // (copy within the one arena)
+    if (r === 1) {
       this.len += plen;
       this.nextSeq = (seq + plen) >>> 0;
       this.segs++;
       if (plen < this.mss) this.shortSeen = true;
       if ((flags & TCP_FLAG_PSH) !== 0) {
-        this.arena[this.start + VNET_HDR_LEN + L4 + TCP_OFF_FLAGS] |= TCP_FLAG_PSH;
+        this.arena[ref + L4 + TCP_OFF_FLAGS] |= TCP_FLAG_PSH;
         this.flush();
       }
       return true;
@@ -116,21 +118,6 @@ export class Gro {
     this.shortSeen = false;
     a.copyWithin(this.start + VNET_HDR_LEN, off, off + len);
     if ((flags & TCP_FLAG_PSH) !== 0) this.flush();
-    return true;
-  }
-
-  /** Everything but seq, IPv4 id/length/checksum, TCP checksum and PSH must match the pending super-frame. */
-  private sameFlow(a: Uint8Array, off: number, hdrs: number): boolean {
-    if (hdrs !== this.hdrs) return false;
-    const p = this.start + VNET_HDR_LEN;
-    for (let i = 0; i < ETH_HLEN; i++) if (a[off + i] !== this.arena[p + i]) return false;
-    // IPv4: TOS (1), flags (6), TTL/proto (8-9), addresses (12-19); id, length and checksum may differ
-    if (a[off + L3 + 1] !== this.arena[p + L3 + 1] || a[off + L3 + 6] !== this.arena[p + L3 + 6] || readU16(a, off + L3 + 8) !== readU16(this.arena, p + L3 + 8)) return false;
-    if (readU32(a, off + L3 + IPV4_OFF_SRC) !== readU32(this.arena, p + L3 + IPV4_OFF_SRC) || readU32(a, off + L3 + IPV4_OFF_DST) !== readU32(this.arena, p + L3 + IPV4_OFF_DST)) return false;
-    // TCP: ports (0-3), ack (8-11), data offset (12), window (14-15), options (20..doff)
-    if (readU32(a, off + L4) !== readU32(this.arena, p + L4) || readU32(a, off + L4 + 8) !== readU32(this.arena, p + L4 + 8)) return false;
-    if (a[off + L4 + 12] !== this.arena[p + L4 + 12] || readU16(a, off + L4 + 14) !== readU16(this.arena, p + L4 + 14)) return false;
-    for (let i = L4 + 20; i < hdrs; i++) if (a[off + i] !== this.arena[p + i]) return false;
     return true;
   }
 
@@ -164,4 +151,67 @@ export class Gro {
     this.out.tap(port, h, VNET_HDR_LEN + this.len, true);
     this.cursor = h + ((VNET_HDR_LEN + this.len + 63) & ~63);
   }
+}
+
+/**
+ * The per-segment work of Gro.offer, for an inner frame a[off..off+len) already checked for form (IPv4 without
+ * options, TCP with `hdrs` bytes of headers): -1 if its TCP checksum does not verify; 0 if it verifies and ref < 0
+ * or it is not of the flow of the pending super-frame at a[ref..] (everything but seq, IPv4 id/length/checksum,
+ * TCP checksum and PSH must match: Ethernet header, TOS, DF/MF byte, TTL, protocol, addresses, ports, ack, data
+ * offset, window, options); 1 if it verifies, is of that flow, and its payload has been copied to a[dst..].
+ */
+export type GroSegment = (a: Uint8Array, off: number, len: number, hdrs: number, ref: number, dst: number) => number;
+
+/** GroSegment in JS: the reference the native one is checked against. */
+export function groSegmentJs(a: Uint8Array, off: number, len: number, hdrs: number, ref: number, dst: number): number {
+  if (finish(sum16(a, off + L4, off + len, pseudoSumV4(readU32(a, off + L3 + IPV4_OFF_SRC), readU32(a, off + L3 + IPV4_OFF_DST), IPPROTO_TCP, len - L4))) !== 0) return -1;
+  if (ref < 0) return 0;
+  for (let i = 0; i < ETH_HLEN; i++) if (a[off + i] !== a[ref + i]) return 0;
+  if (a[off + L3 + 1] !== a[ref + L3 + 1] || a[off + L3 + 6] !== a[ref + L3 + 6] || readU16(a, off + L3 + 8) !== readU16(a, ref + L3 + 8)) return 0;
+  if (readU32(a, off + L3 + IPV4_OFF_SRC) !== readU32(a, ref + L3 + IPV4_OFF_SRC) || readU32(a, off + L3 + IPV4_OFF_DST) !== readU32(a, ref + L3 + IPV4_OFF_DST)) return 0;
+  if (readU32(a, off + L4) !== readU32(a, ref + L4) || readU32(a, off + L4 + 8) !== readU32(a, ref + L4 + 8)) return 0;
+  if (a[off + L4 + 12] !== a[ref + L4 + 12] || readU16(a, off + L4 + 14) !== readU16(a, ref + L4 + 14)) return 0;
+  for (let i = L4 + 20; i < hdrs; i++) if (a[off + i] !== a[ref + i]) return 0;
+  if (dst < 0) return 0;
+  a.copyWithin(dst, off + hdrs, off + len);
+  return 1;
+}
+
+/**
+ * The per-segment step Gro.offer calls: groSegmentJs until useGroSegment() installs the native addon's (one call
+ * per segment instead of a checksum call, a JS header compare and a copy). A live binding.
+ */
+export let groSegment: GroSegment = groSegmentJs;
+
+/** Installs `f` as groSegment after checking it against groSegmentJs: bad checksums, each header field that
+ * must match, and the copy. */
+export function useGroSegment(f: GroSegment): void {
+  const base = sampleTcpV4Frame(1448, { tcpOpts: true });
+  const hdrs = L4 + 32;
+  // [offset of a byte to change in the offered segment (-1: none), whether its checksum is then fixed]
+  const edits: [number, boolean][] = [[-1, true], [hdrs + 100, false], [0, true], [11, true], [L3 + 1, true], [L3 + 6, true], [L3 + 8, true], [L3 + 12, true], [L3 + 19, true], [L4 + 1, true], [L4 + 3, true], [L4 + 4, true], [L4 + 9, true], [L4 + 15, true], [L4 + 25, true], [L3 + 4, true]];
+  for (const [at, fix] of edits) {
+    for (const withRef of [false, true]) {
+      const a = new Uint8Array(3 * base.length + 64);
+      a.set(base, 0); // the pending frame
+      const seg = sampleTcpV4Frame(1448, { tcpOpts: true, seed: 1 });
+      if (at >= 0) {
+        seg[at] ^= 0x5a;
+        if (fix) {
+          // keep the checksums right so only the edited field decides (the IPv4 header checksum is not checked)
+          seg[L4 + 16] = 0;
+          seg[L4 + 17] = 0;
+          writeU16(seg, L4 + 16, finish(sum16(seg, L4, seg.length, pseudoSumV4(readU32(seg, L3 + 12), readU32(seg, L3 + 16), IPPROTO_TCP, seg.length - L4))));
+        }
+      }
+      a.set(seg, base.length + 7);
+      const b = a.slice();
+      const ref = withRef ? 0 : -1;
+      const dst = withRef ? 2 * base.length + 9 : -1;
+      const ra = f(a, base.length + 7, seg.length, hdrs, ref, dst);
+      const rb = groSegmentJs(b, base.length + 7, seg.length, hdrs, ref, dst);
+      if (ra !== rb || !a.every((x, i) => x === b[i])) throw new Error(`groSegment replacement disagrees with groSegmentJs (byte ${at} changed, ref ${ref}): ${ra} vs ${rb}`);
+    }
+  }
+  groSegment = f;
 }

@@ -64,7 +64,7 @@ import { isGroupMac, readMac, writeMac } from '../vxlan/mac.js';
 import {
   finishChecksum,
   readU16le,
-  tsoSplitV4,
+  tsoSplit,
   VNET_F_NEEDS_CSUM,
   VNET_GSO_NONE,
   VNET_GSO_TCPV4,
@@ -259,16 +259,19 @@ function tso(dp: Dataplane, off: number, len: number, mss: number, vni: number):
     x.gsoCursor = x.gsoBase;
   }
   const start = x.gsoCursor;
-  const r = tsoSplitV4(arena, off, len, mss, arena, start, VXLAN_HLEN);
-  if (r === null) {
+  const count = tsoSplit(arena, off, len, mss, start, VXLAN_HLEN, vni, tsoOut);
+  if (count < 0) {
     dp.counters.tx_bad_offload++;
     return null;
   }
-  for (let k = 0; k < r.count; k++) writeVxlanHeader(arena, start + k * r.stride, vni);
-  x.gsoCursor = start + ((r.total + 63) & ~63);
-  dp.counters.tx_gso_segments += r.count;
-  return { start, count: r.count, stride: r.stride, total: r.total };
+  const total = tsoOut[2];
+  x.gsoCursor = start + ((total + 63) & ~63);
+  dp.counters.tx_gso_segments += count;
+  return { start, count, stride: tsoOut[1], total };
 }
+
+/** tsoSplit's count, stride, total (one array for the data plane: nothing allocated per super-frame). */
+const tsoOut = new Int32Array(3);
 
 /** Queues the segmented datagrams for one VTEP: runs of up to 64 / 65507 bytes, each one UDP GSO send. */
 function sendSegments(dp: Dataplane, s: Segmented, sock: number, vtep: number, port: number, peer: Peer | null, bytes: number): void {

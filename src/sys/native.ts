@@ -35,6 +35,10 @@ export interface NativeAddon {
   closeFd(fd: number): number;
   /** Ones'-complement sum of buf[start..end) as big-endian words, folded, plus initial (as checksum.ts sum16js). */
   sum16(buf: Uint8Array, start: number, end: number, initial?: number): number;
+  /** TSO of a super-frame inside one buffer, VXLAN headers included (as src/vxlan/gso.ts tsoSplitJs). */
+  tsoSplit(buf: Uint8Array, off: number, len: number, mss: number, dstOff: number, prefix: number, vni: number, out: Int32Array): number;
+  /** Checksum check, flow compare and payload copy of one GRO segment (as src/dataplane/gro.ts groSegmentJs). */
+  groSegment(buf: Uint8Array, off: number, len: number, hdrs: number, ref: number, dst: number): number;
   udpOpen(ipv4: number, port: number, rcvbuf: number, sndbuf: number, gro: boolean): [fd: number, port: number];
   sockInfo(fd: number): [rcvbuf: number, sndbuf: number];
   readBatch(fd: number, arena: Uint8Array, slotSize: number, offset: number, maxCount: number, lens: Int32Array): number;

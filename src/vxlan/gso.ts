@@ -31,6 +31,7 @@ import {
 } from './constants.js';
 import { finish, internetChecksum, pseudoSumV4, sum16 } from './checksum.js';
 import { readU16, readU32, writeU16, writeU32 } from './ethernet.js';
+import { writeVxlanHeader } from './vxlan.js';
 
 export const VNET_HDR_LEN = 10;
 export const VNET_OFF_FLAGS = 0;
@@ -77,6 +78,32 @@ export interface TsoResult {
   total: number;
 }
 
+/** Where tsoSplitV4 puts things: the super-frame's header sizes, and the output's frame count, stride and size. */
+interface TsoLayout extends TsoResult {
+  l2: number;
+  ihl: number;
+  doff: number;
+  hdrs: number;
+  payload: number;
+}
+
+function tsoLayout(src: Uint8Array, off: number, len: number, mss: number, prefix: number): TsoLayout | null {
+  if (len < ETH_HLEN || mss < 1) return null;
+  const l2 = readU16(src, off + ETH_OFF_TYPE) === ETH_P_8021Q ? ETH_HLEN + VLAN_HLEN : ETH_HLEN;
+  const ip = off + l2;
+  if (len < l2 + 20 || src[ip + IPV4_OFF_VER_IHL] >>> 4 !== 4 || src[ip + IPV4_OFF_PROTO] !== IPPROTO_TCP) return null;
+  const ihl = (src[ip + IPV4_OFF_VER_IHL] & 0x0f) * 4;
+  if (ihl < 20 || len < l2 + ihl + 20) return null;
+  const doff = (src[ip + ihl + TCP_OFF_DOFF] >>> 4) * 4;
+  if (doff < 20 || len < l2 + ihl + doff) return null;
+  const hdrs = l2 + ihl + doff;
+  const payload = len - hdrs;
+  const count = Math.max(1, Math.ceil(payload / mss));
+  const stride = prefix + hdrs + mss;
+  const total = (count - 1) * stride + prefix + hdrs + (payload - (count - 1) * mss);
+  return { l2, ihl, doff, hdrs, payload, count, stride, total };
+}
+
 /**
  * Cuts the IPv4/TCP super-frame src[off..off+len) into frames carrying at most `mss` payload bytes each, written
  * back to back into dst from dstOff, each after `prefix` bytes left free (room for a VXLAN header), so the
@@ -86,21 +113,11 @@ export interface TsoResult {
  * headers do not fit, or if dst is too small; nothing is written then.
  */
 export function tsoSplitV4(src: Uint8Array, off: number, len: number, mss: number, dst: Uint8Array, dstOff: number, prefix: number): TsoResult | null {
-  if (len < ETH_HLEN || mss < 1) return null;
-  const l2 = readU16(src, off + ETH_OFF_TYPE) === ETH_P_8021Q ? ETH_HLEN + VLAN_HLEN : ETH_HLEN;
+  const lay = tsoLayout(src, off, len, mss, prefix);
+  if (lay === null || dstOff + lay.total > dst.length) return null;
+  const { l2, ihl, doff, hdrs, payload, count, stride, total } = lay;
   const ip = off + l2;
-  if (len < l2 + 20 || src[ip + IPV4_OFF_VER_IHL] >>> 4 !== 4 || src[ip + IPV4_OFF_PROTO] !== IPPROTO_TCP) return null;
-  const ihl = (src[ip + IPV4_OFF_VER_IHL] & 0x0f) * 4;
-  if (ihl < 20 || len < l2 + ihl + 20) return null;
   const tcp = ip + ihl;
-  const doff = (src[tcp + TCP_OFF_DOFF] >>> 4) * 4;
-  if (doff < 20 || len < l2 + ihl + doff) return null;
-  const hdrs = l2 + ihl + doff;
-  const payload = len - hdrs;
-  const count = Math.max(1, Math.ceil(payload / mss));
-  const stride = prefix + hdrs + mss;
-  const total = (count - 1) * stride + prefix + hdrs + (payload - (count - 1) * mss);
-  if (dstOff + total > dst.length) return null;
   const seq0 = readU32(src, tcp + TCP_OFF_SEQ);
   const id0 = readU16(src, ip + IPV4_OFF_ID);
   const flags0 = src[tcp + TCP_OFF_FLAGS];
@@ -134,4 +151,102 @@ export function tsoSplitV4(src: Uint8Array, off: number, len: number, mss: numbe
     writeU16(dst, dt + TCP_OFF_CSUM, finish(sum16(dst, dt, dt + seg, pseudoSumV4(saddr, daddr, IPPROTO_TCP, seg))));
   }
   return { count, stride, total };
+}
+
+/**
+ * The data plane's TSO step, in one call per super-frame: tsoSplitV4 inside one buffer (input and output must not
+ * overlap), plus, if vni >= 0, the VXLAN header in the last 8 of each frame's `prefix` bytes. out[0..2] = count,
+ * stride, total (as TsoResult). Returns count, or -1 (nothing written) where tsoSplitV4 returns null or the
+ * output would overlap the input.
+ */
+export type TsoSplit = (buf: Uint8Array, off: number, len: number, mss: number, dstOff: number, prefix: number, vni: number, out: Int32Array) => number;
+
+/** TsoSplit in JS, on top of tsoSplitV4: the reference the native one is checked against. */
+export function tsoSplitJs(buf: Uint8Array, off: number, len: number, mss: number, dstOff: number, prefix: number, vni: number, out: Int32Array): number {
+  if (vni >= 0 && prefix < 8) throw new RangeError('tsoSplit: a VXLAN header needs prefix >= 8');
+  const lay = tsoLayout(buf, off, len, mss, prefix);
+  if (lay === null || (dstOff < off + len && dstOff + lay.total > off)) return -1;
+  const r = tsoSplitV4(buf, off, len, mss, buf, dstOff, prefix);
+  if (r === null) return -1;
+  if (vni >= 0) for (let k = 0; k < r.count; k++) writeVxlanHeader(buf, dstOff + k * r.stride + prefix - 8, vni);
+  out[0] = r.count;
+  out[1] = r.stride;
+  out[2] = r.total;
+  return r.count;
+}
+
+/**
+ * The TSO step the data plane calls: tsoSplitJs until useTsoSplit() installs the native addon's (one call per
+ * super-frame instead of a checksum call and two copies per segment; each segment is summed right after its copy,
+ * while it is in cache). A live binding, as checksum.ts sum16.
+ */
+export let tsoSplit: TsoSplit = tsoSplitJs;
+
+/**
+ * A test frame: Ethernet (+ 802.1Q tag if `vlan`) / IPv4 (ihl 5, or 6 with a NOP option) / TCP (data offset 5, or
+ * 8 with 12 option bytes) / `payload` bytes of a pattern, checksums complete. Used to check native codec
+ * functions against their JS references before the data plane uses them.
+ */
+export function sampleTcpV4Frame(payload: number, o: { vlan?: boolean; ipOpts?: boolean; tcpOpts?: boolean; flags?: number; seed?: number } = {}): Uint8Array {
+  const l2 = o.vlan ? 18 : 14;
+  const ihl = o.ipOpts ? 24 : 20;
+  const doff = o.tcpOpts ? 32 : 20;
+  const f = new Uint8Array(l2 + ihl + doff + payload);
+  const seed = o.seed ?? 1;
+  for (let i = 0; i < 12; i++) f[i] = (i * 17 + seed) & 0xff;
+  f[0] &= 0xfe; // unicast
+  if (o.vlan) {
+    writeU16(f, 12, ETH_P_8021Q);
+    writeU16(f, 14, 42);
+  }
+  writeU16(f, l2 - 2, 0x0800);
+  const ip = l2;
+  f[ip] = 0x40 | (ihl / 4);
+  f[ip + 1] = 0x10;
+  writeU16(f, ip + IPV4_OFF_TOT_LEN, ihl + doff + payload);
+  writeU16(f, ip + IPV4_OFF_ID, 0xfff0 + seed);
+  f[ip + 6] = 0x40; // DF
+  f[ip + 8] = 64;
+  f[ip + IPV4_OFF_PROTO] = IPPROTO_TCP;
+  writeU32(f, ip + IPV4_OFF_SRC, 0xc6130101);
+  writeU32(f, ip + IPV4_OFF_DST, 0xc6130102 + seed);
+  if (o.ipOpts) f.fill(1, ip + 20, ip + 24);
+  writeU16(f, ip + IPV4_OFF_CSUM, internetChecksum(f, ip, ip + ihl));
+  const t = ip + ihl;
+  writeU16(f, t, 40000 + seed);
+  writeU16(f, t + 2, 5201);
+  writeU32(f, t + TCP_OFF_SEQ, (0xfffff000 + seed * 7919) >>> 0);
+  writeU32(f, t + 8, 0x12345678);
+  f[t + TCP_OFF_DOFF] = (doff / 4) << 4;
+  f[t + TCP_OFF_FLAGS] = o.flags ?? 0x10;
+  writeU16(f, t + 14, 502);
+  if (o.tcpOpts) f.fill(1, t + 20, t + doff);
+  for (let i = t + doff; i < f.length; i++) f[i] = (i * 31 + seed * 7) & 0xff;
+  writeU16(f, t + TCP_OFF_CSUM, finish(sum16(f, t, f.length, pseudoSumV4(0xc6130101, 0xc6130102 + seed, IPPROTO_TCP, doff + payload))));
+  return f;
+}
+
+/** Installs `f` as tsoSplit after checking that it writes the same bytes and results as tsoSplitJs. */
+export function useTsoSplit(f: TsoSplit): void {
+  const cases: [number, number, object][] = [
+    [0, 1448, {}], [1, 1448, {}], [1448, 1448, {}], [1449, 1448, { flags: 0x19 }], [65000, 1398, { flags: 0x98 }],
+    [4000, 7, { vlan: true }], [3001, 1000, { ipOpts: true, tcpOpts: true, flags: 0x99 }],
+  ];
+  const outA = new Int32Array(3);
+  const outB = new Int32Array(3);
+  for (const [payload, mss, opts] of cases) {
+    const frame = sampleTcpV4Frame(payload, opts);
+    for (const vni of [-1, 0xabcdef]) {
+      const size = 3 + frame.length + 2 * (frame.length + 64 * Math.ceil(payload / mss + 1)) + 200;
+      const a = new Uint8Array(size);
+      a.set(frame, 3);
+      const b = a.slice();
+      const ra = f(a, 3, frame.length, mss, frame.length + 9, 8, vni, outA);
+      const rb = tsoSplitJs(b, 3, frame.length, mss, frame.length + 9, 8, vni, outB);
+      if (ra !== rb || outA.join() !== outB.join() || !a.every((x, i) => x === b[i])) {
+        throw new Error(`tsoSplit replacement disagrees with tsoSplitJs on a ${payload}-byte payload, mss ${mss}, vni ${vni}`);
+      }
+    }
+  }
+  tsoSplit = f;
 }

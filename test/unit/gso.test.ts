@@ -105,3 +105,99 @@ test('native sum16 (the addon, used by the agent) equals sum16js on random spans
   assert.throws(() => n.sum16(buf, 0, buf.length + 1), /bad arguments/);
   assert.throws(() => useSum16(() => 0), /disagrees with sum16js/);
 });
+
+test('native tsoSplit (used by the agent) writes the same bytes and results as tsoSplitJs on random super-frames', async () => {
+  const { native } = await import('../../src/sys/native.js');
+  const { tsoSplitJs, sampleTcpV4Frame, useTsoSplit } = await import('../../src/vxlan/gso.js');
+  const n = native();
+  const outA = new Int32Array(3);
+  const outB = new Int32Array(3);
+  let segments = 0;
+  for (let k = 0; k < 300; k++) {
+    const payload = k % 7 === 0 ? Math.floor(Math.random() * 40) : Math.floor(Math.random() * 65_000);
+    const mss = [1, 536, 1398, 1448, 8960][k % 5];
+    if (payload / mss > 200) continue;
+    const frame = sampleTcpV4Frame(payload, { vlan: k % 3 === 0, ipOpts: k % 4 === 0, tcpOpts: k % 2 === 0, flags: [0x10, 0x18, 0x19, 0x98, 0x99][k % 5], seed: k });
+    frame.set(randomBytes(payload), frame.length - payload); // the checksum fields go stale: the split recomputes them
+    const off = k % 5;
+    const prefix = 8 + (k % 3) * 8;
+    const vni = k % 2 === 0 ? -1 : Math.floor(Math.random() * 0x1000000);
+    const dstOff = off + frame.length + (k % 11);
+    const a = new Uint8Array(dstOff + frame.length + (prefix + 80) * (Math.ceil(payload / mss) + 1));
+    a.set(frame, off);
+    const b = a.slice();
+    const ra = n.tsoSplit(a, off, frame.length, mss, dstOff, prefix, vni, outA);
+    const rb = tsoSplitJs(b, off, frame.length, mss, dstOff, prefix, vni, outB);
+    assert.equal(ra, rb, `count, case ${k}`);
+    assert.deepEqual(outA, outB, `count/stride/total, case ${k}`);
+    assert.ok(a.every((x, i) => x === b[i]), `bytes, case ${k} (payload ${payload}, mss ${mss})`);
+    segments += Math.max(ra, 0);
+  }
+  assert.ok(segments > 1000, `${segments} segments compared`);
+  const f = sampleTcpV4Frame(3000);
+  const buf = new Uint8Array(10_000);
+  buf.set(f, 0);
+  assert.equal(n.tsoSplit(buf, 0, f.length, 1000, 100, 8, 1, outA), -1, 'output overlapping the input is refused');
+  assert.equal(n.tsoSplit(buf, 0, f.length, 1000, f.length, 8, 1, new Int32Array(3)), 3);
+  assert.equal(n.tsoSplit(buf, 0, f.length, 1000, 9000, 8, 1, outA), -1, 'output that does not fit is refused');
+  buf[23] = 17; // UDP
+  assert.equal(n.tsoSplit(buf, 0, f.length, 1000, f.length, 8, 1, outA), -1, 'not TCP');
+  assert.throws(() => n.tsoSplit(buf, 0, f.length, 1000, f.length, 4, 1, outA), /bad arguments/, 'a VXLAN header needs 8 prefix bytes');
+  assert.throws(() => n.tsoSplit(buf, 0, buf.length + 1, 1000, 0, 8, -1, outA), /bad arguments/);
+  assert.throws(() => useTsoSplit(() => -1), /disagrees with tsoSplitJs/);
+});
+
+test('native groSegment (used by the agent) agrees with groSegmentJs: checksum, each flow field, the copy', async () => {
+  const { native } = await import('../../src/sys/native.js');
+  const { sampleTcpV4Frame } = await import('../../src/vxlan/gso.js');
+  const { groSegmentJs, useGroSegment } = await import('../../src/dataplane/gro.js');
+  const n = native();
+  const L4 = 34;
+  const fixTcp = (s: Uint8Array) => {
+    s[L4 + 16] = 0;
+    s[L4 + 17] = 0;
+    const ps = pseudoSumV4((s[26] << 24 | s[27] << 16 | s[28] << 8 | s[29]) >>> 0, (s[30] << 24 | s[31] << 16 | s[32] << 8 | s[33]) >>> 0, IPPROTO_TCP, s.length - L4);
+    const c = finish(sum16(s, L4, s.length, ps));
+    s[L4 + 16] = c >>> 8;
+    s[L4 + 17] = c & 0xff;
+  };
+  const results = new Map<number, number>();
+  for (let k = 0; k < 3000; k++) {
+    const opts = { tcpOpts: k % 2 === 0 };
+    const hdrs = L4 + (opts.tcpOpts ? 32 : 20);
+    const plen = 1 + Math.floor(Math.random() * 1448);
+    const pending = sampleTcpV4Frame(plen, opts);
+    const seg = sampleTcpV4Frame(plen, opts);
+    seg.set(randomBytes(plen), hdrs);
+    const at = k % 3 === 0 ? -1 : Math.floor(Math.random() * seg.length);
+    if (at >= 0) seg[at] ^= 1 << (k % 8);
+    if (k % 5 !== 0) fixTcp(seg); // else the checksum is most likely wrong now
+    const withRef = k % 4 !== 0;
+    const a = new Uint8Array(pending.length + seg.length + plen + 40);
+    a.set(pending, 0);
+    const off = pending.length + (k % 7);
+    a.set(seg, off);
+    const b = a.slice();
+    const dst = off + seg.length + 3;
+    const ra = n.groSegment(a, off, seg.length, hdrs, withRef ? 0 : -1, withRef ? dst : -1);
+    const rb = groSegmentJs(b, off, seg.length, hdrs, withRef ? 0 : -1, withRef ? dst : -1);
+    assert.equal(ra, rb, `case ${k}: byte ${at} changed`);
+    assert.ok(a.every((x, i) => x === b[i]), `case ${k}: bytes`);
+    results.set(ra, (results.get(ra) ?? 0) + 1);
+  }
+  for (const r of [-1, 0, 1]) assert.ok((results.get(r) ?? 0) > 100, `result ${r} seen ${results.get(r) ?? 0} times`);
+  // the fields that may differ (IPv4 id, length, header checksum; TCP seq, checksum) do not split a flow
+  const p = sampleTcpV4Frame(100);
+  const s = sampleTcpV4Frame(100);
+  s[18] ^= 0xff; // IPv4 id
+  s[L4 + 7] ^= 0xff; // seq
+  fixTcp(s);
+  const a = new Uint8Array(400);
+  a.set(p, 0);
+  a.set(s, 200);
+  assert.equal(n.groSegment(a, 200, s.length, 54, 0, 300), 1);
+  assert.deepEqual(a.subarray(300, 400), s.subarray(54), 'payload copied');
+  assert.throws(() => n.groSegment(a, 200, s.length, 40, 0, 300), /bad arguments/, 'headers shorter than Ethernet + IPv4 + TCP');
+  assert.throws(() => n.groSegment(a, 200, s.length, 54, 0, 390), /bad arguments/, 'copy past the end');
+  assert.throws(() => useGroSegment(() => 1), /disagrees with groSegmentJs/);
+});
