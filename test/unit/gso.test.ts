@@ -182,7 +182,8 @@ test('native groSegment (used by the agent) agrees with groSegmentJs: checksum, 
     const ra = n.groSegment(a, off, seg.length, hdrs, withRef ? 0 : -1, withRef ? dst : -1);
     const rb = groSegmentJs(b, off, seg.length, hdrs, withRef ? 0 : -1, withRef ? dst : -1);
     assert.equal(ra, rb, `case ${k}: byte ${at} changed`);
-    assert.ok(a.every((x, i) => x === b[i]), `case ${k}: bytes`);
+    const end = ra === 1 ? a.length : dst; // a[dst..] is scratch unless the segment was appended
+    assert.ok(a.subarray(0, end).every((x, i) => x === b[i]), `case ${k}: bytes`);
     results.set(ra, (results.get(ra) ?? 0) + 1);
   }
   for (const r of [-1, 0, 1]) assert.ok((results.get(r) ?? 0) > 100, `result ${r} seen ${results.get(r) ?? 0} times`);
