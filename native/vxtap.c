@@ -484,19 +484,7 @@ static napi_value TsoSplit(napi_env env, napi_callback_info info) {
  *       window and options);
  *    1  it verifies, is of that flow, and its payload has been copied to buf[dst..].
  */
-static napi_value GroSegment(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  uint8_t *buf;
-  size_t blen;
-  uint32_t off, len, hdrs;
-  int32_t ref, dst;
-  if (argc < 6 || !get_bytes(env, argv[0], &buf, &blen) || !get_u32(env, argv[1], &off) || !get_u32(env, argv[2], &len) ||
-      !get_u32(env, argv[3], &hdrs) || !get_i32(env, argv[4], &ref) || !get_i32(env, argv[5], &dst) ||
-      (uint64_t)off + len > blen || hdrs < 54 || hdrs > len || (ref >= 0 && (uint64_t)ref + hdrs > blen) ||
-      (ref >= 0 && dst >= 0 && (uint64_t)dst + (len - hdrs) > blen))
-    return throw_type(env, "groSegment(buf, off, len, hdrs, ref, dst): bad arguments");
+static int gro_segment(uint8_t *buf, uint32_t off, uint32_t len, uint32_t hdrs, int32_t ref, int32_t dst) {
   const uint8_t *f = buf + off;
   const uint8_t *ip = f + 14, *tcp = f + 34;
   bool same = false;
@@ -513,10 +501,83 @@ static napi_value GroSegment(napi_env env, napi_callback_info info) {
    * frame's end, so they are never written out. Overlapping spans (never the data plane's) take two passes. */
   bool fused = same && dst >= 0 && (to + plen <= f + hdrs || to >= f + len);
   uint64_t sum = csum_add(tcp, hdrs - 34) + (fused ? csum_copy(to, f + hdrs, plen) : csum_add(f + hdrs, plen));
-  if (csum_fold(sum, pseudo_v4(ip, len - 34)) != 0xffff) return make_i32(env, -1);
-  if (!same || dst < 0) return make_i32(env, 0);
+  if (csum_fold(sum, pseudo_v4(ip, len - 34)) != 0xffff) return -1;
+  if (!same || dst < 0) return 0;
   if (!fused) memmove(to, f + hdrs, plen);
-  return make_i32(env, 1);
+  return 1;
+}
+
+static napi_value GroSegment(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *buf;
+  size_t blen;
+  uint32_t off, len, hdrs;
+  int32_t ref, dst;
+  if (argc < 6 || !get_bytes(env, argv[0], &buf, &blen) || !get_u32(env, argv[1], &off) || !get_u32(env, argv[2], &len) ||
+      !get_u32(env, argv[3], &hdrs) || !get_i32(env, argv[4], &ref) || !get_i32(env, argv[5], &dst) ||
+      (uint64_t)off + len > blen || hdrs < 54 || hdrs > len || (ref >= 0 && (uint64_t)ref + hdrs > blen) ||
+      (ref >= 0 && dst >= 0 && (uint64_t)dst + (len - hdrs) > blen))
+    return throw_type(env, "groSegment(buf, off, len, hdrs, ref, dst): bad arguments");
+  return make_i32(env, gro_segment(buf, off, len, hdrs, ref, dst));
+}
+
+/*
+ * groRun(buf, first, from, end, step, ref, hdrs, state): src/dataplane/gro.ts groRunJs in one call (the agent checks
+ * they agree before using this one). After the datagram at buf[first..] (VXLAN header + inner frame) went into the
+ * pending super-frame at buf[ref..], appends the datagrams that follow in the same UDP GRO buffer, buf[from..end)
+ * in `step`-byte datagrams (the last may be shorter), while each one: has the first one's VXLAN header and inner
+ * Ethernet header (so the data plane's lookups for it would be the first one's), is IPv4 without options or
+ * fragmentation with a TCP segment of `hdrs` header bytes whose IPv4 length matches, has only ACK (or ACK|PSH) set,
+ * carries 1..mss payload bytes starting at the expected sequence number, fits in maxTotal, and passes gro_segment
+ * (checksum, flow). A segment with PSH, or one shorter than mss, is appended and ends the run.
+ * state (Int32Array): in [0] len, [1] mss, [2] nextSeq, [3] maxTotal; out [0] len, [2] nextSeq, [4] bytes of
+ * datagrams taken, [5] 1 if the run ended on PSH | 2 if on a short segment. Returns the number of datagrams taken.
+ */
+static napi_value GroRun(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *buf;
+  size_t blen, sn;
+  uint32_t first, from, end, step, hdrs;
+  int32_t ref, *st;
+  if (argc < 8 || !get_bytes(env, argv[0], &buf, &blen) || !get_u32(env, argv[1], &first) || !get_u32(env, argv[2], &from) ||
+      !get_u32(env, argv[3], &end) || !get_u32(env, argv[4], &step) || !get_i32(env, argv[5], &ref) || !get_u32(env, argv[6], &hdrs) ||
+      !get_typed(env, argv[7], napi_int32_array, (void **)&st, &sn) || sn < 6 || end > blen || (uint64_t)first + 22 > blen ||
+      ref < 0 || hdrs < 54 || st[0] < 0 || st[1] < 1 || st[3] < 0 || (uint64_t)ref + (uint32_t)st[3] > blen || step < 1)
+    return throw_type(env, "groRun(buf, first, from, end, step, ref, hdrs, state: Int32Array(6)): bad arguments");
+  uint32_t cur = (uint32_t)st[0], mss = (uint32_t)st[1], next = (uint32_t)st[2], max = (uint32_t)st[3];
+  uint32_t count = 0, bytes = 0, why = 0;
+  for (uint32_t p = from; p < end && why == 0; p += step) {
+    uint32_t len = end - p < step ? end - p : step;
+    if (len < 8 + hdrs) break;
+    if (memcmp(buf + p, buf + first, 22) != 0) break;
+    uint32_t off = p + 8, ilen = len - 8;
+    const uint8_t *f = buf + off, *ip = f + 14, *tcp = f + 34;
+    if (ip[0] != 0x45 || ip[9] != 6 || (rd16(ip + 6) & 0x3fff) != 0 || rd16(ip + 2) != ilen - 14) break;
+    uint8_t fl = tcp[13];
+    if ((fl & ~(0x10 | 0x08)) != 0 || (fl & 0x10) == 0 || (uint32_t)(tcp[12] >> 4) * 4 + 34 != hdrs) break;
+    uint32_t plen = ilen - hdrs;
+    if (plen < 1 || plen > mss || rd32(tcp + 4) != next || cur + plen > max) break;
+    if (gro_segment(buf, off, ilen, hdrs, ref, (int32_t)(ref + cur)) != 1) break;
+    cur += plen;
+    next += plen;
+    count++;
+    bytes += len;
+    if (fl & 0x08) {
+      buf[ref + 34 + 13] |= 0x08;
+      why = 1;
+    } else if (plen < mss) {
+      why = 2;
+    }
+  }
+  st[0] = (int32_t)cur;
+  st[2] = (int32_t)next;
+  st[4] = (int32_t)bytes;
+  st[5] = (int32_t)why;
+  return make_i32(env, (int32_t)count);
 }
 
 static napi_value CloseFd(napi_env env, napi_callback_info info) {
@@ -906,6 +967,7 @@ NAPI_MODULE_INIT() {
     {"sum16", NULL, Sum16, NULL, NULL, NULL, napi_default, NULL},
     {"tsoSplit", NULL, TsoSplit, NULL, NULL, NULL, napi_default, NULL},
     {"groSegment", NULL, GroSegment, NULL, NULL, NULL, napi_default, NULL},
+    {"groRun", NULL, GroRun, NULL, NULL, NULL, napi_default, NULL},
     {"udpOpen", NULL, UdpOpen, NULL, NULL, NULL, napi_default, NULL},
     {"sockInfo", NULL, SockInfo, NULL, NULL, NULL, napi_default, NULL},
     {"readBatch", NULL, ReadBatch, NULL, NULL, NULL, napi_default, NULL},

@@ -35,7 +35,7 @@ import { closeTap, createTap, checkIfname, setOffloads, type Tap } from '../tap/
 import { VXLAN_DEFAULT_PORT, VXLAN_IPV4_OVERHEAD, VXLAN_VNI_MAX } from '../vxlan/constants.js';
 import { useSum16 } from '../vxlan/checksum.js';
 import { useTsoSplit } from '../vxlan/gso.js';
-import { useGroSegment } from '../dataplane/gro.js';
+import { useGroRun, useGroSegment } from '../dataplane/gro.js';
 import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
 import { formatMac, MAC_ZERO, parseMac, isGroupMacNum } from '../vxlan/mac.js';
 import { firstFree, inSubnet, parseAddress, parseSubnet, type Subnet } from './addr.js';
@@ -236,6 +236,7 @@ export class Agent {
     useSum16(n.sum16);
     useTsoSplit(n.tsoSplit);
     useGroSegment(n.groSegment);
+    useGroRun(n.groRun);
     const opened: number[] = [];
     let kv: Kv | undefined;
     try {

@@ -32,9 +32,10 @@ import {
   TCP_OFF_DOFF,
   TCP_OFF_FLAGS,
   TCP_OFF_SEQ,
+  VXLAN_HLEN,
 } from '../vxlan/constants.js';
 import { finish, internetChecksum, pseudoSumV4, sum16 } from '../vxlan/checksum.js';
-import { readU16, readU32, writeU16 } from '../vxlan/ethernet.js';
+import { readU16, readU32, writeU16, writeU32 } from '../vxlan/ethernet.js';
 import { sampleTcpV4Frame, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, writeU16le } from '../vxlan/gso.js';
 import type { Counters } from './counters.js';
 import type { OutQueue } from './out.js';
@@ -120,6 +121,33 @@ export class Gro {
     if ((flags & TCP_FLAG_PSH) !== 0) this.flush();
     return true;
   }
+
+  /**
+   * After offer() took the datagram at a[first..] (VXLAN header at `first`, the inner frame after it), appends the
+   * datagrams that follow it in one UDP GRO buffer, a[from..end) in `step`-byte datagrams, as long as they continue
+   * the pending super-frame (groRun). Returns how many it took; `runBytes` has their datagram bytes.
+   */
+  run(a: Uint8Array, first: number, from: number, end: number, step: number): number {
+    if (this.port === null || this.shortSeen || from >= end) return 0;
+    const st = this.runState;
+    st[0] = this.len;
+    st[1] = this.mss;
+    st[2] = this.nextSeq | 0;
+    st[3] = MAX_TOTAL;
+    const n = groRun(a, first, from, end, step, this.start + VNET_HDR_LEN, this.hdrs, st);
+    if (n === 0) return 0;
+    this.len = st[0];
+    this.nextSeq = st[2] >>> 0;
+    this.segs += n;
+    this.runBytes = st[4];
+    if ((st[5] & 2) !== 0) this.shortSeen = true;
+    if ((st[5] & 1) !== 0) this.flush();
+    return n;
+  }
+
+  /** Datagram bytes the last run() took. */
+  runBytes = 0;
+  private readonly runState = new Int32Array(6);
 
   /** Writes the pending frame: as it came if it is one segment, else as a GSO super-frame. */
   flush(): void {
@@ -216,4 +244,113 @@ export function useGroSegment(f: GroSegment): void {
     }
   }
   groSegment = f;
+}
+
+/**
+ * A run of GRO appends in one call (Gro.run): after the datagram at buf[first..] (VXLAN header + inner frame) went
+ * into the pending super-frame at buf[ref..], appends the datagrams that follow in the same UDP GRO buffer,
+ * buf[from..end) in `step`-byte datagrams, while each one has the first one's VXLAN and inner Ethernet headers
+ * (so every lookup the data plane would make for it gives the first one's answer), is IPv4 without options or
+ * fragmentation with a TCP segment of `hdrs` header bytes and a matching IPv4 length, has only ACK (or ACK|PSH),
+ * carries 1..mss payload bytes from the expected sequence number, fits in maxTotal, and passes groSegment. A
+ * segment with PSH (which is set on the pending frame), or one shorter than mss, is appended and ends the run.
+ * state: in [0] len, [1] mss, [2] nextSeq, [3] maxTotal; out [0] len, [2] nextSeq, [4] datagram bytes taken,
+ * [5] 1 if the run ended on PSH | 2 if on a short segment. Returns how many datagrams it took.
+ */
+export type GroRun = (buf: Uint8Array, first: number, from: number, end: number, step: number, ref: number, hdrs: number, state: Int32Array) => number;
+
+/** GroRun in JS, on top of groSegment: the reference the native one is checked against. */
+export function groRunJs(buf: Uint8Array, first: number, from: number, end: number, step: number, ref: number, hdrs: number, state: Int32Array): number {
+  let cur = state[0];
+  const mss = state[1];
+  let next = state[2] >>> 0;
+  const max = state[3];
+  let count = 0;
+  let bytes = 0;
+  let why = 0;
+  for (let p = from; p < end && why === 0; p += step) {
+    const len = Math.min(step, end - p);
+    if (len < VXLAN_HLEN + hdrs) break;
+    let same = true;
+    for (let i = 0; i < VXLAN_HLEN + ETH_HLEN; i++) if (buf[p + i] !== buf[first + i]) same = false;
+    if (!same) break;
+    const off = p + VXLAN_HLEN;
+    const ilen = len - VXLAN_HLEN;
+    if (buf[off + L3 + IPV4_OFF_VER_IHL] !== 0x45 || buf[off + L3 + IPV4_OFF_PROTO] !== IPPROTO_TCP) break;
+    if ((readU16(buf, off + L3 + IPV4_OFF_FRAG) & (IPV4_FLAG_MF | IPV4_FRAG_OFFSET_MASK)) !== 0 || readU16(buf, off + L3 + IPV4_OFF_TOT_LEN) !== ilen - ETH_HLEN) break;
+    const fl = buf[off + L4 + TCP_OFF_FLAGS];
+    if ((fl & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)) !== 0 || (fl & TCP_FLAG_ACK) === 0 || L4 + (buf[off + L4 + TCP_OFF_DOFF] >>> 4) * 4 !== hdrs) break;
+    const plen = ilen - hdrs;
+    if (plen < 1 || plen > mss || readU32(buf, off + L4 + TCP_OFF_SEQ) !== next || cur + plen > max) break;
+    if (groSegment(buf, off, ilen, hdrs, ref, ref + cur) !== 1) break;
+    cur += plen;
+    next = (next + plen) >>> 0;
+    count++;
+    bytes += len;
+    if ((fl & TCP_FLAG_PSH) !== 0) {
+      buf[ref + L4 + TCP_OFF_FLAGS] |= TCP_FLAG_PSH;
+      why = 1;
+    } else if (plen < mss) {
+      why = 2;
+    }
+  }
+  state[0] = cur;
+  state[2] = next | 0;
+  state[4] = bytes;
+  state[5] = why;
+  return count;
+}
+
+/** The run step Gro.run calls: groRunJs until useGroRun() installs the native addon's. A live binding. */
+export let groRun: GroRun = groRunJs;
+
+/**
+ * Installs `f` as groRun after checking it against groRunJs on a GRO buffer of consecutive segments of one flow
+ * with, at each position in turn, one datagram that must end the run (other VXLAN header, other MAC, PSH, short,
+ * a gap in sequence, a bad checksum, a non-TCP frame), and with a maxTotal that ends it.
+ */
+export function useGroRun(f: GroRun): void {
+  const mss = 1000;
+  const n = 8;
+  const step = VXLAN_HLEN + L4 + 20 + mss;
+  const mk = (i: number, edit: string): Uint8Array => {
+    const d = new Uint8Array(step);
+    const fr = sampleTcpV4Frame(edit === 'short' ? mss - 10 : mss, { flags: edit === 'psh' ? 0x18 : 0x10 });
+    d.set(fr, VXLAN_HLEN);
+    d[0] = 0x08;
+    d[6] = edit === 'vni' ? 9 : 7;
+    const t = VXLAN_HLEN + L4;
+    writeU32(d, t + TCP_OFF_SEQ, (readU32(d, t + TCP_OFF_SEQ) + i * mss + (edit === 'gap' ? 1 : 0)) >>> 0);
+    if (edit === 'mac') d[VXLAN_HLEN + 5] ^= 1;
+    if (edit === 'udp') d[VXLAN_HLEN + L3 + IPV4_OFF_PROTO] = 17;
+    const ilen = VXLAN_HLEN + fr.length;
+    d[t + 16] = 0;
+    d[t + 17] = 0;
+    writeU16(d, t + 16, finish(sum16(d, t, ilen, pseudoSumV4(readU32(d, VXLAN_HLEN + L3 + 12), readU32(d, VXLAN_HLEN + L3 + 16), IPPROTO_TCP, ilen - t))));
+    if (edit === 'csum') d[t + 16] ^= 0xff;
+    return d.subarray(0, ilen);
+  };
+  for (const edit of ['', 'vni', 'mac', 'psh', 'short', 'gap', 'csum', 'udp', 'max']) {
+    for (let at = 1; at < n; at++) {
+      const a = new Uint8Array(n * step + 2 * 65536);
+      let end = 0;
+      for (let i = 0; i < n; i++) {
+        const d = mk(i, i === at ? edit : '');
+        a.set(d, i * step);
+        end = i * step + d.length;
+      }
+      const ref = n * step + 64;
+      a.copyWithin(ref, VXLAN_HLEN, step); // the pending frame: the first datagram's inner frame
+      const st = Int32Array.of(step - VXLAN_HLEN, mss, (readU32(a, VXLAN_HLEN + L4 + TCP_OFF_SEQ) + mss) | 0, edit === 'max' ? at * mss + L4 + 20 : 65000, 0, 0);
+      const b = a.slice();
+      const sb = st.slice();
+      const ra = f(a, 0, step, end, step, ref, L4 + 20, st);
+      const rb = groRunJs(b, 0, step, end, step, ref, L4 + 20, sb);
+      const upto = ref + st[0]; // bytes past the pending frame's end are scratch
+      if (ra !== rb || st.join() !== sb.join() || !a.subarray(0, upto).every((x, i) => x === b[i])) {
+        throw new Error(`groRun replacement disagrees with groRunJs (${edit || 'no edit'} at ${at}): ${ra} vs ${rb}`);
+      }
+    }
+  }
+  groRun = f;
 }

@@ -11,7 +11,8 @@
  *                (rx_src_mac_local); learned against the outer source when the VNI learns (bounded)
  *   6. deliver   group destination -> every local endpoint of the VNI; unicast -> the local endpoint that owns
  *                the MAC, else rx_no_local_dst (frames from the wire never go back to the wire: split horizon);
- *                with offloads, in-order TCP segments for one endpoint are merged into super-frames (gro.ts)
+ *                with offloads, in-order TCP segments for one endpoint are merged into super-frames (gro.ts); the
+ *                rest of a UDP GRO buffer that continues the same super-frame is taken in one call (Gro.run)
  *   7. flush     one writeBatch for all TAP writes of the batch
  */
 import { ETH_HLEN, ETH_OFF_DST, ETH_OFF_SRC, VXLAN_HLEN } from '../vxlan/constants.js';
@@ -108,7 +109,23 @@ export function rcv(dp: Dataplane): number {
         continue;
       }
       c.rx_frames++;
-      if (gro !== null && e.local.vnetHdrLen !== 0 && gro.offer(e.local, arena, inner, ilen)) continue;
+      if (gro !== null && e.local.vnetHdrLen !== 0 && gro.offer(e.local, arena, inner, ilen)) {
+        // the datagrams after it in this GRO buffer that continue the same super-frame (same VXLAN and Ethernet
+        // headers, so every check and lookup above would answer the same) are taken in one call
+        const m = step < blen ? gro.run(arena, off, off + step, boff + blen, step) : 0;
+        if (m > 0) {
+          const b = gro.runBytes;
+          c.rx_datagrams += m;
+          c.rx_bytes += b;
+          c.rx_frames += m;
+          peer.rx_packets += m;
+          peer.rx_bytes += b;
+          vs.rx_packets += m;
+          vs.rx_bytes += b - m * VXLAN_HLEN;
+          off += m * step;
+        }
+        continue;
+      }
       out.tap(e.local, inner, ilen);
     }
   }

@@ -39,6 +39,8 @@ export interface NativeAddon {
   tsoSplit(buf: Uint8Array, off: number, len: number, mss: number, dstOff: number, prefix: number, vni: number, out: Int32Array): number;
   /** Checksum check, flow compare and payload copy of one GRO segment (as src/dataplane/gro.ts groSegmentJs). */
   groSegment(buf: Uint8Array, off: number, len: number, hdrs: number, ref: number, dst: number): number;
+  /** A run of GRO appends from one UDP GRO buffer (as src/dataplane/gro.ts groRunJs). */
+  groRun(buf: Uint8Array, first: number, from: number, end: number, step: number, ref: number, hdrs: number, state: Int32Array): number;
   udpOpen(ipv4: number, port: number, rcvbuf: number, sndbuf: number, gro: boolean): [fd: number, port: number];
   sockInfo(fd: number): [rcvbuf: number, sndbuf: number];
   readBatch(fd: number, arena: Uint8Array, slotSize: number, offset: number, maxCount: number, lens: Int32Array): number;

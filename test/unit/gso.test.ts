@@ -202,3 +202,15 @@ test('native groSegment (used by the agent) agrees with groSegmentJs: checksum, 
   assert.throws(() => n.groSegment(a, 200, s.length, 54, 0, 390), /bad arguments/, 'copy past the end');
   assert.throws(() => useGroSegment(() => 1), /disagrees with groSegmentJs/);
 });
+
+test('native groRun (used by the agent) agrees with groRunJs on runs ended by each rule; a wrong one is refused', async () => {
+  const { native } = await import('../../src/sys/native.js');
+  const { useGroRun, groRunJs, groRun } = await import('../../src/dataplane/gro.js');
+  assert.equal(groRun, groRunJs);
+  const n = native();
+  useGroRun(n.groRun); // throws if any case disagrees: other VNI / MAC, PSH, short, seq gap, bad checksum, not TCP, size
+  const mod = await import('../../src/dataplane/gro.js');
+  assert.equal(mod.groRun, n.groRun, 'installed');
+  assert.throws(() => useGroRun((_b, _f, _fr, _e, _s, _r, _h, st) => ((st[4] = 0), 0)), /disagrees with groRunJs/);
+  assert.throws(() => n.groRun(new Uint8Array(100), 0, 0, 200, 10, 0, 54, new Int32Array(6)), /bad arguments/);
+});
