@@ -45,6 +45,20 @@ const L3 = ETH_HLEN;
 const L4 = ETH_HLEN + IPV4_HLEN_MIN;
 const MAX_TOTAL = 65535 - 64;
 
+/**
+ * The form of a frame Gro merges: Ethernet + IPv4 without options or fragmentation whose length is the frame's,
+ * carrying TCP with only ACK (or ACK|PSH) set and a non-empty payload. Returns its header bytes (Ethernet + IPv4
+ * + TCP), or -1.
+ */
+function mergeable(a: Uint8Array, off: number, len: number): number {
+  if (len < L4 + 20 || readU16(a, off + ETH_OFF_TYPE) !== ETH_P_IP || a[off + L3 + IPV4_OFF_VER_IHL] !== 0x45 || a[off + L3 + IPV4_OFF_PROTO] !== IPPROTO_TCP) return -1;
+  if ((readU16(a, off + L3 + IPV4_OFF_FRAG) & (IPV4_FLAG_MF | IPV4_FRAG_OFFSET_MASK)) !== 0 || readU16(a, off + L3 + IPV4_OFF_TOT_LEN) !== len - ETH_HLEN) return -1;
+  const flags = a[off + L4 + TCP_OFF_FLAGS];
+  const doff = (a[off + L4 + TCP_OFF_DOFF] >>> 4) * 4;
+  if ((flags & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)) !== 0 || (flags & TCP_FLAG_ACK) === 0 || doff < 20 || len <= L4 + doff) return -1;
+  return L4 + doff;
+}
+
 export class Gro {
   private port: Port | null = null;
   private start = 0; // where the pending super-frame's virtio-net header begins in the arena
@@ -71,22 +85,13 @@ export class Gro {
 
   /** Offers one inner frame for `port`; returns false if it is not mergeable (the caller writes it). */
   offer(port: Port, a: Uint8Array, off: number, len: number): boolean {
-    if (len < L4 + 20 || readU16(a, off + ETH_OFF_TYPE) !== ETH_P_IP || a[off + L3 + IPV4_OFF_VER_IHL] !== 0x45 || a[off + L3 + IPV4_OFF_PROTO] !== IPPROTO_TCP) {
-      this.flush();
-      return false;
-    }
-    if ((readU16(a, off + L3 + IPV4_OFF_FRAG) & (IPV4_FLAG_MF | IPV4_FRAG_OFFSET_MASK)) !== 0 || readU16(a, off + L3 + IPV4_OFF_TOT_LEN) !== len - ETH_HLEN) {
+    const hdrs = mergeable(a, off, len);
+    if (hdrs < 0) {
       this.flush();
       return false;
     }
     const flags = a[off + L4 + TCP_OFF_FLAGS];
-    const doff = (a[off + L4 + TCP_OFF_DOFF] >>> 4) * 4;
-    const hdrs = L4 + doff;
     const plen = len - hdrs;
-    if ((flags & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)) !== 0 || (flags & TCP_FLAG_ACK) === 0 || doff < 20 || plen <= 0) {
-      this.flush();
-      return false;
-    }
     const seq = readU32(a, off + L4 + TCP_OFF_SEQ);
     const extend = this.port === port && hdrs === this.hdrs && seq === this.nextSeq && !this.shortSeen && plen <= this.mss && this.len + plen <= MAX_TOTAL;
     const ref = this.start + VNET_HDR_LEN;
@@ -276,12 +281,10 @@ export function groRunJs(buf: Uint8Array, first: number, from: number, end: numb
     if (!same) break;
     const off = p + VXLAN_HLEN;
     const ilen = len - VXLAN_HLEN;
-    if (buf[off + L3 + IPV4_OFF_VER_IHL] !== 0x45 || buf[off + L3 + IPV4_OFF_PROTO] !== IPPROTO_TCP) break;
-    if ((readU16(buf, off + L3 + IPV4_OFF_FRAG) & (IPV4_FLAG_MF | IPV4_FRAG_OFFSET_MASK)) !== 0 || readU16(buf, off + L3 + IPV4_OFF_TOT_LEN) !== ilen - ETH_HLEN) break;
+    if (mergeable(buf, off, ilen) !== hdrs) break;
     const fl = buf[off + L4 + TCP_OFF_FLAGS];
-    if ((fl & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)) !== 0 || (fl & TCP_FLAG_ACK) === 0 || L4 + (buf[off + L4 + TCP_OFF_DOFF] >>> 4) * 4 !== hdrs) break;
     const plen = ilen - hdrs;
-    if (plen < 1 || plen > mss || readU32(buf, off + L4 + TCP_OFF_SEQ) !== next || cur + plen > max) break;
+    if (plen > mss || readU32(buf, off + L4 + TCP_OFF_SEQ) !== next || cur + plen > max) break;
     if (groSegment(buf, off, ilen, hdrs, ref, ref + cur) !== 1) break;
     cur += plen;
     next = (next + plen) >>> 0;
