@@ -4,6 +4,7 @@
  * agent over its control socket (--socket, or $VXTAP_SOCKET, default /run/vxtap/vxtap.sock).
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import v8 from 'node:v8';
 import { Agent, DEFAULT_STATE_DIR } from '../agent/agent.js';
 import { DnsServer, parseHostPort } from '../agent/dns.js';
 import { DockerPlugin } from '../plugin/plugin.js';
@@ -88,6 +89,10 @@ function print(o: Opts, value: unknown, cols?: string[]): void {
 }
 
 async function agentCmd(argv: string[]): Promise<void> {
+  // V8's memory reducer runs a full mark-compact a few seconds after allocation slows down (a load ends): in a
+  // packet forwarder that is a 5-15 ms stall of the data plane just when traffic becomes latency-sensitive (seen
+  // as ping outliers after the benchmark's floods). The agent's heap is small and steady, so it is not needed.
+  v8.setFlagsFromString('--no-memory-reducer');
   const { opts } = parse(argv, {
     vtep: { type: 'string' },
     port: { type: 'string' },

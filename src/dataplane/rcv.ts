@@ -80,17 +80,20 @@ export function rcv(dp: Dataplane): number {
         c.rx_group_src_mac++;
         continue;
       }
-      const smac = readMac(arena, inner + ETH_OFF_SRC);
-      const se = v.entries.get(smac);
+      // MACs are looked up in place (fdb/mactable.ts): a MAC as one number would be boxed per lookup
+      const se = v.entries.getAt(arena, inner + ETH_OFF_SRC);
       if (se !== undefined && se.local !== null) {
         c.rx_src_mac_local++;
         continue;
       }
       if (v.learning && (se === undefined || se.kind === 'learned')) {
-        const res = fdb.snoop(v, smac, src, dp.vxlanPort, now, peer);
-        if (res === 'new') c.learned++;
-        else if (res === 'moved') c.moved++;
-        else if (res === 'full') c.rx_learn_full++;
+        if (se !== undefined && se.vtep === src) se.updated = now; // snoop()'s "refreshed", without a second lookup
+        else {
+          const res = fdb.snoop(v, readMac(arena, inner + ETH_OFF_SRC), src, dp.vxlanPort, now, peer);
+          if (res === 'new') c.learned++;
+          else if (res === 'moved') c.moved++;
+          else if (res === 'full') c.rx_learn_full++;
+        }
       }
       // 6. deliver
       const vs = dp.vniStats(v.vni);
@@ -103,7 +106,7 @@ export function rcv(dp: Dataplane): number {
         c.rx_frames += locals.length;
         continue;
       }
-      const e = fdb.lookup(v, readMac(arena, inner + ETH_OFF_DST), now);
+      const e = fdb.lookupAt(v, arena, inner + ETH_OFF_DST, now);
       if (e === undefined || e.local === null) {
         c.rx_no_local_dst++;
         continue;

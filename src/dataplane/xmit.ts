@@ -170,7 +170,7 @@ export function xmit(dp: Dataplane, port: Port): number {
       flood(dp, port, off, len, mss);
       continue;
     }
-    const e = dp.fdb.lookup(v, readMac(arena, off + ETH_OFF_DST), now);
+    const e = dp.fdb.lookupAt(v, arena, off + ETH_OFF_DST, now);
     if (e === undefined) {
       flood(dp, port, off, len, mss);
       continue;

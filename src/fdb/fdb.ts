@@ -19,6 +19,7 @@
  */
 import { formatIpv4 } from '../vxlan/ipv4.js';
 import { formatMac, MAC_ZERO } from '../vxlan/mac.js';
+import { MacTable } from './mactable.js';
 
 export type FdbKind = 'local' | 'static' | 'kv' | 'learned';
 const PRIORITY: Record<FdbKind, number> = { local: 3, static: 2, kv: 1, learned: 0 };
@@ -64,7 +65,7 @@ export interface Rdst {
 
 export class Vnet<P extends LocalPort = LocalPort> {
   readonly vni: number;
-  readonly entries = new Map<number, FdbEntry<P>>();
+  readonly entries = new MacTable<FdbEntry<P>>();
   /** The all-zeros entry: VTEPs that get BUM traffic. */
   flood: Rdst[] = [];
   /** Local endpoints of this VNI (each also has a 'local' entry). */
@@ -143,12 +144,12 @@ export class Fdb<P extends LocalPort = LocalPort> {
   // ---- known VTEPs
 
   isKnownVtep(ip: number): boolean {
-    return this.vteps.has(ip);
+    return this.vteps.has(ip | 0);
   }
 
   /** Hot path (receive): the known VTEP at `ip`, or undefined. */
   peer(ip: number): Peer | undefined {
-    return this.vteps.get(ip);
+    return this.vteps.get(ip | 0); // int32 keys: an address above 2^31 as a key would be boxed per lookup
   }
 
   peers(): Peer[] {
@@ -156,15 +157,15 @@ export class Fdb<P extends LocalPort = LocalPort> {
   }
 
   private ref(ip: number): Peer {
-    let p = this.vteps.get(ip);
-    if (!p) this.vteps.set(ip, (p = new Peer(ip)));
+    let p = this.vteps.get(ip | 0);
+    if (!p) this.vteps.set(ip | 0, (p = new Peer(ip)));
     p.refs++;
     return p;
   }
 
   private unref(ip: number): void {
-    const p = this.vteps.get(ip);
-    if (p && --p.refs <= 0) this.vteps.delete(ip);
+    const p = this.vteps.get(ip | 0);
+    if (p && --p.refs <= 0) this.vteps.delete(ip | 0);
   }
 
   private refEntry(e: FdbEntry<P>): void {
@@ -234,12 +235,19 @@ export class Fdb<P extends LocalPort = LocalPort> {
     return e;
   }
 
+  /** lookup() of the MAC in buf[off..off+6), read in place: the data plane's form (nothing allocated). */
+  lookupAt(v: Vnet<P>, buf: Uint8Array, off: number, now: number): FdbEntry<P> | undefined {
+    const e = v.entries.getAt(buf, off);
+    if (e !== undefined) e.used = now;
+    return e;
+  }
+
   /**
    * Hot path (receive): source MAC `mac` was seen behind `vtep`. Learns it, refreshes it, or moves a learned
    * entry to the new VTEP. Never touches local/static/kv entries ('refused'), which also stops a remote host
    * from claiming a local endpoint's MAC.
    */
-  snoop(v: Vnet<P>, mac: number, vtep: number, port: number, now: number, peer: Peer | null = this.vteps.get(vtep) ?? null): SnoopResult {
+  snoop(v: Vnet<P>, mac: number, vtep: number, port: number, now: number, peer: Peer | null = this.vteps.get(vtep | 0) ?? null): SnoopResult {
     const e = v.entries.get(mac);
     if (e !== undefined) {
       if (e.kind !== 'learned') return e.local === null && e.vtep === vtep ? 'refreshed' : 'refused';

@@ -104,3 +104,32 @@ test('dump shows where every MAC lives, with the flood list as all-zeros rows', 
     ['00:00:00:00:00:00', 'static', '198.18.0.2:4789'],
   ]);
 });
+
+test('MacTable: the same answers as a Map keyed by MAC numbers, read in place from a frame too', async () => {
+  const { MacTable } = await import('../../src/fdb/mactable.js');
+  const { readMac, writeMac } = await import('../../src/vxlan/mac.js');
+  const t = new MacTable<number>();
+  const ref = new Map<number, number>();
+  const edge = [0, 1, 0xffffffff, 0x100000000, 0x7fffffff, 0x80000000, 0xffffffffffff, 0x0242c0a80001, 0x0242c0a80002, 0x0243c0a80001];
+  const macs = [...edge, ...Array.from({ length: 500 }, () => Math.floor(Math.random() * 2 ** 48))];
+  const buf = new Uint8Array(8);
+  macs.forEach((m, i) => {
+    t.set(m, i);
+    ref.set(m, i);
+  });
+  assert.equal(t.size, ref.size);
+  for (const m of macs) {
+    assert.equal(t.get(m), ref.get(m));
+    writeMac(m, buf, 1);
+    assert.equal(readMac(buf, 1), m);
+    assert.equal(t.getAt(buf, 1), ref.get(m), `getAt ${m.toString(16)}`);
+  }
+  assert.equal(t.get(0x0242c0a80003), undefined);
+  for (const m of macs.filter((_, i) => i % 3 === 0)) {
+    assert.equal(t.delete(m), ref.delete(m));
+    assert.equal(t.delete(m), false, 'deleting twice');
+  }
+  assert.equal(t.size, ref.size);
+  assert.deepEqual([...t.values()].sort((a, b) => a - b), [...ref.values()].sort((a, b) => a - b));
+  for (const m of macs) assert.equal(t.has(m), ref.has(m));
+});
