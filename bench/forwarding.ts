@@ -13,8 +13,8 @@
  * generator process, sending from the client container's eth0) delivered per second, counted at the receiving
  * container's interface, at full rate and again at half the rate that path delivered (loss below saturation must
  * be 0); ping avg/p99; and for userspace paths the CPU seconds their processes used per Gbit moved. Each row is
- * repeated `--reps` times (default 3) and reported as median (min-max), with its ratio to the kernel row of the
- * same run. Then, unless --soak 0, one vxtap run under full TCP load for --soak seconds (default 60; 0 with
+ * repeated `--reps` times (default 3), in rounds (every path once per round, so a slow spell of the machine hits
+ * all paths alike), and reported as median (min-max), with its ratio to the kernel row of the same run. Then, unless --soak 0, one vxtap run under full TCP load for --soak seconds (default 60; 0 with
  * --quick) samples both agents' resident memory every second: it must not grow.
  *
  *   node dist/bench/forwarding.js [--quick] [--reps N] [--time S] [--soak S] [--paths direct,kernel,tinc,openvpn,vxtap]
@@ -325,15 +325,17 @@ async function measure(t: Topo): Promise<Sample> {
 
 const KEYS: (keyof Sample)[] = ['tcp1', 'tcp4', 'pps60', 'loss60', 'lossHalf', 'pingAvg', 'pingP99', 'cpuPerGbit', 'retrans1'];
 const results: Record<string, Sample[]> = {};
-for (const path of PATHS) {
-  results[path] = [];
-  for (let r = 0; r < REPS; r++) {
-    progress(`${path}: rep ${r + 1}/${REPS}: building`);
+// Rounds: each rep measures every path once, in order, so a slow spell of the (shared, virtual) machine hits all
+// paths of that round alike instead of all reps of one path; the ratios compare paths measured side by side.
+for (const path of PATHS) results[path] = [];
+for (let r = 0; r < REPS; r++) {
+  for (const path of PATHS) {
+    progress(`round ${r + 1}/${REPS}: ${path}: building`);
     const t = await builders[path]();
     try {
-      progress(`${path}: rep ${r + 1}/${REPS}: warming up`);
+      progress(`round ${r + 1}/${REPS}: ${path}: warming up`);
       await warm(t);
-      progress(`${path}: rep ${r + 1}/${REPS}: measuring (~${4 * T + 8} s)`);
+      progress(`round ${r + 1}/${REPS}: ${path}: measuring (~${4 * T + 8} s)`);
       results[path].push(await measure(t));
     } catch (e) {
       process.stderr.write(`\n${path}: ${(e as Error).message}\n`);
