@@ -404,7 +404,7 @@ static napi_value Sum16(napi_env env, napi_callback_info info) {
  * buf[off..off+len) into frames of at most `mss` payload bytes, back to back from dstOff, each after `prefix` free
  * bytes; if vni >= 0 the last 8 of those get the VXLAN header (flags I, the VNI). Each frame: its own IPv4 total
  * length, id (+1 per frame) and header checksum, TCP sequence number, FIN/PSH on the last only, CWR on the first
- * only, and its complete TCP checksum, summed right after the copy while the bytes are in cache. out[0..2] =
+ * only, and its complete TCP checksum (the payload is summed as it is copied: one pass). out[0..2] =
  * count, stride, total. Returns count, or -1 (nothing written) if the frame is not IPv4/TCP, its headers do not
  * fit, the output would not fit in buf, or it would overlap the input.
  */

@@ -267,11 +267,17 @@ function tso(dp: Dataplane, off: number, len: number, mss: number, vni: number):
   const total = tsoOut[2];
   x.gsoCursor = start + ((total + 63) & ~63);
   dp.counters.tx_gso_segments += count;
-  return { start, count, stride: tsoOut[1], total };
+  segmented.start = start;
+  segmented.count = count;
+  segmented.stride = tsoOut[1];
+  segmented.total = total;
+  return segmented;
 }
 
-/** tsoSplit's count, stride, total (one array for the data plane: nothing allocated per super-frame). */
+/** tsoSplit's count, stride, total, and tso()'s answer: reused, so nothing is allocated per super-frame (the
+ * answer is used before the next call). */
 const tsoOut = new Int32Array(3);
+const segmented: Segmented = { start: 0, count: 0, stride: 0, total: 0 };
 
 /** Queues the segmented datagrams for one VTEP: runs of up to 64 / 65507 bytes, each one UDP GSO send. */
 function sendSegments(dp: Dataplane, s: Segmented, sock: number, vtep: number, port: number, peer: Peer | null, bytes: number): void {
