@@ -291,7 +291,8 @@ async function measure(t: Topo): Promise<Sample> {
   const pps60 = full.got / T;
   await sleep(1000); // let the full-rate run's queues drain before the run below saturation
   const half = await flood(t, pps60 / 2);
-  const pr = sh(['ip', 'netns', 'exec', t.c2, 'ping', '-n', '-c', '200', '-i', '0.005', '-W', '1', '198.19.1.1']);
+  // one echo every 5 ms for T seconds (1000 at the default 5 s): enough samples that one stall does not make the p99
+  const pr = sh(['ip', 'netns', 'exec', t.c2, 'ping', '-n', '-c', String(Math.round(T * 200)), '-i', '0.005', '-W', '1', '198.19.1.1'], (T + 30) * 1000);
   const rtts = [...pr.out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
   return {
     tcp1: j1.end.sum_received.bits_per_second / 1e9,
@@ -335,7 +336,7 @@ for (let r = 0; r < REPS; r++) {
     try {
       progress(`round ${r + 1}/${REPS}: ${path}: warming up`);
       await warm(t);
-      progress(`round ${r + 1}/${REPS}: ${path}: measuring (~${4 * T + 8} s)`);
+      progress(`round ${r + 1}/${REPS}: ${path}: measuring (~${5 * T + 8} s)`);
       results[path].push(await measure(t));
     } catch (e) {
       process.stderr.write(`\n${path}: ${(e as Error).message}\n`);
