@@ -69,6 +69,9 @@ export class Gro {
   private segs = 0;
   private shortSeen = false;
   private cursor = 0;
+  /** Datagram bytes the last run() took. */
+  runBytes = 0;
+  private readonly runState = new Int32Array(6); // groRun's in/out state
 
   constructor(
     private readonly arena: Uint8Array,
@@ -83,7 +86,10 @@ export class Gro {
     this.cursor = this.base;
   }
 
-  /** Offers one inner frame for `port`; returns false if it is not mergeable (the caller writes it). */
+  /**
+   * Offers one inner frame for `port`; returns false if it is not mergeable (the caller writes it). `a` is the
+   * arena this Gro was built on: the frame is compared with the pending super-frame there.
+   */
   offer(port: Port, a: Uint8Array, off: number, len: number): boolean {
     const hdrs = mergeable(a, off, len);
     if (hdrs < 0) {
@@ -149,10 +155,6 @@ export class Gro {
     if ((st[5] & 1) !== 0) this.flush();
     return n;
   }
-
-  /** Datagram bytes the last run() took. */
-  runBytes = 0;
-  private readonly runState = new Int32Array(6);
 
   /** Writes the pending frame: as it came if it is one segment, else as a GSO super-frame. */
   flush(): void {
@@ -335,7 +337,7 @@ export function useGroRun(f: GroRun): void {
   };
   for (const edit of ['', 'vni', 'mac', 'psh', 'short', 'gap', 'csum', 'udp', 'max']) {
     for (let at = 1; at < n; at++) {
-      const a = new Uint8Array(n * step + 2 * 65536);
+      const a = new Uint8Array(2 * n * step + 128); // the inputs, then the pending frame (grows by < n * mss)
       let end = 0;
       for (let i = 0; i < n; i++) {
         const d = mk(i, i === at ? edit : '');
@@ -344,7 +346,7 @@ export function useGroRun(f: GroRun): void {
       }
       const ref = n * step + 64;
       a.copyWithin(ref, VXLAN_HLEN, step); // the pending frame: the first datagram's inner frame
-      const st = Int32Array.of(step - VXLAN_HLEN, mss, (readU32(a, VXLAN_HLEN + L4 + TCP_OFF_SEQ) + mss) | 0, edit === 'max' ? at * mss + L4 + 20 : 65000, 0, 0);
+      const st = Int32Array.of(step - VXLAN_HLEN, mss, (readU32(a, VXLAN_HLEN + L4 + TCP_OFF_SEQ) + mss) | 0, edit === 'max' ? at * mss + L4 + 20 : n * step, 0, 0);
       const b = a.slice();
       const sb = st.slice();
       const ra = f(a, 0, step, end, step, ref, L4 + 20, st);
