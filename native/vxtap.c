@@ -546,7 +546,7 @@ static napi_value GroRun(napi_env env, napi_callback_info info) {
   if (argc < 8 || !get_bytes(env, argv[0], &buf, &blen) || !get_u32(env, argv[1], &first) || !get_u32(env, argv[2], &from) ||
       !get_u32(env, argv[3], &end) || !get_u32(env, argv[4], &step) || !get_i32(env, argv[5], &ref) || !get_u32(env, argv[6], &hdrs) ||
       !get_typed(env, argv[7], napi_int32_array, (void **)&st, &sn) || sn < 6 || end > blen || (uint64_t)first + 22 > blen ||
-      ref < 0 || hdrs < 54 || st[0] < 0 || st[1] < 1 || st[3] < 0 || (uint64_t)ref + (uint32_t)st[3] > blen || step < 1)
+      ref < 0 || hdrs < 54 || st[0] < (int32_t)hdrs || st[0] > st[3] || st[1] < 1 || (uint64_t)ref + (uint32_t)st[3] > blen || step < 1)
     return throw_type(env, "groRun(buf, first, from, end, step, ref, hdrs, state: Int32Array(6)): bad arguments");
   uint32_t cur = (uint32_t)st[0], mss = (uint32_t)st[1], next = (uint32_t)st[2], max = (uint32_t)st[3];
   uint32_t count = 0, bytes = 0, why = 0;
