@@ -65,6 +65,8 @@ import {
   finishChecksum,
   readU16le,
   tsoSplit,
+  UDP_GSO_MAX_BYTES,
+  UDP_GSO_MAX_SEGS,
   VNET_F_NEEDS_CSUM,
   VNET_GSO_NONE,
   VNET_GSO_TCPV4,
@@ -239,10 +241,6 @@ function flood(dp: Dataplane, port: Port, off: number, len: number, mss: number)
   if (copies === 0) dp.counters.tx_no_destination++;
 }
 
-/** Largest UDP payload one GSO send may carry (65535 - 8 UDP - 20 IPv4), and the kernel's segment limit. */
-const GSO_MAX_BYTES = 65507;
-const GSO_MAX_SEGS = 64;
-
 interface Segmented {
   start: number;
   count: number;
@@ -254,7 +252,7 @@ interface Segmented {
 function tso(dp: Dataplane, off: number, len: number, mss: number, vni: number): Segmented | null {
   const x = dp.x;
   const arena = x.arena;
-  if (x.gsoCursor + len + 2 * GSO_MAX_SEGS * 128 > arena.length) {
+  if (x.gsoCursor + len + 2 * UDP_GSO_MAX_SEGS * 128 > arena.length) {
     x.out.flush(); // the region is full: send what refers to it, then reuse it
     x.gsoCursor = x.gsoBase;
   }
@@ -281,7 +279,7 @@ const segmented: Segmented = { start: 0, count: 0, stride: 0, total: 0 };
 
 /** Queues the segmented datagrams for one VTEP: runs of up to 64 / 65507 bytes, each one UDP GSO send. */
 function sendSegments(dp: Dataplane, s: Segmented, sock: number, vtep: number, port: number, peer: Peer | null, bytes: number): void {
-  const per = Math.min(GSO_MAX_SEGS, Math.floor(GSO_MAX_BYTES / s.stride));
+  const per = Math.min(UDP_GSO_MAX_SEGS, Math.floor(UDP_GSO_MAX_BYTES / s.stride));
   for (let k = 0; k < s.count; k += per) {
     const n = Math.min(per, s.count - k);
     const off = s.start + k * s.stride;

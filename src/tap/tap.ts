@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { native } from '../sys/native.js';
 import { ip, netnsPath } from '../sys/ip.js';
 import { formatMac } from '../vxlan/mac.js';
+import { tapGsoMaxSegs } from '../vxlan/gso.js';
 
 export interface TapOptions {
   /** Interface name (<= 15 chars) it will have where it ends up. */
@@ -24,8 +25,9 @@ export interface TapOptions {
   mtu: number;
   /** Keep the device when the fd is closed (TUNSETPERSIST). */
   persist?: boolean;
-  /** Open with IFF_VNET_HDR and enable TUNSETOFFLOAD(CSUM | TSO4): the container's stack then hands over
-   * 64 KB TCP super-frames and partial checksums, each frame behind a virtio-net header. */
+  /** Open with IFF_VNET_HDR and enable TUNSETOFFLOAD(CSUM | TSO4): the container's stack then hands over TCP
+   * super-frames (up to 64 KB, at most tapGsoMaxSegs(mtu) segments: the device's gso_max_segs) and partial
+   * checksums, each frame behind a virtio-net header. */
   vnetHdr?: boolean;
 }
 
@@ -76,7 +78,16 @@ export async function createTap(o: TapOptions): Promise<Tap> {
   try {
     if (o.persist) n.tapIoctl(fd, 0, 1);
     if (o.vnetHdr) setOffloads(fd);
-    await ip(['link', 'set', 'dev', tmp, 'address', formatMac(o.mac), 'mtu', String(o.mtu)]);
+    const link = ['link', 'set', 'dev', tmp, 'address', formatMac(o.mac), 'mtu', String(o.mtu)];
+    if (o.vnetHdr) {
+      // super-frames no bigger than one UDP GSO send (see tapGsoMaxSegs); an iproute2 or kernel that cannot set
+      // gso_max_segs only costs speed, so the TAP is then configured without it
+      try {
+        await ip([...link, 'gso_max_segs', String(tapGsoMaxSegs(o.mtu))]);
+      } catch {
+        await ip(link);
+      }
+    } else await ip(link);
     if (target) {
       try {
         await ip(['link', 'set', 'dev', tmp, 'netns', target, 'name', o.ifname]);

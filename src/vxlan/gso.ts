@@ -48,6 +48,20 @@ export const VNET_GSO_UDP = 3;
 export const VNET_GSO_TCPV6 = 4;
 export const VNET_GSO_ECN = 0x80;
 
+/** Largest UDP payload one GSO send may carry (65535 - 8 UDP - 20 IPv4), and the kernel's segment limit. */
+export const UDP_GSO_MAX_BYTES = 65507;
+export const UDP_GSO_MAX_SEGS = 64;
+
+/**
+ * How many TCP segments a container's super-frame should hold so that all of them, each behind its VXLAN and
+ * Ethernet headers, fit in ONE UDP GSO send: a 64 KB super-frame at MTU 1450 is 46 segments, but only 44 datagrams
+ * of 1472 bytes fit in 65507, so every super-frame cost two sends (the second of 2 segments) and two receive
+ * buffers on the other side. The agent sets this as the TAP's gso_max_segs; TCP then sizes its super-frames to it.
+ */
+export function tapGsoMaxSegs(mtu: number): number {
+  return Math.max(1, Math.min(UDP_GSO_MAX_SEGS, Math.floor(UDP_GSO_MAX_BYTES / (8 + 14 + mtu))));
+}
+
 export function readU16le(buf: Uint8Array, off: number): number {
   return buf[off] | (buf[off + 1] << 8);
 }

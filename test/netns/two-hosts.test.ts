@@ -43,12 +43,14 @@ after(async () => {
   if (topo) await topo.cleanup();
 });
 
-test('the endpoint is a TAP named eth0 in the container namespace, with IP, MAC, MTU and default route', { skip }, () => {
+test('the endpoint is a TAP named eth0 in the container namespace, with IP, MAC, MTU, gso_max_segs and default route', { skip }, () => {
   const link = JSON.parse(must(['ip', '-n', ns.c1, '-j', '-d', 'link', 'show', 'dev', 'eth0']))[0];
   assert.equal(link.linkinfo?.info_kind, 'tun');
   assert.equal(link.linkinfo?.info_data?.type, 'tap');
   assert.equal(link.address, mac.c1);
   assert.equal(link.mtu, 1450);
+  // TCP super-frames sized so each leaves in one UDP GSO send: 44 x (8 + 14 + 1450) <= 65507
+  assert.equal(link.gso_max_segs, 44);
   assert.match(must(['ip', '-n', ns.c1, '-4', 'addr', 'show', 'dev', 'eth0']), /inet 198\.19\.1\.10\/24/);
   assert.match(must(['ip', '-n', ns.c1, 'route', 'show', 'default']), /default via 198\.19\.1\.1 dev eth0/);
 });

@@ -72,6 +72,19 @@ test('TSO: exact multiples, a payload under one MSS, and refusals', () => {
   }
 });
 
+test('tapGsoMaxSegs: the most segments whose VXLAN datagrams fit one UDP GSO send', async () => {
+  const { tapGsoMaxSegs, UDP_GSO_MAX_BYTES, UDP_GSO_MAX_SEGS } = await import('../../src/vxlan/gso.js');
+  for (const mtu of [68, 576, 1280, 1450, 1500, 8950, 9000, 65000]) {
+    const n = tapGsoMaxSegs(mtu);
+    const dgram = 8 + 14 + mtu;
+    assert.ok(n >= 1 && n <= UDP_GSO_MAX_SEGS, `mtu ${mtu}: ${n}`);
+    if (n > 1) assert.ok(n * dgram <= UDP_GSO_MAX_BYTES, `mtu ${mtu}: ${n} datagrams of ${dgram} B do not fit`);
+    if (n < UDP_GSO_MAX_SEGS) assert.ok((n + 1) * dgram > UDP_GSO_MAX_BYTES, `mtu ${mtu}: ${n + 1} would fit too`);
+  }
+  assert.equal(tapGsoMaxSegs(1450), 44);
+  assert.equal(tapGsoMaxSegs(576), UDP_GSO_MAX_SEGS);
+});
+
 test('NEEDS_CSUM: completing a partial checksum gives the full one', () => {
   const f = superFrame(randomBytes(777));
   const ipOff = 14;
