@@ -9,7 +9,11 @@
  *   leases(id, ttl_ms, expires_at)         wall-clock deadline in ms (one machine, one clock)
  *
  * Watch polls the events table every `pollMs` (default 20 ms) for rows past the watcher's revision: an indexed
- * range read, so idle cost is tiny and an endpoint created by one agent reaches the others within ~one poll.
+ * range read, so an endpoint created by one agent reaches the others within ~one poll. A poll first asks SQLite
+ * whether anything was committed since the last one (PRAGMA data_version, one statement; commits through this
+ * connection are noted in write()) and whether a lease may have expired (the earliest deadline is remembered);
+ * only then does it run the watchers' reads, about a dozen statements each taking the file locks. The agent
+ * shares its thread with the data plane, so an idle store costs it one statement per poll, not twelve.
  * Lease expiry is enforced by every open store on the same timer: whoever sees an expired lease first deletes it
  * and its keys in one transaction (the others then see the delete events like any other change).
  * The events log is trimmed to the last `keepEvents` revisions; a watcher that falls further behind gets
@@ -42,6 +46,11 @@ export class EmbeddedKv implements Kv {
   private readonly leases = new Map<string, EmbeddedLease>();
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** What the last full poll saw: PRAGMA data_version, and the earliest lease deadline (ms). */
+  private seenDataVersion = -1;
+  private nextExpiry = -Infinity;
+  /** This connection committed since the last full poll (data_version only counts other connections). */
+  private dirty = true;
   private readonly q: Record<string, Database.Statement>;
 
   constructor(path: string, opts: EmbeddedOptions = {}) {
@@ -86,6 +95,8 @@ export class EmbeddedKv implements Kv {
       leaseDel: p(`DELETE FROM leases WHERE id = ?`),
       leaseKeys: p(`SELECT key FROM kv WHERE lease = ?`),
       expired: p(`SELECT id FROM leases WHERE expires_at <= ?`),
+      firstExpiry: p(`SELECT MIN(expires_at) AS at FROM leases`),
+      dataVersion: p(`PRAGMA data_version`).pluck(),
     };
     this.schedule();
   }
@@ -105,6 +116,7 @@ export class EmbeddedKv implements Kv {
       return this.db
         .transaction(() => {
           const first = this.revision() + 1;
+          this.dirty = true;
           const r = fn(first);
           if (r.last >= first) this.q.setRev.run(r.last);
           return r.out;
@@ -269,6 +281,14 @@ export class EmbeddedKv implements Kv {
   private tick(): void {
     if (this.closed) return;
     try {
+      // nothing committed anywhere and no lease due: the watchers' reads would find nothing
+      const dv = this.q.dataVersion.get() as number;
+      if (dv === this.seenDataVersion && !this.dirty && this.now() < this.nextExpiry) {
+        this.schedule();
+        return;
+      }
+      this.seenDataVersion = dv;
+      this.dirty = false;
       this.expire();
       for (const w of [...this.watchers]) this.pollOne(w);
       const head = this.revision();
@@ -276,7 +296,9 @@ export class EmbeddedKv implements Kv {
       if (head - compacted > this.keepEvents * 2) {
         this.compact(head - this.keepEvents);
       }
+      this.nextExpiry = ((this.q.firstExpiry.get() as { at: number | null }).at ?? Infinity);
     } catch (e) {
+      this.dirty = true; // look again next time
       for (const w of this.watchers) w.h.error(e instanceof KvError ? e : new KvError('ERR_KV_UNAVAILABLE', (e as Error).message));
     }
     this.schedule();

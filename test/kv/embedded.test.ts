@@ -36,3 +36,41 @@ test('--kv parsing: etcd endpoints, file paths, clear errors', () => {
   assert.equal(e.where, 'etcd://127.0.0.1:1,127.0.0.2:2');
   void e.close();
 });
+
+test('an idle poll reads only data_version; commits by another connection and due leases still get a full poll', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vxt-kv-'));
+  const a = new EmbeddedKv(join(dir, 'store.db'));
+  const b = new EmbeddedKv(join(dir, 'store.db'));
+  try {
+    // count the watchers' event reads on a (what a full poll does)
+    const q = (a as unknown as { q: Record<string, { all: (...args: unknown[]) => unknown[] }> }).q;
+    const all = q.eventsAfter.all.bind(q.eventsAfter);
+    let reads = 0;
+    q.eventsAfter.all = (...args: unknown[]) => {
+      reads++;
+      return all(...args);
+    };
+    const seen: string[] = [];
+    const w = a.watch('/t/', 0, { events: (evs) => seen.push(...evs.map((e) => e.key)), error: () => {} });
+    await new Promise((r) => setTimeout(r, 100));
+    const idle0 = reads;
+    await new Promise((r) => setTimeout(r, 400)); // about 20 polls with nothing committed
+    assert.ok(reads - idle0 <= 1, `idle polls ran ${reads - idle0} event reads in 400 ms`);
+    await b.put('/t/k', 'v'); // another connection: only data_version tells a
+    for (let i = 0; i < 50 && !seen.includes('/t/k'); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(seen, ['/t/k']);
+    // a lease that nobody renews expires although nothing is committed anywhere while it runs out
+    const l = await b.grantLease(1);
+    await b.put('/t/leased', 'x', l.id);
+    l.release();
+    const t0 = Date.now();
+    for (let i = 0; i < 150 && (await a.get('/t/leased')) !== null; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await a.get('/t/leased'), null, 'the expired lease took its key');
+    assert.ok(Date.now() - t0 >= 900, 'not before the TTL');
+    w.close();
+  } finally {
+    await a.close();
+    await b.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
