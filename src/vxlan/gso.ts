@@ -28,6 +28,7 @@ import {
   TCP_OFF_SEQ,
   VLAN_HLEN,
   IPV4_OFF_PROTO,
+  VXLAN_HLEN,
 } from './constants.js';
 import { finish, internetChecksum, pseudoSumV4, sum16 } from './checksum.js';
 import { readU16, readU32, writeU16, writeU32 } from './ethernet.js';
@@ -59,7 +60,7 @@ export const UDP_GSO_MAX_SEGS = 64;
  * buffers on the other side. The agent sets this as the TAP's gso_max_segs; TCP then sizes its super-frames to it.
  */
 export function tapGsoMaxSegs(mtu: number): number {
-  return Math.max(1, Math.min(UDP_GSO_MAX_SEGS, Math.floor(UDP_GSO_MAX_BYTES / (8 + 14 + mtu))));
+  return Math.max(1, Math.min(UDP_GSO_MAX_SEGS, Math.floor(UDP_GSO_MAX_BYTES / (VXLAN_HLEN + ETH_HLEN + mtu))));
 }
 
 export function readU16le(buf: Uint8Array, off: number): number {
