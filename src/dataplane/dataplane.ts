@@ -12,7 +12,7 @@ import { VXLAN_HLEN } from '../vxlan/constants.js';
 import { VNET_HDR_LEN } from '../vxlan/gso.js';
 import { Counters, VniCounters } from './counters.js';
 import { type DataplaneIo, POLL_READABLE } from './io.js';
-import { OutQueue } from './out.js';
+import { OutQueue, WrittenPorts } from './out.js';
 import type { Port } from './port.js';
 import { rcv } from './rcv.js';
 import { xmit } from './xmit.js';
@@ -76,6 +76,8 @@ export class Dataplane {
   readonly r: Direction & { addrs: Uint32Array; gsoSizes: Int32Array | null; gro: Gro | null };
   readonly ports = new Map<string, Port>();
   private readonly stats = new Map<number, VniCounters>();
+  /** Ports the receive path wrote to in the current callback: see readAnswers. */
+  private readonly written = new WrittenPorts();
   private udpPoll: PollHandle | null = null;
   private readonly onPortError: (port: Port, err: Error) => void;
   private readonly onLoopError: (err: unknown) => void;
@@ -97,14 +99,14 @@ export class Dataplane {
     const frameMax = o.frameMax ?? 65535 + 64; // a 64 KB TSO super-frame plus its virtio-net header fits
     this.slotSize = Math.ceil((this.headroom + frameMax) / 64) * 64;
     this.hashSeed = o.hashSeed ?? 0;
-    const mk = (reason: 'tx_tap_error' | 'rx_tap_error', gso: number): Direction => {
+    const mk = (reason: 'tx_tap_error' | 'rx_tap_error', gso: number, written: WrittenPorts | null): Direction => {
       const arena = new Uint8Array(this.slotSize * this.batch + gso);
       const base = this.slotSize * this.batch;
-      return { arena, lens: new Int32Array(this.batch), out: new OutQueue(this.io, arena, this.txFds, this.counters, reason), scratch: new Uint8Array(128), gsoBase: base, gsoCursor: base };
+      return { arena, lens: new Int32Array(this.batch), out: new OutQueue(this.io, arena, this.txFds, this.counters, reason, written), scratch: new Uint8Array(128), gsoBase: base, gsoCursor: base };
     };
     // TSO output: a super-frame of up to 64 KB grows by a VXLAN + copied headers per segment (< 16 KB in all)
-    this.x = mk('tx_tap_error', o.offload ? this.batch * (this.slotSize + 16384) : 0);
-    const rx = mk('rx_tap_error', o.offload ? this.batch * (this.slotSize + 1024) : 0);
+    this.x = mk('tx_tap_error', o.offload ? this.batch * (this.slotSize + 16384) : 0, null);
+    const rx = mk('rx_tap_error', o.offload ? this.batch * (this.slotSize + 1024) : 0, this.written);
     this.r = {
       ...rx,
       addrs: new Uint32Array(this.batch * 2),
@@ -151,6 +153,7 @@ export class Dataplane {
       vnet,
       vstats: this.vniStats(spec.vni),
       poll: null,
+      written: false,
       txFrames: 0,
       txBytes: 0,
       rxFrames: 0,
@@ -201,6 +204,25 @@ export class Dataplane {
     } catch (e) {
       this.onLoopError(e);
     }
+    this.readAnswers();
+  }
+
+  /**
+   * A frame written to a TAP runs the container's stack inside the write: its answer (an echo reply, a TCP ACK)
+   * is often in the TAP's queue before the write returns. Reading each written TAP now, instead of after one more
+   * trip through the event loop (epoll, the poll callback, the JS entry), takes that trip off every request/
+   * response exchange; a TAP with nothing queued costs one read that returns EAGAIN. Only the receive path's
+   * writes are followed, and once per callback, so local traffic cannot keep the loop here.
+   */
+  private readAnswers(): void {
+    const w = this.written;
+    for (let i = 0; i < w.count; i++) {
+      const port = w.list[i]!;
+      w.list[i] = null;
+      port.written = false;
+      if (port.poll !== null) this.onTapReadable(port, 0);
+    }
+    w.count = 0;
   }
 
   private onTapReadable(port: Port, status: number): void {

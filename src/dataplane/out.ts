@@ -11,6 +11,19 @@ export const OUT_MAX = 1024; // descriptors per flush (native sendBatch takes up
 const TAP_STRIDE = 4; // fd, off, len, prefix (zero virtio-net header bytes the kernel writes first)
 const UDP_STRIDE = 6; // sock, off, len, ipv4, port, gsoSize
 
+/** The ports a receive callback wrote to, in order; reused across callbacks (no allocation once grown). */
+export class WrittenPorts {
+  readonly list: (Port | null)[] = [];
+  count = 0;
+
+  add(p: Port): void {
+    p.written = true;
+    if (this.count === this.list.length) this.list.push(p);
+    else this.list[this.count] = p;
+    this.count++;
+  }
+}
+
 export class OutQueue {
   private readonly tapDescs = new Int32Array(OUT_MAX * TAP_STRIDE);
   private readonly tapPorts: (Port | null)[] = new Array(OUT_MAX).fill(null);
@@ -24,6 +37,8 @@ export class OutQueue {
     private readonly sockFds: Int32Array,
     private readonly c: Counters,
     private readonly tapErrorReason: 'tx_tap_error' | 'rx_tap_error',
+    /** Collects each port written to (once, by its `written` flag); null: not tracked. */
+    private readonly written: WrittenPorts | null = null,
   ) {}
 
   /**
@@ -88,6 +103,7 @@ export class OutQueue {
       } else {
         p.rxFrames++;
         p.rxBytes += len;
+        if (this.written !== null && !p.written) this.written.add(p);
       }
     }
   }

@@ -19,6 +19,9 @@ export interface Port extends LocalPort {
   vnet: Vnet<Port>;
   vstats: VniCounters;
   poll: PollHandle | null;
+  /** The receive path wrote to this TAP in the current callback: the data plane reads it before going back to
+   * the event loop (OutQueue.written, Dataplane.readAnswers). */
+  written: boolean;
   /** Frames/bytes the endpoint sent (read from its TAP) and received (written to its TAP). */
   txFrames: number;
   txBytes: number;

@@ -25,6 +25,11 @@ export class FakeIo implements DataplaneIo {
   failSends = 0;
   /** Make readBatch on this fd throw (simulates a TAP whose namespace is gone). */
   brokenTaps = new Set<number>();
+  /** Called inside writeBatch for each frame written to a TAP: a test's container can answer at once, as a real
+   * one does (the kernel runs its stack inside the write). */
+  onTapWrite: ((fd: number, frame: Uint8Array) => void) | null = null;
+  /** readBatch calls per fd, including those that found nothing. */
+  readonly reads = new Map<number, number>();
 
   tap(): number {
     const fd = this.next++;
@@ -53,6 +58,7 @@ export class FakeIo implements DataplaneIo {
     if (this.brokenTaps.has(fd)) throw Object.assign(new Error('read: File descriptor in bad state (EBADFD)'), { code: 'EBADFD' });
     const q = this.tapIn.get(fd);
     if (!q) throw Object.assign(new Error('read: bad fd'), { code: 'EBADF' });
+    this.reads.set(fd, (this.reads.get(fd) ?? 0) + 1);
     let n = 0;
     while (n < max && q.length) {
       const f = q.shift()!;
@@ -76,6 +82,7 @@ export class FakeIo implements DataplaneIo {
       f.set(arena.subarray(off, off + len), prefix);
       q.push(f);
       ok++;
+      this.onTapWrite?.(fd, f);
     }
     return ok;
   }

@@ -158,6 +158,28 @@ test('rcv: delivers to the owning endpoint and learns the sender', () => {
   assert.equal(io.sent.length, 0, 'split horizon: nothing from the wire goes back to the wire');
 });
 
+test('rcv: an answer the container queues during the TAP write is sent in the same callback', () => {
+  const { io, dp, a, b, fromWire, fdb } = setup();
+  fdb.set(VNI, MAC_R, 'static', { vtep: PEER, port: 4789 });
+  const reply = ipv4Frame(MAC_R, MAC_A);
+  io.onTapWrite = (fd) => {
+    if (fd === a.fd) io.tapIn.get(a.fd)!.push(reply); // a's stack answers inside the write, like a real one
+  };
+  fromWire(PEER, vxlanDatagram(VNI, ipv4Frame(MAC_A, MAC_R)));
+  // no poll event for a's TAP was fired: the data plane read it because it had just written to it
+  assert.equal(io.sent.length, 1, 'the answer left in the receive callback');
+  assert.equal(io.sent[0].addr, PEER);
+  assert.deepEqual(io.sent[0].data.subarray(8), reply);
+  assert.equal(io.reads.get(b.fd) ?? 0, 0, 'a TAP that was not written to is not read');
+  // once per callback: the written flag is cleared, so the next callback reads a again, and only once
+  const before = io.reads.get(a.fd)!;
+  io.onTapWrite = null;
+  fromWire(PEER, vxlanDatagram(VNI, ipv4Frame(MAC_A, MAC_R)), vxlanDatagram(VNI, ipv4Frame(MAC_A, MAC_R)));
+  assert.equal(io.reads.get(a.fd)! - before, 1, 'one read per written TAP per callback');
+  assert.equal(io.sent.length, 1, 'nothing more to send');
+  assert.equal(dp.counters.tx_packets, 1);
+});
+
 test('rcv: every malformed or unwanted datagram is dropped and counted by reason', () => {
   const { io, dp, a, fromWire } = setup();
   const good = ipv4Frame(MAC_A, MAC_R);
