@@ -130,7 +130,7 @@ async function vxtapPath(extra: string[]): Promise<Topo> {
   const t = baseTopo(true);
   for (const i of [1, 2]) {
     const sock = join(t.dir, `h${i}.sock`);
-    const p = spawn('sh', ['-c', `exec ip netns exec ${t.tag}-h${i} node ${CLI} agent --vtep 198.18.0.${i} --host h${i} --socket ${sock} --kv ${join(t.dir, 'store.db')} --state-dir ${join(t.dir, 'state')} --log-level warn ${extra.join(' ')} 2>>${join(t.dir, `h${i}.log`)}`], { stdio: 'ignore' });
+    const p = spawn('sh', ['-c', `exec ip netns exec ${t.tag}-h${i} node --no-memory-reducer ${CLI} agent --vtep 198.18.0.${i} --host h${i} --socket ${sock} --kv ${join(t.dir, 'store.db')} --state-dir ${join(t.dir, 'state')} --log-level warn ${extra.join(' ')} 2>>${join(t.dir, `h${i}.log`)}`], { stdio: 'ignore' });
     t.procs.push(p);
     t.cpuPids.push(p.pid!);
     await waitFile(sock);

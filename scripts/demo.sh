@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TAG="vxd$$"
-VXTAP="node dist/src/cli/main.js"
+VXTAP="node --no-memory-reducer dist/src/cli/main.js" # the flag matters for the agent: see src/cli/main.ts
 RUN="/tmp/$TAG"
 PIDS=()
 

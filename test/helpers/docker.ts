@@ -248,7 +248,7 @@ export async function startPluginAgent(topo: Topo, d: Dockerd, host: { ns: strin
     'agent', '--vtep', host.addr, '--host', host.ns, '--socket', socket, '--kv', kv, '--state-dir', join(topo.dir, 'state'),
     '--docker', d.host, '--dns', `${host.addr}:53`, '--dns-upstream', 'none', '--lease-ttl', '3', ...extra,
   ];
-  const proc = spawn('sh', ['-c', `exec nsenter --net=/run/netns/${host.ns} --mount=${d.mntns} node ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`], { stdio: 'ignore' });
+  const proc = spawn('sh', ['-c', `exec nsenter --net=/run/netns/${host.ns} --mount=${d.mntns} node --no-memory-reducer ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`], { stdio: 'ignore' });
   topo.own(proc);
   return agentHandle(host.ns, socket, proc, logFile, () => existsSync(join(d.dir, 'plugins/vxtap.sock')));
 }

@@ -129,7 +129,7 @@ export class Topo {
     const kv = opts.kv ?? join(this.dir, 'store.db');
     const argv = ['agent', '--vtep', host.addr, '--host', host.ns, '--socket', socket, '--kv', kv, '--state-dir', join(this.dir, 'state'), ...(opts.extra ?? [])];
     rmSync(socket, { force: true }); // a killed agent leaves its socket: wait for the new one, not the old
-    const proc = spawn('sh', ['-c', `exec ip netns exec ${host.ns} node ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`], {
+    const proc = spawn('sh', ['-c', `exec ip netns exec ${host.ns} node --no-memory-reducer ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`], {
       stdio: 'ignore',
     });
     this.procs.push(proc);
