@@ -31,7 +31,7 @@ import { Reconciler } from '../kv/reconciler.js';
 import { type EndpointRec, keys, type NetworkRec, parseNetwork } from '../kv/schema.js';
 import { native } from '../sys/native.js';
 import { ip, ipJson, netnsPath } from '../sys/ip.js';
-import { closeTap, createTap, checkIfname, setOffloads, type Tap } from '../tap/tap.js';
+import { closeTap, createTap, checkIfname, setOffloads, setTapGsoMaxSegs, type Tap } from '../tap/tap.js';
 import { VXLAN_DEFAULT_PORT, VXLAN_IPV4_OVERHEAD, VXLAN_VNI_MAX } from '../vxlan/constants.js';
 import { useSum16 } from '../vxlan/checksum.js';
 import { useTsoSplit } from '../vxlan/gso.js';
@@ -837,7 +837,10 @@ export class Agent {
         if (!found) throw new Error(`no interface with MAC ${r.mac} in ${r.netns} (expected ${r.ifname})`);
         r.ifname = found.ifname;
         [fd] = n.tapOpen(r.ifname, k.IFF_TAP | k.IFF_NO_PI | (r.vnetHdr ? k.IFF_VNET_HDR : 0), path);
-        if (r.vnetHdr) setOffloads(fd);
+        if (r.vnetHdr) {
+          setOffloads(fd);
+          if (!(await setTapGsoMaxSegs(r.ifname, r.mtu, r.netns))) this.log.warn('cannot set gso_max_segs on a recovered TAP (only speed)', { endpoint: r.name });
+        }
         if (!this.networks.has(r.network)) {
           // the store may be unreachable: forward on what the state file says until it answers
           const net: Network = { name: r.network, vni: r.vni, subnet: parseSubnet(r.subnet), gateway: r.gateway ? parseIpv4(r.gateway) : 0, mtu: r.mtu, learning: true };

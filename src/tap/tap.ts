@@ -108,6 +108,20 @@ export async function createTap(o: TapOptions): Promise<Tap> {
   return { fd, ifname: o.ifname, netns: o.netns, mac: o.mac, mtu: o.mtu };
 }
 
+/**
+ * Sets gso_max_segs (tapGsoMaxSegs) on a TAP that already exists: one re-adopted after an agent restart may come
+ * from an agent that did not set it, or from a different MTU. Best effort, like in createTap: without it the TAP
+ * works, only slower. Returns whether it was set.
+ */
+export async function setTapGsoMaxSegs(ifname: string, mtu: number, netns?: string): Promise<boolean> {
+  try {
+    await ip(['link', 'set', 'dev', ifname, 'gso_max_segs', String(tapGsoMaxSegs(mtu))], netns);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The offloads vxtap handles: checksum offload and TCPv4 segmentation (see src/vxlan/gso.ts). */
 export function setOffloads(fd: number): void {
   const k = native().constants;

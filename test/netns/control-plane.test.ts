@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { startEtcd, type EtcdServer } from '../helpers/etcd.js';
-import { type Agent, isRoot, ping, sleep, Topo, waitPing } from '../helpers/topo.js';
+import { type Agent, isRoot, must, ping, sleep, Topo, waitPing } from '../helpers/topo.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces)';
 const TTL = 3;
@@ -138,6 +138,8 @@ test('agent killed (SIGKILL) and restarted: endpoints are re-adopted and traffic
   let out = '';
   p.stdout.on('data', (d: Buffer) => (out += d.toString()));
   await sleep(1000);
+  // as left by an older agent that did not size super-frames: the restarted one must set it again
+  must(['ip', '-n', ns.c1, 'link', 'set', 'dev', 'eth0', 'gso_max_segs', '65535']);
   const killedAt = Date.now();
   process.kill(ag.h1.proc.pid!, 'SIGKILL'); // `sh -c exec ip netns exec ... node`: the pid is the agent's
   await new Promise((r) => ag.h1.proc.once('exit', r));
@@ -151,6 +153,8 @@ test('agent killed (SIGKILL) and restarted: endpoints are re-adopted and traffic
   assert.ok(replies[replies.length - 1] > restartedAt, 'replies after the restart');
   const eps = await ag.h1.call<{ name: string }[]>('GET', '/v1/endpoints');
   assert.ok(eps.some((e) => e.name === 'c1'), 'c1 re-adopted');
+  const link = JSON.parse(must(['ip', '-n', ns.c1, '-j', '-d', 'link', 'show', 'dev', 'eth0']))[0];
+  assert.equal(link.gso_max_segs, 44, 'the re-adopted TAP sizes super-frames for one UDP GSO send again');
   console.log(`# agent restart: longest gap between replies ${gap.toFixed(0)} ms (kill -> agent serving again ${restartedAt - killedAt} ms), ${replies.length}/600 replies`);
 });
 
