@@ -8,8 +8,11 @@
  *   events(rev, key, type, value)          one row per change, the log watchers read
  *   leases(id, ttl_ms, expires_at)         wall-clock deadline in ms (one machine, one clock)
  *
- * Watch polls the events table every `pollMs` (default 20 ms) for rows past the watcher's revision: an indexed
- * range read, so an endpoint created by one agent reaches the others within ~one poll. A poll first asks SQLite
+ * Watchers read the events table for rows past their revision (an indexed range read) on every poll. A poll runs
+ * as soon as the WAL file changes (inotify through fs.watch: every commit, by any agent, appends to it), so an
+ * endpoint created by one agent reaches the others in about a millisecond; and every `pollMs` (default 100 ms)
+ * in any case, which is the bound where file change events are not delivered (some network and overlay file
+ * systems), and at the earliest lease deadline. A poll first asks SQLite
  * whether anything was committed since the last one (PRAGMA data_version, one statement; commits through this
  * connection are noted in write()) and whether a lease may have expired (the earliest deadline is remembered);
  * only then does it run the watchers' reads, about a dozen statements each taking the file locks. The agent
@@ -23,7 +26,7 @@
  * busy waits are bounded by busy_timeout, so the data plane sharing the thread sees sub-millisecond stalls.
  */
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { type FSWatcher, mkdirSync, watch } from 'node:fs';
 import { dirname } from 'node:path';
 import { type Compare, type Kv, type KvEntry, KvError, type Lease, type Op, prefixEnd, type TxnResult, type Watch, type WatchHandler } from './kv.js';
 
@@ -32,6 +35,9 @@ export interface EmbeddedOptions {
   keepEvents?: number;
   now?: () => number;
 }
+
+/** After a WAL change event: a second poll this much later (see wake). */
+const RECHECK_MS = 3;
 
 type Row = { key: string; value: string; create_rev: number; mod_rev: number; lease: number | null };
 
@@ -45,6 +51,9 @@ export class EmbeddedKv implements Kv {
   private readonly watchers = new Set<{ prefix: string; end: string; rev: number; h: WatchHandler }>();
   private readonly leases = new Map<string, EmbeddedLease>();
   private timer: NodeJS.Timeout | null = null;
+  /** Change events of the WAL file (null: none, polling only), and whether a poll for them is already queued. */
+  private fileWatch: FSWatcher | null = null;
+  private wakeQueued = false;
   private closed = false;
   /** What the last full poll saw: PRAGMA data_version, and the earliest lease deadline (ms). */
   private seenDataVersion = -1;
@@ -55,7 +64,7 @@ export class EmbeddedKv implements Kv {
 
   constructor(path: string, opts: EmbeddedOptions = {}) {
     this.where = path;
-    this.pollMs = opts.pollMs ?? 20;
+    this.pollMs = opts.pollMs ?? 100;
     this.keepEvents = opts.keepEvents ?? 10_000;
     this.now = opts.now ?? Date.now;
     mkdirSync(dirname(path), { recursive: true });
@@ -98,7 +107,41 @@ export class EmbeddedKv implements Kv {
       firstExpiry: p(`SELECT MIN(expires_at) AS at FROM leases`),
       dataVersion: p(`PRAGMA data_version`).pluck(),
     };
+    this.watchFile(`${path}-wal`);
     this.schedule();
+  }
+
+  /** Polls when the WAL file changes; without file change events, the timer alone does (see the top). */
+  private watchFile(walPath: string): void {
+    try {
+      this.fileWatch = watch(walPath, { persistent: false }, () => this.wake());
+      this.fileWatch.on('error', () => {
+        this.fileWatch?.close();
+        this.fileWatch = null;
+      });
+    } catch {
+      this.fileWatch = null;
+    }
+  }
+
+  /**
+   * One poll for any number of change events that arrive before it runs, and one more RECHECK_MS later: a writer
+   * appends to the WAL (the event) before it publishes the commit in the shared-memory index (no event), so the
+   * first poll can come too early and find nothing; without the second, that change would wait for the timer.
+   */
+  private wake(): void {
+    if (this.wakeQueued || this.closed) return;
+    this.wakeQueued = true;
+    setImmediate(() => {
+      this.wakeQueued = false;
+      if (this.closed) return;
+      if (this.timer) clearTimeout(this.timer);
+      this.tick();
+      if (this.closed) return;
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.tick(), RECHECK_MS);
+      this.timer.unref();
+    });
   }
 
   private revision(): number {
@@ -274,7 +317,10 @@ export class EmbeddedKv implements Kv {
   }
 
   private schedule(): void {
-    this.timer = setTimeout(() => this.tick(), this.pollMs);
+    // no later than the earliest lease deadline: an expired lease commits nothing that would wake us
+    const untilExpiry = this.nextExpiry - this.now();
+    const delay = untilExpiry > 0 && untilExpiry < this.pollMs ? Math.ceil(untilExpiry) : this.pollMs;
+    this.timer = setTimeout(() => this.tick(), delay);
     this.timer.unref();
   }
 
@@ -318,6 +364,7 @@ export class EmbeddedKv implements Kv {
     for (const l of this.leases.values()) l.release();
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    this.fileWatch?.close();
     this.watchers.clear();
     this.db.close();
   }

@@ -74,3 +74,38 @@ test('an idle poll reads only data_version; commits by another connection and du
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a commit by another connection wakes a watcher at once (WAL change events), not at the next timed poll', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vxt-kv-'));
+  const a = new EmbeddedKv(join(dir, 'store.db'), { pollMs: 10_000 }); // the timer alone would take 10 s
+  const b = new EmbeddedKv(join(dir, 'store.db'));
+  try {
+    const seen: number[] = [];
+    const w = a.watch('/t/', 0, { events: () => seen.push(Date.now()), error: () => {} });
+    await new Promise((r) => setTimeout(r, 100));
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const n = seen.length;
+      const t0 = Date.now();
+      await b.put(`/t/k${i}`, 'v');
+      for (let k = 0; k < 200 && seen.length === n; k++) await new Promise((r) => setTimeout(r, 2));
+      assert.ok(seen.length > n, `put ${i} not seen within ~400 ms`);
+      times.push(seen[seen.length - 1] - t0);
+    }
+    console.log(`# another connection's put -> watcher event: ${times.join(', ')} ms`);
+    // and a lease that runs out with nothing committed is still expired on time by the deadline timer
+    const l = await b.grantLease(1);
+    await b.put('/t/leased', 'x', l.id);
+    l.release();
+    await b.close();
+    const t0 = Date.now();
+    for (let i = 0; i < 150 && (await a.get('/t/leased')) !== null; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await a.get('/t/leased'), null, 'the expired lease took its key');
+    assert.ok(Date.now() - t0 < 2500, `expired ${Date.now() - t0} ms after release (TTL 1 s, poll timer 10 s)`);
+    w.close();
+  } finally {
+    await a.close();
+    await b.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
