@@ -108,7 +108,7 @@ export class EmbeddedKv implements Kv {
       dataVersion: p(`PRAGMA data_version`).pluck(),
     };
     this.watchFile(`${path}-wal`);
-    this.schedule();
+    this.schedule(false);
   }
 
   /** Polls when the WAL file changes; without file change events, the timer alone does (see the top). */
@@ -136,11 +136,7 @@ export class EmbeddedKv implements Kv {
       this.wakeQueued = false;
       if (this.closed) return;
       if (this.timer) clearTimeout(this.timer);
-      this.tick();
-      if (this.closed) return;
-      if (this.timer) clearTimeout(this.timer);
-      this.timer = setTimeout(() => this.tick(), RECHECK_MS);
-      this.timer.unref();
+      this.tick(true);
     });
   }
 
@@ -316,21 +312,22 @@ export class EmbeddedKv implements Kv {
     }
   }
 
-  private schedule(): void {
+  /** The next poll: RECHECK_MS away after a change event (see wake), else pollMs or the earliest lease deadline. */
+  private schedule(recheck: boolean): void {
     // no later than the earliest lease deadline: an expired lease commits nothing that would wake us
     const untilExpiry = this.nextExpiry - this.now();
-    const delay = untilExpiry > 0 && untilExpiry < this.pollMs ? Math.ceil(untilExpiry) : this.pollMs;
+    const delay = recheck ? RECHECK_MS : untilExpiry > 0 && untilExpiry < this.pollMs ? Math.ceil(untilExpiry) : this.pollMs;
     this.timer = setTimeout(() => this.tick(), delay);
     this.timer.unref();
   }
 
-  private tick(): void {
+  private tick(recheck = false): void {
     if (this.closed) return;
     try {
       // nothing committed anywhere and no lease due: the watchers' reads would find nothing
       const dv = this.q.dataVersion.get() as number;
       if (dv === this.seenDataVersion && !this.dirty && this.now() < this.nextExpiry) {
-        this.schedule();
+        this.schedule(recheck);
         return;
       }
       this.seenDataVersion = dv;
@@ -347,7 +344,7 @@ export class EmbeddedKv implements Kv {
       this.dirty = true; // look again next time
       for (const w of this.watchers) w.h.error(e instanceof KvError ? e : new KvError('ERR_KV_UNAVAILABLE', (e as Error).message));
     }
-    this.schedule();
+    this.schedule(recheck);
   }
 
   /** For tests: compact the event log up to `rev` now. */
