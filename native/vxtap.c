@@ -1,9 +1,9 @@
 /*
  * vxtap_native: the thin syscall layer of vxtap.
  *
- * C makes syscalls and reports errno names, and does the per-byte codec work TypeScript hands it (checksums, TSO
- * segmentation, GRO segment checks); TypeScript validates arguments and owns all logic (no forwarding decisions
- * here). Layout: helpers, then the poll handle and its callback, then methods, then exports.
+ * C makes syscalls and reports errno names, does the per-byte codec work TypeScript hands it (checksums, TSO
+ * segmentation, GRO segment checks) and, when asked, busy-polls the event loop (busyPoll); TypeScript validates
+ * arguments and owns all logic (no forwarding decisions here). Layout: helpers, then the poll handle and its callback, then methods, then exports.
  *
  * Batched I/O works on one "arena" (a Buffer cut into fixed-size slots) so a call passes one pointer, not an
  * array of Buffers:
@@ -28,6 +28,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -183,9 +185,57 @@ static void poll_close_cb(uv_handle_t *h) {
   free(p);
 }
 
+/* ---------------------------------------------------------------- busy polling
+ *
+ * Off by default. With a window W > 0, the event loop does not go to sleep for W after the last data-plane
+ * callback: just before libuv would block in epoll_wait (a uv_prepare handle), the thread polls libuv's epoll fd
+ * with a zero timeout, yielding the CPU between polls (sched_yield: a runnable container or peer on this CPU still
+ * gets it), until an fd is ready, a libuv timer is due, or W has passed. A packet then finds the agent running
+ * instead of asleep: no wake-up, no cold caches. The cost is a CPU kept busy while traffic flows (the same trade as
+ * the kernel's SO_BUSY_POLL or a DPDK poll-mode driver), so it is the operator's choice (vxtap agent --busy-poll). */
+typedef struct {
+  uv_prepare_t prepare;
+  int started;
+  uint64_t window_ns;
+  uint64_t last_activity_ns;
+  /* counters: spins that found work, and nanoseconds spent spinning */
+  double hits;
+  double spin_ns;
+} vx_busy_t;
+static vx_busy_t busy;
+
+static inline uint64_t mono_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static void busy_prepare_cb(uv_prepare_t *h) {
+  if (busy.window_ns == 0) return;
+  uint64_t now = mono_ns();
+  uint64_t end = busy.last_activity_ns + busy.window_ns;
+  if (now >= end) return;
+  int t = uv_backend_timeout(h->loop); /* ms until the next libuv timer; -1: none, 0: work is pending */
+  if (t == 0) return;
+  if (t > 0 && now + (uint64_t)t * 1000000u < end) end = now + (uint64_t)t * 1000000u;
+  struct pollfd pfd = {uv_backend_fd(h->loop), POLLIN, 0};
+  uint64_t start = now;
+  for (;;) {
+    if (poll(&pfd, 1, 0) > 0) {
+      busy.hits++;
+      break;
+    }
+    now = mono_ns();
+    if (now >= end) break;
+    sched_yield();
+  }
+  busy.spin_ns += (double)(mono_ns() - start);
+}
+
 static void poll_cb(uv_poll_t *handle, int status, int events) {
   vx_poll_t *p = (vx_poll_t *)handle->data;
   if (p->closing) return;
+  if (busy.window_ns != 0) busy.last_activity_ns = mono_ns();
   napi_env env = p->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
@@ -949,6 +999,40 @@ static napi_value PollStop(napi_env env, napi_callback_info info) {
   return make_i32(env, 0);
 }
 
+/* busyPoll(windowUs) -> [hits, spinNs]: sets the busy-poll window (0: off, the default) and returns the counters
+ * so far. The window is process-wide: one agent per process. */
+static napi_value BusyPoll(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t us = -1;
+  if (argc >= 1) {
+    napi_valuetype t;
+    napi_typeof(env, argv[0], &t);
+    if (t != napi_undefined && (!get_i32(env, argv[0], &us) || us < 0 || us > 10000000))
+      return throw_type(env, "busyPoll(windowUs): 0 to 10000000 microseconds");
+  }
+  if (us >= 0) {
+    if (!busy.started && us > 0) {
+      uv_loop_t *loop;
+      NAPI_CALL(env, napi_get_uv_event_loop(env, &loop));
+      uv_prepare_init(loop, &busy.prepare);
+      uv_prepare_start(&busy.prepare, busy_prepare_cb);
+      uv_unref((uv_handle_t *)&busy.prepare); /* never keeps the process alive by itself */
+      busy.started = 1;
+    }
+    busy.window_ns = (uint64_t)us * 1000u;
+    busy.last_activity_ns = mono_ns();
+  }
+  napi_value out, v;
+  napi_create_array_with_length(env, 2, &out);
+  napi_create_double(env, busy.hits, &v);
+  napi_set_element(env, out, 0, v);
+  napi_create_double(env, busy.spin_ns, &v);
+  napi_set_element(env, out, 1, v);
+  return out;
+}
+
 /* ---------------------------------------------------------------- exports */
 
 static void set_const(napi_env env, napi_value obj, const char *name, int32_t v) {
@@ -977,6 +1061,7 @@ NAPI_MODULE_INIT() {
     {"pollStart", NULL, PollStart, NULL, NULL, NULL, napi_default, NULL},
     {"pollUpdate", NULL, PollUpdate, NULL, NULL, NULL, napi_default, NULL},
     {"pollStop", NULL, PollStop, NULL, NULL, NULL, napi_default, NULL},
+    {"busyPoll", NULL, BusyPoll, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   napi_value c;

@@ -73,6 +73,9 @@ export function metricsRegistry(agent: Agent): client.Registry {
   counter('vxtap_kv_watch_errors_total', 'KV watch errors', [], () => [[{}, kv().watchErrors]]);
   counter('vxtap_kv_reconnects_total', 'KV watch reconnects', [], () => [[{}, kv().reconnects]]);
   counter('vxtap_kv_full_syncs_total', 'Full re-lists of the KV store', [], () => [[{}, kv().fullSyncs]]);
+  const bp = () => agent.busyPollStatus();
+  counter('vxtap_busy_poll_hits_total', 'Busy polls (--busy-poll) that found a packet waiting', [], () => (bp() ? [[{}, bp()!.hits]] : []));
+  counter('vxtap_busy_poll_seconds_total', 'Seconds spent busy polling (--busy-poll): CPU kept busy for latency', [], () => (bp() ? [[{}, bp()!.spin_seconds]] : []));
   gauge('vxtap_kv_invalid_records', 'Records in the store that failed validation (ignored)', [], () => [[{}, kv().invalidRecords]]);
   return reg;
 }

@@ -59,6 +59,9 @@ export interface NativeAddon {
   pollStart(fd: number, events: number, cb: (status: number, events: number) => void): PollHandle;
   pollUpdate(handle: PollHandle, events: number): number;
   pollStop(handle: PollHandle): number;
+  /** Sets the process-wide busy-poll window in microseconds (0: off; omit to only read) and returns the counters
+   * so far: spins that found work, nanoseconds spent spinning. */
+  busyPoll(windowUs?: number): [hits: number, spinNs: number];
   constants: NativeConstants;
 }
 
