@@ -7,7 +7,12 @@
  *   kernel   Linux VXLAN: container veth -> bridge -> vxlan0 (VNI 42, port 4789) on each host (the reference)
  *   tinc     tinc 1.0 in switch mode, Cipher/Digest none, over UDP (a userspace C L2 overlay; --peers)
  *   openvpn  OpenVPN 2.6 TAP bridged, no crypto (another userspace C L2 overlay; --peers)
+ *   floor    bench/floor.c: a TAP in each container and a 60-line C forwarder per host, one frame per syscall,
+ *            sleeping in poll() between packets, no checks or tables: the least any user-space forwarder that
+ *            sleeps between packets pays here (a reference for vxtap's added latency, not an overlay)
  *   vxtap    one vxtap agent per host on a shared embedded store
+ *   vxtap-busy  the same with `--busy-poll 20000`: each agent stays awake (polling, yielding the CPU) for 20 ms
+ *            after its last packet instead of sleeping, for the pings 5 ms apart (opt-in: it keeps a CPU busy)
  *
  * Each measured: TCP Gbit/s with 1 and 4 streams (iperf3); 60-byte frames (trafgen from netsniff-ng, one
  * generator process, sending from the client container's eth0) delivered per second, counted at the receiving
@@ -17,9 +22,10 @@
  * all paths alike), and reported as median (min-max), with its ratio to the kernel row of the same run. Then, unless --soak 0, one vxtap run under full TCP load for --soak seconds (default 60; 0 with
  * --quick) samples both agents' resident memory every second: it must not grow.
  *
- *   node dist/bench/forwarding.js [--quick] [--reps N] [--time S] [--soak S] [--paths direct,kernel,tinc,openvpn,vxtap]
- *   (all five by default; --quick: 1 rep x 2 s of direct, kernel, vxtap, unless --peers)
- * Writes bench/results/forwarding.{md,json,svg} (or --out DIR). Needs root, iperf3, trafgen (and tinc/openvpn).
+ *   node dist/bench/forwarding.js [--quick] [--reps N] [--time S] [--soak S] [--paths direct,kernel,tinc,openvpn,floor,vxtap,vxtap-busy]
+ *   (all seven by default; --quick: 1 rep x 2 s of direct, kernel, vxtap, unless --peers)
+ * Writes bench/results/forwarding.{md,json,svg} (or --out DIR). Needs root, iperf3, trafgen (and tinc/openvpn,
+ * and a C compiler for the floor path).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
@@ -39,7 +45,7 @@ const RESULTS = values.out ?? join(ROOT, 'bench/results');
 const REPS = Number(values.reps ?? (QUICK ? 1 : 3));
 const T = Number(values.time ?? (QUICK ? 2 : 5));
 const SOAK = Number(values.soak ?? (QUICK ? 0 : 60));
-const PATHS = (values.paths ?? (QUICK && !values.peers ? 'direct,kernel,vxtap' : 'direct,kernel,tinc,openvpn,vxtap')).split(',');
+const PATHS = (values.paths ?? (QUICK && !values.peers ? 'direct,kernel,vxtap' : 'direct,kernel,tinc,openvpn,floor,vxtap,vxtap-busy')).split(',');
 
 // ---------------------------------------------------------------- helpers
 
@@ -144,6 +150,19 @@ async function vxtapPath(extra: string[]): Promise<Topo> {
   return t;
 }
 
+/** Compiles bench/floor.c once per run (into a temporary directory removed at exit); returns the binary. */
+let floorBin: string | null = null;
+function buildFloor(): string {
+  if (floorBin) return floorBin;
+  const dir = mkdtempSync(join(tmpdir(), 'vxtap-floor-'));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const bin = join(dir, 'floor');
+  const r = sh(['cc', '-O2', '-Wall', '-o', bin, join(ROOT, 'bench/floor.c')]);
+  if (r.code !== 0) throw new Error(`cannot build bench/floor.c with cc (the C compiler the native addon needs): ${(r.err || r.out).trim().slice(-300)}`);
+  floorBin = bin;
+  return bin;
+}
+
 const builders: Record<string, () => Promise<Topo>> = {
   async direct() {
     const t = baseTopo(false);
@@ -164,6 +183,26 @@ const builders: Record<string, () => Promise<Topo>> = {
     return t;
   },
   vxtap: () => vxtapPath([]),
+  'vxtap-busy': () => vxtapPath(['--busy-poll', '20000']),
+  async floor() {
+    const bin = buildFloor();
+    const t = baseTopo(true);
+    for (const i of [1, 2] as const) {
+      const log = join(t.dir, `floor${i}.log`);
+      const p = spawn('sh', ['-c', `exec ip netns exec ${t.tag}-h${i} ${bin} tap0 198.18.0.${i} 198.18.0.${3 - i} 2>>${log}`], { stdio: 'ignore' });
+      t.procs.push(p);
+      t.cpuPids.push(p.pid!);
+      const end = Date.now() + 5000;
+      while (!readFileSync(log, { encoding: 'utf8', flag: 'a+' }).includes('ready')) {
+        if (p.exitCode !== null || Date.now() > end) throw new Error(`floor forwarder on h${i} did not start: ${readFileSync(log, 'utf8').trim()}`);
+        await sleep(20);
+      }
+      // the TAP moves into the container, as vxtap's do; the forwarder keeps its fd
+      must(['ip', '-n', `${t.tag}-h${i}`, 'link', 'set', 'tap0', 'netns', i === 1 ? t.c1 : t.c2, 'name', 'eth0']);
+      containerAddr(t, i, 'eth0');
+    }
+    return t;
+  },
   async tinc() {
     const t = baseTopo(true);
     for (const i of [1, 2] as const) {
@@ -230,6 +269,7 @@ interface Sample {
   pingAvg: number; // ms
   pingP99: number;
   cpuPerGbit: number; // CPU seconds per Gbit moved (userspace paths), NaN otherwise
+  pingCores: number; // CPU the path's processes used during the ping phase, in cores (CPU s / s), NaN for kernel paths
 }
 
 async function warm(t: Topo): Promise<void> {
@@ -292,7 +332,10 @@ async function measure(t: Topo): Promise<Sample> {
   await sleep(1000); // let the full-rate run's queues drain before the run below saturation
   const half = await flood(t, pps60 / 2);
   // one echo every 5 ms for T seconds (1000 at the default 5 s): enough samples that one stall does not make the p99
+  const cpuP0 = t.cpuPids.reduce((s, p) => s + cpuSeconds(p), 0);
+  const tP0 = Date.now();
   const pr = sh(['ip', 'netns', 'exec', t.c2, 'ping', '-n', '-c', String(Math.round(T * 200)), '-i', '0.005', '-W', '1', '198.19.1.1'], (T + 30) * 1000);
+  const pingCores = t.cpuPids.length ? (t.cpuPids.reduce((s, p) => s + cpuSeconds(p), 0) - cpuP0) / ((Date.now() - tP0) / 1000) : NaN;
   const rtts = [...pr.out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
   return {
     tcp1: j1.end.sum_received.bits_per_second / 1e9,
@@ -304,6 +347,7 @@ async function measure(t: Topo): Promise<Sample> {
     pingAvg: rtts.reduce((s, x) => s + x, 0) / Math.max(1, rtts.length),
     pingP99: rtts[Math.min(rtts.length - 1, Math.floor(rtts.length * 0.99))] ?? NaN,
     cpuPerGbit: t.cpuPids.length ? (cpu1 - cpu0) / ((bytes1 * 8) / 1e9) : NaN,
+    pingCores,
   };
 }
 
@@ -324,7 +368,7 @@ async function measure(t: Topo): Promise<Sample> {
   }
 }
 
-const KEYS: (keyof Sample)[] = ['tcp1', 'tcp4', 'pps60', 'loss60', 'lossHalf', 'pingAvg', 'pingP99', 'cpuPerGbit', 'retrans1'];
+const KEYS: (keyof Sample)[] = ['tcp1', 'tcp4', 'pps60', 'loss60', 'lossHalf', 'pingAvg', 'pingP99', 'cpuPerGbit', 'pingCores', 'retrans1'];
 const results: Record<string, Sample[]> = {};
 // Rounds: each rep measures every path once, in order, so a slow spell of the (shared, virtual) machine hits all
 // paths of that round alike instead of all reps of one path; the ratios compare paths measured side by side.
@@ -392,16 +436,17 @@ const md = [
   `Forwarding benchmark, ${new Date().toISOString()}, ${REPS} rep(s) x ${T} s, two hosts on a veth underlay (MTU 1500), container MTU 1450.`,
   'Median (min-max). Ratios are to the kernel VXLAN row of this run.',
   '',
-  '| path | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | ping avg ms | ping p99 ms | added vs kernel (avg) | CPU s per Gbit |',
-  '|---|---|---|---|---|---|---|---|---|---|---|---|',
+  '| path | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | ping avg ms | ping p99 ms | added vs kernel (avg) | CPU s per Gbit | CPU while pinging (cores) |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ...Object.keys(summary).map((p) => {
     const s = summary[p];
     const added = k ? `${((s.pingAvg.med - k.pingAvg.med) * 1000).toFixed(0)} us` : '-';
-    return `| ${p} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.loss60, 1)} / ${fmt(s.lossHalf, 2)} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${added} | ${fmt(s.cpuPerGbit, 2)} |`;
+    return `| ${p} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.loss60, 1)} / ${fmt(s.lossHalf, 2)} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${added} | ${fmt(s.cpuPerGbit, 2)} | ${fmt(s.pingCores, 2)} |`;
   }),
   '',
   '60 B frames: trafgen (one process) from the client container at full rate, then at half the rate the path',
   'delivered; counted at the receiving container\'s interface. The generator shares the 2 cores with the path.',
+  'Ping: one echo every 5 ms; "CPU while pinging" is what the path\'s processes used meanwhile (1.00 = one core).',
   ...(mem
     ? ['', `Memory under load: ${mem.seconds} s of TCP through vxtap (${mem.gbit.toFixed(2)} Gbit/s); agent resident memory at 5 s -> end (max): ${mem.agents.map((a, i) => `h${i + 1} ${a.start.toFixed(1)} -> ${a.end.toFixed(1)} MB (${a.max.toFixed(1)})`).join(', ')}.`]
     : []),
