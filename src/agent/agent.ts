@@ -85,6 +85,8 @@ export interface NetworkSpec {
   gateway?: string | null;
   mtu?: number;
   learning?: boolean;
+  /** Docker's --internal: Docker gives attached containers no way out of the network (see NetworkRec). */
+  internal?: boolean;
 }
 
 export interface Network {
@@ -94,6 +96,7 @@ export interface Network {
   gateway: number; // 0 = none
   mtu: number;
   learning: boolean;
+  internal: boolean;
 }
 
 export interface AttachSpec {
@@ -514,7 +517,7 @@ export class Agent {
           vni = VNI_AUTO_FIRST;
           while (taken.has(vni)) vni++;
         }
-        const rec = { vni, subnet: subnet.cidr, gateway, mtu, learning: spec.learning ?? true };
+        const rec = { vni, subnet: subnet.cidr, gateway, mtu, learning: spec.learning ?? true, ...(spec.internal ? { internal: true } : {}) };
         return this.kv.txn(
           [{ key: keys.guardNetworks, modRevision: guard?.modRevision ?? 0 }, { key: keys.network(spec.name), modRevision: 0 }, { key: keys.vni(vni), modRevision: 0 }],
           [
@@ -859,7 +862,7 @@ export class Agent {
         }
         if (!this.networks.has(r.network)) {
           // the store may be unreachable: forward on what the state file says until it answers
-          const net: Network = { name: r.network, vni: r.vni, subnet: parseSubnet(r.subnet), gateway: r.gateway ? parseIpv4(r.gateway) : 0, mtu: r.mtu, learning: true };
+          const net: Network = { name: r.network, vni: r.vni, subnet: parseSubnet(r.subnet), gateway: r.gateway ? parseIpv4(r.gateway) : 0, mtu: r.mtu, learning: true, internal: false };
           this.networks.set(r.network, net);
           this.dp.addVni(r.vni, true);
         }
@@ -933,6 +936,7 @@ export class Agent {
       gateway: n.gateway ? formatIpv4(n.gateway) : null,
       mtu: n.mtu,
       learning: n.learning,
+      internal: n.internal,
       endpoints: this.reconciler.state.endpointsOf(n.name).map((e) => ({ name: e.name, ip: e.ip, mac: e.mac, host: e.host, aliases: e.aliases })),
       local: [...this.endpoints.values()].filter((e) => e.network === n.name).map((e) => this.describeEndpoint(e)),
       flood: this.fdb.vnets.get(n.vni)?.flood.map((r) => `${formatIpv4(r.vtep)}:${r.port} (${r.kind})`) ?? [],
@@ -1033,6 +1037,7 @@ function toNetwork(rec: NetworkRec): Network {
     gateway: rec.gateway ? parseIpv4(rec.gateway) : 0,
     mtu: rec.mtu,
     learning: rec.learning,
+    internal: rec.internal === true,
   };
 }
 

@@ -3,7 +3,7 @@
  * `curl --unix-socket` all speak it. Routes (all under /v1):
  *
  *   GET    /status                      agent identity
- *   GET    /networks                    list            POST /networks  {name,vni?,subnet,gateway?,mtu?,learning?}
+ *   GET    /networks                    list            POST /networks  {name,vni?,subnet,gateway?,mtu?,learning?,internal?}
  *   GET    /networks/NAME               inspect         DELETE /networks/NAME
  *   GET    /endpoints                   list            POST /endpoints {network,netns,name?,ip?,mac?,ifname?,defaultRoute?,aliases?}
  *   DELETE /endpoints/NAME
@@ -37,6 +37,7 @@ const routes: [method: string, pattern: RegExp, handler: Handler][] = [
       gateway: b.gateway === undefined ? undefined : b.gateway === null ? null : str(b, 'gateway'),
       mtu: b.mtu === undefined ? undefined : num(b, 'mtu'),
       learning: b.learning === undefined ? undefined : bool(b, 'learning'),
+      internal: b.internal === undefined ? undefined : bool(b, 'internal'),
     })),
   ],
   ['GET', /^\/v1\/networks\/([^/]+)$/, (a, _b, p) => a.describeNetwork(a.network(p))],

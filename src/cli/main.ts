@@ -24,7 +24,7 @@ Usage:
               [--busy-poll MICROSECONDS]
               [--log-level info] [--docker unix:///var/run/docker.sock [--plugin-socket PATH]]
               [--dns IP[:53] [--dns-upstream IP[:PORT],...|none]]
-  vxtap network create NAME --subnet CIDR [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning]
+  vxtap network create NAME --subnet CIDR [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning] [--internal]
   vxtap network ls [-o json]
   vxtap network inspect NAME
   vxtap network rm NAME
@@ -209,11 +209,12 @@ async function networkCmd(argv: string[]): Promise<void> {
       mtu: { type: 'string' },
       gateway: { type: 'string' },
       'no-learning': { type: 'boolean' },
+      internal: { type: 'boolean' },
     });
     const name = need(pos, 0, 'network NAME');
     const vni = int(opts, 'vni');
     if (!opts.subnet) throw new UsageError('network create needs --subnet CIDR, e.g. 198.19.1.0/24');
-    const body: Record<string, unknown> = { name, vni, subnet: opts.subnet, mtu: int(opts, 'mtu'), learning: !opts['no-learning'] };
+    const body: Record<string, unknown> = { name, vni, subnet: opts.subnet, mtu: int(opts, 'mtu'), learning: !opts['no-learning'], ...(opts.internal ? { internal: true } : {}) };
     if (opts.gateway !== undefined) body.gateway = opts.gateway === 'none' ? null : opts.gateway;
     const n = await call<Record<string, unknown>>(socketOf(opts), 'POST', '/v1/networks', body);
     console.log(`network ${n.name} created: VNI ${n.vni}, subnet ${n.subnet}, gateway ${n.gateway ?? 'none'}, MTU ${n.mtu}`);

@@ -38,6 +38,9 @@ export interface NetworkRec {
   gateway: string | null;
   mtu: number;
   learning: boolean;
+  /** Docker's --internal: containers attached through Docker get no route out of the network (every host's
+   * dockerd learns it from here). Written only when true. */
+  internal?: boolean;
 }
 
 export interface HostRec {
@@ -81,12 +84,13 @@ function ipv4ok(s: unknown): s is string {
 export function parseNetwork(name: string, v: string): NetworkRec | null {
   const o = obj(v);
   if (!o || !NAME.test(name)) return null;
-  const { vni, subnet, gateway, mtu, learning } = o;
+  const { vni, subnet, gateway, mtu, learning, internal } = o;
   if (typeof vni !== 'number' || !isValidVni(vni)) return null;
   if (typeof subnet !== 'string' || !/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(subnet)) return null;
   if (gateway !== null && !ipv4ok(gateway)) return null;
   if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 68 || mtu > 65485) return null;
-  return { name, vni, subnet, gateway: gateway as string | null, mtu, learning: learning !== false };
+  if (internal !== undefined && typeof internal !== 'boolean') return null;
+  return { name, vni, subnet, gateway: gateway as string | null, mtu, learning: learning !== false, ...(internal ? { internal: true } : {}) };
 }
 
 export function parseHost(host: string, v: string): HostRec | null {

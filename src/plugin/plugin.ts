@@ -63,6 +63,8 @@ interface NetRec {
   gateway: string | null;
   vni?: number;
   mtu?: number;
+  /** docker network create --internal: recorded in the store so every host's dockerd gets it too. */
+  internal?: boolean;
   /** Why binding to a vxtap network failed (CreateEndpoint reports it). */
   error?: string;
 }
@@ -268,7 +270,11 @@ export class DockerPlugin {
       .reverse()
       .find(([, p]) => p.subnet === subnet.cidr && !p.networkId && (!generic[OPT_NETWORK] || !p.network || p.network === generic[OPT_NETWORK]));
     const name = generic[OPT_NETWORK] ?? pool?.[1].network ?? null;
-    const rec: NetRec = { network: name, subnet: subnet.cidr, gateway, ...(vni !== undefined ? { vni } : {}), ...(mtu !== undefined ? { mtu } : {}) };
+    const internal = opts['com.docker.network.internal'] === true;
+    const rec: NetRec = {
+      network: name, subnet: subnet.cidr, gateway,
+      ...(vni !== undefined ? { vni } : {}), ...(mtu !== undefined ? { mtu } : {}), ...(internal ? { internal } : {}),
+    };
     if (name !== null) await this.ensureNetwork(name, rec); // named: bound now, so a wrong name or subnet is this call's error
     this.st.networks[networkId] = rec;
     if (pool) Object.assign(pool[1], { networkId, ...(name ? { network: name } : {}) });
@@ -324,11 +330,15 @@ export class DockerPlugin {
     const matches = (): boolean => {
       const have = this.agent.networks.get(name);
       if (have && have.subnet.cidr !== rec.subnet) throw new AgentError('ERR_EXISTS', `vxtap network ${name} exists with subnet ${have.subnet.cidr}, not ${rec.subnet}`);
+      if (have && have.internal !== (rec.internal === true)) {
+        const how = have.internal ? 'with' : 'without';
+        throw new AgentError('ERR_EXISTS', `vxtap network ${name} exists ${how} --internal; create it ${how} --internal, or under another name`);
+      }
       return have !== undefined;
     };
     if (matches()) return;
     try {
-      await this.agent.createNetwork({ name, subnet: rec.subnet, gateway: rec.gateway ?? undefined, vni: rec.vni, mtu: rec.mtu });
+      await this.agent.createNetwork({ name, subnet: rec.subnet, gateway: rec.gateway ?? undefined, vni: rec.vni, mtu: rec.mtu, internal: rec.internal });
     } catch (e) {
       if (!(e instanceof AgentError && e.code === 'ERR_EXISTS' && matches())) throw e;
     }
@@ -528,7 +538,7 @@ export class DockerPlugin {
       if (rec.gateway) cfg.Gateway = rec.gateway;
       try {
         await this.engine.createNetwork({
-          Name: name, Driver: 'vxtap', CheckDuplicate: true, Options: { [OPT_NETWORK]: name },
+          Name: name, Driver: 'vxtap', CheckDuplicate: true, Internal: rec.internal === true, Options: { [OPT_NETWORK]: name },
           IPAM: { Driver: 'vxtap', Config: [cfg], Options: { [OPT_NETWORK]: name } },
           Labels: { 'vxtap.network': name },
         });

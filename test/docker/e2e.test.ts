@@ -173,6 +173,30 @@ test('5. -p publishes a port on the host; containers reach addresses outside the
   D.h1.must(['rm', '-f', pub]);
 });
 
+test('5b. an --internal network carries traffic across hosts but has no way out', { skip, timeout: 180_000 }, async () => {
+  const net = `${T}-int`;
+  const inside = `${T}-in1`;
+  const svc = topo.service();
+  D.h1.must(['network', 'create', '-d', 'vxtap', '--ipam-driver', 'vxtap', '--internal', '--subnet', '198.19.3.0/24', net]);
+  try {
+    assert.ok((await until(() => netNames(D.h2).includes(net), 20_000)) >= 0, `${net} did not appear on host 2`);
+    D.h1.must(['run', '-d', '--net', net, '--name', inside, IMG, 'sleep', '3600']);
+    const ip = ipOf(D.h1, inside, net);
+    // dockerd does not attach docker_gwbridge to a container whose only network is internal: no default route
+    const routes = run(D.h2, net, 'ip route');
+    assert.equal(routes.code, 0, routes.out);
+    assert.doesNotMatch(routes.out, /^default/m, `a container on an internal network has no default route: ${routes.out}`);
+    const r = run(D.h2, net, `ping -c 2 -W 2 ${ip} && ! ping -c 1 -W 1 ${svc.addr}`);
+    assert.equal(r.code, 0, `reaches ${ip} across hosts, and not ${svc.addr} outside the overlay: ${r.out}`);
+    const names = run(D.h2, net, `nslookup ${inside} >/dev/null 2>&1 && echo resolved || echo unresolved`);
+    console.log(`name of a container on another host, from an internal network: ${names.out.trim()}`);
+  } finally {
+    D.h1.docker(['rm', '-f', inside]);
+    D.h1.docker(['network', 'rm', net]);
+  }
+  assert.ok((await until(() => !netNames(D.h2).includes(net), 20_000)) >= 0, `${net} still listed on host 2 after network rm`);
+});
+
 /** Local links the agent made that are still in a host's namespace (handed-off TAPs are named vxNNNNNNNN). */
 const strayLinks = (h: string) => must(['ip', '-n', H[h].ns, '-o', 'link', 'show']).split('\n').filter((l) => /: vx[0-9a-f]{8}[:@]/.test(l));
 

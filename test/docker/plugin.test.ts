@@ -195,6 +195,18 @@ test('network create: pool, gateway, CreateNetwork; the name comes from dockerd 
   dockerNets.set(id('n2'), { Id: id('n2'), Name: `${T()}-cli`, Driver: 'vxtap', Options: { 'vxtap.network': `${T()}-cli` } });
   const wrong = await call('NetworkDriver.CreateNetwork', { NetworkID: id('n3'), Options: { 'com.docker.network.generic': { 'vxtap.network': `${T()}-cli` } }, IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.7.0/24' }] });
   assert.match(wrong.Err, /exists with subnet 198\.19\.6\.0\/24/);
+  // --internal travels through the store: every host's dockerd creates its side as internal
+  assert.equal((c as { Internal?: boolean }).Internal, false);
+  const inet = await agent.call<{ internal: boolean }>('POST', '/v1/networks', { name: `${T()}-int`, subnet: '198.19.8.0/24', internal: true });
+  assert.equal(inet.internal, true);
+  assert.ok(await until(() => created.some((x) => x.Name === `${T()}-int`), 10_000), JSON.stringify(created));
+  assert.equal(created.find((x) => x.Name === `${T()}-int`)!.Internal, true);
+  const opts = (internal: boolean) => ({ 'com.docker.network.internal': internal, 'com.docker.network.generic': { 'vxtap.network': `${T()}-cli` } });
+  const p3 = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '198.19.6.0/24', Options: { 'vxtap.network': `${T()}-cli` } });
+  const mixed = await call('NetworkDriver.CreateNetwork', { NetworkID: id('n4'), Options: opts(true), IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.6.0/24' }] });
+  assert.match(mixed.Err, /exists without --internal; create it without --internal/);
+  await call('IpamDriver.ReleasePool', { PoolID: p3.PoolID });
+  await agent.call('DELETE', `/v1/networks/${T()}-int`);
 });
 
 test('docker run / rm: RequestAddress, CreateEndpoint, Join (TAP handed over), OperInfo, Leave, DeleteEndpoint, ReleaseAddress', { skip }, async () => {
