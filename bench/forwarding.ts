@@ -11,8 +11,9 @@
  *            sleeping in poll() between packets, no checks or tables: the least any user-space forwarder that
  *            sleeps between packets pays here (a reference for vxtap's added latency, not an overlay)
  *   vxtap    one vxtap agent per host on a shared embedded store
- *   vxtap-busy  the same with `--busy-poll 20000`: each agent stays awake (polling, yielding the CPU) for 20 ms
- *            after its last packet instead of sleeping, for the pings 5 ms apart (opt-in: it keeps a CPU busy)
+ *   vxtap-busy  the same with `--busy-poll 20000` (--busy-window US to change it): each agent stays awake
+ *            (polling, yielding the CPU) for 20 ms after its last packet instead of sleeping, longer than the 5 ms
+ *            between pings (opt-in: it keeps a CPU busy)
  *
  * Each measured: TCP Gbit/s with 1 and 4 streams (iperf3); 60-byte frames (trafgen from netsniff-ng, one
  * generator process, sending from the client container's eth0) delivered per second, counted at the receiving
@@ -23,6 +24,7 @@
  * --quick) samples both agents' resident memory every second: it must not grow.
  *
  *   node dist/bench/forwarding.js [--quick] [--reps N] [--time S] [--soak S] [--paths direct,kernel,tinc,openvpn,floor,vxtap,vxtap-busy]
+ *                              [--busy-window US]
  *   (all seven by default; --quick: 1 rep x 2 s of direct, kernel, vxtap, unless --peers)
  * Writes bench/results/forwarding.{md,json,svg} (or --out DIR). Needs root, iperf3, trafgen (and tinc/openvpn,
  * and a C compiler for the floor path).
@@ -38,13 +40,18 @@ const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 const CLI = join(ROOT, 'dist/src/cli/main.js');
 
 const { values } = parseArgs({
-  options: { quick: { type: 'boolean' }, reps: { type: 'string' }, time: { type: 'string' }, soak: { type: 'string' }, paths: { type: 'string' }, peers: { type: 'boolean' }, out: { type: 'string' } },
+  options: { quick: { type: 'boolean' }, reps: { type: 'string' }, time: { type: 'string' }, soak: { type: 'string' }, paths: { type: 'string' }, 'busy-window': { type: 'string' }, peers: { type: 'boolean' }, out: { type: 'string' } },
 });
 const QUICK = !!values.quick;
 const RESULTS = values.out ?? join(ROOT, 'bench/results');
 const REPS = Number(values.reps ?? (QUICK ? 1 : 3));
 const T = Number(values.time ?? (QUICK ? 2 : 5));
 const SOAK = Number(values.soak ?? (QUICK ? 0 : 60));
+const BUSY_US = Number(values['busy-window'] ?? 20000);
+if (!Number.isInteger(BUSY_US) || BUSY_US < 1 || BUSY_US > 10_000_000) {
+  console.error(`--busy-window ${values['busy-window']}: the vxtap-busy row's --busy-poll window, 1 to 10000000 microseconds`);
+  process.exit(2);
+}
 const PATHS = (values.paths ?? (QUICK && !values.peers ? 'direct,kernel,vxtap' : 'direct,kernel,tinc,openvpn,floor,vxtap,vxtap-busy')).split(',');
 
 // ---------------------------------------------------------------- helpers
@@ -183,7 +190,7 @@ const builders: Record<string, () => Promise<Topo>> = {
     return t;
   },
   vxtap: () => vxtapPath([]),
-  'vxtap-busy': () => vxtapPath(['--busy-poll', '20000']),
+  'vxtap-busy': () => vxtapPath(['--busy-poll', String(BUSY_US)]),
   async floor() {
     const bin = buildFloor();
     const t = baseTopo(true);
@@ -447,6 +454,7 @@ const md = [
   '60 B frames: trafgen (one process) from the client container at full rate, then at half the rate the path',
   'delivered; counted at the receiving container\'s interface. The generator shares the 2 cores with the path.',
   'Ping: one echo every 5 ms; "CPU while pinging" is what the path\'s processes used meanwhile (1.00 = one core).',
+  ...(summary['vxtap-busy'] ? [`vxtap-busy: agents run with --busy-poll ${BUSY_US} (microseconds).`] : []),
   ...(mem
     ? ['', `Memory under load: ${mem.seconds} s of TCP through vxtap (${mem.gbit.toFixed(2)} Gbit/s); agent resident memory at 5 s -> end (max): ${mem.agents.map((a, i) => `h${i + 1} ${a.start.toFixed(1)} -> ${a.end.toFixed(1)} MB (${a.max.toFixed(1)})`).join(', ')}.`]
     : []),
@@ -454,7 +462,7 @@ const md = [
 console.log(md);
 mkdirSync(RESULTS, { recursive: true });
 writeFileSync(join(RESULTS, 'forwarding.md'), md + '\n');
-writeFileSync(join(RESULTS, 'forwarding.json'), JSON.stringify({ date: new Date().toISOString(), reps: REPS, seconds: T, results, summary, memory: mem }, null, 2));
+writeFileSync(join(RESULTS, 'forwarding.json'), JSON.stringify({ date: new Date().toISOString(), reps: REPS, seconds: T, busyWindowUs: BUSY_US, results, summary, memory: mem }, null, 2));
 writeFileSync(join(RESULTS, 'forwarding.svg'), chart(summary));
 process.exit(0);
 

@@ -65,6 +65,9 @@ export interface AgentOptions {
    * steadier latency, for a CPU kept busy while traffic flows. Process-wide (one agent per process). 0 to 10 s.
    */
   busyPollUs?: number;
+  /** TAP reads and writes batched through io_uring (one submission per batch instead of one syscall per frame)
+   * when the kernel allows it. Default true; false: one syscall per frame. Process-wide. */
+  ioUring?: boolean;
   /** TAP offloads (virtio-net header, checksum offload, TSO4 split in userspace + UDP GSO). Default true. */
   offload?: boolean;
   rcvbuf?: number;
@@ -282,11 +285,13 @@ export class Agent {
         n.busyPoll(busyPollUs);
         agent.busyPollUs = busyPollUs;
       }
+      const [uring] = n.ioUring(o.ioUring === false);
+      if (uring !== 'on' && o.ioUring !== false) agent.log.warn('io_uring unavailable: TAP reads and writes take one syscall per frame (slower)', { reason: uring.replace(/^off: /, '') });
       await agent.recover();
       await agent.reconciler.start(); // a KV outage at start is logged; forwarding runs on the recovered endpoints
       agent.startTimers();
       void agent.register();
-      agent.log.info('agent started', { host: agent.host, vtep: o.vtep, port, txSockets: nTx, busyPollUs, kv: kv.where, endpoints: agent.endpoints.size });
+      agent.log.info('agent started', { host: agent.host, vtep: o.vtep, port, txSockets: nTx, busyPollUs, ioUring: uring, kv: kv.where, endpoints: agent.endpoints.size });
       return agent;
     } catch (e) {
       for (const fd of opened) safe(() => n.closeFd(fd));
@@ -970,6 +975,7 @@ export class Agent {
       socket: { rcvbuf, sndbuf, tx_sockets: this.dp.txSocketCount },
       offload: this.offload,
       ...(this.busyPollUs > 0 ? { busy_poll: this.busyPollStatus() } : {}),
+      io_uring: this.ioUringStatus(),
       kv: { where: this.kv.where, registered: this.registered, lease: this.lease?.id ?? null, ...this.reconciler.status },
       counters: this.dp.counters.snapshot(),
       drops: this.dp.counters.drops(),
@@ -983,6 +989,12 @@ export class Agent {
   }
 
   /** Busy polling (--busy-poll): its window, polls that caught a packet, seconds spent polling; null when off. */
+  /** The TAP batches' io_uring: on/off (why), io_uring_enter calls and the reads/writes they carried. */
+  ioUringStatus(): { status: string; enters: number; ops: number } {
+    const [status, enters, ops] = native().ioUring();
+    return { status, enters, ops };
+  }
+
   busyPollStatus(): { window_us: number; hits: number; spin_seconds: number } | null {
     if (this.busyPollUs === 0) return null;
     const [hits, spinNs] = native().busyPoll();

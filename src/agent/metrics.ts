@@ -76,6 +76,8 @@ export function metricsRegistry(agent: Agent): client.Registry {
   const bp = () => agent.busyPollStatus();
   counter('vxtap_busy_poll_hits_total', 'Busy polls (--busy-poll) that found a packet waiting', [], () => (bp() ? [[{}, bp()!.hits]] : []));
   counter('vxtap_busy_poll_seconds_total', 'Seconds spent busy polling (--busy-poll): CPU kept busy for latency', [], () => (bp() ? [[{}, bp()!.spin_seconds]] : []));
+  counter('vxtap_io_uring_enters_total', 'io_uring_enter calls that carried TAP batches (0: io_uring off, see vxtap stats)', [], () => [[{}, agent.ioUringStatus().enters]]);
+  counter('vxtap_io_uring_requests_total', 'TAP reads and writes carried by io_uring', [], () => [[{}, agent.ioUringStatus().ops]]);
   gauge('vxtap_kv_invalid_records', 'Records in the store that failed validation (ignored)', [], () => [[{}, kv().invalidRecords]]);
   return reg;
 }

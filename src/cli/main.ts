@@ -21,7 +21,7 @@ const USAGE = `vxtap: userspace VXLAN overlay agent
 Usage:
   vxtap agent --vtep IP [--kv etcd://H:P[,H:P]|FILE] [--host NAME] [--port 4789] [--lease-ttl 10]
               [--state-dir /var/lib/vxtap] [--metrics [HOST]:PORT] [--no-offload] [--tx-sockets 4] [--batch 64]
-              [--busy-poll MICROSECONDS]
+              [--busy-poll MICROSECONDS] [--no-io-uring]
               [--log-level info] [--docker unix:///var/run/docker.sock [--plugin-socket PATH]]
               [--dns IP[:53] [--dns-upstream IP[:PORT],...|none]]
   vxtap network create NAME --subnet CIDR [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning] [--internal]
@@ -36,6 +36,7 @@ Usage:
   vxtap fdb show [NETWORK] [-o json]
   vxtap stats [-o json]
   vxtap bench [--quick] [--reps N] [--time S] [--paths direct,kernel,tinc,openvpn,floor,vxtap,vxtap-busy] [--out DIR]
+              [--busy-window US]
               side-by-side forwarding benchmark in fresh namespaces (root; see bench/forwarding.ts)
 
 Every command but agent takes --socket PATH (default $VXTAP_SOCKET or ${DEFAULT_SOCKET}).
@@ -105,6 +106,7 @@ async function agentCmd(argv: string[]): Promise<void> {
     'tx-sockets': { type: 'string' },
     batch: { type: 'string' },
     'busy-poll': { type: 'string' },
+    'no-io-uring': { type: 'boolean' },
     kv: { type: 'string' },
     'lease-ttl': { type: 'string' },
     'state-dir': { type: 'string' },
@@ -130,6 +132,7 @@ async function agentCmd(argv: string[]): Promise<void> {
     txSockets: int(opts, 'tx-sockets'),
     batch: int(opts, 'batch'),
     busyPollUs: int(opts, 'busy-poll'),
+    ioUring: !opts['no-io-uring'],
     kv: opts.kv as string | undefined,
     leaseTtl: int(opts, 'lease-ttl'),
     stateDir: opts['state-dir'] as string | undefined,

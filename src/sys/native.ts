@@ -62,6 +62,12 @@ export interface NativeAddon {
   /** Sets the process-wide busy-poll window in microseconds (0: off; omit to only read) and returns the counters
    * so far: spins that found work, nanoseconds spent spinning. */
   busyPoll(windowUs?: number): [hits: number, spinNs: number];
+  /** readBatch/writeBatch through one io_uring submission per batch: "on" or "off: why"; `true` switches it off
+   * for the process, `false` back on if it was switched off that way. Also the io_uring_enter calls and the
+   * requests they carried. */
+  ioUring(disable?: boolean): [status: string, enters: number, ops: number];
+  /** sendBatch's coalescing so far (this process): sends that carried 2+ datagrams, and those datagrams. */
+  coalesceStats(): [messages: number, datagrams: number];
   constants: NativeConstants;
 }
 

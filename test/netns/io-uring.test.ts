@@ -1,0 +1,153 @@
+/**
+ * readBatch / writeBatch on a real TAP, through io_uring and through the one-syscall-per-frame loop: both must
+ * give the same frames in the same order, lose nothing, report a failed write in that write's slot and leave
+ * the others alone. The TAP lives in a namespace of its own (198.19.77.1/24, a static neighbour .2), so the
+ * frames the namespace sends are the ones the test reads, and the frames it writes are the namespace's to
+ * receive. Also: an agent reports io_uring in its stats and really uses it for its TAPs.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { native } from '../../src/sys/native.js';
+import { createTap, type Tap } from '../../src/tap/tap.js';
+import { type Agent, isRoot, must, sh, sleep, Topo, waitPing } from '../helpers/topo.js';
+
+const skip = isRoot() ? false : 'needs root (network namespaces, TAP devices)';
+let topo: Topo;
+let ns = '';
+let tap: Tap;
+const PEER_MAC = [0x02, 0x00, 0x00, 0x00, 0x77, 0x02];
+const SLOT = 2048;
+const OFF = 64;
+
+before(async () => {
+  if (skip) return;
+  topo = new Topo();
+  ns = topo.ns('u', { quiet: true });
+  tap = await createTap({ ifname: 'eth0', netns: ns, mac: 0x02_00_00_00_77_01, mtu: 1500 });
+  must(['ip', '-n', ns, 'addr', 'add', '198.19.77.1/24', 'dev', 'eth0']);
+  must(['ip', '-n', ns, 'neigh', 'add', '198.19.77.2', 'lladdr', PEER_MAC.map((b) => b.toString(16).padStart(2, '0')).join(':'), 'dev', 'eth0']);
+  await sleep(200);
+  drain();
+});
+
+after(async () => {
+  if (skip) return;
+  native().ioUring(false);
+  native().closeFd(tap.fd);
+  await topo.cleanup();
+});
+
+/** Reads until the TAP is empty; returns the frames. */
+function drain(batch = 64): Buffer[] {
+  const arena = new Uint8Array(SLOT * batch);
+  const lens = new Int32Array(batch);
+  const out: Buffer[] = [];
+  for (;;) {
+    const n = native().readBatch(tap.fd, arena, SLOT, OFF, batch, lens);
+    for (let i = 0; i < n; i++) out.push(Buffer.from(arena.subarray(i * SLOT + OFF, i * SLOT + OFF + lens[i])));
+    if (n === 0) return out;
+  }
+}
+
+/** The namespace sends `count` UDP datagrams to 198.19.77.2:9 whose payload is their number. */
+function sendFromNs(count: number): void {
+  const py = `import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(${count}): s.sendto(b'seq%06d' % i, ('198.19.77.2', 9))\n`;
+  must(['ip', 'netns', 'exec', ns, 'python3', '-c', py]);
+}
+
+/** UDP payloads ('seqNNNNNN') of the IPv4/UDP frames among `frames`, in order. */
+function seqs(frames: Buffer[]): number[] {
+  return frames
+    .filter((f) => f.readUInt16BE(12) === 0x0800 && f[23] === 17 && f.readUInt16BE(36) === 9)
+    .map((f) => Number(f.subarray(42, 51).toString().slice(3)));
+}
+
+for (const mode of ['io_uring', 'syscalls'] as const) {
+  test(`readBatch through ${mode}: every frame the TAP queued, in order, in batches of 1 to 64`, { skip }, () => {
+    const [status] = native().ioUring(mode === 'syscalls');
+    assert.equal(status === 'on', mode === 'io_uring', status);
+    for (const batch of [64, 7, 1]) {
+      sendFromNs(300);
+      const got = seqs(drain(batch));
+      assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i), `batch ${batch}: ${got.length} frames`);
+    }
+    // nothing queued: 0, not an error
+    assert.equal(native().readBatch(tap.fd, new Uint8Array(SLOT * 4), SLOT, OFF, 4, new Int32Array(4)), 0);
+  });
+
+  test(`writeBatch through ${mode}: every frame reaches the namespace in order; a bad fd or range fails alone`, { skip }, async () => {
+    native().ioUring(mode === 'syscalls');
+    const count = 200;
+    const port = 7000 + (mode === 'io_uring' ? 1 : 2);
+    const { spawn } = await import('node:child_process');
+    const listener = spawn('ip', ['netns', 'exec', ns, 'python3', '-u', '-c',
+      `import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,1<<20)\ns.bind(('198.19.77.1',${port}))\nprint('ready',flush=True)\ns.settimeout(2)\nout=[]\ntry:\n  while True: out.append(s.recv(100).decode())\nexcept socket.timeout: pass\nprint(' '.join(out))\n`]);
+    let text = '';
+    listener.stdout.on('data', (d: Buffer) => (text += d.toString()));
+    const done = new Promise((r) => listener.once('exit', r));
+    for (let i = 0; i < 100 && !text.includes('ready'); i++) await sleep(20);
+    assert.ok(text.includes('ready'), 'listener started');
+    // frames: Ethernet to the TAP's MAC, IPv4 198.19.77.2 -> .1, UDP 9 -> port, payload 'seqNNNNNN', no UDP checksum
+    const arena = new Uint8Array(SLOT * (count + 2));
+    const descs = new Int32Array(4 * (count + 2));
+    let d = 0;
+    const frame = (i: number): number => {
+      const off = i * SLOT;
+      const b = Buffer.from(arena.buffer, arena.byteOffset + off, 60);
+      b.fill(0);
+      b.writeUIntBE(0x02_00_00_00_77_01, 0, 6);
+      Buffer.from(PEER_MAC).copy(b, 6);
+      b.writeUInt16BE(0x0800, 12);
+      b[14] = 0x45;
+      b.writeUInt16BE(20 + 8 + 9, 16);
+      b[22] = 64;
+      b[23] = 17;
+      Buffer.from([198, 19, 77, 2, 198, 19, 77, 1]).copy(b, 26);
+      let sum = 0;
+      for (let k = 14; k < 34; k += 2) sum += b.readUInt16BE(k);
+      while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+      b.writeUInt16BE(~sum & 0xffff, 24);
+      b.writeUInt16BE(9, 34);
+      b.writeUInt16BE(port, 36);
+      b.writeUInt16BE(8 + 9, 38);
+      Buffer.from(`seq${String(i).padStart(6, '0')}`).copy(b, 42);
+      return off;
+    };
+    const badFd = 100 * 1000;
+    let atBadFd = -1;
+    let atBadRange = -1;
+    for (let i = 0; i < count; i++) {
+      if (i === 50) descs.set([badFd, frame(count), 60, 0], 4 * (atBadFd = d++)); // a closed fd, between good frames
+      if (i === 120) descs.set([tap.fd, arena.length - 10, 60, 0], 4 * (atBadRange = d++)); // past the arena's end
+      descs.set([tap.fd, frame(i), 60, 0], 4 * d++);
+    }
+    const ok = native().writeBatch(arena, descs, d);
+    assert.equal(ok, count, `${ok} of ${d} writes succeeded`);
+    assert.equal(descs[4 * atBadFd + 2], -9, 'the write to a bad fd failed with EBADF in its own slot');
+    assert.equal(descs[4 * atBadRange + 2], -22, 'the write past the arena failed with EINVAL in its own slot');
+    await done;
+    const got = text.replace('ready', '').trim().split(/\s+/).map((s) => Number(s.slice(3)));
+    assert.deepEqual(got, Array.from({ length: count }, (_, i) => i), `${got.length} datagrams received`);
+  });
+}
+
+test('an agent uses io_uring for its TAPs and reports it; --no-io-uring turns it off', { skip }, async () => {
+  native().ioUring(false);
+  const h1 = topo.host('h1');
+  const h2 = topo.host('h2');
+  const agents: Agent[] = [await topo.agent(h1), await topo.agent(h2, { extra: ['--no-io-uring'] })];
+  await agents[0].call('POST', '/v1/networks', { name: 'u', subnet: '198.19.78.0/24' });
+  const c1 = topo.ns('c1', { quiet: true });
+  const c2 = topo.ns('c2', { quiet: true });
+  await agents[0].call('POST', '/v1/endpoints', { network: 'u', netns: c1, name: 'c1', ip: '198.19.78.11' });
+  await agents[1].call('POST', '/v1/endpoints', { network: 'u', netns: c2, name: 'c2', ip: '198.19.78.12' });
+  assert.ok(await waitPing(c2, '198.19.78.11'), 'the overlay works with io_uring on one side and off on the other');
+  const r = sh(['ip', 'netns', 'exec', c2, 'ping', '-c', '20', '-i', '0.01', '-W', '1', '198.19.78.11']);
+  assert.equal(r.code, 0, r.stdout);
+  const s1 = await agents[0].call<{ io_uring: { status: string; enters: number; ops: number } }>('GET', '/v1/stats');
+  const s2 = await agents[1].call<{ io_uring: { status: string; enters: number; ops: number } }>('GET', '/v1/stats');
+  assert.equal(s1.io_uring.status, 'on');
+  assert.ok(s1.io_uring.enters >= 20 && s1.io_uring.ops >= s1.io_uring.enters, JSON.stringify(s1.io_uring));
+  assert.match(s2.io_uring.status, /^off: switched off/);
+  assert.equal(s2.io_uring.ops, 0);
+});
