@@ -430,6 +430,23 @@ async function soak(): Promise<{ seconds: number; agents: { start: number; end: 
 }
 const mem = await soak();
 
+/** What the ratios depend on: the CPU, and what a syscall costs (it differs several-fold between VM kinds). */
+function machineInfo(): { cpu: string; cpus: number; kernel: string; syscallNs: number | null } {
+  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+  const cpu = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1].trim() ?? 'unknown CPU';
+  const cpus = (cpuinfo.match(/^processor\s*:/gm) ?? []).length;
+  const kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
+  let syscallNs: number | null = null;
+  try {
+    const r = sh([buildFloor(), '--syscall-ns']);
+    if (r.code === 0 && /^\d+$/.test(r.out.trim())) syscallNs = Number(r.out.trim());
+  } catch {
+    /* no C compiler: reported as ? */
+  }
+  return { cpu, cpus, kernel, syscallNs };
+}
+const machine = machineInfo();
+
 const stat = (xs: number[]) => ({ med: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
 const summary: Record<string, Record<string, { med: number; min: number; max: number }>> = {};
 for (const [p, ss] of Object.entries(results)) {
@@ -441,6 +458,7 @@ const fmt = (v: { med: number; min: number; max: number }, d: number) => (Number
 const ratio = (p: string, key: keyof Sample) => (k && summary[p] && Number.isFinite(summary[p][key].med) ? `${(summary[p][key].med / k[key].med).toFixed(2)}x` : '-');
 const md = [
   `Forwarding benchmark, ${new Date().toISOString()}, ${REPS} rep(s) x ${T} s, two hosts on a veth underlay (MTU 1500), container MTU 1450.`,
+  `Machine: ${machine.cpu}, ${machine.cpus} CPUs, kernel ${machine.kernel}, a null syscall ${machine.syscallNs ?? '?'} ns (per-frame syscalls cost that much each: on VMs it varies several-fold).`,
   'Median (min-max). Ratios are to the kernel VXLAN row of this run.',
   '',
   '| path | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | ping avg ms | ping p99 ms | added vs kernel (avg) | CPU s per Gbit | CPU while pinging (cores) |',
@@ -462,7 +480,7 @@ const md = [
 console.log(md);
 mkdirSync(RESULTS, { recursive: true });
 writeFileSync(join(RESULTS, 'forwarding.md'), md + '\n');
-writeFileSync(join(RESULTS, 'forwarding.json'), JSON.stringify({ date: new Date().toISOString(), reps: REPS, seconds: T, busyWindowUs: BUSY_US, results, summary, memory: mem }, null, 2));
+writeFileSync(join(RESULTS, 'forwarding.json'), JSON.stringify({ date: new Date().toISOString(), reps: REPS, seconds: T, busyWindowUs: BUSY_US, machine, results, summary, memory: mem }, null, 2));
 writeFileSync(join(RESULTS, 'forwarding.svg'), chart(summary));
 process.exit(0);
 

@@ -976,6 +976,7 @@ export class Agent {
       offload: this.offload,
       ...(this.busyPollUs > 0 ? { busy_poll: this.busyPollStatus() } : {}),
       io_uring: this.ioUringStatus(),
+      udp_coalesced: this.coalesceStatus(),
       kv: { where: this.kv.where, registered: this.registered, lease: this.lease?.id ?? null, ...this.reconciler.status },
       counters: this.dp.counters.snapshot(),
       drops: this.dp.counters.drops(),
@@ -993,6 +994,12 @@ export class Agent {
   ioUringStatus(): { status: string; enters: number; ops: number } {
     const [status, enters, ops] = native().ioUring();
     return { status, enters, ops };
+  }
+
+  /** UDP GSO sends that carried 2+ queued datagrams (sendBatch's coalescing), and those datagrams. */
+  coalesceStatus(): { sends: number; datagrams: number } {
+    const [sends, datagrams] = native().coalesceStats();
+    return { sends, datagrams };
   }
 
   busyPollStatus(): { window_us: number; hits: number; spin_seconds: number } | null {

@@ -149,5 +149,8 @@ test('an agent uses io_uring for its TAPs and reports it; --no-io-uring turns it
   assert.equal(s1.io_uring.status, 'on');
   assert.ok(s1.io_uring.enters >= 20 && s1.io_uring.ops >= s1.io_uring.enters, JSON.stringify(s1.io_uring));
   assert.match(s2.io_uring.status, /^off: switched off/);
+  // 20 echoes 10 ms apart form no runs of datagrams: nothing coalesced, and the counter says so
+  const co = (await agents[0].call<{ udp_coalesced: { sends: number; datagrams: number } }>('GET', '/v1/stats')).udp_coalesced;
+  assert.ok(co.datagrams === 0 || co.datagrams >= 2 * co.sends, JSON.stringify(co));
   assert.equal(s2.io_uring.ops, 0);
 });
