@@ -805,8 +805,8 @@ static bool uring_run(unsigned n, int32_t *res) {
     /* with SUBMIT_ALL one enter takes all n; wait only for what was submitted */
     int r = (int)syscall(SYS_io_uring_enter, ur.fd, n - submitted, submitted == n ? n - done : 0, IORING_ENTER_GETEVENTS, NULL, 0);
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0 || (r == 0 && submitted < n && done == submitted)) { /* (a wait for requests in flight returns 0) */
-      /* nothing submitted and nothing to reap: give up on io_uring (requests already done are reported) */
+    if (r < 0 || (r == 0 && submitted < n && done == submitted)) {
+      /* an error, or no progress: give up on io_uring (what completed is reported; the rest stays -EIO) */
       uring_off("io_uring_enter", r < 0 ? errno : EIO);
       return submitted > 0;
     }
@@ -924,6 +924,9 @@ syscalls:
  * complete") with writev, so frames bound for IFF_VNET_HDR TAPs need no free room in front of them. */
 #define WRITE_STRIDE 4
 static const uint8_t zero_prefix[64];
+static inline bool write_desc_ok(const int32_t *m, size_t arena_len) {
+  return m[1] >= 0 && m[2] > 0 && (size_t)m[1] + (size_t)m[2] <= arena_len && m[3] >= 0 && m[3] <= (int32_t)sizeof zero_prefix;
+}
 static napi_value WriteBatch(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -945,7 +948,7 @@ static napi_value WriteBatch(napi_env env, napi_callback_info info) {
       uint32_t k = 0, i = i0;
       for (; i < count && k < MAX_BATCH; i++) {
         int32_t *m = d + (size_t)i * WRITE_STRIDE;
-        if (m[1] < 0 || m[2] <= 0 || (size_t)m[1] + (size_t)m[2] > arena_len || m[3] < 0 || m[3] > (int32_t)sizeof zero_prefix) {
+        if (!write_desc_ok(m, arena_len)) {
           m[2] = -EINVAL;
           continue;
         }
@@ -965,7 +968,7 @@ static napi_value WriteBatch(napi_env env, napi_callback_info info) {
   }
   for (uint32_t i = i0; i < count; i++) {
     int32_t *m = d + (size_t)i * WRITE_STRIDE;
-    if (m[1] < 0 || m[2] <= 0 || (size_t)m[1] + (size_t)m[2] > arena_len || m[3] < 0 || m[3] > (int32_t)sizeof zero_prefix) {
+    if (!write_desc_ok(m, arena_len)) {
       m[2] = -EINVAL;
       continue;
     }
@@ -1062,8 +1065,10 @@ static napi_value RecvBatch(napi_env env, napi_callback_info info) {
  * last may be shorter), goes as ONE message with UDP_SEGMENT = that length and one iovec per datagram, up to
  * COALESCE_MAX datagrams and 65507 bytes: the kernel builds one skb and cuts it into exactly those datagrams
  * (in software at worst, on a veth not at all: a receiver with UDP_GRO takes it whole). The wire sees the same
- * datagrams; the sender pays one trip through the UDP/IP stack instead of one per datagram. A refused
- * coalesced message fails each of its datagrams. Returns the datagrams (descriptors) sent. */
+ * datagrams; the sender pays one trip through the UDP/IP stack instead of one per datagram. A coalesced send
+ * the kernel refuses as such (EINVAL, EIO, EMSGSIZE: a datagram over the path MTU, no UDP GSO on the path) is
+ * sent again one datagram at a time; other errors fail each of its datagrams. Returns the datagrams
+ * (descriptors) sent. */
 #define SEND_STRIDE 6
 #define COALESCE_MAX 64
 #define UDP_MAX_PAYLOAD 65507
