@@ -13,6 +13,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Agent, isRoot, must, ping, sh, sleep, tcpTransfer, Topo, waitPing } from '../helpers/topo.js';
 
@@ -87,11 +88,19 @@ test('vxtap <-> kernel VXLAN: ping and byte-exact TCP both ways, captured and di
   cap.kill('SIGINT');
   await new Promise((res) => (cap.exitCode !== null ? res(null) : cap.once('exit', res)));
   await sleep(100);
-  const count = (filter: string, extra: string[] = []): number => {
-    const r = sh(['tshark', '-r', pcap, ...extra, '-Y', filter, '-T', 'fields', '-e', 'frame.number'], 60_000);
-    assert.equal(r.code, 0, `tshark -Y ${filter}: ${r.stderr}`);
-    return r.stdout.split('\n').filter(Boolean).length;
+  // each read of the capture is a tshark run: usually well under a second, but one suite run saw ~45 s each
+  // (cause not found; the same test alone took 16 s in all): generous timeouts, and the slowest read is reported
+  let slowest = 0;
+  let slowestArgs = '';
+  const tshark = (args: string[]): string => {
+    const t0 = Date.now();
+    const r = sh(['tshark', '-n', '-r', pcap, ...args], 180_000); // -n: no name lookups (no DNS here)
+    if (Date.now() - t0 > slowest) [slowest, slowestArgs] = [Date.now() - t0, args.join(' ')];
+    assert.equal(r.code, 0, `tshark ${args.join(' ')}: exit ${r.code} after ${Date.now() - t0} ms: ${r.stderr}`);
+    return r.stdout;
   };
+  const count = (filter: string, extra: string[] = []): number =>
+    tshark([...extra, '-Y', filter, '-T', 'fields', '-e', 'frame.number']).split('\n').filter(Boolean).length;
   const total = count('udp.port == 4789');
   const vx = count('vxlan');
   assert.ok(total > 1000, `captured ${total} datagrams`);
@@ -106,7 +115,7 @@ test('vxtap <-> kernel VXLAN: ping and byte-exact TCP both ways, captured and di
   const echo2 = count(`ip.src == ${h2.addr} && icmp.type == 8`);
   assert.ok(echo1 >= 5 && echo2 >= 5, `echo requests both ways: ${echo1} from vxtap, ${echo2} from the kernel`);
   assert.equal(count('tcp.checksum.status == 0', ['-o', 'tcp.check_checksum:TRUE']), 0, 'no bad inner TCP checksums');
-  const ports = new Set(sh(['tshark', '-r', pcap, '-Y', `ip.src == ${h1.addr} && vxlan`, '-T', 'fields', '-e', 'udp.srcport']).stdout.split('\n').filter(Boolean));
+  const ports = new Set(tshark(['-Y', `ip.src == ${h1.addr} && vxlan`, '-T', 'fields', '-e', 'udp.srcport']).split('\n').filter(Boolean));
   assert.ok(ports.size >= 1 && !ports.has('4789'), `vxtap sends from its flow-hashed transmit ports, not 4789: ${[...ports]}`);
-  console.log(`# captured ${total} VXLAN datagrams (${fromVxtap} from vxtap, ${fromKernel} from the kernel), outer source ports ${[...ports].join(',')}`);
+  console.log(`# captured ${total} VXLAN datagrams (${fromVxtap} from vxtap, ${fromKernel} from the kernel), outer source ports ${[...ports].join(',')}; pcap ${statSync(pcap).size} bytes, slowest tshark read ${slowest} ms (${slowestArgs})`);
 });
