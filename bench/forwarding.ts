@@ -18,7 +18,8 @@
  * Each measured: TCP Gbit/s with 1 and 4 streams (iperf3); 60-byte frames (trafgen from netsniff-ng, one
  * generator process, sending from the client container's eth0) delivered per second, counted at the receiving
  * container's interface, at full rate and again at half the rate that path delivered (loss below saturation must
- * be 0); ping avg/p99; and for userspace paths the CPU seconds their processes used per Gbit moved. Each row is
+ * be 0); ping avg/p99 (iputils ping, which busy-waits between echoes at 5 ms, and bench/pinger.c, which sleeps
+ * between them: the same schedule, with and without a CPU kept busy by the prober); and for userspace paths the CPU seconds their processes used per Gbit moved. Each row is
  * repeated `--reps` times (default 3), in rounds (every path once per round, so a slow spell of the machine hits
  * all paths alike), and reported as median (min-max), with its ratio to the kernel row of the same run. Then, unless --soak 0, one vxtap run under full TCP load for --soak seconds (default 60; 0 with
  * --quick) samples both agents' resident memory every second: it must not grow.
@@ -157,16 +158,17 @@ async function vxtapPath(extra: string[]): Promise<Topo> {
   return t;
 }
 
-/** Compiles bench/floor.c once per run (into a temporary directory removed at exit); returns the binary. */
-let floorBin: string | null = null;
-function buildFloor(): string {
-  if (floorBin) return floorBin;
-  const dir = mkdtempSync(join(tmpdir(), 'vxtap-floor-'));
+/** Compiles bench/NAME.c once per run (into a temporary directory removed at exit); returns the binary. */
+const toolBins = new Map<string, string>();
+function buildTool(name: 'floor' | 'pinger'): string {
+  const have = toolBins.get(name);
+  if (have) return have;
+  const dir = mkdtempSync(join(tmpdir(), `vxtap-${name}-`));
   process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
-  const bin = join(dir, 'floor');
-  const r = sh(['cc', '-O2', '-Wall', '-o', bin, join(ROOT, 'bench/floor.c')]);
-  if (r.code !== 0) throw new Error(`cannot build bench/floor.c with cc (the C compiler the native addon needs): ${(r.err || r.out).trim().slice(-300)}`);
-  floorBin = bin;
+  const bin = join(dir, name);
+  const r = sh(['cc', '-O2', '-Wall', '-o', bin, join(ROOT, `bench/${name}.c`)]);
+  if (r.code !== 0) throw new Error(`cannot build bench/${name}.c with cc (the C compiler the native addon needs): ${(r.err || r.out).trim().slice(-300)}`);
+  toolBins.set(name, bin);
   return bin;
 }
 
@@ -192,7 +194,7 @@ const builders: Record<string, () => Promise<Topo>> = {
   vxtap: () => vxtapPath([]),
   'vxtap-busy': () => vxtapPath(['--busy-poll', String(BUSY_US)]),
   async floor() {
-    const bin = buildFloor();
+    const bin = buildTool('floor');
     const t = baseTopo(true);
     for (const i of [1, 2] as const) {
       const log = join(t.dir, `floor${i}.log`);
@@ -275,6 +277,8 @@ interface Sample {
   lossHalf: number; // % lost at half the delivered rate (below saturation)
   pingAvg: number; // ms
   pingP99: number;
+  sleepAvg: number; // ms, bench/pinger.c: the same schedule from a pinger that sleeps between echoes
+  sleepP99: number;
   cpuPerGbit: number; // CPU seconds per Gbit moved (userspace paths), NaN otherwise
   pingCores: number; // CPU the path's processes used during the ping phase, in cores (CPU s / s), NaN for kernel paths
 }
@@ -344,6 +348,9 @@ async function measure(t: Topo): Promise<Sample> {
   const pr = sh(['ip', 'netns', 'exec', t.c2, 'ping', '-n', '-c', String(Math.round(T * 200)), '-i', '0.005', '-W', '1', '198.19.1.1'], (T + 30) * 1000);
   const pingCores = t.cpuPids.length ? (t.cpuPids.reduce((s, p) => s + cpuSeconds(p), 0) - cpuP0) / ((Date.now() - tP0) / 1000) : NaN;
   const rtts = [...pr.out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
+  // the same schedule again from a pinger that sleeps between echoes (iputils ping at -i 0.005 spins a CPU)
+  const sp = sh(['ip', 'netns', 'exec', t.c2, buildTool('pinger'), '198.19.1.1', String(Math.round(T * 200)), '5000'], (T + 30) * 1000);
+  const [, spGot, spAvg, , spP99] = sp.out.trim().split(/\s+/).map(Number);
   return {
     tcp1: j1.end.sum_received.bits_per_second / 1e9,
     tcp4: j4.end.sum_received.bits_per_second / 1e9,
@@ -353,6 +360,8 @@ async function measure(t: Topo): Promise<Sample> {
     lossHalf: half.sent ? (100 * Math.max(0, half.sent - half.got)) / half.sent : NaN,
     pingAvg: rtts.reduce((s, x) => s + x, 0) / Math.max(1, rtts.length),
     pingP99: rtts[Math.min(rtts.length - 1, Math.floor(rtts.length * 0.99))] ?? NaN,
+    sleepAvg: sp.code === 0 && spGot > 0 ? spAvg / 1000 : NaN,
+    sleepP99: sp.code === 0 && spGot > 0 ? spP99 / 1000 : NaN,
     cpuPerGbit: t.cpuPids.length ? (cpu1 - cpu0) / ((bytes1 * 8) / 1e9) : NaN,
     pingCores,
   };
@@ -375,7 +384,7 @@ async function measure(t: Topo): Promise<Sample> {
   }
 }
 
-const KEYS: (keyof Sample)[] = ['tcp1', 'tcp4', 'pps60', 'loss60', 'lossHalf', 'pingAvg', 'pingP99', 'cpuPerGbit', 'pingCores', 'retrans1'];
+const KEYS: (keyof Sample)[] = ['tcp1', 'tcp4', 'pps60', 'loss60', 'lossHalf', 'pingAvg', 'pingP99', 'sleepAvg', 'sleepP99', 'cpuPerGbit', 'pingCores', 'retrans1'];
 const results: Record<string, Sample[]> = {};
 // Rounds: each rep measures every path once, in order, so a slow spell of the (shared, virtual) machine hits all
 // paths of that round alike instead of all reps of one path; the ratios compare paths measured side by side.
@@ -438,7 +447,7 @@ function machineInfo(): { cpu: string; cpus: number; kernel: string; syscallNs: 
   const kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
   let syscallNs: number | null = null;
   try {
-    const r = sh([buildFloor(), '--syscall-ns']);
+    const r = sh([buildTool('floor'), '--syscall-ns']);
     if (r.code === 0 && /^\d+$/.test(r.out.trim())) syscallNs = Number(r.out.trim());
   } catch {
     /* no C compiler: reported as ? */
@@ -461,17 +470,20 @@ const md = [
   `Machine: ${machine.cpu}, ${machine.cpus} CPUs, kernel ${machine.kernel}, a null syscall ${machine.syscallNs ?? '?'} ns (per-frame syscalls cost that much each: on VMs it varies several-fold).`,
   'Median (min-max). Ratios are to the kernel VXLAN row of this run.',
   '',
-  '| path | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | ping avg ms | ping p99 ms | added vs kernel (avg) | CPU s per Gbit | CPU while pinging (cores) |',
-  '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  '| path | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | ping avg ms | ping p99 ms | added vs kernel (avg) | sleeping pinger avg / p99 ms | added (sleeping) | CPU s per Gbit | CPU while pinging (cores) |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ...Object.keys(summary).map((p) => {
     const s = summary[p];
     const added = k ? `${((s.pingAvg.med - k.pingAvg.med) * 1000).toFixed(0)} us` : '-';
-    return `| ${p} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.loss60, 1)} / ${fmt(s.lossHalf, 2)} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${added} | ${fmt(s.cpuPerGbit, 2)} | ${fmt(s.pingCores, 2)} |`;
+    const addedSleep = k && Number.isFinite(s.sleepAvg.med) && Number.isFinite(k.sleepAvg.med) ? `${((s.sleepAvg.med - k.sleepAvg.med) * 1000).toFixed(0)} us` : '-';
+    return `| ${p} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.loss60, 1)} / ${fmt(s.lossHalf, 2)} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${added} | ${fmt(s.sleepAvg, 3)} / ${fmt(s.sleepP99, 3)} | ${addedSleep} | ${fmt(s.cpuPerGbit, 2)} | ${fmt(s.pingCores, 2)} |`;
   }),
   '',
   '60 B frames: trafgen (one process) from the client container at full rate, then at half the rate the path',
   'delivered; counted at the receiving container\'s interface. The generator shares the 2 cores with the path.',
   'Ping: one echo every 5 ms; "CPU while pinging" is what the path\'s processes used meanwhile (1.00 = one core).',
+  'iputils ping busy-waits between echoes at that interval (about one CPU); the sleeping pinger (bench/pinger.c)',
+  'sends the same schedule and sleeps in between, as a request/response application would.',
   ...(summary['vxtap-busy'] ? [`vxtap-busy: agents run with --busy-poll ${BUSY_US} (microseconds).`] : []),
   ...(mem
     ? ['', `Memory under load: ${mem.seconds} s of TCP through vxtap (${mem.gbit.toFixed(2)} Gbit/s); agent resident memory at 5 s -> end (max): ${mem.agents.map((a, i) => `h${i + 1} ${a.start.toFixed(1)} -> ${a.end.toFixed(1)} MB (${a.max.toFixed(1)})`).join(', ')}.`]
