@@ -989,7 +989,6 @@ export class Agent {
     };
   }
 
-  /** Busy polling (--busy-poll): its window, polls that caught a packet, seconds spent polling; null when off. */
   /** The TAP batches' io_uring: on/off (why), io_uring_enter calls and the reads/writes they carried. */
   ioUringStatus(): { status: string; enters: number; ops: number } {
     const [status, enters, ops] = native().ioUring();
@@ -1002,6 +1001,7 @@ export class Agent {
     return { sends, datagrams };
   }
 
+  /** Busy polling (--busy-poll): its window, polls that caught a packet, seconds spent polling; null when off. */
   busyPollStatus(): { window_us: number; hits: number; spin_seconds: number } | null {
     if (this.busyPollUs === 0) return null;
     const [hits, spinNs] = native().busyPoll();
