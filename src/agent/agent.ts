@@ -4,8 +4,8 @@
  * transaction. The reconciler turns what the store says about every host into the data plane's tables.
  *
  * Design notes
- * - The control plane writes, the data plane reads: KV events become idempotent table diffs (applyNetworks);
- *   the data plane never waits on the store. A KV outage leaves forwarding on the last known tables; writes
+ * - The control plane writes, the data plane reads: KV events become idempotent table updates for exactly the
+ *   keys that changed (applyNetworks, tables.ts); the data plane never waits on the store. A KV outage leaves forwarding on the last known tables; writes
  *   (new networks, attachments) fail with ERR_KV_UNAVAILABLE meanwhile.
  * - Registration (host key + every local endpoint's keys) is level-triggered: register() puts them all, and runs
  *   at start, whenever the lease is lost (outage longer than the TTL), and retries with backoff until it succeeds.
@@ -28,7 +28,8 @@ import type { Port } from '../dataplane/port.js';
 import { type Kv, KvError, type Lease, type Op } from '../kv/kv.js';
 import { openKv } from '../kv/open.js';
 import { Reconciler } from '../kv/reconciler.js';
-import { type EndpointRec, keys, type NetworkRec, parseNetwork } from '../kv/schema.js';
+import { type Changes, type EndpointRec, keys, type NetworkRec, parseNetwork } from '../kv/schema.js';
+import { KvTables } from './tables.js';
 import { native } from '../sys/native.js';
 import { ip, ipJson, netnsPath } from '../sys/ip.js';
 import { closeTap, createTap, checkIfname, setOffloads, setTapGsoMaxSegs, type Tap } from '../tap/tap.js';
@@ -163,6 +164,7 @@ export class Agent {
   readonly vtep: number;
   readonly port: number;
   readonly fdb: Fdb<Port>;
+  private readonly tables: KvTables<Port>;
   readonly dp: Dataplane;
   readonly kv: Kv;
   readonly reconciler: Reconciler;
@@ -221,13 +223,14 @@ export class Agent {
     });
     this.reconciler = new Reconciler(
       kv,
-      (changed) => this.applyNetworks(changed),
+      (changes) => this.applyNetworks(changes),
       (err) => {
         if (!this.disconnectedSince) this.disconnectedSince = Date.now();
         this.log.warn('KV watch', { err });
       },
       o.resyncMs,
     );
+    this.tables = new KvTables(this.fdb, this.reconciler.state, this.host);
   }
 
   /** Opens the sockets, re-adopts endpoints from the state file, joins the cluster and starts forwarding. */
@@ -406,38 +409,52 @@ export class Agent {
 
   // ---- reconcile: cluster state -> data plane tables (idempotent)
 
-  private applyNetworks(changed: Set<string>): void {
+  private applyNetworks(ch: Changes): void {
     this.disconnectedSince = 0;
     const st = this.reconciler.state;
-    const names = changed.has('*') ? new Set([...st.networks.keys(), ...this.networks.keys()]) : changed;
+    const names = new Set(ch.networks);
+    // after a re-list, also the networks this host still has that the store no longer lists (a restart, say)
+    if (ch.full) for (const name of this.networks.keys()) if (!st.networks.has(name)) names.add(name);
+    const whole = new Set<string>();
     for (const name of names) {
       try {
-        this.applyNetwork(name, st.networks.get(name));
+        if (this.applyNetwork(name, st.networks.get(name))) whole.add(name);
       } catch (e) {
         this.log.error('cannot apply network state', { network: name, err: e });
       }
     }
     try {
-      this.onNetworksChanged?.(changed);
+      this.tables.apply(ch, this.vnis(), whole);
+    } catch (e) {
+      this.log.error('cannot apply cluster changes to the forwarding tables', { err: e });
+    }
+    if (!names.size) return;
+    try {
+      this.onNetworksChanged?.(names);
     } catch (e) {
       this.log.error('network change hook failed', { err: e });
     }
   }
 
-  private applyNetwork(name: string, rec: NetworkRec | undefined): void {
+  private vnis(): Map<string, number> {
+    return new Map([...this.networks.values()].map((n) => [n.name, n.vni]));
+  }
+
+  /** Adds, updates or removes the network here; returns true when its tables were synced whole. */
+  private applyNetwork(name: string, rec: NetworkRec | undefined): boolean {
     const cur = this.networks.get(name);
     const localEps = [...this.endpoints.values()].filter((e) => e.network === name);
     if (!rec || (cur && cur.vni !== rec.vni)) {
-      if (!cur) return;
+      if (!cur) return false;
       if (localEps.length) {
         if (!rec) this.log.warn('network removed from the store but still has local endpoints; keeping it here', { network: name });
-        return;
+        return false;
       }
       this.dp.delVni(cur.vni);
       this.networks.delete(name);
       if (!rec) {
         this.log.info('network removed', { network: name });
-        return;
+        return false;
       }
     }
     let net = this.networks.get(name);
@@ -450,39 +467,8 @@ export class Agent {
       Object.assign(net, toNetwork(rec));
       this.fdb.vnet(net.vni).learning = net.learning;
     }
-    this.syncTables(net);
-  }
-
-  /** Makes the VNI's kv FDB entries, kv flood list and ARP table equal to the cluster state. */
-  private syncTables(net: Network): void {
-    const st = this.reconciler.state;
-    const v = this.fdb.vnet(net.vni);
-    const wantFdb = new Map<number, { vtep: number; port: number }>();
-    const wantFlood = new Map<string, { vtep: number; port: number }>();
-    const arp = new Map<number, number>();
-    for (const ep of st.endpointsOf(net.name)) {
-      const mac = parseMac(ep.mac);
-      arp.set(parseIpv4(ep.ip), mac);
-      if (ep.host === this.host) continue;
-      const h = st.hosts.get(ep.host);
-      if (!h) continue; // its host's lease is gone: so is the endpoint, its delete event is on the way
-      const dst = { vtep: parseIpv4(h.vtep), port: h.port };
-      wantFdb.set(mac, dst);
-      wantFlood.set(`${dst.vtep}:${dst.port}`, dst);
-    }
-    for (const e of [...v.entries.values()]) {
-      if (e.kind !== 'kv') continue;
-      const w = wantFdb.get(e.mac);
-      if (!w) this.fdb.del(net.vni, e.mac, 'kv');
-      else if (w.vtep === e.vtep && w.port === e.port) wantFdb.delete(e.mac);
-    }
-    for (const [mac, dst] of wantFdb) this.fdb.set(net.vni, mac, 'kv', dst);
-    for (const r of [...v.flood]) {
-      if (r.kind !== 'kv') continue;
-      if (!wantFlood.delete(`${r.vtep}:${r.port}`)) this.fdb.floodDel(net.vni, r.vtep, r.port, 'kv');
-    }
-    for (const dst of wantFlood.values()) this.fdb.floodAdd(net.vni, dst.vtep, dst.port, 'kv');
-    v.arp = arp;
+    this.tables.syncNetwork(name, net.vni);
+    return true;
   }
 
   // ---- networks
@@ -658,7 +644,7 @@ export class Agent {
       throw new AgentError('ERR_SETUP', `cannot set up ${ifname} in ${spec.netns}: ${(e as Error).message}`);
     }
     this.saveState();
-    this.syncTables(net);
+    this.tables.syncMac(net.name, net.vni, rec.mac);
     this.log.info('endpoint attached', { endpoint: name, network: net.name, netns: spec.netns, ip: rec.ip, mac: rec.mac });
     return ep;
   }
@@ -784,7 +770,9 @@ export class Agent {
     await closeTap(ep.tap, { persist: true });
     await this.unclaim(ep.rec);
     const net = this.networks.get(ep.network);
-    if (net) this.applyNetwork(net.name, this.reconciler.state.networks.get(net.name));
+    const rec = this.reconciler.state.networks.get(ep.network);
+    if (net && !rec) this.applyNetwork(net.name, rec); // the network left the store while this endpoint kept it here
+    else if (net) this.tables.syncMac(net.name, net.vni, ep.rec.mac); // its MAC may live on another host now
     this.log.info('endpoint detached', { endpoint: name, network: ep.network });
     try {
       this.onEndpointRemoved?.(ep);
@@ -905,6 +893,7 @@ export class Agent {
       ok = this.fdb.floodDel(net.vni, vtep, port, 'static');
     } else ok = this.fdb.del(net.vni, m, 'static') || this.fdb.del(net.vni, m, 'learned');
     if (!ok) throw notFound(`no such static or learned entry for ${mac}${dst ? ` dst ${dst}` : ''} on ${network}`);
+    this.tables.syncNetwork(net.name, net.vni); // what the static entry hid (a kv entry or flood row) comes back
   }
 
   fdbShow(network?: string): (FdbRow & { network: string })[] {

@@ -24,8 +24,9 @@ export interface DnsOptions {
   /** Upstream servers "ip" or "ip:port"; default: the nameservers of /etc/resolv.conf (minus this server);
    * ["none"]: answer SERVFAIL for names that are not ours (Docker then asks its next server). */
   upstream?: string[];
-  /** All endpoints of a network; the network names. */
-  endpointsOf: (network: string) => EndpointRec[];
+  /** The endpoints of a network whose name or an alias is `label` (lower case): an index lookup, since every
+   * query for a name that is not ours (most of what containers ask) tries each network. */
+  named: (network: string, label: string) => Iterable<EndpointRec>;
   networks: () => Iterable<string>;
   /** The networks the asker may see, or null for all. */
   scope?: (srcIp: string) => Promise<Set<string> | null> | Set<string> | null;
@@ -72,7 +73,7 @@ export class DnsServer {
     const found: string[] = [];
     const nets = [...this.o.networks()];
     const match = (net: string, label: string): void => {
-      for (const e of this.o.endpointsOf(net)) if (e.name.toLowerCase() === label || e.aliases.some((a) => a.toLowerCase() === label)) found.push(e.ip);
+      for (const e of this.o.named(net, label)) found.push(e.ip);
     };
     const dot = q.lastIndexOf('.');
     if (dot > 0 && nets.includes(q.slice(dot + 1))) match(q.slice(dot + 1), q.slice(0, dot));

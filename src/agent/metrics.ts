@@ -69,6 +69,7 @@ export function metricsRegistry(agent: Agent): client.Registry {
   gauge('vxtap_kv_registered', '1 while this host is registered under a live lease', [], () => [[{}, agent.isRegistered() ? 1 : 0]]);
   gauge('vxtap_kv_revision', 'KV revision the tables reflect', [], () => [[{}, kv().revision]]);
   gauge('vxtap_kv_seconds_since_full_sync', 'Seconds since the last full re-list', [], () => [[{}, kv().lastFullSync ? (Date.now() - kv().lastFullSync) / 1000 : -1]]);
+  gauge('vxtap_kv_seconds_since_verified', 'Seconds since the state was last confirmed current (a full re-list, or a periodic check that found the watch at the store revision)', [], () => [[{}, kv().lastVerified ? (Date.now() - kv().lastVerified) / 1000 : -1]]);
   gauge('vxtap_kv_watch_lag_seconds', 'Seconds since the watch last delivered events or confirmed its position (0 when idle and connected)', [], () => [[{}, agent.watchLagSeconds()]]);
   counter('vxtap_kv_watch_errors_total', 'KV watch errors', [], () => [[{}, kv().watchErrors]]);
   counter('vxtap_kv_reconnects_total', 'KV watch reconnects', [], () => [[{}, kv().reconnects]]);

@@ -176,7 +176,7 @@ async function agentCmd(argv: string[]): Promise<void> {
         address: listen.ip,
         port: listen.port,
         upstream: opts['dns-upstream'] ? (opts['dns-upstream'] as string).split(',') : undefined,
-        endpointsOf: (n) => agent.reconciler.state.endpointsOf(n),
+        named: (n, label) => agent.reconciler.state.named(n, label),
         networks: () => agent.reconciler.state.networks.keys(),
         scope: p ? (ip) => p.networksOf(ip) : undefined,
         log,

@@ -72,8 +72,8 @@ export class Vnet<P extends LocalPort = LocalPort> {
   locals: P[] = [];
   learned = 0;
   learning: boolean;
-  /** ARP table: overlay IPv4 (host order) -> MAC, for answering ARP requests locally (filled by the control plane;
-   * replaced whole, never mutated in place, so the data plane always reads a consistent map). */
+  /** ARP table: overlay IPv4 (host order) -> MAC, for answering ARP requests locally (filled by the control plane,
+   * between batches: the data plane and the control plane share one thread). */
   arp = new Map<number, number>();
   constructor(vni: number, learning: boolean) {
     this.vni = vni;

@@ -123,71 +123,227 @@ export function parseEndpoint(network: string, mac: string, v: string): Endpoint
   };
 }
 
-/** The cluster as the KV store describes it, rebuilt from list() and kept current from watch events. */
+/** An index slot: one record (nearly always), or a Set of them when records clash. */
+type Slot = EndpointRec | Set<EndpointRec>;
+
+function slotAdd<K>(m: Map<K, Slot>, k: K, e: EndpointRec): void {
+  const cur = m.get(k);
+  if (cur === undefined) m.set(k, e);
+  else if (cur instanceof Set) cur.add(e);
+  else if (cur !== e) m.set(k, new Set([cur, e]));
+}
+
+function slotDel<K>(m: Map<K, Slot>, k: K, e: EndpointRec): void {
+  const cur = m.get(k);
+  if (cur === e) m.delete(k);
+  else if (cur instanceof Set) {
+    cur.delete(e);
+    if (cur.size === 1) m.set(k, cur.values().next().value as EndpointRec);
+  }
+}
+
+/** Calls f with each name an endpoint answers to in DNS (its name and aliases, lower case), each once. */
+function eachLabel(e: EndpointRec, f: (label: string) => void): void {
+  const name = e.name.toLowerCase();
+  f(name);
+  for (let i = 0; i < e.aliases.length; i++) {
+    const a = e.aliases[i].toLowerCase();
+    if (a === name) continue;
+    let dup = false;
+    for (let j = 0; j < i && !dup; j++) dup = e.aliases[j].toLowerCase() === a;
+    if (!dup) f(a);
+  }
+}
+
+/**
+ * What one batch of puts/deletes changed, with the records as they were before the batch (null: absent), so a
+ * consumer can update its tables for exactly these keys instead of rebuilding them.
+ */
+export class Changes {
+  /** Made by a re-list (ClusterState.replace) rather than a watch batch. */
+  full = false;
+  /** Network records put or deleted. */
+  readonly networks = new Set<string>();
+  /** host -> its record before the batch. */
+  readonly hosts = new Map<string, HostRec | null>();
+  /** network -> mac -> the endpoint before the batch. */
+  readonly endpoints = new Map<string, Map<string, EndpointRec | null>>();
+
+  get empty(): boolean {
+    return !this.full && this.networks.size === 0 && this.hosts.size === 0 && this.endpoints.size === 0;
+  }
+}
+
+/**
+ * The cluster as the KV store describes it, rebuilt from list() and kept current from watch events. Besides the
+ * records it keeps the indexes that let a change be applied in time proportional to the change: endpoints by
+ * host, by (network, IP), and the number of endpoints each host has on each network.
+ */
 export class ClusterState {
   readonly networks = new Map<string, NetworkRec>();
   readonly hosts = new Map<string, HostRec>();
   /** network -> mac -> endpoint */
   readonly endpoints = new Map<string, Map<string, EndpointRec>>();
-  /** Records that failed validation (ignored). */
-  invalid = 0;
+  /** host -> its endpoints (on every network) */
+  readonly byHost = new Map<string, Set<EndpointRec>>();
+  /** network -> IP -> the endpoint claiming it (a Set only if a host wrote a clashing record) */
+  private readonly byIp = new Map<string, Map<string, Slot>>();
+  /** network -> lower-case name or alias -> the endpoints answering to it (for the name server) */
+  private readonly byName = new Map<string, Map<string, Slot>>();
+  /** network -> host -> number of its endpoints there */
+  private readonly hostCounts = new Map<string, Map<string, number>>();
+  /** Every key applied, with its raw value: a re-list compares against it and re-parses only what differs. */
+  private readonly raw = new Map<string, string>();
+  private readonly invalidKeys = new Set<string>();
 
-  /** Applies one put/delete; returns the network it affects ('*' for host changes), or null if irrelevant. */
-  apply(key: string, value: string | null): string | null {
+  /** Records that failed validation (ignored), as the store holds them now. */
+  get invalid(): number {
+    return this.invalidKeys.size;
+  }
+
+  /**
+   * Applies one put/delete; returns the network it affects ('*' for host changes), or null if irrelevant.
+   * With `ch`, also notes the change there (the first prior record of each key in the batch).
+   */
+  apply(key: string, value: string | null, ch?: Changes): string | null {
     if (!key.startsWith(ROOT)) return null;
     const parts = key.slice(ROOT.length).split('/');
     const [kind] = parts;
-    if (kind === 'networks' && parts.length === 2) {
+    const tracked = (kind === 'networks' || kind === 'hosts') ? parts.length === 2 : kind === 'endpoints' && parts.length === 3;
+    if (!tracked) return null;
+    if (value === null) this.raw.delete(key);
+    else this.raw.set(key, value);
+    this.invalidKeys.delete(key);
+    if (kind === 'networks') {
       const name = parts[1];
-      if (value === null) this.networks.delete(name);
-      else {
-        const n = parseNetwork(name, value);
-        if (n) this.networks.set(name, n);
-        else {
-          this.invalid++;
-          this.networks.delete(name);
-        }
-      }
+      ch?.networks.add(name);
+      const n = value === null ? null : parseNetwork(name, value);
+      if (value !== null && !n) this.invalidKeys.add(key);
+      if (n) this.networks.set(name, n);
+      else this.networks.delete(name);
       return name;
     }
-    if (kind === 'hosts' && parts.length === 2) {
-      if (value === null) this.hosts.delete(parts[1]);
-      else {
-        const h = parseHost(parts[1], value);
-        if (h) this.hosts.set(h.host, h);
-        else {
-          this.invalid++;
-          this.hosts.delete(parts[1]);
-        }
-      }
+    if (kind === 'hosts') {
+      const name = parts[1];
+      if (ch && !ch.hosts.has(name)) ch.hosts.set(name, this.hosts.get(name) ?? null);
+      const h = value === null ? null : parseHost(name, value);
+      if (value !== null && !h) this.invalidKeys.add(key);
+      if (h) this.hosts.set(name, h);
+      else this.hosts.delete(name);
       return '*';
     }
-    if (kind === 'endpoints' && parts.length === 3) {
-      const [, network, mac] = parts;
-      let m = this.endpoints.get(network);
-      if (value === null) {
-        m?.delete(mac);
-        if (m && m.size === 0) this.endpoints.delete(network);
-      } else {
-        const e = parseEndpoint(network, mac, value);
-        if (!e) {
-          this.invalid++;
-          m?.delete(mac);
-        } else {
-          if (!m) this.endpoints.set(network, (m = new Map()));
-          m.set(mac, e);
-        }
-      }
-      return network;
+    const [, network, mac] = parts;
+    let m = this.endpoints.get(network);
+    const old = m?.get(mac) ?? null;
+    if (ch) {
+      let cm = ch.endpoints.get(network);
+      if (!cm) ch.endpoints.set(network, (cm = new Map()));
+      if (!cm.has(mac)) cm.set(mac, old);
     }
-    return null;
+    const e = value === null ? null : parseEndpoint(network, mac, value);
+    if (value !== null && !e) this.invalidKeys.add(key);
+    if (old) {
+      m!.delete(mac);
+      if (m!.size === 0) this.endpoints.delete(network);
+      this.unindex(old);
+    }
+    if (e) {
+      if (!m || m.size === 0) this.endpoints.set(network, (m = m ?? new Map()));
+      m.set(mac, e);
+      this.index(e);
+    }
+    return network;
+  }
+
+  /**
+   * Makes the state equal to a full listing: keys whose raw value differs are applied (and noted in the returned
+   * Changes), keys the listing lacks are deleted. An unchanged listing costs one string compare per key.
+   */
+  replace(entries: Iterable<{ key: string; value: string }>): Changes {
+    const ch = new Changes();
+    ch.full = true;
+    const seen = new Set<string>();
+    for (const { key, value } of entries) {
+      seen.add(key);
+      if (this.raw.get(key) !== value) this.apply(key, value, ch);
+    }
+    for (const key of [...this.raw.keys()]) if (!seen.has(key)) this.apply(key, null, ch);
+    return ch;
+  }
+
+  private index(e: EndpointRec): void {
+    let h = this.byHost.get(e.host);
+    if (!h) this.byHost.set(e.host, (h = new Set()));
+    h.add(e);
+    let ips = this.byIp.get(e.network);
+    if (!ips) this.byIp.set(e.network, (ips = new Map()));
+    slotAdd(ips, e.ip, e);
+    let counts = this.hostCounts.get(e.network);
+    if (!counts) this.hostCounts.set(e.network, (counts = new Map()));
+    counts.set(e.host, (counts.get(e.host) ?? 0) + 1);
+    let names = this.byName.get(e.network);
+    if (!names) this.byName.set(e.network, (names = new Map()));
+    const n = names;
+    eachLabel(e, (label) => slotAdd(n, label, e));
+  }
+
+  private unindex(e: EndpointRec): void {
+    const h = this.byHost.get(e.host);
+    h?.delete(e);
+    if (h?.size === 0) this.byHost.delete(e.host);
+    const ips = this.byIp.get(e.network);
+    if (ips) {
+      slotDel(ips, e.ip, e);
+      if (ips.size === 0) this.byIp.delete(e.network);
+    }
+    const counts = this.hostCounts.get(e.network);
+    const c = (counts?.get(e.host) ?? 0) - 1;
+    if (c > 0) counts!.set(e.host, c);
+    else counts?.delete(e.host);
+    if (counts?.size === 0) this.hostCounts.delete(e.network);
+    const names = this.byName.get(e.network);
+    if (names) {
+      eachLabel(e, (label) => slotDel(names, label, e));
+      if (names.size === 0) this.byName.delete(e.network);
+    }
+  }
+
+  /** Endpoints of `network` whose name or an alias is `label` (lower case). */
+  named(network: string, label: string): Iterable<EndpointRec> {
+    const x = this.byName.get(network)?.get(label);
+    return x === undefined ? [] : x instanceof Set ? x : [x];
+  }
+
+  /** The endpoint that answers ARP for `ip` on `network`: of clashing records, the lowest MAC (any order of
+   * arrival gives the same answer). */
+  ipOwner(network: string, ip: string): EndpointRec | null {
+    const x = this.byIp.get(network)?.get(ip);
+    if (x === undefined || !(x instanceof Set)) return x ?? null;
+    let best: EndpointRec | null = null;
+    for (const e of x) if (!best || e.mac < best.mac) best = e;
+    return best;
+  }
+
+  /** Number of endpoints `host` has on `network`. */
+  hostCount(network: string, host: string): number {
+    return this.hostCounts.get(network)?.get(host) ?? 0;
+  }
+
+  /** Hosts with endpoints on `network`. */
+  hostsOn(network: string): IterableIterator<string> {
+    return (this.hostCounts.get(network) ?? new Map<string, number>()).keys();
   }
 
   clear(): void {
     this.networks.clear();
     this.hosts.clear();
     this.endpoints.clear();
-    this.invalid = 0;
+    this.byHost.clear();
+    this.byIp.clear();
+    this.hostCounts.clear();
+    this.byName.clear();
+    this.raw.clear();
+    this.invalidKeys.clear();
   }
 
   endpointsOf(network: string): EndpointRec[] {

@@ -92,14 +92,30 @@ export function ipv4ChecksumOk(buf: Uint8Array, off: number): boolean {
 }
 
 /** "198.19.1.2" <-> host-order uint32. Strict dotted quad; throws TypeError naming the bad input. */
+/** Parses dotted-quad IPv4 (four decimal octets, no leading zeros) to a host-order number; throws a TypeError.
+ * A character loop, not split and regular expressions: the control plane parses one per endpoint record. */
 export function parseIpv4(s: string): number {
-  const parts = s.split('.');
-  if (parts.length !== 4) throw new TypeError(`invalid IPv4 address ${JSON.stringify(s)}`);
   let v = 0;
-  for (const p of parts) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p) || Number(p) > 255) throw new TypeError(`invalid IPv4 address ${JSON.stringify(s)}`);
-    v = v * 256 + Number(p);
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  let ok = s.length >= 7 && s.length <= 15;
+  for (let i = 0; ok && i <= s.length; i++) {
+    const c = i < s.length ? s.charCodeAt(i) : 46; // the end closes the last octet like a dot
+    if (c === 46) {
+      if (digits === 0 || octet > 255 || (i === s.length) !== (dots === 3)) ok = false;
+      else {
+        v = v * 256 + octet;
+        dots += i < s.length ? 1 : 0;
+        octet = 0;
+        digits = 0;
+      }
+    } else if (c >= 48 && c <= 57 && digits < 3 && !(digits === 1 && octet === 0)) {
+      octet = octet * 10 + (c - 48);
+      digits++;
+    } else ok = false;
   }
+  if (!ok) throw new TypeError(`invalid IPv4 address ${JSON.stringify(s)}`);
   return v >>> 0;
 }
 

@@ -38,14 +38,25 @@ export function isGroupMacNum(mac: number): boolean {
   return (Math.floor(mac / 0x10000000000) & 0x01) !== 0;
 }
 
-const MAC_RE = /^([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2})$/i;
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48; // 0-9
+  const l = c | 0x20; // A-F -> a-f
+  return l >= 97 && l <= 102 ? l - 87 : -1;
+}
 
-/** Parses "aa:bb:cc:dd:ee:ff"; throws a TypeError that says what is expected. */
+/** Parses "aa:bb:cc:dd:ee:ff" (either case, surrounding white space ignored); throws a TypeError that says what
+ * is expected. A character loop, not a regular expression: the control plane parses one per endpoint record. */
 export function parseMac(s: string): number {
-  const m = MAC_RE.exec(s.trim());
-  if (!m) throw new TypeError(`invalid MAC address ${JSON.stringify(s)}: expected six hex octets like 02:42:c6:13:01:02`);
+  const t = s.trim();
   let v = 0;
-  for (let i = 1; i <= 6; i++) v = v * 256 + parseInt(m[i], 16);
+  let ok = t.length === 17;
+  for (let i = 0; ok && i < 6; i++) {
+    const hi = hexDigit(t.charCodeAt(i * 3));
+    const lo = hexDigit(t.charCodeAt(i * 3 + 1));
+    if (hi < 0 || lo < 0 || (i < 5 && t.charCodeAt(i * 3 + 2) !== 58)) ok = false; // 58 ':'
+    else v = v * 256 + hi * 16 + lo;
+  }
+  if (!ok) throw new TypeError(`invalid MAC address ${JSON.stringify(s)}: expected six hex octets like 02:42:c6:13:01:02`);
   return v;
 }
 

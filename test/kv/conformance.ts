@@ -139,6 +139,30 @@ export function conformance(name: string, open: () => Promise<Fixture>): void {
     assert.equal(err?.code, 'ERR_KV_COMPACTED');
   });
 
+  withKv('the periodic check: a current watch is not re-listed; one that silently lost an event is', async ({ a, b }) => {
+    await a.txn([], [{ type: 'deletePrefix', prefix: keys.endpoints }]);
+    const lost = keys.endpoint('chk', '02:00:00:00:00:99');
+    // b's watch drops every batch that carries `lost`, without an error: the kind of failure the check is for
+    const leaky: Kv = Object.create(b);
+    leaky.watch = (prefix, rev, h) => b.watch(prefix, rev, { ...h, events: (evs, r) => (evs.some((e) => e.key === lost) ? undefined : h.events(evs, r)) });
+    const r = new Reconciler(leaky, () => {}, () => {}, 300);
+    await r.start();
+    try {
+      const rec = (ip: string) => JSON.stringify({ ip, host: 'hx', name: 'e', aliases: [] });
+      await a.put(keys.endpoint('chk', '02:00:00:00:00:01'), rec('198.19.9.1'));
+      await until(() => r.status.checksCurrent, (n) => n >= 2, 5000);
+      assert.ok(r.status.checksCurrent >= 2, `checks found the watch current: ${JSON.stringify(r.status)}`);
+      assert.equal(r.status.fullSyncs, 1, 'no re-list while the watch is current');
+      assert.ok(r.state.endpoints.get('chk')?.has('02:00:00:00:00:01'));
+      await a.put(lost, rec('198.19.9.2'));
+      const got = await until(() => r.state.endpoints.get('chk')?.has('02:00:00:00:00:99') ?? false, (v) => v, 8000);
+      assert.ok(got, 'the lost record arrives by a re-list');
+      assert.equal(r.status.fullSyncs, 2, 'exactly one re-list');
+    } finally {
+      r.stop();
+    }
+  });
+
   withKv('a reconciler under concurrent writers from two clients ends equal to a fresh list (no lost events)', async ({ a, b }) => {
     // the reconciler watches /vxtap/v1/; clean up what earlier runs left there
     await a.txn([], [{ type: 'deletePrefix', prefix: keys.endpoints }]);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
 import dnsPacket from 'dns-packet';
 import { DnsServer } from '../../src/agent/dns.js';
-import type { EndpointRec } from '../../src/kv/schema.js';
+import { ClusterState, type EndpointRec, keys } from '../../src/kv/schema.js';
 import { silentLogger } from '../../src/agent/log.js';
 
 const eps: Record<string, EndpointRec[]> = {
@@ -19,12 +19,16 @@ const eps: Record<string, EndpointRec[]> = {
   'my.net': [{ network: 'my.net', mac: '02:76:c6:13:03:02', ip: '198.19.3.2', host: 'h1', name: 'x', aliases: [] }],
 };
 
+// the name server reads the cluster state's name index, built here from the records above as the store would
+const state = new ClusterState();
+state.replace(Object.values(eps).flat().map((e) => ({ key: keys.endpoint(e.network, e.mac), value: JSON.stringify({ ip: e.ip, host: e.host, name: e.name, aliases: e.aliases }) })));
+
 function server(o: Partial<ConstructorParameters<typeof DnsServer>[0]> = {}): DnsServer {
   return new DnsServer({
     address: '127.0.0.1',
     port: 0,
     upstream: ['none'],
-    endpointsOf: (n) => eps[n] ?? [],
+    named: (n, label) => state.named(n, label),
     networks: () => Object.keys(eps),
     log: silentLogger,
     ...o,

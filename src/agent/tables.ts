@@ -1,0 +1,160 @@
+/**
+ * The cluster state turned into forwarding tables: for every network this host has, the `kv` FDB entries (remote
+ * endpoints -> their host's VTEP), the `kv` flood rows (the hosts with endpoints on the network) and the ARP
+ * table (every endpoint's IPv4 -> MAC).
+ *
+ * Two ways in, with one set of rules:
+ * - syncNetwork: one network whole, O(its endpoints); for a network that is new here (or changed its record).
+ * - apply: a batch of changes (a watch batch, or what a re-list found different), O(the changes). Every watch
+ *   event used to rebuild its whole network: in a network of 10000 endpoints one attach anywhere cost each agent
+ *   ~6 ms on the data plane's thread, and every 30 s resync ~200 ms.
+ *
+ * Both run on the data plane's thread between batches (Node runs one callback at a time), so the data plane
+ * never sees a half-applied change.
+ */
+import type { Fdb, LocalPort, Vnet } from '../fdb/fdb.js';
+import type { Changes, ClusterState, EndpointRec, HostRec } from '../kv/schema.js';
+import { parseIpv4 } from '../vxlan/ipv4.js';
+import { parseMac } from '../vxlan/mac.js';
+
+interface Dst {
+  vtep: number;
+  port: number;
+}
+
+const rowKey = (d: Dst): string => `${d.vtep >>> 0}:${d.port}`;
+
+function dstOf(h: HostRec): Dst {
+  return { vtep: parseIpv4(h.vtep), port: h.port };
+}
+
+export class KvTables<P extends LocalPort = LocalPort> {
+  constructor(
+    private readonly fdb: Fdb<P>,
+    private readonly st: ClusterState,
+    /** This host's name: its own endpoints get no kv entry and its VTEP no flood row. */
+    private readonly self: string,
+  ) {}
+
+  /** Makes the network's kv entries, kv flood rows and ARP table equal to the state. */
+  syncNetwork(name: string, vni: number): void {
+    const v = this.fdb.vnet(vni);
+    const want = new Map<number, Dst>();
+    const arp = new Map<number, number>();
+    for (const ep of this.st.endpoints.get(name)?.values() ?? []) {
+      const owner = this.st.ipOwner(name, ep.ip);
+      if (owner === ep) arp.set(parseIpv4(ep.ip), parseMac(ep.mac));
+      const dst = this.remoteDst(ep);
+      if (dst) want.set(parseMac(ep.mac), dst);
+    }
+    for (const e of [...v.entries.values()]) {
+      if (e.kind !== 'kv') continue;
+      const w = want.get(e.mac);
+      if (!w) this.fdb.del(vni, e.mac, 'kv');
+      else if (w.vtep === e.vtep && w.port === e.port) want.delete(e.mac);
+    }
+    for (const [mac, dst] of want) this.fdb.set(vni, mac, 'kv', dst);
+    const rows = this.wantedRows(name);
+    for (const r of [...v.flood]) {
+      if (r.kind !== 'kv') continue;
+      if (!rows.delete(rowKey(r))) this.fdb.floodDel(vni, r.vtep, r.port, 'kv');
+    }
+    for (const d of rows.values()) this.fdb.floodAdd(vni, d.vtep, d.port, 'kv');
+    v.arp = arp;
+  }
+
+  /**
+   * Applies a batch of changes to the networks in `vnis` (name -> VNI: the networks this host has), except those
+   * in `whole` (the caller syncs them whole).
+   */
+  apply(ch: Changes, vnis: ReadonlyMap<string, number>, whole: ReadonlySet<string> = new Set()): void {
+    const rows = new Map<string, Set<string>>(); // network -> flood row keys to recompute
+    const mark = (net: string, host: string | undefined): void => {
+      if (host === undefined || host === this.self) return;
+      let s = rows.get(net);
+      if (!s) rows.set(net, (s = new Set()));
+      const now = this.st.hosts.get(host);
+      if (now) s.add(rowKey(dstOf(now)));
+      const before = ch.hosts.get(host);
+      if (before) s.add(rowKey(dstOf(before)));
+    };
+    for (const [net, macs] of ch.endpoints) {
+      const vni = vnis.get(net);
+      if (vni === undefined || whole.has(net)) continue;
+      const v = this.fdb.vnet(vni);
+      for (const [mac, prev] of macs) {
+        const cur = this.st.endpoints.get(net)?.get(mac) ?? null;
+        this.syncEntry(vni, net, mac);
+        if (prev) this.syncArp(v, net, prev.ip);
+        if (cur && cur.ip !== prev?.ip) this.syncArp(v, net, cur.ip);
+        mark(net, prev?.host);
+        mark(net, cur?.host);
+      }
+    }
+    for (const host of ch.hosts.keys()) {
+      if (host === this.self) continue;
+      for (const ep of this.st.byHost.get(host) ?? []) {
+        const vni = vnis.get(ep.network);
+        if (vni === undefined || whole.has(ep.network)) continue;
+        this.syncEntry(vni, ep.network, ep.mac);
+        mark(ep.network, host);
+      }
+      // a host whose last endpoint went in an earlier batch has no row to fix; one whose record went keeps its
+      // endpoints in the state (their delete events follow) and is found above
+    }
+    for (const [net, keys] of rows) {
+      const vni = vnis.get(net);
+      if (vni === undefined || whole.has(net)) continue;
+      const wanted = this.wantedRows(net);
+      const v = this.fdb.vnet(vni);
+      for (const k of keys) {
+        const d = wanted.get(k);
+        const have = v.flood.find((r) => rowKey(r) === k);
+        if (d && !have) this.fdb.floodAdd(vni, d.vtep, d.port, 'kv');
+        else if (!d && have?.kind === 'kv') this.fdb.floodDel(vni, have.vtep, have.port, 'kv');
+      }
+    }
+  }
+
+  /** Makes one MAC's kv entry equal to the state (after a static entry that hid it is deleted, say). */
+  syncMac(name: string, vni: number, mac: string): void {
+    this.syncEntry(vni, name, mac);
+  }
+
+  private syncEntry(vni: number, net: string, mac: string): void {
+    const ep = this.st.endpoints.get(net)?.get(mac);
+    const want = ep ? this.remoteDst(ep) : null;
+    const m = parseMac(mac);
+    const e = this.fdb.vnet(vni).entries.get(m);
+    if (want) {
+      if (!(e && e.kind === 'kv' && e.vtep === want.vtep && e.port === want.port)) this.fdb.set(vni, m, 'kv', want);
+    } else if (e?.kind === 'kv') this.fdb.del(vni, m, 'kv');
+  }
+
+  private syncArp(v: Vnet<P>, net: string, ip: string): void {
+    const owner = this.st.ipOwner(net, ip);
+    const a = parseIpv4(ip);
+    if (owner) v.arp.set(a, parseMac(owner.mac));
+    else v.arp.delete(a);
+  }
+
+  /** Where frames for this endpoint go: its host's VTEP, or null (ours, or its host's record is gone). */
+  private remoteDst(ep: EndpointRec): Dst | null {
+    if (ep.host === this.self) return null;
+    const h = this.st.hosts.get(ep.host);
+    return h ? dstOf(h) : null;
+  }
+
+  /** The flood rows the network wants: the VTEP of every other host with endpoints on it (row key -> dst). */
+  private wantedRows(net: string): Map<string, Dst> {
+    const out = new Map<string, Dst>();
+    for (const host of this.st.hostsOn(net)) {
+      if (host === this.self) continue;
+      const h = this.st.hosts.get(host);
+      if (!h) continue; // its lease is gone: so are its endpoints, their delete events are on the way
+      const d = dstOf(h);
+      out.set(rowKey(d), d);
+    }
+    return out;
+  }
+}
