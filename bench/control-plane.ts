@@ -10,8 +10,12 @@
  * 2. Scale: 1000 endpoints of a fourth (simulated) host are written straight into the store under its lease;
  *    time until each of 3 agents has all of them in its FDB, the time a restarted agent takes to rebuild its
  *    tables, and every agent's RSS.
+ * 3. Forwarding under churn: with those endpoints in place, the simulated host changes `--churn-rate` (50) of
+ *    them per second (put, later delete) for `--churn-seconds` (10), while a container on B pings one on A every
+ *    2 ms. The agents apply every change on the data plane's thread, so this shows what the control plane costs
+ *    the forwarding: ping p50/p99/max and the three agents' CPU during the churn.
  *
- *   node dist/bench/control-plane.js [--n 100] [--scale 1000] [--only embedded|etcd]
+ *   node dist/bench/control-plane.js [--n 100] [--scale 1000] [--churn-rate 50] [--churn-seconds 10] [--only embedded|etcd]
  * Writes bench/results/control-plane.{md,json}. Needs root (namespaces) and etcd.
  */
 import { spawn } from 'node:child_process';
@@ -26,14 +30,32 @@ import { keys } from '../src/kv/schema.js';
 import { formatIpv4 } from '../src/vxlan/ipv4.js';
 import { formatMac } from '../src/vxlan/mac.js';
 
-const { values } = parseArgs({ options: { n: { type: 'string' }, scale: { type: 'string' }, only: { type: 'string' } } });
+const { values } = parseArgs({ options: { n: { type: 'string' }, scale: { type: 'string' }, 'churn-rate': { type: 'string' }, 'churn-seconds': { type: 'string' }, only: { type: 'string' } } });
 const N = Number(values.n ?? 100);
 const SCALE = Number(values.scale ?? 1000);
+const CHURN_RATE = Number(values['churn-rate'] ?? 50);
+const CHURN_SECONDS = Number(values['churn-seconds'] ?? 10);
 const RESULTS = resolve(fileURLToPath(import.meta.url), '../../../bench/results');
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+
+/** CPU seconds (user + system) a process has used. */
+function cpuSec(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/** Pings `ip` from `ns` every 2 ms for `seconds`; the round-trip times in ms (one per reply). */
+function pingSeries(ns: string, ip: string, seconds: number): Promise<number[]> {
+  return new Promise((res) => {
+    const p = spawn('ip', ['netns', 'exec', ns, 'ping', '-n', '-i', '0.002', '-W', '1', '-w', String(seconds), ip], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.once('exit', () => res([...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]))));
+  });
 }
 
 function rssMb(pid: number): number {
@@ -79,6 +101,11 @@ interface Row {
   scaleFill: number[];
   scaleRestart: number;
   rssMb: number[];
+  churnEvents: number;
+  churnPingP50: number;
+  churnPingP99: number;
+  churnPingMax: number;
+  churnCpu: number[];
 }
 
 async function run(store: 'embedded' | 'etcd'): Promise<Row> {
@@ -161,9 +188,34 @@ async function run(store: 'embedded' | 'etcd'): Promise<Row> {
     await until(() => count(agents.c), (n) => n >= SCALE, 30_000, 5);
     const restart = performance.now() - r0;
     rss[2] = rssMb(agents.c.proc.pid!);
+
+    // 3. forwarding under churn: SCALE endpoints stay; CHURN_RATE of the simulated host's change per second
+    const q = await agents.a.call<{ ip: string }>('POST', '/v1/endpoints', { network: 'probe', netns: a1, name: 'q' });
+    await until(() => firstReply(b1, q.ip, 3000), (ms) => Number.isFinite(ms), 10_000, 10);
+    const pids = ['a', 'b', 'c'].map((k) => agents[k].proc.pid!);
+    const cpu0 = pids.map(cpuSec);
+    const pinging = pingSeries(b1, q.ip, CHURN_SECONDS);
+    let events = 0;
+    const tc = performance.now();
+    const val = (j: number) => JSON.stringify({ ip: formatIpv4(0xc6138000 + 2 + j), host: 'sim', name: `s${j}`, aliases: [] });
+    while (performance.now() - tc < CHURN_SECONDS * 1000) {
+      const j = SCALE + (events % 64); // 64 extra endpoints, each put then (64 events later) deleted
+      const key = keys.endpoint('big', formatMac(0x02aa00000000 + j));
+      if (Math.floor(events / 64) % 2 === 0) await kv.put(key, val(j), lease.id);
+      else await kv.delete(key);
+      events++;
+      const due = tc + (events * 1000) / CHURN_RATE;
+      await sleep(Math.max(0, due - performance.now()));
+    }
+    const rtts = await pinging;
+    const churnCpu = pids.map((pid, i) => (cpuSec(pid) - cpu0[i]) / CHURN_SECONDS);
+    await agents.a.call('DELETE', '/v1/endpoints/q');
     await lease.revoke();
     await kv.close();
-    return { store, n: N, attachP50: pct(attachMs, 50), attachP99: pct(attachMs, 99), fdbP50: pct(fdb, 50), fdbP99: pct(fdb, 99), pingP50: pct(pingMs, 50), pingP99: pct(pingMs, 99), scaleFill: fills, scaleRestart: restart, rssMb: rss };
+    return {
+      store, n: N, attachP50: pct(attachMs, 50), attachP99: pct(attachMs, 99), fdbP50: pct(fdb, 50), fdbP99: pct(fdb, 99), pingP50: pct(pingMs, 50), pingP99: pct(pingMs, 99), scaleFill: fills, scaleRestart: restart, rssMb: rss,
+      churnEvents: events, churnPingP50: rtts.length ? pct(rtts, 50) : NaN, churnPingP99: rtts.length ? pct(rtts, 99) : NaN, churnPingMax: rtts.length ? Math.max(...rtts) : NaN, churnCpu,
+    };
   } finally {
     await etcd?.stop();
     if (etcd) must(['sh', '-c', `ip link del ${topo.tag}ra 2>/dev/null || true`]);
@@ -174,12 +226,19 @@ async function run(store: 'embedded' | 'etcd'): Promise<Row> {
 const rows: Row[] = [];
 for (const s of ['embedded', 'etcd'] as const) if (!values.only || values.only === s) rows.push(await run(s));
 const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : 'timeout');
+const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'timeout');
 const md = [
   `Control plane, ${new Date().toISOString()}, ${N} attachments, ${SCALE} endpoints at scale (3 agents)`,
   '',
   `| store | attach on A (ms) p50 / p99 | attach request -> MAC in B's FDB p50 / p99 | attach request -> first ping reply from B p50 / p99 | ${SCALE} endpoints in all 3 FDBs (ms) | restarted agent rebuilt (ms) | agent RSS (MB) |`,
   '|---|---|---|---|---|---|---|',
   ...rows.map((r) => `| ${r.store} | ${f(r.attachP50)} / ${f(r.attachP99)} | ${f(r.fdbP50)} / ${f(r.fdbP99)} | ${f(r.pingP50)} / ${f(r.pingP99)} | ${r.scaleFill.map(f).join(', ')} | ${f(r.scaleRestart)} | ${r.rssMb.map((x) => x.toFixed(0)).join(', ')} |`),
+  '',
+  `Forwarding while the simulated host changes ${CHURN_RATE} of its endpoints per second (${CHURN_SECONDS} s; ${SCALE} endpoints on the network), ping every 2 ms from B's container to A's:`,
+  '',
+  '| store | changes applied | ping p50 / p99 / max (ms) | agents\' CPU during the churn (cores: A, B, C) |',
+  '|---|---|---|---|',
+  ...rows.map((r) => `| ${r.store} | ${r.churnEvents} | ${f2(r.churnPingP50)} / ${f2(r.churnPingP99)} / ${f2(r.churnPingMax)} | ${r.churnCpu.map((x) => x.toFixed(2)).join(', ')} |`),
 ].join('\n');
 console.log(md);
 mkdirSync(RESULTS, { recursive: true });
