@@ -5,8 +5,9 @@
  *
  * Design notes
  * - The control plane writes, the data plane reads: KV events become idempotent table updates for exactly the
- *   keys that changed (applyNetworks, tables.ts); the data plane never waits on the store. A KV outage leaves forwarding on the last known tables; writes
- *   (new networks, attachments) fail with ERR_KV_UNAVAILABLE meanwhile.
+ *   keys that changed (applyNetworks, tables.ts); the data plane never waits on the store. A KV outage leaves
+ *   forwarding on the last known tables; writes (new networks, attachments) fail with ERR_KV_UNAVAILABLE
+ *   meanwhile.
  * - Registration (host key + every local endpoint's keys) is level-triggered: register() puts them all, and runs
  *   at start, whenever the lease is lost (outage longer than the TTL), and retries with backoff until it succeeds.
  * - Local endpoints survive an agent restart: TAPs are persistent (TUNSETPERSIST), and a state file
@@ -174,7 +175,7 @@ export class Agent {
   /** Addresses this host holds without an endpoint yet (Docker's IPAM asks for them before CreateEndpoint),
    * keyed "<network>/<ip>"; kept in the store under the host lease like endpoints. */
   readonly reservations = new Map<string, { network: string; ip: string }>();
-  /** Called after the cluster's networks changed (names, or '*' for a full resync). */
+  /** Called after network records changed in the store (their names; endpoint changes do not call it). */
   onNetworksChanged: ((changed: Set<string>) => void) | null = null;
   /** Called after a local endpoint was detached, by request or because its namespace or TAP went away. */
   onEndpointRemoved: ((ep: Endpoint) => void) | null = null;
