@@ -101,7 +101,10 @@ export class DnsServer {
     }
     let ips: string[] | null = null;
     if (q.class === 'IN' || q.class === undefined) {
-      const scope = this.o.scope ? await this.o.scope(rinfo.address) : null;
+      // only a bare name is scoped to the asker's networks; finding them (the plugin asks dockerd) is skipped for
+      // every other name, most of all the names that are not ours and go upstream
+      const bare = !q.name.replace(/\.$/, '').includes('.');
+      const scope = bare && this.o.scope ? await this.o.scope(rinfo.address) : null;
       ips = this.lookup(q.name, scope);
     }
     if (ips) {

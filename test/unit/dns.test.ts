@@ -98,6 +98,25 @@ test('on the wire: A answers with TTL, empty AAAA, SERVFAIL without upstream, ma
   }
 });
 
+test('the asker\'s networks are looked up only for bare names (the plugin asks dockerd for them)', async () => {
+  const asked: string[] = [];
+  const d = server({ scope: (ip) => (asked.push(ip), new Set(['db'])) });
+  await d.start();
+  try {
+    const port = portOf(d);
+    let r = await ask(port, query('web', 'A', 21));
+    assert.deepEqual(r?.answers?.map((a) => (a as { data: string }).data), ['198.19.2.2'], 'a bare name: only the asker\'s network');
+    assert.equal(asked.length, 1);
+    r = await ask(port, query('web.app', 'A', 22));
+    assert.deepEqual(r?.answers?.map((a) => (a as { data: string }).data), ['198.19.1.2']);
+    r = await ask(port, query('example.com', 'A', 23));
+    assert.equal(r?.rcode, 'SERVFAIL');
+    assert.equal(asked.length, 1, 'qualified and foreign names need no scope');
+  } finally {
+    d.close();
+  }
+});
+
 test('names that are not ours go to the upstream, and its answer comes back', async () => {
   const up = createSocket('udp4');
   await new Promise<void>((r) => up.bind(0, '127.0.0.1', () => r()));
