@@ -84,7 +84,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
       const v = this.fdb.vnet(vni);
       for (const [mac, prev] of macs) {
         const cur = this.st.endpoints.get(net)?.get(mac) ?? null;
-        this.syncEntry(vni, net, mac);
+        this.syncMac(net, vni, mac);
         if (prev) this.syncArp(v, net, prev.ip);
         if (cur && cur.ip !== prev?.ip) this.syncArp(v, net, cur.ip);
         mark(net, prev?.host);
@@ -96,7 +96,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
       for (const ep of this.st.byHost.get(host) ?? []) {
         const vni = vnis.get(ep.network);
         if (vni === undefined || whole.has(ep.network)) continue;
-        this.syncEntry(vni, ep.network, ep.mac);
+        this.syncMac(ep.network, vni, ep.mac);
         mark(ep.network, host);
       }
       // a host whose last endpoint went in an earlier batch has no row to fix; one whose record went keeps its
@@ -116,12 +116,8 @@ export class KvTables<P extends LocalPort = LocalPort> {
     }
   }
 
-  /** Makes one MAC's kv entry equal to the state (after a static entry that hid it is deleted, say). */
-  syncMac(name: string, vni: number, mac: string): void {
-    this.syncEntry(vni, name, mac);
-  }
-
-  private syncEntry(vni: number, net: string, mac: string): void {
+  /** Makes one MAC's kv entry equal to the state (after an attach or detach of it here, say). */
+  syncMac(net: string, vni: number, mac: string): void {
     const ep = this.st.endpoints.get(net)?.get(mac);
     const want = ep ? this.remoteDst(ep) : null;
     const m = parseMac(mac);

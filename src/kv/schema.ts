@@ -202,15 +202,15 @@ export class ClusterState {
   }
 
   /**
-   * Applies one put/delete; returns the network it affects ('*' for host changes), or null if irrelevant.
-   * With `ch`, also notes the change there (the first prior record of each key in the batch).
+   * Applies one put/delete (keys other than network, host and endpoint records are ignored). With `ch`, also
+   * notes the change there (the first prior record of each key in the batch).
    */
-  apply(key: string, value: string | null, ch?: Changes): string | null {
-    if (!key.startsWith(ROOT)) return null;
+  apply(key: string, value: string | null, ch?: Changes): void {
+    if (!key.startsWith(ROOT)) return;
     const parts = key.slice(ROOT.length).split('/');
     const [kind] = parts;
     const tracked = (kind === 'networks' || kind === 'hosts') ? parts.length === 2 : kind === 'endpoints' && parts.length === 3;
-    if (!tracked) return null;
+    if (!tracked) return;
     if (value === null) this.raw.delete(key);
     else this.raw.set(key, value);
     this.invalidKeys.delete(key);
@@ -221,7 +221,7 @@ export class ClusterState {
       if (value !== null && !n) this.invalidKeys.add(key);
       if (n) this.networks.set(name, n);
       else this.networks.delete(name);
-      return name;
+      return;
     }
     if (kind === 'hosts') {
       const name = parts[1];
@@ -230,7 +230,7 @@ export class ClusterState {
       if (value !== null && !h) this.invalidKeys.add(key);
       if (h) this.hosts.set(name, h);
       else this.hosts.delete(name);
-      return '*';
+      return;
     }
     const [, network, mac] = parts;
     let m = this.endpoints.get(network);
@@ -252,7 +252,6 @@ export class ClusterState {
       m.set(mac, e);
       this.index(e);
     }
-    return network;
   }
 
   /**
