@@ -42,10 +42,10 @@ export class KvTables<P extends LocalPort = LocalPort> {
     const want = new Map<number, Dst>();
     const arp = new Map<number, number>();
     for (const ep of this.st.endpoints.get(name)?.values() ?? []) {
-      const owner = this.st.ipOwner(name, ep.ip);
-      if (owner === ep) arp.set(parseIpv4(ep.ip), parseMac(ep.mac));
+      const mac = parseMac(ep.mac);
+      if (this.st.ipOwner(name, ep.ip) === ep) arp.set(parseIpv4(ep.ip), mac);
       const dst = this.remoteDst(ep);
-      if (dst) want.set(parseMac(ep.mac), dst);
+      if (dst) want.set(mac, dst);
     }
     for (const e of [...v.entries.values()]) {
       if (e.kind !== 'kv') continue;
@@ -69,14 +69,17 @@ export class KvTables<P extends LocalPort = LocalPort> {
    */
   apply(ch: Changes, vnis: ReadonlyMap<string, number>, whole: ReadonlySet<string> = new Set()): void {
     const rows = new Map<string, Set<string>>(); // network -> flood row keys to recompute
+    const hostRows = new Map<string, string[]>(); // host -> its row keys now and before the batch (once per host)
     const mark = (net: string, host: string | undefined): void => {
       if (host === undefined || host === this.self) return;
+      let ks = hostRows.get(host);
+      if (!ks) {
+        ks = [this.st.hosts.get(host), ch.hosts.get(host)].flatMap((h) => (h ? [rowKey(dstOf(h))] : []));
+        hostRows.set(host, ks);
+      }
       let s = rows.get(net);
       if (!s) rows.set(net, (s = new Set()));
-      const now = this.st.hosts.get(host);
-      if (now) s.add(rowKey(dstOf(now)));
-      const before = ch.hosts.get(host);
-      if (before) s.add(rowKey(dstOf(before)));
+      for (const k of ks) s.add(k);
     };
     for (const [net, macs] of ch.endpoints) {
       const vni = vnis.get(net);
