@@ -431,6 +431,14 @@ static uint32_t pseudo_v4(const uint8_t *ip, uint32_t len) {
   return (uint32_t)s;
 }
 
+/* The TCP pseudo-header sum of the IPv6 header at ip (source and destination addresses, length, next header 6). */
+static uint32_t pseudo_v6(const uint8_t *ip, uint32_t len) {
+  uint64_t s = 6 /* TCP */ + (uint64_t)(len >> 16) + (len & 0xffff);
+  for (int i = 8; i < 40; i += 2) s += rd16(ip + i);
+  while (s >> 16) s = (s & 0xffff) + (s >> 16);
+  return (uint32_t)s;
+}
+
 /*
  * sum16(buf, start, end, initial): the ones'-complement sum of buf[start..end) as big-endian 16-bit words, folded
  * to 16 bits and added to `initial` (the same contract as src/vxlan/checksum.ts sum16js): checksums that JS completes
@@ -452,14 +460,15 @@ static napi_value Sum16(napi_env env, napi_callback_info info) {
 }
 
 /*
- * tsoSplit(buf, off, len, mss, dstOff, prefix, vni, out): src/vxlan/gso.ts tsoSplitV4 in one call (same contract,
- * same bytes; the agent checks the two agree before it uses this one). Cuts the IPv4/TCP super-frame
- * buf[off..off+len) into frames of at most `mss` payload bytes, back to back from dstOff, each after `prefix` free
- * bytes; if vni >= 0 the last 8 of those get the VXLAN header (flags I, the VNI). Each frame: its own IPv4 total
- * length, id (+1 per frame) and header checksum, TCP sequence number, FIN/PSH on the last only, CWR on the first
- * only, and its complete TCP checksum (the payload is summed as it is copied: one pass). out[0..2] =
- * count, stride, total. Returns count, or -1 (nothing written) if the frame is not IPv4/TCP, its headers do not
- * fit, the output would not fit in buf, or it would overlap the input.
+ * tsoSplit(buf, off, len, mss, dstOff, prefix, vni, out): src/vxlan/gso.ts tsoSplitTcp in one call (same contract,
+ * same bytes; the agent checks the two agree before it uses this one). Cuts the TCP super-frame buf[off..off+len)
+ * (IPv4, or IPv6 with TCP as the next header) into frames of at most `mss` payload bytes, back to back from dstOff,
+ * each after `prefix` free bytes; if vni >= 0 the last 8 of those get the VXLAN header (flags I, the VNI). Each
+ * frame: its own IP length (IPv4 total length, id +1 per frame and header checksum; IPv6 payload length), TCP
+ * sequence number, FIN/PSH on the last only, CWR on the first only, and its complete TCP checksum (the payload is
+ * summed as it is copied: one pass). out[0..2] = count, stride, total. Returns count, or -1 (nothing written) if
+ * the frame is not TCP over IPv4/IPv6, its headers do not fit, the output would not fit in buf, or it would overlap
+ * the input.
  */
 static napi_value TsoSplit(napi_env env, napi_callback_info info) {
   size_t argc = 8;
@@ -479,9 +488,20 @@ static napi_value TsoSplit(napi_env env, napi_callback_info info) {
   if (len < 14 || mss < 1) return make_i32(env, -1);
   uint32_t l2 = rd16(src + 12) == 0x8100 ? 18 : 14;
   const uint8_t *ip = src + l2;
-  if (len < l2 + 20 || (ip[0] >> 4) != 4 || ip[9] != 6) return make_i32(env, -1);
-  uint32_t ihl = (ip[0] & 0x0f) * 4;
-  if (ihl < 20 || len < l2 + ihl + 20) return make_i32(env, -1);
+  if (len < l2 + 20) return make_i32(env, -1);
+  int v4 = (ip[0] >> 4) == 4;
+  uint32_t ihl;
+  if (v4) {
+    if (ip[9] != 6) return make_i32(env, -1);
+    ihl = (ip[0] & 0x0f) * 4;
+    if (ihl < 20) return make_i32(env, -1);
+  } else if ((ip[0] >> 4) == 6) {
+    if (len < l2 + 40 || ip[6] != 6) return make_i32(env, -1); /* TCP right after the fixed header */
+    ihl = 40;
+  } else {
+    return make_i32(env, -1);
+  }
+  if (len < l2 + ihl + 20) return make_i32(env, -1);
   const uint8_t *tcp = ip + ihl;
   uint32_t doff = (tcp[12] >> 4) * 4;
   if (doff < 20 || len < l2 + ihl + doff) return make_i32(env, -1);
@@ -493,7 +513,7 @@ static napi_value TsoSplit(napi_env env, napi_callback_info info) {
   if ((uint64_t)dst_off + total > blen) return make_i32(env, -1);
   if (dst_off < (uint64_t)off + len && (uint64_t)dst_off + total > off) return make_i32(env, -1);
   uint32_t seq0 = rd32(tcp + 4);
-  uint16_t id0 = rd16(ip + 4);
+  uint16_t id0 = v4 ? rd16(ip + 4) : 0;
   uint8_t flags0 = tcp[13];
   for (uint32_t k = 0; k < count; k++) {
     uint8_t *o = buf + dst_off + k * stride + prefix;
@@ -505,10 +525,15 @@ static napi_value TsoSplit(napi_env env, napi_callback_info info) {
       v[4] = (uint8_t)(vni >> 16); v[5] = (uint8_t)(vni >> 8); v[6] = (uint8_t)vni; v[7] = 0;
     }
     uint8_t *dip = o + l2;
-    wr16(dip + 2, ihl + doff + plen);
-    wr16(dip + 4, (uint16_t)(id0 + k));
-    wr16(dip + 10, 0);
-    wr16(dip + 10, ~csum_fold(csum_add(dip, ihl), 0) & 0xffff);
+    uint32_t seg = doff + plen;
+    if (v4) {
+      wr16(dip + 2, ihl + seg);
+      wr16(dip + 4, (uint16_t)(id0 + k));
+      wr16(dip + 10, 0);
+      wr16(dip + 10, ~csum_fold(csum_add(dip, ihl), 0) & 0xffff);
+    } else {
+      wr16(dip + 4, seg); /* payload length */
+    }
     uint8_t *dt = dip + ihl;
     wr32(dt + 4, seq0 + k * mss);
     uint8_t f = flags0;
@@ -516,10 +541,9 @@ static napi_value TsoSplit(napi_env env, napi_callback_info info) {
     if (k != 0) f &= (uint8_t)~0x80 /* CWR */;
     dt[13] = f;
     wr16(dt + 16, 0);
-    uint32_t seg = doff + plen;
     /* the payload is copied and summed in one pass; doff is a multiple of 4, so the two sums add up as words */
     uint64_t sum = csum_add(dt, doff) + csum_copy(o + hdrs, src + hdrs + (size_t)k * mss, plen);
-    wr16(dt + 16, ~csum_fold(sum, pseudo_v4(dip, seg)) & 0xffff);
+    wr16(dt + 16, ~csum_fold(sum, v4 ? pseudo_v4(dip, seg) : pseudo_v6(dip, seg)) & 0xffff);
   }
   out[0] = (int32_t)count;
   out[1] = (int32_t)stride;
@@ -527,34 +551,41 @@ static napi_value TsoSplit(napi_env env, napi_callback_info info) {
   return make_i32(env, (int32_t)count);
 }
 
+/* Where TCP starts in an inner frame Gro handles: after Ethernet + IPv4 without options, or + the IPv6 header. */
+static inline uint32_t gro_l4(const uint8_t *f) { return rd16(f + 12) == 0x86dd ? 54 : 34; }
+
 /*
  * groSegment(buf, off, len, hdrs, ref, dst): the per-segment work of src/dataplane/gro.ts (Gro.offer), in one call,
- * for an inner IPv4/TCP frame buf[off..off+len) without IP options whose headers (Ethernet + IPv4 + TCP) are
- * `hdrs` bytes and that the caller has already checked for form:
+ * for an inner TCP frame buf[off..off+len) over IPv4 without options or IPv6 without extension headers (the
+ * Ethertype says which) whose headers (Ethernet + IP + TCP) are `hdrs` bytes (at least gro_l4 + 20) and that the
+ * caller has already checked for form:
  *   -1  its TCP checksum does not verify;
- *    0  it verifies, and ref < 0 or it is not of the flow of the pending super-frame at buf[ref..] (Gro.sameFlow:
- *       same Ethernet header, IPv4 TOS, DF/MF byte, TTL, protocol and addresses, same TCP ports, ack, data offset,
- *       window and options);
+ *    0  it verifies, and ref < 0 or it is not of the flow of the pending super-frame at buf[ref..] (same Ethernet
+ *       header; IPv4 TOS, DF/MF byte, TTL, protocol and addresses, or IPv6 version/traffic class/flow label, next
+ *       header, hop limit and addresses; same TCP ports, ack, data offset, window and options);
  *    1  it verifies, is of that flow, and its payload has been copied to buf[dst..].
  */
 static int gro_segment(uint8_t *buf, uint32_t off, uint32_t len, uint32_t hdrs, int32_t ref, int32_t dst) {
   const uint8_t *f = buf + off;
-  const uint8_t *ip = f + 14, *tcp = f + 34;
+  uint32_t l4 = gro_l4(f);
+  const uint8_t *ip = f + 14, *tcp = f + l4;
   bool same = false;
   if (ref >= 0) {
     const uint8_t *r = buf + ref;
-    const uint8_t *rip = r + 14, *rtcp = r + 34;
-    same = memcmp(f, r, 14) == 0 && ip[1] == rip[1] && ip[6] == rip[6] && ip[8] == rip[8] && ip[9] == rip[9] &&
-           memcmp(ip + 12, rip + 12, 8) == 0 && memcmp(tcp, rtcp, 4) == 0 && memcmp(tcp + 8, rtcp + 8, 5) == 0 &&
-           memcmp(tcp + 14, rtcp + 14, 2) == 0 && memcmp(tcp + 20, rtcp + 20, hdrs - 54) == 0;
+    const uint8_t *rip = r + 14, *rtcp = r + l4;
+    same = memcmp(f, r, 14) == 0 && /* the Ethertype too: the same IP version */
+           (l4 == 34 ? ip[1] == rip[1] && ip[6] == rip[6] && ip[8] == rip[8] && ip[9] == rip[9] && memcmp(ip + 12, rip + 12, 8) == 0
+                     : memcmp(ip, rip, 4) == 0 && ip[6] == rip[6] && ip[7] == rip[7] && memcmp(ip + 8, rip + 8, 32) == 0) &&
+           memcmp(tcp, rtcp, 4) == 0 && memcmp(tcp + 8, rtcp + 8, 5) == 0 &&
+           memcmp(tcp + 14, rtcp + 14, 2) == 0 && memcmp(tcp + 20, rtcp + 20, hdrs - l4 - 20) == 0;
   }
   uint32_t plen = len - hdrs;
   uint8_t *to = buf + dst;
   /* appending: copy while summing (one pass); bytes copied for a segment that then fails are past the pending
    * frame's end, so they are never written out. Overlapping spans (never the data plane's) take two passes. */
   bool fused = same && dst >= 0 && (to + plen <= f + hdrs || to >= f + len);
-  uint64_t sum = csum_add(tcp, hdrs - 34) + (fused ? csum_copy(to, f + hdrs, plen) : csum_add(f + hdrs, plen));
-  if (csum_fold(sum, pseudo_v4(ip, len - 34)) != 0xffff) return -1;
+  uint64_t sum = csum_add(tcp, hdrs - l4) + (fused ? csum_copy(to, f + hdrs, plen) : csum_add(f + hdrs, plen));
+  if (csum_fold(sum, l4 == 34 ? pseudo_v4(ip, len - l4) : pseudo_v6(ip, len - l4)) != 0xffff) return -1;
   if (!same || dst < 0) return 0;
   if (!fused) memmove(to, f + hdrs, plen);
   return 1;
@@ -570,7 +601,7 @@ static napi_value GroSegment(napi_env env, napi_callback_info info) {
   int32_t ref, dst;
   if (argc < 6 || !get_bytes(env, argv[0], &buf, &blen) || !get_u32(env, argv[1], &off) || !get_u32(env, argv[2], &len) ||
       !get_u32(env, argv[3], &hdrs) || !get_i32(env, argv[4], &ref) || !get_i32(env, argv[5], &dst) ||
-      (uint64_t)off + len > blen || hdrs < 54 || hdrs > len || (ref >= 0 && (uint64_t)ref + hdrs > blen) ||
+      (uint64_t)off + len > blen || len < 14 || hdrs < gro_l4(buf + off) + 20 || hdrs > len || (ref >= 0 && (uint64_t)ref + hdrs > blen) ||
       (ref >= 0 && dst >= 0 && (uint64_t)dst + (len - hdrs) > blen))
     return throw_type(env, "groSegment(buf, off, len, hdrs, ref, dst): bad arguments");
   return make_i32(env, gro_segment(buf, off, len, hdrs, ref, dst));
@@ -582,7 +613,8 @@ static napi_value GroSegment(napi_env env, napi_callback_info info) {
  * pending super-frame at buf[ref..], appends the datagrams that follow in the same UDP GRO buffer, buf[from..end)
  * in `step`-byte datagrams (the last may be shorter), while each one: has the first one's VXLAN header and inner
  * Ethernet header (so the data plane's lookups for it would be the first one's), is IPv4 without options or
- * fragmentation with a TCP segment of `hdrs` header bytes whose IPv4 length matches, has only ACK (or ACK|PSH) set,
+ * fragmentation, or IPv6 with TCP as the next header, with a TCP segment of `hdrs` header bytes whose IPv4 length
+ * or IPv6 payload length matches, has only ACK (or ACK|PSH) set,
  * carries 1..mss payload bytes starting at the expected sequence number, fits in maxTotal, and passes gro_segment
  * (checksum, flow). A segment with PSH, or one shorter than mss, is appended and ends the run.
  * state (Int32Array): in [0] len, [1] mss, [2] nextSeq, [3] maxTotal; out [0] len, [2] nextSeq, [4] bytes of
@@ -608,10 +640,14 @@ static napi_value GroRun(napi_env env, napi_callback_info info) {
     if (len < 8 + hdrs) break;
     if (memcmp(buf + p, buf + first, 22) != 0) break;
     uint32_t off = p + 8, ilen = len - 8;
-    const uint8_t *f = buf + off, *ip = f + 14, *tcp = f + 34;
-    if (ip[0] != 0x45 || ip[9] != 6 || (rd16(ip + 6) & 0x3fff) != 0 || rd16(ip + 2) != ilen - 14) break;
+    const uint8_t *f = buf + off, *ip = f + 14;
+    uint32_t l4 = gro_l4(f);
+    const uint8_t *tcp = f + l4;
+    if (l4 == 34 ? ip[0] != 0x45 || ip[9] != 6 || (rd16(ip + 6) & 0x3fff) != 0 || rd16(ip + 2) != ilen - 14
+                 : (ip[0] >> 4) != 6 || ip[6] != 6 || rd16(ip + 4) != ilen - 54)
+      break;
     uint8_t fl = tcp[13];
-    if ((fl & ~(0x10 | 0x08)) != 0 || (fl & 0x10) == 0 || (uint32_t)(tcp[12] >> 4) * 4 + 34 != hdrs) break;
+    if ((fl & ~(0x10 | 0x08)) != 0 || (fl & 0x10) == 0 || hdrs < l4 + 20 || (uint32_t)(tcp[12] >> 4) * 4 + l4 != hdrs) break;
     uint32_t plen = ilen - hdrs;
     if (plen < 1 || plen > mss || rd32(tcp + 4) != next || cur + plen > max) break;
     if (gro_segment(buf, off, ilen, hdrs, ref, (int32_t)(ref + cur)) != 1) break;
@@ -620,7 +656,7 @@ static napi_value GroRun(napi_env env, napi_callback_info info) {
     count++;
     bytes += len;
     if (fl & 0x08) {
-      buf[ref + 34 + 13] |= 0x08;
+      buf[ref + l4 + 13] |= 0x08;
       why = 1;
     } else if (plen < mss) {
       why = 2;

@@ -1,10 +1,13 @@
 /**
  * Receive-side merging (GRO) for endpoints whose TAP takes virtio-net headers: consecutive in-order TCP segments
  * of one flow, arriving in one receive batch for one endpoint, are joined into one super-frame and written with
- * a GSO header (TCPV4, gso_size = the segment payload size, NEEDS_CSUM with the pseudo-header sum), so the
- * container's stack takes one skb where it would take dozens. The rules follow Linux's tcp_gro_receive:
- *   - IPv4 without options or fragmentation, TCP with only ACK/PSH set, a non-empty payload;
- *   - Ethernet header, IPv4 addresses/TOS/TTL/DF, TCP ports, ack, window, data offset and options identical;
+ * a GSO header (TCPV4 or TCPV6, gso_size = the segment payload size, NEEDS_CSUM with the pseudo-header sum), so
+ * the container's stack takes one skb where it would take dozens. The rules follow Linux's tcp_gro_receive (and
+ * inet_gro_receive / ipv6_gro_receive):
+ *   - IPv4 without options or fragmentation, or IPv6 with TCP as the next header (no extension headers); TCP
+ *     with only ACK/PSH set, a non-empty payload;
+ *   - Ethernet header, IPv4 addresses/TOS/TTL/DF or IPv6 addresses/traffic class/flow label/hop limit, TCP
+ *     ports, ack, window, data offset and options identical;
  *   - sequence number = where the previous one ended; every segment but the last exactly `mss` long;
  *   - PSH ends the merge (it goes in, then the super-frame is written); at most 64 KB in all;
  *   - the segment's own TCP checksum verifies (as Linux validates before merging): the super-frame is written
@@ -26,6 +29,11 @@ import {
   IPV4_OFF_VER_IHL,
   IPV4_FLAG_MF,
   IPV4_FRAG_OFFSET_MASK,
+  ETH_P_IPV6,
+  IPV6_HLEN,
+  IPV6_OFF_NEXT_HDR,
+  IPV6_OFF_PAYLOAD_LEN,
+  IPV6_OFF_SRC,
   TCP_FLAG_ACK,
   TCP_FLAG_PSH,
   TCP_OFF_CSUM,
@@ -34,35 +42,58 @@ import {
   TCP_OFF_SEQ,
   VXLAN_HLEN,
 } from '../vxlan/constants.js';
-import { finish, internetChecksum, pseudoSumV4, sum16 } from '../vxlan/checksum.js';
+import { finish, internetChecksum, pseudoSumV4, sum16, sum16js } from '../vxlan/checksum.js';
 import { readU16, readU32, writeU16, writeU32 } from '../vxlan/ethernet.js';
-import { sampleTcpV4Frame, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN, writeU16le } from '../vxlan/gso.js';
+import { sampleTcpV4Frame, sampleTcpV6Frame, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_HDR_LEN, writeU16le } from '../vxlan/gso.js';
 import type { Counters } from './counters.js';
 import type { OutQueue } from './out.js';
 import type { Port } from './port.js';
 
 const L3 = ETH_HLEN;
+/** Where TCP starts: after Ethernet + IPv4 without options, or after Ethernet + the IPv6 fixed header. */
 const L4 = ETH_HLEN + IPV4_HLEN_MIN;
+const L4_V6 = ETH_HLEN + IPV6_HLEN;
 const MAX_TOTAL = 65535 - 64;
+
+/** The TCP header's offset in a frame of the form mergeable() accepts: the Ethertype tells IPv4 from IPv6. */
+function l4Of(a: Uint8Array, off: number): number {
+  return readU16(a, off + ETH_OFF_TYPE) === ETH_P_IPV6 ? L4_V6 : L4;
+}
 
 /**
  * The form of a frame Gro merges: Ethernet + IPv4 without options or fragmentation whose length is the frame's,
- * carrying TCP with only ACK (or ACK|PSH) set and a non-empty payload. Returns its header bytes (Ethernet + IPv4
- * + TCP), or -1.
+ * or Ethernet + IPv6 with TCP as the next header whose payload length is the frame's, carrying TCP with only ACK
+ * (or ACK|PSH) set and a non-empty payload. Returns its header bytes (Ethernet + IP + TCP), or -1.
  */
 function mergeable(a: Uint8Array, off: number, len: number): number {
-  if (len < L4 + 20 || readU16(a, off + ETH_OFF_TYPE) !== ETH_P_IP || a[off + L3 + IPV4_OFF_VER_IHL] !== 0x45 || a[off + L3 + IPV4_OFF_PROTO] !== IPPROTO_TCP) return -1;
-  if ((readU16(a, off + L3 + IPV4_OFF_FRAG) & (IPV4_FLAG_MF | IPV4_FRAG_OFFSET_MASK)) !== 0 || readU16(a, off + L3 + IPV4_OFF_TOT_LEN) !== len - ETH_HLEN) return -1;
-  const flags = a[off + L4 + TCP_OFF_FLAGS];
-  const doff = (a[off + L4 + TCP_OFF_DOFF] >>> 4) * 4;
-  if ((flags & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)) !== 0 || (flags & TCP_FLAG_ACK) === 0 || doff < 20 || len <= L4 + doff) return -1;
-  return L4 + doff;
+  const type = readU16(a, off + ETH_OFF_TYPE);
+  let l4: number;
+  if (type === ETH_P_IP) {
+    if (len < L4 + 20 || a[off + L3 + IPV4_OFF_VER_IHL] !== 0x45 || a[off + L3 + IPV4_OFF_PROTO] !== IPPROTO_TCP) return -1;
+    if ((readU16(a, off + L3 + IPV4_OFF_FRAG) & (IPV4_FLAG_MF | IPV4_FRAG_OFFSET_MASK)) !== 0 || readU16(a, off + L3 + IPV4_OFF_TOT_LEN) !== len - ETH_HLEN) return -1;
+    l4 = L4;
+  } else if (type === ETH_P_IPV6) {
+    if (len < L4_V6 + 20 || a[off + L3] >>> 4 !== 6 || a[off + L3 + IPV6_OFF_NEXT_HDR] !== IPPROTO_TCP || readU16(a, off + L3 + IPV6_OFF_PAYLOAD_LEN) !== len - L4_V6) return -1;
+    l4 = L4_V6;
+  } else return -1;
+  const flags = a[off + l4 + TCP_OFF_FLAGS];
+  const doff = (a[off + l4 + TCP_OFF_DOFF] >>> 4) * 4;
+  if ((flags & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)) !== 0 || (flags & TCP_FLAG_ACK) === 0 || doff < 20 || len <= l4 + doff) return -1;
+  return l4 + doff;
+}
+
+/** The TCP pseudo-header sum of the IPv6 header at a[ip..], read in place (nothing allocated). */
+function pseudoSumV6At(a: Uint8Array, ip: number, length: number): number {
+  let s = sum16js(a, ip + IPV6_OFF_SRC, ip + IPV6_HLEN) + (length >>> 16) + (length & 0xffff) + IPPROTO_TCP;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
 }
 
 export class Gro {
   private port: Port | null = null;
   private start = 0; // where the pending super-frame's virtio-net header begins in the arena
-  private hdrs = 0; // Ethernet + IPv4 + TCP header bytes
+  private hdrs = 0; // Ethernet + IP + TCP header bytes
+  private l4 = 0; // where TCP starts: L4 (IPv4) or L4_V6
   private len = 0; // frame bytes so far (headers + payload)
   private mss = 0;
   private nextSeq = 0;
@@ -96,9 +127,10 @@ export class Gro {
       this.flush();
       return false;
     }
-    const flags = a[off + L4 + TCP_OFF_FLAGS];
+    const l4 = l4Of(a, off);
+    const flags = a[off + l4 + TCP_OFF_FLAGS];
     const plen = len - hdrs;
-    const seq = readU32(a, off + L4 + TCP_OFF_SEQ);
+    const seq = readU32(a, off + l4 + TCP_OFF_SEQ);
     const extend = this.port === port && hdrs === this.hdrs && seq === this.nextSeq && !this.shortSeen && plen <= this.mss && this.len + plen <= MAX_TOTAL;
     const ref = this.start + VNET_HDR_LEN;
     const r = extend ? groSegment(a, off, len, hdrs, ref, ref + this.len) : groSegment(a, off, len, hdrs, -1, -1);
@@ -113,7 +145,7 @@ export class Gro {
       this.segs++;
       if (plen < this.mss) this.shortSeen = true;
       if ((flags & TCP_FLAG_PSH) !== 0) {
-        this.arena[ref + L4 + TCP_OFF_FLAGS] |= TCP_FLAG_PSH;
+        this.arena[ref + l4 + TCP_OFF_FLAGS] |= TCP_FLAG_PSH;
         this.flush();
       }
       return true;
@@ -123,6 +155,7 @@ export class Gro {
     this.port = port;
     this.start = this.cursor;
     this.hdrs = hdrs;
+    this.l4 = l4;
     this.len = len;
     this.mss = plen;
     this.nextSeq = (seq + plen) >>> 0;
@@ -165,20 +198,26 @@ export class Gro {
     const f = h + VNET_HDR_LEN;
     this.arena.fill(0, h, f);
     if (this.segs > 1) {
-      const ipLen = this.len - ETH_HLEN;
-      writeU16(this.arena, f + L3 + IPV4_OFF_TOT_LEN, ipLen);
-      writeU16(this.arena, f + L3 + IPV4_OFF_CSUM, 0);
-      writeU16(this.arena, f + L3 + IPV4_OFF_CSUM, internetChecksum(this.arena, f + L3, f + L4));
-      // CHECKSUM_PARTIAL: the field holds the pseudo-header sum; the stack takes it as verified (it came
+      const l4 = this.l4;
+      const tcpLen = this.len - l4;
+      // CHECKSUM_PARTIAL: the TCP field holds the pseudo-header sum; the stack takes it as verified (it came
       // with a correct checksum per segment, and the outer UDP checksum covered every byte)
-      const tcpLen = this.len - L4;
-      const ps = pseudoSumV4(readU32(this.arena, f + L3 + IPV4_OFF_SRC), readU32(this.arena, f + L3 + IPV4_OFF_DST), IPPROTO_TCP, tcpLen);
-      writeU16(this.arena, f + L4 + TCP_OFF_CSUM, ps);
+      let ps: number;
+      if (l4 === L4) {
+        writeU16(this.arena, f + L3 + IPV4_OFF_TOT_LEN, this.len - ETH_HLEN);
+        writeU16(this.arena, f + L3 + IPV4_OFF_CSUM, 0);
+        writeU16(this.arena, f + L3 + IPV4_OFF_CSUM, internetChecksum(this.arena, f + L3, f + L4));
+        ps = pseudoSumV4(readU32(this.arena, f + L3 + IPV4_OFF_SRC), readU32(this.arena, f + L3 + IPV4_OFF_DST), IPPROTO_TCP, tcpLen);
+      } else {
+        writeU16(this.arena, f + L3 + IPV6_OFF_PAYLOAD_LEN, tcpLen);
+        ps = pseudoSumV6At(this.arena, f + L3, tcpLen);
+      }
+      writeU16(this.arena, f + l4 + TCP_OFF_CSUM, ps);
       this.arena[h] = VNET_F_NEEDS_CSUM;
-      this.arena[h + 1] = VNET_GSO_TCPV4;
+      this.arena[h + 1] = l4 === L4 ? VNET_GSO_TCPV4 : VNET_GSO_TCPV6;
       writeU16le(this.arena, h + 2, this.hdrs);
       writeU16le(this.arena, h + 4, this.mss);
-      writeU16le(this.arena, h + 6, L4);
+      writeU16le(this.arena, h + 6, l4);
       writeU16le(this.arena, h + 8, TCP_OFF_CSUM);
       this.c.rx_gro_frames++;
       this.c.rx_gro_segments += this.segs;
@@ -190,24 +229,32 @@ export class Gro {
 
 /**
  * The per-segment work of Gro.offer, for an inner frame a[off..off+len) already checked for form (IPv4 without
- * options, TCP with `hdrs` bytes of headers): -1 if its TCP checksum does not verify; 0 if it verifies and ref < 0
- * or it is not of the flow of the pending super-frame at a[ref..] (everything but seq, IPv4 id/length/checksum,
- * TCP checksum and PSH must match: Ethernet header, TOS, DF/MF byte, TTL, protocol, addresses, ports, ack, data
- * offset, window, options); 1 if it verifies, is of that flow, and its payload has been copied to a[dst..].
+ * options or IPv6 without extension headers, TCP with `hdrs` bytes of headers): -1 if its TCP checksum does not
+ * verify; 0 if it verifies and ref < 0 or it is not of the flow of the pending super-frame at a[ref..] (everything
+ * but seq, IP id/length/checksum, TCP checksum and PSH must match: Ethernet header; IPv4 TOS, DF/MF byte, TTL,
+ * protocol and addresses, or IPv6 version/traffic class/flow label, next header, hop limit and addresses; ports,
+ * ack, data offset, window, options); 1 if it verifies, is of that flow, and its payload has been copied to a[dst..].
  * a[dst..dst + payload) is scratch unless the result is 1: the native version copies while it sums.
  */
 export type GroSegment = (a: Uint8Array, off: number, len: number, hdrs: number, ref: number, dst: number) => number;
 
 /** GroSegment in JS: the reference the native one is checked against. */
 export function groSegmentJs(a: Uint8Array, off: number, len: number, hdrs: number, ref: number, dst: number): number {
-  if (finish(sum16(a, off + L4, off + len, pseudoSumV4(readU32(a, off + L3 + IPV4_OFF_SRC), readU32(a, off + L3 + IPV4_OFF_DST), IPPROTO_TCP, len - L4))) !== 0) return -1;
+  const l4 = l4Of(a, off);
+  const ps = l4 === L4 ? pseudoSumV4(readU32(a, off + L3 + IPV4_OFF_SRC), readU32(a, off + L3 + IPV4_OFF_DST), IPPROTO_TCP, len - L4) : pseudoSumV6At(a, off + L3, len - l4);
+  if (finish(sum16(a, off + l4, off + len, ps)) !== 0) return -1;
   if (ref < 0) return 0;
-  for (let i = 0; i < ETH_HLEN; i++) if (a[off + i] !== a[ref + i]) return 0;
-  if (a[off + L3 + 1] !== a[ref + L3 + 1] || a[off + L3 + 6] !== a[ref + L3 + 6] || readU16(a, off + L3 + 8) !== readU16(a, ref + L3 + 8)) return 0;
-  if (readU32(a, off + L3 + IPV4_OFF_SRC) !== readU32(a, ref + L3 + IPV4_OFF_SRC) || readU32(a, off + L3 + IPV4_OFF_DST) !== readU32(a, ref + L3 + IPV4_OFF_DST)) return 0;
-  if (readU32(a, off + L4) !== readU32(a, ref + L4) || readU32(a, off + L4 + 8) !== readU32(a, ref + L4 + 8)) return 0;
-  if (a[off + L4 + 12] !== a[ref + L4 + 12] || readU16(a, off + L4 + 14) !== readU16(a, ref + L4 + 14)) return 0;
-  for (let i = L4 + 20; i < hdrs; i++) if (a[off + i] !== a[ref + i]) return 0;
+  for (let i = 0; i < ETH_HLEN; i++) if (a[off + i] !== a[ref + i]) return 0; // the Ethertype too: same IP version
+  if (l4 === L4) {
+    if (a[off + L3 + 1] !== a[ref + L3 + 1] || a[off + L3 + 6] !== a[ref + L3 + 6] || readU16(a, off + L3 + 8) !== readU16(a, ref + L3 + 8)) return 0;
+    if (readU32(a, off + L3 + IPV4_OFF_SRC) !== readU32(a, ref + L3 + IPV4_OFF_SRC) || readU32(a, off + L3 + IPV4_OFF_DST) !== readU32(a, ref + L3 + IPV4_OFF_DST)) return 0;
+  } else {
+    if (readU32(a, off + L3) !== readU32(a, ref + L3) || readU16(a, off + L3 + 6) !== readU16(a, ref + L3 + 6)) return 0;
+    for (let i = L3 + IPV6_OFF_SRC; i < L4_V6; i++) if (a[off + i] !== a[ref + i]) return 0;
+  }
+  if (readU32(a, off + l4) !== readU32(a, ref + l4) || readU32(a, off + l4 + 8) !== readU32(a, ref + l4 + 8)) return 0;
+  if (a[off + l4 + 12] !== a[ref + l4 + 12] || readU16(a, off + l4 + 14) !== readU16(a, ref + l4 + 14)) return 0;
+  for (let i = l4 + 20; i < hdrs; i++) if (a[off + i] !== a[ref + i]) return 0;
   if (dst < 0) return 0;
   a.copyWithin(dst, off + hdrs, off + len);
   return 1;
@@ -219,35 +266,48 @@ export function groSegmentJs(a: Uint8Array, off: number, len: number, hdrs: numb
  */
 export let groSegment: GroSegment = groSegmentJs;
 
-/** Installs `f` as groSegment after checking it against groSegmentJs: bad checksums, each header field that
- * must match, and the copy. */
+/** A frame's TCP checksum recomputed in place (after a test edited it), for IPv4 or IPv6 alike. */
+function fixTcpChecksum(f: Uint8Array, off: number, len: number): void {
+  const l4 = l4Of(f, off);
+  f[off + l4 + TCP_OFF_CSUM] = 0;
+  f[off + l4 + TCP_OFF_CSUM + 1] = 0;
+  const ps = l4 === L4 ? pseudoSumV4(readU32(f, off + L3 + IPV4_OFF_SRC), readU32(f, off + L3 + IPV4_OFF_DST), IPPROTO_TCP, len - l4) : pseudoSumV6At(f, off + L3, len - l4);
+  writeU16(f, off + l4 + TCP_OFF_CSUM, finish(sum16(f, off + l4, off + len, ps)));
+}
+
+/** Installs `f` as groSegment after checking it against groSegmentJs, over IPv4 and IPv6: bad checksums, each
+ * header field that must match, and the copy. */
 export function useGroSegment(f: GroSegment): void {
-  const base = sampleTcpV4Frame(1448, { tcpOpts: true });
-  const hdrs = L4 + 32;
-  // [offset of a byte to change in the offered segment (-1: none), whether its checksum is then fixed]
-  const edits: [number, boolean][] = [[-1, true], [hdrs + 100, false], [0, true], [11, true], [L3 + 1, true], [L3 + 6, true], [L3 + 8, true], [L3 + 12, true], [L3 + 19, true], [L4 + 1, true], [L4 + 3, true], [L4 + 4, true], [L4 + 9, true], [L4 + 15, true], [L4 + 25, true], [L3 + 4, true]];
-  for (const [at, fix] of edits) {
-    for (const withRef of [false, true]) {
-      const a = new Uint8Array(3 * base.length + 64);
-      a.set(base, 0); // the pending frame
-      const seg = sampleTcpV4Frame(1448, { tcpOpts: true, seed: 1 });
-      if (at >= 0) {
-        seg[at] ^= 0x5a;
-        if (fix) {
-          // keep the checksums right so only the edited field decides (the IPv4 header checksum is not checked)
-          seg[L4 + 16] = 0;
-          seg[L4 + 17] = 0;
-          writeU16(seg, L4 + 16, finish(sum16(seg, L4, seg.length, pseudoSumV4(readU32(seg, L3 + 12), readU32(seg, L3 + 16), IPPROTO_TCP, seg.length - L4))));
-        }
+  for (const v6 of [false, true]) {
+    const mkFrame = (seed: number): Uint8Array => (v6 ? sampleTcpV6Frame(1428, { tcpOpts: true, seed }) : sampleTcpV4Frame(1448, { tcpOpts: true, seed }));
+    const base = mkFrame(1);
+    const l4 = v6 ? L4_V6 : L4;
+    const hdrs = l4 + 32;
+    // IP fields compared: IPv4 TOS, DF/MF byte, TTL, protocol, addresses; IPv6 version/class/flow label, next header,
+    // hop limit, addresses. Not compared: the IPv4 total length / IPv6 payload length (L3 + 4 in both)
+    const ipEdits = v6 ? [L3 + 1, L3 + 3, L3 + 6, L3 + 7, L3 + 8, L3 + 39] : [L3 + 1, L3 + 6, L3 + 8, L3 + 12, L3 + 19];
+    // [offset of a byte to change in the offered segment (-1: none), whether its checksum is then fixed]
+    const edits: [number, boolean][] = [[-1, true], [hdrs + 100, false], [0, true], [11, true], ...ipEdits.map((o): [number, boolean] => [o, true]), [l4 + 1, true], [l4 + 3, true], [l4 + 4, true], [l4 + 9, true], [l4 + 15, true], [l4 + 25, true], [L3 + 4, true]];
+    for (const [at, fix] of edits) {
+      for (const withRef of [false, true]) {
+        const a = new Uint8Array(3 * base.length + 64);
+        a.set(base, 0); // the pending frame
+        const seg = mkFrame(2);
+        seg.set(base.subarray(0, hdrs), 0); // the same flow as the pending frame ...
+        seg[l4 + 4] ^= 1; // ... at another sequence number
+        if (at >= 0) seg[at] ^= 0x5a;
+        // keep the checksum right so only the edited field decides (the IPv4 header checksum is not checked)
+        if (fix) fixTcpChecksum(seg, 0, seg.length);
+        a.set(seg, base.length + 7);
+        const b = a.slice();
+        const ref = withRef ? 0 : -1;
+        const dst = withRef ? 2 * base.length + 9 : -1;
+        const ra = f(a, base.length + 7, seg.length, hdrs, ref, dst);
+        const rb = groSegmentJs(b, base.length + 7, seg.length, hdrs, ref, dst);
+        const end = ra === 1 ? a.length : 2 * base.length + 9; // past the pending frame: scratch unless appended
+        if (ra !== rb || !a.subarray(0, end).every((x, i) => x === b[i])) throw new Error(`groSegment replacement disagrees with groSegmentJs (IPv${v6 ? 6 : 4}, byte ${at} changed, ref ${ref}): ${ra} vs ${rb}`);
+        if (at === -1 && withRef && ra !== 1) throw new Error(`groSegment reference check: an unedited IPv${v6 ? 6 : 4} segment of the flow was not appended (${ra})`);
       }
-      a.set(seg, base.length + 7);
-      const b = a.slice();
-      const ref = withRef ? 0 : -1;
-      const dst = withRef ? 2 * base.length + 9 : -1;
-      const ra = f(a, base.length + 7, seg.length, hdrs, ref, dst);
-      const rb = groSegmentJs(b, base.length + 7, seg.length, hdrs, ref, dst);
-      const end = ra === 1 ? a.length : 2 * base.length + 9; // past the pending frame: scratch unless appended
-      if (ra !== rb || !a.subarray(0, end).every((x, i) => x === b[i])) throw new Error(`groSegment replacement disagrees with groSegmentJs (byte ${at} changed, ref ${ref}): ${ra} vs ${rb}`);
     }
   }
   groSegment = f;
@@ -284,16 +344,17 @@ export function groRunJs(buf: Uint8Array, first: number, from: number, end: numb
     const off = p + VXLAN_HLEN;
     const ilen = len - VXLAN_HLEN;
     if (mergeable(buf, off, ilen) !== hdrs) break;
-    const fl = buf[off + L4 + TCP_OFF_FLAGS];
+    const l4 = l4Of(buf, off);
+    const fl = buf[off + l4 + TCP_OFF_FLAGS];
     const plen = ilen - hdrs;
-    if (plen > mss || readU32(buf, off + L4 + TCP_OFF_SEQ) !== next || cur + plen > max) break;
+    if (plen > mss || readU32(buf, off + l4 + TCP_OFF_SEQ) !== next || cur + plen > max) break;
     if (groSegment(buf, off, ilen, hdrs, ref, ref + cur) !== 1) break;
     cur += plen;
     next = (next + plen) >>> 0;
     count++;
     bytes += len;
     if ((fl & TCP_FLAG_PSH) !== 0) {
-      buf[ref + L4 + TCP_OFF_FLAGS] |= TCP_FLAG_PSH;
+      buf[ref + l4 + TCP_OFF_FLAGS] |= TCP_FLAG_PSH;
       why = 1;
     } else if (plen < mss) {
       why = 2;
@@ -317,43 +378,47 @@ export let groRun: GroRun = groRunJs;
 export function useGroRun(f: GroRun): void {
   const mss = 1000;
   const n = 8;
-  const step = VXLAN_HLEN + L4 + 20 + mss;
-  const mk = (i: number, edit: string): Uint8Array => {
-    const d = new Uint8Array(step);
-    const fr = sampleTcpV4Frame(edit === 'short' ? mss - 10 : mss, { flags: edit === 'psh' ? 0x18 : 0x10 });
-    d.set(fr, VXLAN_HLEN);
-    d[0] = 0x08;
-    d[6] = edit === 'vni' ? 9 : 7;
-    const t = VXLAN_HLEN + L4;
-    writeU32(d, t + TCP_OFF_SEQ, (readU32(d, t + TCP_OFF_SEQ) + i * mss + (edit === 'gap' ? 1 : 0)) >>> 0);
-    if (edit === 'mac') d[VXLAN_HLEN + 5] ^= 1;
-    if (edit === 'udp') d[VXLAN_HLEN + L3 + IPV4_OFF_PROTO] = 17;
-    const ilen = VXLAN_HLEN + fr.length;
-    d[t + 16] = 0;
-    d[t + 17] = 0;
-    writeU16(d, t + 16, finish(sum16(d, t, ilen, pseudoSumV4(readU32(d, VXLAN_HLEN + L3 + 12), readU32(d, VXLAN_HLEN + L3 + 16), IPPROTO_TCP, ilen - t))));
-    if (edit === 'csum') d[t + 16] ^= 0xff;
-    return d.subarray(0, ilen);
-  };
-  for (const edit of ['', 'vni', 'mac', 'psh', 'short', 'gap', 'csum', 'udp', 'max']) {
-    for (let at = 1; at < n; at++) {
-      const a = new Uint8Array(2 * n * step + 128); // the inputs, then the pending frame (grows by < n * mss)
-      let end = 0;
-      for (let i = 0; i < n; i++) {
-        const d = mk(i, i === at ? edit : '');
-        a.set(d, i * step);
-        end = i * step + d.length;
-      }
-      const ref = n * step + 64;
-      a.copyWithin(ref, VXLAN_HLEN, step); // the pending frame: the first datagram's inner frame
-      const st = Int32Array.of(step - VXLAN_HLEN, mss, (readU32(a, VXLAN_HLEN + L4 + TCP_OFF_SEQ) + mss) | 0, edit === 'max' ? at * mss + L4 + 20 : n * step, 0, 0);
-      const b = a.slice();
-      const sb = st.slice();
-      const ra = f(a, 0, step, end, step, ref, L4 + 20, st);
-      const rb = groRunJs(b, 0, step, end, step, ref, L4 + 20, sb);
-      const upto = ref + st[0]; // bytes past the pending frame's end are scratch
-      if (ra !== rb || st.join() !== sb.join() || !a.subarray(0, upto).every((x, i) => x === b[i])) {
-        throw new Error(`groRun replacement disagrees with groRunJs (${edit || 'no edit'} at ${at}): ${ra} vs ${rb}`);
+  for (const v6 of [false, true]) {
+    const l4 = v6 ? L4_V6 : L4;
+    const step = VXLAN_HLEN + l4 + 20 + mss;
+    const mk = (i: number, edit: string): Uint8Array => {
+      const d = new Uint8Array(step);
+      const shape = { flags: edit === 'psh' ? 0x18 : 0x10 };
+      const fr = v6 ? sampleTcpV6Frame(edit === 'short' ? mss - 10 : mss, shape) : sampleTcpV4Frame(edit === 'short' ? mss - 10 : mss, shape);
+      d.set(fr, VXLAN_HLEN);
+      d[0] = 0x08;
+      d[6] = edit === 'vni' ? 9 : 7;
+      const t = VXLAN_HLEN + l4;
+      writeU32(d, t + TCP_OFF_SEQ, (readU32(d, t + TCP_OFF_SEQ) + i * mss + (edit === 'gap' ? 1 : 0)) >>> 0);
+      if (edit === 'mac') d[VXLAN_HLEN + 5] ^= 1;
+      if (edit === 'udp') d[VXLAN_HLEN + L3 + (v6 ? IPV6_OFF_NEXT_HDR : IPV4_OFF_PROTO)] = 17;
+      if (edit === 'flow' && v6) d[VXLAN_HLEN + L3 + 3] ^= 1; // another flow label
+      const ilen = VXLAN_HLEN + fr.length;
+      fixTcpChecksum(d, VXLAN_HLEN, fr.length);
+      if (edit === 'csum') d[t + 16] ^= 0xff;
+      return d.subarray(0, ilen);
+    };
+    for (const edit of ['', 'vni', 'mac', 'psh', 'short', 'gap', 'csum', 'udp', 'max', ...(v6 ? ['flow'] : [])]) {
+      for (let at = 1; at < n; at++) {
+        const a = new Uint8Array(2 * n * step + 128); // the inputs, then the pending frame (grows by < n * mss)
+        let end = 0;
+        for (let i = 0; i < n; i++) {
+          const d = mk(i, i === at ? edit : '');
+          a.set(d, i * step);
+          end = i * step + d.length;
+        }
+        const ref = n * step + 64;
+        a.copyWithin(ref, VXLAN_HLEN, step); // the pending frame: the first datagram's inner frame
+        const st = Int32Array.of(step - VXLAN_HLEN, mss, (readU32(a, VXLAN_HLEN + l4 + TCP_OFF_SEQ) + mss) | 0, edit === 'max' ? at * mss + l4 + 20 : n * step, 0, 0);
+        const b = a.slice();
+        const sb = st.slice();
+        const ra = f(a, 0, step, end, step, ref, l4 + 20, st);
+        const rb = groRunJs(b, 0, step, end, step, ref, l4 + 20, sb);
+        const upto = ref + st[0]; // bytes past the pending frame's end are scratch
+        if (ra !== rb || st.join() !== sb.join() || !a.subarray(0, upto).every((x, i) => x === b[i])) {
+          throw new Error(`groRun replacement disagrees with groRunJs (IPv${v6 ? 6 : 4}, ${edit || 'no edit'} at ${at}): ${ra} vs ${rb}`);
+        }
+        if (edit === '' && ra !== n - 1) throw new Error(`groRun reference check: an unbroken IPv${v6 ? 6 : 4} run took ${ra} of ${n - 1}`);
       }
     }
   }

@@ -25,7 +25,7 @@ export interface TapOptions {
   mtu: number;
   /** Keep the device when the fd is closed (TUNSETPERSIST). */
   persist?: boolean;
-  /** Open with IFF_VNET_HDR and enable TUNSETOFFLOAD(CSUM | TSO4): the container's stack then hands over TCP
+  /** Open with IFF_VNET_HDR and enable TUNSETOFFLOAD(CSUM | TSO4 | TSO6): the container's stack then hands over TCP
    * super-frames (up to 64 KB, at most tapGsoMaxSegs(mtu) segments: the device's gso_max_segs) and partial
    * checksums, each frame behind a virtio-net header. */
   vnetHdr?: boolean;
@@ -122,10 +122,10 @@ export async function setTapGsoMaxSegs(ifname: string, mtu: number, netns?: stri
   }
 }
 
-/** The offloads vxtap handles: checksum offload and TCPv4 segmentation (see src/vxlan/gso.ts). */
+/** The offloads vxtap handles: checksum offload and TCP segmentation over IPv4 and IPv6 (see src/vxlan/gso.ts). */
 export function setOffloads(fd: number): void {
   const k = native().constants;
-  native().tapIoctl(fd, 1, k.TUN_F_CSUM | k.TUN_F_TSO4);
+  native().tapIoctl(fd, 1, k.TUN_F_CSUM | k.TUN_F_TSO4 | k.TUN_F_TSO6);
 }
 
 /** Moves the device to another namespace (optionally renaming it). The fd stays valid. */

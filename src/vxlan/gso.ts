@@ -5,8 +5,9 @@
  * virtio_net_hdr (10 bytes, little-endian on x86):
  *   flags(1) gso_type(1) hdr_len(2) gso_size(2) csum_start(2) csum_offset(2)
  * NEEDS_CSUM: the checksum at csum_start + csum_offset holds only the pseudo-header sum; the sender must fold in
- * everything from csum_start to the end. gso_type TCPV4: the frame is one large TCP segment to be cut into
- * gso_size-byte payloads (hdr_len is only a hint: header lengths are read from the packet itself).
+ * everything from csum_start to the end. gso_type TCPV4 / TCPV6: the frame is one large TCP segment to be cut into
+ * gso_size-byte payloads (hdr_len is only a hint: header lengths, and the IP version, are read from the packet
+ * itself).
  */
 import {
   ETH_HLEN,
@@ -28,9 +29,14 @@ import {
   TCP_OFF_SEQ,
   VLAN_HLEN,
   IPV4_OFF_PROTO,
+  IPV6_HLEN,
+  IPV6_OFF_NEXT_HDR,
+  IPV6_OFF_PAYLOAD_LEN,
+  IPV6_OFF_SRC,
+  IPV6_OFF_DST,
   VXLAN_HLEN,
 } from './constants.js';
-import { finish, internetChecksum, pseudoSumV4, sum16 } from './checksum.js';
+import { finish, internetChecksum, pseudoSumV4, pseudoSumV6, sum16 } from './checksum.js';
 import { readU16, readU32, writeU16, writeU32 } from './ethernet.js';
 import { writeVxlanHeader } from './vxlan.js';
 
@@ -93,9 +99,12 @@ export interface TsoResult {
   total: number;
 }
 
-/** Where tsoSplitV4 puts things: the super-frame's header sizes, and the output's frame count, stride and size. */
+/** Where tsoSplitTcp puts things: the super-frame's header sizes, and the output's frame count, stride and size. */
 interface TsoLayout extends TsoResult {
   l2: number;
+  /** 4 or 6 */
+  version: number;
+  /** IP header bytes: the IPv4 header with its options, or the 40-byte IPv6 header. */
   ihl: number;
   doff: number;
   hdrs: number;
@@ -106,9 +115,19 @@ function tsoLayout(src: Uint8Array, off: number, len: number, mss: number, prefi
   if (len < ETH_HLEN || mss < 1) return null;
   const l2 = readU16(src, off + ETH_OFF_TYPE) === ETH_P_8021Q ? ETH_HLEN + VLAN_HLEN : ETH_HLEN;
   const ip = off + l2;
-  if (len < l2 + 20 || src[ip + IPV4_OFF_VER_IHL] >>> 4 !== 4 || src[ip + IPV4_OFF_PROTO] !== IPPROTO_TCP) return null;
-  const ihl = (src[ip + IPV4_OFF_VER_IHL] & 0x0f) * 4;
-  if (ihl < 20 || len < l2 + ihl + 20) return null;
+  if (len < l2 + 20) return null;
+  const version = src[ip + IPV4_OFF_VER_IHL] >>> 4;
+  let ihl: number;
+  if (version === 4) {
+    if (src[ip + IPV4_OFF_PROTO] !== IPPROTO_TCP) return null;
+    ihl = (src[ip + IPV4_OFF_VER_IHL] & 0x0f) * 4;
+    if (ihl < 20) return null;
+  } else if (version === 6) {
+    // TCP right after the fixed header: Linux's TCP never puts extension headers on the segments it offloads
+    if (len < l2 + IPV6_HLEN || src[ip + IPV6_OFF_NEXT_HDR] !== IPPROTO_TCP) return null;
+    ihl = IPV6_HLEN;
+  } else return null;
+  if (len < l2 + ihl + 20) return null;
   const doff = (src[ip + ihl + TCP_OFF_DOFF] >>> 4) * 4;
   if (doff < 20 || len < l2 + ihl + doff) return null;
   const hdrs = l2 + ihl + doff;
@@ -116,28 +135,32 @@ function tsoLayout(src: Uint8Array, off: number, len: number, mss: number, prefi
   const count = Math.max(1, Math.ceil(payload / mss));
   const stride = prefix + hdrs + mss;
   const total = (count - 1) * stride + prefix + hdrs + (payload - (count - 1) * mss);
-  return { l2, ihl, doff, hdrs, payload, count, stride, total };
+  return { l2, version, ihl, doff, hdrs, payload, count, stride, total };
 }
 
 /**
- * Cuts the IPv4/TCP super-frame src[off..off+len) into frames carrying at most `mss` payload bytes each, written
- * back to back into dst from dstOff, each after `prefix` bytes left free (room for a VXLAN header), so the
- * output is what one UDP GSO send takes: equal-sized datagrams with a shorter last one. Each frame gets its own
- * IPv4 total length, id (+1 per frame) and header checksum, TCP sequence number and complete TCP checksum; FIN
- * and PSH stay on the last frame only, CWR on the first only. Returns null if the frame is not IPv4/TCP or its
- * headers do not fit, or if dst is too small; nothing is written then.
+ * Cuts the TCP super-frame src[off..off+len) (IPv4, or IPv6 with TCP as the next header) into frames carrying at
+ * most `mss` payload bytes each, written back to back into dst from dstOff, each after `prefix` bytes left free
+ * (room for a VXLAN header), so the output is what one UDP GSO send takes: equal-sized datagrams with a shorter
+ * last one. Each frame gets its own IP length (IPv4: total length, id +1 per frame and header checksum; IPv6:
+ * payload length), TCP sequence number and complete TCP checksum; FIN and PSH stay on the last frame only, CWR on
+ * the first only. Returns null if the frame is not TCP over IPv4/IPv6 or its headers do not fit, or if dst is too
+ * small; nothing is written then.
  */
-export function tsoSplitV4(src: Uint8Array, off: number, len: number, mss: number, dst: Uint8Array, dstOff: number, prefix: number): TsoResult | null {
+export function tsoSplitTcp(src: Uint8Array, off: number, len: number, mss: number, dst: Uint8Array, dstOff: number, prefix: number): TsoResult | null {
   const lay = tsoLayout(src, off, len, mss, prefix);
   if (lay === null || dstOff + lay.total > dst.length) return null;
-  const { l2, ihl, doff, hdrs, payload, count, stride, total } = lay;
+  const { l2, version, ihl, doff, hdrs, payload, count, stride, total } = lay;
   const ip = off + l2;
   const tcp = ip + ihl;
   const seq0 = readU32(src, tcp + TCP_OFF_SEQ);
-  const id0 = readU16(src, ip + IPV4_OFF_ID);
   const flags0 = src[tcp + TCP_OFF_FLAGS];
-  const saddr = readU32(src, ip + IPV4_OFF_SRC);
-  const daddr = readU32(src, ip + IPV4_OFF_DST);
+  const v4 = version === 4;
+  const id0 = v4 ? readU16(src, ip + IPV4_OFF_ID) : 0;
+  const saddr = v4 ? readU32(src, ip + IPV4_OFF_SRC) : 0;
+  const daddr = v4 ? readU32(src, ip + IPV4_OFF_DST) : 0;
+  const src6 = v4 ? null : src.slice(ip + IPV6_OFF_SRC, ip + IPV6_OFF_SRC + 16);
+  const dst6 = v4 ? null : src.slice(ip + IPV6_OFF_DST, ip + IPV6_OFF_DST + 16);
   for (let k = 0; k < count; k++) {
     const o = dstOff + k * stride + prefix;
     const plen = k === count - 1 ? payload - k * mss : mss;
@@ -151,10 +174,15 @@ export function tsoSplitV4(src: Uint8Array, off: number, len: number, mss: numbe
       dst.set(src.subarray(from, from + plen), o + hdrs);
     }
     const dip = o + l2;
-    writeU16(dst, dip + IPV4_OFF_TOT_LEN, ihl + doff + plen);
-    writeU16(dst, dip + IPV4_OFF_ID, (id0 + k) & 0xffff);
-    writeU16(dst, dip + IPV4_OFF_CSUM, 0);
-    writeU16(dst, dip + IPV4_OFF_CSUM, internetChecksum(dst, dip, dip + ihl));
+    const seg = doff + plen;
+    if (v4) {
+      writeU16(dst, dip + IPV4_OFF_TOT_LEN, ihl + seg);
+      writeU16(dst, dip + IPV4_OFF_ID, (id0 + k) & 0xffff);
+      writeU16(dst, dip + IPV4_OFF_CSUM, 0);
+      writeU16(dst, dip + IPV4_OFF_CSUM, internetChecksum(dst, dip, dip + ihl));
+    } else {
+      writeU16(dst, dip + IPV6_OFF_PAYLOAD_LEN, seg);
+    }
     const dt = dip + ihl;
     writeU32(dst, dt + TCP_OFF_SEQ, (seq0 + k * mss) >>> 0);
     let f = flags0;
@@ -162,26 +190,26 @@ export function tsoSplitV4(src: Uint8Array, off: number, len: number, mss: numbe
     if (k !== 0) f &= ~TCP_FLAG_CWR;
     dst[dt + TCP_OFF_FLAGS] = f;
     writeU16(dst, dt + TCP_OFF_CSUM, 0);
-    const seg = doff + plen;
-    writeU16(dst, dt + TCP_OFF_CSUM, finish(sum16(dst, dt, dt + seg, pseudoSumV4(saddr, daddr, IPPROTO_TCP, seg))));
+    const pseudo = v4 ? pseudoSumV4(saddr, daddr, IPPROTO_TCP, seg) : pseudoSumV6(src6!, dst6!, IPPROTO_TCP, seg);
+    writeU16(dst, dt + TCP_OFF_CSUM, finish(sum16(dst, dt, dt + seg, pseudo)));
   }
   return { count, stride, total };
 }
 
 /**
- * The data plane's TSO step, in one call per super-frame: tsoSplitV4 inside one buffer (input and output must not
+ * The data plane's TSO step, in one call per super-frame: tsoSplitTcp inside one buffer (input and output must not
  * overlap), plus, if vni >= 0, the VXLAN header in the last 8 of each frame's `prefix` bytes. out[0..2] = count,
- * stride, total (as TsoResult). Returns count, or -1 (nothing written) where tsoSplitV4 returns null or the
+ * stride, total (as TsoResult). Returns count, or -1 (nothing written) where tsoSplitTcp returns null or the
  * output would overlap the input.
  */
 export type TsoSplit = (buf: Uint8Array, off: number, len: number, mss: number, dstOff: number, prefix: number, vni: number, out: Int32Array) => number;
 
-/** TsoSplit in JS, on top of tsoSplitV4: the reference the native one is checked against. */
+/** TsoSplit in JS, on top of tsoSplitTcp: the reference the native one is checked against. */
 export function tsoSplitJs(buf: Uint8Array, off: number, len: number, mss: number, dstOff: number, prefix: number, vni: number, out: Int32Array): number {
   if (vni >= 0 && prefix < 8) throw new RangeError('tsoSplit: a VXLAN header needs prefix >= 8');
   const lay = tsoLayout(buf, off, len, mss, prefix);
   if (lay === null || (dstOff < off + len && dstOff + lay.total > off)) return -1;
-  const r = tsoSplitV4(buf, off, len, mss, buf, dstOff, prefix);
+  const r = tsoSplitTcp(buf, off, len, mss, buf, dstOff, prefix);
   if (r === null) return -1;
   if (vni >= 0) for (let k = 0; k < r.count; k++) writeVxlanHeader(buf, dstOff + k * r.stride + prefix - 8, vni);
   out[0] = r.count;
@@ -241,16 +269,60 @@ export function sampleTcpV4Frame(payload: number, o: { vlan?: boolean; ipOpts?: 
   return f;
 }
 
+/**
+ * The IPv6 counterpart of sampleTcpV4Frame: Ethernet (+ 802.1Q tag if `vlan`) / IPv6 (next header TCP, a flow
+ * label) / TCP (data offset 5, or 8 with 12 option bytes) / `payload` bytes of a pattern, checksum complete.
+ */
+export function sampleTcpV6Frame(payload: number, o: { vlan?: boolean; tcpOpts?: boolean; flags?: number; seed?: number } = {}): Uint8Array {
+  const l2 = o.vlan ? 18 : 14;
+  const doff = o.tcpOpts ? 32 : 20;
+  const f = new Uint8Array(l2 + IPV6_HLEN + doff + payload);
+  const seed = o.seed ?? 1;
+  for (let i = 0; i < 12; i++) f[i] = (i * 13 + seed) & 0xff;
+  f[0] &= 0xfe; // unicast
+  if (o.vlan) {
+    writeU16(f, 12, ETH_P_8021Q);
+    writeU16(f, 14, 42);
+  }
+  writeU16(f, l2 - 2, 0x86dd);
+  const ip = l2;
+  writeU32(f, ip, (0x6 << 28) | (0x12 << 20) | ((0xabcde + seed) & 0xfffff));
+  writeU16(f, ip + IPV6_OFF_PAYLOAD_LEN, doff + payload);
+  f[ip + IPV6_OFF_NEXT_HDR] = IPPROTO_TCP;
+  f[ip + 7] = 64;
+  f[ip + IPV6_OFF_SRC] = 0xfe;
+  f[ip + IPV6_OFF_SRC + 1] = 0x80;
+  for (let i = 8; i < 16; i++) f[ip + IPV6_OFF_SRC + i] = (i * 29 + seed) & 0xff;
+  f[ip + IPV6_OFF_DST] = 0xfe;
+  f[ip + IPV6_OFF_DST + 1] = 0x80;
+  for (let i = 8; i < 16; i++) f[ip + IPV6_OFF_DST + i] = (i * 37 + seed * 3) & 0xff;
+  const t = ip + IPV6_HLEN;
+  writeU16(f, t, 40000 + seed);
+  writeU16(f, t + 2, 5201);
+  writeU32(f, t + TCP_OFF_SEQ, (0xfffff000 + seed * 7919) >>> 0);
+  writeU32(f, t + 8, 0x12345678);
+  f[t + TCP_OFF_DOFF] = (doff / 4) << 4;
+  f[t + TCP_OFF_FLAGS] = o.flags ?? 0x10;
+  writeU16(f, t + 14, 502);
+  if (o.tcpOpts) f.fill(1, t + 20, t + doff);
+  for (let i = t + doff; i < f.length; i++) f[i] = (i * 31 + seed * 7) & 0xff;
+  const pseudo = pseudoSumV6(f.subarray(ip + IPV6_OFF_SRC, ip + IPV6_OFF_SRC + 16), f.subarray(ip + IPV6_OFF_DST, ip + IPV6_OFF_DST + 16), IPPROTO_TCP, doff + payload);
+  writeU16(f, t + TCP_OFF_CSUM, finish(sum16(f, t, f.length, pseudo)));
+  return f;
+}
+
 /** Installs `f` as tsoSplit after checking that it writes the same bytes and results as tsoSplitJs. */
 export function useTsoSplit(f: TsoSplit): void {
-  const cases: [number, number, object][] = [
+  const cases: [number, number, { v6?: boolean; vlan?: boolean; ipOpts?: boolean; tcpOpts?: boolean; flags?: number }][] = [
     [0, 1448, {}], [1, 1448, {}], [1448, 1448, {}], [1449, 1448, { flags: 0x19 }], [65000, 1398, { flags: 0x98 }],
     [4000, 7, { vlan: true }], [3001, 1000, { ipOpts: true, tcpOpts: true, flags: 0x99 }],
+    [0, 1428, { v6: true }], [1429, 1428, { v6: true, flags: 0x19 }], [65000, 1378, { v6: true, tcpOpts: true, flags: 0x98 }],
+    [4000, 7, { v6: true, vlan: true }],
   ];
   const outA = new Int32Array(3);
   const outB = new Int32Array(3);
   for (const [payload, mss, opts] of cases) {
-    const frame = sampleTcpV4Frame(payload, opts);
+    const frame = opts.v6 ? sampleTcpV6Frame(payload, opts) : sampleTcpV4Frame(payload, opts);
     for (const vni of [-1, 0xabcdef]) {
       const size = 3 + frame.length + 2 * (frame.length + 64 * Math.ceil(payload / mss + 1)) + 200;
       const a = new Uint8Array(size);

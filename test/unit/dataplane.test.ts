@@ -451,3 +451,91 @@ test('GRO: in-order segments of one flow become one GSO super-frame; gaps, other
   assert.equal(t.checksum, pseudoSumV4(0xc6130114, IP_A, 6, ip.payload.length), 'checksum field = pseudo-header sum (partial)');
   for (const f of out.slice(1)) assert.deepEqual([...f.subarray(0, 10)], new Array(10).fill(0), 'single segments go as they came');
 });
+
+test('offloads over IPv6: a TSO6 super-frame is cut into valid segments for a VTEP, and segments from the wire merge into a TCPV6 super-frame', async () => {
+  const { ipv6 } = await import('../../src/vxlan/ipv6.js');
+  const { pseudoSumV6 } = await import('../../src/vxlan/checksum.js');
+  const io = new FakeIo();
+  const fdb = new Fdb<Port>();
+  const udpFd = io.udp();
+  const dp = new Dataplane({ io, fdb, udpFd, txFds: [io.udp()], vxlanPort: 4789, batch: 64, offload: true, udpGro: true });
+  dp.addVni(VNI, true);
+  dp.start();
+  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_A, mtu: 1450, vnetHdr: true });
+  fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
+  const LL_A = Uint8Array.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x01]);
+  const LL_R = Uint8Array.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0b, 0x01]);
+  const MSS = 1378; // 1450 - 40 - 32
+  const tsopt = new Uint8Array([1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 8]);
+  /** Ethernet + IPv6 + TCP (timestamps) with a correct checksum. */
+  const frame = (src: Uint8Array, dst: Uint8Array, smac: number, dmac: number, seq: number, payload: Uint8Array, flags: number, sport = 40000) => {
+    const t = new Uint8Array(32 + payload.length);
+    tcp.encode({ sport, dport: 5201, seq, ack: 5, flags, window: 300, checksum: 0, urgent: 0, options: tsopt, payload }, t, 0);
+    const c = finish(sum16(t, 0, t.length, pseudoSumV6(src, dst, 6, t.length)));
+    t[16] = c >> 8;
+    t[17] = c & 0xff;
+    const ip = new Uint8Array(40 + t.length);
+    ipv6.encode({ trafficClass: 0, flowLabel: 0x12345, nextHeader: 6, hopLimit: 64, src, dst, payload: t }, ip, 0);
+    const f = new Uint8Array(14 + ip.length);
+    f.set(macBytes(dmac), 0);
+    f.set(macBytes(smac), 6);
+    f[12] = 0x86;
+    f[13] = 0xdd;
+    f.set(ip, 14);
+    return f;
+  };
+  // transmit: a 50000-byte super-frame behind a virtio-net header (GSO TCPV6 = 4, gso_size MSS)
+  const payload = new Uint8Array(50000).map((_, i) => (i * 13) & 0xff);
+  const sf = frame(LL_A, LL_R, MAC_A, MAC_R, 0xfffff000, payload, 0x18);
+  const withHdr = new Uint8Array(10 + sf.length);
+  withHdr[1] = 4;
+  withHdr[4] = MSS & 0xff;
+  withHdr[5] = MSS >> 8;
+  withHdr.set(sf, 10);
+  io.tapIn.get(a.fd)!.push(withHdr);
+  io.ready(a.fd);
+  const c = dp.counters;
+  assert.equal(c.tx_bad_offload, 0);
+  assert.equal(c.tx_gso_frames, 1);
+  assert.equal(c.tx_gso_segments, Math.ceil(50000 / MSS));
+  const got: Uint8Array[] = [];
+  for (const d of io.sent) {
+    const stride = d.gso || d.data.length;
+    for (let o = 0; o < d.data.length; o += stride) {
+      const dg = d.data.subarray(o, Math.min(d.data.length, o + stride));
+      const e = ethernet.decode(dg, 8);
+      assert.equal(e.etherType, 0x86dd);
+      const ip = ipv6.decode(e.payload, 0);
+      assert.ok(dg.length - 8 <= 1450 + 14, 'every datagram fits the overlay MTU');
+      assert.equal(finish(sum16(ip.payload, 0, ip.payload.length, pseudoSumV6(ip.src, ip.dst, 6, ip.payload.length))), 0, 'TCP checksum of each segment');
+      got.push(tcp.decode(ip.payload, 0).payload);
+    }
+  }
+  assert.deepEqual(Buffer.concat(got), Buffer.from(payload), 'the payload, in order');
+  // receive: 12 segments of one flow in one UDP GRO buffer (the last with PSH), then a segment of another flow
+  const segs = Array.from({ length: 12 }, (_, k) => vxlanDatagram(VNI, frame(LL_R, LL_A, MAC_R, MAC_A, 7000 + k * MSS, new Uint8Array(MSS).fill(k), k === 11 ? 0x18 : 0x10)));
+  io.udpIn.get(udpFd)!.push(
+    { data: new Uint8Array(Buffer.concat(segs.slice(0, 6))), addr: PEER, port: 50000, gso: segs[0].length },
+    { data: new Uint8Array(Buffer.concat(segs.slice(6))), addr: PEER, port: 50000, gso: segs[0].length },
+    { data: vxlanDatagram(VNI, frame(LL_R, LL_A, MAC_R, MAC_A, 7000 + 12 * MSS, new Uint8Array(100), 0x10, 1)), addr: PEER, port: 50000 },
+  );
+  io.ready(udpFd);
+  assert.equal(c.rx_gro_frames, 1);
+  assert.equal(c.rx_gro_segments, 12);
+  const out = io.tapOut.get(a.fd)!;
+  assert.equal(out.length, 2, 'one super-frame, then the other flow');
+  const m = out[0];
+  assert.deepEqual([m[0], m[1]], [1, 4], 'NEEDS_CSUM, GSO TCPV6');
+  assert.equal(m[4] | (m[5] << 8), MSS, 'gso_size = MSS');
+  assert.equal(m[6] | (m[7] << 8), 54, 'csum_start = TCP header after the IPv6 header');
+  assert.equal(m[8] | (m[9] << 8), 16, 'csum_offset');
+  const ip = ipv6.decode(ethernet.decode(m, 10).payload, 0);
+  assert.equal(ip.payload.length, 32 + 12 * MSS, 'IPv6 payload length of the whole');
+  assert.equal(ip.flowLabel, 0x12345);
+  const t = tcp.decode(ip.payload, 0);
+  assert.equal(t.seq, 7000);
+  assert.ok(t.flags & 0x08, 'PSH of the last segment kept');
+  assert.deepEqual([...t.payload], Array.from({ length: 12 * MSS }, (_, i) => Math.floor(i / MSS)), 'payload in order');
+  assert.equal(t.checksum, pseudoSumV6(ip.src, ip.dst, 6, ip.payload.length), 'checksum field = pseudo-header sum (partial)');
+  assert.deepEqual([...out[1].subarray(0, 10)], new Array(10).fill(0), 'the other flow goes as it came');
+});

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { ethernet, ipv4, tcp, finish, sum16, pseudoSumV4, internetChecksum, finishChecksum, tsoSplitV4, IPPROTO_TCP, TCP_FLAG_PSH, TCP_FLAG_FIN, TCP_FLAG_CWR, TCP_FLAG_ACK } from '../../src/vxlan/index.js';
+import { ethernet, ipv4, ipv6, tcp, finish, sum16, pseudoSumV4, pseudoSumV6, internetChecksum, finishChecksum, tsoSplitTcp, IPPROTO_TCP, TCP_FLAG_PSH, TCP_FLAG_FIN, TCP_FLAG_CWR, TCP_FLAG_ACK } from '../../src/vxlan/index.js';
 
 /** A TCP super-frame as a TAP with TSO hands it over: one IPv4/TCP packet with a large payload. */
 function superFrame(payload: Uint8Array, flags = TCP_FLAG_ACK | TCP_FLAG_PSH, opts = new Uint8Array([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2])): Uint8Array {
@@ -21,7 +21,7 @@ test('TSO: a 64 KB super-frame becomes MSS-sized frames with their own lengths, 
   src.set(f, 100);
   const dst = new Uint8Array(80000).fill(0xee);
   const mss = 1398;
-  const r = tsoSplitV4(src, 100, f.length, mss, dst, 16, 8)!;
+  const r = tsoSplitTcp(src, 100, f.length, mss, dst, 16, 8)!;
   assert.ok(r);
   assert.equal(r.count, Math.ceil(65000 / mss));
   const hdrs = 14 + 20 + 32;
@@ -50,24 +50,77 @@ test('TSO: a 64 KB super-frame becomes MSS-sized frames with their own lengths, 
   assert.ok(dst.subarray(16 + r.total).every((x) => x === 0xee), 'nothing written past total');
 });
 
+/** The IPv6 super-frame a TAP with TSO6 hands over: fe80:: addresses, TCP right after the fixed header. */
+function superFrameV6(payload: Uint8Array, flags = TCP_FLAG_ACK | TCP_FLAG_PSH): Uint8Array {
+  const opts = new Uint8Array([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+  const src = Uint8Array.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x76, 0xc6, 0xff, 0xfe, 0x13, 1, 2]);
+  const dst = Uint8Array.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x76, 0xc6, 0xff, 0xfe, 0x13, 1, 1]);
+  const t = new Uint8Array(20 + opts.length + payload.length);
+  tcp.encode({ sport: 40000, dport: 5201, seq: 0xfffff000, ack: 77, flags, window: 512, checksum: 0, urgent: 0, options: opts, payload }, t, 0);
+  const ip = new Uint8Array(40 + t.length);
+  ipv6.encode({ trafficClass: 0x12, flowLabel: 0xabcde, nextHeader: IPPROTO_TCP, hopLimit: 64, src, dst, payload: t }, ip, 0);
+  const f = new Uint8Array(14 + ip.length);
+  ethernet.encode({ dst: new Uint8Array([2, 0, 0, 0, 0, 2]), src: new Uint8Array([2, 0, 0, 0, 0, 1]), tci: -1, etherType: 0x86dd, payload: ip }, f, 0);
+  return f;
+}
+
+test('TSO over IPv6: each frame gets its own payload length, seq, flags and checksum; the IPv6 header is kept', () => {
+  const payload = randomBytes(60000);
+  const f = superFrameV6(payload, TCP_FLAG_ACK | TCP_FLAG_PSH | TCP_FLAG_FIN | TCP_FLAG_CWR);
+  const dst = new Uint8Array(80000).fill(0xee);
+  const mss = 1378;
+  const r = tsoSplitTcp(f, 0, f.length, mss, dst, 8, 8)!;
+  assert.ok(r);
+  assert.equal(r.count, Math.ceil(60000 / mss));
+  const hdrs = 14 + 40 + 32;
+  assert.equal(r.stride, 8 + hdrs + mss);
+  const got: Uint8Array[] = [];
+  for (let k = 0; k < r.count; k++) {
+    const o = 8 + k * r.stride + 8;
+    const end = k === r.count - 1 ? 8 + r.total : o + hdrs + mss;
+    const e = ethernet.decode(dst, o, end);
+    assert.equal(e.etherType, 0x86dd);
+    const ip = ipv6.decode(e.payload, 0);
+    assert.equal(ip.payload.length, e.payload.length - 40, `segment ${k}: payload length`);
+    assert.equal(ip.flowLabel, 0xabcde, 'flow label kept');
+    assert.equal(ip.trafficClass, 0x12, 'traffic class kept');
+    assert.equal(ip.hopLimit, 64);
+    const t = tcp.decode(ip.payload, 0);
+    assert.equal(t.seq, (0xfffff000 + k * mss) >>> 0, 'seq advances by MSS (and wraps)');
+    const seg = ip.payload;
+    assert.equal(finish(sum16(seg, 0, seg.length, pseudoSumV6(ip.src, ip.dst, IPPROTO_TCP, seg.length))), 0, `segment ${k}: TCP checksum`);
+    const last = k === r.count - 1;
+    assert.equal(!!(t.flags & TCP_FLAG_PSH), last, 'PSH on the last only');
+    assert.equal(!!(t.flags & TCP_FLAG_FIN), last, 'FIN on the last only');
+    assert.equal(!!(t.flags & TCP_FLAG_CWR), k === 0, 'CWR on the first only');
+    got.push(t.payload);
+  }
+  assert.deepEqual(Buffer.concat(got), Buffer.from(payload), 'payloads concatenate to the original');
+  assert.ok(dst.subarray(8 + r.total).every((x) => x === 0xee), 'nothing written past total');
+  const hbh = Uint8Array.from(f);
+  hbh[14 + 6] = 0; // a hop-by-hop header first: not offloaded by Linux TCP, refused rather than cut wrongly
+  assert.equal(tsoSplitTcp(hbh, 0, hbh.length, mss, dst, 0, 8), null, 'extension header');
+  assert.equal(tsoSplitTcp(f, 0, 14 + 40 + 10, mss, dst, 0, 8), null, 'TCP header cut off');
+});
+
 test('TSO: exact multiples, a payload under one MSS, and refusals', () => {
   const f = superFrame(randomBytes(1398 * 3), TCP_FLAG_ACK);
   const dst = new Uint8Array(10000);
-  const r = tsoSplitV4(f, 0, f.length, 1398, dst, 0, 8)!;
+  const r = tsoSplitTcp(f, 0, f.length, 1398, dst, 0, 8)!;
   assert.equal(r.count, 3);
   assert.equal(r.total, 3 * r.stride);
   const small = superFrame(randomBytes(10));
-  assert.equal(tsoSplitV4(small, 0, small.length, 1398, dst, 0, 8)!.count, 1);
+  assert.equal(tsoSplitTcp(small, 0, small.length, 1398, dst, 0, 8)!.count, 1);
   const udp = Uint8Array.from(f);
   udp[14 + 9] = 17;
-  assert.equal(tsoSplitV4(udp, 0, udp.length, 1398, dst, 0, 8), null, 'not TCP');
-  assert.equal(tsoSplitV4(f, 0, 40, 1398, dst, 0, 8), null, 'headers cut off');
-  assert.equal(tsoSplitV4(f, 0, f.length, 1398, new Uint8Array(100), 0, 8), null, 'no room');
+  assert.equal(tsoSplitTcp(udp, 0, udp.length, 1398, dst, 0, 8), null, 'not TCP');
+  assert.equal(tsoSplitTcp(f, 0, 40, 1398, dst, 0, 8), null, 'headers cut off');
+  assert.equal(tsoSplitTcp(f, 0, f.length, 1398, new Uint8Array(100), 0, 8), null, 'no room');
   for (let i = 0; i < 2000; i++) {
     const g = Uint8Array.from(f);
     for (let k = 0; k < 4; k++) g[Math.floor(Math.random() * 80)] = Math.floor(Math.random() * 256);
     const cut = Math.floor(Math.random() * g.length);
-    const out = tsoSplitV4(g, 0, cut, 1 + Math.floor(Math.random() * 2000), dst, 0, 8);
+    const out = tsoSplitTcp(g, 0, cut, 1 + Math.floor(Math.random() * 2000), dst, 0, 8);
     if (out) assert.ok(out.total <= dst.length);
   }
 });
@@ -121,7 +174,7 @@ test('native sum16 (the addon, used by the agent) equals sum16js on random spans
 
 test('native tsoSplit (used by the agent) writes the same bytes and results as tsoSplitJs on random super-frames', async () => {
   const { native } = await import('../../src/sys/native.js');
-  const { tsoSplitJs, sampleTcpV4Frame, useTsoSplit } = await import('../../src/vxlan/gso.js');
+  const { tsoSplitJs, sampleTcpV4Frame, sampleTcpV6Frame, useTsoSplit } = await import('../../src/vxlan/gso.js');
   const n = native();
   const outA = new Int32Array(3);
   const outB = new Int32Array(3);
@@ -130,7 +183,8 @@ test('native tsoSplit (used by the agent) writes the same bytes and results as t
     const payload = k % 7 === 0 ? Math.floor(Math.random() * 40) : Math.floor(Math.random() * 65_000);
     const mss = [1, 536, 1398, 1448, 8960][k % 5];
     if (payload / mss > 200) continue;
-    const frame = sampleTcpV4Frame(payload, { vlan: k % 3 === 0, ipOpts: k % 4 === 0, tcpOpts: k % 2 === 0, flags: [0x10, 0x18, 0x19, 0x98, 0x99][k % 5], seed: k });
+    const shape = { vlan: k % 3 === 0, ipOpts: k % 4 === 0, tcpOpts: k % 2 === 0, flags: [0x10, 0x18, 0x19, 0x98, 0x99][k % 5], seed: k };
+    const frame = k % 3 === 1 ? sampleTcpV6Frame(payload, shape) : sampleTcpV4Frame(payload, shape);
     frame.set(randomBytes(payload), frame.length - payload); // the checksum fields go stale: the split recomputes them
     const off = k % 5;
     const prefix = 8 + (k % 3) * 8;
@@ -155,6 +209,13 @@ test('native tsoSplit (used by the agent) writes the same bytes and results as t
   assert.equal(n.tsoSplit(buf, 0, f.length, 1000, 9000, 8, 1, outA), -1, 'output that does not fit is refused');
   buf[23] = 17; // UDP
   assert.equal(n.tsoSplit(buf, 0, f.length, 1000, f.length, 8, 1, outA), -1, 'not TCP');
+  const f6 = sampleTcpV6Frame(3000);
+  buf.set(f6, 0);
+  assert.equal(n.tsoSplit(buf, 0, f6.length, 1000, f6.length, 8, 1, outA), 3, 'IPv6');
+  buf[20] = 0; // next header: hop-by-hop options
+  assert.equal(n.tsoSplit(buf, 0, f6.length, 1000, f6.length, 8, 1, outA), -1, 'IPv6 with an extension header');
+  buf[14] = 0x50; // version 5
+  assert.equal(n.tsoSplit(buf, 0, f6.length, 1000, f6.length, 8, 1, outA), -1, 'neither IPv4 nor IPv6');
   assert.throws(() => n.tsoSplit(buf, 0, f.length, 1000, f.length, 4, 1, outA), /bad arguments/, 'a VXLAN header needs 8 prefix bytes');
   assert.throws(() => n.tsoSplit(buf, 0, buf.length + 1, 1000, 0, 8, -1, outA), /bad arguments/);
   assert.throws(() => useTsoSplit(() => -1), /disagrees with tsoSplitJs/);

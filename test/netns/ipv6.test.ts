@@ -1,0 +1,128 @@
+/**
+ * IPv6 inside the overlay, with the offloads on. The overlay is L2, so IPv6 always crossed it; what this pins is
+ * that TCP over IPv6 gets what TCP over IPv4 gets: the container's stack hands over TSO6 super-frames, which the
+ * agent cuts into valid segments for a VTEP (or passes whole to a local endpoint), and segments from the wire are
+ * merged back into TCPV6 super-frames (GRO). The containers use only their link-local addresses (fe80::/64,
+ * derived from the MAC), so no address outside the test's ranges is configured anywhere.
+ *   h1: vxtap, c1 and c1b       h2: vxtap, c2       h3: the kernel's VXLAN device + bridge, c3 on a veth
+ * One network, VNI 4097. The kernel checks every segment's TCP checksum, so a bad TSO6 split cannot pass the
+ * kernel leg; its underlay veth has tx offloads off, as in kernel-interop.test.ts.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { type Agent, isRoot, must, ping, tcpTransfer, Topo, waitPing } from '../helpers/topo.js';
+
+const skip = isRoot() ? false : 'needs root (network namespaces)';
+let topo: Topo;
+const ag: Record<string, Agent> = {};
+const ns: Record<string, string> = {};
+const ll: Record<string, string> = {}; // link-local address, scoped to eth0
+
+interface Stats {
+  counters: Record<string, number>;
+}
+
+function linkLocal(netns: string): string {
+  const addrs = JSON.parse(must(['ip', '-n', netns, '-6', '-j', 'addr', 'show', 'dev', 'eth0', 'scope', 'link']));
+  const a = addrs[0]?.addr_info?.find((x: { local?: string; tentative?: boolean }) => x.local?.startsWith('fe80:') && !x.tentative)?.local;
+  if (!a) throw new Error(`no link-local address on eth0 in ${netns}: ${JSON.stringify(addrs)}`);
+  return `${a}%eth0`;
+}
+
+/** Waits for duplicate address detection to finish (a tentative address cannot be used yet). */
+async function linkLocalReady(netns: string): Promise<string> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      return linkLocal(netns);
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return linkLocal(netns);
+}
+
+before(async () => {
+  if (skip) return;
+  topo = new Topo();
+  const h1 = topo.host('h1');
+  const h2 = topo.host('h2');
+  const h3 = topo.host('h3');
+  ag.h1 = await topo.agent(h1);
+  ag.h2 = await topo.agent(h2);
+  await ag.h1.call('POST', '/v1/networks', { name: 'blue', vni: 4097, subnet: '198.19.1.0/24' });
+  for (const [h, name, ip] of [['h1', 'c1', '198.19.1.10'], ['h1', 'c1b', '198.19.1.11'], ['h2', 'c2', '198.19.1.20']]) {
+    ns[name] = topo.ns(name); // IPv6 stays on
+    await ag[h].call('POST', '/v1/endpoints', { network: 'blue', netns: ns[name], name, ip });
+  }
+  // the kernel VTEP: not in the store, so each agent gets it as a static flood entry, and the kernel gets both
+  for (const h of ['h1', 'h2']) await ag[h].call('POST', '/v1/fdb', { network: 'blue', mac: '00:00:00:00:00:00', dst: h3.addr });
+  ns.c3 = topo.ns('c3');
+  const k = (args: string[]) => must(['ip', '-n', h3.ns, ...args]);
+  k(['link', 'add', 'vx0', 'type', 'vxlan', 'id', '4097', 'dstport', '4789', 'local', h3.addr, 'dev', h3.ifname]);
+  k(['link', 'add', 'br0', 'type', 'bridge']);
+  k(['link', 'set', 'vx0', 'master', 'br0', 'up']);
+  k(['link', 'add', 'k3', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns.c3]);
+  k(['link', 'set', 'k3', 'master', 'br0', 'mtu', '1450', 'up']);
+  k(['link', 'set', 'br0', 'up']);
+  for (const dst of [h1.addr, h2.addr]) must(['bridge', '-n', h3.ns, 'fdb', 'append', '00:00:00:00:00:00', 'dev', 'vx0', 'dst', dst]);
+  must(['ip', 'netns', 'exec', h3.ns, 'ethtool', '-K', h3.ifname, 'tx', 'off']);
+  must(['ip', '-n', ns.c3, 'link', 'set', 'eth0', 'mtu', '1450', 'up']);
+  for (const c of ['c1', 'c1b', 'c2', 'c3']) ll[c] = await linkLocalReady(ns[c]);
+});
+
+after(async () => {
+  if (topo) await topo.cleanup();
+});
+
+const stats = async (h: string): Promise<Record<string, number>> => (await ag[h].call<Stats>('GET', '/v1/stats')).counters;
+
+async function transfer(from: string, to: string, size: number): Promise<void> {
+  const r = await tcpTransfer(topo, ns[from], ns[to], ll[to], size);
+  assert.equal(r.got.bytes, size, `${from} -> ${to}: bytes`);
+  assert.equal(r.got.sha256, r.sent.sha256, `${from} -> ${to}: content intact`);
+}
+
+test('the TAP offers TSO over IPv6 to the container', { skip }, () => {
+  const k = must(['ip', 'netns', 'exec', ns.c1, 'ethtool', '-k', 'eth0']);
+  assert.match(k, /tx-tcp-segmentation: on/);
+  assert.match(k, /tx-tcp6-segmentation: on/);
+});
+
+test('IPv6 across hosts: ping and byte-exact TCP both ways, cut by TSO6 and merged by GRO', { skip }, async () => {
+  assert.ok(await waitPing(ns.c2, ll.c1), 'c2 -> c1 over IPv6 link-local');
+  assert.equal(ping(ns.c1, ll.c2, 3).received, 3, 'c1 -> c2');
+  const [b1, b2] = [await stats('h1'), await stats('h2')];
+  const size = 24 * 1024 * 1024 + 77;
+  await transfer('c2', 'c1', size);
+  await transfer('c1', 'c2', size);
+  const [a1, a2] = [await stats('h1'), await stats('h2')];
+  for (const [h, b, a] of [['h1', b1, a1], ['h2', b2, a2]] as const) {
+    assert.ok(a.tx_gso_frames - b.tx_gso_frames > 100, `${h} cut TSO super-frames: ${a.tx_gso_frames - b.tx_gso_frames}`);
+    assert.ok(a.tx_gso_segments - b.tx_gso_segments > 10 * (a.tx_gso_frames - b.tx_gso_frames), `${h}: many segments per super-frame`);
+    assert.ok(a.rx_gro_frames - b.rx_gro_frames > 100, `${h} merged segments into super-frames: ${a.rx_gro_frames - b.rx_gro_frames}`);
+    assert.equal(a.tx_bad_offload, 0, `${h}: no refused offload`);
+    assert.equal(a.rx_gro_bad_csum, 0, `${h}: every segment's checksum verified`);
+  }
+});
+
+test('IPv6 between two containers of one host: super-frames pass whole', { skip }, async () => {
+  const b = await stats('h1');
+  await transfer('c1', 'c1b', 8 * 1024 * 1024 + 5);
+  const a = await stats('h1');
+  assert.ok(a.tx_local_frames - b.tx_local_frames > 0);
+  assert.ok(a.tx_gso_frames - b.tx_gso_frames > 0, 'super-frames were read');
+  assert.equal(a.tx_gso_segments - b.tx_gso_segments, 0, 'and none was cut: they went to the local endpoint whole');
+});
+
+test('IPv6 with the kernel VXLAN peer: byte-exact TCP both ways', { skip }, async () => {
+  assert.ok(await waitPing(ns.c1, ll.c3), 'c1 (vxtap) -> c3 (kernel)');
+  assert.equal(ping(ns.c3, ll.c2, 3).received, 3, 'c3 (kernel) -> c2 (vxtap)');
+  const b = await stats('h1');
+  const size = 8 * 1024 * 1024 + 3;
+  await transfer('c1', 'c3', size); // the kernel verifies every segment vxtap cut
+  await transfer('c3', 'c1', size); // vxtap merges the kernel's segments
+  const a = await stats('h1');
+  assert.ok(a.rx_gro_frames - b.rx_gro_frames > 10, `segments from the kernel merged: ${a.rx_gro_frames - b.rx_gro_frames}`);
+  assert.equal(a.tx_bad_offload, 0);
+  assert.equal(a.rx_gro_bad_csum, 0);
+});
