@@ -45,6 +45,11 @@
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
 #endif
+/* UDP segmentation offload on TAPs (Linux 6.2); older headers lack the flags, an older kernel refuses them */
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#define TUN_F_USO6 0x40
+#endif
 #ifndef UDP_GRO
 #define UDP_GRO 104
 #endif
@@ -424,20 +429,22 @@ static inline uint32_t rd32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | 
 static inline void wr16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 static inline void wr32(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v; }
 
-/* IPv4 pseudo-header sum (addresses as stored in the packet) for a TCP segment of `len` bytes. */
-static uint32_t pseudo_v4(const uint8_t *ip, uint32_t len) {
-  uint64_t s = (uint64_t)rd16(ip + 12) + rd16(ip + 14) + rd16(ip + 16) + rd16(ip + 18) + 6 /* TCP */ + len;
+/* IPv4 pseudo-header sum (addresses as stored in the packet) for an L4 segment of protocol `proto`, `len` bytes. */
+static uint32_t pseudo_v4p(const uint8_t *ip, uint32_t len, uint32_t proto) {
+  uint64_t s = (uint64_t)rd16(ip + 12) + rd16(ip + 14) + rd16(ip + 16) + rd16(ip + 18) + proto + len;
   while (s >> 16) s = (s & 0xffff) + (s >> 16);
   return (uint32_t)s;
 }
+static uint32_t pseudo_v4(const uint8_t *ip, uint32_t len) { return pseudo_v4p(ip, len, 6 /* TCP */); }
 
-/* The TCP pseudo-header sum of the IPv6 header at ip (source and destination addresses, length, next header 6). */
-static uint32_t pseudo_v6(const uint8_t *ip, uint32_t len) {
-  uint64_t s = 6 /* TCP */ + (uint64_t)(len >> 16) + (len & 0xffff);
+/* The pseudo-header sum of the IPv6 header at ip (source and destination addresses, length, next header). */
+static uint32_t pseudo_v6p(const uint8_t *ip, uint32_t len, uint32_t proto) {
+  uint64_t s = proto + (uint64_t)(len >> 16) + (len & 0xffff);
   for (int i = 8; i < 40; i += 2) s += rd16(ip + i);
   while (s >> 16) s = (s & 0xffff) + (s >> 16);
   return (uint32_t)s;
 }
+static uint32_t pseudo_v6(const uint8_t *ip, uint32_t len) { return pseudo_v6p(ip, len, 6 /* TCP */); }
 
 /*
  * sum16(buf, start, end, initial): the ones'-complement sum of buf[start..end) as big-endian 16-bit words, folded
@@ -460,15 +467,15 @@ static napi_value Sum16(napi_env env, napi_callback_info info) {
 }
 
 /*
- * tsoSplit(buf, off, len, mss, dstOff, prefix, vni, out): src/vxlan/gso.ts tsoSplitTcp in one call (same contract,
- * same bytes; the agent checks the two agree before it uses this one). Cuts the TCP super-frame buf[off..off+len)
- * (IPv4, or IPv6 with TCP as the next header) into frames of at most `mss` payload bytes, back to back from dstOff,
- * each after `prefix` free bytes; if vni >= 0 the last 8 of those get the VXLAN header (flags I, the VNI). Each
- * frame: its own IP length (IPv4 total length, id +1 per frame and header checksum; IPv6 payload length), TCP
- * sequence number, FIN/PSH on the last only, CWR on the first only, and its complete TCP checksum (the payload is
- * summed as it is copied: one pass). out[0..2] = count, stride, total. Returns count, or -1 (nothing written) if
- * the frame is not TCP over IPv4/IPv6, its headers do not fit, the output would not fit in buf, or it would overlap
- * the input.
+ * tsoSplit(buf, off, len, mss, dstOff, prefix, vni, out): src/vxlan/gso.ts segmentSuperFrame in one call (same
+ * contract, same bytes; the agent checks the two agree before it uses this one). Cuts the super-frame
+ * buf[off..off+len) (TCP or UDP over IPv4, or over IPv6 as the next header) into frames of at most `mss` payload
+ * bytes, back to back from dstOff, each after `prefix` free bytes; if vni >= 0 the last 8 of those get the VXLAN
+ * header (flags I, the VNI). Each frame: its own IP length (IPv4 total length, id +1 per frame and header checksum;
+ * IPv6 payload length) and complete L4 checksum (the payload is summed as it is copied: one pass); TCP: sequence
+ * number, FIN/PSH on the last only, CWR on the first only; UDP: length, a computed 0 sent as 0xffff. out[0..2] =
+ * count, stride, total. Returns count, or -1 (nothing written) if the frame is neither, its headers do not fit, the
+ * output would not fit in buf, or it would overlap the input.
  */
 static napi_value TsoSplit(napi_env env, napi_callback_info info) {
   size_t argc = 8;
@@ -490,21 +497,31 @@ static napi_value TsoSplit(napi_env env, napi_callback_info info) {
   const uint8_t *ip = src + l2;
   if (len < l2 + 20) return make_i32(env, -1);
   int v4 = (ip[0] >> 4) == 4;
-  uint32_t ihl;
+  uint32_t ihl, proto;
   if (v4) {
-    if (ip[9] != 6) return make_i32(env, -1);
+    proto = ip[9];
     ihl = (ip[0] & 0x0f) * 4;
     if (ihl < 20) return make_i32(env, -1);
   } else if ((ip[0] >> 4) == 6) {
-    if (len < l2 + 40 || ip[6] != 6) return make_i32(env, -1); /* TCP right after the fixed header */
+    if (len < l2 + 40) return make_i32(env, -1);
+    proto = ip[6]; /* the L4 header right after the fixed header */
     ihl = 40;
   } else {
     return make_i32(env, -1);
   }
-  if (len < l2 + ihl + 20) return make_i32(env, -1);
-  const uint8_t *tcp = ip + ihl;
-  uint32_t doff = (tcp[12] >> 4) * 4;
-  if (doff < 20 || len < l2 + ihl + doff) return make_i32(env, -1);
+  int udp = proto == 17;
+  uint32_t doff;
+  const uint8_t *tcp = ip + ihl; /* the L4 header, TCP or UDP */
+  if (proto == 6) {
+    if (len < l2 + ihl + 20) return make_i32(env, -1);
+    doff = (tcp[12] >> 4) * 4;
+    if (doff < 20) return make_i32(env, -1);
+  } else if (udp) {
+    doff = 8;
+  } else {
+    return make_i32(env, -1);
+  }
+  if (len < l2 + ihl + doff) return make_i32(env, -1);
   uint32_t hdrs = l2 + ihl + doff;
   uint32_t payload = len - hdrs;
   uint32_t count = payload == 0 ? 1 : (payload + mss - 1) / mss;
@@ -512,9 +529,9 @@ static napi_value TsoSplit(napi_env env, napi_callback_info info) {
   uint64_t total = (count - 1) * stride + prefix + hdrs + (payload - (uint64_t)(count - 1) * mss);
   if ((uint64_t)dst_off + total > blen) return make_i32(env, -1);
   if (dst_off < (uint64_t)off + len && (uint64_t)dst_off + total > off) return make_i32(env, -1);
-  uint32_t seq0 = rd32(tcp + 4);
+  uint32_t seq0 = udp ? 0 : rd32(tcp + 4);
   uint16_t id0 = v4 ? rd16(ip + 4) : 0;
-  uint8_t flags0 = tcp[13];
+  uint8_t flags0 = udp ? 0 : tcp[13];
   for (uint32_t k = 0; k < count; k++) {
     uint8_t *o = buf + dst_off + k * stride + prefix;
     uint32_t plen = k == count - 1 ? payload - k * mss : mss;
@@ -535,15 +552,21 @@ static napi_value TsoSplit(napi_env env, napi_callback_info info) {
       wr16(dip + 4, seg); /* payload length */
     }
     uint8_t *dt = dip + ihl;
-    wr32(dt + 4, seq0 + k * mss);
-    uint8_t f = flags0;
-    if (k != count - 1) f &= (uint8_t)~(0x01 /* FIN */ | 0x08 /* PSH */);
-    if (k != 0) f &= (uint8_t)~0x80 /* CWR */;
-    dt[13] = f;
-    wr16(dt + 16, 0);
+    uint8_t *csum = dt + (udp ? 6 : 16);
+    if (udp) {
+      wr16(dt + 4, seg); /* UDP length */
+    } else {
+      wr32(dt + 4, seq0 + k * mss);
+      uint8_t f = flags0;
+      if (k != count - 1) f &= (uint8_t)~(0x01 /* FIN */ | 0x08 /* PSH */);
+      if (k != 0) f &= (uint8_t)~0x80 /* CWR */;
+      dt[13] = f;
+    }
+    wr16(csum, 0);
     /* the payload is copied and summed in one pass; doff is a multiple of 4, so the two sums add up as words */
     uint64_t sum = csum_add(dt, doff) + csum_copy(o + hdrs, src + hdrs + (size_t)k * mss, plen);
-    wr16(dt + 16, ~csum_fold(sum, v4 ? pseudo_v4(dip, seg) : pseudo_v6(dip, seg)) & 0xffff);
+    uint32_t c = ~csum_fold(sum, v4 ? pseudo_v4p(dip, seg, proto) : pseudo_v6p(dip, seg, proto)) & 0xffff;
+    wr16(csum, udp && c == 0 ? 0xffff : c); /* UDP: a computed 0 is sent as all ones (RFC 768) */
   }
   out[0] = (int32_t)count;
   out[1] = (int32_t)stride;
@@ -1393,10 +1416,8 @@ NAPI_MODULE_INIT() {
   set_const(env, c, "TUN_F_TSO4", TUN_F_TSO4);
   set_const(env, c, "TUN_F_TSO6", TUN_F_TSO6);
   set_const(env, c, "TUN_F_TSO_ECN", TUN_F_TSO_ECN);
-#ifdef TUN_F_USO4
   set_const(env, c, "TUN_F_USO4", TUN_F_USO4);
   set_const(env, c, "TUN_F_USO6", TUN_F_USO6);
-#endif
   set_const(env, c, "MAX_BATCH", MAX_BATCH);
   set_const(env, c, "SEND_STRIDE", SEND_STRIDE);
   set_const(env, c, "WRITE_STRIDE", WRITE_STRIDE);

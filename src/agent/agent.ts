@@ -70,7 +70,7 @@ export interface AgentOptions {
   /** TAP reads and writes batched through io_uring (one submission per batch instead of one syscall per frame)
    * when the kernel allows it. Default true; false: one syscall per frame. Process-wide. */
   ioUring?: boolean;
-  /** TAP offloads (virtio-net header, checksum offload, TSO4/TSO6 split in userspace + UDP GSO). Default true. */
+  /** TAP offloads (virtio-net header, checksum offload, TSO4/TSO6/USO split in userspace + UDP GSO). Default true. */
   offload?: boolean;
   rcvbuf?: number;
   sndbuf?: number;

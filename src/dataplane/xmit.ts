@@ -4,7 +4,8 @@
  *   1. read      one batch of frames from an endpoint's TAP into the xmit arena, each at HEADROOM in its slot
  *                (with offloads, each behind a virtio-net header: see src/vxlan/gso.ts)
  *   2. check     shorter than an Ethernet header -> drop (tx_short); offload header: a NEEDS_CSUM checksum is
- *                completed here, a TCPv4 or TCPv6 super-frame (TSO) is marked for splitting, anything else is
+ *                completed here, a TCP super-frame (TSO, IPv4 or IPv6) or UDP super-datagram (USO) is marked
+ *                for splitting, anything else is
  *                tx_bad_offload
  *   3. source    source MAC must be unicast (tx_group_src_mac) and the endpoint's own: no spoofing of another
  *                container (tx_spoofed_src_mac); so must an IPv4 source (tx_spoofed_src_ip) and an ARP sender
@@ -71,6 +72,7 @@ import {
   VNET_GSO_NONE,
   VNET_GSO_TCPV4,
   VNET_GSO_TCPV6,
+  VNET_GSO_UDP_L4,
   VNET_OFF_CSUM_OFFSET,
   VNET_OFF_CSUM_START,
   VNET_OFF_FLAGS,
@@ -115,7 +117,7 @@ export function xmit(dp: Dataplane, port: Port): number {
           c.tx_bad_offload++;
           continue;
         }
-      } else if (gso === VNET_GSO_TCPV4 || gso === VNET_GSO_TCPV6) {
+      } else if (gso === VNET_GSO_TCPV4 || gso === VNET_GSO_TCPV6 || gso === VNET_GSO_UDP_L4) {
         mss = readU16le(arena, base + VNET_OFF_GSO_SIZE);
         if (mss === 0 || mss > port.mtu) {
           c.tx_bad_offload++;
@@ -123,7 +125,7 @@ export function xmit(dp: Dataplane, port: Port): number {
         }
         c.tx_gso_frames++;
       } else {
-        c.tx_bad_offload++; // only TSO4 and TSO6 are enabled on our TAPs (no ECN or USO)
+        c.tx_bad_offload++; // only TSO4, TSO6 and USO are enabled on our TAPs (no ECN)
         continue;
       }
     }

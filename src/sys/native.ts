@@ -16,8 +16,8 @@ export interface NativeConstants {
   TUN_F_TSO4: number;
   TUN_F_TSO6: number;
   TUN_F_TSO_ECN: number;
-  TUN_F_USO4?: number;
-  TUN_F_USO6?: number;
+  TUN_F_USO4: number;
+  TUN_F_USO6: number;
   MAX_BATCH: number;
   SEND_STRIDE: number;
   WRITE_STRIDE: number;

@@ -25,7 +25,7 @@ export interface TapOptions {
   mtu: number;
   /** Keep the device when the fd is closed (TUNSETPERSIST). */
   persist?: boolean;
-  /** Open with IFF_VNET_HDR and enable TUNSETOFFLOAD(CSUM | TSO4 | TSO6): the container's stack then hands over TCP
+  /** Open with IFF_VNET_HDR and enable TUNSETOFFLOAD(CSUM | TSO4 | TSO6 | USO4 | USO6): the container's stack then hands over TCP
    * super-frames (up to 64 KB, at most tapGsoMaxSegs(mtu) segments: the device's gso_max_segs) and partial
    * checksums, each frame behind a virtio-net header. */
   vnetHdr?: boolean;
@@ -122,10 +122,19 @@ export async function setTapGsoMaxSegs(ifname: string, mtu: number, netns?: stri
   }
 }
 
-/** The offloads vxtap handles: checksum offload and TCP segmentation over IPv4 and IPv6 (see src/vxlan/gso.ts). */
+/**
+ * The offloads vxtap handles: checksum offload, TCP segmentation over IPv4 and IPv6, and UDP segmentation (USO:
+ * an application's UDP_SEGMENT sends reach us whole) where the kernel has it (Linux 6.2+; older ones refuse the
+ * USO flags with EINVAL, and then get the rest). See src/vxlan/gso.ts.
+ */
 export function setOffloads(fd: number): void {
   const k = native().constants;
-  native().tapIoctl(fd, 1, k.TUN_F_CSUM | k.TUN_F_TSO4 | k.TUN_F_TSO6);
+  const base = k.TUN_F_CSUM | k.TUN_F_TSO4 | k.TUN_F_TSO6;
+  try {
+    native().tapIoctl(fd, 1, base | k.TUN_F_USO4 | k.TUN_F_USO6);
+  } catch {
+    native().tapIoctl(fd, 1, base); // a kernel without USO (EINVAL); any other error is thrown from here
+  }
 }
 
 /** Moves the device to another namespace (optionally renaming it). The fd stays valid. */

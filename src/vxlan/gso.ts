@@ -6,8 +6,9 @@
  *   flags(1) gso_type(1) hdr_len(2) gso_size(2) csum_start(2) csum_offset(2)
  * NEEDS_CSUM: the checksum at csum_start + csum_offset holds only the pseudo-header sum; the sender must fold in
  * everything from csum_start to the end. gso_type TCPV4 / TCPV6: the frame is one large TCP segment to be cut into
- * gso_size-byte payloads (hdr_len is only a hint: header lengths, and the IP version, are read from the packet
- * itself).
+ * gso_size-byte payloads; UDP_L4 (USO): one large UDP datagram to be cut into gso_size-byte datagrams, as a
+ * UDP_SEGMENT send makes them (hdr_len is only a hint: header lengths, the IP version and the protocol are read from
+ * the packet itself).
  */
 import {
   ETH_HLEN,
@@ -29,6 +30,9 @@ import {
   TCP_OFF_SEQ,
   VLAN_HLEN,
   IPV4_OFF_PROTO,
+  IPPROTO_UDP,
+  UDP_OFF_CSUM,
+  UDP_OFF_LEN,
   IPV6_HLEN,
   IPV6_OFF_NEXT_HDR,
   IPV6_OFF_PAYLOAD_LEN,
@@ -53,6 +57,7 @@ export const VNET_GSO_NONE = 0;
 export const VNET_GSO_TCPV4 = 1;
 export const VNET_GSO_UDP = 3;
 export const VNET_GSO_TCPV6 = 4;
+export const VNET_GSO_UDP_L4 = 5;
 export const VNET_GSO_ECN = 0x80;
 
 /** Largest UDP payload one GSO send may carry (65535 - 8 UDP - 20 IPv4), and the kernel's segment limit. */
@@ -99,13 +104,15 @@ export interface TsoResult {
   total: number;
 }
 
-/** Where tsoSplitTcp puts things: the super-frame's header sizes, and the output's frame count, stride and size. */
+/** Where segmentSuperFrame puts things: the super-frame's header sizes, and the output's frame count, stride and size. */
 interface TsoLayout extends TsoResult {
   l2: number;
   /** 4 or 6 */
   version: number;
   /** IP header bytes: the IPv4 header with its options, or the 40-byte IPv6 header. */
   ihl: number;
+  /** IPPROTO_TCP or IPPROTO_UDP */
+  proto: number;
   doff: number;
   hdrs: number;
   payload: number;
@@ -118,43 +125,53 @@ function tsoLayout(src: Uint8Array, off: number, len: number, mss: number, prefi
   if (len < l2 + 20) return null;
   const version = src[ip + IPV4_OFF_VER_IHL] >>> 4;
   let ihl: number;
+  let proto: number;
   if (version === 4) {
-    if (src[ip + IPV4_OFF_PROTO] !== IPPROTO_TCP) return null;
+    proto = src[ip + IPV4_OFF_PROTO];
     ihl = (src[ip + IPV4_OFF_VER_IHL] & 0x0f) * 4;
     if (ihl < 20) return null;
   } else if (version === 6) {
-    // TCP right after the fixed header: Linux's TCP never puts extension headers on the segments it offloads
-    if (len < l2 + IPV6_HLEN || src[ip + IPV6_OFF_NEXT_HDR] !== IPPROTO_TCP) return null;
+    // the L4 header right after the fixed header: Linux never puts extension headers on the packets it offloads
+    if (len < l2 + IPV6_HLEN) return null;
+    proto = src[ip + IPV6_OFF_NEXT_HDR];
     ihl = IPV6_HLEN;
   } else return null;
-  if (len < l2 + ihl + 20) return null;
-  const doff = (src[ip + ihl + TCP_OFF_DOFF] >>> 4) * 4;
-  if (doff < 20 || len < l2 + ihl + doff) return null;
+  let doff: number;
+  if (proto === IPPROTO_TCP) {
+    if (len < l2 + ihl + 20) return null;
+    doff = (src[ip + ihl + TCP_OFF_DOFF] >>> 4) * 4;
+    if (doff < 20) return null;
+  } else if (proto === IPPROTO_UDP) {
+    doff = 8;
+  } else return null;
+  if (len < l2 + ihl + doff) return null;
   const hdrs = l2 + ihl + doff;
   const payload = len - hdrs;
   const count = Math.max(1, Math.ceil(payload / mss));
   const stride = prefix + hdrs + mss;
   const total = (count - 1) * stride + prefix + hdrs + (payload - (count - 1) * mss);
-  return { l2, version, ihl, doff, hdrs, payload, count, stride, total };
+  return { l2, version, ihl, proto, doff, hdrs, payload, count, stride, total };
 }
 
 /**
- * Cuts the TCP super-frame src[off..off+len) (IPv4, or IPv6 with TCP as the next header) into frames carrying at
- * most `mss` payload bytes each, written back to back into dst from dstOff, each after `prefix` bytes left free
- * (room for a VXLAN header), so the output is what one UDP GSO send takes: equal-sized datagrams with a shorter
- * last one. Each frame gets its own IP length (IPv4: total length, id +1 per frame and header checksum; IPv6:
- * payload length), TCP sequence number and complete TCP checksum; FIN and PSH stay on the last frame only, CWR on
- * the first only. Returns null if the frame is not TCP over IPv4/IPv6 or its headers do not fit, or if dst is too
- * small; nothing is written then.
+ * Cuts the super-frame src[off..off+len) (TCP or UDP over IPv4, or over IPv6 as the next header) into frames
+ * carrying at most `mss` payload bytes each, written back to back into dst from dstOff, each after `prefix` bytes
+ * left free (room for a VXLAN header), so the output is what one UDP GSO send takes: equal-sized datagrams with a
+ * shorter last one. Each frame gets its own IP length (IPv4: total length, id +1 per frame and header checksum;
+ * IPv6: payload length) and a complete L4 checksum over its pseudo-header; TCP: its sequence number, FIN and PSH
+ * on the last frame only, CWR on the first only; UDP (USO): its UDP length, and a computed checksum of 0 sent as
+ * 0xffff (RFC 768). Returns null if the frame is neither, its headers do not fit, or dst is too small; nothing is
+ * written then.
  */
-export function tsoSplitTcp(src: Uint8Array, off: number, len: number, mss: number, dst: Uint8Array, dstOff: number, prefix: number): TsoResult | null {
+export function segmentSuperFrame(src: Uint8Array, off: number, len: number, mss: number, dst: Uint8Array, dstOff: number, prefix: number): TsoResult | null {
   const lay = tsoLayout(src, off, len, mss, prefix);
   if (lay === null || dstOff + lay.total > dst.length) return null;
-  const { l2, version, ihl, doff, hdrs, payload, count, stride, total } = lay;
+  const { l2, version, ihl, proto, doff, hdrs, payload, count, stride, total } = lay;
+  const udp = proto === IPPROTO_UDP;
   const ip = off + l2;
   const tcp = ip + ihl;
-  const seq0 = readU32(src, tcp + TCP_OFF_SEQ);
-  const flags0 = src[tcp + TCP_OFF_FLAGS];
+  const seq0 = udp ? 0 : readU32(src, tcp + TCP_OFF_SEQ);
+  const flags0 = udp ? 0 : src[tcp + TCP_OFF_FLAGS];
   const v4 = version === 4;
   const id0 = v4 ? readU16(src, ip + IPV4_OFF_ID) : 0;
   const saddr = v4 ? readU32(src, ip + IPV4_OFF_SRC) : 0;
@@ -184,32 +201,38 @@ export function tsoSplitTcp(src: Uint8Array, off: number, len: number, mss: numb
       writeU16(dst, dip + IPV6_OFF_PAYLOAD_LEN, seg);
     }
     const dt = dip + ihl;
-    writeU32(dst, dt + TCP_OFF_SEQ, (seq0 + k * mss) >>> 0);
-    let f = flags0;
-    if (k !== count - 1) f &= ~(TCP_FLAG_FIN | TCP_FLAG_PSH);
-    if (k !== 0) f &= ~TCP_FLAG_CWR;
-    dst[dt + TCP_OFF_FLAGS] = f;
-    writeU16(dst, dt + TCP_OFF_CSUM, 0);
-    const pseudo = v4 ? pseudoSumV4(saddr, daddr, IPPROTO_TCP, seg) : pseudoSumV6(src6!, dst6!, IPPROTO_TCP, seg);
-    writeU16(dst, dt + TCP_OFF_CSUM, finish(sum16(dst, dt, dt + seg, pseudo)));
+    const csumAt = dt + (udp ? UDP_OFF_CSUM : TCP_OFF_CSUM);
+    if (udp) {
+      writeU16(dst, dt + UDP_OFF_LEN, seg);
+    } else {
+      writeU32(dst, dt + TCP_OFF_SEQ, (seq0 + k * mss) >>> 0);
+      let f = flags0;
+      if (k !== count - 1) f &= ~(TCP_FLAG_FIN | TCP_FLAG_PSH);
+      if (k !== 0) f &= ~TCP_FLAG_CWR;
+      dst[dt + TCP_OFF_FLAGS] = f;
+    }
+    writeU16(dst, csumAt, 0);
+    const pseudo = v4 ? pseudoSumV4(saddr, daddr, proto, seg) : pseudoSumV6(src6!, dst6!, proto, seg);
+    const c = finish(sum16(dst, dt, dt + seg, pseudo));
+    writeU16(dst, csumAt, udp && c === 0 ? 0xffff : c);
   }
   return { count, stride, total };
 }
 
 /**
- * The data plane's TSO step, in one call per super-frame: tsoSplitTcp inside one buffer (input and output must not
+ * The data plane's TSO step, in one call per super-frame: segmentSuperFrame inside one buffer (input and output must not
  * overlap), plus, if vni >= 0, the VXLAN header in the last 8 of each frame's `prefix` bytes. out[0..2] = count,
- * stride, total (as TsoResult). Returns count, or -1 (nothing written) where tsoSplitTcp returns null or the
+ * stride, total (as TsoResult). Returns count, or -1 (nothing written) where segmentSuperFrame returns null or the
  * output would overlap the input.
  */
 export type TsoSplit = (buf: Uint8Array, off: number, len: number, mss: number, dstOff: number, prefix: number, vni: number, out: Int32Array) => number;
 
-/** TsoSplit in JS, on top of tsoSplitTcp: the reference the native one is checked against. */
+/** TsoSplit in JS, on top of segmentSuperFrame: the reference the native one is checked against. */
 export function tsoSplitJs(buf: Uint8Array, off: number, len: number, mss: number, dstOff: number, prefix: number, vni: number, out: Int32Array): number {
   if (vni >= 0 && prefix < 8) throw new RangeError('tsoSplit: a VXLAN header needs prefix >= 8');
   const lay = tsoLayout(buf, off, len, mss, prefix);
   if (lay === null || (dstOff < off + len && dstOff + lay.total > off)) return -1;
-  const r = tsoSplitTcp(buf, off, len, mss, buf, dstOff, prefix);
+  const r = segmentSuperFrame(buf, off, len, mss, buf, dstOff, prefix);
   if (r === null) return -1;
   if (vni >= 0) for (let k = 0; k < r.count; k++) writeVxlanHeader(buf, dstOff + k * r.stride + prefix - 8, vni);
   out[0] = r.count;
@@ -311,18 +334,54 @@ export function sampleTcpV6Frame(payload: number, o: { vlan?: boolean; tcpOpts?:
   return f;
 }
 
+/**
+ * A UDP super-datagram as a TAP with USO hands it over: Ethernet (+ 802.1Q tag if `vlan`) / IPv4 (ihl 5, or 6
+ * with a NOP option) or IPv6 (`v6`) / UDP / `payload` bytes of a pattern, checksums complete.
+ */
+export function sampleUdpFrame(payload: number, o: { v6?: boolean; vlan?: boolean; ipOpts?: boolean; seed?: number } = {}): Uint8Array {
+  const seed = o.seed ?? 1;
+  // the IP part of a TCP sample of the same shape, with its TCP header swapped for a UDP one
+  const t = o.v6 ? sampleTcpV6Frame(payload, { vlan: o.vlan, seed }) : sampleTcpV4Frame(payload, { vlan: o.vlan, ipOpts: o.ipOpts, seed });
+  const l2 = o.vlan ? 18 : 14;
+  const ihl = o.v6 ? IPV6_HLEN : o.ipOpts ? 24 : 20;
+  const f = t.subarray(0, t.length - 12); // TCP header (20) -> UDP header (8)
+  const ip = l2;
+  const u = ip + ihl;
+  if (o.v6) {
+    f[ip + IPV6_OFF_NEXT_HDR] = IPPROTO_UDP;
+    writeU16(f, ip + IPV6_OFF_PAYLOAD_LEN, 8 + payload);
+  } else {
+    f[ip + IPV4_OFF_PROTO] = IPPROTO_UDP;
+    writeU16(f, ip + IPV4_OFF_TOT_LEN, ihl + 8 + payload);
+    writeU16(f, ip + IPV4_OFF_CSUM, 0);
+    writeU16(f, ip + IPV4_OFF_CSUM, internetChecksum(f, ip, ip + ihl));
+  }
+  writeU16(f, u, 443);
+  writeU16(f, u + 2, 50000 + seed);
+  writeU16(f, u + UDP_OFF_LEN, 8 + payload);
+  for (let i = u + 8; i < f.length; i++) f[i] = (i * 11 + seed * 5) & 0xff;
+  writeU16(f, u + UDP_OFF_CSUM, 0);
+  const pseudo = o.v6
+    ? pseudoSumV6(f.subarray(ip + IPV6_OFF_SRC, ip + IPV6_OFF_SRC + 16), f.subarray(ip + IPV6_OFF_DST, ip + IPV6_OFF_DST + 16), IPPROTO_UDP, 8 + payload)
+    : pseudoSumV4(readU32(f, ip + IPV4_OFF_SRC), readU32(f, ip + IPV4_OFF_DST), IPPROTO_UDP, 8 + payload);
+  const c = finish(sum16(f, u, f.length, pseudo));
+  writeU16(f, u + UDP_OFF_CSUM, c === 0 ? 0xffff : c);
+  return f.slice();
+}
+
 /** Installs `f` as tsoSplit after checking that it writes the same bytes and results as tsoSplitJs. */
 export function useTsoSplit(f: TsoSplit): void {
-  const cases: [number, number, { v6?: boolean; vlan?: boolean; ipOpts?: boolean; tcpOpts?: boolean; flags?: number }][] = [
+  const cases: [number, number, { v6?: boolean; udp?: boolean; vlan?: boolean; ipOpts?: boolean; tcpOpts?: boolean; flags?: number }][] = [
     [0, 1448, {}], [1, 1448, {}], [1448, 1448, {}], [1449, 1448, { flags: 0x19 }], [65000, 1398, { flags: 0x98 }],
     [4000, 7, { vlan: true }], [3001, 1000, { ipOpts: true, tcpOpts: true, flags: 0x99 }],
     [0, 1428, { v6: true }], [1429, 1428, { v6: true, flags: 0x19 }], [65000, 1378, { v6: true, tcpOpts: true, flags: 0x98 }],
     [4000, 7, { v6: true, vlan: true }],
+    [0, 1200, { udp: true }], [1200, 1200, { udp: true }], [30001, 1200, { udp: true, ipOpts: true }], [60000, 1452, { udp: true, v6: true, vlan: true }],
   ];
   const outA = new Int32Array(3);
   const outB = new Int32Array(3);
   for (const [payload, mss, opts] of cases) {
-    const frame = opts.v6 ? sampleTcpV6Frame(payload, opts) : sampleTcpV4Frame(payload, opts);
+    const frame = opts.udp ? sampleUdpFrame(payload, opts) : opts.v6 ? sampleTcpV6Frame(payload, opts) : sampleTcpV4Frame(payload, opts);
     for (const vni of [-1, 0xabcdef]) {
       const size = 3 + frame.length + 2 * (frame.length + 64 * Math.ceil(payload / mss + 1)) + 200;
       const a = new Uint8Array(size);

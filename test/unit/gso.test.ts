@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { ethernet, ipv4, ipv6, tcp, finish, sum16, pseudoSumV4, pseudoSumV6, internetChecksum, finishChecksum, tsoSplitTcp, IPPROTO_TCP, TCP_FLAG_PSH, TCP_FLAG_FIN, TCP_FLAG_CWR, TCP_FLAG_ACK } from '../../src/vxlan/index.js';
+import { ethernet, ipv4, ipv6, tcp, finish, sum16, pseudoSumV4, pseudoSumV6, internetChecksum, finishChecksum, segmentSuperFrame, IPPROTO_TCP, TCP_FLAG_PSH, TCP_FLAG_FIN, TCP_FLAG_CWR, TCP_FLAG_ACK } from '../../src/vxlan/index.js';
 
 /** A TCP super-frame as a TAP with TSO hands it over: one IPv4/TCP packet with a large payload. */
 function superFrame(payload: Uint8Array, flags = TCP_FLAG_ACK | TCP_FLAG_PSH, opts = new Uint8Array([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2])): Uint8Array {
@@ -21,7 +21,7 @@ test('TSO: a 64 KB super-frame becomes MSS-sized frames with their own lengths, 
   src.set(f, 100);
   const dst = new Uint8Array(80000).fill(0xee);
   const mss = 1398;
-  const r = tsoSplitTcp(src, 100, f.length, mss, dst, 16, 8)!;
+  const r = segmentSuperFrame(src, 100, f.length, mss, dst, 16, 8)!;
   assert.ok(r);
   assert.equal(r.count, Math.ceil(65000 / mss));
   const hdrs = 14 + 20 + 32;
@@ -69,7 +69,7 @@ test('TSO over IPv6: each frame gets its own payload length, seq, flags and chec
   const f = superFrameV6(payload, TCP_FLAG_ACK | TCP_FLAG_PSH | TCP_FLAG_FIN | TCP_FLAG_CWR);
   const dst = new Uint8Array(80000).fill(0xee);
   const mss = 1378;
-  const r = tsoSplitTcp(f, 0, f.length, mss, dst, 8, 8)!;
+  const r = segmentSuperFrame(f, 0, f.length, mss, dst, 8, 8)!;
   assert.ok(r);
   assert.equal(r.count, Math.ceil(60000 / mss));
   const hdrs = 14 + 40 + 32;
@@ -99,28 +99,85 @@ test('TSO over IPv6: each frame gets its own payload length, seq, flags and chec
   assert.ok(dst.subarray(8 + r.total).every((x) => x === 0xee), 'nothing written past total');
   const hbh = Uint8Array.from(f);
   hbh[14 + 6] = 0; // a hop-by-hop header first: not offloaded by Linux TCP, refused rather than cut wrongly
-  assert.equal(tsoSplitTcp(hbh, 0, hbh.length, mss, dst, 0, 8), null, 'extension header');
-  assert.equal(tsoSplitTcp(f, 0, 14 + 40 + 10, mss, dst, 0, 8), null, 'TCP header cut off');
+  assert.equal(segmentSuperFrame(hbh, 0, hbh.length, mss, dst, 0, 8), null, 'extension header');
+  assert.equal(segmentSuperFrame(f, 0, 14 + 40 + 10, mss, dst, 0, 8), null, 'TCP header cut off');
+});
+
+test('USO: a UDP super-datagram (IPv4 and IPv6) becomes gso_size datagrams with their own lengths and checksums', async () => {
+  const { sampleUdpFrame } = await import('../../src/vxlan/gso.js');
+  const { udp } = await import('../../src/vxlan/index.js');
+  for (const v6 of [false, true]) {
+    const seg = 1200;
+    const f = sampleUdpFrame(30000, { v6, seed: 3 });
+    const dst = new Uint8Array(40000).fill(0xee);
+    const r = segmentSuperFrame(f, 0, f.length, seg, dst, 8, 8)!;
+    assert.ok(r, `IPv${v6 ? 6 : 4}`);
+    assert.equal(r.count, Math.ceil(30000 / seg));
+    const l3 = v6 ? 40 : 20;
+    assert.equal(r.stride, 8 + 14 + l3 + 8 + seg);
+    const got: Uint8Array[] = [];
+    for (let k = 0; k < r.count; k++) {
+      const o = 8 + k * r.stride + 8;
+      const end = k === r.count - 1 ? 8 + r.total : o + r.stride - 8;
+      const e = ethernet.decode(dst, o, end);
+      let payload: Uint8Array;
+      if (v6) {
+        const ip = ipv6.decode(e.payload, 0);
+        assert.equal(ip.nextHeader, 17);
+        assert.equal(finish(sum16(ip.payload, 0, ip.payload.length, pseudoSumV6(ip.src, ip.dst, 17, ip.payload.length))), 0, `IPv6 datagram ${k}: UDP checksum`);
+        payload = ip.payload;
+      } else {
+        const ip = ipv4.decode(e.payload, 0);
+        assert.equal(internetChecksum(e.payload, 0, 20), 0, `datagram ${k}: IPv4 header checksum`);
+        assert.equal(finish(sum16(ip.payload, 0, ip.payload.length, pseudoSumV4(ip.src, ip.dst, 17, ip.payload.length))), 0, `IPv4 datagram ${k}: UDP checksum`);
+        payload = ip.payload;
+      }
+      const u = udp.decode(payload, 0);
+      assert.equal((payload[4] << 8) | payload[5], payload.length, 'UDP length of each datagram');
+      assert.equal(u.payload.length, k === r.count - 1 ? 30000 - k * seg : seg);
+      assert.equal(u.sport, 443);
+      got.push(u.payload);
+    }
+    assert.deepEqual(Buffer.concat(got), Buffer.from(f.subarray(f.length - 30000)), 'payloads concatenate to the original');
+  }
+  // a computed UDP checksum of 0 is sent as 0xffff (0 would mean "no checksum" over IPv4, and is invalid over IPv6)
+  const f = sampleUdpFrame(2, { seed: 9 });
+  const dst = new Uint8Array(200);
+  const at = 8 + 14 + 20 + 6; // the UDP checksum of the one datagram written
+  segmentSuperFrame(f, 0, f.length, 1200, dst, 0, 8);
+  const c = (dst[at] << 8) | dst[at + 1];
+  // add c to the payload word (ones' complement): the datagram's sum becomes 0xffff, its computed checksum 0
+  let w = ((f[f.length - 2] << 8) | f[f.length - 1]) + c;
+  if (w > 0xffff) w = (w & 0xffff) + 1;
+  f[f.length - 2] = w >> 8;
+  f[f.length - 1] = w & 0xff;
+  segmentSuperFrame(f, 0, f.length, 1200, dst, 0, 8);
+  assert.deepEqual([dst[at], dst[at + 1]], [0xff, 0xff], 'a computed 0 goes out as 0xffff');
+  const { native } = await import('../../src/sys/native.js');
+  const buf = new Uint8Array(400);
+  buf.set(f, 0);
+  assert.equal(native().tsoSplit(buf, 0, f.length, 1200, 200, 8, -1, new Int32Array(3)), 1);
+  assert.deepEqual([buf[200 + at], buf[200 + at + 1]], [0xff, 0xff], 'the native split does the same');
 });
 
 test('TSO: exact multiples, a payload under one MSS, and refusals', () => {
   const f = superFrame(randomBytes(1398 * 3), TCP_FLAG_ACK);
   const dst = new Uint8Array(10000);
-  const r = tsoSplitTcp(f, 0, f.length, 1398, dst, 0, 8)!;
+  const r = segmentSuperFrame(f, 0, f.length, 1398, dst, 0, 8)!;
   assert.equal(r.count, 3);
   assert.equal(r.total, 3 * r.stride);
   const small = superFrame(randomBytes(10));
-  assert.equal(tsoSplitTcp(small, 0, small.length, 1398, dst, 0, 8)!.count, 1);
+  assert.equal(segmentSuperFrame(small, 0, small.length, 1398, dst, 0, 8)!.count, 1);
   const udp = Uint8Array.from(f);
-  udp[14 + 9] = 17;
-  assert.equal(tsoSplitTcp(udp, 0, udp.length, 1398, dst, 0, 8), null, 'not TCP');
-  assert.equal(tsoSplitTcp(f, 0, 40, 1398, dst, 0, 8), null, 'headers cut off');
-  assert.equal(tsoSplitTcp(f, 0, f.length, 1398, new Uint8Array(100), 0, 8), null, 'no room');
+  udp[14 + 9] = 47; // GRE: neither TCP nor UDP
+  assert.equal(segmentSuperFrame(udp, 0, udp.length, 1398, dst, 0, 8), null, 'neither TCP nor UDP');
+  assert.equal(segmentSuperFrame(f, 0, 40, 1398, dst, 0, 8), null, 'headers cut off');
+  assert.equal(segmentSuperFrame(f, 0, f.length, 1398, new Uint8Array(100), 0, 8), null, 'no room');
   for (let i = 0; i < 2000; i++) {
     const g = Uint8Array.from(f);
     for (let k = 0; k < 4; k++) g[Math.floor(Math.random() * 80)] = Math.floor(Math.random() * 256);
     const cut = Math.floor(Math.random() * g.length);
-    const out = tsoSplitTcp(g, 0, cut, 1 + Math.floor(Math.random() * 2000), dst, 0, 8);
+    const out = segmentSuperFrame(g, 0, cut, 1 + Math.floor(Math.random() * 2000), dst, 0, 8);
     if (out) assert.ok(out.total <= dst.length);
   }
 });
@@ -174,7 +231,7 @@ test('native sum16 (the addon, used by the agent) equals sum16js on random spans
 
 test('native tsoSplit (used by the agent) writes the same bytes and results as tsoSplitJs on random super-frames', async () => {
   const { native } = await import('../../src/sys/native.js');
-  const { tsoSplitJs, sampleTcpV4Frame, sampleTcpV6Frame, useTsoSplit } = await import('../../src/vxlan/gso.js');
+  const { tsoSplitJs, sampleTcpV4Frame, sampleTcpV6Frame, sampleUdpFrame, useTsoSplit } = await import('../../src/vxlan/gso.js');
   const n = native();
   const outA = new Int32Array(3);
   const outB = new Int32Array(3);
@@ -184,7 +241,7 @@ test('native tsoSplit (used by the agent) writes the same bytes and results as t
     const mss = [1, 536, 1398, 1448, 8960][k % 5];
     if (payload / mss > 200) continue;
     const shape = { vlan: k % 3 === 0, ipOpts: k % 4 === 0, tcpOpts: k % 2 === 0, flags: [0x10, 0x18, 0x19, 0x98, 0x99][k % 5], seed: k };
-    const frame = k % 3 === 1 ? sampleTcpV6Frame(payload, shape) : sampleTcpV4Frame(payload, shape);
+    const frame = k % 5 === 2 ? sampleUdpFrame(payload, { ...shape, v6: k % 2 === 0 }) : k % 3 === 1 ? sampleTcpV6Frame(payload, shape) : sampleTcpV4Frame(payload, shape);
     frame.set(randomBytes(payload), frame.length - payload); // the checksum fields go stale: the split recomputes them
     const off = k % 5;
     const prefix = 8 + (k % 3) * 8;
@@ -207,8 +264,8 @@ test('native tsoSplit (used by the agent) writes the same bytes and results as t
   assert.equal(n.tsoSplit(buf, 0, f.length, 1000, 100, 8, 1, outA), -1, 'output overlapping the input is refused');
   assert.equal(n.tsoSplit(buf, 0, f.length, 1000, f.length, 8, 1, new Int32Array(3)), 3);
   assert.equal(n.tsoSplit(buf, 0, f.length, 1000, 9000, 8, 1, outA), -1, 'output that does not fit is refused');
-  buf[23] = 17; // UDP
-  assert.equal(n.tsoSplit(buf, 0, f.length, 1000, f.length, 8, 1, outA), -1, 'not TCP');
+  buf[23] = 47; // GRE: neither TCP nor UDP
+  assert.equal(n.tsoSplit(buf, 0, f.length, 1000, f.length, 8, 1, outA), -1, 'neither TCP nor UDP');
   const f6 = sampleTcpV6Frame(3000);
   buf.set(f6, 0);
   assert.equal(n.tsoSplit(buf, 0, f6.length, 1000, f6.length, 8, 1, outA), 3, 'IPv6');

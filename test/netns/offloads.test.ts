@@ -1,22 +1,28 @@
 /**
- * IPv6 inside the overlay, with the offloads on. The overlay is L2, so IPv6 always crossed it; what this pins is
- * that TCP over IPv6 gets what TCP over IPv4 gets: the container's stack hands over TSO6 super-frames, which the
- * agent cuts into valid segments for a VTEP (or passes whole to a local endpoint), and segments from the wire are
- * merged back into TCPV6 super-frames (GRO). The containers use only their link-local addresses (fe80::/64,
- * derived from the MAC), so no address outside the test's ranges is configured anywhere.
+ * The offloads beyond TCP over IPv4 (which two-hosts.test.ts covers): TCP over IPv6 and UDP segmentation (USO).
+ * - IPv6: the overlay is L2, so IPv6 always crossed it; what this pins is that TCP over IPv6 gets what TCP over
+ *   IPv4 gets: the container's stack hands over TSO6 super-frames, which the agent cuts into valid segments for a
+ *   VTEP (or passes whole to a local endpoint), and segments from the wire are merged back into TCPV6 super-frames
+ *   (GRO). The containers use only their link-local addresses (fe80::/64, derived from the MAC), so no address
+ *   outside the test's ranges is configured anywhere.
+ * - USO: an application's UDP_SEGMENT send (a QUIC server's way) reaches the agent as one super-datagram, which it
+ *   cuts into the datagrams the application asked for (test/helpers/udpgso.c sends and checks them).
  *   h1: vxtap, c1 and c1b       h2: vxtap, c2       h3: the kernel's VXLAN device + bridge, c3 on a veth
- * One network, VNI 4097. The kernel checks every segment's TCP checksum, so a bad TSO6 split cannot pass the
- * kernel leg; its underlay veth has tx offloads off, as in kernel-interop.test.ts.
+ * One network, VNI 4097. The kernel checks every segment's checksum, so a bad split cannot pass the kernel leg;
+ * its underlay veth has tx offloads off, as in kernel-interop.test.ts.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type Agent, isRoot, must, ping, tcpTransfer, Topo, waitPing } from '../helpers/topo.js';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type Agent, isRoot, must, ping, sh, sleep, tcpTransfer, Topo, waitPing } from '../helpers/topo.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces)';
 let topo: Topo;
 const ag: Record<string, Agent> = {};
 const ns: Record<string, string> = {};
 const ll: Record<string, string> = {}; // link-local address, scoped to eth0
+let udpgso = ''; // the built test/helpers/udpgso.c
 
 interface Stats {
   counters: Record<string, number>;
@@ -67,6 +73,10 @@ before(async () => {
   for (const dst of [h1.addr, h2.addr]) must(['bridge', '-n', h3.ns, 'fdb', 'append', '00:00:00:00:00:00', 'dev', 'vx0', 'dst', dst]);
   must(['ip', 'netns', 'exec', h3.ns, 'ethtool', '-K', h3.ifname, 'tx', 'off']);
   must(['ip', '-n', ns.c3, 'link', 'set', 'eth0', 'mtu', '1450', 'up']);
+  must(['ip', '-n', ns.c3, 'addr', 'add', '198.19.1.30/24', 'dev', 'eth0']);
+  udpgso = join(topo.dir, 'udpgso');
+  const root = resolve(fileURLToPath(import.meta.url), '../../../..');
+  must(['cc', '-O2', '-Wall', '-o', udpgso, join(root, 'test/helpers/udpgso.c')]);
   for (const c of ['c1', 'c1b', 'c2', 'c3']) ll[c] = await linkLocalReady(ns[c]);
 });
 
@@ -125,4 +135,45 @@ test('IPv6 with the kernel VXLAN peer: byte-exact TCP both ways', { skip }, asyn
   assert.ok(a.rx_gro_frames - b.rx_gro_frames > 10, `segments from the kernel merged: ${a.rx_gro_frames - b.rx_gro_frames}`);
   assert.equal(a.tx_bad_offload, 0);
   assert.equal(a.rx_gro_bad_csum, 0);
+});
+
+/** `count` UDP_SEGMENT sends of 40 x `seg` bytes from one container to another; the receiver checks each datagram. */
+async function udpGso(from: string, to: string, addr: string, count: number, seg: number): Promise<{ got: number; bad: number }> {
+  const rcv = topo.spawn(['ip', 'netns', 'exec', ns[to], udpgso, 'recv', addr, '7000', String(count * 40), String(seg)]);
+  let out = '';
+  rcv.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  await new Promise<void>((res, rej) => {
+    rcv.stderr!.once('data', () => res());
+    rcv.once('exit', (c) => rej(new Error(`udpgso recv exited ${c}`)));
+  });
+  const snd = sh(['ip', 'netns', 'exec', ns[from], udpgso, 'send', addr, '7000', String(count), String(seg), '40'], 30_000);
+  assert.equal(snd.code, 0, `udpgso send: ${snd.stderr}`);
+  if (rcv.exitCode === null) await new Promise((res) => rcv.once('exit', res));
+  const m = /got (\d+) bad (\d+)/.exec(out);
+  assert.ok(m, `udpgso recv printed: ${out}`);
+  return { got: Number(m[1]), bad: Number(m[2]) };
+}
+
+test('USO: UDP_SEGMENT sends over IPv4 and IPv6 arrive as every datagram, intact and in order, across hosts and at the kernel peer', { skip }, async () => {
+  assert.match(must(['ip', 'netns', 'exec', ns.c2, 'ethtool', '-k', 'eth0']), /tx-udp-segmentation: on/);
+  await waitPing(ns.c2, '198.19.1.10');
+  await waitPing(ns.c1, '198.19.1.30');
+  for (const [from, to, addr, seg] of [['c2', 'c1', '198.19.1.10', 1200], ['c2', 'c1', ll.c1, 1350], ['c1', 'c3', '198.19.1.30', 1000], ['c1', 'c3', ll.c3, 1200]] as const) {
+    const h = from === 'c2' ? 'h2' : 'h1';
+    const b = await stats(h);
+    const r = await udpGso(from, to, addr, 100, seg);
+    const a = await stats(h);
+    assert.deepEqual(r, { got: 4000, bad: 0 }, `${from} -> ${to} (${addr}, ${seg}-byte datagrams)`);
+    // each send reached the agent as one super-datagram (the kernel cuts it only past gso_max_segs, 44 here)
+    assert.equal(a.tx_gso_frames - b.tx_gso_frames, 100, `${h}: super-datagrams read`);
+    assert.equal(a.tx_gso_segments - b.tx_gso_segments, 4000, `${h}: datagrams cut from them`);
+    assert.equal(a.tx_bad_offload, 0);
+    await sleep(50);
+  }
+  // to a container on the same host the super-datagram goes whole; the receiving stack cuts it for the socket
+  const b = await stats('h1');
+  assert.deepEqual(await udpGso('c1', 'c1b', '198.19.1.11', 100, 1200), { got: 4000, bad: 0 }, 'c1 -> c1b');
+  const a = await stats('h1');
+  assert.equal(a.tx_gso_frames - b.tx_gso_frames, 100);
+  assert.equal(a.tx_gso_segments - b.tx_gso_segments, 0, 'none cut by the agent');
 });
