@@ -315,8 +315,11 @@ export class EmbeddedKv implements Kv {
   /** The next poll: RECHECK_MS away after a change event (see wake), else pollMs or the earliest lease deadline. */
   private schedule(recheck: boolean): void {
     // no later than the earliest lease deadline: an expired lease commits nothing that would wake us
+    // a deadline already past (it passed during the poll, or the poll failed: dirty) is looked at again soon, not
+    // after a whole pollMs; after a failure not at once either, so a store that keeps failing is not hammered
     const untilExpiry = this.nextExpiry - this.now();
-    const delay = recheck ? RECHECK_MS : untilExpiry > 0 && untilExpiry < this.pollMs ? Math.ceil(untilExpiry) : this.pollMs;
+    const pastDue = this.dirty ? Math.min(this.pollMs, 50) : 1;
+    const delay = recheck ? RECHECK_MS : untilExpiry < this.pollMs ? (untilExpiry > 0 ? Math.ceil(untilExpiry) : pastDue) : this.pollMs;
     this.timer = setTimeout(() => this.tick(), delay);
     this.timer.unref();
   }
