@@ -169,9 +169,9 @@ export function segmentSuperFrame(src: Uint8Array, off: number, len: number, mss
   const { l2, version, ihl, proto, doff, hdrs, payload, count, stride, total } = lay;
   const udp = proto === IPPROTO_UDP;
   const ip = off + l2;
-  const tcp = ip + ihl;
-  const seq0 = udp ? 0 : readU32(src, tcp + TCP_OFF_SEQ);
-  const flags0 = udp ? 0 : src[tcp + TCP_OFF_FLAGS];
+  const l4 = ip + ihl;
+  const seq0 = udp ? 0 : readU32(src, l4 + TCP_OFF_SEQ);
+  const flags0 = udp ? 0 : src[l4 + TCP_OFF_FLAGS];
   const v4 = version === 4;
   const id0 = v4 ? readU16(src, ip + IPV4_OFF_ID) : 0;
   const saddr = v4 ? readU32(src, ip + IPV4_OFF_SRC) : 0;
