@@ -248,25 +248,45 @@ export function tsoSplitJs(buf: Uint8Array, off: number, len: number, mss: numbe
  */
 export let tsoSplit: TsoSplit = tsoSplitJs;
 
+/** The Ethernet header of a sample frame: unicast MACs from the seed (`mul` varies them by family), an 802.1Q tag
+ * if `vlan`. Returns the header length. */
+function sampleEthernet(f: Uint8Array, vlan: boolean | undefined, seed: number, mul: number, etherType: number): number {
+  const l2 = vlan ? 18 : 14;
+  for (let i = 0; i < 12; i++) f[i] = (i * mul + seed) & 0xff;
+  f[0] &= 0xfe; // unicast
+  if (vlan) {
+    writeU16(f, 12, ETH_P_8021Q);
+    writeU16(f, 14, 42);
+  }
+  writeU16(f, l2 - 2, etherType);
+  return l2;
+}
+
+/** The TCP header (data offset `doff`: 20, or 32 with 12 option bytes) and payload pattern of a sample frame at
+ * f[t..]; the checksum is the caller's (it needs the pseudo-header). */
+function sampleTcp(f: Uint8Array, t: number, doff: number, seed: number, flags: number | undefined): void {
+  writeU16(f, t, 40000 + seed);
+  writeU16(f, t + 2, 5201);
+  writeU32(f, t + TCP_OFF_SEQ, (0xfffff000 + seed * 7919) >>> 0);
+  writeU32(f, t + 8, 0x12345678);
+  f[t + TCP_OFF_DOFF] = (doff / 4) << 4;
+  f[t + TCP_OFF_FLAGS] = flags ?? 0x10;
+  writeU16(f, t + 14, 502);
+  if (doff > 20) f.fill(1, t + 20, t + doff);
+  for (let i = t + doff; i < f.length; i++) f[i] = (i * 31 + seed * 7) & 0xff;
+}
+
 /**
  * A test frame: Ethernet (+ 802.1Q tag if `vlan`) / IPv4 (ihl 5, or 6 with a NOP option) / TCP (data offset 5, or
  * 8 with 12 option bytes) / `payload` bytes of a pattern, checksums complete. Used to check native codec
  * functions against their JS references before the data plane uses them.
  */
 export function sampleTcpV4Frame(payload: number, o: { vlan?: boolean; ipOpts?: boolean; tcpOpts?: boolean; flags?: number; seed?: number } = {}): Uint8Array {
-  const l2 = o.vlan ? 18 : 14;
   const ihl = o.ipOpts ? 24 : 20;
   const doff = o.tcpOpts ? 32 : 20;
-  const f = new Uint8Array(l2 + ihl + doff + payload);
   const seed = o.seed ?? 1;
-  for (let i = 0; i < 12; i++) f[i] = (i * 17 + seed) & 0xff;
-  f[0] &= 0xfe; // unicast
-  if (o.vlan) {
-    writeU16(f, 12, ETH_P_8021Q);
-    writeU16(f, 14, 42);
-  }
-  writeU16(f, l2 - 2, 0x0800);
-  const ip = l2;
+  const f = new Uint8Array((o.vlan ? 18 : 14) + ihl + doff + payload);
+  const ip = sampleEthernet(f, o.vlan, seed, 17, 0x0800);
   f[ip] = 0x40 | (ihl / 4);
   f[ip + 1] = 0x10;
   writeU16(f, ip + IPV4_OFF_TOT_LEN, ihl + doff + payload);
@@ -279,56 +299,32 @@ export function sampleTcpV4Frame(payload: number, o: { vlan?: boolean; ipOpts?: 
   if (o.ipOpts) f.fill(1, ip + 20, ip + 24);
   writeU16(f, ip + IPV4_OFF_CSUM, internetChecksum(f, ip, ip + ihl));
   const t = ip + ihl;
-  writeU16(f, t, 40000 + seed);
-  writeU16(f, t + 2, 5201);
-  writeU32(f, t + TCP_OFF_SEQ, (0xfffff000 + seed * 7919) >>> 0);
-  writeU32(f, t + 8, 0x12345678);
-  f[t + TCP_OFF_DOFF] = (doff / 4) << 4;
-  f[t + TCP_OFF_FLAGS] = o.flags ?? 0x10;
-  writeU16(f, t + 14, 502);
-  if (o.tcpOpts) f.fill(1, t + 20, t + doff);
-  for (let i = t + doff; i < f.length; i++) f[i] = (i * 31 + seed * 7) & 0xff;
+  sampleTcp(f, t, doff, seed, o.flags);
   writeU16(f, t + TCP_OFF_CSUM, finish(sum16(f, t, f.length, pseudoSumV4(0xc6130101, 0xc6130102 + seed, IPPROTO_TCP, doff + payload))));
   return f;
 }
 
 /**
  * The IPv6 counterpart of sampleTcpV4Frame: Ethernet (+ 802.1Q tag if `vlan`) / IPv6 (next header TCP, a flow
- * label) / TCP (data offset 5, or 8 with 12 option bytes) / `payload` bytes of a pattern, checksum complete.
+ * label, fe80:: addresses) / TCP (data offset 5, or 8 with 12 option bytes) / `payload` bytes of a pattern,
+ * checksum complete.
  */
 export function sampleTcpV6Frame(payload: number, o: { vlan?: boolean; tcpOpts?: boolean; flags?: number; seed?: number } = {}): Uint8Array {
-  const l2 = o.vlan ? 18 : 14;
   const doff = o.tcpOpts ? 32 : 20;
-  const f = new Uint8Array(l2 + IPV6_HLEN + doff + payload);
   const seed = o.seed ?? 1;
-  for (let i = 0; i < 12; i++) f[i] = (i * 13 + seed) & 0xff;
-  f[0] &= 0xfe; // unicast
-  if (o.vlan) {
-    writeU16(f, 12, ETH_P_8021Q);
-    writeU16(f, 14, 42);
-  }
-  writeU16(f, l2 - 2, 0x86dd);
-  const ip = l2;
+  const f = new Uint8Array((o.vlan ? 18 : 14) + IPV6_HLEN + doff + payload);
+  const ip = sampleEthernet(f, o.vlan, seed, 13, 0x86dd);
   writeU32(f, ip, (0x6 << 28) | (0x12 << 20) | ((0xabcde + seed) & 0xfffff));
   writeU16(f, ip + IPV6_OFF_PAYLOAD_LEN, doff + payload);
   f[ip + IPV6_OFF_NEXT_HDR] = IPPROTO_TCP;
   f[ip + 7] = 64;
-  f[ip + IPV6_OFF_SRC] = 0xfe;
-  f[ip + IPV6_OFF_SRC + 1] = 0x80;
-  for (let i = 8; i < 16; i++) f[ip + IPV6_OFF_SRC + i] = (i * 29 + seed) & 0xff;
-  f[ip + IPV6_OFF_DST] = 0xfe;
-  f[ip + IPV6_OFF_DST + 1] = 0x80;
-  for (let i = 8; i < 16; i++) f[ip + IPV6_OFF_DST + i] = (i * 37 + seed * 3) & 0xff;
+  for (const [at, mul, add] of [[IPV6_OFF_SRC, 29, seed], [IPV6_OFF_DST, 37, seed * 3]]) {
+    f[ip + at] = 0xfe;
+    f[ip + at + 1] = 0x80;
+    for (let i = 8; i < 16; i++) f[ip + at + i] = (i * mul + add) & 0xff;
+  }
   const t = ip + IPV6_HLEN;
-  writeU16(f, t, 40000 + seed);
-  writeU16(f, t + 2, 5201);
-  writeU32(f, t + TCP_OFF_SEQ, (0xfffff000 + seed * 7919) >>> 0);
-  writeU32(f, t + 8, 0x12345678);
-  f[t + TCP_OFF_DOFF] = (doff / 4) << 4;
-  f[t + TCP_OFF_FLAGS] = o.flags ?? 0x10;
-  writeU16(f, t + 14, 502);
-  if (o.tcpOpts) f.fill(1, t + 20, t + doff);
-  for (let i = t + doff; i < f.length; i++) f[i] = (i * 31 + seed * 7) & 0xff;
+  sampleTcp(f, t, doff, seed, o.flags);
   const pseudo = pseudoSumV6(f.subarray(ip + IPV6_OFF_SRC, ip + IPV6_OFF_SRC + 16), f.subarray(ip + IPV6_OFF_DST, ip + IPV6_OFF_DST + 16), IPPROTO_TCP, doff + payload);
   writeU16(f, t + TCP_OFF_CSUM, finish(sum16(f, t, f.length, pseudo)));
   return f;
