@@ -42,7 +42,7 @@ import {
   TCP_OFF_SEQ,
   VXLAN_HLEN,
 } from '../vxlan/constants.js';
-import { finish, internetChecksum, pseudoSumV4, sum16, sum16js } from '../vxlan/checksum.js';
+import { finish, internetChecksum, pseudoSumV4, pseudoSumV6At, sum16 } from '../vxlan/checksum.js';
 import { readU16, readU32, writeU16, writeU32 } from '../vxlan/ethernet.js';
 import { sampleTcpV4Frame, sampleTcpV6Frame, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_HDR_LEN, writeU16le } from '../vxlan/gso.js';
 import type { Counters } from './counters.js';
@@ -80,13 +80,6 @@ function mergeable(a: Uint8Array, off: number, len: number): number {
   const doff = (a[off + l4 + TCP_OFF_DOFF] >>> 4) * 4;
   if ((flags & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)) !== 0 || (flags & TCP_FLAG_ACK) === 0 || doff < 20 || len <= l4 + doff) return -1;
   return l4 + doff;
-}
-
-/** The TCP pseudo-header sum of the IPv6 header at a[ip..], read in place (nothing allocated). */
-function pseudoSumV6At(a: Uint8Array, ip: number, length: number): number {
-  let s = sum16js(a, ip + IPV6_OFF_SRC, ip + IPV6_HLEN) + (length >>> 16) + (length & 0xffff) + IPPROTO_TCP;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
 }
 
 export class Gro {
@@ -210,7 +203,7 @@ export class Gro {
         ps = pseudoSumV4(readU32(this.arena, f + L3 + IPV4_OFF_SRC), readU32(this.arena, f + L3 + IPV4_OFF_DST), IPPROTO_TCP, tcpLen);
       } else {
         writeU16(this.arena, f + L3 + IPV6_OFF_PAYLOAD_LEN, tcpLen);
-        ps = pseudoSumV6At(this.arena, f + L3, tcpLen);
+        ps = pseudoSumV6At(this.arena, f + L3, IPPROTO_TCP, tcpLen);
       }
       writeU16(this.arena, f + l4 + TCP_OFF_CSUM, ps);
       this.arena[h] = VNET_F_NEEDS_CSUM;
@@ -241,7 +234,7 @@ export type GroSegment = (a: Uint8Array, off: number, len: number, hdrs: number,
 /** GroSegment in JS: the reference the native one is checked against. */
 export function groSegmentJs(a: Uint8Array, off: number, len: number, hdrs: number, ref: number, dst: number): number {
   const l4 = l4Of(a, off);
-  const ps = l4 === L4 ? pseudoSumV4(readU32(a, off + L3 + IPV4_OFF_SRC), readU32(a, off + L3 + IPV4_OFF_DST), IPPROTO_TCP, len - L4) : pseudoSumV6At(a, off + L3, len - l4);
+  const ps = l4 === L4 ? pseudoSumV4(readU32(a, off + L3 + IPV4_OFF_SRC), readU32(a, off + L3 + IPV4_OFF_DST), IPPROTO_TCP, len - L4) : pseudoSumV6At(a, off + L3, IPPROTO_TCP, len - l4);
   if (finish(sum16(a, off + l4, off + len, ps)) !== 0) return -1;
   if (ref < 0) return 0;
   for (let i = 0; i < ETH_HLEN; i++) if (a[off + i] !== a[ref + i]) return 0; // the Ethertype too: same IP version
@@ -271,7 +264,7 @@ function fixTcpChecksum(f: Uint8Array, off: number, len: number): void {
   const l4 = l4Of(f, off);
   f[off + l4 + TCP_OFF_CSUM] = 0;
   f[off + l4 + TCP_OFF_CSUM + 1] = 0;
-  const ps = l4 === L4 ? pseudoSumV4(readU32(f, off + L3 + IPV4_OFF_SRC), readU32(f, off + L3 + IPV4_OFF_DST), IPPROTO_TCP, len - l4) : pseudoSumV6At(f, off + L3, len - l4);
+  const ps = l4 === L4 ? pseudoSumV4(readU32(f, off + L3 + IPV4_OFF_SRC), readU32(f, off + L3 + IPV4_OFF_DST), IPPROTO_TCP, len - l4) : pseudoSumV6At(f, off + L3, IPPROTO_TCP, len - l4);
   writeU16(f, off + l4 + TCP_OFF_CSUM, finish(sum16(f, off + l4, off + len, ps)));
 }
 

@@ -57,6 +57,16 @@ export function pseudoSumV4(src: number, dst: number, proto: number, length: num
   return s;
 }
 
+/**
+ * Sum of the pseudo-header of the IPv6 header at buf[ip..] (its source and destination addresses, `proto`,
+ * `length`), read in place: nothing is allocated, so the data plane can use it per super-frame.
+ */
+export function pseudoSumV6At(buf: Uint8Array, ip: number, proto: number, length: number): number {
+  let s = sum16js(buf, ip + 8, ip + 40) + (length >>> 16) + (length & 0xffff) + proto; // 8..40: the two addresses
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+}
+
 /** Sum of the IPv6 pseudo-header; src and dst are 16-byte views. */
 export function pseudoSumV6(src: Uint8Array, dst: Uint8Array, proto: number, length: number): number {
   let s = sum16(src, 0, 16);

@@ -40,7 +40,7 @@ import {
   IPV6_OFF_DST,
   VXLAN_HLEN,
 } from './constants.js';
-import { finish, internetChecksum, pseudoSumV4, pseudoSumV6, sum16 } from './checksum.js';
+import { finish, internetChecksum, pseudoSumV4, pseudoSumV6At, sum16 } from './checksum.js';
 import { readU16, readU32, writeU16, writeU32 } from './ethernet.js';
 import { writeVxlanHeader } from './vxlan.js';
 
@@ -176,8 +176,6 @@ export function segmentSuperFrame(src: Uint8Array, off: number, len: number, mss
   const id0 = v4 ? readU16(src, ip + IPV4_OFF_ID) : 0;
   const saddr = v4 ? readU32(src, ip + IPV4_OFF_SRC) : 0;
   const daddr = v4 ? readU32(src, ip + IPV4_OFF_DST) : 0;
-  const src6 = v4 ? null : src.slice(ip + IPV6_OFF_SRC, ip + IPV6_OFF_SRC + 16);
-  const dst6 = v4 ? null : src.slice(ip + IPV6_OFF_DST, ip + IPV6_OFF_DST + 16);
   for (let k = 0; k < count; k++) {
     const o = dstOff + k * stride + prefix;
     const plen = k === count - 1 ? payload - k * mss : mss;
@@ -212,7 +210,7 @@ export function segmentSuperFrame(src: Uint8Array, off: number, len: number, mss
       dst[dt + TCP_OFF_FLAGS] = f;
     }
     writeU16(dst, csumAt, 0);
-    const pseudo = v4 ? pseudoSumV4(saddr, daddr, proto, seg) : pseudoSumV6(src6!, dst6!, proto, seg);
+    const pseudo = v4 ? pseudoSumV4(saddr, daddr, proto, seg) : pseudoSumV6At(src, ip, proto, seg); // src's header is never written: the output does not overlap it
     const c = finish(sum16(dst, dt, dt + seg, pseudo));
     writeU16(dst, csumAt, udp && c === 0 ? 0xffff : c);
   }
@@ -325,8 +323,7 @@ export function sampleTcpV6Frame(payload: number, o: { vlan?: boolean; tcpOpts?:
   }
   const t = ip + IPV6_HLEN;
   sampleTcp(f, t, doff, seed, o.flags);
-  const pseudo = pseudoSumV6(f.subarray(ip + IPV6_OFF_SRC, ip + IPV6_OFF_SRC + 16), f.subarray(ip + IPV6_OFF_DST, ip + IPV6_OFF_DST + 16), IPPROTO_TCP, doff + payload);
-  writeU16(f, t + TCP_OFF_CSUM, finish(sum16(f, t, f.length, pseudo)));
+  writeU16(f, t + TCP_OFF_CSUM, finish(sum16(f, t, f.length, pseudoSumV6At(f, ip, IPPROTO_TCP, doff + payload))));
   return f;
 }
 
@@ -358,7 +355,7 @@ export function sampleUdpFrame(payload: number, o: { v6?: boolean; vlan?: boolea
   for (let i = u + 8; i < f.length; i++) f[i] = (i * 11 + seed * 5) & 0xff;
   writeU16(f, u + UDP_OFF_CSUM, 0);
   const pseudo = o.v6
-    ? pseudoSumV6(f.subarray(ip + IPV6_OFF_SRC, ip + IPV6_OFF_SRC + 16), f.subarray(ip + IPV6_OFF_DST, ip + IPV6_OFF_DST + 16), IPPROTO_UDP, 8 + payload)
+    ? pseudoSumV6At(f, ip, IPPROTO_UDP, 8 + payload)
     : pseudoSumV4(readU32(f, ip + IPV4_OFF_SRC), readU32(f, ip + IPV4_OFF_DST), IPPROTO_UDP, 8 + payload);
   const c = finish(sum16(f, u, f.length, pseudo));
   writeU16(f, u + UDP_OFF_CSUM, c === 0 ? 0xffff : c);
