@@ -435,7 +435,6 @@ static uint32_t pseudo_v4p(const uint8_t *ip, uint32_t len, uint32_t proto) {
   while (s >> 16) s = (s & 0xffff) + (s >> 16);
   return (uint32_t)s;
 }
-static uint32_t pseudo_v4(const uint8_t *ip, uint32_t len) { return pseudo_v4p(ip, len, 6 /* TCP */); }
 
 /* The pseudo-header sum of the IPv6 header at ip (source and destination addresses, length, next header). */
 static uint32_t pseudo_v6p(const uint8_t *ip, uint32_t len, uint32_t proto) {
@@ -444,7 +443,6 @@ static uint32_t pseudo_v6p(const uint8_t *ip, uint32_t len, uint32_t proto) {
   while (s >> 16) s = (s & 0xffff) + (s >> 16);
   return (uint32_t)s;
 }
-static uint32_t pseudo_v6(const uint8_t *ip, uint32_t len) { return pseudo_v6p(ip, len, 6 /* TCP */); }
 
 /*
  * sum16(buf, start, end, initial): the ones'-complement sum of buf[start..end) as big-endian 16-bit words, folded
@@ -574,23 +572,25 @@ static napi_value TsoSplit(napi_env env, napi_callback_info info) {
   return make_i32(env, (int32_t)count);
 }
 
-/* Where TCP starts in an inner frame Gro handles: after Ethernet + IPv4 without options, or + the IPv6 header. */
+/* Where TCP or UDP starts in an inner frame Gro handles: after Ethernet + IPv4 without options, or + the IPv6
+ * header; and its protocol (IPv4 protocol or IPv6 next header). */
 static inline uint32_t gro_l4(const uint8_t *f) { return rd16(f + 12) == 0x86dd ? 54 : 34; }
+static inline uint32_t gro_proto(const uint8_t *f, uint32_t l4) { return l4 == 34 ? f[14 + 9] : f[14 + 6]; }
 
 /*
  * groSegment(buf, off, len, hdrs, ref, dst): the per-segment work of src/dataplane/gro.ts (Gro.offer), in one call,
- * for an inner TCP frame buf[off..off+len) over IPv4 without options or IPv6 without extension headers (the
- * Ethertype says which) whose headers (Ethernet + IP + TCP) are `hdrs` bytes (at least gro_l4 + 20) and that the
- * caller has already checked for form:
- *   -1  its TCP checksum does not verify;
+ * for an inner TCP or UDP frame buf[off..off+len) over IPv4 without options or IPv6 without extension headers (the
+ * Ethertype says which) whose headers (Ethernet + IP + TCP or UDP) are `hdrs` bytes (TCP: at least gro_l4 + 20;
+ * UDP: gro_l4 + 8) and that the caller has already checked for form:
+ *   -1  its TCP or UDP checksum does not verify;
  *    0  it verifies, and ref < 0 or it is not of the flow of the pending super-frame at buf[ref..] (same Ethernet
  *       header; IPv4 TOS, DF/MF byte, TTL, protocol and addresses, or IPv6 version/traffic class/flow label, next
- *       header, hop limit and addresses; same TCP ports, ack, data offset, window and options);
+ *       header, hop limit and addresses; same ports; for TCP also ack, data offset, window and options);
  *    1  it verifies, is of that flow, and its payload has been copied to buf[dst..].
  */
 static int gro_segment(uint8_t *buf, uint32_t off, uint32_t len, uint32_t hdrs, int32_t ref, int32_t dst) {
   const uint8_t *f = buf + off;
-  uint32_t l4 = gro_l4(f);
+  uint32_t l4 = gro_l4(f), proto = gro_proto(f, l4);
   const uint8_t *ip = f + 14, *tcp = f + l4;
   bool same = false;
   if (ref >= 0) {
@@ -599,8 +599,8 @@ static int gro_segment(uint8_t *buf, uint32_t off, uint32_t len, uint32_t hdrs, 
     same = memcmp(f, r, 14) == 0 && /* the Ethertype too: the same IP version */
            (l4 == 34 ? ip[1] == rip[1] && ip[6] == rip[6] && ip[8] == rip[8] && ip[9] == rip[9] && memcmp(ip + 12, rip + 12, 8) == 0
                      : memcmp(ip, rip, 4) == 0 && ip[6] == rip[6] && ip[7] == rip[7] && memcmp(ip + 8, rip + 8, 32) == 0) &&
-           memcmp(tcp, rtcp, 4) == 0 && memcmp(tcp + 8, rtcp + 8, 5) == 0 &&
-           memcmp(tcp + 14, rtcp + 14, 2) == 0 && memcmp(tcp + 20, rtcp + 20, hdrs - l4 - 20) == 0;
+           memcmp(tcp, rtcp, 4) == 0 &&
+           (proto != 6 || (memcmp(tcp + 8, rtcp + 8, 5) == 0 && memcmp(tcp + 14, rtcp + 14, 2) == 0 && memcmp(tcp + 20, rtcp + 20, hdrs - l4 - 20) == 0));
   }
   uint32_t plen = len - hdrs;
   uint8_t *to = buf + dst;
@@ -608,10 +608,17 @@ static int gro_segment(uint8_t *buf, uint32_t off, uint32_t len, uint32_t hdrs, 
    * frame's end, so they are never written out. Overlapping spans (never the data plane's) take two passes. */
   bool fused = same && dst >= 0 && (to + plen <= f + hdrs || to >= f + len);
   uint64_t sum = csum_add(tcp, hdrs - l4) + (fused ? csum_copy(to, f + hdrs, plen) : csum_add(f + hdrs, plen));
-  if (csum_fold(sum, l4 == 34 ? pseudo_v4(ip, len - l4) : pseudo_v6(ip, len - l4)) != 0xffff) return -1;
+  if (csum_fold(sum, l4 == 34 ? pseudo_v4p(ip, len - l4, proto) : pseudo_v6p(ip, len - l4, proto)) != 0xffff) return -1;
   if (!same || dst < 0) return 0;
   if (!fused) memmove(to, f + hdrs, plen);
   return 1;
+}
+
+/* The header bytes gro_segment may be given for the frame at f (what it reads): at least l4 + 20 for TCP, l4 + 8
+ * for any other protocol (Gro itself only gives UDP, with exactly l4 + 8). */
+static inline bool gro_hdrs_ok(const uint8_t *f, uint32_t hdrs) {
+  uint32_t l4 = gro_l4(f);
+  return hdrs >= l4 + (gro_proto(f, l4) == 6 ? 20 : 8);
 }
 
 static napi_value GroSegment(napi_env env, napi_callback_info info) {
@@ -624,7 +631,7 @@ static napi_value GroSegment(napi_env env, napi_callback_info info) {
   int32_t ref, dst;
   if (argc < 6 || !get_bytes(env, argv[0], &buf, &blen) || !get_u32(env, argv[1], &off) || !get_u32(env, argv[2], &len) ||
       !get_u32(env, argv[3], &hdrs) || !get_i32(env, argv[4], &ref) || !get_i32(env, argv[5], &dst) ||
-      (uint64_t)off + len > blen || len < 14 || hdrs < gro_l4(buf + off) + 20 || hdrs > len || (ref >= 0 && (uint64_t)ref + hdrs > blen) ||
+      (uint64_t)off + len > blen || len < 24 || hdrs > len || !gro_hdrs_ok(buf + off, hdrs) || (ref >= 0 && (uint64_t)ref + hdrs > blen) ||
       (ref >= 0 && dst >= 0 && (uint64_t)dst + (len - hdrs) > blen))
     return throw_type(env, "groSegment(buf, off, len, hdrs, ref, dst): bad arguments");
   return make_i32(env, gro_segment(buf, off, len, hdrs, ref, dst));
@@ -636,10 +643,11 @@ static napi_value GroSegment(napi_env env, napi_callback_info info) {
  * pending super-frame at buf[ref..], appends the datagrams that follow in the same UDP GRO buffer, buf[from..end)
  * in `step`-byte datagrams (the last may be shorter), while each one: has the first one's VXLAN header and inner
  * Ethernet header (so the data plane's lookups for it would be the first one's), is IPv4 without options or
- * fragmentation, or IPv6 with TCP as the next header, with a TCP segment of `hdrs` header bytes whose IPv4 length
- * or IPv6 payload length matches, has only ACK (or ACK|PSH) set,
- * carries 1..mss payload bytes starting at the expected sequence number, fits in maxTotal, and passes gro_segment
- * (checksum, flow). A segment with PSH, or one shorter than mss, is appended and ends the run.
+ * fragmentation, or IPv6, whose IPv4 length or IPv6 payload length matches, with either a TCP segment of `hdrs`
+ * header bytes with only ACK (or ACK|PSH) set starting at the expected sequence number, or a UDP datagram (hdrs =
+ * IP + 8) whose UDP length matches and whose checksum is not 0; carries 1..mss payload bytes, fits in maxTotal,
+ * and passes gro_segment (checksum; the pending frame's flow, so its protocol too). A TCP segment with PSH, or
+ * one shorter than mss, is appended and ends the run.
  * state (Int32Array): in [0] len, [1] mss, [2] nextSeq, [3] maxTotal; out [0] len, [2] nextSeq, [4] bytes of
  * datagrams taken, [5] 1 if the run ended on PSH | 2 if on a short segment. Returns the number of datagrams taken.
  */
@@ -654,7 +662,7 @@ static napi_value GroRun(napi_env env, napi_callback_info info) {
   if (argc < 8 || !get_bytes(env, argv[0], &buf, &blen) || !get_u32(env, argv[1], &first) || !get_u32(env, argv[2], &from) ||
       !get_u32(env, argv[3], &end) || !get_u32(env, argv[4], &step) || !get_i32(env, argv[5], &ref) || !get_u32(env, argv[6], &hdrs) ||
       !get_typed(env, argv[7], napi_int32_array, (void **)&st, &sn) || sn < 6 || end > blen || (uint64_t)first + 22 > blen ||
-      ref < 0 || hdrs < 54 || st[0] < (int32_t)hdrs || st[0] > st[3] || st[1] < 1 || (uint64_t)ref + (uint32_t)st[3] > blen || step < 1)
+      ref < 0 || hdrs < 42 || st[0] < (int32_t)hdrs || st[0] > st[3] || st[1] < 1 || (uint64_t)ref + (uint32_t)st[3] > blen || step < 1)
     return throw_type(env, "groRun(buf, first, from, end, step, ref, hdrs, state: Int32Array(6)): bad arguments");
   uint32_t cur = (uint32_t)st[0], mss = (uint32_t)st[1], next = (uint32_t)st[2], max = (uint32_t)st[3];
   uint32_t count = 0, bytes = 0, why = 0;
@@ -664,18 +672,25 @@ static napi_value GroRun(napi_env env, napi_callback_info info) {
     if (memcmp(buf + p, buf + first, 22) != 0) break;
     uint32_t off = p + 8, ilen = len - 8;
     const uint8_t *f = buf + off, *ip = f + 14;
-    uint32_t l4 = gro_l4(f);
-    const uint8_t *tcp = f + l4;
-    if (l4 == 34 ? ip[0] != 0x45 || ip[9] != 6 || (rd16(ip + 6) & 0x3fff) != 0 || rd16(ip + 2) != ilen - 14
-                 : (ip[0] >> 4) != 6 || ip[6] != 6 || rd16(ip + 4) != ilen - 54)
+    uint32_t l4 = gro_l4(f), proto = gro_proto(f, l4);
+    const uint8_t *tcp = f + l4; /* or the UDP header */
+    if (l4 == 34 ? ip[0] != 0x45 || (rd16(ip + 6) & 0x3fff) != 0 || rd16(ip + 2) != ilen - 14
+                 : (ip[0] >> 4) != 6 || rd16(ip + 4) != ilen - 54)
       break;
-    uint8_t fl = tcp[13];
-    if ((fl & ~(0x10 | 0x08)) != 0 || (fl & 0x10) == 0 || hdrs < l4 + 20 || (uint32_t)(tcp[12] >> 4) * 4 + l4 != hdrs) break;
+    /* hdrs fits this frame's protocol before any byte of its L4 header is read (len >= 8 + hdrs) */
+    if ((proto != 6 && proto != 17) || !gro_hdrs_ok(f, hdrs) || (proto == 17 && hdrs != l4 + 8)) break;
+    uint8_t fl = 0;
+    if (proto == 6) {
+      fl = tcp[13];
+      if ((fl & ~(0x10 | 0x08)) != 0 || (fl & 0x10) == 0 || (uint32_t)(tcp[12] >> 4) * 4 + l4 != hdrs) break;
+    } else if (rd16(tcp + 4) != ilen - l4 || rd16(tcp + 6) == 0) {
+      break; /* UDP: the length must be the rest of the frame, and a datagram without a checksum is not merged */
+    }
     uint32_t plen = ilen - hdrs;
-    if (plen < 1 || plen > mss || rd32(tcp + 4) != next || cur + plen > max) break;
+    if (plen < 1 || plen > mss || (proto == 6 && rd32(tcp + 4) != next) || cur + plen > max) break;
     if (gro_segment(buf, off, ilen, hdrs, ref, (int32_t)(ref + cur)) != 1) break;
     cur += plen;
-    next += plen;
+    if (proto == 6) next += plen;
     count++;
     bytes += len;
     if (fl & 0x08) {

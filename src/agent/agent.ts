@@ -654,7 +654,7 @@ export class Agent {
   private adopt(r: LocalRecord, tap: Tap): Endpoint {
     const mac = parseMac(r.mac);
     const ip = parseIpv4(r.ip);
-    const port = this.dp.addPort({ id: r.name, mac, vni: r.vni, fd: tap.fd, ifname: r.ifname, ip, mtu: r.mtu, vnetHdr: !!r.vnetHdr });
+    const port = this.dp.addPort({ id: r.name, mac, vni: r.vni, fd: tap.fd, ifname: r.ifname, ip, mtu: r.mtu, vnetHdr: !!r.vnetHdr, uso: !!tap.uso });
     const ep: Endpoint = { id: r.name, name: r.name, network: r.network, netns: r.netns, ip, mac, tap, port, rec: r };
     this.endpoints.set(r.name, ep);
     return ep;
@@ -850,8 +850,9 @@ export class Agent {
         if (!found) throw new Error(`no interface with MAC ${r.mac} in ${r.netns} (expected ${r.ifname})`);
         r.ifname = found.ifname;
         [fd] = n.tapOpen(r.ifname, k.IFF_TAP | k.IFF_NO_PI | (r.vnetHdr ? k.IFF_VNET_HDR : 0), path);
+        let uso = false;
         if (r.vnetHdr) {
-          setOffloads(fd);
+          uso = setOffloads(fd);
           if (!(await setTapGsoMaxSegs(r.ifname, r.mtu, r.netns))) this.log.warn('cannot set gso_max_segs on a recovered TAP (only speed)', { endpoint: r.name });
         }
         if (!this.networks.has(r.network)) {
@@ -860,7 +861,7 @@ export class Agent {
           this.networks.set(r.network, net);
           this.dp.addVni(r.vni, true);
         }
-        this.adopt(r, { fd, ifname: r.ifname, netns: r.netns, mac: parseMac(r.mac), mtu: r.mtu });
+        this.adopt(r, { fd, ifname: r.ifname, netns: r.netns, mac: parseMac(r.mac), mtu: r.mtu, uso });
         this.log.info('endpoint recovered', { endpoint: r.name, netns: r.netns, ip: r.ip });
       } catch (e) {
         if (fd >= 0) safe(() => n.closeFd(fd));

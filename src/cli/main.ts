@@ -300,7 +300,7 @@ async function statsCmd(argv: string[]): Promise<void> {
   console.log(`tx: ${c.tx_packets} frames ${c.tx_bytes} bytes -> ${c.tx_udp_datagrams} datagrams, ${c.tx_local_frames} local`);
   console.log(`rx: ${c.rx_datagrams} datagrams ${c.rx_bytes} bytes -> ${c.rx_frames} frames`);
   if (st.offload) {
-    console.log(`offload: tx ${c.tx_gso_frames} TSO frames -> ${c.tx_gso_segments} segments in ${c.tx_gso_sends} GSO sends; rx ${c.rx_gro_buffers} GRO buffers, ${c.rx_gro_segments} segments merged into ${c.rx_gro_frames} frames`);
+    console.log(`offload: tx ${c.tx_gso_frames} TSO frames -> ${c.tx_gso_segments} segments in ${c.tx_gso_sends} GSO sends; rx ${c.rx_gro_buffers} GRO buffers, ${c.rx_gro_segments} segments merged into ${c.rx_gro_frames} frames (${c.rx_gro_udp_frames} of them UDP)`);
   } else console.log('offload: off (--no-offload)');
   console.log(`learned ${c.learned}, moved ${c.moved}, arp answered ${c.arp_suppressed}; fdb ${JSON.stringify(st.fdb)}`);
   console.log(drops.length ? `drops: ${drops.map(([k, n]) => `${k}=${n}`).join(' ')}` : 'drops: none');

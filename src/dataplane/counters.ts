@@ -52,8 +52,9 @@ export class Counters {
   tx_gso_sends = 0; // UDP GSO sends (each one sendmsg entry the kernel cuts into datagrams)
   rx_gro_buffers = 0; // receive buffers the kernel coalesced (UDP GRO) from several datagrams
   rx_gro_frames = 0; // super-frames written to TAPs, merged from...
-  rx_gro_segments = 0; // ...this many TCP segments
-  rx_gro_bad_csum = 0; // TCP segments not merged because their checksum did not verify (delivered as they came)
+  rx_gro_segments = 0; // ...this many TCP segments and UDP datagrams
+  rx_gro_udp_frames = 0; // of rx_gro_frames, the UDP ones (UDP_L4 super-frames of equal-sized datagrams)
+  rx_gro_bad_csum = 0; // TCP segments or UDP datagrams not merged because their checksum did not verify (delivered as they came)
   // drops
   tx_short = 0;
   tx_spoofed_src_mac = 0;

@@ -142,7 +142,7 @@ export class Dataplane {
   }
 
   /** Adds a local endpoint and starts reading its TAP. */
-  addPort(spec: { id: string; mac: number; vni: number; fd: number; ifname: string; ip?: number; mtu?: number; vnetHdr?: boolean }): Port {
+  addPort(spec: { id: string; mac: number; vni: number; fd: number; ifname: string; ip?: number; mtu?: number; vnetHdr?: boolean; uso?: boolean }): Port {
     if (this.ports.has(spec.id)) throw new FdbError('EEXIST', `endpoint ${spec.id} is already attached`);
     const vnet = this.fdb.vnet(spec.vni);
     const port: Port = {
@@ -150,6 +150,7 @@ export class Dataplane {
       ip: spec.ip ?? 0,
       mtu: spec.mtu ?? 65535,
       vnetHdrLen: spec.vnetHdr ? VNET_HDR_LEN : 0,
+      uso: !!spec.vnetHdr && !!spec.uso,
       vnet,
       vstats: this.vniStats(spec.vni),
       poll: null,

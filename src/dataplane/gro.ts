@@ -2,8 +2,11 @@
  * Receive-side merging (GRO) for endpoints whose TAP takes virtio-net headers: consecutive in-order TCP segments
  * of one flow, arriving in one receive batch for one endpoint, are joined into one super-frame and written with
  * a GSO header (TCPV4 or TCPV6, gso_size = the segment payload size, NEEDS_CSUM with the pseudo-header sum), so
- * the container's stack takes one skb where it would take dozens. The rules follow Linux's tcp_gro_receive (and
- * inet_gro_receive / ipv6_gro_receive):
+ * the container's stack takes one skb where it would take dozens. Consecutive UDP datagrams of one flow are
+ * joined the same way into a UDP_L4 (USO) super-frame, the form Linux's udp_gro_receive_segment builds: the
+ * receiving stack hands it whole to a socket with UDP_GRO on and cuts it back into the same datagrams for any
+ * other (udp_rcv_segment), so datagram boundaries are kept either way. The TCP rules follow Linux's
+ * tcp_gro_receive (and inet_gro_receive / ipv6_gro_receive):
  *   - IPv4 without options or fragmentation, or IPv6 with TCP as the next header (no extension headers); TCP
  *     with only ACK/PSH set, a non-empty payload;
  *   - Ethernet header, IPv4 addresses/TOS/TTL/DF or IPv6 addresses/traffic class/flow label/hop limit, TCP
@@ -12,6 +15,10 @@
  *   - PSH ends the merge (it goes in, then the super-frame is written); at most 64 KB in all;
  *   - the segment's own TCP checksum verifies (as Linux validates before merging): the super-frame is written
  *     with NEEDS_CSUM, which the receiving stack does not re-check, so a bad segment must never be merged.
+ * UDP (udp_gro_receive_segment): the same IP and Ethernet rules, the same ports; every datagram but the last
+ * exactly `mss` (the first one's payload) long, at most UDP_GSO_MAX_SEGS (64, the most a UDP_L4 frame from a TAP
+ * may hold) and 64 KB in all; a checksum that verifies, and a datagram without one (IPv4, checksum 0) is not
+ * merged. A merge never waits for more: whatever is pending is written at the end of the receive batch.
  * Anything else is written as it came, after the pending super-frame (so a flow's order is kept).
  */
 import {
@@ -19,6 +26,7 @@ import {
   ETH_OFF_TYPE,
   ETH_P_IP,
   IPPROTO_TCP,
+  IPPROTO_UDP,
   IPV4_HLEN_MIN,
   IPV4_OFF_CSUM,
   IPV4_OFF_DST,
@@ -40,11 +48,14 @@ import {
   TCP_OFF_DOFF,
   TCP_OFF_FLAGS,
   TCP_OFF_SEQ,
+  UDP_HLEN,
+  UDP_OFF_CSUM,
+  UDP_OFF_LEN,
   VXLAN_HLEN,
 } from '../vxlan/constants.js';
 import { finish, internetChecksum, pseudoSumV4, pseudoSumV6At, sum16 } from '../vxlan/checksum.js';
 import { readU16, readU32, writeU16, writeU32 } from '../vxlan/ethernet.js';
-import { sampleTcpV4Frame, sampleTcpV6Frame, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_HDR_LEN, writeU16le } from '../vxlan/gso.js';
+import { sampleTcpV4Frame, sampleTcpV6Frame, sampleUdpFrame, UDP_GSO_MAX_SEGS, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4, VNET_HDR_LEN, writeU16le } from '../vxlan/gso.js';
 import type { Counters } from './counters.js';
 import type { OutQueue } from './out.js';
 import type { Port } from './port.js';
@@ -60,33 +71,55 @@ function l4Of(a: Uint8Array, off: number): number {
   return readU16(a, off + ETH_OFF_TYPE) === ETH_P_IPV6 ? L4_V6 : L4;
 }
 
+/** The L4 protocol of a frame of the form mergeable() accepts (TCP or UDP). */
+function protoOf(a: Uint8Array, off: number, l4: number): number {
+  return a[off + L3 + (l4 === L4 ? IPV4_OFF_PROTO : IPV6_OFF_NEXT_HDR)];
+}
+
 /**
  * The form of a frame Gro merges: Ethernet + IPv4 without options or fragmentation whose length is the frame's,
- * or Ethernet + IPv6 with TCP as the next header whose payload length is the frame's, carrying TCP with only ACK
- * (or ACK|PSH) set and a non-empty payload. Returns its header bytes (Ethernet + IP + TCP), or -1.
+ * or Ethernet + IPv6 with TCP or UDP as the next header whose payload length is the frame's, carrying either TCP
+ * with only ACK (or ACK|PSH) set and a non-empty payload, or UDP whose length is the rest of the frame, with a
+ * checksum (not 0) and a non-empty payload. Returns its header bytes (Ethernet + IP + TCP or UDP), or -1.
  */
 function mergeable(a: Uint8Array, off: number, len: number): number {
   const type = readU16(a, off + ETH_OFF_TYPE);
   let l4: number;
+  let proto: number;
   if (type === ETH_P_IP) {
-    if (len < L4 + 20 || a[off + L3 + IPV4_OFF_VER_IHL] !== 0x45 || a[off + L3 + IPV4_OFF_PROTO] !== IPPROTO_TCP) return -1;
+    if (len < L4 + UDP_HLEN || a[off + L3 + IPV4_OFF_VER_IHL] !== 0x45) return -1;
+    proto = a[off + L3 + IPV4_OFF_PROTO];
     if ((readU16(a, off + L3 + IPV4_OFF_FRAG) & (IPV4_FLAG_MF | IPV4_FRAG_OFFSET_MASK)) !== 0 || readU16(a, off + L3 + IPV4_OFF_TOT_LEN) !== len - ETH_HLEN) return -1;
     l4 = L4;
   } else if (type === ETH_P_IPV6) {
-    if (len < L4_V6 + 20 || a[off + L3] >>> 4 !== 6 || a[off + L3 + IPV6_OFF_NEXT_HDR] !== IPPROTO_TCP || readU16(a, off + L3 + IPV6_OFF_PAYLOAD_LEN) !== len - L4_V6) return -1;
+    if (len < L4_V6 + UDP_HLEN || a[off + L3] >>> 4 !== 6 || readU16(a, off + L3 + IPV6_OFF_PAYLOAD_LEN) !== len - L4_V6) return -1;
+    proto = a[off + L3 + IPV6_OFF_NEXT_HDR];
     l4 = L4_V6;
   } else return -1;
+  if (proto === IPPROTO_UDP) {
+    if (len <= l4 + UDP_HLEN || readU16(a, off + l4 + UDP_OFF_LEN) !== len - l4 || readU16(a, off + l4 + UDP_OFF_CSUM) === 0) return -1;
+    return l4 + UDP_HLEN;
+  }
+  if (proto !== IPPROTO_TCP || len < l4 + 20) return -1;
   const flags = a[off + l4 + TCP_OFF_FLAGS];
   const doff = (a[off + l4 + TCP_OFF_DOFF] >>> 4) * 4;
   if ((flags & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)) !== 0 || (flags & TCP_FLAG_ACK) === 0 || doff < 20 || len <= l4 + doff) return -1;
   return l4 + doff;
 }
 
+/** The most frame bytes a pending super-frame may grow to: 64 KB, and for UDP also UDP_GSO_MAX_SEGS datagrams of
+ * `mss` (all but the last are exactly mss long, so this bound is exactly the segment limit). */
+function maxTotal(udp: boolean, hdrs: number, mss: number): number {
+  return udp ? Math.min(MAX_TOTAL, hdrs + UDP_GSO_MAX_SEGS * mss) : MAX_TOTAL;
+}
+
 export class Gro {
   private port: Port | null = null;
   private start = 0; // where the pending super-frame's virtio-net header begins in the arena
   private hdrs = 0; // Ethernet + IP + TCP header bytes
-  private l4 = 0; // where TCP starts: L4 (IPv4) or L4_V6
+  private l4 = 0; // where TCP or UDP starts: L4 (IPv4) or L4_V6
+  private udp = false; // the pending super-frame is UDP datagrams (else TCP segments)
+  private max = 0; // maxTotal() of the pending super-frame
   private len = 0; // frame bytes so far (headers + payload)
   private mss = 0;
   private nextSeq = 0;
@@ -121,10 +154,15 @@ export class Gro {
       return false;
     }
     const l4 = l4Of(a, off);
-    const flags = a[off + l4 + TCP_OFF_FLAGS];
+    const udp = protoOf(a, off, l4) === IPPROTO_UDP;
+    if (udp && !port.uso) {
+      this.flush();
+      return false; // a kernel before 6.2 refuses UDP_L4 super-frames
+    }
+    const flags = udp ? 0 : a[off + l4 + TCP_OFF_FLAGS];
     const plen = len - hdrs;
-    const seq = readU32(a, off + l4 + TCP_OFF_SEQ);
-    const extend = this.port === port && hdrs === this.hdrs && seq === this.nextSeq && !this.shortSeen && plen <= this.mss && this.len + plen <= MAX_TOTAL;
+    const seq = udp ? 0 : readU32(a, off + l4 + TCP_OFF_SEQ);
+    const extend = this.port === port && hdrs === this.hdrs && udp === this.udp && (udp || seq === this.nextSeq) && !this.shortSeen && plen <= this.mss && this.len + plen <= this.max;
     const ref = this.start + VNET_HDR_LEN;
     const r = extend ? groSegment(a, off, len, hdrs, ref, ref + this.len) : groSegment(a, off, len, hdrs, -1, -1);
     if (r < 0) {
@@ -149,8 +187,10 @@ export class Gro {
     this.start = this.cursor;
     this.hdrs = hdrs;
     this.l4 = l4;
+    this.udp = udp;
     this.len = len;
     this.mss = plen;
+    this.max = maxTotal(udp, hdrs, plen);
     this.nextSeq = (seq + plen) >>> 0;
     this.segs = 1;
     this.shortSeen = false;
@@ -170,7 +210,7 @@ export class Gro {
     st[0] = this.len;
     st[1] = this.mss;
     st[2] = this.nextSeq | 0;
-    st[3] = MAX_TOTAL;
+    st[3] = this.max;
     const n = groRun(a, first, from, end, step, this.start + VNET_HDR_LEN, this.hdrs, st);
     if (n === 0) return 0;
     this.len = st[0];
@@ -192,28 +232,34 @@ export class Gro {
     this.arena.fill(0, h, f);
     if (this.segs > 1) {
       const l4 = this.l4;
-      const tcpLen = this.len - l4;
-      // CHECKSUM_PARTIAL: the TCP field holds the pseudo-header sum; the stack takes it as verified (it came
+      const l4Len = this.len - l4;
+      const proto = this.udp ? IPPROTO_UDP : IPPROTO_TCP;
+      const csumOff = this.udp ? UDP_OFF_CSUM : TCP_OFF_CSUM;
+      // CHECKSUM_PARTIAL: the TCP/UDP field holds the pseudo-header sum; the stack takes it as verified (it came
       // with a correct checksum per segment, and the outer UDP checksum covered every byte)
       let ps: number;
       if (l4 === L4) {
         writeU16(this.arena, f + L3 + IPV4_OFF_TOT_LEN, this.len - ETH_HLEN);
         writeU16(this.arena, f + L3 + IPV4_OFF_CSUM, 0);
         writeU16(this.arena, f + L3 + IPV4_OFF_CSUM, internetChecksum(this.arena, f + L3, f + L4));
-        ps = pseudoSumV4(readU32(this.arena, f + L3 + IPV4_OFF_SRC), readU32(this.arena, f + L3 + IPV4_OFF_DST), IPPROTO_TCP, tcpLen);
+        ps = pseudoSumV4(readU32(this.arena, f + L3 + IPV4_OFF_SRC), readU32(this.arena, f + L3 + IPV4_OFF_DST), proto, l4Len);
       } else {
-        writeU16(this.arena, f + L3 + IPV6_OFF_PAYLOAD_LEN, tcpLen);
-        ps = pseudoSumV6At(this.arena, f + L3, IPPROTO_TCP, tcpLen);
+        writeU16(this.arena, f + L3 + IPV6_OFF_PAYLOAD_LEN, l4Len);
+        ps = pseudoSumV6At(this.arena, f + L3, proto, l4Len);
       }
-      writeU16(this.arena, f + l4 + TCP_OFF_CSUM, ps);
+      // a UDP super-frame's length field spans all its datagrams (as udp_gro_complete writes it; the stack's
+      // segmentation sets each datagram's own)
+      if (this.udp) writeU16(this.arena, f + l4 + UDP_OFF_LEN, l4Len);
+      writeU16(this.arena, f + l4 + csumOff, ps);
       this.arena[h] = VNET_F_NEEDS_CSUM;
-      this.arena[h + 1] = l4 === L4 ? VNET_GSO_TCPV4 : VNET_GSO_TCPV6;
+      this.arena[h + 1] = this.udp ? VNET_GSO_UDP_L4 : l4 === L4 ? VNET_GSO_TCPV4 : VNET_GSO_TCPV6;
       writeU16le(this.arena, h + 2, this.hdrs);
       writeU16le(this.arena, h + 4, this.mss);
       writeU16le(this.arena, h + 6, l4);
-      writeU16le(this.arena, h + 8, TCP_OFF_CSUM);
+      writeU16le(this.arena, h + 8, csumOff);
       this.c.rx_gro_frames++;
       this.c.rx_gro_segments += this.segs;
+      if (this.udp) this.c.rx_gro_udp_frames++;
     }
     this.out.tap(port, h, VNET_HDR_LEN + this.len, true);
     this.cursor = h + ((VNET_HDR_LEN + this.len + 63) & ~63);
@@ -222,20 +268,26 @@ export class Gro {
 
 /**
  * The per-segment work of Gro.offer, for an inner frame a[off..off+len) already checked for form (IPv4 without
- * options or IPv6 without extension headers, TCP with `hdrs` bytes of headers): -1 if its TCP checksum does not
- * verify; 0 if it verifies and ref < 0 or it is not of the flow of the pending super-frame at a[ref..] (everything
- * but seq, IP id/length/checksum, TCP checksum and PSH must match: Ethernet header; IPv4 TOS, DF/MF byte, TTL,
- * protocol and addresses, or IPv6 version/traffic class/flow label, next header, hop limit and addresses; ports,
- * ack, data offset, window, options); 1 if it verifies, is of that flow, and its payload has been copied to a[dst..].
- * a[dst..dst + payload) is scratch unless the result is 1: the native version copies while it sums.
+ * options or IPv6 without extension headers, TCP or UDP with `hdrs` bytes of headers): -1 if its TCP or UDP
+ * checksum does not verify; 0 if it verifies and ref < 0 or it is not of the flow of the pending super-frame at
+ * a[ref..] (everything but seq, IP id/length/checksum, TCP checksum and PSH, UDP length and checksum must match:
+ * Ethernet header; IPv4 TOS, DF/MF byte, TTL, protocol and addresses, or IPv6 version/traffic class/flow label,
+ * next header, hop limit and addresses; ports; for TCP also ack, data offset, window, options); 1 if it verifies,
+ * is of that flow, and its payload has been copied to a[dst..]. a[dst..dst + payload) is scratch unless the result
+ * is 1: the native version copies while it sums.
  */
 export type GroSegment = (a: Uint8Array, off: number, len: number, hdrs: number, ref: number, dst: number) => number;
+
+/** The pseudo-header sum of a TCP or UDP frame of the form mergeable() accepts (its own length and protocol). */
+function pseudoOf(a: Uint8Array, off: number, len: number, l4: number, proto: number): number {
+  return l4 === L4 ? pseudoSumV4(readU32(a, off + L3 + IPV4_OFF_SRC), readU32(a, off + L3 + IPV4_OFF_DST), proto, len - L4) : pseudoSumV6At(a, off + L3, proto, len - l4);
+}
 
 /** GroSegment in JS: the reference the native one is checked against. */
 export function groSegmentJs(a: Uint8Array, off: number, len: number, hdrs: number, ref: number, dst: number): number {
   const l4 = l4Of(a, off);
-  const ps = l4 === L4 ? pseudoSumV4(readU32(a, off + L3 + IPV4_OFF_SRC), readU32(a, off + L3 + IPV4_OFF_DST), IPPROTO_TCP, len - L4) : pseudoSumV6At(a, off + L3, IPPROTO_TCP, len - l4);
-  if (finish(sum16(a, off + l4, off + len, ps)) !== 0) return -1;
+  const proto = protoOf(a, off, l4);
+  if (finish(sum16(a, off + l4, off + len, pseudoOf(a, off, len, l4, proto))) !== 0) return -1;
   if (ref < 0) return 0;
   for (let i = 0; i < ETH_HLEN; i++) if (a[off + i] !== a[ref + i]) return 0; // the Ethertype too: same IP version
   if (l4 === L4) {
@@ -245,9 +297,12 @@ export function groSegmentJs(a: Uint8Array, off: number, len: number, hdrs: numb
     if (readU32(a, off + L3) !== readU32(a, ref + L3) || readU16(a, off + L3 + 6) !== readU16(a, ref + L3 + 6)) return 0;
     for (let i = L3 + IPV6_OFF_SRC; i < L4_V6; i++) if (a[off + i] !== a[ref + i]) return 0;
   }
-  if (readU32(a, off + l4) !== readU32(a, ref + l4) || readU32(a, off + l4 + 8) !== readU32(a, ref + l4 + 8)) return 0;
-  if (a[off + l4 + 12] !== a[ref + l4 + 12] || readU16(a, off + l4 + 14) !== readU16(a, ref + l4 + 14)) return 0;
-  for (let i = l4 + 20; i < hdrs; i++) if (a[off + i] !== a[ref + i]) return 0;
+  if (readU32(a, off + l4) !== readU32(a, ref + l4)) return 0; // ports
+  if (proto === IPPROTO_TCP) {
+    if (readU32(a, off + l4 + 8) !== readU32(a, ref + l4 + 8)) return 0;
+    if (a[off + l4 + 12] !== a[ref + l4 + 12] || readU16(a, off + l4 + 14) !== readU16(a, ref + l4 + 14)) return 0;
+    for (let i = l4 + 20; i < hdrs; i++) if (a[off + i] !== a[ref + i]) return 0;
+  }
   if (dst < 0) return 0;
   a.copyWithin(dst, off + hdrs, off + len);
   return 1;
@@ -259,47 +314,55 @@ export function groSegmentJs(a: Uint8Array, off: number, len: number, hdrs: numb
  */
 export let groSegment: GroSegment = groSegmentJs;
 
-/** A frame's TCP checksum recomputed in place (after a test edited it), for IPv4 or IPv6 alike. */
-function fixTcpChecksum(f: Uint8Array, off: number, len: number): void {
+/** A frame's TCP or UDP checksum recomputed in place (after a test edited it), for IPv4 or IPv6 alike. */
+function fixChecksum(f: Uint8Array, off: number, len: number): void {
   const l4 = l4Of(f, off);
-  f[off + l4 + TCP_OFF_CSUM] = 0;
-  f[off + l4 + TCP_OFF_CSUM + 1] = 0;
-  const ps = l4 === L4 ? pseudoSumV4(readU32(f, off + L3 + IPV4_OFF_SRC), readU32(f, off + L3 + IPV4_OFF_DST), IPPROTO_TCP, len - l4) : pseudoSumV6At(f, off + L3, IPPROTO_TCP, len - l4);
-  writeU16(f, off + l4 + TCP_OFF_CSUM, finish(sum16(f, off + l4, off + len, ps)));
+  const proto = protoOf(f, off, l4);
+  const at = off + l4 + (proto === IPPROTO_UDP ? UDP_OFF_CSUM : TCP_OFF_CSUM);
+  f[at] = 0;
+  f[at + 1] = 0;
+  const c = finish(sum16(f, off + l4, off + len, pseudoOf(f, off, len, l4, proto)));
+  writeU16(f, at, proto === IPPROTO_UDP && c === 0 ? 0xffff : c);
 }
 
-/** Installs `f` as groSegment after checking it against groSegmentJs, over IPv4 and IPv6: bad checksums, each
- * header field that must match, and the copy. */
+/** Installs `f` as groSegment after checking it against groSegmentJs, over TCP and UDP on IPv4 and IPv6: bad
+ * checksums, each header field that must match, and the copy. */
 export function useGroSegment(f: GroSegment): void {
-  for (const v6 of [false, true]) {
-    const mkFrame = (seed: number): Uint8Array => (v6 ? sampleTcpV6Frame(1428, { tcpOpts: true, seed }) : sampleTcpV4Frame(1448, { tcpOpts: true, seed }));
-    const base = mkFrame(1);
-    const l4 = v6 ? L4_V6 : L4;
-    const hdrs = l4 + 32;
-    // IP fields compared: IPv4 TOS, DF/MF byte, TTL, protocol, addresses; IPv6 version/class/flow label, next header,
-    // hop limit, addresses. Not compared: the IPv4 total length / IPv6 payload length (L3 + 4 in both)
-    const ipEdits = v6 ? [L3 + 1, L3 + 3, L3 + 6, L3 + 7, L3 + 8, L3 + 39] : [L3 + 1, L3 + 6, L3 + 8, L3 + 12, L3 + 19];
-    // [offset of a byte to change in the offered segment (-1: none), whether its checksum is then fixed]
-    const edits: [number, boolean][] = [[-1, true], [hdrs + 100, false], [0, true], [11, true], ...ipEdits.map((o): [number, boolean] => [o, true]), [l4 + 1, true], [l4 + 3, true], [l4 + 4, true], [l4 + 9, true], [l4 + 15, true], [l4 + 25, true], [L3 + 4, true]];
-    for (const [at, fix] of edits) {
-      for (const withRef of [false, true]) {
-        const a = new Uint8Array(3 * base.length + 64);
-        a.set(base, 0); // the pending frame
-        const seg = mkFrame(2);
-        seg.set(base.subarray(0, hdrs), 0); // the same flow as the pending frame ...
-        seg[l4 + 4] ^= 1; // ... at another sequence number
-        if (at >= 0) seg[at] ^= 0x5a;
-        // keep the checksum right so only the edited field decides (the IPv4 header checksum is not checked)
-        if (fix) fixTcpChecksum(seg, 0, seg.length);
-        a.set(seg, base.length + 7);
-        const b = a.slice();
-        const ref = withRef ? 0 : -1;
-        const dst = withRef ? 2 * base.length + 9 : -1;
-        const ra = f(a, base.length + 7, seg.length, hdrs, ref, dst);
-        const rb = groSegmentJs(b, base.length + 7, seg.length, hdrs, ref, dst);
-        const end = ra === 1 ? a.length : 2 * base.length + 9; // past the pending frame: scratch unless appended
-        if (ra !== rb || !a.subarray(0, end).every((x, i) => x === b[i])) throw new Error(`groSegment replacement disagrees with groSegmentJs (IPv${v6 ? 6 : 4}, byte ${at} changed, ref ${ref}): ${ra} vs ${rb}`);
-        if (at === -1 && withRef && ra !== 1) throw new Error(`groSegment reference check: an unedited IPv${v6 ? 6 : 4} segment of the flow was not appended (${ra})`);
+  for (const udp of [false, true]) {
+    for (const v6 of [false, true]) {
+      const mkFrame = (seed: number): Uint8Array =>
+        udp ? sampleUdpFrame(1200, { v6, seed }) : v6 ? sampleTcpV6Frame(1428, { tcpOpts: true, seed }) : sampleTcpV4Frame(1448, { tcpOpts: true, seed });
+      const base = mkFrame(1);
+      const l4 = v6 ? L4_V6 : L4;
+      const hdrs = udp ? l4 + UDP_HLEN : l4 + 32;
+      const what = `${udp ? 'UDP' : 'TCP'}/IPv${v6 ? 6 : 4}`;
+      // IP fields compared: IPv4 TOS, DF/MF byte, TTL, protocol, addresses; IPv6 version/class/flow label, next
+      // header, hop limit, addresses. Not compared: the IPv4 total length / IPv6 payload length (L3 + 4 in both)
+      const ipEdits = v6 ? [L3 + 1, L3 + 3, L3 + 6, L3 + 7, L3 + 8, L3 + 39] : [L3 + 1, L3 + 6, L3 + 8, L3 + 12, L3 + 19];
+      // ports; TCP: seq (not compared), ack, flags, window, options; UDP: the length (not compared)
+      const l4Edits = udp ? [l4 + 1, l4 + 3, l4 + 5] : [l4 + 1, l4 + 3, l4 + 4, l4 + 9, l4 + 15, l4 + 25];
+      // [offset of a byte to change in the offered segment (-1: none), whether its checksum is then fixed]
+      const edits: [number, boolean][] = [[-1, true], [hdrs + 100, false], [0, true], [11, true], ...[...ipEdits, ...l4Edits].map((o): [number, boolean] => [o, true]), [L3 + 4, true]];
+      for (const [at, fix] of edits) {
+        for (const withRef of [false, true]) {
+          const a = new Uint8Array(3 * base.length + 64);
+          a.set(base, 0); // the pending frame
+          const seg = mkFrame(2);
+          seg.set(base.subarray(0, hdrs), 0); // the same flow as the pending frame ...
+          seg[udp ? hdrs + 1 : l4 + 4] ^= 1; // ... with other data (TCP: at another sequence number)
+          if (at >= 0) seg[at] ^= 0x5a;
+          // keep the checksum right so only the edited field decides (the IPv4 header checksum is not checked)
+          if (fix) fixChecksum(seg, 0, seg.length);
+          a.set(seg, base.length + 7);
+          const b = a.slice();
+          const ref = withRef ? 0 : -1;
+          const dst = withRef ? 2 * base.length + 9 : -1;
+          const ra = f(a, base.length + 7, seg.length, hdrs, ref, dst);
+          const rb = groSegmentJs(b, base.length + 7, seg.length, hdrs, ref, dst);
+          const end = ra === 1 ? a.length : 2 * base.length + 9; // past the pending frame: scratch unless appended
+          if (ra !== rb || !a.subarray(0, end).every((x, i) => x === b[i])) throw new Error(`groSegment replacement disagrees with groSegmentJs (${what}, byte ${at} changed, ref ${ref}): ${ra} vs ${rb}`);
+          if (at === -1 && withRef && ra !== 1) throw new Error(`groSegment reference check: an unedited ${what} segment of the flow was not appended (${ra})`);
+        }
       }
     }
   }
@@ -310,12 +373,12 @@ export function useGroSegment(f: GroSegment): void {
  * A run of GRO appends in one call (Gro.run): after the datagram at buf[first..] (VXLAN header + inner frame) went
  * into the pending super-frame at buf[ref..], appends the datagrams that follow in the same UDP GRO buffer,
  * buf[from..end) in `step`-byte datagrams, while each one has the first one's VXLAN and inner Ethernet headers
- * (so every lookup the data plane would make for it gives the first one's answer), is IPv4 without options or
- * fragmentation with a TCP segment of `hdrs` header bytes and a matching IPv4 length, has only ACK (or ACK|PSH),
- * carries 1..mss payload bytes from the expected sequence number, fits in maxTotal, and passes groSegment. A
- * segment with PSH (which is set on the pending frame), or one shorter than mss, is appended and ends the run.
- * state: in [0] len, [1] mss, [2] nextSeq, [3] maxTotal; out [0] len, [2] nextSeq, [4] datagram bytes taken,
- * [5] 1 if the run ended on PSH | 2 if on a short segment. Returns how many datagrams it took.
+ * (so every lookup the data plane would make for it gives the first one's answer), has the form mergeable()
+ * accepts with `hdrs` header bytes, carries 1..mss payload bytes (TCP: from the expected sequence number), fits
+ * in maxTotal, and passes groSegment (checksum; the pending frame's flow, so its protocol too). A TCP segment with
+ * PSH (which is set on the pending frame), or a segment or datagram shorter than mss, is appended and ends the run.
+ * state: in [0] len, [1] mss, [2] nextSeq (TCP), [3] maxTotal; out [0] len, [2] nextSeq, [4] datagram bytes
+ * taken, [5] 1 if the run ended on PSH | 2 if on a short one. Returns how many datagrams it took.
  */
 export type GroRun = (buf: Uint8Array, first: number, from: number, end: number, step: number, ref: number, hdrs: number, state: Int32Array) => number;
 
@@ -338,12 +401,13 @@ export function groRunJs(buf: Uint8Array, first: number, from: number, end: numb
     const ilen = len - VXLAN_HLEN;
     if (mergeable(buf, off, ilen) !== hdrs) break;
     const l4 = l4Of(buf, off);
-    const fl = buf[off + l4 + TCP_OFF_FLAGS];
+    const udp = protoOf(buf, off, l4) === IPPROTO_UDP;
+    const fl = udp ? 0 : buf[off + l4 + TCP_OFF_FLAGS];
     const plen = ilen - hdrs;
-    if (plen > mss || readU32(buf, off + l4 + TCP_OFF_SEQ) !== next || cur + plen > max) break;
+    if (plen > mss || (!udp && readU32(buf, off + l4 + TCP_OFF_SEQ) !== next) || cur + plen > max) break;
     if (groSegment(buf, off, ilen, hdrs, ref, ref + cur) !== 1) break;
     cur += plen;
-    next = (next + plen) >>> 0;
+    if (!udp) next = (next + plen) >>> 0;
     count++;
     bytes += len;
     if ((fl & TCP_FLAG_PSH) !== 0) {
@@ -364,54 +428,68 @@ export function groRunJs(buf: Uint8Array, first: number, from: number, end: numb
 export let groRun: GroRun = groRunJs;
 
 /**
- * Installs `f` as groRun after checking it against groRunJs on a GRO buffer of consecutive segments of one flow
- * with, at each position in turn, one datagram that must end the run (other VXLAN header, other MAC, PSH, short,
- * a gap in sequence, a bad checksum, a non-TCP frame), and with a maxTotal that ends it.
+ * Installs `f` as groRun after checking it against groRunJs on GRO buffers of consecutive TCP segments, and of UDP
+ * datagrams, of one flow (IPv4 and IPv6) with, at each position in turn, one datagram that must end the run (other
+ * VXLAN header, other MAC, PSH, short, a gap in sequence, a bad checksum, another protocol, no UDP checksum,
+ * another port), and with a maxTotal that ends it.
  */
 export function useGroRun(f: GroRun): void {
   const mss = 1000;
   const n = 8;
-  for (const v6 of [false, true]) {
-    const l4 = v6 ? L4_V6 : L4;
-    const step = VXLAN_HLEN + l4 + 20 + mss;
-    const mk = (i: number, edit: string): Uint8Array => {
-      const d = new Uint8Array(step);
-      const shape = { flags: edit === 'psh' ? 0x18 : 0x10 };
-      const fr = v6 ? sampleTcpV6Frame(edit === 'short' ? mss - 10 : mss, shape) : sampleTcpV4Frame(edit === 'short' ? mss - 10 : mss, shape);
-      d.set(fr, VXLAN_HLEN);
-      d[0] = 0x08;
-      d[6] = edit === 'vni' ? 9 : 7;
-      const t = VXLAN_HLEN + l4;
-      writeU32(d, t + TCP_OFF_SEQ, (readU32(d, t + TCP_OFF_SEQ) + i * mss + (edit === 'gap' ? 1 : 0)) >>> 0);
-      if (edit === 'mac') d[VXLAN_HLEN + 5] ^= 1;
-      if (edit === 'udp') d[VXLAN_HLEN + L3 + (v6 ? IPV6_OFF_NEXT_HDR : IPV4_OFF_PROTO)] = 17;
-      if (edit === 'flow' && v6) d[VXLAN_HLEN + L3 + 3] ^= 1; // another flow label
-      const ilen = VXLAN_HLEN + fr.length;
-      fixTcpChecksum(d, VXLAN_HLEN, fr.length);
-      if (edit === 'csum') d[t + 16] ^= 0xff;
-      return d.subarray(0, ilen);
-    };
-    for (const edit of ['', 'vni', 'mac', 'psh', 'short', 'gap', 'csum', 'udp', 'max', ...(v6 ? ['flow'] : [])]) {
-      for (let at = 1; at < n; at++) {
-        const a = new Uint8Array(2 * n * step + 128); // the inputs, then the pending frame (grows by < n * mss)
-        let end = 0;
-        for (let i = 0; i < n; i++) {
-          const d = mk(i, i === at ? edit : '');
-          a.set(d, i * step);
-          end = i * step + d.length;
+  for (const udp of [false, true]) {
+    for (const v6 of [false, true]) {
+      const l4 = v6 ? L4_V6 : L4;
+      const hdrs = udp ? l4 + UDP_HLEN : l4 + 20;
+      const step = VXLAN_HLEN + hdrs + mss;
+      const mk = (i: number, edit: string): Uint8Array => {
+        const d = new Uint8Array(step);
+        const plen = edit === 'short' ? mss - 10 : mss;
+        const shape = { flags: edit === 'psh' ? 0x18 : 0x10 };
+        const fr = udp ? sampleUdpFrame(plen, { v6 }) : v6 ? sampleTcpV6Frame(plen, shape) : sampleTcpV4Frame(plen, shape);
+        d.set(fr, VXLAN_HLEN);
+        d[0] = 0x08;
+        d[6] = edit === 'vni' ? 9 : 7;
+        const t = VXLAN_HLEN + l4;
+        if (udp) d[VXLAN_HLEN + hdrs] = i; // each datagram its own data
+        else writeU32(d, t + TCP_OFF_SEQ, (readU32(d, t + TCP_OFF_SEQ) + i * mss + (edit === 'gap' ? 1 : 0)) >>> 0);
+        if (edit === 'mac') d[VXLAN_HLEN + 5] ^= 1;
+        if (edit === 'proto') d[VXLAN_HLEN + L3 + (v6 ? IPV6_OFF_NEXT_HDR : IPV4_OFF_PROTO)] = udp ? IPPROTO_TCP : IPPROTO_UDP;
+        if (edit === 'flow' && v6) d[VXLAN_HLEN + L3 + 3] ^= 1; // another flow label
+        if (edit === 'port') d[t + 1] ^= 1;
+        const ilen = VXLAN_HLEN + fr.length;
+        fixChecksum(d, VXLAN_HLEN, fr.length);
+        if (edit === 'csum') d[t + (udp ? 8 : 16)] ^= 0xff;
+        if (edit === 'nocsum' && udp) writeU16(d, t + UDP_OFF_CSUM, 0);
+        return d.subarray(0, ilen);
+      };
+      const edits = ['', 'vni', 'mac', 'short', 'csum', 'proto', 'max', 'port', ...(udp ? ['nocsum'] : ['psh', 'gap']), ...(v6 ? ['flow'] : [])];
+      for (const edit of edits) {
+        for (let at = 1; at < n; at++) {
+          const a = new Uint8Array(2 * n * step + 128); // the inputs, then the pending frame (grows by < n * mss)
+          let end = 0;
+          for (let i = 0; i < n; i++) {
+            const d = mk(i, i === at ? edit : '');
+            a.set(d, i * step);
+            end = i * step + d.length;
+          }
+          const ref = n * step + 64;
+          a.copyWithin(ref, VXLAN_HLEN, step); // the pending frame: the first datagram's inner frame
+          const seq = udp ? 12345 : (readU32(a, VXLAN_HLEN + l4 + TCP_OFF_SEQ) + mss) | 0;
+          const st = Int32Array.of(step - VXLAN_HLEN, mss, seq, edit === 'max' ? at * mss + hdrs : n * step, 0, 0);
+          const b = a.slice();
+          const sb = st.slice();
+          const ra = f(a, 0, step, end, step, ref, hdrs, st);
+          const rb = groRunJs(b, 0, step, end, step, ref, hdrs, sb);
+          const upto = ref + st[0]; // bytes past the pending frame's end are scratch
+          const what = `${udp ? 'UDP' : 'TCP'}/IPv${v6 ? 6 : 4}`;
+          if (ra !== rb || st.join() !== sb.join() || !a.subarray(0, upto).every((x, i) => x === b[i])) {
+            throw new Error(`groRun replacement disagrees with groRunJs (${what}, ${edit || 'no edit'} at ${at}): ${ra} vs ${rb}`);
+          }
+          if (edit === '' && ra !== n - 1) throw new Error(`groRun reference check: an unbroken ${what} run took ${ra} of ${n - 1}`);
+          // a short datagram can only be a GRO buffer's last: in the middle its IP length does not fit its slot
+          const takes = edit === 'psh' || (edit === 'short' && at === n - 1) ? at : at - 1;
+          if (edit !== '' && ra !== takes) throw new Error(`groRun reference check: ${what} ${edit} at ${at} did not end the run where it should (${ra})`);
         }
-        const ref = n * step + 64;
-        a.copyWithin(ref, VXLAN_HLEN, step); // the pending frame: the first datagram's inner frame
-        const st = Int32Array.of(step - VXLAN_HLEN, mss, (readU32(a, VXLAN_HLEN + l4 + TCP_OFF_SEQ) + mss) | 0, edit === 'max' ? at * mss + l4 + 20 : n * step, 0, 0);
-        const b = a.slice();
-        const sb = st.slice();
-        const ra = f(a, 0, step, end, step, ref, l4 + 20, st);
-        const rb = groRunJs(b, 0, step, end, step, ref, l4 + 20, sb);
-        const upto = ref + st[0]; // bytes past the pending frame's end are scratch
-        if (ra !== rb || st.join() !== sb.join() || !a.subarray(0, upto).every((x, i) => x === b[i])) {
-          throw new Error(`groRun replacement disagrees with groRunJs (IPv${v6 ? 6 : 4}, ${edit || 'no edit'} at ${at}): ${ra} vs ${rb}`);
-        }
-        if (edit === '' && ra !== n - 1) throw new Error(`groRun reference check: an unbroken IPv${v6 ? 6 : 4} run took ${ra} of ${n - 1}`);
       }
     }
   }

@@ -15,6 +15,8 @@ export interface Port extends LocalPort {
   readonly mtu: number;
   /** 10 when the TAP was opened with IFF_VNET_HDR (offloads: every read and write carries a virtio-net header), else 0. */
   readonly vnetHdrLen: number;
+  /** The TAP takes UDP_L4 super-frames (its kernel took USO): the receive path may merge UDP datagrams for it. */
+  readonly uso: boolean;
   /** This VNI's tables and counters, for the hot path. */
   vnet: Vnet<Port>;
   vstats: VniCounters;

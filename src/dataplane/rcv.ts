@@ -11,8 +11,9 @@
  *                (rx_src_mac_local); learned against the outer source when the VNI learns (bounded)
  *   6. deliver   group destination -> every local endpoint of the VNI; unicast -> the local endpoint that owns
  *                the MAC, else rx_no_local_dst (frames from the wire never go back to the wire: split horizon);
- *                with offloads, in-order TCP segments for one endpoint are merged into super-frames (gro.ts); the
- *                rest of a UDP GRO buffer that continues the same super-frame is taken in one call (Gro.run)
+ *                with offloads, in-order TCP segments and equal-sized UDP datagrams of one flow for one endpoint
+ *                are merged into super-frames (gro.ts); the rest of a UDP GRO buffer that continues the same
+ *                super-frame is taken in one call (Gro.run)
  *   7. flush     one writeBatch for all TAP writes of the batch
  */
 import { ETH_HLEN, ETH_OFF_DST, ETH_OFF_SRC, VXLAN_HLEN } from '../vxlan/constants.js';

@@ -37,6 +37,9 @@ export interface Tap {
   netns: string | undefined;
   mac: number;
   mtu: number;
+  /** Offloads on, and the kernel took USO: the TAP hands over UDP super-datagrams, and takes UDP_L4 super-frames
+   * (both came in Linux 6.2), so the data plane may merge UDP datagrams for it. */
+  uso?: boolean;
 }
 
 export class TapError extends Error {
@@ -75,9 +78,10 @@ export async function createTap(o: TapOptions): Promise<Tap> {
     if (code === 'EPERM' || code === 'EACCES') throw new TapError('EPERM', `cannot create TAP ${tmp}: needs root (CAP_NET_ADMIN)`);
     throw new TapError(code, `cannot create TAP ${tmp}: ${(e as Error).message}`);
   }
+  let uso = false;
   try {
     if (o.persist) n.tapIoctl(fd, 0, 1);
-    if (o.vnetHdr) setOffloads(fd);
+    if (o.vnetHdr) uso = setOffloads(fd);
     const link = ['link', 'set', 'dev', tmp, 'address', formatMac(o.mac), 'mtu', String(o.mtu)];
     if (o.vnetHdr) {
       // super-frames no bigger than one UDP GSO send (see tapGsoMaxSegs); an iproute2 or kernel that cannot set
@@ -105,7 +109,7 @@ export async function createTap(o: TapOptions): Promise<Tap> {
     if (e instanceof TapError) throw e;
     throw new TapError('ESETUP', `cannot configure TAP ${o.ifname}${o.netns ? ` for ${o.netns}` : ''}: ${(e as Error).message}`);
   }
-  return { fd, ifname: o.ifname, netns: o.netns, mac: o.mac, mtu: o.mtu };
+  return { fd, ifname: o.ifname, netns: o.netns, mac: o.mac, mtu: o.mtu, uso };
 }
 
 /**
@@ -125,15 +129,18 @@ export async function setTapGsoMaxSegs(ifname: string, mtu: number, netns?: stri
 /**
  * The offloads vxtap handles: checksum offload, TCP segmentation over IPv4 and IPv6, and UDP segmentation (USO:
  * an application's UDP_SEGMENT sends reach us whole) where the kernel has it (Linux 6.2+; older ones refuse the
- * USO flags with EINVAL, and then get the rest). See src/vxlan/gso.ts.
+ * USO flags with EINVAL, and then get the rest). See src/vxlan/gso.ts. Returns whether USO was taken: the same
+ * kernels take UDP_L4 super-frames written to a TAP (the data plane's UDP merging), older ones refuse them.
  */
-export function setOffloads(fd: number): void {
+export function setOffloads(fd: number): boolean {
   const k = native().constants;
   const base = k.TUN_F_CSUM | k.TUN_F_TSO4 | k.TUN_F_TSO6;
   try {
     native().tapIoctl(fd, 1, base | k.TUN_F_USO4 | k.TUN_F_USO6);
+    return true;
   } catch {
     native().tapIoctl(fd, 1, base); // a kernel without USO (EINVAL); any other error is thrown from here
+    return false;
   }
 }
 

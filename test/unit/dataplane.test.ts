@@ -452,6 +452,91 @@ test('GRO: in-order segments of one flow become one GSO super-frame; gaps, other
   for (const f of out.slice(1)) assert.deepEqual([...f.subarray(0, 10)], new Array(10).fill(0), 'single segments go as they came');
 });
 
+test('UDP GRO: equal-sized datagrams of one flow become one UDP_L4 super-frame that cuts back into exactly the datagrams sent; at most 64 per frame; no checksum, a bad checksum or another flow do not merge', async () => {
+  const { sampleUdpFrame, segmentSuperFrame } = await import('../../src/vxlan/gso.js');
+  const io = new FakeIo();
+  const fdb = new Fdb<Port>();
+  const udpFd = io.udp();
+  const dp = new Dataplane({ io, fdb, udpFd, txFds: [io.udp()], vxlanPort: 4789, batch: 64, offload: true, udpGro: true });
+  dp.addVni(VNI, true);
+  dp.start();
+  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', mtu: 1450, vnetHdr: true, uso: true });
+  // a TAP whose kernel refused USO (before Linux 6.2) would refuse UDP_L4 super-frames too: nothing is merged for it
+  const MAC_B = MAC_A + 1;
+  const b = dp.addPort({ id: 'b', mac: MAC_B, vni: VNI, fd: io.tap(), ifname: 'eth0', mtu: 1450, vnetHdr: true, uso: false });
+  fdb.floodAdd(VNI, PEER, 4789, 'kv');
+  /** What a USO sender's agent puts on the wire: a super-datagram of `payload` bytes cut into `seg`-byte datagrams. */
+  const sent = (payload: number, seg: number, o: { v6?: boolean; seed?: number; to?: number } = {}): Uint8Array[] => {
+    const sf = sampleUdpFrame(payload, { v6: o.v6, seed: o.seed ?? 3 });
+    sf.set(macBytes(o.to ?? MAC_A), 0);
+    sf.set(macBytes(MAC_R), 6);
+    const dst = new Uint8Array(sf.length * 2);
+    const r = segmentSuperFrame(sf, 0, sf.length, seg, dst, 0, 0)!;
+    return Array.from({ length: r.count }, (_, k) => dst.slice(k * r.stride, Math.min(r.total, (k + 1) * r.stride)));
+  };
+  const buffer = (frames: Uint8Array[]) => {
+    const ds = frames.map((f) => vxlanDatagram(VNI, f));
+    return { data: new Uint8Array(Buffer.concat(ds)), addr: PEER, port: 50000, gso: ds[0].length };
+  };
+  const d40 = sent(39 * 1200 + 700, 1200); // 40 datagrams, the last 700 bytes
+  const d70 = sent(70 * 500, 500, { seed: 4 }); // another flow (other source port): 70 datagrams of 500
+  const v6 = sent(10 * 1000, 1000, { v6: true });
+  const noCsum = sent(2 * 600, 600, { seed: 5 });
+  for (const f of noCsum) f[34 + 6] = f[34 + 7] = 0; // IPv4 UDP without a checksum
+  const bad = sent(2 * 600, 600, { seed: 6 });
+  bad[1][60] ^= 1; // the second one's payload corrupted
+  const toB = sent(10 * 1000, 1000, { to: MAC_B });
+  io.udpIn.get(udpFd)!.push(buffer(d40), buffer(d70.slice(0, 40)), buffer(d70.slice(40)), buffer(v6), buffer(noCsum), buffer(bad), buffer(toB));
+  io.ready(udpFd);
+  const c = dp.counters;
+  const out = io.tapOut.get(a.fd)!;
+  // d40 -> 1; d70 -> 64 + 6; v6 -> 1; noCsum -> 2 as they came; bad -> the first alone (written as it came once the
+  // second fails), then the bad one
+  assert.equal(out.length, 1 + 2 + 1 + 2 + 2, `frames written: ${out.map((f) => f[1]).join(',')}`);
+  assert.equal(c.rx_gro_udp_frames, 4);
+  assert.equal(c.rx_gro_frames, 4);
+  assert.equal(c.rx_gro_segments, 40 + 64 + 6 + 10);
+  assert.equal(c.rx_gro_bad_csum, 1);
+  /** Cuts a written super-frame the way the receiving stack does (here: our own split, which computes every field). */
+  const recut = (w: Uint8Array): Uint8Array[] => {
+    assert.equal(w[0], 1, 'NEEDS_CSUM');
+    assert.equal(w[1], 5, 'GSO UDP_L4');
+    const l4 = w[10 + 12] === 0x86 ? 54 : 34;
+    assert.equal(w[2] | (w[3] << 8), l4 + 8, 'hdr_len');
+    assert.equal(w[6] | (w[7] << 8), l4, 'csum_start = UDP header');
+    assert.equal(w[8] | (w[9] << 8), 6, 'csum_offset');
+    const f = w.subarray(10);
+    const udpLen = (f[l4 + 4] << 8) | f[l4 + 5];
+    assert.equal(udpLen, f.length - l4, 'UDP length spans the super-frame');
+    if (l4 === 34) {
+      assert.equal(internetChecksum(f, 14, 34), 0, 'IPv4 header checksum');
+      assert.equal((f[16] << 8) | f[17], f.length - 14, 'IPv4 total length');
+      const src = ((f[26] << 24) | (f[27] << 16) | (f[28] << 8) | f[29]) >>> 0;
+      const dst = ((f[30] << 24) | (f[31] << 16) | (f[32] << 8) | f[33]) >>> 0;
+      assert.equal((f[l4 + 6] << 8) | f[l4 + 7], pseudoSumV4(src, dst, 17, udpLen), 'checksum field = pseudo-header sum (partial)');
+    } else assert.equal((f[18] << 8) | f[19], f.length - 54, 'IPv6 payload length');
+    const mss = w[4] | (w[5] << 8);
+    const dst = new Uint8Array(f.length * 2);
+    const r = segmentSuperFrame(f, 0, f.length, mss, dst, 0, 0)!;
+    return Array.from({ length: r.count }, (_, k) => dst.slice(k * r.stride, Math.min(r.total, (k + 1) * r.stride)));
+  };
+  const same = (got: Uint8Array[], want: Uint8Array[], what: string) => {
+    assert.equal(got.length, want.length, `${what}: datagrams`);
+    for (let k = 0; k < want.length; k++) assert.deepEqual(Buffer.from(got[k]), Buffer.from(want[k]), `${what}: datagram ${k} byte-identical`);
+  };
+  same(recut(out[0]), d40, '40 datagrams');
+  assert.equal(out[0][4] | (out[0][5] << 8), 1200, 'gso_size');
+  same([...recut(out[1]), ...recut(out[2])], d70, '70 datagrams in two frames');
+  assert.equal(recut(out[1]).length, 64, 'at most 64 datagrams per frame');
+  same(recut(out[3]), v6, 'IPv6');
+  for (const [k, w] of out.slice(4).entries()) assert.deepEqual([...w.subarray(0, 10)], new Array(10).fill(0), `frame ${4 + k} written as it came`);
+  assert.deepEqual(Buffer.from(out[4].subarray(10)), Buffer.from(noCsum[0]));
+  assert.deepEqual(Buffer.from(out[7].subarray(10)), Buffer.from(bad[1]), 'the corrupted datagram last, as it came');
+  const outB = io.tapOut.get(b.fd)!;
+  assert.equal(outB.length, 10, 'no USO on that TAP: its datagrams written one by one');
+  for (const [k, w] of outB.entries()) assert.deepEqual(Buffer.from(w.subarray(10)), Buffer.from(toB[k]));
+});
+
 test('offloads over IPv6: a TSO6 super-frame is cut into valid segments for a VTEP, and segments from the wire merge into a TCPV6 super-frame', async () => {
   const { ipv6 } = await import('../../src/vxlan/ipv6.js');
   const { pseudoSumV6 } = await import('../../src/vxlan/checksum.js');

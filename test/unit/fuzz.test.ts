@@ -127,7 +127,7 @@ test(`fuzz the forwarding loop for ${SECONDS} s in both directions: no exception
   assert.ok(c.arp_suppressed > 0 && c.icmp_frag_needed > 0, 'the mutated seeds reached the ARP and ICMP paths');
 });
 
-test(`fuzz the offload paths for ${SECONDS} s (native split and GRO, IPv4/IPv6 TCP, USO): no exception escapes, outputs stay in bounds`, async () => {
+test(`fuzz the offload paths for ${SECONDS} s (native split and GRO, IPv4/IPv6 TCP and UDP): no exception escapes, outputs stay in bounds`, async () => {
   const { native } = await import('../../src/sys/native.js');
   const gso = await import('../../src/vxlan/gso.js');
   const gro = await import('../../src/dataplane/gro.js');
@@ -146,8 +146,8 @@ test(`fuzz the offload paths for ${SECONDS} s (native split and GRO, IPv4/IPv6 T
   dp.start();
   const MAC_A = 0x0276c613010a;
   const MAC_R = 0x0276c6130114;
-  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', mtu: 1450, vnetHdr: true });
-  dp.addPort({ id: 'b', mac: 0x0276c613010b, vni: VNI, fd: io.tap(), ifname: 'eth0', mtu: 1450, vnetHdr: true });
+  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', mtu: 1450, vnetHdr: true, uso: true });
+  dp.addPort({ id: 'b', mac: 0x0276c613010b, vni: VNI, fd: io.tap(), ifname: 'eth0', mtu: 1450, vnetHdr: true, uso: true });
   fdb.floodAdd(VNI, 0xc6120002, 4789, 'kv');
   fdb.set(VNI, MAC_R, 'kv', { vtep: 0xc6120002, port: 4789 });
   const macs = (f: Uint8Array, dst: number, src: number): Uint8Array => {
@@ -194,7 +194,15 @@ test(`fuzz the offload paths for ${SECONDS} s (native split and GRO, IPv4/IPv6 T
     }
     return { data: new Uint8Array(Buffer.concat(segs)), gso: segs[0].length };
   };
-  const rxSeeds = [run(false), run(true)];
+  // and runs of equal-sized UDP datagrams (IPv4 and IPv6), as a USO sender's agent puts them on the wire
+  const udpRun = (v6: boolean): { data: Uint8Array; gso: number } => {
+    const sf = macs(gso.sampleUdpFrame(6 * 900 + 300, { v6 }), MAC_A, MAC_R);
+    const out = new Uint8Array(2 * sf.length);
+    const r = gso.segmentSuperFrame(sf, 0, sf.length, 900, out, 0, 0)!;
+    const ds = Array.from({ length: r.count }, (_, k) => vxlanDatagram(VNI, out.subarray(k * r.stride, Math.min(r.total, (k + 1) * r.stride))));
+    return { data: new Uint8Array(Buffer.concat(ds)), gso: ds[0].length };
+  };
+  const rxSeeds = [run(false), run(true), udpRun(false), udpRun(true)];
   const end = Date.now() + SECONDS * 1000;
   let batches = 0;
   while (Date.now() < end) {
@@ -219,6 +227,6 @@ test(`fuzz the offload paths for ${SECONDS} s (native split and GRO, IPv4/IPv6 T
   assert.equal(loopErrors, 0);
   assert.ok(dp.ports.has('a'), 'the port was never failed');
   const c = dp.counters;
-  console.log(`# offload fuzz: ${batches} batches; tx_gso_frames ${c.tx_gso_frames}, segments ${c.tx_gso_segments}, rx_gro_frames ${c.rx_gro_frames}, tx_bad_offload ${c.tx_bad_offload}, drops ${c.totalDrops()}`);
-  assert.ok(c.tx_gso_segments > 0 && c.rx_gro_frames > 0, 'the mutated seeds reached the split and the merge');
+  console.log(`# offload fuzz: ${batches} batches; tx_gso_frames ${c.tx_gso_frames}, segments ${c.tx_gso_segments}, rx_gro_frames ${c.rx_gro_frames} (UDP ${c.rx_gro_udp_frames}), tx_bad_offload ${c.tx_bad_offload}, drops ${c.totalDrops()}`);
+  assert.ok(c.tx_gso_segments > 0 && c.rx_gro_frames > c.rx_gro_udp_frames && c.rx_gro_udp_frames > 0, 'the mutated seeds reached the split and both merges');
 });
