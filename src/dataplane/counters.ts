@@ -50,6 +50,7 @@ export class Counters {
   tx_gso_frames = 0; // TSO super-frames read from TAPs (offloads on)
   tx_gso_segments = 0; // frames they were split into for VTEPs
   tx_gso_sends = 0; // UDP GSO sends (each one sendmsg entry the kernel cuts into datagrams)
+  tx_gso_ecn = 0; // of tx_gso_frames, TCP super-frames flagged ECN (they carry CWR: it goes on the first segment only)
   rx_gro_buffers = 0; // receive buffers the kernel coalesced (UDP GRO) from several datagrams
   rx_gro_frames = 0; // super-frames written to TAPs, merged from...
   rx_gro_segments = 0; // ...this many TCP segments and UDP datagrams

@@ -69,6 +69,7 @@ import {
   UDP_GSO_MAX_BYTES,
   UDP_GSO_MAX_SEGS,
   VNET_F_NEEDS_CSUM,
+  VNET_GSO_ECN,
   VNET_GSO_NONE,
   VNET_GSO_TCPV4,
   VNET_GSO_TCPV6,
@@ -111,21 +112,24 @@ export function xmit(dp: Dataplane, port: Port): number {
     }
     let mss = 0;
     if (vh !== 0) {
-      const gso = arena[base + VNET_OFF_GSO_TYPE];
-      if (gso === VNET_GSO_NONE) {
+      const raw = arena[base + VNET_OFF_GSO_TYPE];
+      // the ECN bit: the TCP super-frame carries CWR, which goes on its first segment only (the split does that)
+      const gso = raw & ~VNET_GSO_ECN;
+      if (raw === VNET_GSO_NONE) {
         if ((arena[base + VNET_OFF_FLAGS] & VNET_F_NEEDS_CSUM) !== 0 && !finishChecksum(arena, off, len, readU16le(arena, base + VNET_OFF_CSUM_START), readU16le(arena, base + VNET_OFF_CSUM_OFFSET))) {
           c.tx_bad_offload++;
           continue;
         }
-      } else if (gso === VNET_GSO_TCPV4 || gso === VNET_GSO_TCPV6 || gso === VNET_GSO_UDP_L4) {
+      } else if (gso === VNET_GSO_TCPV4 || gso === VNET_GSO_TCPV6 || raw === VNET_GSO_UDP_L4) {
         mss = readU16le(arena, base + VNET_OFF_GSO_SIZE);
         if (mss === 0 || mss > port.mtu) {
           c.tx_bad_offload++;
           continue;
         }
         c.tx_gso_frames++;
+        if (raw !== gso) c.tx_gso_ecn++;
       } else {
-        c.tx_bad_offload++; // only TSO4, TSO6 and USO are enabled on our TAPs (no ECN)
+        c.tx_bad_offload++; // only TSO4, TSO6 (with ECN) and USO are enabled on our TAPs
         continue;
       }
     }

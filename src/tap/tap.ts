@@ -127,14 +127,15 @@ export async function setTapGsoMaxSegs(ifname: string, mtu: number, netns?: stri
 }
 
 /**
- * The offloads vxtap handles: checksum offload, TCP segmentation over IPv4 and IPv6, and UDP segmentation (USO:
+ * The offloads vxtap handles: checksum offload, TCP segmentation over IPv4 and IPv6 (with ECN: a super-frame with
+ * CWR, cut like Linux's tcp_gso_segment, CWR on the first segment only), and UDP segmentation (USO:
  * an application's UDP_SEGMENT sends reach us whole) where the kernel has it (Linux 6.2+; older ones refuse the
  * USO flags with EINVAL, and then get the rest). See src/vxlan/gso.ts. Returns whether USO was taken: the same
  * kernels take UDP_L4 super-frames written to a TAP (the data plane's UDP merging), older ones refuse them.
  */
 export function setOffloads(fd: number): boolean {
   const k = native().constants;
-  const base = k.TUN_F_CSUM | k.TUN_F_TSO4 | k.TUN_F_TSO6;
+  const base = k.TUN_F_CSUM | k.TUN_F_TSO4 | k.TUN_F_TSO6 | k.TUN_F_TSO_ECN;
   try {
     native().tapIoctl(fd, 1, base | k.TUN_F_USO4 | k.TUN_F_USO6);
     return true;

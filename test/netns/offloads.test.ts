@@ -1,5 +1,8 @@
 /**
- * The offloads beyond TCP over IPv4 (which two-hosts.test.ts covers): TCP over IPv6 and UDP segmentation (USO).
+ * The offloads beyond plain TCP over IPv4 (which two-hosts.test.ts covers): TSO with ECN, TCP over IPv6 and UDP
+ * segmentation (USO).
+ * - ECN: a TCP sender that answers congestion marks sets CWR on its next data; with TSO_ECN offered, that
+ *   super-frame still reaches the agent whole (flagged ECN) and is cut with CWR on its first segment only.
  * - IPv6: the overlay is L2, so IPv6 always crossed it; what this pins is that TCP over IPv6 gets what TCP over
  *   IPv4 gets: the container's stack hands over TSO6 super-frames, which the agent cuts into valid segments for a
  *   VTEP (or passes whole to a local endpoint), and segments from the wire are merged back into TCPV6 super-frames
@@ -98,6 +101,33 @@ test('the TAP offers TSO over IPv6 to the container', { skip }, () => {
   const k = must(['ip', 'netns', 'exec', ns.c1, 'ethtool', '-k', 'eth0']);
   assert.match(k, /tx-tcp-segmentation: on/);
   assert.match(k, /tx-tcp6-segmentation: on/);
+});
+
+test('TSO with ECN: a sender that answers congestion marks with CWR still hands over super-frames; cut with CWR on the first segment, byte-exact', { skip }, async () => {
+  assert.match(must(['ip', 'netns', 'exec', ns.c2, 'ethtool', '-k', 'eth0']), /tx-tcp-ecn-segmentation: on/);
+  await waitPing(ns.c2, '198.19.1.10');
+  for (const c of ['c1', 'c2']) must(['ip', 'netns', 'exec', ns[c], 'sysctl', '-qw', 'net.ipv4.tcp_ecn=1']);
+  // c1 marks every ECN-capable TCP packet it receives CE (nftables, on arrival), as a congested router on the path
+  // would: c1 then echoes ECE and c2 answers with CWR on its next data, which its stack hands over as a super-frame
+  // flagged ECN
+  const nft = (args: string[]) => must(['ip', 'netns', 'exec', ns.c1, 'nft', ...args]);
+  nft(['add', 'table', 'ip', 'vxecn']);
+  try {
+    nft(['add', 'chain', 'ip', 'vxecn', 'in', '{ type filter hook prerouting priority 0; }']);
+    nft(['add', 'rule', 'ip', 'vxecn', 'in', 'ip', 'protocol', 'tcp', 'ip', 'ecn', '!=', 'not-ect', 'ip', 'ecn', 'set', 'ce']);
+    const b = await stats('h2');
+    const size = 4 * 1024 * 1024 + 9;
+    const r = await tcpTransfer(topo, ns.c2, ns.c1, '198.19.1.10', size);
+    assert.equal(r.got.bytes, size);
+    assert.equal(r.got.sha256, r.sent.sha256, 'content intact');
+    const a = await stats('h2');
+    console.log(`# h2: ${a.tx_gso_ecn - b.tx_gso_ecn} of ${a.tx_gso_frames - b.tx_gso_frames} super-frames flagged ECN`);
+    assert.ok(a.tx_gso_ecn - b.tx_gso_ecn > 0, 'super-frames flagged ECN reached the agent');
+    assert.equal(a.tx_bad_offload, 0);
+  } finally {
+    nft(['delete', 'table', 'ip', 'vxecn']);
+    for (const c of ['c1', 'c2']) must(['ip', 'netns', 'exec', ns[c], 'sysctl', '-qw', 'net.ipv4.tcp_ecn=2']);
+  }
 });
 
 test('IPv6 across hosts: ping and byte-exact TCP both ways, cut by TSO6 and merged by GRO', { skip }, async () => {

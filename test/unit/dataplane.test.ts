@@ -388,6 +388,58 @@ test('offloads: a TSO super-frame goes to a VTEP as UDP GSO sends of valid VXLAN
   assert.equal(fromWire.length, 10 + 98);
 });
 
+test('offloads: a TSO super-frame flagged ECN (CWR set) is cut with CWR on the first segment only, and goes whole, flag and all, to a local endpoint', () => {
+  const io = new FakeIo();
+  const fdb = new Fdb<Port>();
+  const dp = new Dataplane({ io, fdb, udpFd: io.udp(), txFds: [io.udp()], vxlanPort: 4789, batch: 8, offload: true });
+  dp.addVni(VNI, true);
+  dp.start();
+  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_A, mtu: 1450, vnetHdr: true });
+  const b = dp.addPort({ id: 'b', mac: MAC_B, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_B, mtu: 1450, vnetHdr: true });
+  fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
+  const payload = new Uint8Array(20000).map((_, i) => (i * 3) & 0xff);
+  const mk = (dst: number, gsoType: number) => {
+    const t = new Uint8Array(20 + payload.length);
+    tcp.encode({ sport: 40000, dport: 5201, seq: 1000, ack: 1, flags: 0x80 | 0x18, window: 500, checksum: 0, urgent: 0, options: new Uint8Array(0), payload }, t, 0);
+    const ip = new Uint8Array(20 + t.length);
+    ipv4.encode({ tos: 2, id: 7, df: true, mf: false, fragOffset: 0, ttl: 64, proto: 6, checksum: 0, src: IP_A, dst: 0xc6130114, options: new Uint8Array(0), payload: t }, ip, 0);
+    const f = new Uint8Array(10 + 14 + ip.length);
+    f[1] = gsoType;
+    f[4] = 1398 & 0xff;
+    f[5] = 1398 >> 8;
+    f.set(macBytes(dst), 10);
+    f.set(macBytes(MAC_A), 16);
+    f[22] = 0x08;
+    f.set(ip, 24);
+    return f;
+  };
+  // TCPV4 | ECN to a VTEP and to a local endpoint; UDP_L4 | ECN is not a thing the kernel sends, and is refused
+  io.tapIn.get(a.fd)!.push(mk(MAC_R, 0x81), mk(MAC_B, 0x81), mk(MAC_R, 0x85));
+  io.ready(a.fd);
+  const c = dp.counters;
+  assert.equal(c.tx_gso_frames, 2);
+  assert.equal(c.tx_gso_ecn, 2);
+  assert.equal(c.tx_bad_offload, 1, 'UDP_L4 with the ECN bit refused');
+  const flags: number[] = [];
+  const got: Uint8Array[] = [];
+  for (const d of io.sent) {
+    const stride = d.gso || d.data.length;
+    for (let o = 0; o < d.data.length; o += stride) {
+      const ip = ipv4.decode(ethernet.decode(d.data.subarray(o, Math.min(d.data.length, o + stride)), 8).payload, 0);
+      assert.equal(finish(sum16(ip.payload, 0, ip.payload.length, pseudoSumV4(ip.src, ip.dst, 6, ip.payload.length))), 0, 'TCP checksum of each segment');
+      const t = tcp.decode(ip.payload, 0);
+      flags.push(t.flags);
+      got.push(t.payload);
+    }
+  }
+  const n = Math.ceil(20000 / 1398);
+  assert.deepEqual(flags, Array.from({ length: n }, (_, k) => 0x10 | (k === 0 ? 0x80 : 0) | (k === n - 1 ? 0x08 : 0)), 'CWR on the first segment, PSH on the last');
+  assert.deepEqual(Buffer.concat(got), Buffer.from(payload));
+  const [whole] = io.tapOut.get(b.fd)!;
+  assert.equal(whole[1], 0x81, 'the local endpoint gets the GSO type with its ECN flag');
+  assert.equal(whole.length, 10 + 14 + 40 + 20000);
+});
+
 test('GRO: in-order segments of one flow become one GSO super-frame; gaps, other flows and bad checksums do not merge', () => {
   const io = new FakeIo();
   const fdb = new Fdb<Port>();
