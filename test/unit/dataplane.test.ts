@@ -325,34 +325,43 @@ test('MTU: an oversize DF packet gets ICMP fragmentation-needed back with the MT
   assert.equal(io.tapOut.get(a.fd)!.length, 1, 'no ICMP for a packet without DF');
 });
 
-test('offloads: a TSO super-frame goes to a VTEP as UDP GSO sends of valid VXLAN datagrams, and to a local endpoint whole', () => {
+/** A data plane with offloads and two vnet-header endpoints a and b (a's TAP takes USO if `uso`; b's never), and a
+ * remote MAC behind PEER. */
+function offloadSetup(o: { batch?: number; udpGro?: boolean; uso?: boolean } = {}) {
   const io = new FakeIo();
   const fdb = new Fdb<Port>();
   const udpFd = io.udp();
-  const dp = new Dataplane({ io, fdb, udpFd, txFds: [io.udp()], vxlanPort: 4789, batch: 8, offload: true });
+  const dp = new Dataplane({ io, fdb, udpFd, txFds: [io.udp()], vxlanPort: 4789, batch: o.batch ?? 8, offload: true, udpGro: o.udpGro });
   dp.addVni(VNI, true);
   dp.start();
-  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_A, mtu: 1450, vnetHdr: true });
+  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_A, mtu: 1450, vnetHdr: true, uso: o.uso });
   const b = dp.addPort({ id: 'b', mac: MAC_B, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_B, mtu: 1450, vnetHdr: true });
   fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
+  return { io, fdb, dp, udpFd, a, b };
+}
+
+/** A TCP/IPv4 super-frame from endpoint a as its TAP hands it over: virtio-net header (gso_size 1398) + frame. */
+function tsoFrame(payload: Uint8Array, dst: number, o: { gsoType?: number; flags?: number; tos?: number } = {}): Uint8Array {
+  const t = new Uint8Array(20 + payload.length);
+  tcp.encode({ sport: 40000, dport: 5201, seq: 1000, ack: 1, flags: o.flags ?? 0x18, window: 500, checksum: 0, urgent: 0, options: new Uint8Array(0), payload }, t, 0);
+  const ip = new Uint8Array(20 + t.length);
+  ipv4.encode({ tos: o.tos ?? 0, id: 7, df: true, mf: false, fragOffset: 0, ttl: 64, proto: 6, checksum: 0, src: IP_A, dst: 0xc6130114, options: new Uint8Array(0), payload: t }, ip, 0);
+  const f = new Uint8Array(10 + 14 + ip.length);
+  f[1] = o.gsoType ?? 1; // VIRTIO_NET_HDR_GSO_TCPV4
+  f[4] = 1398 & 0xff;
+  f[5] = 1398 >> 8;
+  f.set(macBytes(dst), 10);
+  f.set(macBytes(MAC_A), 16);
+  f[22] = 0x08;
+  f.set(ip, 24);
+  return f;
+}
+
+test('offloads: a TSO super-frame goes to a VTEP as UDP GSO sends of valid VXLAN datagrams, and to a local endpoint whole', () => {
+  const { io, dp, udpFd, a, b } = offloadSetup();
   // a 60000-byte TCP super-frame as the TAP hands it over: virtio-net header (TCPV4, gso_size 1398) + frame
   const payload = new Uint8Array(60000).map((_, i) => (i * 7) & 0xff);
-  const mk = (dst: number) => {
-    const t = new Uint8Array(20 + payload.length);
-    tcp.encode({ sport: 40000, dport: 5201, seq: 1000, ack: 1, flags: 0x18, window: 500, checksum: 0, urgent: 0, options: new Uint8Array(0), payload }, t, 0);
-    const ip = new Uint8Array(20 + t.length);
-    ipv4.encode({ tos: 0, id: 7, df: true, mf: false, fragOffset: 0, ttl: 64, proto: 6, checksum: 0, src: IP_A, dst: 0xc6130114, options: new Uint8Array(0), payload: t }, ip, 0);
-    const f = new Uint8Array(10 + 14 + ip.length);
-    f[1] = 1; // VIRTIO_NET_HDR_GSO_TCPV4
-    f[4] = 1398 & 0xff;
-    f[5] = 1398 >> 8;
-    const m = macBytes(dst);
-    f.set(m, 10);
-    f.set(macBytes(MAC_A), 16);
-    f[22] = 0x08;
-    f.set(ip, 24);
-    return f;
-  };
+  const mk = (dst: number) => tsoFrame(payload, dst);
   io.tapIn.get(a.fd)!.push(mk(MAC_R), mk(MAC_B));
   io.ready(a.fd);
   const segs = Math.ceil(60000 / 1398);
@@ -389,30 +398,9 @@ test('offloads: a TSO super-frame goes to a VTEP as UDP GSO sends of valid VXLAN
 });
 
 test('offloads: a TSO super-frame flagged ECN (CWR set) is cut with CWR on the first segment only, and goes whole, flag and all, to a local endpoint', () => {
-  const io = new FakeIo();
-  const fdb = new Fdb<Port>();
-  const dp = new Dataplane({ io, fdb, udpFd: io.udp(), txFds: [io.udp()], vxlanPort: 4789, batch: 8, offload: true });
-  dp.addVni(VNI, true);
-  dp.start();
-  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_A, mtu: 1450, vnetHdr: true });
-  const b = dp.addPort({ id: 'b', mac: MAC_B, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_B, mtu: 1450, vnetHdr: true });
-  fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
+  const { io, dp, a, b } = offloadSetup();
   const payload = new Uint8Array(20000).map((_, i) => (i * 3) & 0xff);
-  const mk = (dst: number, gsoType: number) => {
-    const t = new Uint8Array(20 + payload.length);
-    tcp.encode({ sport: 40000, dport: 5201, seq: 1000, ack: 1, flags: 0x80 | 0x18, window: 500, checksum: 0, urgent: 0, options: new Uint8Array(0), payload }, t, 0);
-    const ip = new Uint8Array(20 + t.length);
-    ipv4.encode({ tos: 2, id: 7, df: true, mf: false, fragOffset: 0, ttl: 64, proto: 6, checksum: 0, src: IP_A, dst: 0xc6130114, options: new Uint8Array(0), payload: t }, ip, 0);
-    const f = new Uint8Array(10 + 14 + ip.length);
-    f[1] = gsoType;
-    f[4] = 1398 & 0xff;
-    f[5] = 1398 >> 8;
-    f.set(macBytes(dst), 10);
-    f.set(macBytes(MAC_A), 16);
-    f[22] = 0x08;
-    f.set(ip, 24);
-    return f;
-  };
+  const mk = (dst: number, gsoType: number) => tsoFrame(payload, dst, { gsoType, flags: 0x80 | 0x18, tos: 2 });
   // TCPV4 | ECN to a VTEP and to a local endpoint; UDP_L4 | ECN is not a thing the kernel sends, and is refused
   io.tapIn.get(a.fd)!.push(mk(MAC_R, 0x81), mk(MAC_B, 0x81), mk(MAC_R, 0x85));
   io.ready(a.fd);
@@ -441,14 +429,7 @@ test('offloads: a TSO super-frame flagged ECN (CWR set) is cut with CWR on the f
 });
 
 test('GRO: in-order segments of one flow become one GSO super-frame; gaps, other flows and bad checksums do not merge', () => {
-  const io = new FakeIo();
-  const fdb = new Fdb<Port>();
-  const udpFd = io.udp();
-  const dp = new Dataplane({ io, fdb, udpFd, txFds: [io.udp()], vxlanPort: 4789, batch: 64, offload: true, udpGro: true });
-  dp.addVni(VNI, true);
-  dp.start();
-  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_A, mtu: 1450, vnetHdr: true });
-  fdb.floodAdd(VNI, PEER, 4789, 'kv');
+  const { io, dp, udpFd, a } = offloadSetup({ batch: 64, udpGro: true });
   const MSS = 1398;
   const seg = (seq: number, plen: number, opts: { flags?: number; sport?: number; badCsum?: boolean } = {}) => {
     const payload = new Uint8Array(plen).map((_, i) => (seq + i) & 0xff);
@@ -506,17 +487,9 @@ test('GRO: in-order segments of one flow become one GSO super-frame; gaps, other
 
 test('UDP GRO: equal-sized datagrams of one flow become one UDP_L4 super-frame that cuts back into exactly the datagrams sent; at most 64 per frame; no checksum, a bad checksum or another flow do not merge', async () => {
   const { sampleUdpFrame, segmentSuperFrame } = await import('../../src/vxlan/gso.js');
-  const io = new FakeIo();
-  const fdb = new Fdb<Port>();
-  const udpFd = io.udp();
-  const dp = new Dataplane({ io, fdb, udpFd, txFds: [io.udp()], vxlanPort: 4789, batch: 64, offload: true, udpGro: true });
-  dp.addVni(VNI, true);
-  dp.start();
-  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', mtu: 1450, vnetHdr: true, uso: true });
-  // a TAP whose kernel refused USO (before Linux 6.2) would refuse UDP_L4 super-frames too: nothing is merged for it
-  const MAC_B = MAC_A + 1;
-  const b = dp.addPort({ id: 'b', mac: MAC_B, vni: VNI, fd: io.tap(), ifname: 'eth0', mtu: 1450, vnetHdr: true, uso: false });
-  fdb.floodAdd(VNI, PEER, 4789, 'kv');
+  // b's TAP stands for one whose kernel refused USO (before Linux 6.2), which refuses UDP_L4 super-frames too:
+  // nothing is merged for it
+  const { io, dp, udpFd, a, b } = offloadSetup({ batch: 64, udpGro: true, uso: true });
   /** What a USO sender's agent puts on the wire: a super-datagram of `payload` bytes cut into `seg`-byte datagrams. */
   const sent = (payload: number, seg: number, o: { v6?: boolean; seed?: number; to?: number } = {}): Uint8Array[] => {
     const sf = sampleUdpFrame(payload, { v6: o.v6, seed: o.seed ?? 3 });
