@@ -14,7 +14,7 @@ import { readVni, vxlanFlagsValid, writeVxlanHeader, vxlan } from '../src/vxlan/
 import { ethernet } from '../src/vxlan/ethernet.js';
 import { ipv4 } from '../src/vxlan/ipv4.js';
 import { internetChecksum, sum16js, useSum16 } from '../src/vxlan/checksum.js';
-import { sampleTcpV4Frame, tsoSplitJs } from '../src/vxlan/gso.js';
+import { sampleTcpV4Frame, sampleUdpFrame, tsoSplitJs } from '../src/vxlan/gso.js';
 import { groSegmentJs } from '../src/dataplane/gro.js';
 import { native } from '../src/sys/native.js';
 import { ipv4Frame } from '../test/helpers/frames.js';
@@ -36,6 +36,11 @@ const seg = sampleTcpV4Frame(1448);
 const groArena = new Uint8Array(3 * 1600);
 groArena.set(seg, 0);
 groArena.set(seg, 1600);
+// UDP GRO (entry 16): one 1400-byte datagram of the pending super-frame's flow
+const dgram = sampleUdpFrame(1400);
+const udpArena = new Uint8Array(3 * 1600);
+udpArena.set(dgram, 0);
+udpArena.set(dgram, 1600);
 buf.set(frame, 64);
 const fdb = new Fdb();
 const v = fdb.addVni(4097);
@@ -125,6 +130,12 @@ await b.suite(
   }),
   b.add('GRO: check + append one 1448-byte segment (old: JS compare and copy, native sum16)', () => {
     sink += groSegmentJs(groArena, 1600, seg.length, 54, 0, 3200);
+  }),
+  b.add('UDP GRO: check + append one 1400-byte datagram (native groSegment, entry 16; instead of one TAP write each)', () => {
+    sink += nativeGro(udpArena, 1600, dgram.length, 42, 0, 3200);
+  }),
+  b.add('UDP GRO: check + append one 1400-byte datagram (JS groSegmentJs)', () => {
+    sink += groSegmentJs(udpArena, 1600, dgram.length, 42, 0, 3200);
   }),
   b.cycle(),
   b.complete((s) => {
