@@ -61,6 +61,7 @@ export function metricsRegistry(agent: Agent): client.Registry {
   counter('vxtap_datagrams_sent_total', 'VXLAN datagrams the kernel accepted', [], () => [[{}, c().tx_udp_datagrams]]);
   counter('vxtap_arp_suppressed_total', 'ARP requests answered locally', [], () => [[{}, c().arp_suppressed]]);
   counter('vxtap_icmp_frag_needed_total', 'ICMP fragmentation-needed messages sent to endpoints', [], () => [[{}, c().icmp_frag_needed]]);
+  counter('vxtap_icmp6_packet_too_big_total', 'ICMPv6 packet-too-big messages sent to endpoints', [], () => [[{}, c().icmp6_packet_too_big]]);
   counter('vxtap_learned_total', 'Remote MACs learned from traffic', [], () => [[{}, c().learned]]);
   gauge('vxtap_fdb_entries', 'FDB entries by kind (flood = flood-list rows)', ['kind'], () => Object.entries(agent.fdb.size()).map(([k, v]) => [{ kind: k }, v] as Sample));
   gauge('vxtap_endpoints', 'Local endpoints', [], () => [[{}, agent.endpoints.size]]);

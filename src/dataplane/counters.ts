@@ -47,6 +47,7 @@ export class Counters {
   moved = 0;
   arp_suppressed = 0; // ARP requests answered locally from the control plane's table
   icmp_frag_needed = 0; // ICMP "fragmentation needed" sent back for oversize DF frames
+  icmp6_packet_too_big = 0; // ICMPv6 "packet too big" sent back for oversize IPv6 frames
   tx_gso_frames = 0; // TSO super-frames read from TAPs (offloads on)
   tx_gso_segments = 0; // frames they were split into for VTEPs
   tx_gso_sends = 0; // UDP GSO sends (each one sendmsg entry the kernel cuts into datagrams)

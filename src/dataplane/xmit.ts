@@ -10,7 +10,8 @@
  *   3. source    source MAC must be unicast (tx_group_src_mac) and the endpoint's own: no spoofing of another
  *                container (tx_spoofed_src_mac); so must an IPv4 source (tx_spoofed_src_ip) and an ARP sender
  *                address (tx_spoofed_arp); a frame over the MTU is refused (tx_oversize), with ICMP
- *                "fragmentation needed" back for IPv4 with DF, so path-MTU discovery works
+ *                "fragmentation needed" back for IPv4 with DF, or ICMPv6 "packet too big" for IPv6, so
+ *                path-MTU discovery works
  *   4. arp       an ARP request for an overlay address the control plane knows is answered here, in place: the
  *                request's bytes become the reply and go back to the sender's TAP (never flooded across hosts)
  *   5. lookup    destination MAC in the VNI's FDB
@@ -46,8 +47,15 @@ import {
   ETH_OFF_TYPE,
   ETH_P_ARP,
   ETH_P_IP,
+  ETH_P_IPV6,
   ETH_P_8021Q,
   IPPROTO_ICMP,
+  IPPROTO_ICMPV6,
+  IPV6_HLEN,
+  IPV6_OFF_DST,
+  IPV6_OFF_NEXT_HDR,
+  IPV6_OFF_PAYLOAD_LEN,
+  IPV6_OFF_SRC,
   IPV4_FLAG_DF,
   IPV4_HLEN_MIN,
   IPV4_OFF_DST,
@@ -58,7 +66,7 @@ import {
   VLAN_HLEN,
   VXLAN_HLEN,
 } from '../vxlan/constants.js';
-import { internetChecksum } from '../vxlan/checksum.js';
+import { finish, internetChecksum, pseudoSumV6At, sum16 } from '../vxlan/checksum.js';
 import { readU16, readU32, writeU16, writeU32 } from '../vxlan/ethernet.js';
 import { flowHash, pickIndex } from '../vxlan/flowhash.js';
 import { isGroupMac, readMac, writeMac } from '../vxlan/mac.js';
@@ -163,6 +171,9 @@ export function xmit(dp: Dataplane, port: Port): number {
       if (etype === ETH_P_IP && fragNeeded(dp, arena, off, len, port)) {
         out.tap(port, off, ICMP_REPLY_LEN(arena, off));
         c.icmp_frag_needed++;
+      } else if (etype === ETH_P_IPV6 && packetTooBig(arena, off, len, (i + 1) * dp.slotSize, port)) {
+        out.tap(port, off, ETH_HLEN + IPV6_HLEN + readU16(arena, off + ETH_HLEN + IPV6_OFF_PAYLOAD_LEN));
+        c.icmp6_packet_too_big++;
       }
       continue;
     }
@@ -356,9 +367,7 @@ function fragNeeded(dp: Dataplane, arena: Uint8Array, off: number, len: number, 
   const dst = readU32(quote, IPV4_OFF_DST);
   // Ethernet: back to the sender, from the MAC it sent to (the IP header is already quoted, so the
   // destination MAC may be parked in bytes 12..18 while the two addresses swap)
-  arena.copyWithin(off + ETH_OFF_SRC + 6, off + ETH_OFF_DST, off + ETH_OFF_DST + 6); // park dst MAC after src
-  arena.copyWithin(off + ETH_OFF_DST, off + ETH_OFF_SRC, off + ETH_OFF_SRC + 6);
-  arena.copyWithin(off + ETH_OFF_SRC, off + ETH_OFF_SRC + 6, off + ETH_OFF_SRC + 12);
+  swapEthAddrs(arena, off);
   writeU16(arena, off + ETH_OFF_TYPE, ETH_P_IP);
   // IPv4
   const total = IPV4_HLEN_MIN + ICMP_HLEN + quoteLen;
@@ -378,6 +387,62 @@ function fragNeeded(dp: Dataplane, arena: Uint8Array, off: number, len: number, 
   writeU16(arena, icmp + 6, port.mtu);
   arena.set(quote.subarray(0, quoteLen), icmp + ICMP_HLEN);
   writeU16(arena, icmp + 2, internetChecksum(arena, icmp, icmp + ICMP_HLEN + quoteLen));
+  return true;
+}
+
+const ICMPV6_HLEN = 8;
+const ICMPV6_PKT_TOOBIG = 2;
+/** RFC 4443: an ICMPv6 error quotes as much of the invoking packet as fits in the minimum IPv6 MTU (1280). */
+const ICMPV6_QUOTE_MAX = 1280 - IPV6_HLEN - ICMPV6_HLEN;
+
+/** Swaps the Ethernet addresses of the frame at `off` in place (a reply goes back to the sender, from the MAC it
+ * sent to), using the 6 bytes after the source as scratch: the caller has saved or moved what was there. */
+function swapEthAddrs(arena: Uint8Array, off: number): void {
+  // the Ethertype and the first 4 bytes after it are the scratch: the caller writes them again
+  arena.copyWithin(off + ETH_OFF_SRC + 6, off + ETH_OFF_DST, off + ETH_OFF_DST + 6); // park dst MAC after src
+  arena.copyWithin(off + ETH_OFF_DST, off + ETH_OFF_SRC, off + ETH_OFF_SRC + 6);
+  arena.copyWithin(off + ETH_OFF_SRC, off + ETH_OFF_SRC + 6, off + ETH_OFF_SRC + 12);
+}
+
+/**
+ * An oversize IPv6 packet: overwrite it, in place, with the ICMPv6 "packet too big" the sender must get (RFC
+ * 4443 3.2, RFC 8201), as if from the destination, MTU = the port's MTU, quoting as much of the packet as fits
+ * in 1280 bytes. IPv6 has no DF bit: routers never fragment, so every oversize packet gets one. Returns false
+ * (nothing written) for a malformed header, an unspecified source (RFC 4443 2.4 e) or an ICMPv6 error (no error
+ * about an error). The message is at most 1294 bytes, shorter than any packet over an MTU of 1280 or more;
+ * over a smaller MTU (which breaks IPv6 anyway) it is written only if it fits before `end` (the slot's end).
+ */
+function packetTooBig(arena: Uint8Array, off: number, len: number, end: number, port: Port): boolean {
+  const ip = off + ETH_HLEN;
+  if (len < ETH_HLEN + IPV6_HLEN || arena[ip] >>> 4 !== 6) return false;
+  const quoteLen = Math.min(len - ETH_HLEN, ICMPV6_QUOTE_MAX);
+  if (ip + IPV6_HLEN + ICMPV6_HLEN + quoteLen > Math.min(end, arena.length)) return false;
+  let unspecified = true;
+  for (let i = IPV6_OFF_SRC; i < IPV6_OFF_DST; i++) if (arena[ip + i] !== 0) unspecified = false;
+  if (unspecified) return false;
+  if (arena[ip + IPV6_OFF_NEXT_HDR] === IPPROTO_ICMPV6 && (len < ETH_HLEN + IPV6_HLEN + 1 || arena[ip + IPV6_HLEN] < 128)) return false;
+  const icmp = ip + IPV6_HLEN;
+  // the quote first, moved to where it goes (overlapping: copyWithin moves like memmove); the header is then
+  // rebuilt from the quoted one
+  const q = icmp + ICMPV6_HLEN;
+  arena.copyWithin(q, ip, ip + quoteLen);
+  swapEthAddrs(arena, off);
+  writeU16(arena, off + ETH_OFF_TYPE, ETH_P_IPV6);
+  arena[ip] = 0x60; // version 6, traffic class 0, flow label 0
+  arena[ip + 1] = 0;
+  arena[ip + 2] = 0;
+  arena[ip + 3] = 0;
+  writeU16(arena, ip + IPV6_OFF_PAYLOAD_LEN, ICMPV6_HLEN + quoteLen);
+  arena[ip + IPV6_OFF_NEXT_HDR] = IPPROTO_ICMPV6;
+  arena[ip + 7] = 64; // hop limit
+  arena.copyWithin(ip + IPV6_OFF_SRC, q + IPV6_OFF_DST, q + IPV6_OFF_DST + 16); // from the original destination
+  arena.copyWithin(ip + IPV6_OFF_DST, q + IPV6_OFF_SRC, q + IPV6_OFF_SRC + 16); // to the original source
+  arena[icmp] = ICMPV6_PKT_TOOBIG;
+  arena[icmp + 1] = 0;
+  writeU16(arena, icmp + 2, 0);
+  writeU32(arena, icmp + 4, port.mtu);
+  const icmpLen = ICMPV6_HLEN + quoteLen;
+  writeU16(arena, icmp + 2, finish(sum16(arena, icmp, icmp + icmpLen, pseudoSumV6At(arena, ip, IPPROTO_ICMPV6, icmpLen))));
   return true;
 }
 

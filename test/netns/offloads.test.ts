@@ -147,6 +147,23 @@ test('IPv6 across hosts: ping and byte-exact TCP both ways, cut by TSO6 and merg
   }
 });
 
+test('IPv6 MTU: a container that raises its MTU gets ICMPv6 packet-too-big from the agent and learns the path MTU', { skip }, async () => {
+  assert.ok(await waitPing(ns.c1, ll.c2));
+  must(['ip', '-n', ns.c1, 'link', 'set', 'eth0', 'mtu', '4000']);
+  try {
+    const b = await stats('h1');
+    const p = sh(['ip', 'netns', 'exec', ns.c1, 'ping', '-6', '-n', '-c', '2', '-M', 'do', '-s', '3000', '-W', '1', ll.c2]);
+    assert.match(p.stdout + p.stderr, /mtu ?= ?1450/i, `ping learns the path MTU: ${p.stdout}${p.stderr}`);
+    // now the sender's stack fragments to the path MTU, and the big echoes get through
+    const q = sh(['ip', 'netns', 'exec', ns.c1, 'ping', '-6', '-n', '-c', '3', '-i', '0.2', '-s', '3000', '-W', '1', ll.c2]);
+    assert.match(q.stdout, / 3 received/, `fragmented echoes: ${q.stdout}${q.stderr}`);
+    const a = await stats('h1');
+    assert.ok(a.icmp6_packet_too_big - b.icmp6_packet_too_big >= 1, `packet-too-big sent: ${a.icmp6_packet_too_big - b.icmp6_packet_too_big}`);
+  } finally {
+    must(['ip', '-n', ns.c1, 'link', 'set', 'eth0', 'mtu', '1450']);
+  }
+});
+
 test('IPv6 between two containers of one host: super-frames pass whole', { skip }, async () => {
   const b = await stats('h1');
   await transfer('c1', 'c1b', 8 * 1024 * 1024 + 5);

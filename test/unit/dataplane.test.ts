@@ -325,6 +325,65 @@ test('MTU: an oversize DF packet gets ICMP fragmentation-needed back with the MT
   assert.equal(io.tapOut.get(a.fd)!.length, 1, 'no ICMP for a packet without DF');
 });
 
+test('MTU: an oversize IPv6 packet gets ICMPv6 packet-too-big back with the MTU, quoting up to 1232 bytes; never for an ICMPv6 error or from ::', async () => {
+  const { pseudoSumV6 } = await import('../../src/vxlan/checksum.js');
+  const { io, dp, a, fromTap, fdb } = setup({ ip: true, mtu: 1450 });
+  fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
+  const SRC = Uint8Array.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x01]);
+  const DST = Uint8Array.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0b, 0x01]);
+  /** Ethernet + IPv6 (next header `nh`) + payload of `plen` bytes (its first byte `first`), from a to MAC_R. */
+  const v6 = (plen: number, o: { nh?: number; first?: number; src?: Uint8Array } = {}) => {
+    const f = new Uint8Array(14 + 40 + plen).map((_, i) => (i * 7) & 0xff);
+    f.set(macBytes(MAC_R), 0);
+    f.set(macBytes(MAC_A), 6);
+    f[12] = 0x86;
+    f[13] = 0xdd;
+    f.set([0x60, 0, 0, 0, plen >> 8, plen & 0xff, o.nh ?? 17, 64], 14);
+    f.set(o.src ?? SRC, 22);
+    f.set(DST, 38);
+    if (o.first !== undefined) f[54] = o.first;
+    return f;
+  };
+  const check = (w: Uint8Array, orig: Uint8Array) => {
+    const h = Buffer.from(w);
+    assert.equal(h.readUIntBE(0, 6), MAC_A, 'to the sender');
+    assert.equal(h.readUIntBE(6, 6), MAC_R, 'from the MAC it sent to');
+    assert.equal(h.readUInt16BE(12), 0x86dd);
+    assert.equal(h[14] >> 4, 6);
+    assert.equal(h[20], 58, 'ICMPv6');
+    assert.deepEqual(w.subarray(22, 38), DST, 'from the original destination');
+    assert.deepEqual(w.subarray(38, 54), SRC, 'to the original source');
+    const plen = h.readUInt16BE(18);
+    assert.equal(w.length, 54 + plen);
+    assert.ok(40 + plen <= 1280, 'fits the minimum IPv6 MTU');
+    assert.deepEqual([h[54], h[55]], [2, 0], 'type 2: packet too big');
+    assert.equal(h.readUInt32BE(58), 1450, 'MTU');
+    assert.equal(finish(sum16(w, 54, w.length, pseudoSumV6(DST, SRC, 58, plen))), 0, 'ICMPv6 checksum valid');
+    assert.deepEqual(w.subarray(62), orig.subarray(14, 14 + plen - 8), 'quotes the packet from its IPv6 header');
+  };
+  const big = v6(2000);
+  const orig = Uint8Array.from(big);
+  fromTap(a, big, v6(1450 - 40));
+  assert.equal(dp.counters.tx_oversize, 1);
+  assert.equal(io.sent.length, 1, 'the packet of exactly the MTU still goes out');
+  const out = io.tapOut.get(a.fd)!;
+  assert.equal(out.length, 1);
+  check(out[0], orig);
+  // the quote is capped at 1232 bytes (an overlay MTU is at least IPv6's 1280, so every oversize packet is longer)
+  assert.equal(out[0].length, 14 + 40 + 8 + 1232, 'quote capped at 1232 bytes');
+  // an oversize ICMPv6 error (type 1, destination unreachable) and a packet from :: get nothing back
+  fromTap(a, v6(2000, { nh: 58, first: 1 }), v6(2000, { src: new Uint8Array(16) }));
+  assert.equal(out.length, 1);
+  // an oversize echo request (type 128) is not an error: it gets one
+  const echo = v6(3000, { nh: 58, first: 128 });
+  const echoOrig = Uint8Array.from(echo);
+  fromTap(a, echo);
+  assert.equal(out.length, 2);
+  check(out[1], echoOrig);
+  assert.equal(dp.counters.tx_oversize, 4);
+  assert.equal(dp.counters.icmp6_packet_too_big, 2);
+});
+
 /** A data plane with offloads and two vnet-header endpoints a and b (a's TAP takes USO if `uso`; b's never), and a
  * remote MAC behind PEER. */
 function offloadSetup(o: { batch?: number; udpGro?: boolean; uso?: boolean } = {}) {

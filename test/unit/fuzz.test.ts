@@ -101,7 +101,10 @@ test(`fuzz the forwarding loop for ${SECONDS} s in both directions: no exception
   tagged.copyWithin(16, 12, 76);
   tagged[12] = 0x81;
   tagged[13] = 0x00;
-  const txSeeds = [arpRequest(0x0276c613010a, 0xc613010a, 0xc6130114), big, tagged, ipv4Frame(0x0276c6130114, 0x0276c613010a, { srcIp: 0xc613010a })];
+  // an oversize IPv6 packet (answered with ICMPv6 packet too big)
+  const big6 = new Uint8Array(3000).map((_, i) => (i * 13) & 0xff);
+  big6.set([0x02, 0x76, 0xc6, 0x13, 0x01, 0x14, 0x02, 0x76, 0xc6, 0x13, 0x01, 0x0a, 0x86, 0xdd, 0x60, 0, 0, 0, (3000 - 54) >> 8, (3000 - 54) & 0xff, 17, 64], 0);
+  const txSeeds = [arpRequest(0x0276c613010a, 0xc613010a, 0xc6130114), big, big6, tagged, ipv4Frame(0x0276c6130114, 0x0276c613010a, { srcIp: 0xc613010a })];
   const rxSeeds = [vxlanDatagram(VNI, ipv4Frame(0x0276c613010a, 0x0276c6130199)), vxlanDatagram(VNI, arpRequest(0x0276c6130199, 1, 2)), vxlanDatagram(VNI, big)];
   const end = Date.now() + SECONDS * 1000;
   let n = 0;
@@ -123,8 +126,8 @@ test(`fuzz the forwarding loop for ${SECONDS} s in both directions: no exception
   assert.ok(dp.ports.has('a'), 'the port was never failed');
   assert.ok(fdb.vnet(VNI).learned <= 256, 'learning bounded');
   const c = dp.counters;
-  console.log(`# loop fuzz: ${n} batches; arp_suppressed ${c.arp_suppressed}, icmp_frag_needed ${c.icmp_frag_needed}, drops ${c.totalDrops()}`);
-  assert.ok(c.arp_suppressed > 0 && c.icmp_frag_needed > 0, 'the mutated seeds reached the ARP and ICMP paths');
+  console.log(`# loop fuzz: ${n} batches; arp_suppressed ${c.arp_suppressed}, icmp_frag_needed ${c.icmp_frag_needed}, icmp6_packet_too_big ${c.icmp6_packet_too_big}, drops ${c.totalDrops()}`);
+  assert.ok(c.arp_suppressed > 0 && c.icmp_frag_needed > 0 && c.icmp6_packet_too_big > 0, 'the mutated seeds reached the ARP and ICMP paths');
 });
 
 test(`fuzz the offload paths for ${SECONDS} s (native split and GRO, IPv4/IPv6 TCP and UDP): no exception escapes, outputs stay in bounds`, async () => {
