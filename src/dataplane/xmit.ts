@@ -171,9 +171,12 @@ export function xmit(dp: Dataplane, port: Port): number {
       if (etype === ETH_P_IP && fragNeeded(dp, arena, off, len, port)) {
         out.tap(port, off, ICMP_REPLY_LEN(arena, off));
         c.icmp_frag_needed++;
-      } else if (etype === ETH_P_IPV6 && packetTooBig(arena, off, len, (i + 1) * dp.slotSize, port)) {
-        out.tap(port, off, ETH_HLEN + IPV6_HLEN + readU16(arena, off + ETH_HLEN + IPV6_OFF_PAYLOAD_LEN));
-        c.icmp6_packet_too_big++;
+      } else if (etype === ETH_P_IPV6) {
+        const r = packetTooBig(arena, off, len, (i + 1) * dp.slotSize, port);
+        if (r !== 0) {
+          out.tap(port, off, r);
+          c.icmp6_packet_too_big++;
+        }
       }
       continue;
     }
@@ -396,9 +399,9 @@ const ICMPV6_PKT_TOOBIG = 2;
 const ICMPV6_QUOTE_MAX = 1280 - IPV6_HLEN - ICMPV6_HLEN;
 
 /** Swaps the Ethernet addresses of the frame at `off` in place (a reply goes back to the sender, from the MAC it
- * sent to), using the 6 bytes after the source as scratch: the caller has saved or moved what was there. */
+ * sent to), using the 6 bytes after the source (the Ethertype and 4 bytes of the header after it) as scratch: the
+ * caller has saved or moved what was there, and writes it again. */
 function swapEthAddrs(arena: Uint8Array, off: number): void {
-  // the Ethertype and the first 4 bytes after it are the scratch: the caller writes them again
   arena.copyWithin(off + ETH_OFF_SRC + 6, off + ETH_OFF_DST, off + ETH_OFF_DST + 6); // park dst MAC after src
   arena.copyWithin(off + ETH_OFF_DST, off + ETH_OFF_SRC, off + ETH_OFF_SRC + 6);
   arena.copyWithin(off + ETH_OFF_SRC, off + ETH_OFF_SRC + 6, off + ETH_OFF_SRC + 12);
@@ -407,20 +410,21 @@ function swapEthAddrs(arena: Uint8Array, off: number): void {
 /**
  * An oversize IPv6 packet: overwrite it, in place, with the ICMPv6 "packet too big" the sender must get (RFC
  * 4443 3.2, RFC 8201), as if from the destination, MTU = the port's MTU, quoting as much of the packet as fits
- * in 1280 bytes. IPv6 has no DF bit: routers never fragment, so every oversize packet gets one. Returns false
- * (nothing written) for a malformed header, an unspecified source (RFC 4443 2.4 e) or an ICMPv6 error (no error
- * about an error). The message is at most 1294 bytes, shorter than any packet over an MTU of 1280 or more;
+ * in 1280 bytes. IPv6 has no DF bit: routers never fragment, so every oversize packet gets one. Returns the
+ * message's frame length, or 0 (nothing written) for a malformed header, an unspecified source (RFC 4443 2.4 e)
+ * or an ICMPv6 error (no error about an error). The message is at most 1294 bytes, shorter than any packet over an MTU of 1280 or more;
  * over a smaller MTU (which breaks IPv6 anyway) it is written only if it fits before `end` (the slot's end).
  */
-function packetTooBig(arena: Uint8Array, off: number, len: number, end: number, port: Port): boolean {
+function packetTooBig(arena: Uint8Array, off: number, len: number, end: number, port: Port): number {
   const ip = off + ETH_HLEN;
-  if (len < ETH_HLEN + IPV6_HLEN || arena[ip] >>> 4 !== 6) return false;
+  if (len < ETH_HLEN + IPV6_HLEN || arena[ip] >>> 4 !== 6) return 0;
   const quoteLen = Math.min(len - ETH_HLEN, ICMPV6_QUOTE_MAX);
-  if (ip + IPV6_HLEN + ICMPV6_HLEN + quoteLen > Math.min(end, arena.length)) return false;
+  const icmpLen = ICMPV6_HLEN + quoteLen;
+  if (ip + IPV6_HLEN + icmpLen > Math.min(end, arena.length)) return 0;
   let unspecified = true;
   for (let i = IPV6_OFF_SRC; i < IPV6_OFF_DST; i++) if (arena[ip + i] !== 0) unspecified = false;
-  if (unspecified) return false;
-  if (arena[ip + IPV6_OFF_NEXT_HDR] === IPPROTO_ICMPV6 && (len < ETH_HLEN + IPV6_HLEN + 1 || arena[ip + IPV6_HLEN] < 128)) return false;
+  if (unspecified) return 0;
+  if (arena[ip + IPV6_OFF_NEXT_HDR] === IPPROTO_ICMPV6 && (len < ETH_HLEN + IPV6_HLEN + 1 || arena[ip + IPV6_HLEN] < 128)) return 0;
   const icmp = ip + IPV6_HLEN;
   // the quote first, moved to where it goes (overlapping: copyWithin moves like memmove); the header is then
   // rebuilt from the quoted one
@@ -432,7 +436,7 @@ function packetTooBig(arena: Uint8Array, off: number, len: number, end: number, 
   arena[ip + 1] = 0;
   arena[ip + 2] = 0;
   arena[ip + 3] = 0;
-  writeU16(arena, ip + IPV6_OFF_PAYLOAD_LEN, ICMPV6_HLEN + quoteLen);
+  writeU16(arena, ip + IPV6_OFF_PAYLOAD_LEN, icmpLen);
   arena[ip + IPV6_OFF_NEXT_HDR] = IPPROTO_ICMPV6;
   arena[ip + 7] = 64; // hop limit
   arena.copyWithin(ip + IPV6_OFF_SRC, q + IPV6_OFF_DST, q + IPV6_OFF_DST + 16); // from the original destination
@@ -441,9 +445,8 @@ function packetTooBig(arena: Uint8Array, off: number, len: number, end: number, 
   arena[icmp + 1] = 0;
   writeU16(arena, icmp + 2, 0);
   writeU32(arena, icmp + 4, port.mtu);
-  const icmpLen = ICMPV6_HLEN + quoteLen;
   writeU16(arena, icmp + 2, finish(sum16(arena, icmp, icmp + icmpLen, pseudoSumV6At(arena, ip, IPPROTO_ICMPV6, icmpLen))));
-  return true;
+  return ETH_HLEN + IPV6_HLEN + icmpLen;
 }
 
 function txSocket(dp: Dataplane, arena: Uint8Array, off: number, len: number): number {
