@@ -430,14 +430,14 @@ static inline void wr16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 8); p[1]
 static inline void wr32(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v; }
 
 /* IPv4 pseudo-header sum (addresses as stored in the packet) for an L4 segment of protocol `proto`, `len` bytes. */
-static uint32_t pseudo_v4p(const uint8_t *ip, uint32_t len, uint32_t proto) {
+static uint32_t pseudo_v4(const uint8_t *ip, uint32_t len, uint32_t proto) {
   uint64_t s = (uint64_t)rd16(ip + 12) + rd16(ip + 14) + rd16(ip + 16) + rd16(ip + 18) + proto + len;
   while (s >> 16) s = (s & 0xffff) + (s >> 16);
   return (uint32_t)s;
 }
 
 /* The pseudo-header sum of the IPv6 header at ip (source and destination addresses, length, next header). */
-static uint32_t pseudo_v6p(const uint8_t *ip, uint32_t len, uint32_t proto) {
+static uint32_t pseudo_v6(const uint8_t *ip, uint32_t len, uint32_t proto) {
   uint64_t s = proto + (uint64_t)(len >> 16) + (len & 0xffff);
   for (int i = 8; i < 40; i += 2) s += rd16(ip + i);
   while (s >> 16) s = (s & 0xffff) + (s >> 16);
@@ -563,7 +563,7 @@ static napi_value TsoSplit(napi_env env, napi_callback_info info) {
     wr16(csum, 0);
     /* the payload is copied and summed in one pass; doff is a multiple of 4, so the two sums add up as words */
     uint64_t sum = csum_add(dt, doff) + csum_copy(o + hdrs, src + hdrs + (size_t)k * mss, plen);
-    uint32_t c = ~csum_fold(sum, v4 ? pseudo_v4p(dip, seg, proto) : pseudo_v6p(dip, seg, proto)) & 0xffff;
+    uint32_t c = ~csum_fold(sum, v4 ? pseudo_v4(dip, seg, proto) : pseudo_v6(dip, seg, proto)) & 0xffff;
     wr16(csum, udp && c == 0 ? 0xffff : c); /* UDP: a computed 0 is sent as all ones (RFC 768) */
   }
   out[0] = (int32_t)count;
@@ -608,7 +608,7 @@ static int gro_segment(uint8_t *buf, uint32_t off, uint32_t len, uint32_t hdrs, 
    * frame's end, so they are never written out. Overlapping spans (never the data plane's) take two passes. */
   bool fused = same && dst >= 0 && (to + plen <= f + hdrs || to >= f + len);
   uint64_t sum = csum_add(tcp, hdrs - l4) + (fused ? csum_copy(to, f + hdrs, plen) : csum_add(f + hdrs, plen));
-  if (csum_fold(sum, l4 == 34 ? pseudo_v4p(ip, len - l4, proto) : pseudo_v6p(ip, len - l4, proto)) != 0xffff) return -1;
+  if (csum_fold(sum, l4 == 34 ? pseudo_v4(ip, len - l4, proto) : pseudo_v6(ip, len - l4, proto)) != 0xffff) return -1;
   if (!same || dst < 0) return 0;
   if (!fused) memmove(to, f + hdrs, plen);
   return 1;

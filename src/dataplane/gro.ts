@@ -119,7 +119,6 @@ export class Gro {
   private hdrs = 0; // Ethernet + IP + TCP header bytes
   private l4 = 0; // where TCP or UDP starts: L4 (IPv4) or L4_V6
   private udp = false; // the pending super-frame is UDP datagrams (else TCP segments)
-  private max = 0; // maxTotal() of the pending super-frame
   private len = 0; // frame bytes so far (headers + payload)
   private mss = 0;
   private nextSeq = 0;
@@ -162,7 +161,7 @@ export class Gro {
     const flags = udp ? 0 : a[off + l4 + TCP_OFF_FLAGS];
     const plen = len - hdrs;
     const seq = udp ? 0 : readU32(a, off + l4 + TCP_OFF_SEQ);
-    const extend = this.port === port && hdrs === this.hdrs && udp === this.udp && (udp || seq === this.nextSeq) && !this.shortSeen && plen <= this.mss && this.len + plen <= this.max;
+    const extend = this.port === port && hdrs === this.hdrs && udp === this.udp && (udp || seq === this.nextSeq) && !this.shortSeen && plen <= this.mss && this.len + plen <= maxTotal(udp, hdrs, this.mss);
     const ref = this.start + VNET_HDR_LEN;
     const r = extend ? groSegment(a, off, len, hdrs, ref, ref + this.len) : groSegment(a, off, len, hdrs, -1, -1);
     if (r < 0) {
@@ -190,7 +189,6 @@ export class Gro {
     this.udp = udp;
     this.len = len;
     this.mss = plen;
-    this.max = maxTotal(udp, hdrs, plen);
     this.nextSeq = (seq + plen) >>> 0;
     this.segs = 1;
     this.shortSeen = false;
@@ -210,7 +208,7 @@ export class Gro {
     st[0] = this.len;
     st[1] = this.mss;
     st[2] = this.nextSeq | 0;
-    st[3] = this.max;
+    st[3] = maxTotal(this.udp, this.hdrs, this.mss);
     const n = groRun(a, first, from, end, step, this.start + VNET_HDR_LEN, this.hdrs, st);
     if (n === 0) return 0;
     this.len = st[0];
@@ -237,16 +235,14 @@ export class Gro {
       const csumOff = this.udp ? UDP_OFF_CSUM : TCP_OFF_CSUM;
       // CHECKSUM_PARTIAL: the TCP/UDP field holds the pseudo-header sum; the stack takes it as verified (it came
       // with a correct checksum per segment, and the outer UDP checksum covered every byte)
-      let ps: number;
       if (l4 === L4) {
         writeU16(this.arena, f + L3 + IPV4_OFF_TOT_LEN, this.len - ETH_HLEN);
         writeU16(this.arena, f + L3 + IPV4_OFF_CSUM, 0);
         writeU16(this.arena, f + L3 + IPV4_OFF_CSUM, internetChecksum(this.arena, f + L3, f + L4));
-        ps = pseudoSumV4(readU32(this.arena, f + L3 + IPV4_OFF_SRC), readU32(this.arena, f + L3 + IPV4_OFF_DST), proto, l4Len);
       } else {
         writeU16(this.arena, f + L3 + IPV6_OFF_PAYLOAD_LEN, l4Len);
-        ps = pseudoSumV6At(this.arena, f + L3, proto, l4Len);
       }
+      const ps = pseudoOf(this.arena, f, this.len, l4, proto);
       // a UDP super-frame's length field spans all its datagrams (as udp_gro_complete writes it; the stack's
       // segmentation sets each datagram's own)
       if (this.udp) writeU16(this.arena, f + l4 + UDP_OFF_LEN, l4Len);
@@ -280,7 +276,7 @@ export type GroSegment = (a: Uint8Array, off: number, len: number, hdrs: number,
 
 /** The pseudo-header sum of a TCP or UDP frame of the form mergeable() accepts (its own length and protocol). */
 function pseudoOf(a: Uint8Array, off: number, len: number, l4: number, proto: number): number {
-  return l4 === L4 ? pseudoSumV4(readU32(a, off + L3 + IPV4_OFF_SRC), readU32(a, off + L3 + IPV4_OFF_DST), proto, len - L4) : pseudoSumV6At(a, off + L3, proto, len - l4);
+  return l4 === L4 ? pseudoSumV4(readU32(a, off + L3 + IPV4_OFF_SRC), readU32(a, off + L3 + IPV4_OFF_DST), proto, len - l4) : pseudoSumV6At(a, off + L3, proto, len - l4);
 }
 
 /** GroSegment in JS: the reference the native one is checked against. */
