@@ -10,6 +10,8 @@
  *   floor    bench/floor.c: a TAP in each container and a 60-line C forwarder per host, one frame per syscall,
  *            sleeping in poll() between packets, no checks or tables: the least any user-space forwarder that
  *            sleeps between packets pays here (a reference for vxtap's added latency, not an overlay)
+ *   floor-busy  the same forwarder with --spin: it never sleeps, polling with a zero timeout and yielding the CPU
+ *            between polls (the loop of vxtap's --busy-poll): the reference for the vxtap-busy row
  *   vxtap    one vxtap agent per host on a shared embedded store
  *   vxtap-busy  the same with `--busy-poll 20000` (--busy-window US to change it): each agent stays awake
  *            (polling, yielding the CPU) for 20 ms after its last packet instead of sleeping, longer than the 5 ms
@@ -24,9 +26,14 @@
  * all paths alike), and reported as median (min-max), with its ratio to the kernel row of the same run. Then, unless --soak 0, one vxtap run under full TCP load for --soak seconds (default 60; 0 with
  * --quick) samples both agents' resident memory every second: it must not grow.
  *
- *   node dist/bench/forwarding.js [--quick] [--reps N] [--time S] [--soak S] [--paths direct,kernel,tinc,openvpn,floor,vxtap,vxtap-busy]
- *                              [--busy-window US]
- *   (all seven by default; --quick: 1 rep x 2 s of direct, kernel, vxtap, unless --peers)
+ *   node dist/bench/forwarding.js [--quick] [--reps N] [--time S] [--soak S]
+ *                              [--paths direct,kernel,tinc,openvpn,floor,floor-busy,vxtap,vxtap-busy] [--busy-window US]
+ *   (all eight by default; --quick: 1 rep x 2 s of direct, kernel, vxtap, unless --peers)
+ *
+ * The table's header names the machine and what its rows depend on: the cost of a null syscall, and of a
+ * wake-up (a task woken on the waker's CPU, and on an idle other CPU: bench/floor.c --wake-us). A forwarder that
+ * sleeps between packets pays a wake-up per hop, about three per echo here, so on a VM where waking an idle vCPU
+ * costs tens of microseconds that alone sets a floor under every sleeping row's latency.
  * Writes bench/results/forwarding.{md,json,svg} (or --out DIR). Needs root, iperf3, trafgen (and tinc/openvpn,
  * and a C compiler for the floor path).
  */
@@ -53,7 +60,7 @@ if (!Number.isInteger(BUSY_US) || BUSY_US < 1 || BUSY_US > 10_000_000) {
   console.error(`--busy-window ${values['busy-window']}: the vxtap-busy row's --busy-poll window, 1 to 10000000 microseconds`);
   process.exit(2);
 }
-const PATHS = (values.paths ?? (QUICK && !values.peers ? 'direct,kernel,vxtap' : 'direct,kernel,tinc,openvpn,floor,vxtap,vxtap-busy')).split(',');
+const PATHS = (values.paths ?? (QUICK && !values.peers ? 'direct,kernel,vxtap' : 'direct,kernel,tinc,openvpn,floor,floor-busy,vxtap,vxtap-busy')).split(',');
 
 // ---------------------------------------------------------------- helpers
 
@@ -172,6 +179,27 @@ function buildTool(name: 'floor' | 'pinger'): string {
   return bin;
 }
 
+/** The C floor forwarder on each host (bench/floor.c), sleeping in poll() or, with `spin`, never sleeping. */
+async function floorPath(spin: boolean): Promise<Topo> {
+  const bin = buildTool('floor');
+  const t = baseTopo(true);
+  for (const i of [1, 2] as const) {
+    const log = join(t.dir, `floor${i}.log`);
+    const p = spawn('sh', ['-c', `exec ip netns exec ${t.tag}-h${i} ${bin}${spin ? ' --spin' : ''} tap0 198.18.0.${i} 198.18.0.${3 - i} 2>>${log}`], { stdio: 'ignore' });
+    t.procs.push(p);
+    t.cpuPids.push(p.pid!);
+    const end = Date.now() + 5000;
+    while (!readFileSync(log, { encoding: 'utf8', flag: 'a+' }).includes('ready')) {
+      if (p.exitCode !== null || Date.now() > end) throw new Error(`floor forwarder on h${i} did not start: ${readFileSync(log, 'utf8').trim()}`);
+      await sleep(20);
+    }
+    // the TAP moves into the container, as vxtap's do; the forwarder keeps its fd
+    must(['ip', '-n', `${t.tag}-h${i}`, 'link', 'set', 'tap0', 'netns', i === 1 ? t.c1 : t.c2, 'name', 'eth0']);
+    containerAddr(t, i, 'eth0');
+  }
+  return t;
+}
+
 const builders: Record<string, () => Promise<Topo>> = {
   async direct() {
     const t = baseTopo(false);
@@ -193,25 +221,8 @@ const builders: Record<string, () => Promise<Topo>> = {
   },
   vxtap: () => vxtapPath([]),
   'vxtap-busy': () => vxtapPath(['--busy-poll', String(BUSY_US)]),
-  async floor() {
-    const bin = buildTool('floor');
-    const t = baseTopo(true);
-    for (const i of [1, 2] as const) {
-      const log = join(t.dir, `floor${i}.log`);
-      const p = spawn('sh', ['-c', `exec ip netns exec ${t.tag}-h${i} ${bin} tap0 198.18.0.${i} 198.18.0.${3 - i} 2>>${log}`], { stdio: 'ignore' });
-      t.procs.push(p);
-      t.cpuPids.push(p.pid!);
-      const end = Date.now() + 5000;
-      while (!readFileSync(log, { encoding: 'utf8', flag: 'a+' }).includes('ready')) {
-        if (p.exitCode !== null || Date.now() > end) throw new Error(`floor forwarder on h${i} did not start: ${readFileSync(log, 'utf8').trim()}`);
-        await sleep(20);
-      }
-      // the TAP moves into the container, as vxtap's do; the forwarder keeps its fd
-      must(['ip', '-n', `${t.tag}-h${i}`, 'link', 'set', 'tap0', 'netns', i === 1 ? t.c1 : t.c2, 'name', 'eth0']);
-      containerAddr(t, i, 'eth0');
-    }
-    return t;
-  },
+  floor: () => floorPath(false),
+  'floor-busy': () => floorPath(true),
   async tinc() {
     const t = baseTopo(true);
     for (const i of [1, 2] as const) {
@@ -439,20 +450,38 @@ async function soak(): Promise<{ seconds: number; agents: { start: number; end: 
 }
 const mem = await soak();
 
-/** What the ratios depend on: the CPU, and what a syscall costs (it differs several-fold between VM kinds). */
-function machineInfo(): { cpu: string; cpus: number; kernel: string; syscallNs: number | null } {
+/**
+ * What the rows depend on: the CPU, what a syscall costs (it differs several-fold between VM kinds), and what a
+ * wake-up costs: a task woken on the waker's CPU (a hand-off) and on an idle other CPU (bench/floor.c --wake-us).
+ */
+interface Machine {
+  cpu: string;
+  cpus: number;
+  kernel: string;
+  syscallNs: number | null;
+  wakeSameUs: number | null;
+  wakeIdleUs: number | null;
+}
+function machineInfo(): Machine {
   const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
   const cpu = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1].trim() ?? 'unknown CPU';
   const cpus = (cpuinfo.match(/^processor\s*:/gm) ?? []).length;
   const kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
   let syscallNs: number | null = null;
+  let wakeSameUs: number | null = null;
+  let wakeIdleUs: number | null = null;
   try {
     const r = sh([buildTool('floor'), '--syscall-ns']);
     if (r.code === 0 && /^\d+$/.test(r.out.trim())) syscallNs = Number(r.out.trim());
+    const w = /^([\d.]+) ([\d.]+|-)$/.exec(sh([buildTool('floor'), '--wake-us']).out.trim());
+    if (w) {
+      wakeSameUs = Number(w[1]);
+      wakeIdleUs = w[2] === '-' ? null : Number(w[2]);
+    }
   } catch {
     /* no C compiler: reported as ? */
   }
-  return { cpu, cpus, kernel, syscallNs };
+  return { cpu, cpus, kernel, syscallNs, wakeSameUs, wakeIdleUs };
 }
 const machine = machineInfo();
 
@@ -468,6 +497,7 @@ const ratio = (p: string, key: keyof Sample) => (k && summary[p] && Number.isFin
 const md = [
   `Forwarding benchmark, ${new Date().toISOString()}, ${REPS} rep(s) x ${T} s, two hosts on a veth underlay (MTU 1500), container MTU 1450.`,
   `Machine: ${machine.cpu}, ${machine.cpus} CPUs, kernel ${machine.kernel}, a null syscall ${machine.syscallNs ?? '?'} ns (per-frame syscalls cost that much each: on VMs it varies several-fold).`,
+  `Wake-ups: ${machine.wakeSameUs ?? '?'} us for a task woken on the waker's CPU, ${machine.wakeIdleUs ?? '?'} us on an idle other CPU (median; a forwarder that sleeps pays one per hop, about three per echo).`,
   'Median (min-max). Ratios are to the kernel VXLAN row of this run.',
   '',
   '| path | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | ping avg ms | ping p99 ms | added vs kernel (avg) | sleeping pinger avg / p99 ms | added (sleeping) | CPU s per Gbit | CPU while pinging (cores) |',
@@ -485,6 +515,9 @@ const md = [
   'iputils ping busy-waits between echoes at that interval (about one CPU); the sleeping pinger (bench/pinger.c)',
   'sends the same schedule and sleeps in between, as a request/response application would.',
   ...(summary['vxtap-busy'] ? [`vxtap-busy: agents run with --busy-poll ${BUSY_US} (microseconds).`] : []),
+  ...(summary.floor || summary['floor-busy']
+    ? ['floor / floor-busy: a minimal C forwarder (bench/floor.c) that sleeps in poll() / never sleeps (polls, yields): the', 'added latency any user-space forwarder of each kind pays on this machine, the yardsticks for vxtap / vxtap-busy.']
+    : []),
   ...(mem
     ? ['', `Memory under load: ${mem.seconds} s of TCP through vxtap (${mem.gbit.toFixed(2)} Gbit/s); agent resident memory at 5 s -> end (max): ${mem.agents.map((a, i) => `h${i + 1} ${a.start.toFixed(1)} -> ${a.end.toFixed(1)} MB (${a.max.toFixed(1)})`).join(', ')}.`]
     : []),

@@ -1,6 +1,6 @@
 /**
- * The forwarding benchmark's smoke run (what CI runs of it): kernel VXLAN, the C floor forwarder, vxtap and vxtap
- * with busy polling side by side on fresh topologies, 1 s per measurement. Asserts the benchmark produces a table
+ * The forwarding benchmark's smoke run (what CI runs of it): kernel VXLAN, the C floor forwarder sleeping and
+ * spinning, vxtap and vxtap with busy polling side by side on fresh topologies, 1 s per measurement. Asserts the benchmark produces a table
  * with real numbers for every row,
  * NOT any speed: targets are ratios reported by `npm run bench`, never timed assertions.
  */
@@ -14,21 +14,22 @@ import { CLI, isRoot, sh } from '../helpers/topo.js';
 const skip = isRoot() ? false : 'needs root (network namespaces)';
 const BENCH = join(CLI, '../../../bench/forwarding.js');
 
-test('bench --quick: kernel, floor, vxtap and vxtap-busy rows with numbers, JSON and SVG written', { skip }, () => {
+test('bench --quick: kernel, floor, floor-busy, vxtap and vxtap-busy rows with numbers, JSON and SVG written', { skip }, () => {
   const out = mkdtempSync(join(tmpdir(), 'vxt-bench-'));
   let rows: string[] = [];
   try {
-    const r = sh(['node', BENCH, '--quick', '--time', '1', '--paths', 'kernel,floor,vxtap,vxtap-busy', '--out', out], 300_000);
+    const r = sh(['node', BENCH, '--quick', '--time', '1', '--paths', 'kernel,floor,floor-busy,vxtap,vxtap-busy', '--out', out], 300_000);
     assert.equal(r.code, 0, r.stderr);
-    rows = r.stdout.split('\n').filter((l) => /^\| (kernel|floor|vxtap|vxtap-busy) \|/.test(l));
-    assert.equal(rows.length, 4, r.stdout);
+    rows = r.stdout.split('\n').filter((l) => /^\| (kernel|floor|floor-busy|vxtap|vxtap-busy) \|/.test(l));
+    assert.equal(rows.length, 5, r.stdout);
     assert.match(r.stdout, /^Machine: .+, \d+ CPUs, kernel \S+, a null syscall \d+ ns/m, 'the table names the machine it ran on');
+    assert.match(r.stdout, /^Wake-ups: [\d.]+ us for a task woken on the waker's CPU, ([\d.]+|\?) us on an idle other CPU/m, 'and what a wake-up costs there');
     const json = JSON.parse(readFileSync(join(out, 'forwarding.json'), 'utf8'));
-    for (const p of ['kernel', 'floor', 'vxtap', 'vxtap-busy']) {
+    for (const p of ['kernel', 'floor', 'floor-busy', 'vxtap', 'vxtap-busy']) {
       const s = json.summary[p];
       assert.ok(s.tcp1.med > 0 && s.pps60.med > 0 && s.pingAvg.med > 0 && s.sleepAvg.med > 0 && Number.isFinite(s.lossHalf.med), `${p}: ${JSON.stringify(s)}`);
     }
-    for (const p of ['floor', 'vxtap', 'vxtap-busy']) {
+    for (const p of ['floor', 'floor-busy', 'vxtap', 'vxtap-busy']) {
       assert.ok(Number.isFinite(json.summary[p].cpuPerGbit.med), `${p}: CPU per Gbit measured for a userspace path`);
       assert.ok(Number.isFinite(json.summary[p].pingCores.med), `${p}: CPU while pinging measured for a userspace path`);
     }
