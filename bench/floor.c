@@ -57,7 +57,7 @@ static double now_ns(void) {
 #define WAKE_GAP_NS 2000000 /* between rounds: long enough for an idle CPU to halt */
 
 struct waker {
-  int cpu_reader, cpu_writer;
+  int cpu_reader;
   int to_reader[2], to_writer[2];
   double us[WAKE_ROUNDS];
 };
@@ -88,7 +88,7 @@ static int cmp_double(const void *a, const void *b) {
 
 /* The median time from the writer's write() to the reader returning from read(), the reader on cpu_reader. */
 static double wake_median(int cpu_writer, int cpu_reader) {
-  struct waker w = {.cpu_reader = cpu_reader, .cpu_writer = cpu_writer};
+  struct waker w = {.cpu_reader = cpu_reader};
   if (pipe(w.to_reader) < 0 || pipe(w.to_writer) < 0) die("pipe");
   pthread_t t;
   if (pthread_create(&t, NULL, wake_reader, &w) != 0) die("pthread_create");
@@ -102,7 +102,10 @@ static double wake_median(int cpu_writer, int cpu_reader) {
     if (read(w.to_writer[0], &k, 1) != 1) die("read");
   }
   pthread_join(t, NULL);
-  for (int i = 0; i < 4; i++) close(i < 2 ? w.to_reader[i] : w.to_writer[i - 2]);
+  close(w.to_reader[0]);
+  close(w.to_reader[1]);
+  close(w.to_writer[0]);
+  close(w.to_writer[1]);
   qsort(w.us, WAKE_ROUNDS, sizeof w.us[0], cmp_double);
   return w.us[WAKE_ROUNDS / 2];
 }
