@@ -1,8 +1,8 @@
 /**
  * The forwarding benchmark's smoke run (what CI runs of it): kernel VXLAN, the C floor forwarder sleeping and
- * spinning, vxtap and vxtap with busy polling side by side on fresh topologies, 1 s per measurement. Asserts the benchmark produces a table
- * with real numbers for every row,
- * NOT any speed: targets are ratios reported by `npm run bench`, never timed assertions.
+ * spinning, vxtap and vxtap with busy polling side by side on fresh topologies, 1 s per measurement. Asserts the
+ * benchmark produces a table with real numbers for every row, NOT any speed: targets are ratios reported by
+ * `npm run bench`, never timed assertions.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
