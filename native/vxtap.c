@@ -798,6 +798,7 @@ static struct {
   uint64_t enters, ops;       /* io_uring_enter calls, requests completed through them */
 } ur = {.fd = -1};
 static uint8_t read_hint[4096]; /* per fd: frames the last readBatch found, to size the next one */
+static uint64_t single_reads;    /* readBatch calls that began with plain reads (the last call found <= 1 frame) */
 
 static void uring_off(const char *what, int err) {
   if (err) snprintf(ur.why, sizeof ur.why, "%s: %s", what, strerror(err));
@@ -898,8 +899,9 @@ static bool uring_run(unsigned n, int32_t *res) {
   return true;
 }
 
-/* ioUring(disable?) -> [status, enters, ops]: "on", or "off: why"; true switches it off for the process, false
- * back on if it was switched off that way. */
+/* ioUring(disable?) -> [status, enters, ops, singleReads]: "on", or "off: why"; true switches it off for the
+ * process, false back on if it was switched off that way. singleReads: readBatch calls that took the sparse
+ * path (plain reads, whatever the status). */
 #define URING_OFF_BY_REQUEST "switched off (--no-io-uring)"
 static napi_value IoUring(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -918,13 +920,15 @@ static napi_value IoUring(napi_env env, napi_callback_info info) {
   char msg[128];
   snprintf(msg, sizeof msg, on ? "on" : "off: %s", ur.why);
   napi_value out, v;
-  NAPI_CALL(env, napi_create_array_with_length(env, 3, &out));
+  NAPI_CALL(env, napi_create_array_with_length(env, 4, &out));
   NAPI_CALL(env, napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &v));
   napi_set_element(env, out, 0, v);
   NAPI_CALL(env, napi_create_double(env, (double)ur.enters, &v));
   napi_set_element(env, out, 1, v);
   NAPI_CALL(env, napi_create_double(env, (double)ur.ops, &v));
   napi_set_element(env, out, 2, v);
+  NAPI_CALL(env, napi_create_double(env, (double)single_reads, &v));
+  napi_set_element(env, out, 3, v);
   return out;
 }
 
@@ -952,6 +956,27 @@ static napi_value ReadBatch(napi_env env, napi_callback_info info) {
       !check_slots(arena_len, slot, offset, max, lens_count))
     return throw_type(env, "readBatch(fd, arena, slotSize, offset, maxCount, lens): bad arguments");
   uint32_t n = 0;
+  /* Sparse traffic: the last call found at most one frame (an echo, a request, its answer). One plain read()
+   * takes the frame, a second finds the queue empty: two short syscalls instead of an io_uring submission of
+   * several reads, whose fixed costs dominate when one frame is all there is. A second frame means a burst:
+   * the rest of the batch goes the batched way below, and the hint keeps later calls there until a call finds
+   * one frame or none again. */
+  if (fd >= 0 && fd < (int32_t)sizeof read_hint && read_hint[fd] <= 1) {
+    single_reads++;
+    while (n < 2 && n < max) {
+      ssize_t r = read(fd, arena + (size_t)n * slot + offset, slot - offset);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || n > 0) break;
+        return throw_errno(env, errno, "read");
+      }
+      lens[n++] = (int32_t)r;
+    }
+    if (n < 2 || n == max) {
+      read_hint[fd] = (uint8_t)n;
+      return make_i32(env, (int32_t)n);
+    }
+  }
   if (fd >= 0 && uring_ready()) {
     /* as many reads as the last batch found, plus a few (the one that finds the queue empty ends the batch);
      * again, larger, while every read found a frame */
@@ -990,6 +1015,7 @@ syscalls:
     }
     lens[n++] = (int32_t)r;
   }
+  if (fd >= 0 && fd < (int32_t)sizeof read_hint) read_hint[fd] = (uint8_t)(n < 250 ? n : 250);
   return make_i32(env, (int32_t)n);
 }
 
@@ -1159,6 +1185,22 @@ static napi_value SendBatch(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[2], napi_int32_array, (void **)&d, &dcount) || !get_u32(env, argv[3], &count) ||
       (size_t)count * SEND_STRIDE > dcount || count > MAX_BATCH * 4 || nfds > MAX_SOCKETS)
     return throw_type(env, "sendBatch(fds, arena, descs, count): bad arguments");
+  if (count == 1 && d[0] >= 0 && (size_t)d[0] < nfds && d[5] == 0) {
+    /* one datagram (sparse traffic): a plain sendto, without building a message vector */
+    if (d[1] < 0 || d[2] <= 0 || (size_t)d[1] + (size_t)d[2] > arena_len) {
+      d[2] = -EINVAL;
+      return make_i32(env, 0);
+    }
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d[4]), .sin_addr.s_addr = htonl((uint32_t)d[3])};
+    ssize_t r;
+    do r = sendto(fds[d[0]], arena + d[1], (size_t)d[2], MSG_DONTWAIT, (struct sockaddr *)&to, sizeof to);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      d[2] = -errno;
+      return make_i32(env, 0);
+    }
+    return make_i32(env, 1);
+  }
   struct mmsghdr msgs[MAX_BATCH];
   struct iovec iov[MAX_BATCH];
   struct sockaddr_in sa[MAX_BATCH];

@@ -980,10 +980,11 @@ export class Agent {
     };
   }
 
-  /** The TAP batches' io_uring: on/off (why), io_uring_enter calls and the reads/writes they carried. */
-  ioUringStatus(): { status: string; enters: number; ops: number } {
-    const [status, enters, ops] = native().ioUring();
-    return { status, enters, ops };
+  /** The TAP batches' io_uring: on/off (why), io_uring_enter calls and the reads/writes they carried, and the
+   * TAP reads that took the single-frame path (plain read() calls: the last read found at most one frame). */
+  ioUringStatus(): { status: string; enters: number; ops: number; single_reads: number } {
+    const [status, enters, ops, single] = native().ioUring();
+    return { status, enters, ops, single_reads: single };
   }
 
   /** UDP GSO sends that carried 2+ queued datagrams (sendBatch's coalescing), and those datagrams. */

@@ -80,6 +80,7 @@ export function metricsRegistry(agent: Agent): client.Registry {
   counter('vxtap_busy_poll_seconds_total', 'Seconds spent busy polling (--busy-poll): CPU kept busy for latency', [], () => (bp() ? [[{}, bp()!.spin_seconds]] : []));
   counter('vxtap_io_uring_enters_total', 'io_uring_enter calls that carried TAP batches (0: io_uring off, see vxtap stats)', [], () => [[{}, agent.ioUringStatus().enters]]);
   counter('vxtap_io_uring_requests_total', 'TAP reads and writes carried by io_uring', [], () => [[{}, agent.ioUringStatus().ops]]);
+  counter('vxtap_tap_single_reads_total', 'TAP reads that took the single-frame path (plain read calls: the last read of that TAP found at most one frame)', [], () => [[{}, agent.ioUringStatus().single_reads]]);
   counter('vxtap_udp_coalesced_sends_total', 'UDP GSO sends that carried two or more queued VXLAN datagrams', [], () => [[{}, agent.coalesceStatus().sends]]);
   counter('vxtap_udp_coalesced_datagrams_total', 'VXLAN datagrams sent inside such coalesced sends', [], () => [[{}, agent.coalesceStatus().datagrams]]);
   gauge('vxtap_kv_invalid_records', 'Records in the store that failed validation (ignored)', [], () => [[{}, kv().invalidRecords]]);

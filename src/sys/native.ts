@@ -64,8 +64,9 @@ export interface NativeAddon {
   busyPoll(windowUs?: number): [hits: number, spinNs: number];
   /** readBatch/writeBatch through one io_uring submission per batch: "on" or "off: why"; `true` switches it off
    * for the process, `false` back on if it was switched off that way. Also the io_uring_enter calls and the
-   * requests they carried. */
-  ioUring(disable?: boolean): [status: string, enters: number, ops: number];
+   * requests they carried, and the readBatch calls that began with plain reads (the last call on that fd found
+   * at most one frame: sparse traffic), whatever the status. */
+  ioUring(disable?: boolean): [status: string, enters: number, ops: number, singleReads: number];
   /** sendBatch's coalescing so far (this process): sends that carried 2+ datagrams, and those datagrams. */
   coalesceStats(): [messages: number, datagrams: number];
   constants: NativeConstants;
