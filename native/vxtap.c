@@ -940,6 +940,26 @@ static bool check_slots(size_t arena_len, uint32_t slot, uint32_t offset, uint32
   return true;
 }
 
+static inline void set_read_hint(int32_t fd, uint32_t n) {
+  if (fd >= 0 && fd < (int32_t)sizeof read_hint) read_hint[fd] = (uint8_t)(n < 250 ? n : 250);
+}
+
+/* Plain read() calls into slots n, n+1, ... until `limit` frames are in or the queue is empty. Returns the new
+ * count, or -errno when the first read of the call (n == 0) failed with anything but EAGAIN; a later failure
+ * ends the batch quietly (the next call sees it). */
+static int64_t read_plain(int fd, uint8_t *arena, uint32_t slot, uint32_t offset, uint32_t n, uint32_t limit, int32_t *lens) {
+  while (n < limit) {
+    ssize_t r = read(fd, arena + (size_t)n * slot + offset, slot - offset);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || n > 0) break;
+      return -(int64_t)errno;
+    }
+    lens[n++] = (int32_t)r;
+  }
+  return n;
+}
+
 /* readBatch(fd, arena, slotSize, offset, maxCount, lens: Int32Array) -> n */
 static napi_value ReadBatch(napi_env env, napi_callback_info info) {
   size_t argc = 6;
@@ -963,17 +983,11 @@ static napi_value ReadBatch(napi_env env, napi_callback_info info) {
    * one frame or none again. */
   if (fd >= 0 && fd < (int32_t)sizeof read_hint && read_hint[fd] <= 1) {
     single_reads++;
-    while (n < 2 && n < max) {
-      ssize_t r = read(fd, arena + (size_t)n * slot + offset, slot - offset);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || n > 0) break;
-        return throw_errno(env, errno, "read");
-      }
-      lens[n++] = (int32_t)r;
-    }
+    int64_t r = read_plain(fd, arena, slot, offset, 0, max < 2 ? max : 2, lens);
+    if (r < 0) return throw_errno(env, (int)-r, "read");
+    n = (uint32_t)r;
     if (n < 2 || n == max) {
-      read_hint[fd] = (uint8_t)n;
+      set_read_hint(fd, n);
       return make_i32(env, (int32_t)n);
     }
   }
@@ -1001,22 +1015,15 @@ static napi_value ReadBatch(napi_env env, napi_callback_info info) {
       if (got < k) break;
       want = k * 2;
     }
-    if (fd < (int32_t)sizeof read_hint) read_hint[fd] = (uint8_t)(n < 250 ? n : 250);
+    set_read_hint(fd, n);
     if (n == 0 && err) return throw_errno(env, err, "read");
     return make_i32(env, (int32_t)n);
   }
-syscalls:
-  while (n < max) {
-    ssize_t r = read(fd, arena + (size_t)n * slot + offset, slot - offset);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || n > 0) break;
-      return throw_errno(env, errno, "read");
-    }
-    lens[n++] = (int32_t)r;
-  }
-  if (fd >= 0 && fd < (int32_t)sizeof read_hint) read_hint[fd] = (uint8_t)(n < 250 ? n : 250);
-  return make_i32(env, (int32_t)n);
+syscalls:;
+  int64_t r = read_plain(fd, arena, slot, offset, n, max, lens);
+  if (r < 0) return throw_errno(env, (int)-r, "read");
+  set_read_hint(fd, (uint32_t)r);
+  return make_i32(env, (int32_t)r);
 }
 
 /* writeBatch(arena, descs: Int32Array [fd, off, len, prefix]*, count) -> ok count; failed ones get len = -errno.
