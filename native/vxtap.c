@@ -141,6 +141,17 @@ static napi_value make_i32(napi_env env, int32_t v) {
   return r;
 }
 
+/* [v0, v1, ...] as a JS array of numbers (the counters and pairs the addon returns). */
+static napi_value number_array(napi_env env, uint32_t n, const double *v) {
+  napi_value out, x;
+  napi_create_array_with_length(env, n, &out);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_create_double(env, v[i], &x);
+    napi_set_element(env, out, i, x);
+  }
+  return out;
+}
+
 /* Run fn in the network namespace at ns_path (e.g. /run/netns/X), on this thread only, then come back. */
 static int with_netns(const char *ns_path, int (*fn)(void *), void *arg, int *fn_result) {
   if (!ns_path || !*ns_path) {
@@ -753,11 +764,7 @@ static napi_value UdpOpen(napi_env env, napi_callback_info info) {
   }
   socklen_t sl = sizeof sa;
   getsockname(fd, (struct sockaddr *)&sa, &sl);
-  napi_value out;
-  napi_create_array_with_length(env, 2, &out);
-  napi_set_element(env, out, 0, make_i32(env, fd));
-  napi_set_element(env, out, 1, make_i32(env, ntohs(sa.sin_port)));
-  return out;
+  return number_array(env, 2, (double[]){fd, ntohs(sa.sin_port)});
 }
 
 /* sockInfo(fd) -> [rcvbuf, sndbuf] as the kernel reports them */
@@ -772,11 +779,7 @@ static napi_value SockInfo(napi_env env, napi_callback_info info) {
   if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &r, &l) < 0) return throw_errno(env, errno, "getsockopt");
   l = sizeof s;
   getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &s, &l);
-  napi_value out;
-  napi_create_array_with_length(env, 2, &out);
-  napi_set_element(env, out, 0, make_i32(env, r));
-  napi_set_element(env, out, 1, make_i32(env, s));
-  return out;
+  return number_array(env, 2, (double[]){r, s});
 }
 
 /* ---- io_uring for TAP batches
@@ -919,16 +922,9 @@ static napi_value IoUring(napi_env env, napi_callback_info info) {
   bool on = uring_ready();
   char msg[128];
   snprintf(msg, sizeof msg, on ? "on" : "off: %s", ur.why);
-  napi_value out, v;
-  NAPI_CALL(env, napi_create_array_with_length(env, 4, &out));
+  napi_value v, out = number_array(env, 4, (double[]){0, (double)ur.enters, (double)ur.ops, (double)single_reads});
   NAPI_CALL(env, napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &v));
-  napi_set_element(env, out, 0, v);
-  NAPI_CALL(env, napi_create_double(env, (double)ur.enters, &v));
-  napi_set_element(env, out, 1, v);
-  NAPI_CALL(env, napi_create_double(env, (double)ur.ops, &v));
-  napi_set_element(env, out, 2, v);
-  NAPI_CALL(env, napi_create_double(env, (double)single_reads, &v));
-  napi_set_element(env, out, 3, v);
+  napi_set_element(env, out, 0, v); /* the status string in place of the 0 */
   return out;
 }
 
@@ -1321,14 +1317,7 @@ static napi_value SendBatch(napi_env env, napi_callback_info info) {
 /* coalesceStats() -> [messages, datagrams]: sends that carried two or more datagrams, and how many they carried. */
 static napi_value CoalesceStats(napi_env env, napi_callback_info info) {
   (void)info;
-  napi_value out;
-  NAPI_CALL(env, napi_create_array_with_length(env, 2, &out));
-  napi_value a, b;
-  NAPI_CALL(env, napi_create_double(env, (double)coalesced_msgs, &a));
-  NAPI_CALL(env, napi_create_double(env, (double)coalesced_dgrams, &b));
-  napi_set_element(env, out, 0, a);
-  napi_set_element(env, out, 1, b);
-  return out;
+  return number_array(env, 2, (double[]){(double)coalesced_msgs, (double)coalesced_dgrams});
 }
 
 /* pollStart(fd, events: 1 readable | 2 writable, cb(status, events)) -> handle */
@@ -1428,13 +1417,7 @@ static napi_value BusyPoll(napi_env env, napi_callback_info info) {
     busy.window_ns = (uint64_t)us * 1000u;
     busy.last_activity_ns = mono_ns();
   }
-  napi_value out, v;
-  napi_create_array_with_length(env, 2, &out);
-  napi_create_double(env, busy.hits, &v);
-  napi_set_element(env, out, 0, v);
-  napi_create_double(env, busy.spin_ns, &v);
-  napi_set_element(env, out, 1, v);
-  return out;
+  return number_array(env, 2, (double[]){busy.hits, busy.spin_ns});
 }
 
 /* ---------------------------------------------------------------- exports */
