@@ -1162,7 +1162,8 @@ static napi_value RecvBatch(napi_env env, napi_callback_info info) {
 /* sendBatch(fds: Int32Array, arena, descs: Int32Array [sockIdx, off, len, ipv4, port, gsoSize]*, count) -> sent
  * One sendmmsg per socket (messages keep their relative order per socket, hence per flow). A message the kernel
  * refuses gets len = -errno and the rest of its socket's batch is still tried, except after EAGAIN/ENOBUFS
- * (queue full), which fails the rest of that socket's batch at once.
+ * (queue full), which fails the rest of that socket's batch at once. A descriptor whose sockIdx is not an index
+ * of fds fails with -EINVAL.
  *
  * Coalescing: a run of consecutive datagrams of one socket to the same address and port, of equal length (the
  * last may be shorter), goes as ONE message with UDP_SEGMENT = that length and one iovec per datagram, up to
@@ -1188,6 +1189,11 @@ static napi_value SendBatch(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[2], napi_int32_array, (void **)&d, &dcount) || !get_u32(env, argv[3], &count) ||
       (size_t)count * SEND_STRIDE > dcount || count > MAX_BATCH * 4 || nfds > MAX_SOCKETS)
     return throw_type(env, "sendBatch(fds, arena, descs, count): bad arguments");
+  /* a descriptor naming a socket outside fds can never be sent: it fails in its own slot, not silently */
+  for (uint32_t i = 0; i < count; i++) {
+    int32_t *m = d + (size_t)i * SEND_STRIDE;
+    if (m[0] < 0 || (size_t)m[0] >= nfds) m[2] = -EINVAL;
+  }
   if (count == 1 && d[0] >= 0 && (size_t)d[0] < nfds && d[5] == 0) {
     /* one datagram (sparse traffic): a plain sendto, without building a message vector */
     if (d[1] < 0 || d[2] <= 0 || (size_t)d[1] + (size_t)d[2] > arena_len) {
