@@ -990,7 +990,7 @@ static napi_value ReadBatch(napi_env env, napi_callback_info info) {
   if (fd >= 0 && uring_ready()) {
     /* as many reads as the last batch found, plus a few (the one that finds the queue empty ends the batch);
      * again, larger, while every read found a frame */
-    uint32_t want = fd < (int32_t)sizeof read_hint ? read_hint[fd] + 4u : max;
+    uint32_t want = fd < (int32_t)sizeof read_hint ? read_hint[fd] + 4u : 4u; /* no hint kept past 4095: start small, grow */
     int err = 0;
     while (n < max) {
       uint32_t k = want < max - n ? want : max - n;

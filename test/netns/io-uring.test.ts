@@ -38,20 +38,20 @@ after(async () => {
 });
 
 /** Reads until the TAP is empty; returns the frames. */
-function drain(batch = 64): Buffer[] {
+function drain(batch = 64, fd = tap.fd): Buffer[] {
   const arena = new Uint8Array(SLOT * batch);
   const lens = new Int32Array(batch);
   const out: Buffer[] = [];
   for (;;) {
-    const n = native().readBatch(tap.fd, arena, SLOT, OFF, batch, lens);
+    const n = native().readBatch(fd, arena, SLOT, OFF, batch, lens);
     for (let i = 0; i < n; i++) out.push(Buffer.from(arena.subarray(i * SLOT + OFF, i * SLOT + OFF + lens[i])));
     if (n === 0) return out;
   }
 }
 
-/** The namespace sends `count` UDP datagrams to 198.19.77.2:9 whose payload is their number. */
-function sendFromNs(count: number): void {
-  const py = `import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(${count}): s.sendto(b'seq%06d' % i, ('198.19.77.2', 9))\n`;
+/** The namespace sends `count` UDP datagrams to `to`:9 whose payload is their number. */
+function sendFromNs(count: number, to = '198.19.77.2'): void {
+  const py = `import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(${count}): s.sendto(b'seq%06d' % i, ('${to}', 9))\n`;
   must(['ip', 'netns', 'exec', ns, 'python3', '-c', py]);
 }
 
@@ -130,6 +130,32 @@ for (const mode of ['io_uring', 'syscalls'] as const) {
     assert.deepEqual(got, Array.from({ length: count }, (_, i) => i), `${got.length} datagrams received`);
   });
 }
+
+test('a TAP whose fd is past the read-hint table (>= 4096) gives the same frames, in order', { skip }, async () => {
+  native().ioUring(false);
+  const { openSync, closeSync } = await import('node:fs');
+  const fillers: number[] = [];
+  try {
+    while (fillers.length < 5000 && (fillers.length === 0 || fillers[fillers.length - 1] < 4100)) fillers.push(openSync('/dev/null', 'r'));
+    const high = await createTap({ ifname: 'eth1', netns: ns, mac: 0x02_00_00_00_79_01, mtu: 1500 });
+    try {
+      assert.ok(high.fd >= 4096, `fd ${high.fd}`);
+      must(['ip', '-n', ns, 'addr', 'add', '198.19.79.1/24', 'dev', 'eth1']);
+      must(['ip', '-n', ns, 'neigh', 'add', '198.19.79.2', 'lladdr', '02:00:00:00:79:02', 'dev', 'eth1']);
+      await sleep(200);
+      drain(64, high.fd);
+      for (const batch of [64, 7, 1]) {
+        sendFromNs(300, '198.19.79.2');
+        const got = seqs(drain(batch, high.fd));
+        assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i), `batch ${batch}: ${got.length} frames`);
+      }
+    } finally {
+      native().closeFd(high.fd);
+    }
+  } finally {
+    for (const f of fillers) closeSync(f);
+  }
+});
 
 test('an agent uses io_uring for its TAPs and reports it; --no-io-uring turns it off', { skip }, async () => {
   native().ioUring(false);
