@@ -22,7 +22,8 @@
  * container's interface, at full rate and again at half the rate that path delivered (loss below saturation must
  * be 0); ping avg/p99 (iputils ping, which busy-waits between echoes at 5 ms, and bench/pinger.c, which sleeps
  * between them: the same schedule, with and without a CPU kept busy by the prober; both after an unmeasured
- * warm-up of echoes 0.5 ms apart, so a JIT's re-optimization for ICMP is not in the figure); and for userspace paths the CPU seconds their processes used per Gbit moved. Each row is
+ * warm-up of echoes 0.5 ms apart, so a JIT's re-optimization for ICMP is not in the figure); and for userspace
+ * paths the CPU seconds their processes used per Gbit moved. Each row is
  * repeated `--reps` times (default 3), in rounds (every path once per round, so a slow spell of the machine hits
  * all paths alike), and reported as median (min-max), with its ratio to the kernel row of the same run. Then, unless --soak 0, one vxtap run under full TCP load for --soak seconds (default 60; 0 with
  * --quick) samples both agents' resident memory every second: it must not grow.
@@ -354,10 +355,11 @@ async function measure(t: Topo): Promise<Sample> {
   const pps60 = full.got / T;
   await sleep(1000); // let the full-rate run's queues drain before the run below saturation
   const half = await flood(t, pps60 / 2);
-  // Unmeasured warm-up, the same for every path: 400 echoes per second of --time (2000 at 5 s), 0.5 ms apart. A JIT-compiled forwarder meets ICMP
-  // here for the first time after the TCP and UDP phases; until V8 has re-optimized its forwarding functions
-  // for it (a count of calls, not a time), the first thousand-odd echoes run partly in baseline code, 1.5-2x
-  // slower (history.md entry 18). The rows below are the steady state, which a long-running agent is in.
+  // Unmeasured warm-up, the same for every path: 400 echoes per second of --time (2000 at 5 s), 0.5 ms apart.
+  // A JIT-compiled forwarder meets ICMP here for the first time after the TCP and UDP phases; until V8 has
+  // re-optimized its forwarding functions for it (a count of calls, not a time), the first thousand-odd echoes
+  // run partly in baseline code, 1.5-2x slower (history.md entry 18). The rows below are the steady state, which
+  // a long-running agent is in.
   sh(['ip', 'netns', 'exec', t.c2, buildTool('pinger'), '198.19.1.1', String(Math.round(T * 400)), '500'], (T + 30) * 1000);
   // one echo every 5 ms for T seconds (1000 at the default 5 s): enough samples that one stall does not make the p99
   const cpuP0 = t.cpuPids.reduce((s, p) => s + cpuSeconds(p), 0);

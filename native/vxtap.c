@@ -936,6 +936,8 @@ static bool check_slots(size_t arena_len, uint32_t slot, uint32_t offset, uint32
   return true;
 }
 
+/* The fd's hint, or -1: no slot for it (fd past the table). */
+static inline int read_hint_of(int32_t fd) { return fd >= 0 && fd < (int32_t)sizeof read_hint ? read_hint[fd] : -1; }
 static inline void set_read_hint(int32_t fd, uint32_t n) {
   if (fd >= 0 && fd < (int32_t)sizeof read_hint) read_hint[fd] = (uint8_t)(n < 250 ? n : 250);
 }
@@ -972,12 +974,13 @@ static napi_value ReadBatch(napi_env env, napi_callback_info info) {
       !check_slots(arena_len, slot, offset, max, lens_count))
     return throw_type(env, "readBatch(fd, arena, slotSize, offset, maxCount, lens): bad arguments");
   uint32_t n = 0;
+  int hint = read_hint_of(fd);
   /* Sparse traffic: the last call found at most one frame (an echo, a request, its answer). One plain read()
    * takes the frame, a second finds the queue empty: two short syscalls instead of an io_uring submission of
    * several reads, whose fixed costs dominate when one frame is all there is. A second frame means a burst:
    * the rest of the batch goes the batched way below, and the hint keeps later calls there until a call finds
    * one frame or none again. */
-  if (fd >= 0 && fd < (int32_t)sizeof read_hint && read_hint[fd] <= 1) {
+  if (hint >= 0 && hint <= 1) {
     single_reads++;
     int64_t r = read_plain(fd, arena, slot, offset, 0, max < 2 ? max : 2, lens);
     if (r < 0) return throw_errno(env, (int)-r, "read");
@@ -990,7 +993,7 @@ static napi_value ReadBatch(napi_env env, napi_callback_info info) {
   if (fd >= 0 && uring_ready()) {
     /* as many reads as the last batch found, plus a few (the one that finds the queue empty ends the batch);
      * again, larger, while every read found a frame */
-    uint32_t want = fd < (int32_t)sizeof read_hint ? read_hint[fd] + 4u : 4u; /* no hint kept past 4095: start small, grow */
+    uint32_t want = hint >= 0 ? (uint32_t)hint + 4u : 4u; /* no hint kept past the table: start small, grow */
     int err = 0;
     while (n < max) {
       uint32_t k = want < max - n ? want : max - n;
@@ -1177,6 +1180,10 @@ static napi_value RecvBatch(napi_env env, napi_callback_info info) {
 #define COALESCE_MAX 64
 #define UDP_MAX_PAYLOAD 65507
 static uint64_t coalesced_msgs, coalesced_dgrams; /* sends that carried 2+ datagrams, and those datagrams */
+/* A descriptor sendBatch can send: its socket is one of the nfds given, its bytes lie inside the arena. */
+static inline bool send_desc_ok(const int32_t *m, size_t arena_len, size_t nfds) {
+  return m[0] >= 0 && (size_t)m[0] < nfds && m[1] >= 0 && m[2] > 0 && (size_t)m[1] + (size_t)m[2] <= arena_len;
+}
 static napi_value SendBatch(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -1189,17 +1196,13 @@ static napi_value SendBatch(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[2], napi_int32_array, (void **)&d, &dcount) || !get_u32(env, argv[3], &count) ||
       (size_t)count * SEND_STRIDE > dcount || count > MAX_BATCH * 4 || nfds > MAX_SOCKETS)
     return throw_type(env, "sendBatch(fds, arena, descs, count): bad arguments");
-  /* a descriptor naming a socket outside fds can never be sent: it fails in its own slot, not silently */
+  /* a descriptor that can never be sent fails in its own slot, here, once: from now on len > 0 means valid */
   for (uint32_t i = 0; i < count; i++) {
     int32_t *m = d + (size_t)i * SEND_STRIDE;
-    if (m[0] < 0 || (size_t)m[0] >= nfds) m[2] = -EINVAL;
+    if (!send_desc_ok(m, arena_len, nfds)) m[2] = -EINVAL;
   }
-  if (count == 1 && d[0] >= 0 && (size_t)d[0] < nfds && d[5] == 0) {
+  if (count == 1 && d[2] > 0 && d[5] == 0) {
     /* one datagram (sparse traffic): a plain sendto, without building a message vector */
-    if (d[1] < 0 || d[2] <= 0 || (size_t)d[1] + (size_t)d[2] > arena_len) {
-      d[2] = -EINVAL;
-      return make_i32(env, 0);
-    }
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d[4]), .sin_addr.s_addr = htonl((uint32_t)d[3])};
     ssize_t r;
     do r = sendto(fds[d[0]], arena + d[1], (size_t)d[2], MSG_DONTWAIT, (struct sockaddr *)&to, sizeof to);
@@ -1227,11 +1230,7 @@ static napi_value SendBatch(napi_env env, napi_callback_info info) {
       bool run_closed = false; /* a shorter datagram ended it */
       for (; i < count && v < MAX_BATCH; i++) {
         int32_t *m = d + (size_t)i * SEND_STRIDE;
-        if (m[0] != (int32_t)s) continue;
-        if (m[1] < 0 || m[2] <= 0 || (size_t)m[1] + (size_t)m[2] > arena_len) {
-          m[2] = -EINVAL;
-          continue;
-        }
+        if (m[0] != (int32_t)s || m[2] <= 0) continue; /* another socket's, or failed the check above */
         iov[v].iov_base = arena + m[1];
         iov[v].iov_len = (size_t)m[2];
         which[v] = m;

@@ -28,7 +28,7 @@ after(() => {
   rx.close();
 });
 
-const STRIDE = 6; // sockIdx, off, len, ipv4, port, gsoSize
+const STRIDE = native().constants.SEND_STRIDE; // sockIdx, off, len, ipv4, port, gsoSize
 
 /** Waits until `n` datagrams have arrived (or 2 s passed) and returns them, emptying the list. */
 async function received(n: number): Promise<Buffer[]> {
