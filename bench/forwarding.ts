@@ -21,7 +21,8 @@
  * generator process, sending from the client container's eth0) delivered per second, counted at the receiving
  * container's interface, at full rate and again at half the rate that path delivered (loss below saturation must
  * be 0); ping avg/p99 (iputils ping, which busy-waits between echoes at 5 ms, and bench/pinger.c, which sleeps
- * between them: the same schedule, with and without a CPU kept busy by the prober; both after an unmeasured
+ * between them, also giving its p50 and the share of its echoes that took over 1 ms, the stalls of waking a
+ * sleeping process on a VM: the same schedule, with and without a CPU kept busy by the prober; both after an unmeasured
  * warm-up of echoes 0.5 ms apart, so a JIT's re-optimization for ICMP is not in the figure); and for userspace
  * paths the CPU seconds their processes used per Gbit moved. Each row is
  * repeated `--reps` times (default 3), in rounds (every path once per round, so a slow spell of the machine hits
@@ -291,7 +292,9 @@ interface Sample {
   pingAvg: number; // ms
   pingP99: number;
   sleepAvg: number; // ms, bench/pinger.c: the same schedule from a pinger that sleeps between echoes
+  sleepP50: number;
   sleepP99: number;
+  sleepSlow: number; // % of the sleeping pinger's replies that took over 1 ms (the kernel paths: none)
   cpuPerGbit: number; // CPU seconds per Gbit moved (userspace paths), NaN otherwise
   pingCores: number; // CPU the path's processes used during the ping phase, in cores (CPU s / s), NaN for kernel paths
 }
@@ -369,7 +372,7 @@ async function measure(t: Topo): Promise<Sample> {
   const rtts = [...pr.out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
   // the same schedule again from a pinger that sleeps between echoes (iputils ping at -i 0.005 spins a CPU)
   const sp = sh(['ip', 'netns', 'exec', t.c2, buildTool('pinger'), '198.19.1.1', String(Math.round(T * 200)), '5000'], (T + 30) * 1000);
-  const [, spGot, spAvg, , spP99] = sp.out.trim().split(/\s+/).map(Number);
+  const [, spGot, spAvg, spP50, spP99, , spSlow] = sp.out.trim().split(/\s+/).map(Number);
   return {
     tcp1: j1.end.sum_received.bits_per_second / 1e9,
     tcp4: j4.end.sum_received.bits_per_second / 1e9,
@@ -380,7 +383,9 @@ async function measure(t: Topo): Promise<Sample> {
     pingAvg: rtts.reduce((s, x) => s + x, 0) / Math.max(1, rtts.length),
     pingP99: rtts[Math.min(rtts.length - 1, Math.floor(rtts.length * 0.99))] ?? NaN,
     sleepAvg: sp.code === 0 && spGot > 0 ? spAvg / 1000 : NaN,
+    sleepP50: sp.code === 0 && spGot > 0 ? spP50 / 1000 : NaN,
     sleepP99: sp.code === 0 && spGot > 0 ? spP99 / 1000 : NaN,
+    sleepSlow: sp.code === 0 && spGot > 0 ? (100 * spSlow) / spGot : NaN,
     cpuPerGbit: t.cpuPids.length ? (cpu1 - cpu0) / ((bytes1 * 8) / 1e9) : NaN,
     pingCores,
   };
@@ -403,7 +408,7 @@ async function measure(t: Topo): Promise<Sample> {
   }
 }
 
-const KEYS: (keyof Sample)[] = ['tcp1', 'tcp4', 'pps60', 'loss60', 'lossHalf', 'pingAvg', 'pingP99', 'sleepAvg', 'sleepP99', 'cpuPerGbit', 'pingCores', 'retrans1'];
+const KEYS: (keyof Sample)[] = ['tcp1', 'tcp4', 'pps60', 'loss60', 'lossHalf', 'pingAvg', 'pingP99', 'sleepAvg', 'sleepP50', 'sleepP99', 'sleepSlow', 'cpuPerGbit', 'pingCores', 'retrans1'];
 const results: Record<string, Sample[]> = {};
 // Rounds: each rep measures every path once, in order, so a slow spell of the (shared, virtual) machine hits all
 // paths of that round alike instead of all reps of one path; the ratios compare paths measured side by side.
@@ -508,13 +513,14 @@ const md = [
   `Wake-ups: ${machine.wakeSameUs ?? '?'} us for a task woken on the waker's CPU, ${machine.wakeIdleUs ?? '?'} us on an idle other CPU (median; a forwarder that sleeps pays one per hop, about three per echo).`,
   'Median (min-max). Ratios are to the kernel VXLAN row of this run.',
   '',
-  '| path | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | ping avg ms | ping p99 ms | added vs kernel (avg) | sleeping pinger avg / p99 ms | added (sleeping) | CPU s per Gbit | CPU while pinging (cores) |',
-  '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  '| path | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | ping avg ms | ping p99 ms | added vs kernel (avg) | sleeping pinger avg / p50 / p99 ms | added (sleeping) avg / p50 | sleeping echoes over 1 ms % | CPU s per Gbit | CPU while pinging (cores) |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ...Object.keys(summary).map((p) => {
     const s = summary[p];
     const added = k ? `${((s.pingAvg.med - k.pingAvg.med) * 1000).toFixed(0)} us` : '-';
-    const addedSleep = k && Number.isFinite(s.sleepAvg.med) && Number.isFinite(k.sleepAvg.med) ? `${((s.sleepAvg.med - k.sleepAvg.med) * 1000).toFixed(0)} us` : '-';
-    return `| ${p} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.loss60, 1)} / ${fmt(s.lossHalf, 2)} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${added} | ${fmt(s.sleepAvg, 3)} / ${fmt(s.sleepP99, 3)} | ${addedSleep} | ${fmt(s.cpuPerGbit, 2)} | ${fmt(s.pingCores, 2)} |`;
+    const us = (key: 'sleepAvg' | 'sleepP50') => (k && Number.isFinite(s[key].med) && Number.isFinite(k[key].med) ? `${((s[key].med - k[key].med) * 1000).toFixed(0)}` : '-');
+    const addedSleep = `${us('sleepAvg')} / ${us('sleepP50')} us`;
+    return `| ${p} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.loss60, 1)} / ${fmt(s.lossHalf, 2)} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${added} | ${fmt(s.sleepAvg, 3)} / ${fmt(s.sleepP50, 3)} / ${fmt(s.sleepP99, 3)} | ${addedSleep} | ${fmt(s.sleepSlow, 1)} | ${fmt(s.cpuPerGbit, 2)} | ${fmt(s.pingCores, 2)} |`;
   }),
   '',
   '60 B frames: trafgen (one process) from the client container at full rate, then at half the rate the path',
@@ -523,6 +529,9 @@ const md = [
   'iputils ping busy-waits between echoes at that interval (about one CPU); the sleeping pinger (bench/pinger.c)',
   'sends the same schedule and sleeps in between, as a request/response application would. Both follow an',
   `unmeasured warm-up of ${Math.round(T * 400)} echoes 0.5 ms apart on every path (steady state: a JIT re-optimizes for ICMP there).`,
+  'Sleeping echoes over 1 ms: replies that waited for a sleeping process to run again (on a VM the vCPU it was put',
+  'on can stay descheduled for milliseconds). A few of them move the average far more than the p50: the p50 is the',
+  'typical exchange, the average includes the stalls.',
   ...(summary['vxtap-busy'] ? [`vxtap-busy: agents run with --busy-poll ${BUSY_US} (microseconds).`] : []),
   ...(summary.floor || summary['floor-busy']
     ? ['floor / floor-busy: a minimal C forwarder (bench/floor.c) that sleeps in poll() / never sleeps (polls, yields): the', 'added latency any user-space forwarder of each kind pays on this machine, the yardsticks for vxtap / vxtap-busy.']

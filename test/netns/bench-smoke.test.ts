@@ -28,6 +28,9 @@ test('bench --quick: kernel, floor, floor-busy, vxtap and vxtap-busy rows with n
     for (const p of ['kernel', 'floor', 'floor-busy', 'vxtap', 'vxtap-busy']) {
       const s = json.summary[p];
       assert.ok(s.tcp1.med > 0 && s.pps60.med > 0 && s.pingAvg.med > 0 && s.sleepAvg.med > 0 && Number.isFinite(s.lossHalf.med), `${p}: ${JSON.stringify(s)}`);
+      // the sleeping pinger's p50 and its share of replies over 1 ms (bench/pinger.c's 7th field) are parsed
+      assert.ok(s.sleepP50.med > 0 && s.sleepP50.med <= s.sleepP99.med, `${p}: sleeping p50 ${s.sleepP50.med} ms, p99 ${s.sleepP99.med} ms`);
+      assert.ok(s.sleepSlow.med >= 0 && s.sleepSlow.med <= 100, `${p}: sleeping echoes over 1 ms ${s.sleepSlow.med} %`);
     }
     for (const p of ['floor', 'floor-busy', 'vxtap', 'vxtap-busy']) {
       assert.ok(Number.isFinite(json.summary[p].cpuPerGbit.med), `${p}: CPU per Gbit measured for a userspace path`);
