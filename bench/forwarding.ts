@@ -373,6 +373,7 @@ async function measure(t: Topo): Promise<Sample> {
   // the same schedule again from a pinger that sleeps between echoes (iputils ping at -i 0.005 spins a CPU)
   const sp = sh(['ip', 'netns', 'exec', t.c2, buildTool('pinger'), '198.19.1.1', String(Math.round(T * 200)), '5000'], (T + 30) * 1000);
   const [, spGot, spAvg, spP50, spP99, , spSlow] = sp.out.trim().split(/\s+/).map(Number);
+  const spOk = sp.code === 0 && spGot > 0;
   return {
     tcp1: j1.end.sum_received.bits_per_second / 1e9,
     tcp4: j4.end.sum_received.bits_per_second / 1e9,
@@ -382,10 +383,10 @@ async function measure(t: Topo): Promise<Sample> {
     lossHalf: half.sent ? (100 * Math.max(0, half.sent - half.got)) / half.sent : NaN,
     pingAvg: rtts.reduce((s, x) => s + x, 0) / Math.max(1, rtts.length),
     pingP99: rtts[Math.min(rtts.length - 1, Math.floor(rtts.length * 0.99))] ?? NaN,
-    sleepAvg: sp.code === 0 && spGot > 0 ? spAvg / 1000 : NaN,
-    sleepP50: sp.code === 0 && spGot > 0 ? spP50 / 1000 : NaN,
-    sleepP99: sp.code === 0 && spGot > 0 ? spP99 / 1000 : NaN,
-    sleepSlow: sp.code === 0 && spGot > 0 ? (100 * spSlow) / spGot : NaN,
+    sleepAvg: spOk ? spAvg / 1000 : NaN,
+    sleepP50: spOk ? spP50 / 1000 : NaN,
+    sleepP99: spOk ? spP99 / 1000 : NaN,
+    sleepSlow: spOk ? (100 * spSlow) / spGot : NaN,
     cpuPerGbit: t.cpuPids.length ? (cpu1 - cpu0) / ((bytes1 * 8) / 1e9) : NaN,
     pingCores,
   };

@@ -276,7 +276,7 @@ function sampleTcp(f: Uint8Array, t: number, doff: number, seed: number, flags: 
 
 /** Fills f[from..] with a byte pattern. Its own function so that V8 compiles this loop on its own: compiled on
  * stack (OSR) inside a longer function, the loop's code was reused at every call and deoptimized each time on the
- * code after it (sampleUdpFrame: ~1100 deoptimizations, ~50 ms, in the agent's start-up self-checks). */
+ * code after it (sampleUdpFrame: ~1100 deoptimizations in the agent's start-up self-checks). */
 function samplePayload(f: Uint8Array, from: number, mul: number, add: number): void {
   for (let i = from; i < f.length; i++) f[i] = (i * mul + add) & 0xff;
 }
