@@ -422,7 +422,7 @@ __attribute__((target("avx2"))) static uint64_t csum_avx2(uint8_t *dst, const ui
 }
 #endif
 
-/* Chosen once at load: AVX2 where the CPU has it (about 3x the generic loop on this project's test machines). */
+/* Chosen once at load: AVX2 where the CPU has it (npm run bench:codec has both rates). */
 static uint64_t (*csum_copy)(uint8_t *dst, const uint8_t *q, size_t n) = csum_generic;
 
 static inline uint64_t csum_add(const uint8_t *q, size_t n) { return csum_copy(NULL, q, n); }
@@ -785,7 +785,7 @@ static napi_value SockInfo(napi_env env, napi_callback_info info) {
 /* ---- io_uring for TAP batches
  *
  * A TAP read or write moves one frame per syscall, and a syscall's entry and exit can cost far more than the
- * frame's own work (1.4-1.8 us per null syscall on a PVM guest with PTI; a tun read is ~0.2 us of kernel work).
+ * frame's own work on some VMs (history.md entry 12 measured a null syscall at several times a tun read).
  * readBatch and writeBatch therefore queue their reads/writes on one io_uring and submit them with ONE
  * io_uring_enter. Every request carries RWF_NOWAIT and tun supports it, so each runs inline during the enter
  * and completes at once (a read with nothing queued completes with -EAGAIN instead of waiting): the semantics

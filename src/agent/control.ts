@@ -12,13 +12,11 @@
  *
  * Errors: 4xx/5xx with {"error":{"code","message"}} (codes in docs/errors.md). Bodies over 64 KiB are refused.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
-import { connect } from 'node:net';
-import { dirname } from 'node:path';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Agent } from './agent.js';
-import { AgentError, invalid, notFound } from './errors.js';
-import type { Logger } from './log.js';
+import { AgentError, invalid, notFound } from '../common/errors.js';
+import { serveUnix } from '../common/http.js';
+import type { Logger } from '../common/log.js';
 
 const BODY_MAX = 64 * 1024;
 
@@ -117,25 +115,6 @@ export function serveControl(agent: Agent, path: string, log: Logger): Promise<S
   return serveUnix(path, (req, res) => void handle(agent, req, res, log), `control socket ${path} is in use by a running agent; give this one --socket`, 0o700);
 }
 
-/**
- * An HTTP server on a root-only (0600) unix socket. A socket file left by a process that died is replaced; one a
- * live process answers on is not (`inUse` says what to do instead).
- */
-export async function serveUnix(path: string, handler: (req: IncomingMessage, res: ServerResponse) => void, inUse: string, dirMode?: number): Promise<Server> {
-  mkdirSync(dirname(path), { recursive: true, ...(dirMode ? { mode: dirMode } : {}) });
-  if (existsSync(path)) {
-    if (await socketAlive(path)) throw new AgentError('ERR_IN_USE', inUse);
-    unlinkSync(path); // stale, from a process that died
-  }
-  const server = createServer(handler);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => resolve());
-  });
-  chmodSync(path, 0o600);
-  return server;
-}
-
 async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse, log: Logger): Promise<void> {
   try {
     const url = new URL(req.url ?? '/', 'http://vxtap');
@@ -160,15 +139,4 @@ async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse, l
       send(res, 500, { error: { code: 'ERR_INTERNAL', message: (e as Error).message ?? String(e) } });
     }
   }
-}
-
-function socketAlive(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }

@@ -16,7 +16,7 @@ import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import dnsPacket from 'dns-packet';
 import type { EndpointRec } from '../kv/schema.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../common/log.js';
 
 export interface DnsOptions {
   address: string;

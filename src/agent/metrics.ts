@@ -7,7 +7,7 @@ import client from 'prom-client';
 import { formatIpv4 } from '../vxlan/ipv4.js';
 import type { Agent } from './agent.js';
 import { DROP_REASONS } from '../dataplane/counters.js';
-import { invalid } from './errors.js';
+import { invalid } from '../common/errors.js';
 
 type Sample = [labels: Record<string, string>, value: number];
 

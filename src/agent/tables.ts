@@ -5,9 +5,9 @@
  *
  * Two ways in, with one set of rules:
  * - syncNetwork: one network whole, O(its endpoints); for a network that is new here (or changed its record).
- * - apply: a batch of changes (a watch batch, or what a re-list found different), O(the changes). Every watch
- *   event used to rebuild its whole network: in a network of 10000 endpoints one attach anywhere cost each agent
- *   ~6 ms on the data plane's thread, and every 30 s resync ~200 ms.
+ * - apply: a batch of changes (a watch batch, or what a re-list found different), O(the changes), so one
+ *   attach anywhere in a large network costs each agent a few table writes, not a rebuild of the network
+ *   (bench/results/history.md entry 13 has what the rebuilds cost).
  *
  * Both run on the data plane's thread between batches (Node runs one callback at a time), so the data plane
  * never sees a half-applied change.

@@ -11,7 +11,7 @@ import { DEFAULT_PLUGIN_SOCKET, servePlugin } from '../plugin/server.js';
 import { call, DEFAULT_SOCKET } from '../agent/client.js';
 import { serveControl } from '../agent/control.js';
 import { serveMetrics } from '../agent/metrics.js';
-import { createLogger, type Level } from '../agent/log.js';
+import { createLogger, type Level } from '../common/log.js';
 import { DEFAULT_KV_PATH } from '../kv/open.js';
 
 class UsageError extends Error {}
@@ -91,8 +91,8 @@ function print(o: Opts, value: unknown, cols?: string[]): void {
 
 /**
  * V8's memory reducer runs up to three full mark-compacts some seconds after allocation slows down, i.e. when a
- * burst of traffic ends: for a packet forwarder, 5-20 ms stalls of the data plane just as traffic turns
- * latency-sensitive (measured: ping p99 0.9-8.5 ms with it, 0.5 ms without). The agent allocates almost nothing
+ * burst of traffic ends: for a packet forwarder, stalls of the data plane of milliseconds just as traffic turns
+ * latency-sensitive (docs/architecture.md, "No memory reducer"). The agent allocates almost nothing
  * per packet and its heap stays small, so it has nothing to reduce. V8 reads the flag when it creates the heap:
  * it must be on node's command line (this file's #! line has it); v8.setFlagsFromString at run time is too late.
  */

@@ -105,11 +105,3 @@ export class Counters {
     return out;
   }
 }
-
-/** Per-VNI traffic counters (one shape). */
-export class VniCounters {
-  tx_packets = 0;
-  tx_bytes = 0;
-  rx_packets = 0;
-  rx_bytes = 0;
-}

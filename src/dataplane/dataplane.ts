@@ -7,20 +7,24 @@
  *   [ headroom | frame ... ]   the frame is read at `headroom`; encap writes the VXLAN header just in front of
  * it, decap takes a subarray after it. Nothing is allocated per packet.
  */
-import { Fdb, FdbError } from '../fdb/fdb.js';
+import { Fdb, FdbError, VniCounters } from '../fdb/fdb.js';
+import type { PollHandle } from '../sys/native.js';
 import { VXLAN_HLEN } from '../vxlan/constants.js';
 import { VNET_HDR_LEN } from '../vxlan/gso.js';
-import { Counters, VniCounters } from './counters.js';
+import type { Arena, RcvArena, RcvContext, XmitContext } from './context.js';
+import { Counters } from './counters.js';
+import { Gro } from './gro.js';
 import { type DataplaneIo, POLL_READABLE } from './io.js';
+import { checkKernels, jsKernels, type Kernels } from './kernels.js';
 import { OutQueue, WrittenPorts } from './out.js';
 import type { Port } from './port.js';
 import { rcv } from './rcv.js';
 import { xmit } from './xmit.js';
-import { Gro } from './gro.js';
-import type { PollHandle } from '../sys/native.js';
 
 export interface DataplaneOptions {
   io: DataplaneIo;
+  /** The per-byte kernels (default: the JS references); any other set is checked against them first. */
+  kernels?: Kernels;
   fdb: Fdb<Port>;
   /** The socket bound to the VXLAN port: everything is received here. */
   udpFd: number;
@@ -46,22 +50,12 @@ export interface DataplaneOptions {
   onLoopError?: (err: unknown) => void;
 }
 
-interface Direction {
-  arena: Uint8Array;
-  lens: Int32Array;
-  out: OutQueue;
-  /** 128 bytes for building control replies (ICMP quotes) without allocating. */
-  scratch: Uint8Array;
-  /** Transmit only: where the GSO region (TSO output) starts in the arena, and its fill level in this batch. */
-  gsoBase: number;
-  gsoCursor: number;
-}
-
 /** Batches drained per readiness callback before yielding to the event loop. */
 const DRAIN_BATCHES = 8;
 
-export class Dataplane {
+export class Dataplane implements XmitContext, RcvContext {
   readonly io: DataplaneIo;
+  readonly kernels: Kernels;
   readonly fdb: Fdb<Port>;
   readonly counters = new Counters();
   readonly udpFd: number;
@@ -72,10 +66,9 @@ export class Dataplane {
   readonly headroom: number;
   readonly slotSize: number;
   readonly hashSeed: number;
-  readonly x: Direction;
-  readonly r: Direction & { addrs: Uint32Array; gsoSizes: Int32Array | null; gro: Gro | null };
+  readonly tx: Arena;
+  readonly rx: RcvArena;
   readonly ports = new Map<string, Port>();
-  private readonly stats = new Map<number, VniCounters>();
   /** Ports the receive path wrote to in the current callback: see readAnswers. */
   private readonly written = new WrittenPorts();
   private udpPoll: PollHandle | null = null;
@@ -85,6 +78,8 @@ export class Dataplane {
 
   constructor(o: DataplaneOptions) {
     this.io = o.io;
+    this.kernels = o.kernels ?? jsKernels;
+    checkKernels(this.kernels);
     this.fdb = o.fdb;
     this.now = o.fdb.now;
     this.udpFd = o.udpFd;
@@ -99,19 +94,19 @@ export class Dataplane {
     const frameMax = o.frameMax ?? 65535 + 64; // a 64 KB TSO super-frame plus its virtio-net header fits
     this.slotSize = Math.ceil((this.headroom + frameMax) / 64) * 64;
     this.hashSeed = o.hashSeed ?? 0;
-    const mk = (reason: 'tx_tap_error' | 'rx_tap_error', gso: number, written: WrittenPorts | null): Direction => {
+    const mk = (reason: 'tx_tap_error' | 'rx_tap_error', gso: number, written: WrittenPorts | null): Arena => {
       const arena = new Uint8Array(this.slotSize * this.batch + gso);
       const base = this.slotSize * this.batch;
       return { arena, lens: new Int32Array(this.batch), out: new OutQueue(this.io, arena, this.txFds, this.counters, reason, written), scratch: new Uint8Array(128), gsoBase: base, gsoCursor: base };
     };
     // TSO output: a super-frame of up to 64 KB grows by a VXLAN + copied headers per segment (< 16 KB in all)
-    this.x = mk('tx_tap_error', o.offload ? this.batch * (this.slotSize + 16384) : 0, null);
+    this.tx = mk('tx_tap_error', o.offload ? this.batch * (this.slotSize + 16384) : 0, null);
     const rx = mk('rx_tap_error', o.offload ? this.batch * (this.slotSize + 1024) : 0, this.written);
-    this.r = {
+    this.rx = {
       ...rx,
       addrs: new Uint32Array(this.batch * 2),
       gsoSizes: o.udpGro ? new Int32Array(this.batch) : null,
-      gro: o.offload ? new Gro(rx.arena, rx.gsoBase, rx.out, this.counters) : null,
+      gro: o.offload ? new Gro(rx.arena, rx.gsoBase, rx.out, this.counters, this.kernels) : null,
     };
     this.onPortError = o.onPortError ?? (() => {});
     this.onLoopError = o.onLoopError ?? ((e) => console.error('vxtap: data plane callback failed:', e));
@@ -121,7 +116,6 @@ export class Dataplane {
 
   addVni(vni: number, learning: boolean): void {
     this.fdb.addVni(vni, learning);
-    if (!this.stats.has(vni)) this.stats.set(vni, new VniCounters());
   }
 
   delVni(vni: number): void {
@@ -129,16 +123,11 @@ export class Dataplane {
       if (p.vni === vni) throw new FdbError('EBUSY', `VNI ${vni} still has endpoint ${p.id}`);
     }
     this.fdb.delVni(vni);
-    this.stats.delete(vni);
   }
 
+  /** The VNI's traffic counters (zeros for a VNI that is not here). */
   vniStats(vni: number): VniCounters {
-    let s = this.stats.get(vni);
-    if (!s) {
-      s = new VniCounters();
-      this.stats.set(vni, s);
-    }
-    return s;
+    return this.fdb.vnets.get(vni)?.counters ?? new VniCounters();
   }
 
   /** Adds a local endpoint and starts reading its TAP. */
@@ -152,7 +141,6 @@ export class Dataplane {
       vnetHdrLen: spec.vnetHdr ? VNET_HDR_LEN : 0,
       uso: !!spec.vnetHdr && !!spec.uso,
       vnet,
-      vstats: this.vniStats(spec.vni),
       poll: null,
       written: false,
       txFrames: 0,

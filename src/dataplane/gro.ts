@@ -52,27 +52,44 @@ import {
   UDP_OFF_CSUM,
   UDP_OFF_LEN,
   VXLAN_HLEN,
+  IPV4_OFF_TOS,
+  IPV4_OFF_TTL,
+  IPV6_OFF_VER_TC_FL,
+  TCP_HLEN_MIN,
+  TCP_OFF_ACK,
+  TCP_OFF_SPORT,
+  TCP_OFF_WINDOW,
 } from '../vxlan/constants.js';
 import { finish, internetChecksum, pseudoSumV4, pseudoSumV6At, sum16 } from '../vxlan/checksum.js';
 import { readU16, readU32, writeU16, writeU32 } from '../vxlan/ethernet.js';
-import { sampleTcpV4Frame, sampleTcpV6Frame, sampleUdpFrame, UDP_GSO_MAX_SEGS, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4, VNET_HDR_LEN, writeU16le } from '../vxlan/gso.js';
+import {
+  VNET_OFF_CSUM_OFFSET,
+  VNET_OFF_CSUM_START,
+  VNET_OFF_FLAGS,
+  VNET_OFF_GSO_SIZE,
+  VNET_OFF_GSO_TYPE,
+  VNET_OFF_HDR_LEN,
+  UDP_GSO_MAX_SEGS,
+  VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4, VNET_HDR_LEN, writeU16le,
+} from '../vxlan/gso.js';
 import type { Counters } from './counters.js';
+import type { Kernels } from './kernels.js';
 import type { OutQueue } from './out.js';
 import type { Port } from './port.js';
 
-const L3 = ETH_HLEN;
+export const L3 = ETH_HLEN;
 /** Where TCP starts: after Ethernet + IPv4 without options, or after Ethernet + the IPv6 fixed header. */
-const L4 = ETH_HLEN + IPV4_HLEN_MIN;
-const L4_V6 = ETH_HLEN + IPV6_HLEN;
+export const L4 = ETH_HLEN + IPV4_HLEN_MIN;
+export const L4_V6 = ETH_HLEN + IPV6_HLEN;
 const MAX_TOTAL = 65535 - 64;
 
 /** The TCP header's offset in a frame of the form mergeable() accepts: the Ethertype tells IPv4 from IPv6. */
-function l4Of(a: Uint8Array, off: number): number {
+export function l4Of(a: Uint8Array, off: number): number {
   return readU16(a, off + ETH_OFF_TYPE) === ETH_P_IPV6 ? L4_V6 : L4;
 }
 
 /** The L4 protocol of a frame of the form mergeable() accepts (TCP or UDP). */
-function protoOf(a: Uint8Array, off: number, l4: number): number {
+export function protoOf(a: Uint8Array, off: number, l4: number): number {
   return a[off + L3 + (l4 === L4 ? IPV4_OFF_PROTO : IPV6_OFF_NEXT_HDR)];
 }
 
@@ -100,10 +117,10 @@ function mergeable(a: Uint8Array, off: number, len: number): number {
     if (len <= l4 + UDP_HLEN || readU16(a, off + l4 + UDP_OFF_LEN) !== len - l4 || readU16(a, off + l4 + UDP_OFF_CSUM) === 0) return -1;
     return l4 + UDP_HLEN;
   }
-  if (proto !== IPPROTO_TCP || len < l4 + 20) return -1;
+  if (proto !== IPPROTO_TCP || len < l4 + TCP_HLEN_MIN) return -1;
   const flags = a[off + l4 + TCP_OFF_FLAGS];
   const doff = (a[off + l4 + TCP_OFF_DOFF] >>> 4) * 4;
-  if ((flags & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)) !== 0 || (flags & TCP_FLAG_ACK) === 0 || doff < 20 || len <= l4 + doff) return -1;
+  if ((flags & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)) !== 0 || (flags & TCP_FLAG_ACK) === 0 || doff < TCP_HLEN_MIN || len <= l4 + doff) return -1;
   return l4 + doff;
 }
 
@@ -134,6 +151,7 @@ export class Gro {
     private readonly base: number,
     private readonly out: OutQueue,
     private readonly c: Counters,
+    private readonly k: Kernels,
   ) {}
 
   /** Start of a batch: the region is free again (the previous batch was flushed). */
@@ -163,7 +181,7 @@ export class Gro {
     const seq = udp ? 0 : readU32(a, off + l4 + TCP_OFF_SEQ);
     const extend = this.port === port && hdrs === this.hdrs && udp === this.udp && (udp || seq === this.nextSeq) && !this.shortSeen && plen <= this.mss && this.len + plen <= maxTotal(udp, hdrs, this.mss);
     const ref = this.start + VNET_HDR_LEN;
-    const r = extend ? groSegment(a, off, len, hdrs, ref, ref + this.len) : groSegment(a, off, len, hdrs, -1, -1);
+    const r = extend ? this.k.groSegment(a, off, len, hdrs, ref, ref + this.len) : this.k.groSegment(a, off, len, hdrs, -1, -1);
     if (r < 0) {
       this.flush();
       this.c.rx_gro_bad_csum++;
@@ -209,7 +227,7 @@ export class Gro {
     st[1] = this.mss;
     st[2] = this.nextSeq | 0;
     st[3] = maxTotal(this.udp, this.hdrs, this.mss);
-    const n = groRun(a, first, from, end, step, this.start + VNET_HDR_LEN, this.hdrs, st);
+    const n = this.k.groRun(a, first, from, end, step, this.start + VNET_HDR_LEN, this.hdrs, st);
     if (n === 0) return 0;
     this.len = st[0];
     this.nextSeq = st[2] >>> 0;
@@ -247,12 +265,12 @@ export class Gro {
       // segmentation sets each datagram's own)
       if (this.udp) writeU16(this.arena, f + l4 + UDP_OFF_LEN, l4Len);
       writeU16(this.arena, f + l4 + csumOff, ps);
-      this.arena[h] = VNET_F_NEEDS_CSUM;
-      this.arena[h + 1] = this.udp ? VNET_GSO_UDP_L4 : l4 === L4 ? VNET_GSO_TCPV4 : VNET_GSO_TCPV6;
-      writeU16le(this.arena, h + 2, this.hdrs);
-      writeU16le(this.arena, h + 4, this.mss);
-      writeU16le(this.arena, h + 6, l4);
-      writeU16le(this.arena, h + 8, csumOff);
+      this.arena[h + VNET_OFF_FLAGS] = VNET_F_NEEDS_CSUM;
+      this.arena[h + VNET_OFF_GSO_TYPE] = this.udp ? VNET_GSO_UDP_L4 : l4 === L4 ? VNET_GSO_TCPV4 : VNET_GSO_TCPV6;
+      writeU16le(this.arena, h + VNET_OFF_HDR_LEN, this.hdrs);
+      writeU16le(this.arena, h + VNET_OFF_GSO_SIZE, this.mss);
+      writeU16le(this.arena, h + VNET_OFF_CSUM_START, l4);
+      writeU16le(this.arena, h + VNET_OFF_CSUM_OFFSET, csumOff);
       this.c.rx_gro_frames++;
       this.c.rx_gro_segments += this.segs;
       if (this.udp) this.c.rx_gro_udp_frames++;
@@ -275,7 +293,7 @@ export class Gro {
 export type GroSegment = (a: Uint8Array, off: number, len: number, hdrs: number, ref: number, dst: number) => number;
 
 /** The pseudo-header sum of a TCP or UDP frame of the form mergeable() accepts (its own length and protocol). */
-function pseudoOf(a: Uint8Array, off: number, len: number, l4: number, proto: number): number {
+export function pseudoOf(a: Uint8Array, off: number, len: number, l4: number, proto: number): number {
   return l4 === L4 ? pseudoSumV4(readU32(a, off + L3 + IPV4_OFF_SRC), readU32(a, off + L3 + IPV4_OFF_DST), proto, len - l4) : pseudoSumV6At(a, off + L3, proto, len - l4);
 }
 
@@ -287,82 +305,25 @@ export function groSegmentJs(a: Uint8Array, off: number, len: number, hdrs: numb
   if (ref < 0) return 0;
   for (let i = 0; i < ETH_HLEN; i++) if (a[off + i] !== a[ref + i]) return 0; // the Ethertype too: same IP version
   if (l4 === L4) {
-    if (a[off + L3 + 1] !== a[ref + L3 + 1] || a[off + L3 + 6] !== a[ref + L3 + 6] || readU16(a, off + L3 + 8) !== readU16(a, ref + L3 + 8)) return 0;
+    // TOS, the DF/MF byte, TTL and protocol
+    if (a[off + L3 + IPV4_OFF_TOS] !== a[ref + L3 + IPV4_OFF_TOS] || a[off + L3 + IPV4_OFF_FRAG] !== a[ref + L3 + IPV4_OFF_FRAG]) return 0;
+    if (readU16(a, off + L3 + IPV4_OFF_TTL) !== readU16(a, ref + L3 + IPV4_OFF_TTL)) return 0;
     if (readU32(a, off + L3 + IPV4_OFF_SRC) !== readU32(a, ref + L3 + IPV4_OFF_SRC) || readU32(a, off + L3 + IPV4_OFF_DST) !== readU32(a, ref + L3 + IPV4_OFF_DST)) return 0;
   } else {
-    if (readU32(a, off + L3) !== readU32(a, ref + L3) || readU16(a, off + L3 + 6) !== readU16(a, ref + L3 + 6)) return 0;
+    // version, traffic class and flow label; next header and hop limit
+    if (readU32(a, off + L3 + IPV6_OFF_VER_TC_FL) !== readU32(a, ref + L3 + IPV6_OFF_VER_TC_FL)) return 0;
+    if (readU16(a, off + L3 + IPV6_OFF_NEXT_HDR) !== readU16(a, ref + L3 + IPV6_OFF_NEXT_HDR)) return 0;
     for (let i = L3 + IPV6_OFF_SRC; i < L4_V6; i++) if (a[off + i] !== a[ref + i]) return 0;
   }
-  if (readU32(a, off + l4) !== readU32(a, ref + l4)) return 0; // ports
+  if (readU32(a, off + l4 + TCP_OFF_SPORT) !== readU32(a, ref + l4 + TCP_OFF_SPORT)) return 0; // both ports (TCP and UDP alike)
   if (proto === IPPROTO_TCP) {
-    if (readU32(a, off + l4 + 8) !== readU32(a, ref + l4 + 8)) return 0;
-    if (a[off + l4 + 12] !== a[ref + l4 + 12] || readU16(a, off + l4 + 14) !== readU16(a, ref + l4 + 14)) return 0;
-    for (let i = l4 + 20; i < hdrs; i++) if (a[off + i] !== a[ref + i]) return 0;
+    if (readU32(a, off + l4 + TCP_OFF_ACK) !== readU32(a, ref + l4 + TCP_OFF_ACK)) return 0;
+    if (a[off + l4 + TCP_OFF_DOFF] !== a[ref + l4 + TCP_OFF_DOFF] || readU16(a, off + l4 + TCP_OFF_WINDOW) !== readU16(a, ref + l4 + TCP_OFF_WINDOW)) return 0;
+    for (let i = l4 + TCP_HLEN_MIN; i < hdrs; i++) if (a[off + i] !== a[ref + i]) return 0; // options
   }
   if (dst < 0) return 0;
   a.copyWithin(dst, off + hdrs, off + len);
   return 1;
-}
-
-/**
- * The per-segment step Gro.offer calls: groSegmentJs until useGroSegment() installs the native addon's (one call
- * per segment instead of a checksum call, a JS header compare and a copy). A live binding.
- */
-export let groSegment: GroSegment = groSegmentJs;
-
-/** A frame's TCP or UDP checksum recomputed in place (after a test edited it), for IPv4 or IPv6 alike. */
-function fixChecksum(f: Uint8Array, off: number, len: number): void {
-  const l4 = l4Of(f, off);
-  const proto = protoOf(f, off, l4);
-  const at = off + l4 + (proto === IPPROTO_UDP ? UDP_OFF_CSUM : TCP_OFF_CSUM);
-  f[at] = 0;
-  f[at + 1] = 0;
-  const c = finish(sum16(f, off + l4, off + len, pseudoOf(f, off, len, l4, proto)));
-  writeU16(f, at, proto === IPPROTO_UDP && c === 0 ? 0xffff : c);
-}
-
-/** Installs `f` as groSegment after checking it against groSegmentJs, over TCP and UDP on IPv4 and IPv6: bad
- * checksums, each header field that must match, and the copy. */
-export function useGroSegment(f: GroSegment): void {
-  for (const udp of [false, true]) {
-    for (const v6 of [false, true]) {
-      const mkFrame = (seed: number): Uint8Array =>
-        udp ? sampleUdpFrame(1200, { v6, seed }) : v6 ? sampleTcpV6Frame(1428, { tcpOpts: true, seed }) : sampleTcpV4Frame(1448, { tcpOpts: true, seed });
-      const base = mkFrame(1);
-      const l4 = v6 ? L4_V6 : L4;
-      const hdrs = udp ? l4 + UDP_HLEN : l4 + 32;
-      const what = `${udp ? 'UDP' : 'TCP'}/IPv${v6 ? 6 : 4}`;
-      // IP fields compared: IPv4 TOS, DF/MF byte, TTL, protocol, addresses; IPv6 version/class/flow label, next
-      // header, hop limit, addresses. Not compared: the IPv4 total length / IPv6 payload length (L3 + 4 in both)
-      const ipEdits = v6 ? [L3 + 1, L3 + 3, L3 + 6, L3 + 7, L3 + 8, L3 + 39] : [L3 + 1, L3 + 6, L3 + 8, L3 + 12, L3 + 19];
-      // ports; TCP: seq (not compared), ack, flags, window, options; UDP: the length (not compared)
-      const l4Edits = udp ? [l4 + 1, l4 + 3, l4 + 5] : [l4 + 1, l4 + 3, l4 + 4, l4 + 9, l4 + 15, l4 + 25];
-      // [offset of a byte to change in the offered segment (-1: none), whether its checksum is then fixed]
-      const edits: [number, boolean][] = [[-1, true], [hdrs + 100, false], [0, true], [11, true], ...[...ipEdits, ...l4Edits].map((o): [number, boolean] => [o, true]), [L3 + 4, true]];
-      for (const [at, fix] of edits) {
-        for (const withRef of [false, true]) {
-          const a = new Uint8Array(3 * base.length + 64);
-          a.set(base, 0); // the pending frame
-          const seg = mkFrame(2);
-          seg.set(base.subarray(0, hdrs), 0); // the same flow as the pending frame ...
-          seg[udp ? hdrs + 1 : l4 + 4] ^= 1; // ... with other data (TCP: at another sequence number)
-          if (at >= 0) seg[at] ^= 0x5a;
-          // keep the checksum right so only the edited field decides (the IPv4 header checksum is not checked)
-          if (fix) fixChecksum(seg, 0, seg.length);
-          a.set(seg, base.length + 7);
-          const b = a.slice();
-          const ref = withRef ? 0 : -1;
-          const dst = withRef ? 2 * base.length + 9 : -1;
-          const ra = f(a, base.length + 7, seg.length, hdrs, ref, dst);
-          const rb = groSegmentJs(b, base.length + 7, seg.length, hdrs, ref, dst);
-          const end = ra === 1 ? a.length : 2 * base.length + 9; // past the pending frame: scratch unless appended
-          if (ra !== rb || !a.subarray(0, end).every((x, i) => x === b[i])) throw new Error(`groSegment replacement disagrees with groSegmentJs (${what}, byte ${at} changed, ref ${ref}): ${ra} vs ${rb}`);
-          if (at === -1 && withRef && ra !== 1) throw new Error(`groSegment reference check: an unedited ${what} segment of the flow was not appended (${ra})`);
-        }
-      }
-    }
-  }
-  groSegment = f;
 }
 
 /**
@@ -378,7 +339,7 @@ export function useGroSegment(f: GroSegment): void {
  */
 export type GroRun = (buf: Uint8Array, first: number, from: number, end: number, step: number, ref: number, hdrs: number, state: Int32Array) => number;
 
-/** GroRun in JS, on top of groSegment: the reference the native one is checked against. */
+/** GroRun in JS, on top of groSegmentJs: the reference the native one is checked against. */
 export function groRunJs(buf: Uint8Array, first: number, from: number, end: number, step: number, ref: number, hdrs: number, state: Int32Array): number {
   let cur = state[0];
   const mss = state[1];
@@ -401,7 +362,7 @@ export function groRunJs(buf: Uint8Array, first: number, from: number, end: numb
     const fl = udp ? 0 : buf[off + l4 + TCP_OFF_FLAGS];
     const plen = ilen - hdrs;
     if (plen > mss || (!udp && readU32(buf, off + l4 + TCP_OFF_SEQ) !== next) || cur + plen > max) break;
-    if (groSegment(buf, off, ilen, hdrs, ref, ref + cur) !== 1) break;
+    if (groSegmentJs(buf, off, ilen, hdrs, ref, ref + cur) !== 1) break;
     cur += plen;
     if (!udp) next = (next + plen) >>> 0;
     count++;
@@ -420,74 +381,3 @@ export function groRunJs(buf: Uint8Array, first: number, from: number, end: numb
   return count;
 }
 
-/** The run step Gro.run calls: groRunJs until useGroRun() installs the native addon's. A live binding. */
-export let groRun: GroRun = groRunJs;
-
-/**
- * Installs `f` as groRun after checking it against groRunJs on GRO buffers of consecutive TCP segments, and of UDP
- * datagrams, of one flow (IPv4 and IPv6) with, at each position in turn, one datagram that must end the run (other
- * VXLAN header, other MAC, PSH, short, a gap in sequence, a bad checksum, another protocol, no UDP checksum,
- * another port), and with a maxTotal that ends it.
- */
-export function useGroRun(f: GroRun): void {
-  const mss = 1000;
-  const n = 8;
-  for (const udp of [false, true]) {
-    for (const v6 of [false, true]) {
-      const l4 = v6 ? L4_V6 : L4;
-      const hdrs = udp ? l4 + UDP_HLEN : l4 + 20;
-      const step = VXLAN_HLEN + hdrs + mss;
-      const mk = (i: number, edit: string): Uint8Array => {
-        const d = new Uint8Array(step);
-        const plen = edit === 'short' ? mss - 10 : mss;
-        const shape = { flags: edit === 'psh' ? 0x18 : 0x10 };
-        const fr = udp ? sampleUdpFrame(plen, { v6 }) : v6 ? sampleTcpV6Frame(plen, shape) : sampleTcpV4Frame(plen, shape);
-        d.set(fr, VXLAN_HLEN);
-        d[0] = 0x08;
-        d[6] = edit === 'vni' ? 9 : 7;
-        const t = VXLAN_HLEN + l4;
-        if (udp) d[VXLAN_HLEN + hdrs] = i; // each datagram its own data
-        else writeU32(d, t + TCP_OFF_SEQ, (readU32(d, t + TCP_OFF_SEQ) + i * mss + (edit === 'gap' ? 1 : 0)) >>> 0);
-        if (edit === 'mac') d[VXLAN_HLEN + 5] ^= 1;
-        if (edit === 'proto') d[VXLAN_HLEN + L3 + (v6 ? IPV6_OFF_NEXT_HDR : IPV4_OFF_PROTO)] = udp ? IPPROTO_TCP : IPPROTO_UDP;
-        if (edit === 'flow' && v6) d[VXLAN_HLEN + L3 + 3] ^= 1; // another flow label
-        if (edit === 'port') d[t + 1] ^= 1;
-        const ilen = VXLAN_HLEN + fr.length;
-        fixChecksum(d, VXLAN_HLEN, fr.length);
-        if (edit === 'csum') d[t + (udp ? 8 : 16)] ^= 0xff;
-        if (edit === 'nocsum' && udp) writeU16(d, t + UDP_OFF_CSUM, 0);
-        return d.subarray(0, ilen);
-      };
-      const edits = ['', 'vni', 'mac', 'short', 'csum', 'proto', 'max', 'port', ...(udp ? ['nocsum'] : ['psh', 'gap']), ...(v6 ? ['flow'] : [])];
-      for (const edit of edits) {
-        for (let at = 1; at < n; at++) {
-          const a = new Uint8Array(2 * n * step + 128); // the inputs, then the pending frame (grows by < n * mss)
-          let end = 0;
-          for (let i = 0; i < n; i++) {
-            const d = mk(i, i === at ? edit : '');
-            a.set(d, i * step);
-            end = i * step + d.length;
-          }
-          const ref = n * step + 64;
-          a.copyWithin(ref, VXLAN_HLEN, step); // the pending frame: the first datagram's inner frame
-          const seq = udp ? 12345 : (readU32(a, VXLAN_HLEN + l4 + TCP_OFF_SEQ) + mss) | 0;
-          const st = Int32Array.of(step - VXLAN_HLEN, mss, seq, edit === 'max' ? at * mss + hdrs : n * step, 0, 0);
-          const b = a.slice();
-          const sb = st.slice();
-          const ra = f(a, 0, step, end, step, ref, hdrs, st);
-          const rb = groRunJs(b, 0, step, end, step, ref, hdrs, sb);
-          const upto = ref + st[0]; // bytes past the pending frame's end are scratch
-          const what = `${udp ? 'UDP' : 'TCP'}/IPv${v6 ? 6 : 4}`;
-          if (ra !== rb || st.join() !== sb.join() || !a.subarray(0, upto).every((x, i) => x === b[i])) {
-            throw new Error(`groRun replacement disagrees with groRunJs (${what}, ${edit || 'no edit'} at ${at}): ${ra} vs ${rb}`);
-          }
-          if (edit === '' && ra !== n - 1) throw new Error(`groRun reference check: an unbroken ${what} run took ${ra} of ${n - 1}`);
-          // a short datagram can only be a GRO buffer's last: in the middle its IP length does not fit its slot
-          const takes = edit === 'psh' || (edit === 'short' && at === n - 1) ? at : at - 1;
-          if (edit !== '' && ra !== takes) throw new Error(`groRun reference check: ${what} ${edit} at ${at} did not end the run where it should (${ra})`);
-        }
-      }
-    }
-  }
-  groRun = f;
-}

@@ -1,7 +1,6 @@
 /** A local endpoint as the data plane holds it: its TAP fd, its MAC and its VNI's tables. */
 import type { LocalPort, Vnet } from '../fdb/fdb.js';
 import type { PollHandle } from '../sys/native.js';
-import type { VniCounters } from './counters.js';
 
 export interface Port extends LocalPort {
   readonly id: string;
@@ -19,7 +18,6 @@ export interface Port extends LocalPort {
   readonly uso: boolean;
   /** This VNI's tables and counters, for the hot path. */
   vnet: Vnet<Port>;
-  vstats: VniCounters;
   poll: PollHandle | null;
   /** The receive path wrote to this TAP in the current callback: the data plane reads it before going back to
    * the event loop (OutQueue.written, Dataplane.readAnswers). */

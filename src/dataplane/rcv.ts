@@ -19,11 +19,11 @@
 import { ETH_HLEN, ETH_OFF_DST, ETH_OFF_SRC, VXLAN_HLEN } from '../vxlan/constants.js';
 import { isGroupMac, readMac } from '../vxlan/mac.js';
 import { readVni, vxlanFlagsValid } from '../vxlan/vxlan.js';
-import type { Dataplane } from './dataplane.js';
+import type { RcvContext } from './context.js';
 
 /** Receives and forwards one batch from the VXLAN socket. Returns the number of datagrams received. */
-export function rcv(dp: Dataplane): number {
-  const r = dp.r;
+export function rcv(dp: RcvContext): number {
+  const r = dp.rx;
   const { arena, lens, addrs, out } = r;
   const c = dp.counters;
   const fdb = dp.fdb;
@@ -97,7 +97,7 @@ export function rcv(dp: Dataplane): number {
         }
       }
       // 6. deliver
-      const vs = dp.vniStats(v.vni);
+      const vs = v.counters;
       vs.rx_packets++;
       vs.rx_bytes += ilen;
       if (isGroupMac(arena, inner + ETH_OFF_DST)) {

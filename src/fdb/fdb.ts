@@ -63,6 +63,14 @@ export interface Rdst {
   peer: Peer;
 }
 
+/** Per-VNI traffic counters (one shape), bumped by the data plane. */
+export class VniCounters {
+  tx_packets = 0;
+  tx_bytes = 0;
+  rx_packets = 0;
+  rx_bytes = 0;
+}
+
 export class Vnet<P extends LocalPort = LocalPort> {
   readonly vni: number;
   readonly entries = new MacTable<FdbEntry<P>>();
@@ -75,6 +83,8 @@ export class Vnet<P extends LocalPort = LocalPort> {
   /** ARP table: overlay IPv4 (host order) -> MAC, for answering ARP requests locally (filled by the control plane,
    * between batches: the data plane and the control plane share one thread). */
   arp = new Map<number, number>();
+  /** Frames and bytes of this VNI, each direction. */
+  readonly counters = new VniCounters();
   constructor(vni: number, learning: boolean) {
     this.vni = vni;
     this.learning = learning;

@@ -8,7 +8,7 @@
  *   compares desired against current for each key it is given).
  * - A re-list (full resync) is compared with the state key by key (ClusterState.replace): only records whose
  *   value differs are parsed and passed on, so a resync that finds nothing new costs a string compare per key,
- *   not a rebuild of every table (with 10000 endpoints a rebuild held the data plane's thread for ~200 ms).
+ *   not a rebuild of every table (which held the data plane's thread for long with many endpoints: history.md 13).
  * - ERR_KV_COMPACTED (or a watch the server dropped): re-list (a full resync).
  * - ERR_KV_UNAVAILABLE: nothing changes; the tables keep forwarding on the last known state, the backend
  *   resumes the watch when it can, and on reconnect the reconciler re-lists at once (a full resync repairs

@@ -3,7 +3,7 @@
  * (moby/libnetwork drivers/remote/api/api.go and ipams/remote/api/api.go, as dockerd 20.10 really sends them:
  * docs/docker.md), and the validators every handler uses, whose messages say which field is wrong.
  */
-import { invalid } from '../agent/errors.js';
+import { invalid } from '../common/errors.js';
 
 export type Body = Record<string, unknown>;
 

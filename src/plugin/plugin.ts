@@ -22,14 +22,14 @@
  * dockerd's vxtap networks equal to the store's, and removes endpoints and reservations dockerd no longer has
  * (a dockerd killed and restarted drops its endpoints without calling the plugin).
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { Agent } from '../agent/agent.js';
-import { macForAddress } from '../agent/agent.js';
-import { inSubnet, parseAddress, parseSubnet } from '../agent/addr.js';
-import { AgentError, invalid, notFound } from '../agent/errors.js';
-import type { Logger } from '../agent/log.js';
+import { inSubnet, macForAddress, parseAddress, parseSubnet } from '../common/addr.js';
+import { AgentError, invalid, notFound } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import { writeStateFile } from '../common/statefile.js';
 import { formatIpv4 } from '../vxlan/ipv4.js';
 import { formatMac, parseMac } from '../vxlan/mac.js';
 import { type Body, id, type JoinResponse, NO_BODY_CALLS, obj, optStr, str, strMap } from './api.js';
@@ -637,10 +637,7 @@ export class DockerPlugin {
   }
 
   private save(): void {
-    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
-    const tmp = `${this.path}.tmp`;
-    writeFileSync(tmp, JSON.stringify(this.st, null, 1), { mode: 0o600 });
-    renameSync(tmp, this.path);
+    writeStateFile(this.path, this.st);
   }
 
   describe(): Record<string, unknown> {

@@ -8,9 +8,9 @@
  * take an empty answer for success.
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import { serveUnix } from '../agent/control.js';
-import type { AgentError } from '../agent/errors.js';
-import type { Logger } from '../agent/log.js';
+import { serveUnix } from '../common/http.js';
+import type { AgentError } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
 import { PluginError, type DockerPlugin } from './plugin.js';
 
 export const DEFAULT_PLUGIN_SOCKET = '/run/docker/plugins/vxtap.sock';

@@ -1,6 +1,8 @@
 /**
- * Typed view of the native addon (native/vxtap.c). Only syscalls live there; every argument is validated here or
- * by the caller before it crosses, and errors come back as Error objects whose `code` is the errno name.
+ * Typed view of the native addon (native/vxtap.c): the syscalls (TAP, sockets, batched I/O through io_uring or
+ * plain calls, polling) and the per-byte kernels (sums, TSO, GRO; see src/dataplane/kernels.ts). Every argument
+ * is validated here or by the caller before it crosses, and errors come back as Error objects whose `code` is
+ * the errno name.
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
@@ -33,7 +35,7 @@ export interface NativeAddon {
   /** which: 0 TUNSETPERSIST, 1 TUNSETOFFLOAD, 2 TUNSETVNETHDRSZ */
   tapIoctl(fd: number, which: 0 | 1 | 2, value: number): number;
   closeFd(fd: number): number;
-  /** Ones'-complement sum of buf[start..end) as big-endian words, folded, plus initial (as checksum.ts sum16js). */
+  /** Ones'-complement sum of buf[start..end) as big-endian words, folded, plus initial (as src/vxlan/checksum.ts sum16). */
   sum16(buf: Uint8Array, start: number, end: number, initial?: number): number;
   /** TSO of a super-frame inside one buffer, VXLAN headers included (as src/vxlan/gso.ts tsoSplitJs). */
   tsoSplit(buf: Uint8Array, off: number, len: number, mss: number, dstOff: number, prefix: number, vni: number, out: Int32Array): number;

@@ -14,7 +14,18 @@ import { randomBytes } from 'node:crypto';
 import { native } from '../sys/native.js';
 import { ip, netnsPath } from '../sys/ip.js';
 import { formatMac } from '../vxlan/mac.js';
-import { tapGsoMaxSegs } from '../vxlan/gso.js';
+import { ETH_HLEN, VXLAN_HLEN } from '../vxlan/constants.js';
+import { UDP_GSO_MAX_BYTES, UDP_GSO_MAX_SEGS } from '../vxlan/gso.js';
+
+/**
+ * How many TCP segments a container's super-frame should hold so that all of them, each behind its VXLAN and
+ * Ethernet headers, fit in ONE UDP GSO send: a 64 KB super-frame at MTU 1450 is 46 segments, but only 44 datagrams
+ * of 1472 bytes fit in 65507, so every super-frame cost two sends (the second of 2 segments) and two receive
+ * buffers on the other side. The agent sets this as the TAP's gso_max_segs; TCP then sizes its super-frames to it.
+ */
+export function tapGsoMaxSegs(mtu: number): number {
+  return Math.max(1, Math.min(UDP_GSO_MAX_SEGS, Math.floor(UDP_GSO_MAX_BYTES / (VXLAN_HLEN + ETH_HLEN + mtu))));
+}
 
 export interface TapOptions {
   /** Interface name (<= 15 chars) it will have where it ends up. */

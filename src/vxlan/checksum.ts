@@ -5,7 +5,7 @@
  * Eight bytes per iteration, folded once at the end: a double holds the running sum exactly (2^53 >> 64 KB of
  * 16-bit words), so no per-word carry handling is needed.
  */
-export function sum16js(buf: Uint8Array, start: number, end: number, initial = 0): number {
+export function sum16(buf: Uint8Array, start: number, end: number, initial = 0): number {
   let s = initial;
   let i = start;
   const last8 = end - 7;
@@ -19,24 +19,8 @@ export function sum16js(buf: Uint8Array, start: number, end: number, initial = 0
   return s;
 }
 
+/** The contract of sum16, for faster versions of it (the native addon's; see src/dataplane/kernels.ts). */
 export type Sum16 = (buf: Uint8Array, start: number, end: number, initial?: number) => number;
-
-/**
- * The sum every checksum here uses: sum16js until useSum16() installs a faster one with the same contract (the
- * agent installs the native addon's: about 10x faster per byte, and the per-byte work of TSO and GRO is these
- * sums). A live binding, so every importer sees the swap.
- */
-export let sum16: Sum16 = sum16js;
-
-/** Installs `f` as sum16 after checking it against sum16js on odd and even offsets and lengths. */
-export function useSum16(f: Sum16): void {
-  const buf = new Uint8Array(3001);
-  for (let i = 0; i < buf.length; i++) buf[i] = (i * 131 + 7) & 0xff;
-  for (const [a, b, init] of [[0, 0, 0], [0, 1, 0], [1, 2, 0xffff], [3, 1500, 0x1234], [14, 3001, 0xfffe], [7, 2048, 0x1ffff]]) {
-    if (f(buf, a, b, init) !== sum16js(buf, a, b, init)) throw new Error(`sum16 replacement disagrees with sum16js on [${a}, ${b}) + ${init}`);
-  }
-  sum16 = f;
-}
 
 /** The checksum to store: the complement of the folded sum. */
 export function finish(sum: number): number {
@@ -47,7 +31,7 @@ export function finish(sum: number): number {
 
 /** The checksum of a header-sized span (IPv4 header, ICMP error): in JS, where a native call costs more than the sum. */
 export function internetChecksum(buf: Uint8Array, start: number, end: number): number {
-  return finish(sum16js(buf, start, end));
+  return finish(sum16(buf, start, end));
 }
 
 /** Sum of the IPv4 pseudo-header (src, dst, zero, proto, length). Addresses are host-order uint32. */
@@ -62,7 +46,7 @@ export function pseudoSumV4(src: number, dst: number, proto: number, length: num
  * `length`), read in place: nothing is allocated, so the data plane can use it per super-frame.
  */
 export function pseudoSumV6At(buf: Uint8Array, ip: number, proto: number, length: number): number {
-  let s = sum16js(buf, ip + 8, ip + 40) + (length >>> 16) + (length & 0xffff) + proto; // 8..40: the two addresses
+  let s = sum16(buf, ip + 8, ip + 40) + (length >>> 16) + (length & 0xffff) + proto; // 8..40: the two addresses
   while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
   return s;
 }

@@ -82,6 +82,28 @@ export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
 export const IPPROTO_ICMPV6 = 58;
 
+// ---- ICMP (RFC 792, RFC 1191) and ICMPv6 (RFC 4443): the error messages the data plane builds
+export const ICMP_HLEN = 8;
+export const ICMP_OFF_TYPE = 0;
+export const ICMP_OFF_CODE = 1;
+export const ICMP_OFF_CSUM = 2;
+/** Destination unreachable / fragmentation needed: the next-hop MTU (RFC 1191). */
+export const ICMP_OFF_NEXT_MTU = 6;
+/** Packet too big: the MTU, 32 bits (RFC 4443 3.2). */
+export const ICMPV6_OFF_MTU = 4;
+export const ICMP_ECHO_REPLY = 0;
+export const ICMP_DEST_UNREACH = 3;
+export const ICMP_ECHO_REQUEST = 8;
+export const ICMP_FRAG_NEEDED = 4;
+export const ICMPV6_PKT_TOOBIG = 2;
+/** ICMPv6 types below this are errors (RFC 4443 2.1). */
+export const ICMPV6_INFO_MIN = 128;
+/** IPv4 TOS of ICMP errors: precedence "internetwork control" (RFC 1812 4.3.2.5). */
+export const IPTOS_PREC_INTERNETCONTROL = 0xc0;
+/** The minimum IPv6 MTU (RFC 8200): an ICMPv6 error quotes as much as fits in it. */
+export const IPV6_MIN_MTU = 1280;
+export const DEFAULT_TTL = 64;
+
 // ---- UDP (RFC 768)
 export const UDP_OFF_SPORT = 0;
 export const UDP_OFF_DPORT = 2;

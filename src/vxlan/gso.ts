@@ -40,7 +40,7 @@ import {
   IPV6_OFF_DST,
   VXLAN_HLEN,
 } from './constants.js';
-import { finish, internetChecksum, pseudoSumV4, pseudoSumV6At, sum16 } from './checksum.js';
+import { finish, internetChecksum, pseudoSumV4, pseudoSumV6At, type Sum16, sum16 } from './checksum.js';
 import { readU16, readU32, writeU16, writeU32 } from './ethernet.js';
 import { writeVxlanHeader } from './vxlan.js';
 
@@ -64,16 +64,6 @@ export const VNET_GSO_ECN = 0x80;
 export const UDP_GSO_MAX_BYTES = 65507;
 export const UDP_GSO_MAX_SEGS = 64;
 
-/**
- * How many TCP segments a container's super-frame should hold so that all of them, each behind its VXLAN and
- * Ethernet headers, fit in ONE UDP GSO send: a 64 KB super-frame at MTU 1450 is 46 segments, but only 44 datagrams
- * of 1472 bytes fit in 65507, so every super-frame cost two sends (the second of 2 segments) and two receive
- * buffers on the other side. The agent sets this as the TAP's gso_max_segs; TCP then sizes its super-frames to it.
- */
-export function tapGsoMaxSegs(mtu: number): number {
-  return Math.max(1, Math.min(UDP_GSO_MAX_SEGS, Math.floor(UDP_GSO_MAX_BYTES / (VXLAN_HLEN + ETH_HLEN + mtu))));
-}
-
 export function readU16le(buf: Uint8Array, off: number): number {
   return buf[off] | (buf[off + 1] << 8);
 }
@@ -85,12 +75,13 @@ export function writeU16le(buf: Uint8Array, off: number, v: number): void {
 
 /**
  * Completes a NEEDS_CSUM checksum in the frame buf[off..off+len): folds in bytes csumStart..len (the field
- * already holds the pseudo-header sum) and stores the result. Returns false if the offsets do not fit the frame.
+ * already holds the pseudo-header sum) with `sum` and stores the result. Returns false if the offsets do not fit
+ * the frame.
  */
-export function finishChecksum(buf: Uint8Array, off: number, len: number, csumStart: number, csumOffset: number): boolean {
+export function finishChecksum(buf: Uint8Array, off: number, len: number, csumStart: number, csumOffset: number, sum: Sum16 = sum16): boolean {
   const field = csumStart + csumOffset;
   if (csumStart >= len || field + 2 > len) return false;
-  const c = finish(sum16(buf, off + csumStart, off + len));
+  const c = finish(sum(buf, off + csumStart, off + len));
   writeU16(buf, off + field, c);
   return true;
 }
@@ -239,160 +230,3 @@ export function tsoSplitJs(buf: Uint8Array, off: number, len: number, mss: numbe
   return r.count;
 }
 
-/**
- * The TSO step the data plane calls: tsoSplitJs until useTsoSplit() installs the native addon's (one call per
- * super-frame instead of a checksum call and two copies per segment; each segment is summed right after its copy,
- * while it is in cache). A live binding, as checksum.ts sum16.
- */
-export let tsoSplit: TsoSplit = tsoSplitJs;
-
-/** The Ethernet header of a sample frame: unicast MACs from the seed (`mul` varies them by family), an 802.1Q tag
- * if `vlan`. Returns the header length. */
-function sampleEthernet(f: Uint8Array, vlan: boolean | undefined, seed: number, mul: number, etherType: number): number {
-  const l2 = vlan ? 18 : 14;
-  for (let i = 0; i < 12; i++) f[i] = (i * mul + seed) & 0xff;
-  f[0] &= 0xfe; // unicast
-  if (vlan) {
-    writeU16(f, 12, ETH_P_8021Q);
-    writeU16(f, 14, 42);
-  }
-  writeU16(f, l2 - 2, etherType);
-  return l2;
-}
-
-/** The TCP header (data offset `doff`: 20, or 32 with 12 option bytes) and payload pattern of a sample frame at
- * f[t..]; the checksum is the caller's (it needs the pseudo-header). */
-function sampleTcp(f: Uint8Array, t: number, doff: number, seed: number, flags: number | undefined): void {
-  writeU16(f, t, 40000 + seed);
-  writeU16(f, t + 2, 5201);
-  writeU32(f, t + TCP_OFF_SEQ, (0xfffff000 + seed * 7919) >>> 0);
-  writeU32(f, t + 8, 0x12345678);
-  f[t + TCP_OFF_DOFF] = (doff / 4) << 4;
-  f[t + TCP_OFF_FLAGS] = flags ?? 0x10;
-  writeU16(f, t + 14, 502);
-  if (doff > 20) f.fill(1, t + 20, t + doff);
-  samplePayload(f, t + doff, 31, seed * 7);
-}
-
-/** Fills f[from..] with a byte pattern. Its own function so that V8 compiles this loop on its own: compiled on
- * stack (OSR) inside a longer function, the loop's code was reused at every call and deoptimized each time on the
- * code after it (sampleUdpFrame: ~1100 deoptimizations in the agent's start-up self-checks). */
-function samplePayload(f: Uint8Array, from: number, mul: number, add: number): void {
-  for (let i = from; i < f.length; i++) f[i] = (i * mul + add) & 0xff;
-}
-
-/**
- * A test frame: Ethernet (+ 802.1Q tag if `vlan`) / IPv4 (ihl 5, or 6 with a NOP option) / TCP (data offset 5, or
- * 8 with 12 option bytes) / `payload` bytes of a pattern, checksums complete. Used to check native codec
- * functions against their JS references before the data plane uses them.
- */
-export function sampleTcpV4Frame(payload: number, o: { vlan?: boolean; ipOpts?: boolean; tcpOpts?: boolean; flags?: number; seed?: number } = {}): Uint8Array {
-  const ihl = o.ipOpts ? 24 : 20;
-  const doff = o.tcpOpts ? 32 : 20;
-  const seed = o.seed ?? 1;
-  const f = new Uint8Array((o.vlan ? 18 : 14) + ihl + doff + payload);
-  const ip = sampleEthernet(f, o.vlan, seed, 17, 0x0800);
-  f[ip] = 0x40 | (ihl / 4);
-  f[ip + 1] = 0x10;
-  writeU16(f, ip + IPV4_OFF_TOT_LEN, ihl + doff + payload);
-  writeU16(f, ip + IPV4_OFF_ID, 0xfff0 + seed);
-  f[ip + 6] = 0x40; // DF
-  f[ip + 8] = 64;
-  f[ip + IPV4_OFF_PROTO] = IPPROTO_TCP;
-  writeU32(f, ip + IPV4_OFF_SRC, 0xc6130101);
-  writeU32(f, ip + IPV4_OFF_DST, 0xc6130102 + seed);
-  if (o.ipOpts) f.fill(1, ip + 20, ip + 24);
-  writeU16(f, ip + IPV4_OFF_CSUM, internetChecksum(f, ip, ip + ihl));
-  const t = ip + ihl;
-  sampleTcp(f, t, doff, seed, o.flags);
-  writeU16(f, t + TCP_OFF_CSUM, finish(sum16(f, t, f.length, pseudoSumV4(0xc6130101, 0xc6130102 + seed, IPPROTO_TCP, doff + payload))));
-  return f;
-}
-
-/**
- * The IPv6 counterpart of sampleTcpV4Frame: Ethernet (+ 802.1Q tag if `vlan`) / IPv6 (next header TCP, a flow
- * label, fe80:: addresses) / TCP (data offset 5, or 8 with 12 option bytes) / `payload` bytes of a pattern,
- * checksum complete.
- */
-export function sampleTcpV6Frame(payload: number, o: { vlan?: boolean; tcpOpts?: boolean; flags?: number; seed?: number } = {}): Uint8Array {
-  const doff = o.tcpOpts ? 32 : 20;
-  const seed = o.seed ?? 1;
-  const f = new Uint8Array((o.vlan ? 18 : 14) + IPV6_HLEN + doff + payload);
-  const ip = sampleEthernet(f, o.vlan, seed, 13, 0x86dd);
-  writeU32(f, ip, (0x6 << 28) | (0x12 << 20) | ((0xabcde + seed) & 0xfffff));
-  writeU16(f, ip + IPV6_OFF_PAYLOAD_LEN, doff + payload);
-  f[ip + IPV6_OFF_NEXT_HDR] = IPPROTO_TCP;
-  f[ip + 7] = 64;
-  for (const [at, mul, add] of [[IPV6_OFF_SRC, 29, seed], [IPV6_OFF_DST, 37, seed * 3]]) {
-    f[ip + at] = 0xfe;
-    f[ip + at + 1] = 0x80;
-    for (let i = 8; i < 16; i++) f[ip + at + i] = (i * mul + add) & 0xff;
-  }
-  const t = ip + IPV6_HLEN;
-  sampleTcp(f, t, doff, seed, o.flags);
-  writeU16(f, t + TCP_OFF_CSUM, finish(sum16(f, t, f.length, pseudoSumV6At(f, ip, IPPROTO_TCP, doff + payload))));
-  return f;
-}
-
-/**
- * A UDP super-datagram as a TAP with USO hands it over: Ethernet (+ 802.1Q tag if `vlan`) / IPv4 (ihl 5, or 6
- * with a NOP option) or IPv6 (`v6`) / UDP / `payload` bytes of a pattern, checksums complete.
- */
-export function sampleUdpFrame(payload: number, o: { v6?: boolean; vlan?: boolean; ipOpts?: boolean; seed?: number } = {}): Uint8Array {
-  const seed = o.seed ?? 1;
-  // the IP part of a TCP sample of the same shape, with its TCP header swapped for a UDP one
-  const t = o.v6 ? sampleTcpV6Frame(payload, { vlan: o.vlan, seed }) : sampleTcpV4Frame(payload, { vlan: o.vlan, ipOpts: o.ipOpts, seed });
-  const l2 = o.vlan ? 18 : 14;
-  const ihl = o.v6 ? IPV6_HLEN : o.ipOpts ? 24 : 20;
-  const f = t.subarray(0, t.length - 12); // TCP header (20) -> UDP header (8)
-  const ip = l2;
-  const u = ip + ihl;
-  if (o.v6) {
-    f[ip + IPV6_OFF_NEXT_HDR] = IPPROTO_UDP;
-    writeU16(f, ip + IPV6_OFF_PAYLOAD_LEN, 8 + payload);
-  } else {
-    f[ip + IPV4_OFF_PROTO] = IPPROTO_UDP;
-    writeU16(f, ip + IPV4_OFF_TOT_LEN, ihl + 8 + payload);
-    writeU16(f, ip + IPV4_OFF_CSUM, 0);
-    writeU16(f, ip + IPV4_OFF_CSUM, internetChecksum(f, ip, ip + ihl));
-  }
-  writeU16(f, u, 443);
-  writeU16(f, u + 2, 50000 + seed);
-  writeU16(f, u + UDP_OFF_LEN, 8 + payload);
-  samplePayload(f, u + 8, 11, seed * 5);
-  writeU16(f, u + UDP_OFF_CSUM, 0);
-  const pseudo = o.v6
-    ? pseudoSumV6At(f, ip, IPPROTO_UDP, 8 + payload)
-    : pseudoSumV4(readU32(f, ip + IPV4_OFF_SRC), readU32(f, ip + IPV4_OFF_DST), IPPROTO_UDP, 8 + payload);
-  const c = finish(sum16(f, u, f.length, pseudo));
-  writeU16(f, u + UDP_OFF_CSUM, c === 0 ? 0xffff : c);
-  return f.slice();
-}
-
-/** Installs `f` as tsoSplit after checking that it writes the same bytes and results as tsoSplitJs. */
-export function useTsoSplit(f: TsoSplit): void {
-  const cases: [number, number, { v6?: boolean; udp?: boolean; vlan?: boolean; ipOpts?: boolean; tcpOpts?: boolean; flags?: number }][] = [
-    [0, 1448, {}], [1, 1448, {}], [1448, 1448, {}], [1449, 1448, { flags: 0x19 }], [65000, 1398, { flags: 0x98 }],
-    [4000, 7, { vlan: true }], [3001, 1000, { ipOpts: true, tcpOpts: true, flags: 0x99 }],
-    [0, 1428, { v6: true }], [1429, 1428, { v6: true, flags: 0x19 }], [65000, 1378, { v6: true, tcpOpts: true, flags: 0x98 }],
-    [4000, 7, { v6: true, vlan: true }],
-    [0, 1200, { udp: true }], [1200, 1200, { udp: true }], [30001, 1200, { udp: true, ipOpts: true }], [60000, 1452, { udp: true, v6: true, vlan: true }],
-  ];
-  const outA = new Int32Array(3);
-  const outB = new Int32Array(3);
-  for (const [payload, mss, opts] of cases) {
-    const frame = opts.udp ? sampleUdpFrame(payload, opts) : opts.v6 ? sampleTcpV6Frame(payload, opts) : sampleTcpV4Frame(payload, opts);
-    for (const vni of [-1, 0xabcdef]) {
-      const size = 3 + frame.length + 2 * (frame.length + 64 * Math.ceil(payload / mss + 1)) + 200;
-      const a = new Uint8Array(size);
-      a.set(frame, 3);
-      const b = a.slice();
-      const ra = f(a, 3, frame.length, mss, frame.length + 9, 8, vni, outA);
-      const rb = tsoSplitJs(b, 3, frame.length, mss, frame.length + 9, 8, vni, outB);
-      if (ra !== rb || outA.join() !== outB.join() || !a.every((x, i) => x === b[i])) {
-        throw new Error(`tsoSplit replacement disagrees with tsoSplitJs on a ${payload}-byte payload, mss ${mss}, vni ${vni}`);
-      }
-    }
-  }
-  tsoSplit = f;
-}

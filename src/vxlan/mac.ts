@@ -2,8 +2,6 @@
  * MAC addresses. The data plane keys tables by a MAC as a plain number (48 bits fit a double exactly), read
  * straight from the frame: no string, no allocation per packet.
  */
-import { randomBytes } from 'node:crypto';
-
 export const MAC_ZERO = 0; // the all-zeros "default destination" entry that holds the flood list
 export const MAC_BROADCAST = 0xffffffffffff;
 const TWO32 = 0x100000000;
@@ -64,11 +62,4 @@ export function formatMac(mac: number): string {
   const b = new Uint8Array(6);
   writeMac(mac, b, 0);
   return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(':');
-}
-
-/** A random unicast, locally administered MAC (02:xx:..), as the kernel's eth_random_addr makes. */
-export function randomMac(): number {
-  const b = randomBytes(6);
-  b[0] = (b[0] & 0xfe) | 0x02;
-  return readMac(b, 0);
 }

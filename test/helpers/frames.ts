@@ -1,6 +1,7 @@
 /** Builders for test frames, using the codec under test only where it is not what is being tested. */
 import { ETH_P_ARP, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP } from '../../src/vxlan/constants.js';
-import { writeMac } from '../../src/vxlan/mac.js';
+import { randomBytes } from 'node:crypto';
+import { readMac, writeMac } from '../../src/vxlan/mac.js';
 import { writeU16, writeU32 } from '../../src/vxlan/ethernet.js';
 
 export function macBytes(mac: number): Uint8Array {
@@ -54,4 +55,11 @@ export function vxlanDatagram(vni: number, inner: Uint8Array, flags = 0x08): Uin
   d[6] = vni & 0xff;
   d.set(inner, 8);
   return d;
+}
+
+/** A random unicast, locally administered MAC (02:xx:..), as the kernel's eth_random_addr makes. */
+export function randomMac(): number {
+  const b = randomBytes(6);
+  b[0] = (b[0] & 0xfe) | 0x02;
+  return readMac(b, 0);
 }

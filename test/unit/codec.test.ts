@@ -24,7 +24,6 @@ import {
   readMac,
   writeMac,
   isGroupMac,
-  randomMac,
   parseIpv4,
   formatIpv4,
   writeVxlanHeader,
@@ -36,6 +35,7 @@ import {
   IPPROTO_TCP,
   IPPROTO_UDP,
 } from '../../src/vxlan/index.js';
+import { randomMac } from '../helpers/frames.js';
 import { ipv4Frame } from '../helpers/frames.js';
 
 /**

@@ -545,7 +545,8 @@ test('GRO: in-order segments of one flow become one GSO super-frame; gaps, other
 });
 
 test('UDP GRO: equal-sized datagrams of one flow become one UDP_L4 super-frame that cuts back into exactly the datagrams sent; at most 64 per frame; no checksum, a bad checksum or another flow do not merge', async () => {
-  const { sampleUdpFrame, segmentSuperFrame } = await import('../../src/vxlan/gso.js');
+  const { segmentSuperFrame } = await import('../../src/vxlan/gso.js');
+  const { sampleUdpFrame } = await import('../../src/vxlan/samples.js');
   // b's TAP stands for one whose kernel refused USO (before Linux 6.2), which refuses UDP_L4 super-frames too:
   // nothing is merged for it
   const { io, dp, udpFd, a, b } = offloadSetup({ batch: 64, udpGro: true, uso: true });

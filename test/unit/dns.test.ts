@@ -8,7 +8,7 @@ import { createSocket } from 'node:dgram';
 import dnsPacket from 'dns-packet';
 import { DnsServer } from '../../src/agent/dns.js';
 import { ClusterState, type EndpointRec, keys } from '../../src/kv/schema.js';
-import { silentLogger } from '../../src/agent/log.js';
+import { silentLogger } from '../../src/common/log.js';
 
 const eps: Record<string, EndpointRec[]> = {
   app: [

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { ERROR_CODES } from '../../src/agent/errors.js';
+import { ERROR_CODES } from '../../src/common/errors.js';
 import { DROP_REASONS } from '../../src/dataplane/counters.js';
 
 const root = new URL('../../../', import.meta.url);

@@ -131,19 +131,15 @@ test(`fuzz the forwarding loop for ${SECONDS} s in both directions: no exception
 });
 
 test(`fuzz the offload paths for ${SECONDS} s (native split and GRO, IPv4/IPv6 TCP and UDP): no exception escapes, outputs stay in bounds`, async () => {
-  const { native } = await import('../../src/sys/native.js');
+  const { nativeKernels } = await import('../../src/dataplane/kernels.js');
   const gso = await import('../../src/vxlan/gso.js');
-  const gro = await import('../../src/dataplane/gro.js');
-  // what the agent runs: the native per-byte steps (each checked against its JS reference first)
-  const n = native();
-  gso.useTsoSplit(n.tsoSplit);
-  gro.useGroSegment(n.groSegment);
-  gro.useGroRun(n.groRun);
+  const samples = await import('../../src/vxlan/samples.js');
   const io = new FakeIo();
   const fdb = new Fdb<Port>({ maxLearned: 256 });
   const udpFd = io.udp();
   let loopErrors = 0;
-  const dp = new Dataplane({ io, fdb, udpFd, txFds: [io.udp()], vxlanPort: 4789, batch: 16, offload: true, udpGro: true, onLoopError: () => loopErrors++ });
+  // what the agent runs: the native per-byte kernels (the data plane checks each against its JS reference first)
+  const dp = new Dataplane({ io, kernels: nativeKernels(), fdb, udpFd, txFds: [io.udp()], vxlanPort: 4789, batch: 16, offload: true, udpGro: true, onLoopError: () => loopErrors++ });
   const VNI = 4097;
   dp.addVni(VNI, true);
   dp.start();
@@ -170,17 +166,17 @@ test(`fuzz the offload paths for ${SECONDS} s (native split and GRO, IPv4/IPv6 T
     return h;
   };
   const txSeeds = [
-    withHdr(macs(gso.sampleTcpV4Frame(20000), MAC_R, MAC_A), gso.VNET_GSO_TCPV4, 1398),
-    withHdr(macs(gso.sampleTcpV6Frame(20000, { tcpOpts: true }), MAC_R, MAC_A), gso.VNET_GSO_TCPV6, 1378),
-    withHdr(macs(gso.sampleUdpFrame(12000), MAC_R, MAC_A), gso.VNET_GSO_UDP_L4, 1200),
-    withHdr(macs(gso.sampleUdpFrame(9000, { v6: true }), 0x0276c613010b, MAC_A), gso.VNET_GSO_UDP_L4, 1000),
-    withHdr(macs(gso.sampleTcpV4Frame(300), MAC_R, MAC_A), 0, 0),
+    withHdr(macs(samples.sampleTcpV4Frame(20000), MAC_R, MAC_A), gso.VNET_GSO_TCPV4, 1398),
+    withHdr(macs(samples.sampleTcpV6Frame(20000, { tcpOpts: true }), MAC_R, MAC_A), gso.VNET_GSO_TCPV6, 1378),
+    withHdr(macs(samples.sampleUdpFrame(12000), MAC_R, MAC_A), gso.VNET_GSO_UDP_L4, 1200),
+    withHdr(macs(samples.sampleUdpFrame(9000, { v6: true }), 0x0276c613010b, MAC_A), gso.VNET_GSO_UDP_L4, 1000),
+    withHdr(macs(samples.sampleTcpV4Frame(300), MAC_R, MAC_A), 0, 0),
   ];
   // receive: runs of in-order segments (IPv4 and IPv6) for endpoint a, as UDP GRO buffers
   const run = (v6: boolean): { data: Uint8Array; gso: number } => {
     const segs: Uint8Array[] = [];
     for (let k = 0; k < 6; k++) {
-      const f = macs(v6 ? gso.sampleTcpV6Frame(1000, { seed: 1 }) : gso.sampleTcpV4Frame(1000, { seed: 1 }), MAC_A, MAC_R);
+      const f = macs(v6 ? samples.sampleTcpV6Frame(1000, { seed: 1 }) : samples.sampleTcpV4Frame(1000, { seed: 1 }), MAC_A, MAC_R);
       const t = 14 + (v6 ? 40 : 20);
       const seq = ((f[t + 4] << 24) | (f[t + 5] << 16) | (f[t + 6] << 8) | f[t + 7]) + k * 1000;
       f[t + 4] = (seq >>> 24) & 0xff;
@@ -199,7 +195,7 @@ test(`fuzz the offload paths for ${SECONDS} s (native split and GRO, IPv4/IPv6 T
   };
   // and runs of equal-sized UDP datagrams (IPv4 and IPv6), as a USO sender's agent puts them on the wire
   const udpRun = (v6: boolean): { data: Uint8Array; gso: number } => {
-    const sf = macs(gso.sampleUdpFrame(6 * 900 + 300, { v6 }), MAC_A, MAC_R);
+    const sf = macs(samples.sampleUdpFrame(6 * 900 + 300, { v6 }), MAC_A, MAC_R);
     const out = new Uint8Array(2 * sf.length);
     const r = gso.segmentSuperFrame(sf, 0, sf.length, 900, out, 0, 0)!;
     const ds = Array.from({ length: r.count }, (_, k) => vxlanDatagram(VNI, out.subarray(k * r.stride, Math.min(r.total, (k + 1) * r.stride))));

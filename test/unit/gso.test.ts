@@ -104,7 +104,7 @@ test('TSO over IPv6: each frame gets its own payload length, seq, flags and chec
 });
 
 test('USO: a UDP super-datagram (IPv4 and IPv6) becomes gso_size datagrams with their own lengths and checksums', async () => {
-  const { sampleUdpFrame } = await import('../../src/vxlan/gso.js');
+  const { sampleUdpFrame } = await import('../../src/vxlan/samples.js');
   const { udp } = await import('../../src/vxlan/index.js');
   for (const v6 of [false, true]) {
     const seg = 1200;
@@ -183,7 +183,8 @@ test('TSO: exact multiples, a payload under one MSS, and refusals', () => {
 });
 
 test('tapGsoMaxSegs: the most segments whose VXLAN datagrams fit one UDP GSO send', async () => {
-  const { tapGsoMaxSegs, UDP_GSO_MAX_BYTES, UDP_GSO_MAX_SEGS } = await import('../../src/vxlan/gso.js');
+  const { UDP_GSO_MAX_BYTES, UDP_GSO_MAX_SEGS } = await import('../../src/vxlan/gso.js');
+  const { tapGsoMaxSegs } = await import('../../src/tap/tap.js');
   for (const mtu of [68, 576, 1280, 1450, 1500, 8950, 9000, 65000]) {
     const n = tapGsoMaxSegs(mtu);
     const dgram = 8 + 14 + mtu;
@@ -211,9 +212,10 @@ test('NEEDS_CSUM: completing a partial checksum gives the full one', () => {
   assert.ok(!finishChecksum(f, 0, f.length, f.length, 0), 'offsets outside the frame are refused');
 });
 
-test('native sum16 (the addon, used by the agent) equals sum16js on random spans, offsets and initial values', async () => {
+test('native sum16 (the addon, used by the agent) equals the JS sum16 on random spans, offsets and initial values', async () => {
   const { native } = await import('../../src/sys/native.js');
-  const { sum16js, useSum16 } = await import('../../src/vxlan/checksum.js');
+  const { sum16: sum16js } = await import('../../src/vxlan/checksum.js');
+  const { checkSum16 } = await import('../../src/dataplane/kernels.js');
   const n = native();
   const buf = new Uint8Array(randomBytes(70_000));
   for (let k = 0; k < 20_000; k++) {
@@ -226,12 +228,14 @@ test('native sum16 (the addon, used by the agent) equals sum16js on random spans
   for (const ff of [new Uint8Array(1501).fill(0xff), new Uint8Array(64)]) assert.equal(n.sum16(ff, 0, ff.length, 0xffff), sum16js(ff, 0, ff.length, 0xffff));
   assert.throws(() => n.sum16(buf, 10, 5), /bad arguments/);
   assert.throws(() => n.sum16(buf, 0, buf.length + 1), /bad arguments/);
-  assert.throws(() => useSum16(() => 0), /disagrees with sum16js/);
+  assert.throws(() => checkSum16(() => 0), /disagrees with the JS sum16/);
 });
 
 test('native tsoSplit (used by the agent) writes the same bytes and results as tsoSplitJs on random super-frames', async () => {
   const { native } = await import('../../src/sys/native.js');
-  const { tsoSplitJs, sampleTcpV4Frame, sampleTcpV6Frame, sampleUdpFrame, useTsoSplit } = await import('../../src/vxlan/gso.js');
+  const { tsoSplitJs } = await import('../../src/vxlan/gso.js');
+  const { sampleTcpV4Frame, sampleTcpV6Frame, sampleUdpFrame } = await import('../../src/vxlan/samples.js');
+  const { checkTsoSplit } = await import('../../src/dataplane/kernels.js');
   const n = native();
   const outA = new Int32Array(3);
   const outB = new Int32Array(3);
@@ -275,14 +279,15 @@ test('native tsoSplit (used by the agent) writes the same bytes and results as t
   assert.equal(n.tsoSplit(buf, 0, f6.length, 1000, f6.length, 8, 1, outA), -1, 'neither IPv4 nor IPv6');
   assert.throws(() => n.tsoSplit(buf, 0, f.length, 1000, f.length, 4, 1, outA), /bad arguments/, 'a VXLAN header needs 8 prefix bytes');
   assert.throws(() => n.tsoSplit(buf, 0, buf.length + 1, 1000, 0, 8, -1, outA), /bad arguments/);
-  assert.throws(() => useTsoSplit(() => -1), /disagrees with tsoSplitJs/);
+  assert.throws(() => checkTsoSplit(() => -1), /disagrees with tsoSplitJs/);
 });
 
 test('native groSegment (used by the agent) agrees with groSegmentJs: checksum, each flow field, the copy (TCP/IPv4, UDP/IPv4, UDP/IPv6)', async () => {
   const { native } = await import('../../src/sys/native.js');
-  const { sampleTcpV4Frame, sampleUdpFrame } = await import('../../src/vxlan/gso.js');
+  const { sampleTcpV4Frame, sampleUdpFrame } = await import('../../src/vxlan/samples.js');
   const { pseudoSumV6At } = await import('../../src/vxlan/checksum.js');
-  const { groSegmentJs, useGroSegment } = await import('../../src/dataplane/gro.js');
+  const { groSegmentJs } = await import('../../src/dataplane/gro.js');
+  const { checkGroSegment } = await import('../../src/dataplane/kernels.js');
   const n = native();
   const L4 = 34;
   /** The TCP or UDP checksum of s (Ethernet + IPv4 without options, or + IPv6) made right again. */
@@ -346,17 +351,16 @@ test('native groSegment (used by the agent) agrees with groSegmentJs: checksum, 
   assert.deepEqual(a.subarray(300, 400), s.subarray(54), 'payload copied');
   assert.throws(() => n.groSegment(a, 200, s.length, 40, 0, 300), /bad arguments/, 'headers shorter than Ethernet + IPv4 + TCP');
   assert.throws(() => n.groSegment(a, 200, s.length, 54, 0, 390), /bad arguments/, 'copy past the end');
-  assert.throws(() => useGroSegment(() => 1), /disagrees with groSegmentJs/);
+  assert.throws(() => checkGroSegment(() => 1), /disagrees with groSegmentJs/);
 });
 
 test('native groRun (used by the agent) agrees with groRunJs on runs ended by each rule; a wrong one is refused', async () => {
   const { native } = await import('../../src/sys/native.js');
-  const { useGroRun, groRunJs, groRun } = await import('../../src/dataplane/gro.js');
-  assert.equal(groRun, groRunJs);
+  const { checkGroRun, checkKernels, jsKernels, nativeKernels } = await import('../../src/dataplane/kernels.js');
   const n = native();
-  useGroRun(n.groRun); // throws if any case disagrees: other VNI / MAC, PSH, short, seq gap, bad checksum, not TCP, size
-  const mod = await import('../../src/dataplane/gro.js');
-  assert.equal(mod.groRun, n.groRun, 'installed');
-  assert.throws(() => useGroRun((_b, _f, _fr, _e, _s, _r, _h, st) => ((st[4] = 0), 0)), /disagrees with groRunJs/);
+  checkGroRun(n.groRun); // throws if any case disagrees: other VNI / MAC, PSH, short, seq gap, bad checksum, not TCP, size
+  checkKernels(nativeKernels()); // the set the agent hands its data plane
+  assert.throws(() => checkGroRun((_b, _f, _fr, _e, _s, _r, _h, st) => ((st[4] = 0), 0)), /disagrees with groRunJs/);
+  assert.throws(() => checkKernels({ ...jsKernels, groRun: () => 0 }), /disagrees with groRunJs/, 'the data plane refuses a wrong kernel set');
   assert.throws(() => n.groRun(new Uint8Array(100), 0, 0, 200, 10, 0, 54, new Int32Array(6)), /bad arguments/);
 });

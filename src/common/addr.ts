@@ -44,3 +44,10 @@ export function firstFree(s: Subnet, used: Set<number>): number {
   for (let ip = s.network + 1; ip < s.broadcast; ip++) if (!used.has(ip >>> 0)) return ip >>> 0;
   return -1;
 }
+
+/** The default MAC of an endpoint: 02:76:a.b.c.d, unicast, locally administered, unique per address within a
+ * network (as Docker's overlay derives them), so an address reused by a new endpoint keeps its MAC and stale ARP
+ * caches elsewhere stay right. */
+export function macForAddress(ip: number): number {
+  return 0x0276 * 0x100000000 + (ip >>> 0);
+}

@@ -1,5 +1,5 @@
 /**
- * Errors the agent returns to its clients (CLI, control socket, later the Docker plugin). Each has a stable
+ * Errors the agent returns to its clients (CLI, control socket, the Docker plugin). Each has a stable
  * code, documented in docs/errors.md (a test checks that every code here is documented) and an HTTP status for
  * the control socket. Messages say what is wrong and how to fix it.
  */

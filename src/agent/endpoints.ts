@@ -1,0 +1,348 @@
+/**
+ * Local endpoints: a container's TAP, its address and MAC claimed in the store, its port in the data plane.
+ *
+ * - attach: claim (address + MAC, one transaction) -> TAP, addresses and routes -> the data plane; each step is
+ *   undone if a later one fails, so a failed attach leaves nothing behind.
+ * - Endpoints survive an agent restart: TAPs are persistent (TUNSETPERSIST) and the state file lists them; recover()
+ *   re-opens each TAP inside its namespace, found by MAC (Docker renames the TAP it was handed).
+ * - Re-opening a TAP pins its namespace (see src/tap/tap.ts), so every 2 s a liveness check compares each
+ *   endpoint's namespace inode with the one recorded at attach, and detaches endpoints whose namespace is gone.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, statSync } from 'node:fs';
+import { parseSubnet } from '../common/addr.js';
+import { AgentError, invalid, notFound } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import type { Dataplane } from '../dataplane/dataplane.js';
+import type { Port } from '../dataplane/port.js';
+import { native } from '../sys/native.js';
+import { ip, ipJson, netnsPath } from '../sys/ip.js';
+import { checkIfname, closeTap, createTap, setOffloads, setTapGsoMaxSegs, type Tap } from '../tap/tap.js';
+import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
+import { formatMac, isGroupMacNum, MAC_ZERO, parseMac } from '../vxlan/mac.js';
+import type { Ipam } from './ipam.js';
+import { kvCall, NAME, type Network, type Networks } from './networks.js';
+import type { Registration } from './registration.js';
+import type { LocalRecord } from './state.js';
+import type { KvTables } from './tables.js';
+import type { Kv } from '../kv/kv.js';
+
+export interface AttachSpec {
+  network: string;
+  netns: string;
+  name?: string;
+  ip?: string;
+  mac?: string;
+  ifname?: string;
+  defaultRoute?: boolean;
+  aliases?: string[];
+  /** Leave the TAP in the agent's namespace under a temporary name, unconfigured, for the caller to move into
+   * `netns` (Docker does this with the name Join returns). `netns` is still where it will live: it is watched. */
+  handoff?: boolean;
+  /** `ip` was reserved with reserveAddress(): the claim turns the reservation into the endpoint's address. */
+  reserved?: boolean;
+}
+
+export interface Endpoint {
+  id: string;
+  name: string;
+  network: string;
+  netns: string;
+  ip: number;
+  mac: number;
+  tap: Tap;
+  port: Port;
+  rec: LocalRecord;
+}
+
+export interface EndpointsOptions {
+  kv: Kv;
+  dp: Dataplane;
+  networks: Networks;
+  ipam: Ipam;
+  reg: Registration;
+  tables: KvTables<Port>;
+  log: Logger;
+  /** TAPs are opened with offloads (IFF_VNET_HDR). */
+  offload: boolean;
+  /** Called after the set of endpoints (or a record) changed: the state file must follow. */
+  persist: () => void;
+}
+
+export class Endpoints {
+  readonly byName = new Map<string, Endpoint>();
+  /** Called after a local endpoint was detached, by request or because its namespace or TAP went away. */
+  onRemoved: ((ep: Endpoint) => void) | null = null;
+  private seq = 0;
+
+  constructor(private readonly o: EndpointsOptions) {}
+
+  /** Local endpoints on `network`. */
+  countOn(network: string): number {
+    let n = 0;
+    for (const e of this.byName.values()) if (e.network === network) n++;
+    return n;
+  }
+
+  records(): LocalRecord[] {
+    return [...this.byName.values()].map((e) => e.rec);
+  }
+
+  get(name: string): Endpoint {
+    const ep = this.byName.get(name);
+    if (!ep) throw notFound(`endpoint ${JSON.stringify(name)} not found; \`vxtap endpoint ls\` lists them`);
+    return ep;
+  }
+
+  async attach(spec: AttachSpec): Promise<Endpoint> {
+    const { networks, ipam, reg, offload, log } = this.o;
+    const net = networks.get(spec?.network);
+    if (typeof spec.netns !== 'string') throw invalid('netns is required: the name (ip netns list) or path of the container namespace');
+    let nsIno = 0;
+    try {
+      // Docker names the namespace at Join but creates it later (runc's prestart hook): watched once it exists
+      if (!(spec.handoff && spec.netns.startsWith('/') && !existsSync(spec.netns))) nsIno = statSync(netnsPath(spec.netns)).ino;
+    } catch (e) {
+      throw invalid((e as Error).message);
+    }
+    const ifname = spec.ifname ?? 'eth0';
+    try {
+      checkIfname(ifname);
+    } catch (e) {
+      throw invalid((e as Error).message);
+    }
+    const name = spec.name ?? `ep${++this.seq}-${Math.random().toString(36).slice(2, 8)}`;
+    if (!NAME.test(name)) throw invalid(`endpoint name ${JSON.stringify(name)}: 1-64 of letters, digits, _ . -`);
+    const aliases = spec.aliases ?? [];
+    if (!Array.isArray(aliases) || aliases.some((a) => typeof a !== 'string' || !NAME.test(a))) {
+      throw invalid('aliases must be names (letters, digits, _ . -)');
+    }
+    for (const e of this.byName.values()) {
+      if (e.name === name) throw new AgentError('ERR_EXISTS', `endpoint ${name} already exists (network ${e.network})`);
+      if (!spec.handoff && e.netns === spec.netns && e.rec.ifname === ifname) {
+        throw new AgentError('ERR_EXISTS', `${spec.netns} already has ${ifname} from endpoint ${e.name}; pick --ifname`);
+      }
+    }
+    // Default MAC: derived from the address (02:76 + the IPv4 bytes), as Docker's overlay does, so an address
+    // reused by a new endpoint keeps its MAC and stale ARP caches elsewhere stay right.
+    let fixedMac: number | null = null;
+    if (spec.mac !== undefined) {
+      try {
+        fixedMac = parseMac(spec.mac);
+      } catch (e) {
+        throw invalid((e as Error).message);
+      }
+      if (isGroupMacNum(fixedMac) || fixedMac === MAC_ZERO) throw invalid(`MAC ${spec.mac} must be a unicast address`);
+    }
+    reg.requireRegistered('existing endpoints keep forwarding, try again when it is back');
+    // 1. claim the address and the MAC cluster-wide, under this host's lease
+    const rec: LocalRecord = {
+      name,
+      network: net.name,
+      vni: net.vni,
+      netns: spec.netns,
+      ifname,
+      ip: '',
+      mac: fixedMac === null ? '' : formatMac(fixedMac),
+      mtu: net.mtu,
+      subnet: net.subnet.cidr,
+      gateway: net.gateway ? formatIpv4(net.gateway) : null,
+      aliases,
+      nsIno,
+      vnetHdr: offload,
+    };
+    const reserved = spec.reserved === true && spec.ip !== undefined;
+    if (reserved && !ipam.holds(net.name, spec.ip!)) throw notFound(`address ${spec.ip} is not reserved on ${net.name} by this host`);
+    await ipam.claim(net, spec.ip, rec, fixedMac === null, reserved);
+    if (reserved) ipam.take(net.name, spec.ip!);
+    const mac = parseMac(rec.mac);
+    // 2. the TAP, its addresses and routes
+    let tap: Tap;
+    try {
+      if (spec.handoff) {
+        tap = await createTap({ ifname: `vx${randomBytes(4).toString('hex')}`, mac, mtu: net.mtu, persist: true, vnetHdr: offload });
+        rec.ifname = tap.ifname;
+      } else tap = await createTap({ ifname, netns: spec.netns, mac, mtu: net.mtu, persist: true, vnetHdr: offload });
+    } catch (e) {
+      await ipam.unclaim(rec);
+      const code = (e as { code?: string }).code;
+      throw new AgentError(code === 'EEXIST' ? 'ERR_EXISTS' : 'ERR_SETUP', (e as Error).message);
+    }
+    let ep: Endpoint;
+    try {
+      if (!spec.handoff) await configure(rec, net, spec.defaultRoute !== false);
+      ep = this.adopt(rec, tap); // last step: if it throws, nothing of it is left to undo
+    } catch (e) {
+      await closeTap(tap, { persist: true });
+      await ipam.unclaim(rec);
+      throw new AgentError('ERR_SETUP', `cannot set up ${ifname} in ${spec.netns}: ${(e as Error).message}`);
+    }
+    this.o.persist();
+    this.o.tables.syncMac(net.name, net.vni, rec.mac);
+    log.info('endpoint attached', { endpoint: name, network: net.name, netns: spec.netns, ip: rec.ip, mac: rec.mac });
+    return ep;
+  }
+
+  /** Puts an endpoint whose TAP is open into the data plane and the endpoint table: for attach and recovery. */
+  private adopt(r: LocalRecord, tap: Tap): Endpoint {
+    const mac = parseMac(r.mac);
+    const ip = parseIpv4(r.ip);
+    const port = this.o.dp.addPort({
+      id: r.name,
+      mac,
+      vni: r.vni,
+      fd: tap.fd,
+      ifname: r.ifname,
+      ip,
+      mtu: r.mtu,
+      vnetHdr: !!r.vnetHdr,
+      uso: !!tap.uso,
+    });
+    const ep: Endpoint = { id: r.name, name: r.name, network: r.network, netns: r.netns, ip, mac, tap, port, rec: r };
+    this.byName.set(r.name, ep);
+    return ep;
+  }
+
+  async detach(name: string): Promise<void> {
+    const ep = this.get(name);
+    const { dp, networks, tables, log } = this.o;
+    dp.removePort(ep.id);
+    this.byName.delete(name);
+    this.o.persist();
+    await closeTap(ep.tap, { persist: true });
+    await this.o.ipam.unclaim(ep.rec);
+    const net = networks.byName.get(ep.network);
+    const rec = this.o.networks.storeRecord(ep.network);
+    if (net && !rec) networks.apply(net.name, rec); // the network left the store while this endpoint kept it here
+    else if (net) tables.syncMac(net.name, net.vni, ep.rec.mac); // its MAC may live on another host now
+    log.info('endpoint detached', { endpoint: name, network: ep.network });
+    try {
+      this.onRemoved?.(ep);
+    } catch (e) {
+      log.error('endpoint removal hook failed', { err: e });
+    }
+  }
+
+  /** Replaces an endpoint's DNS aliases (Docker tells the container name only after Join); re-publishes it. */
+  async setAliases(name: string, aliases: string[]): Promise<void> {
+    const ep = this.get(name);
+    const clean = [...new Set(aliases.map((a) => a.toLowerCase()).filter((a) => NAME.test(a)))].slice(0, 32);
+    if (clean.join() === ep.rec.aliases.join()) return;
+    ep.rec.aliases = clean;
+    this.o.persist();
+    const lease = this.o.reg.leaseId;
+    if (lease) await kvCall(this.o.kv, 'publish aliases', () => this.o.kv.txn([], this.o.reg.endpointOps(ep.rec, lease)));
+  }
+
+  /** The data plane's report that a TAP failed (its namespace was deleted, say): the endpoint is detached. */
+  portFailed(p: Port, err: Error): void {
+    const ep = this.byName.get(p.id);
+    this.o.log.warn('endpoint TAP failed; detaching it (was its namespace deleted?)', { endpoint: p.id, err });
+    if (ep) void this.detach(ep.name).catch((e) => this.o.log.error('detach after TAP failure failed', { endpoint: p.id, err: e }));
+  }
+
+  /** Detaches endpoints whose namespace is gone or was replaced (a re-opened TAP pins its namespace). */
+  async checkLiveness(): Promise<void> {
+    for (const ep of [...this.byName.values()]) {
+      let ino = -1;
+      try {
+        ino = statSync(netnsPath(ep.netns)).ino;
+      } catch {
+        /* gone */
+      }
+      if (ep.rec.nsIno === 0) {
+        // a handed-off TAP whose namespace did not exist yet at attach: start watching it when it appears
+        if (ino > 0) {
+          ep.rec.nsIno = ino;
+          this.o.persist();
+        }
+        continue;
+      }
+      if (ino !== ep.rec.nsIno && this.byName.get(ep.name) === ep) {
+        this.o.log.warn('endpoint namespace is gone; detaching', { endpoint: ep.name, netns: ep.netns });
+        await this.detach(ep.name).catch((e) => this.o.log.error('detach failed', { endpoint: ep.name, err: e }));
+      }
+    }
+  }
+
+  /** Re-adopts the endpoints of the state file: re-opens each persistent TAP inside its namespace. */
+  async recover(recs: LocalRecord[]): Promise<void> {
+    const { log, networks } = this.o;
+    for (const r of recs) {
+      let fd = -1;
+      try {
+        const tap = await reopen(r, this.o.offload, log);
+        fd = tap.fd;
+        // the store may be unreachable: forward on what the state file says until it answers
+        networks.adoptOffline({
+          name: r.network,
+          vni: r.vni,
+          subnet: parseSubnet(r.subnet),
+          gateway: r.gateway ? parseIpv4(r.gateway) : 0,
+          mtu: r.mtu,
+          learning: true,
+          internal: false,
+        });
+        this.adopt(r, tap);
+        log.info('endpoint recovered', { endpoint: r.name, netns: r.netns, ip: r.ip });
+      } catch (e) {
+        if (fd >= 0) safe(() => native().closeFd(fd));
+        this.o.ipam.forget(r);
+        log.warn('cannot recover endpoint; dropping it', { endpoint: r.name, netns: r.netns, err: e });
+      }
+    }
+    this.o.persist();
+  }
+
+  /** Closes every TAP fd; the devices stay (persistent), for the next agent to re-open. */
+  closeAll(): void {
+    for (const ep of this.byName.values()) safe(() => native().closeFd(ep.tap.fd));
+  }
+}
+
+/** Gives a new TAP in its namespace the endpoint's address and, if wanted, the default route via the gateway. */
+async function configure(rec: LocalRecord, net: Network, defaultRoute: boolean): Promise<void> {
+  await ip(['addr', 'add', `${rec.ip}/${net.subnet.prefix}`, 'dev', rec.ifname], rec.netns);
+  if (net.gateway && defaultRoute) {
+    await ip(['route', 'replace', 'default', 'via', formatIpv4(net.gateway), 'dev', rec.ifname], rec.netns);
+  }
+}
+
+/** Re-opens a recorded endpoint's persistent TAP inside its namespace (throws what is wrong with it). */
+async function reopen(r: LocalRecord, offload: boolean, log: Logger): Promise<Tap> {
+  const n = native();
+  const k = n.constants;
+  const path = netnsPath(r.netns);
+  if (statSync(path).ino !== r.nsIno) throw new Error('namespace was replaced');
+  if (!!r.vnetHdr !== offload) {
+    throw new Error(`it was attached with offloads ${r.vnetHdr ? 'on' : 'off'}; restart the agent the same way, or detach it`);
+  }
+  // the TAP is the interface with the endpoint's MAC (Docker renames the one it was handed: vxNNNNNNNN -> ethN);
+  // looked up before opening, so a missing one is never re-created by TUNSETIFF
+  const links = await ipJson<{ ifname: string; address: string }[]>(['link', 'show'], r.netns);
+  const found = links.find((l) => l.address === r.mac);
+  if (!found) throw new Error(`no interface with MAC ${r.mac} in ${r.netns} (expected ${r.ifname})`);
+  r.ifname = found.ifname;
+  const [fd] = n.tapOpen(r.ifname, k.IFF_TAP | k.IFF_NO_PI | (r.vnetHdr ? k.IFF_VNET_HDR : 0), path);
+  let uso = false;
+  try {
+    if (r.vnetHdr) {
+      uso = setOffloads(fd);
+      if (!(await setTapGsoMaxSegs(r.ifname, r.mtu, r.netns))) {
+        log.warn('cannot set gso_max_segs on a recovered TAP (only speed)', { endpoint: r.name });
+      }
+    }
+  } catch (e) {
+    safe(() => n.closeFd(fd));
+    throw e;
+  }
+  return { fd, ifname: r.ifname, netns: r.netns, mac: parseMac(r.mac), mtu: r.mtu, uso };
+}
+
+export function safe(f: () => unknown): void {
+  try {
+    f();
+  } catch {
+    /* best effort during teardown */
+  }
+}

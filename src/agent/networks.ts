@@ -1,0 +1,248 @@
+/**
+ * Overlay networks: created and deleted cluster-wide by guarded transaction, and mirrored here from the store.
+ *
+ * - Writes: every create or delete reads guard/networks first and commits with a compare on its modRevision (and
+ *   on the keys it changes), so any concurrent change makes the transaction fail and the caller retry with a fresh
+ *   read (guardedTxn).
+ * - Reads: the reconciler hands over the names of networks whose records changed; apply() adds, updates or
+ *   removes each here (its VNI in the data plane, its tables synced whole). A network removed from the store while
+ *   this host still has endpoints on it stays here until the last one leaves, so they keep forwarding.
+ */
+import { inSubnet, parseAddress, parseSubnet, type Subnet } from '../common/addr.js';
+import { AgentError, invalid, notFound } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import type { Dataplane } from '../dataplane/dataplane.js';
+import type { Port } from '../dataplane/port.js';
+import { type Kv, KvError, type TxnResult } from '../kv/kv.js';
+import type { Reconciler } from '../kv/reconciler.js';
+import { keys, type NetworkRec, parseNetwork } from '../kv/schema.js';
+import { VXLAN_IPV4_OVERHEAD, VXLAN_VNI_MAX } from '../vxlan/constants.js';
+import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
+import { sleep } from './registration.js';
+import type { KvTables } from './tables.js';
+
+export interface NetworkSpec {
+  name: string;
+  /** Omit to allocate the lowest free VNI from 4096 up. */
+  vni?: number;
+  subnet: string;
+  gateway?: string | null;
+  mtu?: number;
+  learning?: boolean;
+  /** Docker's --internal: Docker gives attached containers no way out of the network (see NetworkRec). */
+  internal?: boolean;
+}
+
+export interface Network {
+  name: string;
+  vni: number;
+  subnet: Subnet;
+  gateway: number; // 0 = none
+  mtu: number;
+  learning: boolean;
+  internal: boolean;
+}
+
+/** Names of networks, endpoints and hosts. */
+export const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+export const DEFAULT_MTU = 1450;
+const MTU_MIN = 68;
+const MTU_MAX = 65535 - VXLAN_IPV4_OVERHEAD - 14;
+const VNI_AUTO_FIRST = 4096;
+/** Attempts of a guarded transaction before telling the caller to try again. */
+const GUARD_ATTEMPTS = 8;
+
+export class Networks {
+  /** Networks as the cluster knows them (plus any a local endpoint still needs during a KV outage). */
+  readonly byName = new Map<string, Network>();
+
+  constructor(
+    private readonly kv: Kv,
+    private readonly reconciler: Reconciler,
+    private readonly dp: Dataplane,
+    private readonly tables: KvTables<Port>,
+    private readonly log: Logger,
+    /** How many local endpoints a network has: such a network is never removed here. */
+    private readonly localEndpoints: (network: string) => number,
+  ) {}
+
+  get(name: string): Network {
+    const n = this.byName.get(name);
+    if (!n) throw notFound(`network ${JSON.stringify(name)} not found; \`vxtap network ls\` lists them`);
+    return n;
+  }
+
+  /** The network's record in the store as this agent last saw it (undefined: not in the store). */
+  storeRecord(name: string): NetworkRec | undefined {
+    return this.reconciler.state.networks.get(name);
+  }
+
+  /** Name -> VNI of every network here. */
+  vnis(): Map<string, number> {
+    return new Map([...this.byName.values()].map((n) => [n.name, n.vni]));
+  }
+
+  /** Puts a network here from a local record while the store may be unreachable (start-up recovery). */
+  adoptOffline(net: Network): void {
+    if (this.byName.has(net.name)) return;
+    this.byName.set(net.name, net);
+    this.dp.addVni(net.vni, true);
+  }
+
+  // ---- from the store
+
+  /** Adds, updates or removes the network here; returns true when its tables were synced whole. */
+  apply(name: string, rec: NetworkRec | undefined): boolean {
+    const cur = this.byName.get(name);
+    if (!rec || (cur && cur.vni !== rec.vni)) {
+      if (!cur) return false;
+      if (this.localEndpoints(name) > 0) {
+        if (!rec) this.log.warn('network removed from the store but still has local endpoints; keeping it here', { network: name });
+        return false;
+      }
+      this.dp.delVni(cur.vni);
+      this.byName.delete(name);
+      if (!rec) {
+        this.log.info('network removed', { network: name });
+        return false;
+      }
+    }
+    let net = this.byName.get(name);
+    if (!net) {
+      net = toNetwork(rec);
+      this.byName.set(name, net);
+      this.dp.addVni(net.vni, net.learning);
+      this.log.info('network added', { network: name, vni: net.vni, subnet: net.subnet.cidr });
+    } else {
+      Object.assign(net, toNetwork(rec));
+      this.dp.fdb.vnet(net.vni).learning = net.learning;
+    }
+    this.tables.syncNetwork(name, net.vni);
+    return true;
+  }
+
+  // ---- cluster-wide writes
+
+  async create(spec: NetworkSpec): Promise<Network> {
+    if (typeof spec?.name !== 'string' || !NAME.test(spec.name)) {
+      throw invalid(`network name ${JSON.stringify(spec?.name)}: 1-64 of letters, digits, _ . - (starting with a letter or digit)`);
+    }
+    if (spec.vni !== undefined && (!Number.isInteger(spec.vni) || spec.vni < 1 || spec.vni > VXLAN_VNI_MAX)) {
+      throw invalid(`VNI ${JSON.stringify(spec.vni)} must be an integer from 1 to ${VXLAN_VNI_MAX}`);
+    }
+    const subnet = parseSubnet(spec.subnet);
+    const mtu = spec.mtu ?? DEFAULT_MTU;
+    if (!Number.isInteger(mtu) || mtu < MTU_MIN || mtu > MTU_MAX) throw invalid(`MTU ${mtu}: ${MTU_MIN} to ${MTU_MAX}`);
+    let gateway: string | null = formatIpv4((subnet.network + 1) >>> 0);
+    if (spec.gateway === null || spec.gateway === 'none') gateway = null;
+    else if (spec.gateway !== undefined) {
+      const g = parseAddress(spec.gateway, 'gateway');
+      if (!inSubnet(g, subnet)) throw invalid(`gateway ${spec.gateway} is not a host address of ${subnet.cidr}`);
+      gateway = formatIpv4(g);
+    }
+    const revision = await this.guardedTxn('create the network', async (guardRev) => {
+      const { entries } = await this.kv.list(keys.networks);
+      const taken = new Map<number, string>();
+      for (const e of entries) {
+        const name = e.key.slice(keys.networks.length);
+        if (name === spec.name) throw new AgentError('ERR_EXISTS', `network ${spec.name} already exists`);
+        const n = parseNetwork(name, e.value);
+        if (n) taken.set(n.vni, name);
+      }
+      let vni = spec.vni;
+      if (vni !== undefined && taken.has(vni)) throw new AgentError('ERR_EXISTS', `VNI ${vni} is already used by network ${taken.get(vni)}`);
+      if (vni === undefined) {
+        vni = VNI_AUTO_FIRST;
+        while (taken.has(vni)) vni++;
+      }
+      const rec = { vni, subnet: subnet.cidr, gateway, mtu, learning: spec.learning ?? true, ...(spec.internal ? { internal: true } : {}) };
+      return this.kv.txn(
+        [
+          { key: keys.guardNetworks, modRevision: guardRev },
+          { key: keys.network(spec.name), modRevision: 0 },
+          { key: keys.vni(vni), modRevision: 0 },
+        ],
+        [
+          { type: 'put', key: keys.network(spec.name), value: JSON.stringify(rec) },
+          { type: 'put', key: keys.vni(vni), value: spec.name },
+          { type: 'put', key: keys.guardNetworks, value: spec.name },
+        ],
+      );
+    });
+    await this.reconciler.waitFor(revision);
+    const net = this.byName.get(spec.name);
+    if (!net) throw new AgentError('ERR_INTERNAL', `network ${spec.name} was stored at revision ${revision} but has not arrived here yet`);
+    this.log.info('network created', { network: net.name, vni: net.vni, subnet: net.subnet.cidr, mtu });
+    return net;
+  }
+
+  async delete(name: string): Promise<void> {
+    if (!this.reconciler.state.networks.has(name) && !this.byName.has(name)) this.get(name);
+    const eps = this.reconciler.state.endpointsOf(name);
+    if (eps.length) {
+      const where = [...new Set(eps.map((e) => e.host))].join(', ');
+      const names = eps.map((e) => e.name).join(', ');
+      throw new AgentError('ERR_IN_USE', `network ${name} has ${eps.length} endpoint(s) (${names}) on ${where}; detach them first`);
+    }
+    const revision = await this.guardedTxn('delete the network', async (guardRev) => {
+      const cur = await this.kv.get(keys.network(name));
+      if (!cur) throw notFound(`network ${JSON.stringify(name)} not found; \`vxtap network ls\` lists them`);
+      const vni = parseNetwork(name, cur.value)?.vni ?? 0;
+      return this.kv.txn(
+        [
+          { key: keys.guardNetworks, modRevision: guardRev },
+          { key: keys.network(name), modRevision: cur.modRevision },
+        ],
+        [
+          { type: 'delete', key: keys.network(name) },
+          { type: 'delete', key: keys.vni(vni) },
+          { type: 'deletePrefix', prefix: keys.ipamNet(name) },
+          { type: 'put', key: keys.guardNetworks, value: `-${name}` },
+        ],
+      );
+    });
+    await this.reconciler.waitFor(revision);
+    this.log.info('network deleted', { network: name });
+  }
+
+  /**
+   * Runs `attempt` with the guard's current modRevision until its transaction succeeds (anything changed since
+   * the guard was read makes it fail), with a short random pause between attempts. Returns the revision.
+   */
+  private async guardedTxn(what: string, attempt: (guardRev: number) => Promise<TxnResult>): Promise<number> {
+    for (let i = 0; i < GUARD_ATTEMPTS; i++) {
+      const r = await kvCall(this.kv, what, async () => {
+        // the guard first: anything written after this read makes the transaction fail
+        const guard = await this.kv.get(keys.guardNetworks);
+        return attempt(guard?.modRevision ?? 0);
+      });
+      if (r.succeeded) return r.revision;
+      await sleep(10 + Math.random() * 40);
+    }
+    throw new AgentError('ERR_IN_USE', 'networks are being changed concurrently; try again');
+  }
+}
+
+/** Runs a store call for a client request: a store failure becomes ERR_KV_UNAVAILABLE that says what failed. */
+export async function kvCall<T>(kv: Kv, what: string, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    if (e instanceof KvError) {
+      throw new AgentError('ERR_KV_UNAVAILABLE', `cannot ${what}: the KV store at ${kv.where} failed: ${e.message}`);
+    }
+    throw e;
+  }
+}
+
+export function toNetwork(rec: NetworkRec): Network {
+  return {
+    name: rec.name,
+    vni: rec.vni,
+    subnet: parseSubnet(rec.subnet),
+    gateway: rec.gateway ? parseIpv4(rec.gateway) : 0,
+    mtu: rec.mtu,
+    learning: rec.learning,
+    internal: rec.internal === true,
+  };
+}
