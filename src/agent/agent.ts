@@ -30,14 +30,23 @@ import { Reconciler } from '../kv/reconciler.js';
 import type { Changes } from '../kv/schema.js';
 import { native } from '../sys/native.js';
 import { VXLAN_DEFAULT_PORT } from '../vxlan/constants.js';
-import { formatIpv4 } from '../vxlan/ipv4.js';
-import { formatMac } from '../vxlan/mac.js';
 import { type AttachSpec, type Endpoint, Endpoints, safe } from './endpoints.js';
 import { Ipam } from './ipam.js';
 import { NAME, type Network, Networks, type NetworkSpec } from './networks.js';
 import { Registration, type Reservation } from './registration.js';
 import { StateFile } from './state.js';
 import { StaticFdb } from './staticfdb.js';
+import {
+  agentStats,
+  type BusyPollStatus,
+  busyPollStatus,
+  type CoalesceStatus,
+  coalesceStatus,
+  describeEndpoint,
+  describeNetwork,
+  type IoUringStatus,
+  ioUringStatus,
+} from './status.js';
 import { KvTables } from './tables.js';
 
 export { type AttachSpec, type Endpoint } from './endpoints.js';
@@ -124,9 +133,18 @@ export class Agent {
   private busyPollUs = 0;
   private closed = false;
 
-  private constructor(o: AgentOptions, kv: Kv, vtep: number, port: number, udpFd: number, txFds: number[], io: DataplaneIo) {
+  private constructor(
+    o: AgentOptions,
+    kv: Kv,
+    vtep: number,
+    port: number,
+    udpFd: number,
+    txFds: number[],
+    io: DataplaneIo,
+  ) {
     this.host = o.host ?? hostname();
-    if (!NAME.test(this.host)) throw invalid(`host name ${JSON.stringify(this.host)}: 1-64 of letters, digits, _ . -; give --host`);
+    if (!NAME.test(this.host))
+      throw invalid(`host name ${JSON.stringify(this.host)}: 1-64 of letters, digits, _ . -; give --host`);
     this.vtep = vtep;
     this.port = port;
     this.kv = kv;
@@ -214,10 +232,15 @@ export class Agent {
       } catch (e) {
         const code = (e as { code?: string }).code;
         if (code === 'EADDRNOTAVAIL') {
-          throw invalid(`VTEP address ${o.vtep} is not an address of this host (netns); give --vtep one of \`ip -4 addr\``);
+          throw invalid(
+            `VTEP address ${o.vtep} is not an address of this host (netns); give --vtep one of \`ip -4 addr\``,
+          );
         }
         if (code === 'EADDRINUSE') {
-          throw new AgentError('ERR_IN_USE', `UDP ${o.vtep}:${port} is in use: another agent or a kernel VXLAN device listens there`);
+          throw new AgentError(
+            'ERR_IN_USE',
+            `UDP ${o.vtep}:${port} is in use: another agent or a kernel VXLAN device listens there`,
+          );
         }
         throw new AgentError('ERR_SETUP', `cannot open the VXLAN socket on ${o.vtep}:${port}: ${(e as Error).message}`);
       }
@@ -316,7 +339,8 @@ export class Agent {
       }
     }
     this.lastDrops = now;
-    if (any) this.log.warn('packets dropped in the last interval', { drops: delta, intervalSec: DROP_REPORT_MS / 1000 });
+    if (any)
+      this.log.warn('packets dropped in the last interval', { drops: delta, intervalSec: DROP_REPORT_MS / 1000 });
   }
 
   // ---- reconcile: cluster state -> data plane tables (idempotent)
@@ -410,7 +434,8 @@ export class Agent {
   private async recover(): Promise<void> {
     const st = this.state.load();
     if (!st) return;
-    for (const r of st.reservations) this.ipam.reservations.set(`${r.network}/${r.ip}`, { network: r.network, ip: r.ip });
+    for (const r of st.reservations)
+      this.ipam.reservations.set(`${r.network}/${r.ip}`, { network: r.network, ip: r.ip });
     await this.eps.recover(st.endpoints);
   }
 
@@ -428,82 +453,31 @@ export class Agent {
     return this.staticFdb.show(network);
   }
 
-  // ---- views
+  // ---- views (status.ts)
 
   describeNetwork(n: Network): Record<string, unknown> {
-    return {
-      name: n.name,
-      vni: n.vni,
-      subnet: n.subnet.cidr,
-      gateway: n.gateway ? formatIpv4(n.gateway) : null,
-      mtu: n.mtu,
-      learning: n.learning,
-      internal: n.internal,
-      endpoints: this.reconciler.state.endpointsOf(n.name).map((e) => ({ name: e.name, ip: e.ip, mac: e.mac, host: e.host, aliases: e.aliases })),
-      local: [...this.endpoints.values()].filter((e) => e.network === n.name).map((e) => this.describeEndpoint(e)),
-      flood: this.fdb.vnets.get(n.vni)?.flood.map((r) => `${formatIpv4(r.vtep)}:${r.port} (${r.kind})`) ?? [],
-      fdb: this.fdbShow(n.name),
-      stats: { ...this.dp.vniStats(n.vni) },
-    };
+    return describeNetwork(this, n);
   }
 
   describeEndpoint(e: Endpoint): Record<string, unknown> {
-    return {
-      name: e.name,
-      network: e.network,
-      netns: e.netns,
-      ifname: e.tap.ifname,
-      ip: formatIpv4(e.ip),
-      mac: formatMac(e.mac),
-      host: this.host,
-      tx_frames: e.port.txFrames,
-      tx_bytes: e.port.txBytes,
-      rx_frames: e.port.rxFrames,
-      rx_bytes: e.port.rxBytes,
-    };
+    return describeEndpoint(e, this.host);
   }
 
+  /** Everything `vxtap stats` shows. */
   stats(): Record<string, unknown> {
-    const n = native();
-    const [rcvbuf, sndbuf] = n.sockInfo(this.dp.udpFd);
-    return {
-      host: this.host,
-      vtep: `${formatIpv4(this.vtep)}:${this.port}`,
-      socket: { rcvbuf, sndbuf, tx_sockets: this.dp.txSocketCount },
-      offload: this.offload,
-      ...(this.busyPollUs > 0 ? { busy_poll: this.busyPollStatus() } : {}),
-      io_uring: this.ioUringStatus(),
-      udp_coalesced: this.coalesceStatus(),
-      kv: { where: this.kv.where, registered: this.reg.isRegistered(), lease: this.reg.leaseId, ...this.reconciler.status },
-      counters: this.dp.counters.snapshot(),
-      drops: this.dp.counters.drops(),
-      vnis: Object.fromEntries([...this.networks.values()].map((nw) => [nw.name, { vni: nw.vni, ...this.dp.vniStats(nw.vni) }])),
-      fdb: this.fdb.size(),
-      peers: this.fdb.peers().map((p) => ({ vtep: formatIpv4(p.vtep), tx_packets: p.tx_packets, tx_bytes: p.tx_bytes, rx_packets: p.rx_packets, rx_bytes: p.rx_bytes })),
-      endpoints: [...this.endpoints.values()].map((e) => this.describeEndpoint(e)),
-      reservations: [...this.reservations.keys()],
-      ...(this.dnsStats ? { dns: { ...this.dnsStats } } : {}),
-    };
+    return agentStats(this, this.busyPollUs, { registered: this.reg.isRegistered(), lease: this.reg.leaseId });
   }
 
-  /** The TAP batches' io_uring: on/off (why), io_uring_enter calls and the reads/writes they carried, and the
-   * TAP reads that took the single-frame path (plain read() calls: the last read found at most one frame). */
-  ioUringStatus(): { status: string; enters: number; ops: number; single_reads: number } {
-    const [status, enters, ops, single] = native().ioUring();
-    return { status, enters, ops, single_reads: single };
+  ioUringStatus(): IoUringStatus {
+    return ioUringStatus();
   }
 
-  /** UDP GSO sends that carried 2+ queued datagrams (sendBatch's coalescing), and those datagrams. */
-  coalesceStatus(): { sends: number; datagrams: number } {
-    const [sends, datagrams] = native().coalesceStats();
-    return { sends, datagrams };
+  coalesceStatus(): CoalesceStatus {
+    return coalesceStatus();
   }
 
-  /** Busy polling (--busy-poll): its window, polls that caught a packet, seconds spent polling; null when off. */
-  busyPollStatus(): { window_us: number; hits: number; spin_seconds: number } | null {
-    if (this.busyPollUs === 0) return null;
-    const [hits, spinNs] = native().busyPoll();
-    return { window_us: this.busyPollUs, hits, spin_seconds: Math.round(spinNs / 1e6) / 1e3 };
+  busyPollStatus(): BusyPollStatus | null {
+    return busyPollStatus(this.busyPollUs);
   }
 
   // ---- lifecycle

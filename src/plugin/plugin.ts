@@ -21,6 +21,9 @@
  * CreateNetwork after a plugin restart. A reconcile pass (start, every 5 s, on network changes) makes the local
  * dockerd's vxtap networks equal to the store's, and removes endpoints and reservations dockerd no longer has
  * (a dockerd killed and restarted drops its endpoints without calling the plugin).
+ *
+ * Length: one method per protocol call, in the order of the table above, each with the validation and the
+ * answer dockerd expects; split it when the swarm (v2) calls come, along the IPAM / network-driver line.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -86,9 +89,11 @@ interface State {
   endpoints: Record<string, EpRec>;
 }
 
-
 export class PluginError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -105,7 +110,12 @@ export class DockerPlugin {
   private closed = false;
   private lastError = '';
 
-  constructor(readonly agent: Agent, dockerUrl: string, stateDir: string, private readonly log: Logger) {
+  constructor(
+    readonly agent: Agent,
+    dockerUrl: string,
+    stateDir: string,
+    private readonly log: Logger,
+  ) {
     this.engine = new Engine(dockerUrl);
     this.path = join(stateDir, `${agent.host}.docker.json`);
     this.load();
@@ -131,7 +141,8 @@ export class DockerPlugin {
   // ---- the remote API: one method per call; each validates its body and throws PluginError / AgentError
 
   async handle(method: string, body: Body | null): Promise<unknown> {
-    if (!NO_BODY_CALLS.has(method) && body === null) throw new PluginError(400, `${method}: empty request body (a retried request?); nothing was done`);
+    if (!NO_BODY_CALLS.has(method) && body === null)
+      throw new PluginError(400, `${method}: empty request body (a retried request?); nothing was done`);
     const b = body ?? {};
     switch (method) {
       case 'Plugin.Activate':
@@ -194,9 +205,13 @@ export class DockerPlugin {
     if (network !== undefined) {
       const n = this.agent.networks.get(network);
       if (n && !pool) pool = n.subnet.cidr;
-      if (n && parseSubnet(pool).cidr !== n.subnet.cidr) throw invalid(`vxtap network ${network} has subnet ${n.subnet.cidr}, not ${pool}`);
+      if (n && parseSubnet(pool).cidr !== n.subnet.cidr)
+        throw invalid(`vxtap network ${network} has subnet ${n.subnet.cidr}, not ${pool}`);
     }
-    if (!pool) throw invalid('vxtap IPAM needs the subnet: docker network create -d vxtap --ipam-driver vxtap --subnet 198.19.1.0/24 NAME');
+    if (!pool)
+      throw invalid(
+        'vxtap IPAM needs the subnet: docker network create -d vxtap --ipam-driver vxtap --subnet 198.19.1.0/24 NAME',
+      );
     const subnet = parseSubnet(pool);
     const poolId = `vxtap-${subnet.cidr.replace('/', '-')}-${randomBytes(4).toString('hex')}`;
     this.st.pools[poolId] = { subnet: subnet.cidr, created: Date.now(), ...(network ? { network } : {}) };
@@ -237,7 +252,11 @@ export class DockerPlugin {
   /** The vxtap network a pool allocates in; waits for its network's name to be known. */
   private async poolNetwork(poolId: string, pool: PoolRec): Promise<string> {
     if (pool.network) return pool.network;
-    if (!pool.networkId) throw new AgentError('ERR_NOT_FOUND', `pool ${poolId} has no network yet: Docker asked for an address before CreateNetwork`);
+    if (!pool.networkId)
+      throw new AgentError(
+        'ERR_NOT_FOUND',
+        `pool ${poolId} has no network yet: Docker asked for an address before CreateNetwork`,
+      );
     return (pool.network = await this.bound(pool.networkId));
   }
 
@@ -262,25 +281,40 @@ export class DockerPlugin {
     const gwCidr = optStr(d, 'Gateway');
     const gateway = gwCidr ? formatIpv4(parseAddress(gwCidr.replace(/\/\d+$/, ''), 'gateway')) : null;
     const vni = generic[OPT_VNI] === undefined ? undefined : Number(generic[OPT_VNI]);
-    if (vni !== undefined && !Number.isInteger(vni)) throw invalid(`-o ${OPT_VNI}=${generic[OPT_VNI]}: give an integer VNI (1-16777215)`);
+    if (vni !== undefined && !Number.isInteger(vni))
+      throw invalid(`-o ${OPT_VNI}=${generic[OPT_VNI]}: give an integer VNI (1-16777215)`);
     const mtu = generic[OPT_MTU] === undefined ? undefined : Number(generic[OPT_MTU]);
-    if (mtu !== undefined && !Number.isInteger(mtu)) throw invalid(`-o ${OPT_MTU}=${generic[OPT_MTU]}: give an integer MTU`);
+    if (mtu !== undefined && !Number.isInteger(mtu))
+      throw invalid(`-o ${OPT_MTU}=${generic[OPT_MTU]}: give an integer MTU`);
     // the pool Docker asked for just before this call: the newest unclaimed one of this subnet
     const pool = Object.entries(this.st.pools)
       .reverse()
-      .find(([, p]) => p.subnet === subnet.cidr && !p.networkId && (!generic[OPT_NETWORK] || !p.network || p.network === generic[OPT_NETWORK]));
+      .find(
+        ([, p]) =>
+          p.subnet === subnet.cidr &&
+          !p.networkId &&
+          (!generic[OPT_NETWORK] || !p.network || p.network === generic[OPT_NETWORK]),
+      );
     const name = generic[OPT_NETWORK] ?? pool?.[1].network ?? null;
     const internal = opts['com.docker.network.internal'] === true;
     const rec: NetRec = {
-      network: name, subnet: subnet.cidr, gateway,
-      ...(vni !== undefined ? { vni } : {}), ...(mtu !== undefined ? { mtu } : {}), ...(internal ? { internal } : {}),
+      network: name,
+      subnet: subnet.cidr,
+      gateway,
+      ...(vni !== undefined ? { vni } : {}),
+      ...(mtu !== undefined ? { mtu } : {}),
+      ...(internal ? { internal } : {}),
     };
     if (name !== null) await this.ensureNetwork(name, rec); // named: bound now, so a wrong name or subnet is this call's error
     this.st.networks[networkId] = rec;
     if (pool) Object.assign(pool[1], { networkId, ...(name ? { network: name } : {}) });
     this.save();
     if (name === null) this.bind(networkId);
-    this.log.info('docker network created', { networkId: networkId.slice(0, 12), network: name ?? '(name pending)', subnet: subnet.cidr });
+    this.log.info('docker network created', {
+      networkId: networkId.slice(0, 12),
+      network: name ?? '(name pending)',
+      subnet: subnet.cidr,
+    });
     return {};
   }
 
@@ -298,7 +332,11 @@ export class DockerPlugin {
       }
       const rec = this.st.networks[networkId];
       if (!rec) throw notFound(`network ${networkId.slice(0, 12)} was deleted`);
-      if (!dn) throw new AgentError('ERR_SETUP', `dockerd at ${this.engine.url} did not show network ${networkId.slice(0, 12)} within ${BIND_WAIT_MS / 1000} s`);
+      if (!dn)
+        throw new AgentError(
+          'ERR_SETUP',
+          `dockerd at ${this.engine.url} did not show network ${networkId.slice(0, 12)} within ${BIND_WAIT_MS / 1000} s`,
+        );
       const name = dn.Name;
       rec.network = name; // before the store has it: the reconcile pass must see this Docker network as bound
       try {
@@ -319,7 +357,10 @@ export class DockerPlugin {
       const rec = this.st.networks[networkId];
       if (rec) rec.error = (e as Error).message;
       this.save();
-      this.log.error('cannot register the docker network in the cluster', { networkId: networkId.slice(0, 12), err: e });
+      this.log.error('cannot register the docker network in the cluster', {
+        networkId: networkId.slice(0, 12),
+        err: e,
+      });
     });
     this.binders.set(networkId, p);
   }
@@ -329,16 +370,30 @@ export class DockerPlugin {
   private async ensureNetwork(name: string, rec: NetRec): Promise<void> {
     const matches = (): boolean => {
       const have = this.agent.networks.get(name);
-      if (have && have.subnet.cidr !== rec.subnet) throw new AgentError('ERR_EXISTS', `vxtap network ${name} exists with subnet ${have.subnet.cidr}, not ${rec.subnet}`);
+      if (have && have.subnet.cidr !== rec.subnet)
+        throw new AgentError(
+          'ERR_EXISTS',
+          `vxtap network ${name} exists with subnet ${have.subnet.cidr}, not ${rec.subnet}`,
+        );
       if (have && have.internal !== (rec.internal === true)) {
         const how = have.internal ? 'with' : 'without';
-        throw new AgentError('ERR_EXISTS', `vxtap network ${name} exists ${how} --internal; create it ${how} --internal, or under another name`);
+        throw new AgentError(
+          'ERR_EXISTS',
+          `vxtap network ${name} exists ${how} --internal; create it ${how} --internal, or under another name`,
+        );
       }
       return have !== undefined;
     };
     if (matches()) return;
     try {
-      await this.agent.createNetwork({ name, subnet: rec.subnet, gateway: rec.gateway ?? undefined, vni: rec.vni, mtu: rec.mtu, internal: rec.internal });
+      await this.agent.createNetwork({
+        name,
+        subnet: rec.subnet,
+        gateway: rec.gateway ?? undefined,
+        vni: rec.vni,
+        mtu: rec.mtu,
+        internal: rec.internal,
+      });
     } catch (e) {
       if (!(e instanceof AgentError && e.code === 'ERR_EXISTS' && matches())) throw e;
     }
@@ -347,15 +402,26 @@ export class DockerPlugin {
   /** The vxtap network a Docker network is bound to (waiting for a pending bind). */
   private async bound(networkId: string): Promise<string> {
     const rec = this.st.networks[networkId];
-    if (!rec) throw notFound(`network ${networkId.slice(0, 12)} is not a vxtap network here (was the plugin's state lost? recreate the network)`);
+    if (!rec)
+      throw notFound(
+        `network ${networkId.slice(0, 12)} is not a vxtap network here (was the plugin's state lost? recreate the network)`,
+      );
     if (rec.network && !this.binders.has(networkId)) return rec.network;
-    if (rec.error) throw new AgentError('ERR_SETUP', `the network could not be registered in the cluster: ${rec.error}; remove it and create it again`);
+    if (rec.error)
+      throw new AgentError(
+        'ERR_SETUP',
+        `the network could not be registered in the cluster: ${rec.error}; remove it and create it again`,
+      );
     const p = this.binders.get(networkId);
-    if (!p) throw new AgentError('ERR_INTERNAL', `network ${networkId.slice(0, 12)} has no name and no bind in progress`);
+    if (!p)
+      throw new AgentError('ERR_INTERNAL', `network ${networkId.slice(0, 12)} has no name and no bind in progress`);
     try {
       return await p;
     } catch (e) {
-      throw new AgentError('ERR_SETUP', `the network could not be registered in the cluster: ${(e as Error).message}; remove it and create it again`);
+      throw new AgentError(
+        'ERR_SETUP',
+        `the network could not be registered in the cluster: ${(e as Error).message}; remove it and create it again`,
+      );
     }
   }
 
@@ -372,9 +438,14 @@ export class DockerPlugin {
     // it (the reconcile pass creates the Docker side again, since the cluster still has it)
     const users = this.agent.reconciler.state.endpointsOf(name);
     if (!users.length && this.agent.reconciler.state.networks.has(name)) {
-      await this.agent.deleteNetwork(name).catch((e) => this.log.warn('cannot delete the vxtap network', { network: name, err: e }));
+      await this.agent
+        .deleteNetwork(name)
+        .catch((e) => this.log.warn('cannot delete the vxtap network', { network: name, err: e }));
     } else if (users.length) {
-      this.log.warn('docker network removed here, but the vxtap network is in use on other hosts: it is re-created here', { network: name, hosts: [...new Set(users.map((u) => u.host))] });
+      this.log.warn(
+        'docker network removed here, but the vxtap network is in use on other hosts: it is re-created here',
+        { network: name, hosts: [...new Set(users.map((u) => u.host))] },
+      );
     }
     this.kick();
     return {};
@@ -392,13 +463,15 @@ export class DockerPlugin {
     const network = await this.bound(networkId);
     const net = this.agent.network(network);
     const ip = parseAddress(cidr.replace(/\/\d+$/, ''), 'endpoint address');
-    if (!inSubnet(ip, net.subnet)) throw invalid(`address ${formatIpv4(ip)} is not in ${net.name} (${net.subnet.cidr})`);
+    if (!inSubnet(ip, net.subnet))
+      throw invalid(`address ${formatIpv4(ip)} is not in ${net.name} (${net.subnet.cidr})`);
     const given = optStr(iface, 'MacAddress') ?? '';
     const mac = given ? formatMac(parseMac(given)) : formatMac(macForAddress(ip));
     const addr = formatIpv4(ip);
     if (!this.agent.reservations.has(`${network}/${addr}`)) await this.agent.reserveAddress(network, addr); // e.g. the state was lost
     const existing = this.st.endpoints[endpointId];
-    if (existing && existing.vxtap) throw new AgentError('ERR_EXISTS', `endpoint ${endpointId.slice(0, 12)} exists and is joined`);
+    if (existing && existing.vxtap)
+      throw new AgentError('ERR_EXISTS', `endpoint ${endpointId.slice(0, 12)} exists and is joined`);
     this.st.endpoints[endpointId] = { networkId, network, ip: addr, mac, created: Date.now() };
     this.save();
     return given ? {} : { Interface: { MacAddress: mac } };
@@ -416,14 +489,30 @@ export class DockerPlugin {
     const sandbox = str(b, 'SandboxKey');
     if (!sandbox.startsWith('/')) throw invalid(`SandboxKey ${JSON.stringify(sandbox)} is not a namespace path`);
     const e = this.st.endpoints[endpointId];
-    if (!e || e.networkId !== networkId) throw notFound(`endpoint ${endpointId.slice(0, 12)} was not created on network ${networkId.slice(0, 12)}`);
-    if (e.vxtap && this.agent.endpoints.has(e.vxtap)) throw new AgentError('ERR_EXISTS', `endpoint ${endpointId.slice(0, 12)} is already joined`);
+    if (!e || e.networkId !== networkId)
+      throw notFound(`endpoint ${endpointId.slice(0, 12)} was not created on network ${networkId.slice(0, 12)}`);
+    if (e.vxtap && this.agent.endpoints.has(e.vxtap))
+      throw new AgentError('ERR_EXISTS', `endpoint ${endpointId.slice(0, 12)} is already joined`);
     const name = `dk-${endpointId.slice(0, 12)}`;
-    const ep = await this.agent.attach({ network: e.network, netns: sandbox, name, ip: e.ip, mac: e.mac, handoff: true, reserved: true });
+    const ep = await this.agent.attach({
+      network: e.network,
+      netns: sandbox,
+      name,
+      ip: e.ip,
+      mac: e.mac,
+      handoff: true,
+      reserved: true,
+    });
     e.vxtap = name;
     this.save();
-    void this.learnNames(endpointId).catch((err) => this.log.warn('cannot learn the container name for DNS', { endpoint: name, err }));
-    const answer: JoinResponse = { InterfaceName: { SrcName: ep.tap.ifname, DstPrefix: 'eth' }, StaticRoutes: [], DisableGatewayService: false };
+    void this.learnNames(endpointId).catch((err) =>
+      this.log.warn('cannot learn the container name for DNS', { endpoint: name, err }),
+    );
+    const answer: JoinResponse = {
+      InterfaceName: { SrcName: ep.tap.ifname, DstPrefix: 'eth' },
+      StaticRoutes: [],
+      DisableGatewayService: false,
+    };
     return answer;
   }
 
@@ -446,7 +535,9 @@ export class DockerPlugin {
       if (!e?.vxtap) return;
       const dn = await this.engine.network(e.networkId).catch(() => null);
       // the key is the container ID once the endpoint's sandbox is attached ("ep-<endpoint ID>" before that)
-      const hit = Object.entries(dn?.Containers ?? {}).find(([k, c]) => c.EndpointID === endpointId && !k.startsWith('ep-'));
+      const hit = Object.entries(dn?.Containers ?? {}).find(
+        ([k, c]) => c.EndpointID === endpointId && !k.startsWith('ep-'),
+      );
       if (hit && dn) {
         const [cid, c] = hit;
         const info = await this.engine.container(cid);
@@ -467,7 +558,9 @@ export class DockerPlugin {
   async networksOf(srcIp: string): Promise<Set<string> | null> {
     try {
       const gw = await this.engine.network('docker_gwbridge');
-      const cid = Object.entries(gw?.Containers ?? {}).find(([, c]) => c.IPv4Address.replace(/\/\d+$/, '') === srcIp)?.[0];
+      const cid = Object.entries(gw?.Containers ?? {}).find(
+        ([, c]) => c.IPv4Address.replace(/\/\d+$/, '') === srcIp,
+      )?.[0];
       if (!cid) return null;
       const info = await this.engine.container(cid);
       const nets = new Set<string>();
@@ -524,21 +617,29 @@ export class DockerPlugin {
     }
     const st = this.agent.reconciler.state;
     const synced = this.agent.reconciler.status.connected;
-    const boundTo = (n: EngineNetwork): string | null => this.st.networks[n.Id]?.network ?? n.Options?.[OPT_NETWORK] ?? null;
+    const boundTo = (n: EngineNetwork): string | null =>
+      this.st.networks[n.Id]?.network ?? n.Options?.[OPT_NETWORK] ?? null;
     // 1. every vxtap network of the cluster exists in the local dockerd
     for (const [name, rec] of st.networks) {
       if (ours.some((n) => boundTo(n) === name || (n.Name === name && !this.st.networks[n.Id]))) continue;
       if (Object.values(this.st.networks).some((r) => r.network === name)) continue; // being created or bound
       const clash = dnets.find((n) => n.Name === name);
       if (clash) {
-        this.log.warn('cannot create the docker side of a vxtap network: dockerd has another network of that name', { network: name, driver: clash.Driver });
+        this.log.warn('cannot create the docker side of a vxtap network: dockerd has another network of that name', {
+          network: name,
+          driver: clash.Driver,
+        });
         continue;
       }
       const cfg: Record<string, string> = { Subnet: rec.subnet };
       if (rec.gateway) cfg.Gateway = rec.gateway;
       try {
         await this.engine.createNetwork({
-          Name: name, Driver: 'vxtap', CheckDuplicate: true, Internal: rec.internal === true, Options: { [OPT_NETWORK]: name },
+          Name: name,
+          Driver: 'vxtap',
+          CheckDuplicate: true,
+          Internal: rec.internal === true,
+          Options: { [OPT_NETWORK]: name },
           IPAM: { Driver: 'vxtap', Config: [cfg], Options: { [OPT_NETWORK]: name } },
           Labels: { 'vxtap.network': name },
         });
@@ -557,17 +658,21 @@ export class DockerPlugin {
           await this.engine.removeNetwork(n.Id);
           this.log.info('removed the docker side of a deleted vxtap network', { network: name });
         } catch (e) {
-          this.log.warn('cannot remove the docker side of a deleted vxtap network (containers still attached?)', { network: name, err: e });
+          this.log.warn('cannot remove the docker side of a deleted vxtap network (containers still attached?)', {
+            network: name,
+            err: e,
+          });
         }
       }
     }
     // 3. forget networks dockerd no longer has
     const ids = new Set(dnets.map((n) => n.Id));
     for (const nid of Object.keys(this.st.networks)) {
-      if (!ids.has(nid) && !this.binders.has(nid)) this.stale(`net:${nid}`, () => {
-        delete this.st.networks[nid];
-        this.save();
-      });
+      if (!ids.has(nid) && !this.binders.has(nid))
+        this.stale(`net:${nid}`, () => {
+          delete this.st.networks[nid];
+          this.save();
+        });
       else this.missingSince.delete(`net:${nid}`);
     }
     // 4. pools of network creates that failed after RequestPool (Docker then releases them, unless it died)
@@ -595,8 +700,12 @@ export class DockerPlugin {
       this.stale(`ep:${eid}`, () => {
         delete this.st.endpoints[eid];
         this.save();
-        this.log.warn('dockerd no longer has this endpoint (was it restarted?); removing it', { endpoint: e.vxtap ?? eid.slice(0, 12), ip: e.ip });
-        if (e.vxtap && this.agent.endpoints.has(e.vxtap)) void this.agent.detach(e.vxtap).catch((err) => this.log.warn('detach failed', { err }));
+        this.log.warn('dockerd no longer has this endpoint (was it restarted?); removing it', {
+          endpoint: e.vxtap ?? eid.slice(0, 12),
+          ip: e.ip,
+        });
+        if (e.vxtap && this.agent.endpoints.has(e.vxtap))
+          void this.agent.detach(e.vxtap).catch((err) => this.log.warn('detach failed', { err }));
         else void this.agent.releaseAddress(e.network, e.ip);
       });
     }
@@ -607,7 +716,10 @@ export class DockerPlugin {
         continue;
       }
       this.stale(`res:${k}`, () => {
-        this.log.warn('releasing an address reserved for an endpoint that never came', { network: r.network, ip: r.ip });
+        this.log.warn('releasing an address reserved for an endpoint that never came', {
+          network: r.network,
+          ip: r.ip,
+        });
         void this.agent.releaseAddress(r.network, r.ip);
       });
     }
@@ -629,10 +741,19 @@ export class DockerPlugin {
     if (!existsSync(this.path)) return;
     try {
       const s = JSON.parse(readFileSync(this.path, 'utf8')) as State;
-      if (s.version !== 1 || typeof s.pools !== 'object' || typeof s.networks !== 'object' || typeof s.endpoints !== 'object') throw new Error('unknown format');
+      if (
+        s.version !== 1 ||
+        typeof s.pools !== 'object' ||
+        typeof s.networks !== 'object' ||
+        typeof s.endpoints !== 'object'
+      )
+        throw new Error('unknown format');
       this.st = s;
     } catch (e) {
-      this.log.error('docker plugin state unreadable; starting empty (recreate the Docker networks)', { path: this.path, err: e });
+      this.log.error('docker plugin state unreadable; starting empty (recreate the Docker networks)', {
+        path: this.path,
+        err: e,
+      });
     }
   }
 
@@ -641,11 +762,14 @@ export class DockerPlugin {
   }
 
   describe(): Record<string, unknown> {
-    return { pools: Object.keys(this.st.pools).length, networks: this.st.networks, endpoints: Object.keys(this.st.endpoints).length };
+    return {
+      pools: Object.keys(this.st.pools).length,
+      networks: this.st.networks,
+      endpoints: Object.keys(this.st.endpoints).length,
+    };
   }
 }
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
-
