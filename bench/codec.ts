@@ -104,7 +104,7 @@ await b.suite(
   b.add('IPv4 header checksum (20 bytes)', () => {
     sink += internetChecksum(buf, 78, 98);
   }),
-  b.add('sum16 over 1448 bytes (newest: native, the data plane\'s since entry 7)', () => {
+  b.add("sum16 over 1448 bytes (newest: native, the data plane's since entry 7)", () => {
     sink += nativeSum16(buf, 80, 80 + 1448, 0);
   }),
   b.add('sum16 over 1448 bytes (new: JS, 8 bytes per iteration, entries 5-6)', () => {
@@ -131,9 +131,12 @@ await b.suite(
   b.add('GRO: check + append one 1448-byte segment (JS reference: JS compare, copy and sum)', () => {
     sink += groSegmentJs(groArena, 1600, seg.length, 54, 0, 3200);
   }),
-  b.add('UDP GRO: check + append one 1400-byte datagram (native groSegment, entry 16; instead of one TAP write each)', () => {
-    sink += nativeGro(udpArena, 1600, dgram.length, 42, 0, 3200);
-  }),
+  b.add(
+    'UDP GRO: check + append one 1400-byte datagram (native groSegment, entry 16; instead of one TAP write each)',
+    () => {
+      sink += nativeGro(udpArena, 1600, dgram.length, 42, 0, 3200);
+    },
+  ),
   b.add('UDP GRO: check + append one 1400-byte datagram (JS groSegmentJs)', () => {
     sink += groSegmentJs(udpArena, 1600, dgram.length, 42, 0, 3200);
   }),

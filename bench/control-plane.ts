@@ -30,7 +30,15 @@ import { keys } from '../src/kv/schema.js';
 import { formatIpv4 } from '../src/vxlan/ipv4.js';
 import { formatMac } from '../src/vxlan/mac.js';
 
-const { values } = parseArgs({ options: { n: { type: 'string' }, scale: { type: 'string' }, 'churn-rate': { type: 'string' }, 'churn-seconds': { type: 'string' }, only: { type: 'string' } } });
+const { values } = parseArgs({
+  options: {
+    n: { type: 'string' },
+    scale: { type: 'string' },
+    'churn-rate': { type: 'string' },
+    'churn-seconds': { type: 'string' },
+    only: { type: 'string' },
+  },
+});
 const N = Number(values.n ?? 100);
 const SCALE = Number(values.scale ?? 1000);
 const CHURN_RATE = Number(values['churn-rate'] ?? 50);
@@ -51,7 +59,9 @@ function cpuSec(pid: number): number {
 /** Pings `ip` from `ns` every 2 ms for `seconds`; the round-trip times in ms (one per reply). */
 function pingSeries(ns: string, ip: string, seconds: number): Promise<number[]> {
   return new Promise((res) => {
-    const p = spawn('ip', ['netns', 'exec', ns, 'ping', '-n', '-i', '0.002', '-W', '1', '-w', String(seconds), ip], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const p = spawn('ip', ['netns', 'exec', ns, 'ping', '-n', '-i', '0.002', '-W', '1', '-w', String(seconds), ip], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     let out = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     p.once('exit', () => res([...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]))));
@@ -76,7 +86,11 @@ async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, ms: number, 
 function firstReply(ns: string, ip: string, timeoutMs: number): Promise<number> {
   return new Promise((res) => {
     const t0 = performance.now();
-    const p = spawn('ip', ['netns', 'exec', ns, 'ping', '-n', '-i', '0.005', '-w', String(Math.ceil(timeoutMs / 1000)), ip], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const p = spawn(
+      'ip',
+      ['netns', 'exec', ns, 'ping', '-n', '-i', '0.005', '-w', String(Math.ceil(timeoutMs / 1000)), ip],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
     let done = false;
     p.stdout.on('data', (d: Buffer) => {
       if (!done && /bytes from/.test(d.toString())) {
@@ -129,12 +143,18 @@ async function run(store: 'embedded' | 'etcd'): Promise<Row> {
       benchKv = kvSpec;
     }
     const agents: Record<string, Agent> = {};
-    for (const [k, h] of [['a', hA], ['b', hB], ['c', hC]] as const) agents[k] = await topo.agent(h, { kv: kvSpec });
+    for (const [k, h] of [
+      ['a', hA],
+      ['b', hB],
+      ['c', hC],
+    ] as const)
+      agents[k] = await topo.agent(h, { kv: kvSpec });
     await agents.a.call('POST', '/v1/networks', { name: 'probe', subnet: '198.19.100.0/22' });
     const b1 = topo.ns('b1', { quiet: true });
     await sleep(200);
     await agents.b.call('POST', '/v1/endpoints', { network: 'probe', netns: b1, name: 'b1' });
-    for (const k of ['retrans_time_ms=10', 'mcast_solicit=50', 'ucast_solicit=50']) must(['ip', 'netns', 'exec', b1, 'sysctl', '-qw', `net.ipv4.neigh.eth0.${k}`]);
+    for (const k of ['retrans_time_ms=10', 'mcast_solicit=50', 'ucast_solicit=50'])
+      must(['ip', 'netns', 'exec', b1, 'sysctl', '-qw', `net.ipv4.neigh.eth0.${k}`]);
 
     // 1. convergence
     const fdb: number[] = [];
@@ -145,8 +165,17 @@ async function run(store: 'embedded' | 'etcd'): Promise<Row> {
       // the MAC is chosen here so B's FDB can be watched from the moment the request goes out
       const mac = formatMac(0x02bb00000000 + i);
       const t0 = performance.now();
-      const attached = agents.a.call<{ ip: string }>('POST', '/v1/endpoints', { network: 'probe', netns: a1, name: `p${i}`, mac });
-      const inFdb = until(async () => (await agents.b.call<{ mac: string }[]>('GET', '/v1/fdb?network=probe')).some((r) => r.mac === mac), (v) => v, 5000);
+      const attached = agents.a.call<{ ip: string }>('POST', '/v1/endpoints', {
+        network: 'probe',
+        netns: a1,
+        name: `p${i}`,
+        mac,
+      });
+      const inFdb = until(
+        async () => (await agents.b.call<{ mac: string }[]>('GET', '/v1/fdb?network=probe')).some((r) => r.mac === mac),
+        (v) => v,
+        5000,
+      );
       const ep = await attached;
       const tA = performance.now() - t0;
       const p = await firstReply(b1, ep.ip, 5000); // includes spawning ping: an overestimate of a few ms
@@ -171,33 +200,54 @@ async function run(store: 'embedded' | 'etcd'): Promise<Row> {
       for (let j = i; j < Math.min(SCALE, i + 100); j++) {
         const mac = formatMac(0x02aa00000000 + j);
         const ip = formatIpv4(0xc6138000 + 2 + j);
-        ops.push({ type: 'put' as const, key: keys.endpoint('big', mac), value: JSON.stringify({ ip, host: 'sim', name: `s${j}`, aliases: [] }), lease: lease.id });
+        ops.push({
+          type: 'put' as const,
+          key: keys.endpoint('big', mac),
+          value: JSON.stringify({ ip, host: 'sim', name: `s${j}`, aliases: [] }),
+          lease: lease.id,
+        });
       }
       await kv.txn([], ops);
     }
     const count = async (a: Agent) => (await a.call<{ vnis: unknown; fdb: { kv: number } }>('GET', '/v1/stats')).fdb.kv;
     const fills: number[] = [];
     for (const k of ['a', 'b', 'c']) {
-      await until(() => count(agents[k]), (n) => n >= SCALE, 30_000, 10);
+      await until(
+        () => count(agents[k]),
+        (n) => n >= SCALE,
+        30_000,
+        10,
+      );
       fills.push(performance.now() - t0);
     }
     const rss = ['a', 'b', 'c'].map((k) => rssMb(agents[k].proc.pid!));
     await topo.stopAgent(agents.c);
     const r0 = performance.now();
     agents.c = await topo.agent(hC, { kv: kvSpec });
-    await until(() => count(agents.c), (n) => n >= SCALE, 30_000, 5);
+    await until(
+      () => count(agents.c),
+      (n) => n >= SCALE,
+      30_000,
+      5,
+    );
     const restart = performance.now() - r0;
     rss[2] = rssMb(agents.c.proc.pid!);
 
     // 3. forwarding under churn: SCALE endpoints stay; CHURN_RATE of the simulated host's change per second
     const q = await agents.a.call<{ ip: string }>('POST', '/v1/endpoints', { network: 'probe', netns: a1, name: 'q' });
-    await until(() => firstReply(b1, q.ip, 3000), (ms) => Number.isFinite(ms), 10_000, 10);
+    await until(
+      () => firstReply(b1, q.ip, 3000),
+      (ms) => Number.isFinite(ms),
+      10_000,
+      10,
+    );
     const pids = ['a', 'b', 'c'].map((k) => agents[k].proc.pid!);
     const cpu0 = pids.map(cpuSec);
     const pinging = pingSeries(b1, q.ip, CHURN_SECONDS);
     let events = 0;
     const tc = performance.now();
-    const val = (j: number) => JSON.stringify({ ip: formatIpv4(0xc6138000 + 2 + j), host: 'sim', name: `s${j}`, aliases: [] });
+    const val = (j: number) =>
+      JSON.stringify({ ip: formatIpv4(0xc6138000 + 2 + j), host: 'sim', name: `s${j}`, aliases: [] });
     while (performance.now() - tc < CHURN_SECONDS * 1000) {
       const j = SCALE + (events % 64); // 64 extra endpoints, each put then (64 events later) deleted
       const key = keys.endpoint('big', formatMac(0x02aa00000000 + j));
@@ -213,8 +263,22 @@ async function run(store: 'embedded' | 'etcd'): Promise<Row> {
     await lease.revoke();
     await kv.close();
     return {
-      store, n: N, attachP50: pct(attachMs, 50), attachP99: pct(attachMs, 99), fdbP50: pct(fdb, 50), fdbP99: pct(fdb, 99), pingP50: pct(pingMs, 50), pingP99: pct(pingMs, 99), scaleFill: fills, scaleRestart: restart, rssMb: rss,
-      churnEvents: events, churnPingP50: rtts.length ? pct(rtts, 50) : NaN, churnPingP99: rtts.length ? pct(rtts, 99) : NaN, churnPingMax: rtts.length ? Math.max(...rtts) : NaN, churnCpu,
+      store,
+      n: N,
+      attachP50: pct(attachMs, 50),
+      attachP99: pct(attachMs, 99),
+      fdbP50: pct(fdb, 50),
+      fdbP99: pct(fdb, 99),
+      pingP50: pct(pingMs, 50),
+      pingP99: pct(pingMs, 99),
+      scaleFill: fills,
+      scaleRestart: restart,
+      rssMb: rss,
+      churnEvents: events,
+      churnPingP50: rtts.length ? pct(rtts, 50) : NaN,
+      churnPingP99: rtts.length ? pct(rtts, 99) : NaN,
+      churnPingMax: rtts.length ? Math.max(...rtts) : NaN,
+      churnCpu,
     };
   } finally {
     await etcd?.stop();
@@ -232,13 +296,19 @@ const md = [
   '',
   `| store | attach on A (ms) p50 / p99 | attach request -> MAC in B's FDB p50 / p99 | attach request -> first ping reply from B p50 / p99 | ${SCALE} endpoints in all 3 FDBs (ms) | restarted agent rebuilt (ms) | agent RSS (MB) |`,
   '|---|---|---|---|---|---|---|',
-  ...rows.map((r) => `| ${r.store} | ${f(r.attachP50)} / ${f(r.attachP99)} | ${f(r.fdbP50)} / ${f(r.fdbP99)} | ${f(r.pingP50)} / ${f(r.pingP99)} | ${r.scaleFill.map(f).join(', ')} | ${f(r.scaleRestart)} | ${r.rssMb.map((x) => x.toFixed(0)).join(', ')} |`),
+  ...rows.map(
+    (r) =>
+      `| ${r.store} | ${f(r.attachP50)} / ${f(r.attachP99)} | ${f(r.fdbP50)} / ${f(r.fdbP99)} | ${f(r.pingP50)} / ${f(r.pingP99)} | ${r.scaleFill.map(f).join(', ')} | ${f(r.scaleRestart)} | ${r.rssMb.map((x) => x.toFixed(0)).join(', ')} |`,
+  ),
   '',
   `Forwarding while the simulated host changes ${CHURN_RATE} of its endpoints per second (${CHURN_SECONDS} s; ${SCALE} endpoints on the network), ping every 2 ms from B's container to A's:`,
   '',
-  '| store | changes applied | ping p50 / p99 / max (ms) | agents\' CPU during the churn (cores: A, B, C) |',
+  "| store | changes applied | ping p50 / p99 / max (ms) | agents' CPU during the churn (cores: A, B, C) |",
   '|---|---|---|---|',
-  ...rows.map((r) => `| ${r.store} | ${r.churnEvents} | ${f2(r.churnPingP50)} / ${f2(r.churnPingP99)} / ${f2(r.churnPingMax)} | ${r.churnCpu.map((x) => x.toFixed(2)).join(', ')} |`),
+  ...rows.map(
+    (r) =>
+      `| ${r.store} | ${r.churnEvents} | ${f2(r.churnPingP50)} / ${f2(r.churnPingP99)} / ${f2(r.churnPingMax)} | ${r.churnCpu.map((x) => x.toFixed(2)).join(', ')} |`,
+  ),
 ].join('\n');
 console.log(md);
 mkdirSync(RESULTS, { recursive: true });

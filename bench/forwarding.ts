@@ -51,7 +51,16 @@ const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 const CLI = join(ROOT, 'dist/src/cli/main.js');
 
 const { values } = parseArgs({
-  options: { quick: { type: 'boolean' }, reps: { type: 'string' }, time: { type: 'string' }, soak: { type: 'string' }, paths: { type: 'string' }, 'busy-window': { type: 'string' }, peers: { type: 'boolean' }, out: { type: 'string' } },
+  options: {
+    quick: { type: 'boolean' },
+    reps: { type: 'string' },
+    time: { type: 'string' },
+    soak: { type: 'string' },
+    paths: { type: 'string' },
+    'busy-window': { type: 'string' },
+    peers: { type: 'boolean' },
+    out: { type: 'string' },
+  },
 });
 const QUICK = !!values.quick;
 const RESULTS = values.out ?? join(ROOT, 'bench/results');
@@ -60,10 +69,15 @@ const T = Number(values.time ?? (QUICK ? 2 : 5));
 const SOAK = Number(values.soak ?? (QUICK ? 0 : 60));
 const BUSY_US = Number(values['busy-window'] ?? 20000);
 if (!Number.isInteger(BUSY_US) || BUSY_US < 1 || BUSY_US > 10_000_000) {
-  console.error(`--busy-window ${values['busy-window']}: the vxtap-busy row's --busy-poll window, 1 to 10000000 microseconds`);
+  console.error(
+    `--busy-window ${values['busy-window']}: the vxtap-busy row's --busy-poll window, 1 to 10000000 microseconds`,
+  );
   process.exit(2);
 }
-const PATHS = (values.paths ?? (QUICK && !values.peers ? 'direct,kernel,vxtap' : 'direct,kernel,tinc,openvpn,floor,floor-busy,vxtap,vxtap-busy')).split(',');
+const PATHS = (
+  values.paths ??
+  (QUICK && !values.peers ? 'direct,kernel,vxtap' : 'direct,kernel,tinc,openvpn,floor,floor-busy,vxtap,vxtap-busy')
+).split(',');
 
 // ---------------------------------------------------------------- helpers
 
@@ -107,15 +121,38 @@ interface Topo {
 let seq = 0;
 function baseTopo(withHosts: boolean): Topo {
   const tag = `vxb${process.pid % 10000}${seq++}`;
-  const t: Topo = { tag, dir: mkdtempSync(join(tmpdir(), `${tag}-`)), c1: `${tag}-c1`, c2: `${tag}-c2`, procs: [], cpuPids: [] };
+  const t: Topo = {
+    tag,
+    dir: mkdtempSync(join(tmpdir(), `${tag}-`)),
+    c1: `${tag}-c1`,
+    c2: `${tag}-c2`,
+    procs: [],
+    cpuPids: [],
+  };
   const nss = withHosts ? ['h1', 'h2', 'c1', 'c2'] : ['c1', 'c2'];
   for (const n of nss) {
     must(['ip', 'netns', 'add', `${tag}-${n}`]);
     must(['ip', '-n', `${tag}-${n}`, 'link', 'set', 'lo', 'up']);
-    if (n.startsWith('c')) for (const k of ['all', 'default']) must(['ip', 'netns', 'exec', `${tag}-${n}`, 'sysctl', '-qw', `net.ipv6.conf.${k}.disable_ipv6=1`]);
+    if (n.startsWith('c'))
+      for (const k of ['all', 'default'])
+        must(['ip', 'netns', 'exec', `${tag}-${n}`, 'sysctl', '-qw', `net.ipv6.conf.${k}.disable_ipv6=1`]);
   }
   if (withHosts) {
-    must(['ip', 'link', 'add', `${tag}u1`, 'netns', `${tag}-h1`, 'type', 'veth', 'peer', 'name', `${tag}u2`, 'netns', `${tag}-h2`]);
+    must([
+      'ip',
+      'link',
+      'add',
+      `${tag}u1`,
+      'netns',
+      `${tag}-h1`,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      `${tag}u2`,
+      'netns',
+      `${tag}-h2`,
+    ]);
     for (const i of [1, 2]) {
       must(['ip', '-n', `${tag}-h${i}`, 'addr', 'add', `198.18.0.${i}/24`, 'dev', `${tag}u${i}`]);
       must(['ip', '-n', `${tag}-h${i}`, 'link', 'set', `${tag}u${i}`, 'up']);
@@ -154,7 +191,14 @@ async function vxtapPath(extra: string[]): Promise<Topo> {
   const t = baseTopo(true);
   for (const i of [1, 2]) {
     const sock = join(t.dir, `h${i}.sock`);
-    const p = spawn('sh', ['-c', `exec ip netns exec ${t.tag}-h${i} node --no-memory-reducer ${CLI} agent --vtep 198.18.0.${i} --host h${i} --socket ${sock} --kv ${join(t.dir, 'store.db')} --state-dir ${join(t.dir, 'state')} --log-level warn ${extra.join(' ')} 2>>${join(t.dir, `h${i}.log`)}`], { stdio: 'ignore' });
+    const p = spawn(
+      'sh',
+      [
+        '-c',
+        `exec ip netns exec ${t.tag}-h${i} node --no-memory-reducer ${CLI} agent --vtep 198.18.0.${i} --host h${i} --socket ${sock} --kv ${join(t.dir, 'store.db')} --state-dir ${join(t.dir, 'state')} --log-level warn ${extra.join(' ')} 2>>${join(t.dir, `h${i}.log`)}`,
+      ],
+      { stdio: 'ignore' },
+    );
     t.procs.push(p);
     t.cpuPids.push(p.pid!);
     await waitFile(sock);
@@ -177,7 +221,10 @@ function buildTool(name: 'floor' | 'pinger'): string {
   process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   const bin = join(dir, name);
   const r = sh(['cc', '-O2', '-Wall', '-o', bin, join(ROOT, `bench/${name}.c`)]);
-  if (r.code !== 0) throw new Error(`cannot build bench/${name}.c with cc (the C compiler the native addon needs): ${(r.err || r.out).trim().slice(-300)}`);
+  if (r.code !== 0)
+    throw new Error(
+      `cannot build bench/${name}.c with cc (the C compiler the native addon needs): ${(r.err || r.out).trim().slice(-300)}`,
+    );
   toolBins.set(name, bin);
   return bin;
 }
@@ -188,12 +235,20 @@ async function floorPath(spin: boolean): Promise<Topo> {
   const t = baseTopo(true);
   for (const i of [1, 2] as const) {
     const log = join(t.dir, `floor${i}.log`);
-    const p = spawn('sh', ['-c', `exec ip netns exec ${t.tag}-h${i} ${bin}${spin ? ' --spin' : ''} tap0 198.18.0.${i} 198.18.0.${3 - i} 2>>${log}`], { stdio: 'ignore' });
+    const p = spawn(
+      'sh',
+      [
+        '-c',
+        `exec ip netns exec ${t.tag}-h${i} ${bin}${spin ? ' --spin' : ''} tap0 198.18.0.${i} 198.18.0.${3 - i} 2>>${log}`,
+      ],
+      { stdio: 'ignore' },
+    );
     t.procs.push(p);
     t.cpuPids.push(p.pid!);
     const end = Date.now() + 5000;
     while (!readFileSync(log, { encoding: 'utf8', flag: 'a+' }).includes('ready')) {
-      if (p.exitCode !== null || Date.now() > end) throw new Error(`floor forwarder on h${i} did not start: ${readFileSync(log, 'utf8').trim()}`);
+      if (p.exitCode !== null || Date.now() > end)
+        throw new Error(`floor forwarder on h${i} did not start: ${readFileSync(log, 'utf8').trim()}`);
       await sleep(20);
     }
     // the TAP moves into the container, as vxtap's do; the forwarder keeps its fd
@@ -215,7 +270,24 @@ const builders: Record<string, () => Promise<Topo>> = {
     const t = baseTopo(true);
     for (const i of [1, 2] as const) {
       const h = `${t.tag}-h${i}`;
-      must(['ip', '-n', h, 'link', 'add', 'vxlan0', 'type', 'vxlan', 'id', '42', 'dstport', '4789', 'local', `198.18.0.${i}`, 'dev', `${t.tag}u${i}`]);
+      must([
+        'ip',
+        '-n',
+        h,
+        'link',
+        'add',
+        'vxlan0',
+        'type',
+        'vxlan',
+        'id',
+        '42',
+        'dstport',
+        '4789',
+        'local',
+        `198.18.0.${i}`,
+        'dev',
+        `${t.tag}u${i}`,
+      ]);
       must(['bridge', '-n', h, 'fdb', 'append', '00:00:00:00:00:00', 'dev', 'vxlan0', 'dst', `198.18.0.${3 - i}`]);
       bridgeToContainer(t, i);
       must(['ip', '-n', h, 'link', 'set', 'vxlan0', 'master', 'br0', 'up']);
@@ -231,12 +303,19 @@ const builders: Record<string, () => Promise<Topo>> = {
     for (const i of [1, 2] as const) {
       const d = join(t.dir, `tinc${i}`);
       mkdirSync(join(d, 'hosts'), { recursive: true });
-      writeFileSync(join(d, 'tinc.conf'), `Name = h${i}\nMode = switch\nInterface = tap0\nDeviceType = tap\nAddressFamily = ipv4\nBindToAddress = 198.18.0.${i}\n${i === 2 ? 'ConnectTo = h1\n' : ''}`);
+      writeFileSync(
+        join(d, 'tinc.conf'),
+        `Name = h${i}\nMode = switch\nInterface = tap0\nDeviceType = tap\nAddressFamily = ipv4\nBindToAddress = 198.18.0.${i}\n${i === 2 ? 'ConnectTo = h1\n' : ''}`,
+      );
       writeFileSync(join(d, 'tinc-up'), '#!/bin/sh\nip link set $INTERFACE up\n', { mode: 0o755 });
     }
     for (const i of [1, 2] as const) {
       // keys, then each host's file with its address and no encryption
-      must(['sh', '-c', `printf '\\n\\n' | ip netns exec ${t.tag}-h${i} tincd -c ${join(t.dir, `tinc${i}`)} -K4096 >/dev/null 2>&1`]);
+      must([
+        'sh',
+        '-c',
+        `printf '\\n\\n' | ip netns exec ${t.tag}-h${i} tincd -c ${join(t.dir, `tinc${i}`)} -K4096 >/dev/null 2>&1`,
+      ]);
     }
     for (const i of [1, 2] as const) {
       const pub = readFileSync(join(t.dir, `tinc${i}`, 'hosts', `h${i}`), 'utf8');
@@ -244,7 +323,21 @@ const builders: Record<string, () => Promise<Topo>> = {
       for (const j of [1, 2]) writeFileSync(join(t.dir, `tinc${j}`, 'hosts', `h${i}`), body);
     }
     for (const i of [1, 2] as const) {
-      const p = spawn('ip', ['netns', 'exec', `${t.tag}-h${i}`, 'tincd', '-D', '-c', join(t.dir, `tinc${i}`), '--pidfile', join(t.dir, `tinc${i}.pid`)], { stdio: 'ignore' });
+      const p = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          `${t.tag}-h${i}`,
+          'tincd',
+          '-D',
+          '-c',
+          join(t.dir, `tinc${i}`),
+          '--pidfile',
+          join(t.dir, `tinc${i}.pid`),
+        ],
+        { stdio: 'ignore' },
+      );
       t.procs.push(p);
       t.cpuPids.push(p.pid!);
     }
@@ -260,7 +353,44 @@ const builders: Record<string, () => Promise<Topo>> = {
     for (const i of [1, 2] as const) {
       const h = `${t.tag}-h${i}`;
       must(['ip', '-n', h, 'tuntap', 'add', 'dev', 'tap0', 'mode', 'tap']);
-      const p = spawn('ip', ['netns', 'exec', h, 'openvpn', '--dev', 'tap0', '--dev-type', 'tap', '--proto', 'udp', '--local', `198.18.0.${i}`, '--remote', `198.18.0.${3 - i}`, '--port', '1194', '--cipher', 'none', '--auth', 'none', '--data-ciphers', 'none', '--tun-mtu', '1500', '--mssfix', '0', '--sndbuf', '4194304', '--rcvbuf', '4194304', '--verb', '0'], { stdio: 'ignore' });
+      const p = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          h,
+          'openvpn',
+          '--dev',
+          'tap0',
+          '--dev-type',
+          'tap',
+          '--proto',
+          'udp',
+          '--local',
+          `198.18.0.${i}`,
+          '--remote',
+          `198.18.0.${3 - i}`,
+          '--port',
+          '1194',
+          '--cipher',
+          'none',
+          '--auth',
+          'none',
+          '--data-ciphers',
+          'none',
+          '--tun-mtu',
+          '1500',
+          '--mssfix',
+          '0',
+          '--sndbuf',
+          '4194304',
+          '--rcvbuf',
+          '4194304',
+          '--verb',
+          '0',
+        ],
+        { stdio: 'ignore' },
+      );
       t.procs.push(p);
       t.cpuPids.push(p.pid!);
     }
@@ -274,8 +404,32 @@ const builders: Record<string, () => Promise<Topo>> = {
 };
 
 async function teardown(t: Topo): Promise<void> {
-  for (const p of t.procs) if (p.exitCode === null && p.pid) try { process.kill(p.pid, 'SIGTERM'); } catch { /* gone */ }
-  await Promise.all(t.procs.map((p) => (p.exitCode !== null ? null : new Promise((r) => { const k = setTimeout(() => { try { process.kill(p.pid!, 'SIGKILL'); } catch { /* gone */ } }, 3000); p.once('exit', () => { clearTimeout(k); r(null); }); }))));
+  for (const p of t.procs)
+    if (p.exitCode === null && p.pid)
+      try {
+        process.kill(p.pid, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+  await Promise.all(
+    t.procs.map((p) =>
+      p.exitCode !== null
+        ? Promise.resolve(null)
+        : new Promise((r) => {
+            const k = setTimeout(() => {
+              try {
+                process.kill(p.pid!, 'SIGKILL');
+              } catch {
+                /* gone */
+              }
+            }, 3000);
+            p.once('exit', () => {
+              clearTimeout(k);
+              r(null);
+            });
+          }),
+    ),
+  );
   for (const n of ['c1', 'c2', 'h1', 'h2']) sh(['ip', 'netns', 'del', `${t.tag}-${n}`]);
   rmSync(t.dir, { recursive: true, force: true });
 }
@@ -310,8 +464,22 @@ async function warm(t: Topo): Promise<void> {
 async function iperf(t: Topo, args: string[]): Promise<Record<string, any>> {
   const srv = spawn('ip', ['netns', 'exec', t.c1, 'iperf3', '-s', '-1', '-B', '198.19.1.1'], { stdio: 'ignore' });
   await sleep(300);
-  const r = sh(['ip', 'netns', 'exec', t.c2, 'iperf3', '-c', '198.19.1.1', '-J', '-t', String(T), ...args], (T + 30) * 1000);
-  await new Promise((res) => (srv.exitCode !== null ? res(null) : (srv.once('exit', res), setTimeout(() => { try { process.kill(srv.pid!, 'SIGKILL'); } catch { /* gone */ } }, 5000))));
+  const r = sh(
+    ['ip', 'netns', 'exec', t.c2, 'iperf3', '-c', '198.19.1.1', '-J', '-t', String(T), ...args],
+    (T + 30) * 1000,
+  );
+  await new Promise((res) =>
+    srv.exitCode !== null
+      ? res(null)
+      : (srv.once('exit', res),
+        setTimeout(() => {
+          try {
+            process.kill(srv.pid!, 'SIGKILL');
+          } catch {
+            /* gone */
+          }
+        }, 5000)),
+  );
   const j = JSON.parse(r.out || '{}');
   if (j.error) throw new Error(`iperf3: ${j.error}`);
   return j;
@@ -335,13 +503,38 @@ async function flood(t: Topo, rate?: number): Promise<{ sent: number; got: numbe
   const dst = linkInfo(t.c1, 'eth0');
   const mac = (m: string) => m.split(':').map((x) => parseInt(x, 16));
   const conf = join(t.dir, 'udp60.cfg');
-  writeFileSync(conf, `{ ${hexBytes([...mac(dst.mac), ...mac(src.mac), 0x08, 0x00])},
+  writeFileSync(
+    conf,
+    `{ ${hexBytes([...mac(dst.mac), ...mac(src.mac), 0x08, 0x00])},
   0x45, 0x00, 0x00, 0x2e, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, csumip(14, 33), 198, 19, 1, 2, 198, 19, 1, 1,
   0x30, 0x39, 0x00, 0x09, 0x00, 0x1a, 0x00, 0x00,
   fill(0x41, 18) }
-`);
-  const r = sh(['ip', 'netns', 'exec', t.c2, 'timeout', '-s', 'INT', String(T), 'trafgen', '--dev', 'eth0', '--conf', conf, '--cpus', '1', '--no-sock-mem', ...(rate ? ['-b', `${Math.round(rate)}pps`] : [])], (T + 20) * 1000);
-  if (r.code !== 0 && r.code !== 124 && !/packets outgoing/.test(r.out + r.err)) throw new Error(`trafgen: ${(r.err || r.out).trim().slice(-300)}`);
+`,
+  );
+  const r = sh(
+    [
+      'ip',
+      'netns',
+      'exec',
+      t.c2,
+      'timeout',
+      '-s',
+      'INT',
+      String(T),
+      'trafgen',
+      '--dev',
+      'eth0',
+      '--conf',
+      conf,
+      '--cpus',
+      '1',
+      '--no-sock-mem',
+      ...(rate ? ['-b', `${Math.round(rate)}pps`] : []),
+    ],
+    (T + 20) * 1000,
+  );
+  if (r.code !== 0 && r.code !== 124 && !/packets outgoing/.test(r.out + r.err))
+    throw new Error(`trafgen: ${(r.err || r.out).trim().slice(-300)}`);
   await sleep(500); // frames in flight
   const src1 = linkInfo(t.c2, 'eth0');
   const dst1 = linkInfo(t.c1, 'eth0');
@@ -363,15 +556,40 @@ async function measure(t: Topo): Promise<Sample> {
   // re-optimized its forwarding functions for it (a count of calls, not a time), the first thousand-odd echoes
   // run partly in baseline code, 1.5-2x slower (history.md entry 18). The rows below are the steady state, which
   // a long-running agent is in.
-  sh(['ip', 'netns', 'exec', t.c2, buildTool('pinger'), '198.19.1.1', String(Math.round(T * 400)), '500'], (T + 30) * 1000);
+  sh(
+    ['ip', 'netns', 'exec', t.c2, buildTool('pinger'), '198.19.1.1', String(Math.round(T * 400)), '500'],
+    (T + 30) * 1000,
+  );
   // one echo every 5 ms for T seconds (1000 at the default 5 s): enough samples that one stall does not make the p99
   const cpuP0 = t.cpuPids.reduce((s, p) => s + cpuSeconds(p), 0);
   const tP0 = Date.now();
-  const pr = sh(['ip', 'netns', 'exec', t.c2, 'ping', '-n', '-c', String(Math.round(T * 200)), '-i', '0.005', '-W', '1', '198.19.1.1'], (T + 30) * 1000);
-  const pingCores = t.cpuPids.length ? (t.cpuPids.reduce((s, p) => s + cpuSeconds(p), 0) - cpuP0) / ((Date.now() - tP0) / 1000) : NaN;
+  const pr = sh(
+    [
+      'ip',
+      'netns',
+      'exec',
+      t.c2,
+      'ping',
+      '-n',
+      '-c',
+      String(Math.round(T * 200)),
+      '-i',
+      '0.005',
+      '-W',
+      '1',
+      '198.19.1.1',
+    ],
+    (T + 30) * 1000,
+  );
+  const pingCores = t.cpuPids.length
+    ? (t.cpuPids.reduce((s, p) => s + cpuSeconds(p), 0) - cpuP0) / ((Date.now() - tP0) / 1000)
+    : NaN;
   const rtts = [...pr.out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
   // the same schedule again from a pinger that sleeps between echoes (iputils ping at -i 0.005 spins a CPU)
-  const sp = sh(['ip', 'netns', 'exec', t.c2, buildTool('pinger'), '198.19.1.1', String(Math.round(T * 200)), '5000'], (T + 30) * 1000);
+  const sp = sh(
+    ['ip', 'netns', 'exec', t.c2, buildTool('pinger'), '198.19.1.1', String(Math.round(T * 200)), '5000'],
+    (T + 30) * 1000,
+  );
   const [, spGot, spAvg, spP50, spP99, , spSlow] = sp.out.trim().split(/\s+/).map(Number);
   const spOk = sp.code === 0 && spGot > 0;
   return {
@@ -409,7 +627,22 @@ async function measure(t: Topo): Promise<Sample> {
   }
 }
 
-const KEYS: (keyof Sample)[] = ['tcp1', 'tcp4', 'pps60', 'loss60', 'lossHalf', 'pingAvg', 'pingP99', 'sleepAvg', 'sleepP50', 'sleepP99', 'sleepSlow', 'cpuPerGbit', 'pingCores', 'retrans1'];
+const KEYS: (keyof Sample)[] = [
+  'tcp1',
+  'tcp4',
+  'pps60',
+  'loss60',
+  'lossHalf',
+  'pingAvg',
+  'pingP99',
+  'sleepAvg',
+  'sleepP50',
+  'sleepP99',
+  'sleepSlow',
+  'cpuPerGbit',
+  'pingCores',
+  'retrans1',
+];
 const results: Record<string, Sample[]> = {};
 // Rounds: each rep measures every path once, in order, so a slow spell of the (shared, virtual) machine hits all
 // paths of that round alike instead of all reps of one path; the ratios compare paths measured side by side.
@@ -433,7 +666,11 @@ for (let r = 0; r < REPS; r++) {
 progress('');
 
 /** Resident memory of each vxtap agent, sampled every second under full TCP load for SOAK seconds. */
-async function soak(): Promise<{ seconds: number; agents: { start: number; end: number; max: number }[]; gbit: number } | null> {
+async function soak(): Promise<{
+  seconds: number;
+  agents: { start: number; end: number; max: number }[];
+  gbit: number;
+} | null> {
   if (!(SOAK > 0) || !PATHS.includes('vxtap')) return null;
   const t = await builders.vxtap();
   try {
@@ -441,21 +678,30 @@ async function soak(): Promise<{ seconds: number; agents: { start: number; end: 
     const srv = spawn('ip', ['netns', 'exec', t.c1, 'iperf3', '-s', '-1', '-B', '198.19.1.1'], { stdio: 'ignore' });
     t.procs.push(srv);
     await sleep(300);
-    const cli = spawn('ip', ['netns', 'exec', t.c2, 'iperf3', '-c', '198.19.1.1', '-J', '-t', String(SOAK)], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const cli = spawn('ip', ['netns', 'exec', t.c2, 'iperf3', '-c', '198.19.1.1', '-J', '-t', String(SOAK)], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     t.procs.push(cli);
     let out = '';
     cli.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    const rss = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;
+    const rss = (pid: number) =>
+      Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;
     const series: number[][] = t.cpuPids.map(() => []);
     const t0 = Date.now();
     while (cli.exitCode === null && Date.now() - t0 < (SOAK + 30) * 1000) {
-      progress(`soak: ${Math.round((Date.now() - t0) / 1000)}/${SOAK} s under load, agent RSS ${t.cpuPids.map((p) => rss(p).toFixed(1)).join(' / ')} MB`);
+      progress(
+        `soak: ${Math.round((Date.now() - t0) / 1000)}/${SOAK} s under load, agent RSS ${t.cpuPids.map((p) => rss(p).toFixed(1)).join(' / ')} MB`,
+      );
       t.cpuPids.forEach((p, i) => series[i].push(rss(p)));
       await sleep(1000);
     }
     const j = JSON.parse(out || '{}');
     // from 5 s in (after start-up allocations) to the end
-    const agents = series.map((s) => ({ start: s[Math.min(5, s.length - 1)], end: s[s.length - 1], max: Math.max(...s) }));
+    const agents = series.map((s) => ({
+      start: s[Math.min(5, s.length - 1)],
+      end: s[s.length - 1],
+      max: Math.max(...s),
+    }));
     return { seconds: SOAK, agents, gbit: (j.end?.sum_received?.bits_per_second ?? NaN) / 1e9 };
   } finally {
     await teardown(t);
@@ -506,8 +752,10 @@ for (const [p, ss] of Object.entries(results)) {
   summary[p] = Object.fromEntries(KEYS.map((k) => [k, stat(ss.map((s) => s[k]))]));
 }
 const k = summary.kernel;
-const fmt = (v: { med: number; min: number; max: number }, d: number) => (Number.isFinite(v.med) ? `${v.med.toFixed(d)}${REPS > 1 ? ` (${v.min.toFixed(d)}-${v.max.toFixed(d)})` : ''}` : '-');
-const ratio = (p: string, key: keyof Sample) => (k && summary[p] && Number.isFinite(summary[p][key].med) ? `${(summary[p][key].med / k[key].med).toFixed(2)}x` : '-');
+const fmt = (v: { med: number; min: number; max: number }, d: number) =>
+  Number.isFinite(v.med) ? `${v.med.toFixed(d)}${REPS > 1 ? ` (${v.min.toFixed(d)}-${v.max.toFixed(d)})` : ''}` : '-';
+const ratio = (p: string, key: keyof Sample) =>
+  k && summary[p] && Number.isFinite(summary[p][key].med) ? `${(summary[p][key].med / k[key].med).toFixed(2)}x` : '-';
 const md = [
   `Forwarding benchmark, ${new Date().toISOString()}, ${REPS} rep(s) x ${T} s, two hosts on a veth underlay (MTU 1500), container MTU 1450.`,
   `Machine: ${machine.cpu}, ${machine.cpus} CPUs, kernel ${machine.kernel}, a null syscall ${machine.syscallNs ?? '?'} ns (per-frame syscalls cost that much each: on VMs it varies several-fold).`,
@@ -519,13 +767,16 @@ const md = [
   ...Object.keys(summary).map((p) => {
     const s = summary[p];
     const added = k ? `${((s.pingAvg.med - k.pingAvg.med) * 1000).toFixed(0)} us` : '-';
-    const us = (key: 'sleepAvg' | 'sleepP50') => (k && Number.isFinite(s[key].med) && Number.isFinite(k[key].med) ? `${((s[key].med - k[key].med) * 1000).toFixed(0)}` : '-');
+    const us = (key: 'sleepAvg' | 'sleepP50') =>
+      k && Number.isFinite(s[key].med) && Number.isFinite(k[key].med)
+        ? `${((s[key].med - k[key].med) * 1000).toFixed(0)}`
+        : '-';
     const addedSleep = `${us('sleepAvg')} / ${us('sleepP50')} us`;
     return `| ${p} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.loss60, 1)} / ${fmt(s.lossHalf, 2)} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${added} | ${fmt(s.sleepAvg, 3)} / ${fmt(s.sleepP50, 3)} / ${fmt(s.sleepP99, 3)} | ${addedSleep} | ${fmt(s.sleepSlow, 1)} | ${fmt(s.cpuPerGbit, 2)} | ${fmt(s.pingCores, 2)} |`;
   }),
   '',
   '60 B frames: trafgen (one process) from the client container at full rate, then at half the rate the path',
-  'delivered; counted at the receiving container\'s interface. The generator shares the 2 cores with the path.',
+  "delivered; counted at the receiving container's interface. The generator shares the 2 cores with the path.",
   'Ping: one echo every 5 ms; "CPU while pinging" is what the path\'s processes used meanwhile (1.00 = one core).',
   'iputils ping busy-waits between echoes at that interval (about one CPU); the sleeping pinger (bench/pinger.c)',
   'sends the same schedule and sleeps in between, as a request/response application would. Both follow an',
@@ -535,16 +786,38 @@ const md = [
   'typical exchange, the average includes the stalls.',
   ...(summary['vxtap-busy'] ? [`vxtap-busy: agents run with --busy-poll ${BUSY_US} (microseconds).`] : []),
   ...(summary.floor || summary['floor-busy']
-    ? ['floor / floor-busy: a minimal C forwarder (bench/floor.c) that sleeps in poll() / never sleeps (polls, yields): the', 'added latency any user-space forwarder of each kind pays on this machine, the yardsticks for vxtap / vxtap-busy.']
+    ? [
+        'floor / floor-busy: a minimal C forwarder (bench/floor.c) that sleeps in poll() / never sleeps (polls, yields): the',
+        'added latency any user-space forwarder of each kind pays on this machine, the yardsticks for vxtap / vxtap-busy.',
+      ]
     : []),
   ...(mem
-    ? ['', `Memory under load: ${mem.seconds} s of TCP through vxtap (${mem.gbit.toFixed(2)} Gbit/s); agent resident memory at 5 s -> end (max): ${mem.agents.map((a, i) => `h${i + 1} ${a.start.toFixed(1)} -> ${a.end.toFixed(1)} MB (${a.max.toFixed(1)})`).join(', ')}.`]
+    ? [
+        '',
+        `Memory under load: ${mem.seconds} s of TCP through vxtap (${mem.gbit.toFixed(2)} Gbit/s); agent resident memory at 5 s -> end (max): ${mem.agents.map((a, i) => `h${i + 1} ${a.start.toFixed(1)} -> ${a.end.toFixed(1)} MB (${a.max.toFixed(1)})`).join(', ')}.`,
+      ]
     : []),
 ].join('\n');
 console.log(md);
 mkdirSync(RESULTS, { recursive: true });
 writeFileSync(join(RESULTS, 'forwarding.md'), md + '\n');
-writeFileSync(join(RESULTS, 'forwarding.json'), JSON.stringify({ date: new Date().toISOString(), reps: REPS, seconds: T, busyWindowUs: BUSY_US, machine, results, summary, memory: mem }, null, 2));
+writeFileSync(
+  join(RESULTS, 'forwarding.json'),
+  JSON.stringify(
+    {
+      date: new Date().toISOString(),
+      reps: REPS,
+      seconds: T,
+      busyWindowUs: BUSY_US,
+      machine,
+      results,
+      summary,
+      memory: mem,
+    },
+    null,
+    2,
+  ),
+);
 writeFileSync(join(RESULTS, 'forwarding.svg'), chart(summary));
 process.exit(0);
 
@@ -552,17 +825,25 @@ process.exit(0);
 function chart(s: typeof summary): string {
   const paths = Object.keys(s);
   const max = Math.max(...paths.map((p) => s[p].tcp1.max), 0.1);
-  const W = 640, bar = 36, gap = 18, left = 90, top = 40;
+  const W = 640,
+    bar = 36,
+    gap = 18,
+    left = 90,
+    top = 40;
   const H = top + paths.length * (bar + gap) + 30;
   const x = (v: number) => left + (v / max) * (W - left - 80);
   const rows = paths.map((p, i) => {
     const y = top + i * (bar + gap);
     const v = s[p].tcp1;
-    return `<text x="${left - 8}" y="${y + bar / 2 + 5}" text-anchor="end" font-size="14">${p}</text>` +
+    return (
+      `<text x="${left - 8}" y="${y + bar / 2 + 5}" text-anchor="end" font-size="14">${p}</text>` +
       `<rect x="${left}" y="${y}" width="${x(v.med) - left}" height="${bar}" fill="${p.startsWith('vxtap') ? '#2b7bb9' : p === 'kernel' ? '#888' : '#bbb'}"/>` +
       `<line x1="${x(v.min)}" x2="${x(v.max)}" y1="${y + bar / 2}" y2="${y + bar / 2}" stroke="#000"/>` +
-      `<text x="${x(v.max) + 6}" y="${y + bar / 2 + 5}" font-size="13">${v.med.toFixed(2)} Gbit/s</text>`;
+      `<text x="${x(v.max) + 6}" y="${y + bar / 2 + 5}" font-size="13">${v.med.toFixed(2)} Gbit/s</text>`
+    );
   });
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">` +
-    `<text x="${left}" y="24" font-size="15">TCP, 1 stream (iperf3), median of ${REPS}</text>${rows.join('')}</svg>\n`;
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif">` +
+    `<text x="${left}" y="24" font-size="15">TCP, 1 stream (iperf3), median of ${REPS}</text>${rows.join('')}</svg>\n`
+  );
 }

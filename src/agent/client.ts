@@ -14,13 +14,25 @@ export class ControlError extends Error {
   }
 }
 
-export function call<T = unknown>(socketPath: string, method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
+export function call<T = unknown>(
+  socketPath: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  timeoutMs = 30_000,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const req = request(
       // agent: false: one connection per call. Node 20's default agent keeps sockets alive and may reuse one just as
       // the server's keep-alive timeout closes it (EPIPE / ECONNRESET on an idle client, seen in the tests).
-      { socketPath, method, path, agent: false, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} },
+      {
+        socketPath,
+        method,
+        path,
+        agent: false,
+        headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {},
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -40,12 +52,21 @@ export function call<T = unknown>(socketPath: string, method: string, path: stri
         });
       },
     );
-    req.setTimeout(timeoutMs, () => req.destroy(new ControlError('ETIMEDOUT', 0, `agent at ${socketPath} did not answer in ${timeoutMs} ms`)));
+    req.setTimeout(timeoutMs, () =>
+      req.destroy(new ControlError('ETIMEDOUT', 0, `agent at ${socketPath} did not answer in ${timeoutMs} ms`)),
+    );
     req.on('error', (e: NodeJS.ErrnoException) => {
       if (e instanceof ControlError) reject(e);
       else if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED')
-        reject(new ControlError('ERR_NO_AGENT', 0, `no agent at ${socketPath}: start one with \`vxtap agent\` or give --socket`));
-      else if (e.code === 'EACCES') reject(new ControlError('ERR_PERMISSION', 0, `permission denied on ${socketPath}: run as root`));
+        reject(
+          new ControlError(
+            'ERR_NO_AGENT',
+            0,
+            `no agent at ${socketPath}: start one with \`vxtap agent\` or give --socket`,
+          ),
+        );
+      else if (e.code === 'EACCES')
+        reject(new ControlError('ERR_PERMISSION', 0, `permission denied on ${socketPath}: run as root`));
       else reject(e);
     });
     if (data) req.write(data);

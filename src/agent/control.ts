@@ -20,7 +20,12 @@ import type { Logger } from '../common/log.js';
 
 const BODY_MAX = 64 * 1024;
 
-type Handler = (agent: Agent, body: Record<string, unknown>, param: string, query: URLSearchParams) => unknown | Promise<unknown>;
+type Handler = (
+  agent: Agent,
+  body: Record<string, unknown>,
+  param: string,
+  query: URLSearchParams,
+) => unknown | Promise<unknown>;
 
 const routes: [method: string, pattern: RegExp, handler: Handler][] = [
   ['GET', /^\/v1\/status$/, (a) => ({ host: a.host, vtep: a.stats().vtep, pid: process.pid, version: 1 })],
@@ -28,15 +33,18 @@ const routes: [method: string, pattern: RegExp, handler: Handler][] = [
   [
     'POST',
     /^\/v1\/networks$/,
-    async (a, b) => a.describeNetwork(await a.createNetwork({
-      name: str(b, 'name'),
-      vni: b.vni === undefined ? undefined : num(b, 'vni'),
-      subnet: str(b, 'subnet'),
-      gateway: b.gateway === undefined ? undefined : b.gateway === null ? null : str(b, 'gateway'),
-      mtu: b.mtu === undefined ? undefined : num(b, 'mtu'),
-      learning: b.learning === undefined ? undefined : bool(b, 'learning'),
-      internal: b.internal === undefined ? undefined : bool(b, 'internal'),
-    })),
+    async (a, b) =>
+      a.describeNetwork(
+        await a.createNetwork({
+          name: str(b, 'name'),
+          vni: b.vni === undefined ? undefined : num(b, 'vni'),
+          subnet: str(b, 'subnet'),
+          gateway: b.gateway === undefined ? undefined : b.gateway === null ? null : str(b, 'gateway'),
+          mtu: b.mtu === undefined ? undefined : num(b, 'mtu'),
+          learning: b.learning === undefined ? undefined : bool(b, 'learning'),
+          internal: b.internal === undefined ? undefined : bool(b, 'internal'),
+        }),
+      ),
   ],
   ['GET', /^\/v1\/networks\/([^/]+)$/, (a, _b, p) => a.describeNetwork(a.network(p))],
   ['DELETE', /^\/v1\/networks\/([^/]+)$/, async (a, _b, p) => (await a.deleteNetwork(p), { deleted: p })],
@@ -44,21 +52,28 @@ const routes: [method: string, pattern: RegExp, handler: Handler][] = [
   [
     'POST',
     /^\/v1\/endpoints$/,
-    async (a, b) => a.describeEndpoint(await a.attach({
-      network: str(b, 'network'),
-      netns: str(b, 'netns'),
-      name: optStr(b, 'name'),
-      ip: optStr(b, 'ip'),
-      mac: optStr(b, 'mac'),
-      ifname: optStr(b, 'ifname'),
-      defaultRoute: b.defaultRoute === undefined ? undefined : bool(b, 'defaultRoute'),
-      aliases: b.aliases === undefined ? undefined : strList(b, 'aliases'),
-    })),
+    async (a, b) =>
+      a.describeEndpoint(
+        await a.attach({
+          network: str(b, 'network'),
+          netns: str(b, 'netns'),
+          name: optStr(b, 'name'),
+          ip: optStr(b, 'ip'),
+          mac: optStr(b, 'mac'),
+          ifname: optStr(b, 'ifname'),
+          defaultRoute: b.defaultRoute === undefined ? undefined : bool(b, 'defaultRoute'),
+          aliases: b.aliases === undefined ? undefined : strList(b, 'aliases'),
+        }),
+      ),
   ],
   ['DELETE', /^\/v1\/endpoints\/([^/]+)$/, async (a, _b, p) => (await a.detach(p), { detached: p })],
   ['GET', /^\/v1\/fdb$/, (a, _b, _p, q) => a.fdbShow(q.get('network') ?? undefined)],
   ['POST', /^\/v1\/fdb$/, (a, b) => (a.fdbAdd(str(b, 'network'), str(b, 'mac'), str(b, 'dst')), { added: true })],
-  ['DELETE', /^\/v1\/fdb$/, (a, b) => (a.fdbDel(str(b, 'network'), str(b, 'mac'), optStr(b, 'dst')), { deleted: true })],
+  [
+    'DELETE',
+    /^\/v1\/fdb$/,
+    (a, b) => (a.fdbDel(str(b, 'network'), str(b, 'mac'), optStr(b, 'dst')), { deleted: true }),
+  ],
   ['GET', /^\/v1\/stats$/, (a) => a.stats()],
 ];
 
@@ -112,7 +127,12 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 }
 
 export function serveControl(agent: Agent, path: string, log: Logger): Promise<Server> {
-  return serveUnix(path, (req, res) => void handle(agent, req, res, log), `control socket ${path} is in use by a running agent; give this one --socket`, 0o700);
+  return serveUnix(
+    path,
+    (req, res) => void handle(agent, req, res, log),
+    `control socket ${path} is in use by a running agent; give this one --socket`,
+    0o700,
+  );
 }
 
 async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse, log: Logger): Promise<void> {
@@ -129,7 +149,8 @@ async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse, l
       send(res, 200, out);
       return;
     }
-    if (matchedPath) throw new AgentError('ERR_INVALID_ARGUMENT', `method ${req.method} not allowed on ${url.pathname}`);
+    if (matchedPath)
+      throw new AgentError('ERR_INVALID_ARGUMENT', `method ${req.method} not allowed on ${url.pathname}`);
     throw notFound(`no such API path ${url.pathname}`);
   } catch (e) {
     if (e instanceof AgentError) {

@@ -45,7 +45,9 @@ export class DnsServer {
 
   constructor(private readonly o: DnsOptions) {
     const up = o.upstream ?? resolvConfServers();
-    this.upstream = up.includes('none') ? [] : up.map((u) => parseHostPort(u, 'DNS upstream')).filter((u) => !(u.ip === o.address && u.port === o.port));
+    this.upstream = up.includes('none')
+      ? []
+      : up.map((u) => parseHostPort(u, 'DNS upstream')).filter((u) => !(u.ip === o.address && u.port === o.port));
   }
 
   async start(): Promise<void> {
@@ -58,7 +60,10 @@ export class DnsServer {
       });
     });
     s.on('error', (e) => this.o.log.warn('DNS socket error', { err: e }));
-    s.on('message', (msg, rinfo) => void this.onQuery(msg, rinfo).catch((e) => this.o.log.warn('DNS query failed', { err: e })));
+    s.on(
+      'message',
+      (msg, rinfo) => void this.onQuery(msg, rinfo).catch((e) => this.o.log.warn('DNS query failed', { err: e })),
+    );
     this.sock = s;
   }
 
@@ -109,8 +114,17 @@ export class DnsServer {
     }
     if (ips) {
       this.stats.answered++;
-      const answers = q.type === 'A' || (q.type as string) === 'ANY' ? ips.map((ip) => ({ type: 'A' as const, name: q.name, ttl: TTL, class: 'IN' as const, data: ip })) : [];
-      this.reply(rinfo, { type: 'response', id: query.id, flags: dnsPacket.AUTHORITATIVE_ANSWER | (query.flags ?? 0) & dnsPacket.RECURSION_DESIRED, questions: [q], answers });
+      const answers =
+        q.type === 'A' || (q.type as string) === 'ANY'
+          ? ips.map((ip) => ({ type: 'A' as const, name: q.name, ttl: TTL, class: 'IN' as const, data: ip }))
+          : [];
+      this.reply(rinfo, {
+        type: 'response',
+        id: query.id,
+        flags: dnsPacket.AUTHORITATIVE_ANSWER | ((query.flags ?? 0) & dnsPacket.RECURSION_DESIRED),
+        questions: [q],
+        answers,
+      });
       return;
     }
     await this.forward(msg, query, rinfo);
@@ -146,7 +160,13 @@ export class DnsServer {
 
   private servfail(query: dnsPacket.Packet, rinfo: RemoteInfo): void {
     this.stats.servfail++;
-    this.reply(rinfo, { type: 'response', id: query.id, flags: 2 /* SERVFAIL rcode */, questions: query.questions ?? [], answers: [] });
+    this.reply(rinfo, {
+      type: 'response',
+      id: query.id,
+      flags: 2 /* SERVFAIL rcode */,
+      questions: query.questions ?? [],
+      answers: [],
+    });
   }
 
   private reply(rinfo: RemoteInfo, p: dnsPacket.Packet): void {

@@ -97,11 +97,13 @@ export class Endpoints {
   async attach(spec: AttachSpec): Promise<Endpoint> {
     const { networks, ipam, reg, offload, log } = this.o;
     const net = networks.get(spec?.network);
-    if (typeof spec.netns !== 'string') throw invalid('netns is required: the name (ip netns list) or path of the container namespace');
+    if (typeof spec.netns !== 'string')
+      throw invalid('netns is required: the name (ip netns list) or path of the container namespace');
     let nsIno = 0;
     try {
       // Docker names the namespace at Join but creates it later (runc's prestart hook): watched once it exists
-      if (!(spec.handoff && spec.netns.startsWith('/') && !existsSync(spec.netns))) nsIno = statSync(netnsPath(spec.netns)).ino;
+      if (!(spec.handoff && spec.netns.startsWith('/') && !existsSync(spec.netns)))
+        nsIno = statSync(netnsPath(spec.netns)).ino;
     } catch (e) {
       throw invalid((e as Error).message);
     }
@@ -120,7 +122,10 @@ export class Endpoints {
     for (const e of this.byName.values()) {
       if (e.name === name) throw new AgentError('ERR_EXISTS', `endpoint ${name} already exists (network ${e.network})`);
       if (!spec.handoff && e.netns === spec.netns && e.rec.ifname === ifname) {
-        throw new AgentError('ERR_EXISTS', `${spec.netns} already has ${ifname} from endpoint ${e.name}; pick --ifname`);
+        throw new AgentError(
+          'ERR_EXISTS',
+          `${spec.netns} already has ${ifname} from endpoint ${e.name}; pick --ifname`,
+        );
       }
     }
     // Default MAC: derived from the address (02:76 + the IPv4 bytes), as Docker's overlay does, so an address
@@ -152,7 +157,8 @@ export class Endpoints {
       vnetHdr: offload,
     };
     const reserved = spec.reserved === true && spec.ip !== undefined;
-    if (reserved && !ipam.holds(net.name, spec.ip!)) throw notFound(`address ${spec.ip} is not reserved on ${net.name} by this host`);
+    if (reserved && !ipam.holds(net.name, spec.ip!))
+      throw notFound(`address ${spec.ip} is not reserved on ${net.name} by this host`);
     await ipam.claim(net, spec.ip, rec, fixedMac === null, reserved);
     if (reserved) ipam.take(net.name, spec.ip!);
     const mac = parseMac(rec.mac);
@@ -160,7 +166,13 @@ export class Endpoints {
     let tap: Tap;
     try {
       if (spec.handoff) {
-        tap = await createTap({ ifname: `vx${randomBytes(4).toString('hex')}`, mac, mtu: net.mtu, persist: true, vnetHdr: offload });
+        tap = await createTap({
+          ifname: `vx${randomBytes(4).toString('hex')}`,
+          mac,
+          mtu: net.mtu,
+          persist: true,
+          vnetHdr: offload,
+        });
         rec.ifname = tap.ifname;
       } else tap = await createTap({ ifname, netns: spec.netns, mac, mtu: net.mtu, persist: true, vnetHdr: offload });
     } catch (e) {
@@ -213,7 +225,8 @@ export class Endpoints {
     await this.o.ipam.unclaim(ep.rec);
     const net = networks.byName.get(ep.network);
     const rec = this.o.networks.storeRecord(ep.network);
-    if (net && !rec) networks.apply(net.name, rec); // the network left the store while this endpoint kept it here
+    if (net && !rec)
+      networks.apply(net.name, rec); // the network left the store while this endpoint kept it here
     else if (net) tables.syncMac(net.name, net.vni, ep.rec.mac); // its MAC may live on another host now
     log.info('endpoint detached', { endpoint: name, network: ep.network });
     try {
@@ -231,14 +244,18 @@ export class Endpoints {
     ep.rec.aliases = clean;
     this.o.persist();
     const lease = this.o.reg.leaseId;
-    if (lease) await kvCall(this.o.kv, 'publish aliases', () => this.o.kv.txn([], this.o.reg.endpointOps(ep.rec, lease)));
+    if (lease)
+      await kvCall(this.o.kv, 'publish aliases', () => this.o.kv.txn([], this.o.reg.endpointOps(ep.rec, lease)));
   }
 
   /** The data plane's report that a TAP failed (its namespace was deleted, say): the endpoint is detached. */
   portFailed(p: Port, err: Error): void {
     const ep = this.byName.get(p.id);
     this.o.log.warn('endpoint TAP failed; detaching it (was its namespace deleted?)', { endpoint: p.id, err });
-    if (ep) void this.detach(ep.name).catch((e) => this.o.log.error('detach after TAP failure failed', { endpoint: p.id, err: e }));
+    if (ep)
+      void this.detach(ep.name).catch((e) =>
+        this.o.log.error('detach after TAP failure failed', { endpoint: p.id, err: e }),
+      );
   }
 
   /** Detaches endpoints whose namespace is gone or was replaced (a re-opened TAP pins its namespace). */
@@ -315,7 +332,9 @@ async function reopen(r: LocalRecord, offload: boolean, log: Logger): Promise<Ta
   const path = netnsPath(r.netns);
   if (statSync(path).ino !== r.nsIno) throw new Error('namespace was replaced');
   if (!!r.vnetHdr !== offload) {
-    throw new Error(`it was attached with offloads ${r.vnetHdr ? 'on' : 'off'}; restart the agent the same way, or detach it`);
+    throw new Error(
+      `it was attached with offloads ${r.vnetHdr ? 'on' : 'off'}; restart the agent the same way, or detach it`,
+    );
   }
   // the TAP is the interface with the endpoint's MAC (Docker renames the one it was handed: vxNNNNNNNN -> ethN);
   // looked up before opening, so a missing one is never re-created by TUNSETIFF

@@ -35,7 +35,13 @@ export class Ipam {
    * rec.ip (and rec.mac when `macFromIp`). With `reserved`, `want` is this host's reservation: the transaction
    * takes it over, and fails only if the MAC is taken.
    */
-  async claim(net: Network, want: string | undefined, rec: Published, macFromIp: boolean, reserved = false): Promise<string> {
+  async claim(
+    net: Network,
+    want: string | undefined,
+    rec: Published,
+    macFromIp: boolean,
+    reserved = false,
+  ): Promise<string> {
     return this.search(net, want, 'allocate an address', async (addr) => {
       rec.ip = addr;
       if (macFromIp) rec.mac = formatMac(macForAddress(parseIpv4(addr)));
@@ -47,7 +53,8 @@ export class Ipam {
         ],
         this.reg.endpointOps(rec, lease),
       );
-      if (!r.succeeded && reserved) throw new AgentError('ERR_IN_USE', `MAC ${rec.mac} is already in use on ${net.name}`);
+      if (!r.succeeded && reserved)
+        throw new AgentError('ERR_IN_USE', `MAC ${rec.mac} is already in use on ${net.name}`);
       return r.succeeded;
     });
   }
@@ -109,7 +116,8 @@ export class Ipam {
     let fixed: number | undefined;
     if (want !== undefined) {
       fixed = parseAddress(want, 'address');
-      if (!inSubnet(fixed, net.subnet)) throw invalid(`address ${want} is not a host address of ${net.name} (${net.subnet.cidr})`);
+      if (!inSubnet(fixed, net.subnet))
+        throw invalid(`address ${want} is not a host address of ${net.name} (${net.subnet.cidr})`);
       if (fixed === net.gateway) throw new AgentError('ERR_IN_USE', `address ${want} is the gateway of ${net.name}`);
     }
     for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
@@ -122,10 +130,16 @@ export class Ipam {
       if (await kvCall(this.kv, what, () => tryClaim(addr))) return addr;
       if (fixed !== undefined) {
         const owner = await this.kv.get(keys.ipam(net.name, addr)).catch(() => null);
-        throw new AgentError('ERR_IN_USE', `address ${addr} is already in use on ${net.name}${owner ? ` (by ${owner.value})` : ''}`);
+        throw new AgentError(
+          'ERR_IN_USE',
+          `address ${addr} is already in use on ${net.name}${owner ? ` (by ${owner.value})` : ''}`,
+        );
       }
       tried.add(cand);
     }
-    throw new AgentError('ERR_NO_ADDRESS', `could not claim an address in ${net.name}: too many concurrent claims; try again`);
+    throw new AgentError(
+      'ERR_NO_ADDRESS',
+      `could not claim an address in ${net.name}: too many concurrent claims; try again`,
+    );
   }
 }

@@ -97,7 +97,10 @@ export class Networks {
     if (!rec || (cur && cur.vni !== rec.vni)) {
       if (!cur) return false;
       if (this.localEndpoints(name) > 0) {
-        if (!rec) this.log.warn('network removed from the store but still has local endpoints; keeping it here', { network: name });
+        if (!rec)
+          this.log.warn('network removed from the store but still has local endpoints; keeping it here', {
+            network: name,
+          });
         return false;
       }
       this.dp.delVni(cur.vni);
@@ -125,7 +128,9 @@ export class Networks {
 
   async create(spec: NetworkSpec): Promise<Network> {
     if (typeof spec?.name !== 'string' || !NAME.test(spec.name)) {
-      throw invalid(`network name ${JSON.stringify(spec?.name)}: 1-64 of letters, digits, _ . - (starting with a letter or digit)`);
+      throw invalid(
+        `network name ${JSON.stringify(spec?.name)}: 1-64 of letters, digits, _ . - (starting with a letter or digit)`,
+      );
     }
     if (spec.vni !== undefined && (!Number.isInteger(spec.vni) || spec.vni < 1 || spec.vni > VXLAN_VNI_MAX)) {
       throw invalid(`VNI ${JSON.stringify(spec.vni)} must be an integer from 1 to ${VXLAN_VNI_MAX}`);
@@ -150,12 +155,20 @@ export class Networks {
         if (n) taken.set(n.vni, name);
       }
       let vni = spec.vni;
-      if (vni !== undefined && taken.has(vni)) throw new AgentError('ERR_EXISTS', `VNI ${vni} is already used by network ${taken.get(vni)}`);
+      if (vni !== undefined && taken.has(vni))
+        throw new AgentError('ERR_EXISTS', `VNI ${vni} is already used by network ${taken.get(vni)}`);
       if (vni === undefined) {
         vni = VNI_AUTO_FIRST;
         while (taken.has(vni)) vni++;
       }
-      const rec = { vni, subnet: subnet.cidr, gateway, mtu, learning: spec.learning ?? true, ...(spec.internal ? { internal: true } : {}) };
+      const rec = {
+        vni,
+        subnet: subnet.cidr,
+        gateway,
+        mtu,
+        learning: spec.learning ?? true,
+        ...(spec.internal ? { internal: true } : {}),
+      };
       return this.kv.txn(
         [
           { key: keys.guardNetworks, modRevision: guardRev },
@@ -171,7 +184,11 @@ export class Networks {
     });
     await this.reconciler.waitFor(revision);
     const net = this.byName.get(spec.name);
-    if (!net) throw new AgentError('ERR_INTERNAL', `network ${spec.name} was stored at revision ${revision} but has not arrived here yet`);
+    if (!net)
+      throw new AgentError(
+        'ERR_INTERNAL',
+        `network ${spec.name} was stored at revision ${revision} but has not arrived here yet`,
+      );
     this.log.info('network created', { network: net.name, vni: net.vni, subnet: net.subnet.cidr, mtu });
     return net;
   }
@@ -182,7 +199,10 @@ export class Networks {
     if (eps.length) {
       const where = [...new Set(eps.map((e) => e.host))].join(', ');
       const names = eps.map((e) => e.name).join(', ');
-      throw new AgentError('ERR_IN_USE', `network ${name} has ${eps.length} endpoint(s) (${names}) on ${where}; detach them first`);
+      throw new AgentError(
+        'ERR_IN_USE',
+        `network ${name} has ${eps.length} endpoint(s) (${names}) on ${where}; detach them first`,
+      );
     }
     const revision = await this.guardedTxn('delete the network', async (guardRev) => {
       const cur = await this.kv.get(keys.network(name));

@@ -59,7 +59,11 @@ export class Registration {
           return;
         } catch (e) {
           this.registered = false;
-          this.o.log.warn('cannot register with the KV store; retrying', { kv: this.o.kv.where, err: e, retryMs: delay });
+          this.o.log.warn('cannot register with the KV store; retrying', {
+            kv: this.o.kv.where,
+            err: e,
+            retryMs: delay,
+          });
           await sleep(delay);
           delay = Math.min(delay * 2, 5000);
         }

@@ -42,7 +42,9 @@ export class StateFile {
     try {
       const st = JSON.parse(readFileSync(this.path, 'utf8')) as Partial<AgentState>;
       if (!Array.isArray(st.endpoints)) throw new Error('no endpoints array');
-      const reservations = (st.reservations ?? []).filter((r) => typeof r?.network === 'string' && typeof r.ip === 'string');
+      const reservations = (st.reservations ?? []).filter(
+        (r) => typeof r?.network === 'string' && typeof r.ip === 'string',
+      );
       return { endpoints: st.endpoints, reservations };
     } catch (e) {
       this.log.error('state file unreadable; starting without local endpoints', { path: this.path, err: e });

@@ -30,7 +30,10 @@ export class StaticFdb {
     const { vtep, port } = this.parseDst(dst);
     if (m === MAC_ZERO) this.fdb.floodAdd(net.vni, vtep, port, 'static');
     else if (!this.fdb.set(net.vni, m, 'static', { vtep, port })) {
-      throw new AgentError('ERR_IN_USE', `MAC ${mac} is a local endpoint on ${network}; it cannot point at a remote VTEP`);
+      throw new AgentError(
+        'ERR_IN_USE',
+        `MAC ${mac} is a local endpoint on ${network}; it cannot point at a remote VTEP`,
+      );
     }
     this.log.info('fdb entry added', { network, mac, dst });
   }
@@ -60,7 +63,8 @@ export class StaticFdb {
     const [a, p, ...rest] = dst.split(':');
     const vtep = parseAddress(a, 'dst VTEP');
     const port = p === undefined ? this.port : Number(p);
-    if (rest.length || !Number.isInteger(port) || port < 1 || port > 65535) throw invalid(`dst ${dst}: expected IPv4[:port]`);
+    if (rest.length || !Number.isInteger(port) || port < 1 || port > 65535)
+      throw invalid(`dst ${dst}: expected IPv4[:port]`);
     if (vtep === this.vtep && port === this.port) throw invalid(`dst ${dst} is this agent's own VTEP`);
     return { vtep, port };
   }

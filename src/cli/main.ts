@@ -50,7 +50,12 @@ function parse(argv: string[], options: ParseArgsConfig['options']): { opts: Opt
   try {
     const { values, positionals } = parseArgs({
       args: argv,
-      options: { socket: { type: 'string' }, output: { type: 'string', short: 'o' }, help: { type: 'boolean', short: 'h' }, ...options },
+      options: {
+        socket: { type: 'string' },
+        output: { type: 'string', short: 'o' },
+        help: { type: 'boolean', short: 'h' },
+        ...options,
+      },
       allowPositionals: true,
       strict: true,
     });
@@ -79,9 +84,19 @@ function need(pos: string[], i: number, what: string): string {
 }
 
 function table(rows: Record<string, unknown>[], cols: string[]): string {
-  const cells = [cols.map((c) => c.toUpperCase()), ...rows.map((r) => cols.map((c) => (r[c] === null || r[c] === undefined ? '-' : String(r[c]))))];
+  const cells = [
+    cols.map((c) => c.toUpperCase()),
+    ...rows.map((r) => cols.map((c) => (r[c] === null || r[c] === undefined ? '-' : String(r[c])))),
+  ];
   const w = cols.map((_, i) => Math.max(...cells.map((r) => r[i].length)));
-  return cells.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n');
+  return cells
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(w[i]))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 function print(o: Opts, value: unknown, cols?: string[]): void {
@@ -118,12 +133,16 @@ async function agentCmd(argv: string[]): Promise<void> {
     dns: { type: 'string' },
     'dns-upstream': { type: 'string' },
   });
-  if (!opts.vtep) throw new UsageError('agent needs --vtep IP: the underlay address of this host that peers send VXLAN to');
+  if (!opts.vtep)
+    throw new UsageError('agent needs --vtep IP: the underlay address of this host that peers send VXLAN to');
   const level = (opts['log-level'] as Level | undefined) ?? 'info';
-  if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new UsageError('--log-level: debug, info, warn or error');
+  if (!['debug', 'info', 'warn', 'error'].includes(level))
+    throw new UsageError('--log-level: debug, info, warn or error');
   const log = createLogger({ level });
   if (!process.execArgv.includes(NO_MEMORY_REDUCER)) {
-    log.warn(`node was started without ${NO_MEMORY_REDUCER}: expect 5-20 ms data-plane stalls (full garbage collections) some seconds after each burst of traffic; run the agent as \`vxtap agent\` or \`node ${NO_MEMORY_REDUCER} .../main.js agent\``);
+    log.warn(
+      `node was started without ${NO_MEMORY_REDUCER}: expect 5-20 ms data-plane stalls (full garbage collections) some seconds after each burst of traffic; run the agent as \`vxtap agent\` or \`node ${NO_MEMORY_REDUCER} .../main.js agent\``,
+    );
   }
   const agent = await Agent.start({
     vtep: opts.vtep as string,
@@ -156,14 +175,20 @@ async function agentCmd(argv: string[]): Promise<void> {
     }
     let plugin: DockerPlugin | undefined;
     if (opts.docker) {
-      plugin = new DockerPlugin(agent, opts.docker as string, (opts['state-dir'] as string | undefined) ?? DEFAULT_STATE_DIR, log);
+      plugin = new DockerPlugin(
+        agent,
+        opts.docker as string,
+        (opts['state-dir'] as string | undefined) ?? DEFAULT_STATE_DIR,
+        log,
+      );
       const sock = (opts['plugin-socket'] as string | undefined) ?? DEFAULT_PLUGIN_SOCKET;
       const srv = await servePlugin(plugin, sock, log);
       closers.push(() => srv.close());
       closers.push(() => plugin?.close());
       plugin.start();
       log.info('docker plugin ready', { socket: sock, docker: opts.docker });
-    } else if (opts['plugin-socket']) throw new UsageError('--plugin-socket needs --docker (the local dockerd API address)');
+    } else if (opts['plugin-socket'])
+      throw new UsageError('--plugin-socket needs --docker (the local dockerd API address)');
     if (opts.dns) {
       let listen: { ip: string; port: number };
       try {
@@ -217,14 +242,27 @@ async function networkCmd(argv: string[]): Promise<void> {
     const name = need(pos, 0, 'network NAME');
     const vni = int(opts, 'vni');
     if (!opts.subnet) throw new UsageError('network create needs --subnet CIDR, e.g. 198.19.1.0/24');
-    const body: Record<string, unknown> = { name, vni, subnet: opts.subnet, mtu: int(opts, 'mtu'), learning: !opts['no-learning'], ...(opts.internal ? { internal: true } : {}) };
+    const body: Record<string, unknown> = {
+      name,
+      vni,
+      subnet: opts.subnet,
+      mtu: int(opts, 'mtu'),
+      learning: !opts['no-learning'],
+      ...(opts.internal ? { internal: true } : {}),
+    };
     if (opts.gateway !== undefined) body.gateway = opts.gateway === 'none' ? null : opts.gateway;
     const n = await call<Record<string, unknown>>(socketOf(opts), 'POST', '/v1/networks', body);
-    console.log(`network ${n.name} created: VNI ${n.vni}, subnet ${n.subnet}, gateway ${n.gateway ?? 'none'}, MTU ${n.mtu}`);
+    console.log(
+      `network ${n.name} created: VNI ${n.vni}, subnet ${n.subnet}, gateway ${n.gateway ?? 'none'}, MTU ${n.mtu}`,
+    );
   } else if (sub === 'ls') {
     const { opts } = parse(rest, {});
     const nets = await call<Record<string, unknown>[]>(socketOf(opts), 'GET', '/v1/networks');
-    print(opts, nets.map((n) => ({ ...n, endpoints: (n.endpoints as unknown[]).length })), ['name', 'vni', 'subnet', 'gateway', 'mtu', 'endpoints']);
+    print(
+      opts,
+      nets.map((n) => ({ ...n, endpoints: (n.endpoints as unknown[]).length })),
+      ['name', 'vni', 'subnet', 'gateway', 'mtu', 'endpoints'],
+    );
   } else if (sub === 'inspect') {
     const { opts, pos } = parse(rest, {});
     print(opts, await call(socketOf(opts), 'GET', `/v1/networks/${encodeURIComponent(need(pos, 0, 'network NAME'))}`));
@@ -267,7 +305,15 @@ async function endpointCmd(argv: string[]): Promise<void> {
     console.log(`endpoint ${name} detached`);
   } else if (sub === 'ls') {
     const { opts } = parse(rest, {});
-    print(opts, await call(socketOf(opts), 'GET', '/v1/endpoints'), ['name', 'network', 'netns', 'ifname', 'ip', 'mac', 'host']);
+    print(opts, await call(socketOf(opts), 'GET', '/v1/endpoints'), [
+      'name',
+      'network',
+      'netns',
+      'ifname',
+      'ip',
+      'mac',
+      'host',
+    ]);
   } else throw new UsageError(`unknown endpoint command ${JSON.stringify(sub ?? '')}: attach, detach, ls`);
 }
 
@@ -276,7 +322,11 @@ async function fdbCmd(argv: string[]): Promise<void> {
   const { opts, pos } = parse(argv.slice(1), {});
   const s = socketOf(opts);
   if (sub === 'add') {
-    await call(s, 'POST', '/v1/fdb', { network: need(pos, 0, 'NETWORK'), mac: need(pos, 1, 'MAC'), dst: need(pos, 2, 'DST VTEP') });
+    await call(s, 'POST', '/v1/fdb', {
+      network: need(pos, 0, 'NETWORK'),
+      mac: need(pos, 1, 'MAC'),
+      dst: need(pos, 2, 'DST VTEP'),
+    });
     console.log('fdb entry added');
   } else if (sub === 'del') {
     await call(s, 'DELETE', '/v1/fdb', { network: need(pos, 0, 'NETWORK'), mac: need(pos, 1, 'MAC'), dst: pos[2] });
@@ -297,12 +347,18 @@ async function statsCmd(argv: string[]): Promise<void> {
   const c = st.counters as Record<string, number>;
   const drops = Object.entries(st.drops as Record<string, number>).filter(([, n]) => n > 0);
   console.log(`host ${st.host}  vtep ${st.vtep}`);
-  console.log(`tx: ${c.tx_packets} frames ${c.tx_bytes} bytes -> ${c.tx_udp_datagrams} datagrams, ${c.tx_local_frames} local`);
+  console.log(
+    `tx: ${c.tx_packets} frames ${c.tx_bytes} bytes -> ${c.tx_udp_datagrams} datagrams, ${c.tx_local_frames} local`,
+  );
   console.log(`rx: ${c.rx_datagrams} datagrams ${c.rx_bytes} bytes -> ${c.rx_frames} frames`);
   if (st.offload) {
-    console.log(`offload: tx ${c.tx_gso_frames} TSO frames -> ${c.tx_gso_segments} segments in ${c.tx_gso_sends} GSO sends; rx ${c.rx_gro_buffers} GRO buffers, ${c.rx_gro_segments} segments merged into ${c.rx_gro_frames} frames (${c.rx_gro_udp_frames} of them UDP)`);
+    console.log(
+      `offload: tx ${c.tx_gso_frames} TSO frames -> ${c.tx_gso_segments} segments in ${c.tx_gso_sends} GSO sends; rx ${c.rx_gro_buffers} GRO buffers, ${c.rx_gro_segments} segments merged into ${c.rx_gro_frames} frames (${c.rx_gro_udp_frames} of them UDP)`,
+    );
   } else console.log('offload: off (--no-offload)');
-  console.log(`learned ${c.learned}, moved ${c.moved}, arp answered ${c.arp_suppressed}; fdb ${JSON.stringify(st.fdb)}`);
+  console.log(
+    `learned ${c.learned}, moved ${c.moved}, arp answered ${c.arp_suppressed}; fdb ${JSON.stringify(st.fdb)}`,
+  );
   console.log(drops.length ? `drops: ${drops.map(([k, n]) => `${k}=${n}`).join(' ')}` : 'drops: none');
 }
 
@@ -311,7 +367,9 @@ async function benchCmd(argv: string[]): Promise<void> {
   const { spawn } = await import('node:child_process');
   const { fileURLToPath } = await import('node:url');
   const script = fileURLToPath(new URL('../../bench/forwarding.js', import.meta.url));
-  const code = await new Promise<number>((resolve) => spawn(process.execPath, [script, ...argv], { stdio: 'inherit' }).once('exit', (c) => resolve(c ?? 1)));
+  const code = await new Promise<number>((resolve) =>
+    spawn(process.execPath, [script, ...argv], { stdio: 'inherit' }).once('exit', (c) => resolve(c ?? 1)),
+  );
   if (code !== 0) process.exit(code);
 }
 

@@ -11,7 +11,8 @@ export interface Subnet {
 }
 
 export function parseSubnet(cidr: string): Subnet {
-  if (typeof cidr !== 'string' || !cidr.includes('/')) throw invalid(`subnet ${JSON.stringify(cidr)} must be in CIDR form, e.g. 198.19.1.0/24`);
+  if (typeof cidr !== 'string' || !cidr.includes('/'))
+    throw invalid(`subnet ${JSON.stringify(cidr)} must be in CIDR form, e.g. 198.19.1.0/24`);
   let a: Address4;
   try {
     a = new Address4(cidr);
@@ -19,10 +20,12 @@ export function parseSubnet(cidr: string): Subnet {
     throw invalid(`subnet ${JSON.stringify(cidr)} is not a valid IPv4 CIDR, e.g. 198.19.1.0/24`);
   }
   const prefix = a.subnetMask;
-  if (!Number.isInteger(prefix) || prefix < 8 || prefix > 30) throw invalid(`subnet ${cidr}: prefix length must be /8 to /30`);
+  if (!Number.isInteger(prefix) || prefix < 8 || prefix > 30)
+    throw invalid(`subnet ${cidr}: prefix length must be /8 to /30`);
   const network = parseIpv4(a.startAddress().correctForm());
   const host = parseIpv4(a.correctForm());
-  if (host !== network) throw invalid(`subnet ${cidr} has host bits set; did you mean ${formatIpv4(network)}/${prefix}?`);
+  if (host !== network)
+    throw invalid(`subnet ${cidr} has host bits set; did you mean ${formatIpv4(network)}/${prefix}?`);
   const size = 2 ** (32 - prefix);
   return { cidr: `${formatIpv4(network)}/${prefix}`, network, prefix, broadcast: (network + size - 1) >>> 0 };
 }

@@ -17,12 +17,18 @@ export interface Logger {
 function clean(fields?: Record<string, unknown>): Record<string, unknown> {
   if (!fields) return {};
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(fields)) out[k] = v instanceof Error ? { message: v.message, code: (v as { code?: unknown }).code } : v;
+  for (const [k, v] of Object.entries(fields))
+    out[k] = v instanceof Error ? { message: v.message, code: (v as { code?: unknown }).code } : v;
   return out;
 }
 
-export function createLogger(opts: { level?: Level; name?: string; destination?: pino.DestinationStream } = {}): Logger {
-  const p = pino({ name: opts.name ?? 'vxtap', level: opts.level ?? 'info', timestamp: pino.stdTimeFunctions.isoTime }, opts.destination ?? pino.destination(2));
+export function createLogger(
+  opts: { level?: Level; name?: string; destination?: pino.DestinationStream } = {},
+): Logger {
+  const p = pino(
+    { name: opts.name ?? 'vxtap', level: opts.level ?? 'info', timestamp: pino.stdTimeFunctions.isoTime },
+    opts.destination ?? pino.destination(2),
+  );
   return {
     debug: (m, f) => p.debug(clean(f), m),
     info: (m, f) => p.info(clean(f), m),

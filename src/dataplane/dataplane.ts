@@ -97,7 +97,14 @@ export class Dataplane implements XmitContext, RcvContext {
     const mk = (reason: 'tx_tap_error' | 'rx_tap_error', gso: number, written: WrittenPorts | null): Arena => {
       const arena = new Uint8Array(this.slotSize * this.batch + gso);
       const base = this.slotSize * this.batch;
-      return { arena, lens: new Int32Array(this.batch), out: new OutQueue(this.io, arena, this.txFds, this.counters, reason, written), scratch: new Uint8Array(128), gsoBase: base, gsoCursor: base };
+      return {
+        arena,
+        lens: new Int32Array(this.batch),
+        out: new OutQueue(this.io, arena, this.txFds, this.counters, reason, written),
+        scratch: new Uint8Array(128),
+        gsoBase: base,
+        gsoCursor: base,
+      };
     };
     // TSO output: a super-frame of up to 64 KB grows by a VXLAN + copied headers per segment (< 16 KB in all)
     this.tx = mk('tx_tap_error', o.offload ? this.batch * (this.slotSize + 16384) : 0, null);
@@ -131,7 +138,17 @@ export class Dataplane implements XmitContext, RcvContext {
   }
 
   /** Adds a local endpoint and starts reading its TAP. */
-  addPort(spec: { id: string; mac: number; vni: number; fd: number; ifname: string; ip?: number; mtu?: number; vnetHdr?: boolean; uso?: boolean }): Port {
+  addPort(spec: {
+    id: string;
+    mac: number;
+    vni: number;
+    fd: number;
+    ifname: string;
+    ip?: number;
+    mtu?: number;
+    vnetHdr?: boolean;
+    uso?: boolean;
+  }): Port {
     if (this.ports.has(spec.id)) throw new FdbError('EEXIST', `endpoint ${spec.id} is already attached`);
     const vnet = this.fdb.vnet(spec.vni);
     const port: Port = {

@@ -61,7 +61,7 @@ import {
   TCP_OFF_WINDOW,
 } from '../vxlan/constants.js';
 import { finish, internetChecksum, pseudoSumV4, pseudoSumV6At, sum16 } from '../vxlan/checksum.js';
-import { readU16, readU32, writeU16, writeU32 } from '../vxlan/ethernet.js';
+import { readU16, readU32, writeU16 } from '../vxlan/ethernet.js';
 import {
   VNET_OFF_CSUM_OFFSET,
   VNET_OFF_CSUM_START,
@@ -70,7 +70,12 @@ import {
   VNET_OFF_GSO_TYPE,
   VNET_OFF_HDR_LEN,
   UDP_GSO_MAX_SEGS,
-  VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4, VNET_HDR_LEN, writeU16le,
+  VNET_F_NEEDS_CSUM,
+  VNET_GSO_TCPV4,
+  VNET_GSO_TCPV6,
+  VNET_GSO_UDP_L4,
+  VNET_HDR_LEN,
+  writeU16le,
 } from '../vxlan/gso.js';
 import type { Counters } from './counters.js';
 import type { Kernels } from './kernels.js';
@@ -106,21 +111,41 @@ function mergeable(a: Uint8Array, off: number, len: number): number {
   if (type === ETH_P_IP) {
     if (len < L4 + UDP_HLEN || a[off + L3 + IPV4_OFF_VER_IHL] !== 0x45) return -1;
     proto = a[off + L3 + IPV4_OFF_PROTO];
-    if ((readU16(a, off + L3 + IPV4_OFF_FRAG) & (IPV4_FLAG_MF | IPV4_FRAG_OFFSET_MASK)) !== 0 || readU16(a, off + L3 + IPV4_OFF_TOT_LEN) !== len - ETH_HLEN) return -1;
+    if (
+      (readU16(a, off + L3 + IPV4_OFF_FRAG) & (IPV4_FLAG_MF | IPV4_FRAG_OFFSET_MASK)) !== 0 ||
+      readU16(a, off + L3 + IPV4_OFF_TOT_LEN) !== len - ETH_HLEN
+    )
+      return -1;
     l4 = L4;
   } else if (type === ETH_P_IPV6) {
-    if (len < L4_V6 + UDP_HLEN || a[off + L3] >>> 4 !== 6 || readU16(a, off + L3 + IPV6_OFF_PAYLOAD_LEN) !== len - L4_V6) return -1;
+    if (
+      len < L4_V6 + UDP_HLEN ||
+      a[off + L3] >>> 4 !== 6 ||
+      readU16(a, off + L3 + IPV6_OFF_PAYLOAD_LEN) !== len - L4_V6
+    )
+      return -1;
     proto = a[off + L3 + IPV6_OFF_NEXT_HDR];
     l4 = L4_V6;
   } else return -1;
   if (proto === IPPROTO_UDP) {
-    if (len <= l4 + UDP_HLEN || readU16(a, off + l4 + UDP_OFF_LEN) !== len - l4 || readU16(a, off + l4 + UDP_OFF_CSUM) === 0) return -1;
+    if (
+      len <= l4 + UDP_HLEN ||
+      readU16(a, off + l4 + UDP_OFF_LEN) !== len - l4 ||
+      readU16(a, off + l4 + UDP_OFF_CSUM) === 0
+    )
+      return -1;
     return l4 + UDP_HLEN;
   }
   if (proto !== IPPROTO_TCP || len < l4 + TCP_HLEN_MIN) return -1;
   const flags = a[off + l4 + TCP_OFF_FLAGS];
   const doff = (a[off + l4 + TCP_OFF_DOFF] >>> 4) * 4;
-  if ((flags & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)) !== 0 || (flags & TCP_FLAG_ACK) === 0 || doff < TCP_HLEN_MIN || len <= l4 + doff) return -1;
+  if (
+    (flags & ~(TCP_FLAG_ACK | TCP_FLAG_PSH)) !== 0 ||
+    (flags & TCP_FLAG_ACK) === 0 ||
+    doff < TCP_HLEN_MIN ||
+    len <= l4 + doff
+  )
+    return -1;
   return l4 + doff;
 }
 
@@ -179,9 +204,18 @@ export class Gro {
     const flags = udp ? 0 : a[off + l4 + TCP_OFF_FLAGS];
     const plen = len - hdrs;
     const seq = udp ? 0 : readU32(a, off + l4 + TCP_OFF_SEQ);
-    const extend = this.port === port && hdrs === this.hdrs && udp === this.udp && (udp || seq === this.nextSeq) && !this.shortSeen && plen <= this.mss && this.len + plen <= maxTotal(udp, hdrs, this.mss);
+    const extend =
+      this.port === port &&
+      hdrs === this.hdrs &&
+      udp === this.udp &&
+      (udp || seq === this.nextSeq) &&
+      !this.shortSeen &&
+      plen <= this.mss &&
+      this.len + plen <= maxTotal(udp, hdrs, this.mss);
     const ref = this.start + VNET_HDR_LEN;
-    const r = extend ? this.k.groSegment(a, off, len, hdrs, ref, ref + this.len) : this.k.groSegment(a, off, len, hdrs, -1, -1);
+    const r = extend
+      ? this.k.groSegment(a, off, len, hdrs, ref, ref + this.len)
+      : this.k.groSegment(a, off, len, hdrs, -1, -1);
     if (r < 0) {
       this.flush();
       this.c.rx_gro_bad_csum++;
@@ -294,7 +328,9 @@ export type GroSegment = (a: Uint8Array, off: number, len: number, hdrs: number,
 
 /** The pseudo-header sum of a TCP or UDP frame of the form mergeable() accepts (its own length and protocol). */
 export function pseudoOf(a: Uint8Array, off: number, len: number, l4: number, proto: number): number {
-  return l4 === L4 ? pseudoSumV4(readU32(a, off + L3 + IPV4_OFF_SRC), readU32(a, off + L3 + IPV4_OFF_DST), proto, len - l4) : pseudoSumV6At(a, off + L3, proto, len - l4);
+  return l4 === L4
+    ? pseudoSumV4(readU32(a, off + L3 + IPV4_OFF_SRC), readU32(a, off + L3 + IPV4_OFF_DST), proto, len - l4)
+    : pseudoSumV6At(a, off + L3, proto, len - l4);
 }
 
 /** GroSegment in JS: the reference the native one is checked against. */
@@ -306,9 +342,17 @@ export function groSegmentJs(a: Uint8Array, off: number, len: number, hdrs: numb
   for (let i = 0; i < ETH_HLEN; i++) if (a[off + i] !== a[ref + i]) return 0; // the Ethertype too: same IP version
   if (l4 === L4) {
     // TOS, the DF/MF byte, TTL and protocol
-    if (a[off + L3 + IPV4_OFF_TOS] !== a[ref + L3 + IPV4_OFF_TOS] || a[off + L3 + IPV4_OFF_FRAG] !== a[ref + L3 + IPV4_OFF_FRAG]) return 0;
+    if (
+      a[off + L3 + IPV4_OFF_TOS] !== a[ref + L3 + IPV4_OFF_TOS] ||
+      a[off + L3 + IPV4_OFF_FRAG] !== a[ref + L3 + IPV4_OFF_FRAG]
+    )
+      return 0;
     if (readU16(a, off + L3 + IPV4_OFF_TTL) !== readU16(a, ref + L3 + IPV4_OFF_TTL)) return 0;
-    if (readU32(a, off + L3 + IPV4_OFF_SRC) !== readU32(a, ref + L3 + IPV4_OFF_SRC) || readU32(a, off + L3 + IPV4_OFF_DST) !== readU32(a, ref + L3 + IPV4_OFF_DST)) return 0;
+    if (
+      readU32(a, off + L3 + IPV4_OFF_SRC) !== readU32(a, ref + L3 + IPV4_OFF_SRC) ||
+      readU32(a, off + L3 + IPV4_OFF_DST) !== readU32(a, ref + L3 + IPV4_OFF_DST)
+    )
+      return 0;
   } else {
     // version, traffic class and flow label; next header and hop limit
     if (readU32(a, off + L3 + IPV6_OFF_VER_TC_FL) !== readU32(a, ref + L3 + IPV6_OFF_VER_TC_FL)) return 0;
@@ -318,7 +362,11 @@ export function groSegmentJs(a: Uint8Array, off: number, len: number, hdrs: numb
   if (readU32(a, off + l4 + TCP_OFF_SPORT) !== readU32(a, ref + l4 + TCP_OFF_SPORT)) return 0; // both ports (TCP and UDP alike)
   if (proto === IPPROTO_TCP) {
     if (readU32(a, off + l4 + TCP_OFF_ACK) !== readU32(a, ref + l4 + TCP_OFF_ACK)) return 0;
-    if (a[off + l4 + TCP_OFF_DOFF] !== a[ref + l4 + TCP_OFF_DOFF] || readU16(a, off + l4 + TCP_OFF_WINDOW) !== readU16(a, ref + l4 + TCP_OFF_WINDOW)) return 0;
+    if (
+      a[off + l4 + TCP_OFF_DOFF] !== a[ref + l4 + TCP_OFF_DOFF] ||
+      readU16(a, off + l4 + TCP_OFF_WINDOW) !== readU16(a, ref + l4 + TCP_OFF_WINDOW)
+    )
+      return 0;
     for (let i = l4 + TCP_HLEN_MIN; i < hdrs; i++) if (a[off + i] !== a[ref + i]) return 0; // options
   }
   if (dst < 0) return 0;
@@ -337,10 +385,28 @@ export function groSegmentJs(a: Uint8Array, off: number, len: number, hdrs: numb
  * state: in [0] len, [1] mss, [2] nextSeq (TCP), [3] maxTotal; out [0] len, [2] nextSeq, [4] datagram bytes
  * taken, [5] 1 if the run ended on PSH | 2 if on a short one. Returns how many datagrams it took.
  */
-export type GroRun = (buf: Uint8Array, first: number, from: number, end: number, step: number, ref: number, hdrs: number, state: Int32Array) => number;
+export type GroRun = (
+  buf: Uint8Array,
+  first: number,
+  from: number,
+  end: number,
+  step: number,
+  ref: number,
+  hdrs: number,
+  state: Int32Array,
+) => number;
 
 /** GroRun in JS, on top of groSegmentJs: the reference the native one is checked against. */
-export function groRunJs(buf: Uint8Array, first: number, from: number, end: number, step: number, ref: number, hdrs: number, state: Int32Array): number {
+export function groRunJs(
+  buf: Uint8Array,
+  first: number,
+  from: number,
+  end: number,
+  step: number,
+  ref: number,
+  hdrs: number,
+  state: Int32Array,
+): number {
   let cur = state[0];
   const mss = state[1];
   let next = state[2] >>> 0;
@@ -380,4 +446,3 @@ export function groRunJs(buf: Uint8Array, first: number, from: number, end: numb
   state[5] = why;
   return count;
 }
-

@@ -8,7 +8,10 @@ import { native, type NativeAddon } from '../sys/native.js';
 export const POLL_READABLE = 1;
 export const POLL_WRITABLE = 2;
 
-export type DataplaneIo = Pick<NativeAddon, 'readBatch' | 'writeBatch' | 'recvBatch' | 'sendBatch' | 'pollStart' | 'pollStop'>;
+export type DataplaneIo = Pick<
+  NativeAddon,
+  'readBatch' | 'writeBatch' | 'recvBatch' | 'sendBatch' | 'pollStart' | 'pollStop'
+>;
 
 export function nativeIo(): DataplaneIo {
   return native();

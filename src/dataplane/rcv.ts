@@ -88,7 +88,8 @@ export function rcv(dp: RcvContext): number {
         continue;
       }
       if (v.learning && (se === undefined || se.kind === 'learned')) {
-        if (se !== undefined && se.vtep === src) se.updated = now; // snoop()'s "refreshed", without a second lookup
+        if (se !== undefined && se.vtep === src)
+          se.updated = now; // snoop()'s "refreshed", without a second lookup
         else {
           const res = fdb.snoop(v, readMac(arena, inner + ETH_OFF_SRC), src, dp.vxlanPort, now, peer);
           if (res === 'new') c.learned++;

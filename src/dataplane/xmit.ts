@@ -101,7 +101,17 @@ export function xmit(dp: XmitContext, port: Port): number {
       // the ECN bit: the TCP super-frame carries CWR, which goes on its first segment only (the split does that)
       const gso = raw & ~VNET_GSO_ECN;
       if (raw === VNET_GSO_NONE) {
-        if ((arena[base + VNET_OFF_FLAGS] & VNET_F_NEEDS_CSUM) !== 0 && !finishChecksum(arena, off, len, readU16le(arena, base + VNET_OFF_CSUM_START), readU16le(arena, base + VNET_OFF_CSUM_OFFSET), dp.kernels.sum16)) {
+        if (
+          (arena[base + VNET_OFF_FLAGS] & VNET_F_NEEDS_CSUM) !== 0 &&
+          !finishChecksum(
+            arena,
+            off,
+            len,
+            readU16le(arena, base + VNET_OFF_CSUM_START),
+            readU16le(arena, base + VNET_OFF_CSUM_OFFSET),
+            dp.kernels.sum16,
+          )
+        ) {
           c.tx_bad_offload++;
           continue;
         }
@@ -131,7 +141,11 @@ export function xmit(dp: XmitContext, port: Port): number {
     }
     const etype = readU16(arena, off + ETH_OFF_TYPE);
     if (port.ip !== 0) {
-      if (etype === ETH_P_IP && len >= ETH_HLEN + IPV4_HLEN_MIN && readU32(arena, off + ETH_HLEN + IPV4_OFF_SRC) !== port.ip) {
+      if (
+        etype === ETH_P_IP &&
+        len >= ETH_HLEN + IPV4_HLEN_MIN &&
+        readU32(arena, off + ETH_HLEN + IPV4_OFF_SRC) !== port.ip
+      ) {
         c.tx_spoofed_src_ip++;
         continue;
       }
@@ -188,7 +202,8 @@ export function xmit(dp: XmitContext, port: Port): number {
     if (e.local !== null) {
       if (e.local === port) c.tx_hairpin++;
       else {
-        if (mss !== 0) out.tap(e.local, off - vh, len + vh, true); // the super-frame, header and all
+        if (mss !== 0)
+          out.tap(e.local, off - vh, len + vh, true); // the super-frame, header and all
         else out.tap(e.local, off, len);
         c.tx_local_frames++;
       }
@@ -232,7 +247,8 @@ function flood(dp: XmitContext, port: Port, off: number, len: number, mss: numbe
     const seg = tso(dp, off, len, mss, v.vni);
     if (seg !== null) {
       const sock = txSocket(dp, dp.tx.arena, off, len);
-      for (let j = 0; j < rdsts.length; j++) sendSegments(dp, seg, sock, rdsts[j].vtep, rdsts[j].port, rdsts[j].peer, len);
+      for (let j = 0; j < rdsts.length; j++)
+        sendSegments(dp, seg, sock, rdsts[j].vtep, rdsts[j].port, rdsts[j].peer, len);
       copies++;
     }
   } else if (rdsts.length > 0) {
@@ -286,7 +302,15 @@ const tsoOut = new Int32Array(3);
 const segmented: Segmented = { start: 0, count: 0, stride: 0, total: 0 };
 
 /** Queues the segmented datagrams for one VTEP: runs of up to 64 / 65507 bytes, each one UDP GSO send. */
-function sendSegments(dp: XmitContext, s: Segmented, sock: number, vtep: number, port: number, peer: Peer | null, bytes: number): void {
+function sendSegments(
+  dp: XmitContext,
+  s: Segmented,
+  sock: number,
+  vtep: number,
+  port: number,
+  peer: Peer | null,
+  bytes: number,
+): void {
   const per = Math.min(UDP_GSO_MAX_SEGS, Math.floor(UDP_GSO_MAX_BYTES / s.stride));
   for (let k = 0; k < s.count; k += per) {
     const n = Math.min(per, s.count - k);

@@ -257,7 +257,14 @@ export class Fdb<P extends LocalPort = LocalPort> {
    * entry to the new VTEP. Never touches local/static/kv entries ('refused'), which also stops a remote host
    * from claiming a local endpoint's MAC.
    */
-  snoop(v: Vnet<P>, mac: number, vtep: number, port: number, now: number, peer: Peer | null = this.vteps.get(vtep | 0) ?? null): SnoopResult {
+  snoop(
+    v: Vnet<P>,
+    mac: number,
+    vtep: number,
+    port: number,
+    now: number,
+    peer: Peer | null = this.vteps.get(vtep | 0) ?? null,
+  ): SnoopResult {
     const e = v.entries.get(mac);
     if (e !== undefined) {
       if (e.kind !== 'learned') return e.local === null && e.vtep === vtep ? 'refreshed' : 'refused';
@@ -339,7 +346,14 @@ export class Fdb<P extends LocalPort = LocalPort> {
         });
       }
       for (const r of v.flood) {
-        rows.push({ vni: v.vni, mac: formatMac(MAC_ZERO), kind: r.kind, dst: `${formatIpv4(r.vtep)}:${r.port}`, ageMs: null, usedMsAgo: null });
+        rows.push({
+          vni: v.vni,
+          mac: formatMac(MAC_ZERO),
+          kind: r.kind,
+          dst: `${formatIpv4(r.vtep)}:${r.port}`,
+          ageMs: null,
+          usedMsAgo: null,
+        });
       }
     }
     return rows;

@@ -21,7 +21,9 @@ export class MacTable<V> {
   /** The value for the MAC in buf[off..off+6), read in place (the hot path: nothing allocated). */
   getAt(buf: Uint8Array, off: number): V | undefined {
     const m = this.byHi.get((buf[off] << 8) | buf[off + 1]);
-    return m === undefined ? undefined : m.get((buf[off + 2] << 24) | (buf[off + 3] << 16) | (buf[off + 4] << 8) | buf[off + 5]);
+    return m === undefined
+      ? undefined
+      : m.get((buf[off + 2] << 24) | (buf[off + 3] << 16) | (buf[off + 4] << 8) | buf[off + 5]);
   }
 
   get(mac: number): V | undefined {

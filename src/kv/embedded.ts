@@ -28,7 +28,18 @@
 import Database from 'better-sqlite3';
 import { type FSWatcher, mkdirSync, watch } from 'node:fs';
 import { dirname } from 'node:path';
-import { type Compare, type Kv, type KvEntry, KvError, type Lease, type Op, prefixEnd, type TxnResult, type Watch, type WatchHandler } from './kv.js';
+import {
+  type Compare,
+  type Kv,
+  type KvEntry,
+  KvError,
+  type Lease,
+  type Op,
+  prefixEnd,
+  type TxnResult,
+  type Watch,
+  type WatchHandler,
+} from './kv.js';
 
 export interface EmbeddedOptions {
   pollMs?: number;
@@ -81,7 +92,9 @@ export class EmbeddedKv implements Kv {
         CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl_ms INTEGER NOT NULL, expires_at INTEGER NOT NULL);
       `);
     } catch (e) {
-      throw new KvError('ERR_KV_UNAVAILABLE', `cannot open the embedded store ${path}: ${(e as Error).message}`, { cause: e });
+      throw new KvError('ERR_KV_UNAVAILABLE', `cannot open the embedded store ${path}: ${(e as Error).message}`, {
+        cause: e,
+      });
     }
     const p = (sql: string) => this.db.prepare(sql);
     this.q = {
@@ -96,7 +109,9 @@ export class EmbeddedKv implements Kv {
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value, mod_rev = excluded.mod_rev, lease = excluded.lease`),
       del: p(`DELETE FROM kv WHERE key = ?`),
       event: p(`INSERT INTO events (rev, key, type, value) VALUES (?, ?, ?, ?)`),
-      eventsAfter: p(`SELECT rev, key, type, value FROM events WHERE rev > ? AND rev <= ? AND key >= ? AND key < ? ORDER BY rev LIMIT 10000`),
+      eventsAfter: p(
+        `SELECT rev, key, type, value FROM events WHERE rev > ? AND rev <= ? AND key >= ? AND key < ? ORDER BY rev LIMIT 10000`,
+      ),
       trim: p(`DELETE FROM events WHERE rev <= ?`),
       leaseGet: p(`SELECT * FROM leases WHERE id = ?`),
       leaseAdd: p(`INSERT INTO leases (id, ttl_ms, expires_at) VALUES (?, ?, ?)`),
@@ -175,13 +190,19 @@ export class EmbeddedKv implements Kv {
   private applyOp(op: Op, rev: number): number {
     if (op.type === 'put') {
       const lease = op.lease === undefined ? null : Number(op.lease);
-      if (lease !== null && !this.q.leaseGet.get(lease)) throw new KvError('ERR_KV_LEASE_LOST', `lease ${op.lease} does not exist (expired?)`);
+      if (lease !== null && !this.q.leaseGet.get(lease))
+        throw new KvError('ERR_KV_LEASE_LOST', `lease ${op.lease} does not exist (expired?)`);
       rev++;
       this.q.upsert.run({ key: op.key, value: op.value, rev, lease });
       this.q.event.run(rev, op.key, 'put', op.value);
       return rev;
     }
-    const keys = op.type === 'delete' ? (this.q.get.get(op.key) ? [op.key] : []) : (this.q.range.all(op.prefix, prefixEnd(op.prefix)) as Row[]).map((r) => r.key);
+    const keys =
+      op.type === 'delete'
+        ? this.q.get.get(op.key)
+          ? [op.key]
+          : []
+        : (this.q.range.all(op.prefix, prefixEnd(op.prefix)) as Row[]).map((r) => r.key);
     for (const k of keys) rev = this.delKey(k, rev);
     return rev;
   }
@@ -202,7 +223,10 @@ export class EmbeddedKv implements Kv {
 
   async list(prefix: string): Promise<{ entries: KvEntry[]; revision: number }> {
     this.check();
-    const read = this.db.transaction(() => ({ rows: this.q.range.all(prefix, prefixEnd(prefix)) as Row[], revision: this.revision() }));
+    const read = this.db.transaction(() => ({
+      rows: this.q.range.all(prefix, prefixEnd(prefix)) as Row[],
+      revision: this.revision(),
+    }));
     const { rows, revision } = read.deferred();
     return { entries: rows.map(toEntry), revision };
   }
@@ -250,7 +274,10 @@ export class EmbeddedKv implements Kv {
   /** @internal keep-alive for one lease; false when it no longer exists. */
   renew(id: string, ttlSec: number): boolean {
     if (this.closed) return false;
-    return this.write((first) => ({ last: first - 1, out: this.q.leaseRenew.run(this.now() + ttlSec * 1000, Number(id)).changes > 0 }));
+    return this.write((first) => ({
+      last: first - 1,
+      out: this.q.leaseRenew.run(this.now() + ttlSec * 1000, Number(id)).changes > 0,
+    }));
   }
 
   /** @internal */
@@ -302,11 +329,19 @@ export class EmbeddedKv implements Kv {
     }
     // head first, then events up to it: a write committed by another process in between is read next time
     const head = this.revision();
-    const rows = this.q.eventsAfter.all(w.rev, head, w.prefix, w.end) as { rev: number; key: string; type: 'put' | 'delete'; value: string | null }[];
+    const rows = this.q.eventsAfter.all(w.rev, head, w.prefix, w.end) as {
+      rev: number;
+      key: string;
+      type: 'put' | 'delete';
+      value: string | null;
+    }[];
     if (rows.length) {
       const last = rows[rows.length - 1].rev;
       w.rev = rows.length === 10000 ? last : head;
-      w.h.events(rows.map((r) => ({ type: r.type, key: r.key, value: r.value, modRevision: r.rev })), w.rev);
+      w.h.events(
+        rows.map((r) => ({ type: r.type, key: r.key, value: r.value, modRevision: r.rev })),
+        w.rev,
+      );
     } else if (head > w.rev) {
       w.rev = head; // changes outside the prefix: move along so compaction does not overtake an idle watcher
     }
@@ -319,7 +354,13 @@ export class EmbeddedKv implements Kv {
     // after a whole pollMs; after a failure not at once either, so a store that keeps failing is not hammered
     const untilExpiry = this.nextExpiry - this.now();
     const pastDue = this.dirty ? Math.min(this.pollMs, 50) : 1;
-    const delay = recheck ? RECHECK_MS : untilExpiry < this.pollMs ? (untilExpiry > 0 ? Math.ceil(untilExpiry) : pastDue) : this.pollMs;
+    const delay = recheck
+      ? RECHECK_MS
+      : untilExpiry < this.pollMs
+        ? untilExpiry > 0
+          ? Math.ceil(untilExpiry)
+          : pastDue
+        : this.pollMs;
     this.timer = setTimeout(() => this.tick(), delay);
     this.timer.unref();
   }
@@ -342,10 +383,11 @@ export class EmbeddedKv implements Kv {
       if (head - compacted > this.keepEvents * 2) {
         this.compact(head - this.keepEvents);
       }
-      this.nextExpiry = ((this.q.firstExpiry.get() as { at: number | null }).at ?? Infinity);
+      this.nextExpiry = (this.q.firstExpiry.get() as { at: number | null }).at ?? Infinity;
     } catch (e) {
       this.dirty = true; // look again next time
-      for (const w of this.watchers) w.h.error(e instanceof KvError ? e : new KvError('ERR_KV_UNAVAILABLE', (e as Error).message));
+      for (const w of this.watchers)
+        w.h.error(e instanceof KvError ? e : new KvError('ERR_KV_UNAVAILABLE', (e as Error).message));
     }
     this.schedule(recheck);
   }
@@ -384,7 +426,8 @@ class EmbeddedLease implements Lease {
   }
   private keepAlive(): void {
     try {
-      if (!this.kv.renew(this.id, this.ttlSec)) this.lost(new KvError('ERR_KV_LEASE_LOST', `lease ${this.id} no longer exists`));
+      if (!this.kv.renew(this.id, this.ttlSec))
+        this.lost(new KvError('ERR_KV_LEASE_LOST', `lease ${this.id} no longer exists`));
     } catch {
       /* transient (busy): the next keep-alive retries well before the TTL runs out */
     }
@@ -409,5 +452,11 @@ class EmbeddedLease implements Lease {
 }
 
 function toEntry(r: Row): KvEntry {
-  return { key: r.key, value: r.value, createRevision: r.create_rev, modRevision: r.mod_rev, lease: r.lease === null ? null : String(r.lease) };
+  return {
+    key: r.key,
+    value: r.value,
+    createRevision: r.create_rev,
+    modRevision: r.mod_rev,
+    lease: r.lease === null ? null : String(r.lease),
+  };
 }

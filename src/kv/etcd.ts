@@ -4,7 +4,18 @@
  * they delivered (etcd3 does that); a compacted revision surfaces as ERR_KV_COMPACTED so the reconciler re-lists.
  */
 import { Etcd3, type Lease as EtcdLease, type Watcher } from 'etcd3';
-import { type Compare, type Kv, type KvEntry, KvError, type KvEvent, type Lease, type Op, type TxnResult, type Watch, type WatchHandler } from './kv.js';
+import {
+  type Compare,
+  type Kv,
+  type KvEntry,
+  KvError,
+  type KvEvent,
+  type Lease,
+  type Op,
+  type TxnResult,
+  type Watch,
+  type WatchHandler,
+} from './kv.js';
 
 export interface EtcdOptions {
   /** e.g. ['127.0.0.1:2379'] (http:// is assumed). */
@@ -17,7 +28,8 @@ function wrap(e: unknown, what: string): KvError {
   if (e instanceof KvError) return e;
   const msg = (e as Error)?.message ?? String(e);
   if (/compacted/i.test(msg)) return new KvError('ERR_KV_COMPACTED', `${what}: ${msg}`, { cause: e });
-  if (/lease not found|requested lease not found/i.test(msg)) return new KvError('ERR_KV_LEASE_LOST', `${what}: ${msg}`, { cause: e });
+  if (/lease not found|requested lease not found/i.test(msg))
+    return new KvError('ERR_KV_LEASE_LOST', `${what}: ${msg}`, { cause: e });
   return new KvError('ERR_KV_UNAVAILABLE', `${what}: ${msg}`, { cause: e });
 }
 
@@ -75,13 +87,21 @@ export class EtcdKv implements Kv {
 
   async txn(compares: Compare[], success: Op[], failure: Op[] = []): Promise<TxnResult> {
     const toOp = (op: Op) => {
-      if (op.type === 'put') return { request_put: { key: Buffer.from(op.key), value: Buffer.from(op.value), lease: op.lease ?? 0 } };
+      if (op.type === 'put')
+        return { request_put: { key: Buffer.from(op.key), value: Buffer.from(op.value), lease: op.lease ?? 0 } };
       if (op.type === 'delete') return { request_delete_range: { key: Buffer.from(op.key) } };
-      return { request_delete_range: { key: Buffer.from(op.prefix), range_end: Buffer.from(prefixEndBytes(op.prefix)) } };
+      return {
+        request_delete_range: { key: Buffer.from(op.prefix), range_end: Buffer.from(prefixEndBytes(op.prefix)) },
+      };
     };
     try {
       const r = await this.client.kv.txn({
-        compare: compares.map((c) => ({ key: Buffer.from(c.key), target: 'Mod', result: 'Equal', mod_revision: c.modRevision })),
+        compare: compares.map((c) => ({
+          key: Buffer.from(c.key),
+          target: 'Mod',
+          result: 'Equal',
+          mod_revision: c.modRevision,
+        })),
         success: success.map(toOp),
         failure: failure.map(toOp),
       } as never);
@@ -166,7 +186,9 @@ export class EtcdKv implements Kv {
           // compact_revision); etcd3 reports only "Watcher canceled". Either way the watch is gone and
           // the caller must re-list, which is what ERR_KV_COMPACTED asks for.
           const k = /Watcher canceled/i.test((err as Error).message ?? '')
-            ? new KvError('ERR_KV_COMPACTED', `etcd watch on ${prefix} canceled by the server (compacted?): re-list`, { cause: err })
+            ? new KvError('ERR_KV_COMPACTED', `etcd watch on ${prefix} canceled by the server (compacted?): re-list`, {
+                cause: err,
+              })
             : wrap(err, 'etcd watch');
           h.error(k);
           if (k.code === 'ERR_KV_COMPACTED') {
@@ -205,7 +227,13 @@ function prefixEndBytes(prefix: string): Buffer {
   return Buffer.from([0]);
 }
 
-function toEntry(kv: { key: Buffer; value: Buffer; create_revision: string; mod_revision: string; lease: string }): KvEntry {
+function toEntry(kv: {
+  key: Buffer;
+  value: Buffer;
+  create_revision: string;
+  mod_revision: string;
+  lease: string;
+}): KvEntry {
   return {
     key: kv.key.toString(),
     value: kv.value.toString(),

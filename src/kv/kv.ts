@@ -33,7 +33,10 @@ export interface Compare {
   modRevision: number;
 }
 
-export type Op = { type: 'put'; key: string; value: string; lease?: string } | { type: 'delete'; key: string } | { type: 'deletePrefix'; prefix: string };
+export type Op =
+  | { type: 'put'; key: string; value: string; lease?: string }
+  | { type: 'delete'; key: string }
+  | { type: 'deletePrefix'; prefix: string };
 
 export interface TxnResult {
   succeeded: boolean;

@@ -14,9 +14,11 @@ export function openKv(spec: string | undefined): Kv {
         throw new KvError('ERR_KV_INVALID', `--kv ${s}: endpoint ${JSON.stringify(e)} is not host:port`);
       }
     }
-    if (!endpoints.length) throw new KvError('ERR_KV_INVALID', `--kv ${s}: give at least one host:port, e.g. etcd://127.0.0.1:2379`);
+    if (!endpoints.length)
+      throw new KvError('ERR_KV_INVALID', `--kv ${s}: give at least one host:port, e.g. etcd://127.0.0.1:2379`);
     return new EtcdKv({ endpoints });
   }
-  if (/^[a-z]+:\/\//.test(s)) throw new KvError('ERR_KV_INVALID', `--kv ${s}: unsupported scheme; use etcd://host:port or a file path`);
+  if (/^[a-z]+:\/\//.test(s))
+    throw new KvError('ERR_KV_INVALID', `--kv ${s}: unsupported scheme; use etcd://host:port or a file path`);
   return new EmbeddedKv(s);
 }

@@ -52,7 +52,18 @@ export class Reconciler {
   private waiters: { rev: number; resolve: () => void }[] = [];
   private stopped = false;
   private resyncing: Promise<void> | null = null;
-  readonly status: ReconcilerStatus = { revision: 0, lastFullSync: 0, fullSyncs: 0, lastVerified: 0, checksCurrent: 0, watchErrors: 0, reconnects: 0, connected: false, lastError: null, invalidRecords: 0 };
+  readonly status: ReconcilerStatus = {
+    revision: 0,
+    lastFullSync: 0,
+    fullSyncs: 0,
+    lastVerified: 0,
+    checksCurrent: 0,
+    watchErrors: 0,
+    reconnects: 0,
+    connected: false,
+    lastError: null,
+    invalidRecords: 0,
+  };
 
   constructor(
     private readonly kv: Kv,

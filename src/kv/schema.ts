@@ -90,7 +90,15 @@ export function parseNetwork(name: string, v: string): NetworkRec | null {
   if (gateway !== null && !ipv4ok(gateway)) return null;
   if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 68 || mtu > 65485) return null;
   if (internal !== undefined && typeof internal !== 'boolean') return null;
-  return { name, vni, subnet, gateway: gateway as string | null, mtu, learning: learning !== false, ...(internal ? { internal: true } : {}) };
+  return {
+    name,
+    vni,
+    subnet,
+    gateway: gateway as string | null,
+    mtu,
+    learning: learning !== false,
+    ...(internal ? { internal: true } : {}),
+  };
 }
 
 export function parseHost(host: string, v: string): HostRec | null {
@@ -109,8 +117,17 @@ export function parseEndpoint(network: string, mac: string, v: string): Endpoint
   } catch {
     return null;
   }
-  if (!ipv4ok(o.ip) || typeof o.host !== 'string' || !NAME.test(o.host) || typeof o.name !== 'string' || !NAME.test(o.name)) return null;
-  const aliases = Array.isArray(o.aliases) ? o.aliases.filter((a): a is string => typeof a === 'string' && NAME.test(a)).slice(0, 32) : [];
+  if (
+    !ipv4ok(o.ip) ||
+    typeof o.host !== 'string' ||
+    !NAME.test(o.host) ||
+    typeof o.name !== 'string' ||
+    !NAME.test(o.name)
+  )
+    return null;
+  const aliases = Array.isArray(o.aliases)
+    ? o.aliases.filter((a): a is string => typeof a === 'string' && NAME.test(a)).slice(0, 32)
+    : [];
   return {
     network,
     mac,
@@ -209,7 +226,8 @@ export class ClusterState {
     if (!key.startsWith(ROOT)) return;
     const parts = key.slice(ROOT.length).split('/');
     const [kind] = parts;
-    const tracked = (kind === 'networks' || kind === 'hosts') ? parts.length === 2 : kind === 'endpoints' && parts.length === 3;
+    const tracked =
+      kind === 'networks' || kind === 'hosts' ? parts.length === 2 : kind === 'endpoints' && parts.length === 3;
     if (!tracked) return;
     if (value === null) this.raw.delete(key);
     else this.raw.set(key, value);

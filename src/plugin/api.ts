@@ -8,7 +8,12 @@ import { invalid } from '../common/errors.js';
 export type Body = Record<string, unknown>;
 
 /** Calls that arrive with no body. */
-export const NO_BODY_CALLS = new Set(['Plugin.Activate', 'NetworkDriver.GetCapabilities', 'IpamDriver.GetCapabilities', 'IpamDriver.GetDefaultAddressSpaces']);
+export const NO_BODY_CALLS = new Set([
+  'Plugin.Activate',
+  'NetworkDriver.GetCapabilities',
+  'IpamDriver.GetCapabilities',
+  'IpamDriver.GetDefaultAddressSpaces',
+]);
 
 export interface IPAMData {
   AddressSpace: string;
@@ -19,7 +24,11 @@ export interface IPAMData {
 
 export interface CreateNetworkRequest {
   NetworkID: string;
-  Options?: { 'com.docker.network.generic'?: Record<string, string>; 'com.docker.network.enable_ipv6'?: boolean; 'com.docker.network.internal'?: boolean };
+  Options?: {
+    'com.docker.network.generic'?: Record<string, string>;
+    'com.docker.network.enable_ipv6'?: boolean;
+    'com.docker.network.internal'?: boolean;
+  };
   IPv4Data: IPAMData[];
   IPv6Data?: IPAMData[];
 }
@@ -65,7 +74,6 @@ export interface RequestAddressRequest {
   Options?: Record<string, string>;
 }
 
-
 export function str(b: Body, k: string): string {
   const v = b[k];
   if (typeof v !== 'string' || !v) throw invalid(`${k} must be a non-empty string`);
@@ -102,4 +110,3 @@ export function strMap(b: Body, k: string): Record<string, string> {
   }
   return out;
 }
-

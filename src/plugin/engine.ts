@@ -12,7 +12,11 @@ export interface EngineNetwork {
   Name: string;
   Driver: string;
   Options?: Record<string, string> | null;
-  IPAM?: { Driver?: string; Options?: Record<string, string> | null; Config?: { Subnet?: string; Gateway?: string }[] | null };
+  IPAM?: {
+    Driver?: string;
+    Options?: Record<string, string> | null;
+    Config?: { Subnet?: string; Gateway?: string }[] | null;
+  };
   Containers?: Record<string, { Name: string; EndpointID: string; MacAddress: string; IPv4Address: string }> | null;
 }
 
@@ -20,7 +24,12 @@ export interface EngineContainer {
   Id: string;
   Name: string;
   State?: { Running?: boolean; Pid?: number };
-  NetworkSettings?: { Networks?: Record<string, { NetworkID?: string; EndpointID?: string; Aliases?: string[] | null; IPAddress?: string }> | null };
+  NetworkSettings?: {
+    Networks?: Record<
+      string,
+      { NetworkID?: string; EndpointID?: string; Aliases?: string[] | null; IPAddress?: string }
+    > | null;
+  };
 }
 
 export class EngineError extends Error {
@@ -37,7 +46,8 @@ const API = '/v1.41';
 export class Engine {
   readonly socketPath: string;
   constructor(readonly url: string) {
-    if (!url.startsWith('unix://')) throw new Error(`Docker API address ${JSON.stringify(url)}: give unix:///path/to/docker.sock`);
+    if (!url.startsWith('unix://'))
+      throw new Error(`Docker API address ${JSON.stringify(url)}: give unix:///path/to/docker.sock`);
     this.socketPath = url.slice('unix://'.length);
   }
 
@@ -50,7 +60,10 @@ export class Engine {
           agent: false, // one connection per call: no reuse of a socket dockerd is closing (see src/agent/client.ts)
           method,
           path: API + path,
-          headers: { Host: 'docker', ...(data ? { 'Content-Type': 'application/json', 'Content-Length': data.length } : {}) },
+          headers: {
+            Host: 'docker',
+            ...(data ? { 'Content-Type': 'application/json', 'Content-Length': data.length } : {}),
+          },
           timeout: timeoutMs,
         },
         (res) => {
@@ -77,8 +90,12 @@ export class Engine {
           });
         },
       );
-      req.on('timeout', () => req.destroy(new EngineError(0, `docker ${method} ${path}: no answer in ${timeoutMs} ms`)));
-      req.on('error', (e) => reject(e instanceof EngineError ? e : new EngineError(0, `cannot reach dockerd at ${this.url}: ${e.message}`)));
+      req.on('timeout', () =>
+        req.destroy(new EngineError(0, `docker ${method} ${path}: no answer in ${timeoutMs} ms`)),
+      );
+      req.on('error', (e) =>
+        reject(e instanceof EngineError ? e : new EngineError(0, `cannot reach dockerd at ${this.url}: ${e.message}`)),
+      );
       req.end(data);
     });
   }

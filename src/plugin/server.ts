@@ -18,7 +18,11 @@ const BODY_MAX = 1 << 20;
 const CONTENT_TYPE = 'application/vnd.docker.plugins.v1.2+json';
 
 export function servePlugin(plugin: DockerPlugin, path: string, log: Logger): Promise<Server> {
-  return serveUnix(path, (req, res) => void handle(plugin, req, res, log), `${path} is in use: another vxtap agent serves Docker on this host`);
+  return serveUnix(
+    path,
+    (req, res) => void handle(plugin, req, res, log),
+    `${path} is in use: another vxtap agent serves Docker on this host`,
+  );
 }
 
 async function handle(plugin: DockerPlugin, req: IncomingMessage, res: ServerResponse, log: Logger): Promise<void> {
@@ -46,7 +50,8 @@ async function handle(plugin: DockerPlugin, req: IncomingMessage, res: ServerRes
     const text = Buffer.concat(chunks).toString('utf8').trim();
     if (text) {
       const v = JSON.parse(text) as unknown;
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail(400, `${method}: the body must be a JSON object`);
+      if (typeof v !== 'object' || v === null || Array.isArray(v))
+        return fail(400, `${method}: the body must be a JSON object`);
       body = v as Record<string, unknown>;
     }
   } catch (e) {

@@ -26,8 +26,14 @@ const NETNS_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 /** The path of a network namespace given by name or path; throws when it does not exist. */
 export function netnsPath(ns: string): string {
   const path = ns.startsWith('/') ? ns : NETNS_NAME.test(ns) ? `/run/netns/${ns}` : '';
-  if (!path) throw new TypeError(`invalid network namespace ${JSON.stringify(ns)}: give a name from \`ip netns list\` or an absolute path`);
-  if (!existsSync(path)) throw new TypeError(`network namespace ${JSON.stringify(ns)} does not exist (${path}); create it with \`ip netns add\``);
+  if (!path)
+    throw new TypeError(
+      `invalid network namespace ${JSON.stringify(ns)}: give a name from \`ip netns list\` or an absolute path`,
+    );
+  if (!existsSync(path))
+    throw new TypeError(
+      `network namespace ${JSON.stringify(ns)} does not exist (${path}); create it with \`ip netns add\``,
+    );
   return path;
 }
 
@@ -44,7 +50,8 @@ export async function exec(argv: string[], timeoutMs = 10_000): Promise<string> 
     return stdout;
   } catch (e) {
     const err = e as { stderr?: string; message?: string; code?: string | number };
-    if (err.code === 'ENOENT') throw new CommandError(argv, '', `\`${argv[0]}\` not found: install iproute2 / util-linux`);
+    if (err.code === 'ENOENT')
+      throw new CommandError(argv, '', `\`${argv[0]}\` not found: install iproute2 / util-linux`);
     throw new CommandError(argv, err.stderr ?? err.message ?? '');
   }
 }

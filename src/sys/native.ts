@@ -38,14 +38,39 @@ export interface NativeAddon {
   /** Ones'-complement sum of buf[start..end) as big-endian words, folded, plus initial (as src/vxlan/checksum.ts sum16). */
   sum16(buf: Uint8Array, start: number, end: number, initial?: number): number;
   /** TSO of a super-frame inside one buffer, VXLAN headers included (as src/vxlan/gso.ts tsoSplitJs). */
-  tsoSplit(buf: Uint8Array, off: number, len: number, mss: number, dstOff: number, prefix: number, vni: number, out: Int32Array): number;
+  tsoSplit(
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    mss: number,
+    dstOff: number,
+    prefix: number,
+    vni: number,
+    out: Int32Array,
+  ): number;
   /** Checksum check, flow compare and payload copy of one GRO segment (as src/dataplane/gro.ts groSegmentJs). */
   groSegment(buf: Uint8Array, off: number, len: number, hdrs: number, ref: number, dst: number): number;
   /** A run of GRO appends from one UDP GRO buffer (as src/dataplane/gro.ts groRunJs). */
-  groRun(buf: Uint8Array, first: number, from: number, end: number, step: number, ref: number, hdrs: number, state: Int32Array): number;
+  groRun(
+    buf: Uint8Array,
+    first: number,
+    from: number,
+    end: number,
+    step: number,
+    ref: number,
+    hdrs: number,
+    state: Int32Array,
+  ): number;
   udpOpen(ipv4: number, port: number, rcvbuf: number, sndbuf: number, gro: boolean): [fd: number, port: number];
   sockInfo(fd: number): [rcvbuf: number, sndbuf: number];
-  readBatch(fd: number, arena: Uint8Array, slotSize: number, offset: number, maxCount: number, lens: Int32Array): number;
+  readBatch(
+    fd: number,
+    arena: Uint8Array,
+    slotSize: number,
+    offset: number,
+    maxCount: number,
+    lens: Int32Array,
+  ): number;
   writeBatch(arena: Uint8Array, descs: Int32Array, count: number): number;
   recvBatch(
     fd: number,
@@ -82,7 +107,11 @@ export interface SysError extends Error {
 }
 
 export function isSysError(e: unknown, code?: string): e is SysError {
-  return e instanceof Error && typeof (e as SysError).code === 'string' && (code === undefined || (e as SysError).code === code);
+  return (
+    e instanceof Error &&
+    typeof (e as SysError).code === 'string' &&
+    (code === undefined || (e as SysError).code === code)
+  );
 }
 
 let cached: NativeAddon | undefined;

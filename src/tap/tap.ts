@@ -85,8 +85,13 @@ export async function createTap(o: TapOptions): Promise<Tap> {
     [fd] = n.tapOpen(tmp, flags, null);
   } catch (e) {
     const code = (e as { code?: string }).code ?? 'EUNKNOWN';
-    if (code === 'EINVAL' || code === 'EBUSY') throw new TapError('EEXIST', `cannot create TAP ${tmp}: an interface of that name exists (${code}); pick another name`);
-    if (code === 'EPERM' || code === 'EACCES') throw new TapError('EPERM', `cannot create TAP ${tmp}: needs root (CAP_NET_ADMIN)`);
+    if (code === 'EINVAL' || code === 'EBUSY')
+      throw new TapError(
+        'EEXIST',
+        `cannot create TAP ${tmp}: an interface of that name exists (${code}); pick another name`,
+      );
+    if (code === 'EPERM' || code === 'EACCES')
+      throw new TapError('EPERM', `cannot create TAP ${tmp}: needs root (CAP_NET_ADMIN)`);
     throw new TapError(code, `cannot create TAP ${tmp}: ${(e as Error).message}`);
   }
   let uso = false;
@@ -118,7 +123,10 @@ export async function createTap(o: TapOptions): Promise<Tap> {
     if (o.persist) safe(() => n.tapIoctl(fd, 0, 0));
     safe(() => n.closeFd(fd));
     if (e instanceof TapError) throw e;
-    throw new TapError('ESETUP', `cannot configure TAP ${o.ifname}${o.netns ? ` for ${o.netns}` : ''}: ${(e as Error).message}`);
+    throw new TapError(
+      'ESETUP',
+      `cannot configure TAP ${o.ifname}${o.netns ? ` for ${o.netns}` : ''}: ${(e as Error).message}`,
+    );
   }
   return { fd, ifname: o.ifname, netns: o.netns, mac: o.mac, mtu: o.mtu, uso };
 }

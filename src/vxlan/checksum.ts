@@ -10,7 +10,11 @@ export function sum16(buf: Uint8Array, start: number, end: number, initial = 0):
   let i = start;
   const last8 = end - 7;
   for (; i < last8; i += 8) {
-    s += ((buf[i] << 8) | buf[i + 1]) + ((buf[i + 2] << 8) | buf[i + 3]) + ((buf[i + 4] << 8) | buf[i + 5]) + ((buf[i + 6] << 8) | buf[i + 7]);
+    s +=
+      ((buf[i] << 8) | buf[i + 1]) +
+      ((buf[i + 2] << 8) | buf[i + 3]) +
+      ((buf[i + 4] << 8) | buf[i + 5]) +
+      ((buf[i + 6] << 8) | buf[i + 7]);
   }
   const last = end - 1;
   for (; i < last; i += 2) s += (buf[i] << 8) | buf[i + 1];

@@ -13,7 +13,10 @@ export class DecodeError extends Error {
 /** Throws ERR_TRUNCATED unless buf holds `need` bytes from `offset` (before `end`). */
 export function need(what: string, buf: Uint8Array, offset: number, count: number, end = buf.length): void {
   if (!Number.isInteger(offset) || offset < 0 || offset + count > end || end > buf.length) {
-    throw new DecodeError('ERR_TRUNCATED', `${what}: need ${count} bytes at offset ${offset}, have ${Math.max(0, end - offset)}`);
+    throw new DecodeError(
+      'ERR_TRUNCATED',
+      `${what}: need ${count} bytes at offset ${offset}, have ${Math.max(0, end - offset)}`,
+    );
   }
 }
 

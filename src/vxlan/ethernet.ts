@@ -58,7 +58,8 @@ export const ethernet: Codec<EthernetFrame> = {
   encode(f, buf, off) {
     const len = ethernet.encodingLength(f);
     need('ethernet', buf, off, len);
-    if (f.dst.length !== ETH_ALEN || f.src.length !== ETH_ALEN) throw new RangeError('ethernet: dst and src must be 6 bytes');
+    if (f.dst.length !== ETH_ALEN || f.src.length !== ETH_ALEN)
+      throw new RangeError('ethernet: dst and src must be 6 bytes');
     buf.set(f.dst, off + ETH_OFF_DST);
     buf.set(f.src, off + ETH_OFF_SRC);
     let p = off + ETH_OFF_TYPE;
@@ -90,7 +91,11 @@ export const ethernet: Codec<EthernetFrame> = {
     }
     if (frame.etherType < 0x0600) {
       // 802.3 length field, not an EtherType: vxtap carries such frames but does not parse them.
-      if (frame.etherType > frame.payload.length) throw new DecodeError('ERR_MALFORMED', `ethernet: 802.3 length ${frame.etherType} > payload ${frame.payload.length}`);
+      if (frame.etherType > frame.payload.length)
+        throw new DecodeError(
+          'ERR_MALFORMED',
+          `ethernet: 802.3 length ${frame.etherType} > payload ${frame.payload.length}`,
+        );
     }
     return frame;
   },

@@ -36,9 +36,6 @@ import {
   IPV6_HLEN,
   IPV6_OFF_NEXT_HDR,
   IPV6_OFF_PAYLOAD_LEN,
-  IPV6_OFF_SRC,
-  IPV6_OFF_DST,
-  VXLAN_HLEN,
 } from './constants.js';
 import { finish, internetChecksum, pseudoSumV4, pseudoSumV6At, type Sum16, sum16 } from './checksum.js';
 import { readU16, readU32, writeU16, writeU32 } from './ethernet.js';
@@ -78,7 +75,14 @@ export function writeU16le(buf: Uint8Array, off: number, v: number): void {
  * already holds the pseudo-header sum) with `sum` and stores the result. Returns false if the offsets do not fit
  * the frame.
  */
-export function finishChecksum(buf: Uint8Array, off: number, len: number, csumStart: number, csumOffset: number, sum: Sum16 = sum16): boolean {
+export function finishChecksum(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  csumStart: number,
+  csumOffset: number,
+  sum: Sum16 = sum16,
+): boolean {
   const field = csumStart + csumOffset;
   if (csumStart >= len || field + 2 > len) return false;
   const c = finish(sum(buf, off + csumStart, off + len));
@@ -154,7 +158,15 @@ function tsoLayout(src: Uint8Array, off: number, len: number, mss: number, prefi
  * 0xffff (RFC 768). Returns null if the frame is neither, its headers do not fit, or dst is too small; nothing is
  * written then.
  */
-export function segmentSuperFrame(src: Uint8Array, off: number, len: number, mss: number, dst: Uint8Array, dstOff: number, prefix: number): TsoResult | null {
+export function segmentSuperFrame(
+  src: Uint8Array,
+  off: number,
+  len: number,
+  mss: number,
+  dst: Uint8Array,
+  dstOff: number,
+  prefix: number,
+): TsoResult | null {
   const lay = tsoLayout(src, off, len, mss, prefix);
   if (lay === null || dstOff + lay.total > dst.length) return null;
   const { l2, version, ihl, proto, doff, hdrs, payload, count, stride, total } = lay;
@@ -214,10 +226,28 @@ export function segmentSuperFrame(src: Uint8Array, off: number, len: number, mss
  * stride, total (as TsoResult). Returns count, or -1 (nothing written) where segmentSuperFrame returns null or the
  * output would overlap the input.
  */
-export type TsoSplit = (buf: Uint8Array, off: number, len: number, mss: number, dstOff: number, prefix: number, vni: number, out: Int32Array) => number;
+export type TsoSplit = (
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  mss: number,
+  dstOff: number,
+  prefix: number,
+  vni: number,
+  out: Int32Array,
+) => number;
 
 /** TsoSplit in JS, on top of segmentSuperFrame: the reference the native one is checked against. */
-export function tsoSplitJs(buf: Uint8Array, off: number, len: number, mss: number, dstOff: number, prefix: number, vni: number, out: Int32Array): number {
+export function tsoSplitJs(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  mss: number,
+  dstOff: number,
+  prefix: number,
+  vni: number,
+  out: Int32Array,
+): number {
   if (vni >= 0 && prefix < 8) throw new RangeError('tsoSplit: a VXLAN header needs prefix >= 8');
   const lay = tsoLayout(buf, off, len, mss, prefix);
   if (lay === null || (dstOff < off + len && dstOff + lay.total > off)) return -1;
@@ -229,4 +259,3 @@ export function tsoSplitJs(buf: Uint8Array, off: number, len: number, mss: numbe
   out[2] = r.total;
   return r.count;
 }
-

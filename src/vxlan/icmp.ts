@@ -82,7 +82,8 @@ export function fragNeeded(buf: Uint8Array, off: number, len: number, mtu: numbe
   if (buf[ip + IPV4_OFF_VER_IHL] >>> 4 !== 4 || ihl < IPV4_HLEN_MIN || len < ETH_HLEN + ihl + 8) return 0;
   if ((readU16(buf, ip + IPV4_OFF_FRAG) & IPV4_FLAG_DF) === 0) return 0;
   const icmpType = buf[ip + ihl + ICMP_OFF_TYPE];
-  if (buf[ip + IPV4_OFF_PROTO] === IPPROTO_ICMP && icmpType !== ICMP_ECHO_REQUEST && icmpType !== ICMP_ECHO_REPLY) return 0;
+  if (buf[ip + IPV4_OFF_PROTO] === IPPROTO_ICMP && icmpType !== ICMP_ECHO_REQUEST && icmpType !== ICMP_ECHO_REPLY)
+    return 0;
   const quoteLen = ihl + 8;
   if (scratch.length < quoteLen) throw new RangeError(`fragNeeded: scratch needs ${quoteLen} bytes`);
   scratch.set(buf.subarray(ip, ip + quoteLen));
@@ -121,7 +122,14 @@ export function fragNeeded(buf: Uint8Array, off: number, len: number, mtu: numbe
  * MTU of 1280 or more; over a smaller MTU (which breaks IPv6 anyway) it is written only if it fits before `end`.
  * `sum` sums the quote (up to 1232 bytes: the data plane passes its native sum).
  */
-export function packetTooBig(buf: Uint8Array, off: number, len: number, end: number, mtu: number, sum: Sum16 = sum16): number {
+export function packetTooBig(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  end: number,
+  mtu: number,
+  sum: Sum16 = sum16,
+): number {
   const ip = off + ETH_HLEN;
   if (len < ETH_HLEN + IPV6_HLEN || buf[ip + IPV6_OFF_VER_TC_FL] >>> 4 !== 6) return 0;
   const quoteLen = Math.min(len - ETH_HLEN, ICMPV6_QUOTE_MAX);
@@ -130,7 +138,10 @@ export function packetTooBig(buf: Uint8Array, off: number, len: number, end: num
   let unspecified = true;
   for (let i = IPV6_OFF_SRC; i < IPV6_OFF_DST; i++) if (buf[ip + i] !== 0) unspecified = false;
   if (unspecified) return 0;
-  if (buf[ip + IPV6_OFF_NEXT_HDR] === IPPROTO_ICMPV6 && (len < ETH_HLEN + IPV6_HLEN + 1 || buf[ip + IPV6_HLEN] < ICMPV6_INFO_MIN)) {
+  if (
+    buf[ip + IPV6_OFF_NEXT_HDR] === IPPROTO_ICMPV6 &&
+    (len < ETH_HLEN + IPV6_HLEN + 1 || buf[ip + IPV6_HLEN] < ICMPV6_INFO_MIN)
+  ) {
     return 0;
   }
   const icmp = ip + IPV6_HLEN;
@@ -150,6 +161,10 @@ export function packetTooBig(buf: Uint8Array, off: number, len: number, end: num
   buf[icmp + ICMP_OFF_CODE] = 0;
   writeU16(buf, icmp + ICMP_OFF_CSUM, 0);
   writeU32(buf, icmp + ICMPV6_OFF_MTU, mtu);
-  writeU16(buf, icmp + ICMP_OFF_CSUM, finish(sum(buf, icmp, icmp + icmpLen, pseudoSumV6At(buf, ip, IPPROTO_ICMPV6, icmpLen))));
+  writeU16(
+    buf,
+    icmp + ICMP_OFF_CSUM,
+    finish(sum(buf, icmp, icmp + icmpLen, pseudoSumV6At(buf, ip, IPPROTO_ICMPV6, icmpLen))),
+  );
   return ETH_HLEN + IPV6_HLEN + icmpLen;
 }

@@ -37,7 +37,8 @@ export interface Ipv4Header {
 export const ipv4: Codec<Ipv4Header> = {
   encodingLength: (h) => IPV4_HLEN_MIN + h.options.length + h.payload.length,
   encode(h, buf, off) {
-    if (h.options.length % 4 !== 0 || h.options.length > 40) throw new RangeError('ipv4: options must be 0..40 bytes, a multiple of 4');
+    if (h.options.length % 4 !== 0 || h.options.length > 40)
+      throw new RangeError('ipv4: options must be 0..40 bytes, a multiple of 4');
     const hlen = IPV4_HLEN_MIN + h.options.length;
     const total = hlen + h.payload.length;
     if (total > 0xffff) throw new RangeError(`ipv4: total length ${total} > 65535`);
@@ -46,7 +47,11 @@ export const ipv4: Codec<Ipv4Header> = {
     buf[off + IPV4_OFF_TOS] = h.tos;
     writeU16(buf, off + IPV4_OFF_TOT_LEN, total);
     writeU16(buf, off + IPV4_OFF_ID, h.id);
-    writeU16(buf, off + IPV4_OFF_FRAG, (h.df ? IPV4_FLAG_DF : 0) | (h.mf ? IPV4_FLAG_MF : 0) | (h.fragOffset & IPV4_FRAG_OFFSET_MASK));
+    writeU16(
+      buf,
+      off + IPV4_OFF_FRAG,
+      (h.df ? IPV4_FLAG_DF : 0) | (h.mf ? IPV4_FLAG_MF : 0) | (h.fragOffset & IPV4_FRAG_OFFSET_MASK),
+    );
     buf[off + IPV4_OFF_TTL] = h.ttl;
     buf[off + IPV4_OFF_PROTO] = h.proto;
     writeU16(buf, off + IPV4_OFF_CSUM, 0);

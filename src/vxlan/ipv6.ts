@@ -26,9 +26,14 @@ export const ipv6: Codec<Ipv6Header> = {
   encodingLength: (h) => IPV6_HLEN + h.payload.length,
   encode(h, buf, off) {
     if (h.payload.length > 0xffff) throw new RangeError('ipv6: payload > 65535 (jumbograms are not supported)');
-    if (h.src.length !== IPV6_ALEN || h.dst.length !== IPV6_ALEN) throw new RangeError('ipv6: addresses must be 16 bytes');
+    if (h.src.length !== IPV6_ALEN || h.dst.length !== IPV6_ALEN)
+      throw new RangeError('ipv6: addresses must be 16 bytes');
     need('ipv6', buf, off, IPV6_HLEN + h.payload.length);
-    writeU32(buf, off + IPV6_OFF_VER_TC_FL, ((6 << 28) | ((h.trafficClass & 0xff) << 20) | (h.flowLabel & 0xfffff)) >>> 0);
+    writeU32(
+      buf,
+      off + IPV6_OFF_VER_TC_FL,
+      ((6 << 28) | ((h.trafficClass & 0xff) << 20) | (h.flowLabel & 0xfffff)) >>> 0,
+    );
     writeU16(buf, off + IPV6_OFF_PAYLOAD_LEN, h.payload.length);
     buf[off + IPV6_OFF_NEXT_HDR] = h.nextHeader;
     buf[off + IPV6_OFF_HOP_LIMIT] = h.hopLimit;

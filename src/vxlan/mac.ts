@@ -51,10 +51,12 @@ export function parseMac(s: string): number {
   for (let i = 0; ok && i < 6; i++) {
     const hi = hexDigit(t.charCodeAt(i * 3));
     const lo = hexDigit(t.charCodeAt(i * 3 + 1));
-    if (hi < 0 || lo < 0 || (i < 5 && t.charCodeAt(i * 3 + 2) !== 58)) ok = false; // 58 ':'
+    if (hi < 0 || lo < 0 || (i < 5 && t.charCodeAt(i * 3 + 2) !== 58))
+      ok = false; // 58 ':'
     else v = v * 256 + hi * 16 + lo;
   }
-  if (!ok) throw new TypeError(`invalid MAC address ${JSON.stringify(s)}: expected six hex octets like 02:42:c6:13:01:02`);
+  if (!ok)
+    throw new TypeError(`invalid MAC address ${JSON.stringify(s)}: expected six hex octets like 02:42:c6:13:01:02`);
   return v;
 }
 

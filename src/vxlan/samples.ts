@@ -26,11 +26,17 @@ import {
   UDP_OFF_LEN,
 } from './constants.js';
 import { finish, internetChecksum, pseudoSumV4, pseudoSumV6At, sum16 } from './checksum.js';
-import { readU16, readU32, writeU16, writeU32 } from './ethernet.js';
+import { readU32, writeU16, writeU32 } from './ethernet.js';
 
 /** The Ethernet header of a sample frame: unicast MACs from the seed (`mul` varies them by family), an 802.1Q tag
  * if `vlan`. Returns the header length. */
-function sampleEthernet(f: Uint8Array, vlan: boolean | undefined, seed: number, mul: number, etherType: number): number {
+function sampleEthernet(
+  f: Uint8Array,
+  vlan: boolean | undefined,
+  seed: number,
+  mul: number,
+  etherType: number,
+): number {
   const l2 = vlan ? 18 : 14;
   for (let i = 0; i < 12; i++) f[i] = (i * mul + seed) & 0xff;
   f[0] &= 0xfe; // unicast
@@ -68,7 +74,10 @@ function samplePayload(f: Uint8Array, from: number, mul: number, add: number): v
  * 8 with 12 option bytes) / `payload` bytes of a pattern, checksums complete. Used to check native codec
  * functions against their JS references before the data plane uses them.
  */
-export function sampleTcpV4Frame(payload: number, o: { vlan?: boolean; ipOpts?: boolean; tcpOpts?: boolean; flags?: number; seed?: number } = {}): Uint8Array {
+export function sampleTcpV4Frame(
+  payload: number,
+  o: { vlan?: boolean; ipOpts?: boolean; tcpOpts?: boolean; flags?: number; seed?: number } = {},
+): Uint8Array {
   const ihl = o.ipOpts ? 24 : 20;
   const doff = o.tcpOpts ? 32 : 20;
   const seed = o.seed ?? 1;
@@ -87,7 +96,11 @@ export function sampleTcpV4Frame(payload: number, o: { vlan?: boolean; ipOpts?: 
   writeU16(f, ip + IPV4_OFF_CSUM, internetChecksum(f, ip, ip + ihl));
   const t = ip + ihl;
   sampleTcp(f, t, doff, seed, o.flags);
-  writeU16(f, t + TCP_OFF_CSUM, finish(sum16(f, t, f.length, pseudoSumV4(0xc6130101, 0xc6130102 + seed, IPPROTO_TCP, doff + payload))));
+  writeU16(
+    f,
+    t + TCP_OFF_CSUM,
+    finish(sum16(f, t, f.length, pseudoSumV4(0xc6130101, 0xc6130102 + seed, IPPROTO_TCP, doff + payload))),
+  );
   return f;
 }
 
@@ -96,7 +109,10 @@ export function sampleTcpV4Frame(payload: number, o: { vlan?: boolean; ipOpts?: 
  * label, fe80:: addresses) / TCP (data offset 5, or 8 with 12 option bytes) / `payload` bytes of a pattern,
  * checksum complete.
  */
-export function sampleTcpV6Frame(payload: number, o: { vlan?: boolean; tcpOpts?: boolean; flags?: number; seed?: number } = {}): Uint8Array {
+export function sampleTcpV6Frame(
+  payload: number,
+  o: { vlan?: boolean; tcpOpts?: boolean; flags?: number; seed?: number } = {},
+): Uint8Array {
   const doff = o.tcpOpts ? 32 : 20;
   const seed = o.seed ?? 1;
   const f = new Uint8Array((o.vlan ? 18 : 14) + IPV6_HLEN + doff + payload);
@@ -105,7 +121,10 @@ export function sampleTcpV6Frame(payload: number, o: { vlan?: boolean; tcpOpts?:
   writeU16(f, ip + IPV6_OFF_PAYLOAD_LEN, doff + payload);
   f[ip + IPV6_OFF_NEXT_HDR] = IPPROTO_TCP;
   f[ip + 7] = 64;
-  for (const [at, mul, add] of [[IPV6_OFF_SRC, 29, seed], [IPV6_OFF_DST, 37, seed * 3]]) {
+  for (const [at, mul, add] of [
+    [IPV6_OFF_SRC, 29, seed],
+    [IPV6_OFF_DST, 37, seed * 3],
+  ]) {
     f[ip + at] = 0xfe;
     f[ip + at + 1] = 0x80;
     for (let i = 8; i < 16; i++) f[ip + at + i] = (i * mul + add) & 0xff;
@@ -120,10 +139,15 @@ export function sampleTcpV6Frame(payload: number, o: { vlan?: boolean; tcpOpts?:
  * A UDP super-datagram as a TAP with USO hands it over: Ethernet (+ 802.1Q tag if `vlan`) / IPv4 (ihl 5, or 6
  * with a NOP option) or IPv6 (`v6`) / UDP / `payload` bytes of a pattern, checksums complete.
  */
-export function sampleUdpFrame(payload: number, o: { v6?: boolean; vlan?: boolean; ipOpts?: boolean; seed?: number } = {}): Uint8Array {
+export function sampleUdpFrame(
+  payload: number,
+  o: { v6?: boolean; vlan?: boolean; ipOpts?: boolean; seed?: number } = {},
+): Uint8Array {
   const seed = o.seed ?? 1;
   // the IP part of a TCP sample of the same shape, with its TCP header swapped for a UDP one
-  const t = o.v6 ? sampleTcpV6Frame(payload, { vlan: o.vlan, seed }) : sampleTcpV4Frame(payload, { vlan: o.vlan, ipOpts: o.ipOpts, seed });
+  const t = o.v6
+    ? sampleTcpV6Frame(payload, { vlan: o.vlan, seed })
+    : sampleTcpV4Frame(payload, { vlan: o.vlan, ipOpts: o.ipOpts, seed });
   const l2 = o.vlan ? 18 : 14;
   const ihl = o.v6 ? IPV6_HLEN : o.ipOpts ? 24 : 20;
   const f = t.subarray(0, t.length - 12); // TCP header (20) -> UDP header (8)

@@ -30,7 +30,8 @@ export interface TcpHeader {
 export const tcp: Codec<TcpHeader> = {
   encodingLength: (h) => TCP_HLEN_MIN + h.options.length + h.payload.length,
   encode(h, buf, off) {
-    if (h.options.length % 4 !== 0 || h.options.length > 40) throw new RangeError('tcp: options must be 0..40 bytes, a multiple of 4');
+    if (h.options.length % 4 !== 0 || h.options.length > 40)
+      throw new RangeError('tcp: options must be 0..40 bytes, a multiple of 4');
     const hlen = TCP_HLEN_MIN + h.options.length;
     need('tcp', buf, off, hlen + h.payload.length);
     writeU16(buf, off + TCP_OFF_SPORT, h.sport);

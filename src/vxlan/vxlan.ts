@@ -46,7 +46,8 @@ export function isValidVni(vni: number): boolean {
 export const vxlan: Codec<VxlanHeader> = {
   encodingLength: () => VXLAN_HLEN,
   encode(h, buf, off) {
-    if (!Number.isInteger(h.vni) || h.vni < 0 || h.vni > VXLAN_VNI_MAX) throw new RangeError(`VNI ${h.vni} is not a 24-bit number`);
+    if (!Number.isInteger(h.vni) || h.vni < 0 || h.vni > VXLAN_VNI_MAX)
+      throw new RangeError(`VNI ${h.vni} is not a 24-bit number`);
     need('vxlan', buf, off, VXLAN_HLEN);
     buf.fill(0, off, off + VXLAN_HLEN); // reserved bits are zero on transmission
     buf[off + VXLAN_OFF_FLAGS] = h.flags & 0xff;
@@ -58,7 +59,8 @@ export const vxlan: Codec<VxlanHeader> = {
   decode(buf, off, end = buf.length) {
     need('vxlan', buf, off, VXLAN_HLEN, end);
     const flags = buf[off + VXLAN_OFF_FLAGS];
-    if (flags !== VXLAN_FLAG_I) throw new DecodeError('ERR_MALFORMED', `vxlan: flags 0x${flags.toString(16)} (want 0x08, I only)`);
+    if (flags !== VXLAN_FLAG_I)
+      throw new DecodeError('ERR_MALFORMED', `vxlan: flags 0x${flags.toString(16)} (want 0x08, I only)`);
     return { flags, vni: readVni(buf, off) };
   },
 };

@@ -10,10 +10,23 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { startEtcd, type EtcdServer } from '../helpers/etcd.js';
-import { haveDockerd, importBusybox, killDockerd, launchDockerd, restartDockerd, startDockerd, startPluginAgent, type Dockerd } from '../helpers/docker.js';
+import {
+  haveDockerd,
+  importBusybox,
+  killDockerd,
+  launchDockerd,
+  restartDockerd,
+  startDockerd,
+  startPluginAgent,
+  type Dockerd,
+} from '../helpers/docker.js';
 import { type Agent, CLI, isRoot, must, sh, sleep, Topo } from '../helpers/topo.js';
 
-const skip = !isRoot() ? 'needs root (network namespaces, dockerd)' : !haveDockerd() ? 'needs dockerd (apt install docker.io; .ci/run does)' : false;
+const skip = !isRoot()
+  ? 'needs root (network namespaces, dockerd)'
+  : !haveDockerd()
+    ? 'needs dockerd (apt install docker.io; .ci/run does)'
+    : false;
 let topo: Topo;
 let etcd: EtcdServer;
 const H: Record<string, { ns: string; addr: string; ifname: string }> = {};
@@ -46,9 +59,21 @@ function exec(d: Dockerd, name: string, cmd: string): { code: number; out: strin
 
 /** The store's keys under a prefix, read from inside host 1's namespace (etcd lives on the test underlay). */
 const keysUnder = (prefix: string): { key: string; value: string }[] =>
-  JSON.parse(must(['ip', 'netns', 'exec', H.h1.ns, 'node', join(CLI, '../../../test/helpers/kvdump.js'), `etcd://${etcd.endpoint}`, prefix]));
+  JSON.parse(
+    must([
+      'ip',
+      'netns',
+      'exec',
+      H.h1.ns,
+      'node',
+      join(CLI, '../../../test/helpers/kvdump.js'),
+      `etcd://${etcd.endpoint}`,
+      prefix,
+    ]),
+  );
 const netNames = (d: Dockerd) => d.must(['network', 'ls', '--format', '{{.Name}}']).split('\n').filter(Boolean);
-const ipOf = (d: Dockerd, c: string, net: string) => d.must(['inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").IPAddress}}`, c]).trim();
+const ipOf = (d: Dockerd, c: string, net: string) =>
+  d.must(['inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").IPAddress}}`, c]).trim();
 
 before(async () => {
   if (skip) return;
@@ -77,191 +102,327 @@ test('1. a network created with docker on host 1 appears in docker on host 2', {
   assert.ok(ms >= 0, `${NET()} did not appear on host 2: ${netNames(D.h2).join(', ')}`);
   console.log(`# docker network create on h1 -> visible in docker network ls on h2 after ${ms} ms`);
   const nets = keysUnder('/vxtap/v1/networks/');
-  assert.ok(nets.some((n) => n.key === NET()), 'the vxtap network is in the store');
+  assert.ok(
+    nets.some((n) => n.key === NET()),
+    'the vxtap network is in the store',
+  );
   // a network made with the vxtap CLI shows up in Docker on every host, and goes with `vxtap network rm`
   const cliNet = `${T}-cli`;
   const r = A.h2.cli(['network', 'create', cliNet, '--subnet', '198.19.3.0/24']);
   assert.equal(r.code, 0, r.stderr);
-  for (const h of ['h1', 'h2']) assert.ok((await until(() => netNames(D[h]).includes(cliNet), 20_000)) >= 0, `${cliNet} in docker on ${h}`);
-  const driver = D.h1.must(['network', 'inspect', '-f', '{{.Driver}} {{(index .IPAM.Config 0).Subnet}}', cliNet]).trim();
+  for (const h of ['h1', 'h2'])
+    assert.ok((await until(() => netNames(D[h]).includes(cliNet), 20_000)) >= 0, `${cliNet} in docker on ${h}`);
+  const driver = D.h1
+    .must(['network', 'inspect', '-f', '{{.Driver}} {{(index .IPAM.Config 0).Subnet}}', cliNet])
+    .trim();
   assert.equal(driver, 'vxtap 198.19.3.0/24');
   assert.equal(A.h1.cli(['network', 'rm', cliNet]).code, 0);
-  for (const h of ['h1', 'h2']) assert.ok((await until(() => !netNames(D[h]).includes(cliNet), 20_000)) >= 0, `${cliNet} removed from docker on ${h}`);
+  for (const h of ['h1', 'h2'])
+    assert.ok(
+      (await until(() => !netNames(D[h]).includes(cliNet), 20_000)) >= 0,
+      `${cliNet} removed from docker on ${h}`,
+    );
 });
 
 const WEB = () => `${T}-web`;
 const CLIENT = () => `${T}-client`;
 const httpd = (page: string) => `echo ${page} > /www/index.html && exec httpd -f -p 80 -h /www`;
 
-test('2. a container on host 2 reaches host 1\'s container by IP, by name and name.network, and fetches its page', { skip, timeout: 180_000 }, async () => {
-  D.h1.must(['run', '-d', '--net', NET(), '--name', WEB(), IMG, 'sh', '-c', httpd(`hello-from-${T}`)]);
-  D.h2.must(['run', '-d', '--net', NET(), '--name', CLIENT(), IMG, 'sleep', '3600']);
-  const webIp = ipOf(D.h1, WEB(), NET());
-  assert.match(webIp, /^198\.19\.1\.\d+$/);
-  let r = exec(D.h2, CLIENT(), `ping -c 3 -W 2 ${webIp}`);
-  assert.equal(r.code, 0, `ping by IP: ${r.out}`);
-  // the name becomes resolvable once host 1's plugin read it from dockerd and published it
-  const ms = await until(() => exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${WEB()}`).code === 0, 20_000, 300);
-  assert.ok(ms >= 0, `ping ${WEB()} by name failed: ${exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${WEB()}`).out}`);
-  console.log(`# ${WEB()} answered by name from host 2 ${ms} ms after its ping by IP succeeded`);
-  r = exec(D.h2, CLIENT(), `ping -c 2 -W 2 ${WEB()}.${NET()}`);
-  assert.equal(r.code, 0, `ping name.network: ${r.out}`);
-  r = exec(D.h2, CLIENT(), `timeout 10 wget -q -O- http://${WEB()}`);
-  assert.equal(r.code, 0, r.out);
-  assert.match(r.out, new RegExp(`hello-from-${T}`));
-  // and a one-shot `docker run` (a fresh container, the tutorial's way)
-  const once = run(D.h2, NET(), `ping -c 2 -W 2 ${WEB()}`);
-  assert.equal(once.code, 0, once.out);
-});
+test(
+  "2. a container on host 2 reaches host 1's container by IP, by name and name.network, and fetches its page",
+  { skip, timeout: 180_000 },
+  async () => {
+    D.h1.must(['run', '-d', '--net', NET(), '--name', WEB(), IMG, 'sh', '-c', httpd(`hello-from-${T}`)]);
+    D.h2.must(['run', '-d', '--net', NET(), '--name', CLIENT(), IMG, 'sleep', '3600']);
+    const webIp = ipOf(D.h1, WEB(), NET());
+    assert.match(webIp, /^198\.19\.1\.\d+$/);
+    let r = exec(D.h2, CLIENT(), `ping -c 3 -W 2 ${webIp}`);
+    assert.equal(r.code, 0, `ping by IP: ${r.out}`);
+    // the name becomes resolvable once host 1's plugin read it from dockerd and published it
+    const ms = await until(() => exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${WEB()}`).code === 0, 20_000, 300);
+    assert.ok(ms >= 0, `ping ${WEB()} by name failed: ${exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${WEB()}`).out}`);
+    console.log(`# ${WEB()} answered by name from host 2 ${ms} ms after its ping by IP succeeded`);
+    r = exec(D.h2, CLIENT(), `ping -c 2 -W 2 ${WEB()}.${NET()}`);
+    assert.equal(r.code, 0, `ping name.network: ${r.out}`);
+    r = exec(D.h2, CLIENT(), `timeout 10 wget -q -O- http://${WEB()}`);
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, new RegExp(`hello-from-${T}`));
+    // and a one-shot `docker run` (a fresh container, the tutorial's way)
+    const once = run(D.h2, NET(), `ping -c 2 -W 2 ${WEB()}`);
+    assert.equal(once.code, 0, once.out);
+  },
+);
 
-test('3. docker network inspect lists local containers with their IPs; IPs never collide across hosts', { skip, timeout: 180_000 }, async () => {
-  const inspect = (d: Dockerd) =>
-    JSON.parse(d.must(['network', 'inspect', NET()]))[0].Containers as Record<string, { Name: string; IPv4Address: string }>;
-  const c1 = Object.values(inspect(D.h1));
-  assert.deepEqual(c1.map((c) => c.Name), [WEB()]);
-  assert.equal(c1[0].IPv4Address.replace(/\/\d+$/, ''), ipOf(D.h1, WEB(), NET()));
-  // several containers on both hosts, started concurrently: all addresses distinct, all in the store
-  const names: string[] = [];
-  for (let i = 0; i < 3; i++) for (const h of ['h1', 'h2']) names.push(`${T}-n${h}${i}`);
-  await Promise.all(
-    names.map(async (n) => {
-      const d = n.includes('nh1') ? D.h1 : D.h2;
-      const r = d.docker(['run', '-d', '--net', NET(), '--name', n, IMG, 'sleep', '3600'], 90_000);
-      assert.equal(r.code, 0, r.stderr);
-    }),
-  );
-  const ips = [...Object.values(inspect(D.h1)), ...Object.values(inspect(D.h2))].map((c) => c.IPv4Address);
-  assert.equal(ips.length, 8);
-  assert.equal(new Set(ips).size, ips.length, `duplicate addresses: ${ips.join(' ')}`);
-  const claims = keysUnder(`/vxtap/v1/ipam/${NET()}/`);
-  for (const ip of ips) assert.ok(claims.some((c) => c.key === ip.replace(/\/\d+$/, '')), `${ip} is claimed in the store`);
-  for (const n of names) (n.includes('nh1') ? D.h1 : D.h2).must(['rm', '-f', n]);
-});
+test(
+  '3. docker network inspect lists local containers with their IPs; IPs never collide across hosts',
+  { skip, timeout: 180_000 },
+  async () => {
+    const inspect = (d: Dockerd) =>
+      JSON.parse(d.must(['network', 'inspect', NET()]))[0].Containers as Record<
+        string,
+        { Name: string; IPv4Address: string }
+      >;
+    const c1 = Object.values(inspect(D.h1));
+    assert.deepEqual(
+      c1.map((c) => c.Name),
+      [WEB()],
+    );
+    assert.equal(c1[0].IPv4Address.replace(/\/\d+$/, ''), ipOf(D.h1, WEB(), NET()));
+    // several containers on both hosts, started concurrently: all addresses distinct, all in the store
+    const names: string[] = [];
+    for (let i = 0; i < 3; i++) for (const h of ['h1', 'h2']) names.push(`${T}-n${h}${i}`);
+    await Promise.all(
+      names.map(async (n) => {
+        const d = n.includes('nh1') ? D.h1 : D.h2;
+        const r = d.docker(['run', '-d', '--net', NET(), '--name', n, IMG, 'sleep', '3600'], 90_000);
+        assert.equal(r.code, 0, r.stderr);
+      }),
+    );
+    const ips = [...Object.values(inspect(D.h1)), ...Object.values(inspect(D.h2))].map((c) => c.IPv4Address);
+    assert.equal(ips.length, 8);
+    assert.equal(new Set(ips).size, ips.length, `duplicate addresses: ${ips.join(' ')}`);
+    const claims = keysUnder(`/vxtap/v1/ipam/${NET()}/`);
+    for (const ip of ips)
+      assert.ok(
+        claims.some((c) => c.key === ip.replace(/\/\d+$/, '')),
+        `${ip} is claimed in the store`,
+      );
+    for (const n of names) (n.includes('nh1') ? D.h1 : D.h2).must(['rm', '-f', n]);
+  },
+);
 
 const OTHER = () => `${T}-other`;
 
-test('4. network connect/disconnect; two vxtap networks are isolated unless a container is on both', { skip, timeout: 180_000 }, async () => {
-  D.h2.must(['network', 'create', '-d', 'vxtap', '--ipam-driver', 'vxtap', '--subnet', '198.19.2.0/24', NET2()]);
-  assert.ok((await until(() => netNames(D.h1).includes(NET2()), 20_000)) >= 0, `${NET2()} did not appear on host 1`);
-  D.h1.must(['run', '-d', '--net', NET2(), '--name', OTHER(), IMG, 'sleep', '3600']);
-  const otherIp = ipOf(D.h1, OTHER(), NET2());
-  const webIp = ipOf(D.h1, WEB(), NET());
-  assert.notEqual(exec(D.h2, CLIENT(), `ping -c 2 -W 1 ${otherIp}`).code, 0, 'client (app only) must not reach other (db only)');
-  assert.notEqual(exec(D.h1, OTHER(), `ping -c 2 -W 1 ${webIp}`).code, 0, 'other (db only) must not reach web (app only)');
-  // names are scoped too: a container on db only does not resolve web (app only) by its bare name
-  assert.notEqual(exec(D.h1, OTHER(), `nslookup ${WEB()}`).code, 0, 'other must not resolve web');
-  D.h2.must(['network', 'connect', NET2(), CLIENT()]);
-  assert.equal(exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${OTHER()}`).code === 0 || (await until(() => exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${OTHER()}`).code === 0, 15_000, 300)) >= 0, true, 'after connect, other resolves and answers by name');
-  let r = exec(D.h2, CLIENT(), `ping -c 2 -W 2 ${otherIp}`);
-  assert.equal(r.code, 0, `after connect: ${r.out}`);
-  assert.match(exec(D.h2, CLIENT(), 'ip -o addr').out, /198\.19\.2\./);
-  D.h2.must(['network', 'disconnect', NET2(), CLIENT()]);
-  assert.notEqual(exec(D.h2, CLIENT(), `ping -c 2 -W 1 ${otherIp}`).code, 0, 'after disconnect the db network is unreachable again');
-  r = exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${webIp}`);
-  assert.equal(r.code, 0, `app still works after disconnect from db: ${r.out}`);
-});
+test(
+  '4. network connect/disconnect; two vxtap networks are isolated unless a container is on both',
+  { skip, timeout: 180_000 },
+  async () => {
+    D.h2.must(['network', 'create', '-d', 'vxtap', '--ipam-driver', 'vxtap', '--subnet', '198.19.2.0/24', NET2()]);
+    assert.ok((await until(() => netNames(D.h1).includes(NET2()), 20_000)) >= 0, `${NET2()} did not appear on host 1`);
+    D.h1.must(['run', '-d', '--net', NET2(), '--name', OTHER(), IMG, 'sleep', '3600']);
+    const otherIp = ipOf(D.h1, OTHER(), NET2());
+    const webIp = ipOf(D.h1, WEB(), NET());
+    assert.notEqual(
+      exec(D.h2, CLIENT(), `ping -c 2 -W 1 ${otherIp}`).code,
+      0,
+      'client (app only) must not reach other (db only)',
+    );
+    assert.notEqual(
+      exec(D.h1, OTHER(), `ping -c 2 -W 1 ${webIp}`).code,
+      0,
+      'other (db only) must not reach web (app only)',
+    );
+    // names are scoped too: a container on db only does not resolve web (app only) by its bare name
+    assert.notEqual(exec(D.h1, OTHER(), `nslookup ${WEB()}`).code, 0, 'other must not resolve web');
+    D.h2.must(['network', 'connect', NET2(), CLIENT()]);
+    assert.equal(
+      exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${OTHER()}`).code === 0 ||
+        (await until(() => exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${OTHER()}`).code === 0, 15_000, 300)) >= 0,
+      true,
+      'after connect, other resolves and answers by name',
+    );
+    let r = exec(D.h2, CLIENT(), `ping -c 2 -W 2 ${otherIp}`);
+    assert.equal(r.code, 0, `after connect: ${r.out}`);
+    assert.match(exec(D.h2, CLIENT(), 'ip -o addr').out, /198\.19\.2\./);
+    D.h2.must(['network', 'disconnect', NET2(), CLIENT()]);
+    assert.notEqual(
+      exec(D.h2, CLIENT(), `ping -c 2 -W 1 ${otherIp}`).code,
+      0,
+      'after disconnect the db network is unreachable again',
+    );
+    r = exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${webIp}`);
+    assert.equal(r.code, 0, `app still works after disconnect from db: ${r.out}`);
+  },
+);
 
-test('5. -p publishes a port on the host; containers reach addresses outside the overlay', { skip, timeout: 180_000 }, async () => {
-  const pub = `${T}-pub`;
-  D.h1.must(['run', '-d', '-p', '8080:80', '--net', NET(), '--name', pub, IMG, 'sh', '-c', httpd(`published-${T}`)]);
-  const svc = topo.service();
-  // from outside the overlay: the underlay switch namespace, to host 1's address
-  const ms = await until(() => sh(['ip', 'netns', 'exec', svc.netns, 'busybox', 'timeout', '5', 'busybox', 'wget', '-q', '-O-', `http://${H.h1.addr}:8080/`]).stdout.includes(`published-${T}`), 15_000, 300);
-  assert.ok(ms >= 0, `port 8080 on ${H.h1.addr} did not serve the container's page`);
-  const r = exec(D.h2, CLIENT(), `ping -c 2 -W 2 ${svc.addr}`);
-  assert.equal(r.code, 0, `client reaches ${svc.addr} (outside the overlay): ${r.out}`);
-  D.h1.must(['rm', '-f', pub]);
-});
+test(
+  '5. -p publishes a port on the host; containers reach addresses outside the overlay',
+  { skip, timeout: 180_000 },
+  async () => {
+    const pub = `${T}-pub`;
+    D.h1.must(['run', '-d', '-p', '8080:80', '--net', NET(), '--name', pub, IMG, 'sh', '-c', httpd(`published-${T}`)]);
+    const svc = topo.service();
+    // from outside the overlay: the underlay switch namespace, to host 1's address
+    const ms = await until(
+      () =>
+        sh([
+          'ip',
+          'netns',
+          'exec',
+          svc.netns,
+          'busybox',
+          'timeout',
+          '5',
+          'busybox',
+          'wget',
+          '-q',
+          '-O-',
+          `http://${H.h1.addr}:8080/`,
+        ]).stdout.includes(`published-${T}`),
+      15_000,
+      300,
+    );
+    assert.ok(ms >= 0, `port 8080 on ${H.h1.addr} did not serve the container's page`);
+    const r = exec(D.h2, CLIENT(), `ping -c 2 -W 2 ${svc.addr}`);
+    assert.equal(r.code, 0, `client reaches ${svc.addr} (outside the overlay): ${r.out}`);
+    D.h1.must(['rm', '-f', pub]);
+  },
+);
 
-test('5b. an --internal network carries traffic across hosts but has no way out', { skip, timeout: 180_000 }, async () => {
-  const net = `${T}-int`;
-  const inside = `${T}-in1`;
-  const svc = topo.service();
-  D.h1.must(['network', 'create', '-d', 'vxtap', '--ipam-driver', 'vxtap', '--internal', '--subnet', '198.19.3.0/24', net]);
-  try {
-    assert.ok((await until(() => netNames(D.h2).includes(net), 20_000)) >= 0, `${net} did not appear on host 2`);
-    D.h1.must(['run', '-d', '--net', net, '--name', inside, IMG, 'sleep', '3600']);
-    const ip = ipOf(D.h1, inside, net);
-    // dockerd does not attach docker_gwbridge to a container whose only network is internal: no default route
-    const routes = run(D.h2, net, 'ip route');
-    assert.equal(routes.code, 0, routes.out);
-    assert.doesNotMatch(routes.out, /^default/m, `a container on an internal network has no default route: ${routes.out}`);
-    const r = run(D.h2, net, `ping -c 2 -W 2 ${ip} && ! ping -c 1 -W 1 ${svc.addr}`);
-    assert.equal(r.code, 0, `reaches ${ip} across hosts, and not ${svc.addr} outside the overlay: ${r.out}`);
-    const names = run(D.h2, net, `nslookup ${inside} >/dev/null 2>&1 && echo resolved || echo unresolved`);
-    console.log(`name of a container on another host, from an internal network: ${names.out.trim()}`);
-  } finally {
-    D.h1.docker(['rm', '-f', inside]);
-    D.h1.docker(['network', 'rm', net]);
-  }
-  assert.ok((await until(() => !netNames(D.h2).includes(net), 20_000)) >= 0, `${net} still listed on host 2 after network rm`);
-});
+test(
+  '5b. an --internal network carries traffic across hosts but has no way out',
+  { skip, timeout: 180_000 },
+  async () => {
+    const net = `${T}-int`;
+    const inside = `${T}-in1`;
+    const svc = topo.service();
+    D.h1.must([
+      'network',
+      'create',
+      '-d',
+      'vxtap',
+      '--ipam-driver',
+      'vxtap',
+      '--internal',
+      '--subnet',
+      '198.19.3.0/24',
+      net,
+    ]);
+    try {
+      assert.ok((await until(() => netNames(D.h2).includes(net), 20_000)) >= 0, `${net} did not appear on host 2`);
+      D.h1.must(['run', '-d', '--net', net, '--name', inside, IMG, 'sleep', '3600']);
+      const ip = ipOf(D.h1, inside, net);
+      // dockerd does not attach docker_gwbridge to a container whose only network is internal: no default route
+      const routes = run(D.h2, net, 'ip route');
+      assert.equal(routes.code, 0, routes.out);
+      assert.doesNotMatch(
+        routes.out,
+        /^default/m,
+        `a container on an internal network has no default route: ${routes.out}`,
+      );
+      const r = run(D.h2, net, `ping -c 2 -W 2 ${ip} && ! ping -c 1 -W 1 ${svc.addr}`);
+      assert.equal(r.code, 0, `reaches ${ip} across hosts, and not ${svc.addr} outside the overlay: ${r.out}`);
+      const names = run(D.h2, net, `nslookup ${inside} >/dev/null 2>&1 && echo resolved || echo unresolved`);
+      console.log(`name of a container on another host, from an internal network: ${names.out.trim()}`);
+    } finally {
+      D.h1.docker(['rm', '-f', inside]);
+      D.h1.docker(['network', 'rm', net]);
+    }
+    assert.ok(
+      (await until(() => !netNames(D.h2).includes(net), 20_000)) >= 0,
+      `${net} still listed on host 2 after network rm`,
+    );
+  },
+);
 
 /** Local links the agent made that are still in a host's namespace (handed-off TAPs are named vxNNNNNNNN). */
-const strayLinks = (h: string) => must(['ip', '-n', H[h].ns, '-o', 'link', 'show']).split('\n').filter((l) => /: vx[0-9a-f]{8}[:@]/.test(l));
+const strayLinks = (h: string) =>
+  must(['ip', '-n', H[h].ns, '-o', 'link', 'show'])
+    .split('\n')
+    .filter((l) => /: vx[0-9a-f]{8}[:@]/.test(l));
 
 async function storeSettles(want: () => boolean, ms = 30_000): Promise<boolean> {
   return (await until(want, ms, 500)) >= 0;
 }
 
-test('6. rm -f, restart, network rm, dockerd SIGKILL + restart and agent restart leave nothing stale', { skip, timeout: 300_000 }, async () => {
-  const epsOf = (net: string) => keysUnder(`/vxtap/v1/endpoints/${net}/`);
-  const ipamOf = (net: string) => keysUnder(`/vxtap/v1/ipam/${net}/`).map((k) => k.key).sort();
-  const webIp = ipOf(D.h1, WEB(), NET());
-  // docker rm -f: endpoint, address, TAP all go
-  D.h1.must(['rm', '-f', WEB()]);
-  assert.ok(await storeSettles(() => !ipamOf(NET()).includes(webIp)), `address ${webIp} released: ${ipamOf(NET())}`);
-  assert.ok(!epsOf(NET()).some((e) => JSON.parse(e.value).ip === webIp), 'endpoint key removed');
-  assert.deepEqual(strayLinks('h1'), []);
-  // docker restart: a new endpoint replaces the old one; one key per running container
-  const before = ipOf(D.h2, CLIENT(), NET());
-  D.h2.must(['restart', '-t', '1', CLIENT()]);
-  const after = ipOf(D.h2, CLIENT(), NET());
-  assert.ok(await storeSettles(() => ipamOf(NET()).join() === [after].join()), `store has exactly the client's address ${after} (was ${before}): ${ipamOf(NET())}`);
-  assert.equal(epsOf(NET()).length, 1);
-  // docker network rm (on the host that did not create it): gone from the store and from the other dockerd
-  D.h1.must(['rm', '-f', OTHER()]);
-  D.h1.must(['network', 'rm', NET2()]);
-  assert.ok(await storeSettles(() => !keysUnder('/vxtap/v1/networks/').some((n) => n.key === NET2())), `${NET2()} removed from the store`);
-  assert.ok((await until(() => !netNames(D.h2).includes(NET2()), 20_000)) >= 0, `${NET2()} removed from docker on h2`);
-  assert.deepEqual(ipamOf(NET2()), []);
-  // clean dockerd restart: dockerd stops its containers and tells the plugin; the networks stay
-  D.h1.must(['run', '-d', '--net', NET(), '--name', `${T}-brief`, IMG, 'sleep', '3600']);
-  const briefIp = ipOf(D.h1, `${T}-brief`, NET());
-  await restartDockerd(topo, D.h1);
-  assert.ok(await storeSettles(() => !ipamOf(NET()).includes(briefIp), 20_000), `address ${briefIp} released by a clean dockerd restart`);
-  assert.ok(netNames(D.h1).includes(NET()), 'the network is still there after the restart');
-  D.h1.must(['rm', '-f', `${T}-brief`]);
-  // dockerd SIGKILL + restart: dockerd drops its endpoints without calling the plugin; the plugin notices
-  D.h1.must(['run', '-d', '--net', NET(), '--name', `${T}-doomed`, IMG, 'sleep', '3600']);
-  const doomedIp = ipOf(D.h1, `${T}-doomed`, NET());
-  assert.ok(ipamOf(NET()).includes(doomedIp));
-  await killDockerd(D.h1);
-  await launchDockerd(topo, D.h1);
-  const t0 = Date.now();
-  assert.ok(await storeSettles(() => !ipamOf(NET()).includes(doomedIp), 60_000), `stale address ${doomedIp} released after the dockerd restart: ${ipamOf(NET())}`);
-  console.log(`# dockerd SIGKILL + restart: stale endpoint removed ${Date.now() - t0} ms after dockerd answered again`);
-  assert.ok(await storeSettles(() => (A.h1.cli(['endpoint', 'ls', '-o', 'json']).stdout.match(/"name"/g) ?? []).length === 0, 20_000), 'no endpoints left on h1');
-  assert.deepEqual(strayLinks('h1'), []);
-  // agent restart on h2: the running client keeps its address and forwarding comes back
-  D.h1.must(['run', '-d', '--net', NET(), '--name', WEB(), IMG, 'sh', '-c', httpd('again')]);
-  const web2 = ipOf(D.h1, WEB(), NET());
-  assert.equal(exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${web2}`).code, 0);
-  await topo.stopAgent(A.h2);
-  A.h2 = await startPluginAgent(topo, D.h2, H.h2, `etcd://${etcd.endpoint}`);
-  assert.ok((await until(() => exec(D.h2, CLIENT(), `ping -c 1 -W 1 ${web2}`).code === 0, 20_000, 200)) >= 0, 'client reaches web again after its agent restarted');
-  assert.equal(ipOf(D.h2, CLIENT(), NET()), after);
-  // the restarted plugin still serves the networks it knew (state file): a new container on h2 works
-  const r = run(D.h2, NET(), `ping -c 1 -W 2 ${WEB()}`);
-  assert.equal(r.code, 0, r.out);
-  // everything removed: nothing left in the store or on the hosts
-  D.h2.must(['rm', '-f', CLIENT()]);
-  D.h1.must(['rm', '-f', WEB()]);
-  D.h1.must(['network', 'rm', NET()]);
-  assert.ok(await storeSettles(() => keysUnder('/vxtap/v1/endpoints/').length === 0 && keysUnder('/vxtap/v1/ipam/').length === 0 && keysUnder('/vxtap/v1/networks/').length === 0),
-    `store empty: ${JSON.stringify([...keysUnder('/vxtap/v1/endpoints/'), ...keysUnder('/vxtap/v1/ipam/'), ...keysUnder('/vxtap/v1/networks/')])}`);
-  for (const h of ['h1', 'h2']) {
-    assert.ok((await until(() => !netNames(D[h]).includes(NET()), 20_000)) >= 0, `${NET()} gone from docker on ${h}`);
-    assert.deepEqual(strayLinks(h), []);
-  }
-});
+test(
+  '6. rm -f, restart, network rm, dockerd SIGKILL + restart and agent restart leave nothing stale',
+  { skip, timeout: 300_000 },
+  async () => {
+    const epsOf = (net: string) => keysUnder(`/vxtap/v1/endpoints/${net}/`);
+    const ipamOf = (net: string) =>
+      keysUnder(`/vxtap/v1/ipam/${net}/`)
+        .map((k) => k.key)
+        .sort();
+    const webIp = ipOf(D.h1, WEB(), NET());
+    // docker rm -f: endpoint, address, TAP all go
+    D.h1.must(['rm', '-f', WEB()]);
+    assert.ok(await storeSettles(() => !ipamOf(NET()).includes(webIp)), `address ${webIp} released: ${ipamOf(NET())}`);
+    assert.ok(!epsOf(NET()).some((e) => JSON.parse(e.value).ip === webIp), 'endpoint key removed');
+    assert.deepEqual(strayLinks('h1'), []);
+    // docker restart: a new endpoint replaces the old one; one key per running container
+    const before = ipOf(D.h2, CLIENT(), NET());
+    D.h2.must(['restart', '-t', '1', CLIENT()]);
+    const after = ipOf(D.h2, CLIENT(), NET());
+    assert.ok(
+      await storeSettles(() => ipamOf(NET()).join() === [after].join()),
+      `store has exactly the client's address ${after} (was ${before}): ${ipamOf(NET())}`,
+    );
+    assert.equal(epsOf(NET()).length, 1);
+    // docker network rm (on the host that did not create it): gone from the store and from the other dockerd
+    D.h1.must(['rm', '-f', OTHER()]);
+    D.h1.must(['network', 'rm', NET2()]);
+    assert.ok(
+      await storeSettles(() => !keysUnder('/vxtap/v1/networks/').some((n) => n.key === NET2())),
+      `${NET2()} removed from the store`,
+    );
+    assert.ok(
+      (await until(() => !netNames(D.h2).includes(NET2()), 20_000)) >= 0,
+      `${NET2()} removed from docker on h2`,
+    );
+    assert.deepEqual(ipamOf(NET2()), []);
+    // clean dockerd restart: dockerd stops its containers and tells the plugin; the networks stay
+    D.h1.must(['run', '-d', '--net', NET(), '--name', `${T}-brief`, IMG, 'sleep', '3600']);
+    const briefIp = ipOf(D.h1, `${T}-brief`, NET());
+    await restartDockerd(topo, D.h1);
+    assert.ok(
+      await storeSettles(() => !ipamOf(NET()).includes(briefIp), 20_000),
+      `address ${briefIp} released by a clean dockerd restart`,
+    );
+    assert.ok(netNames(D.h1).includes(NET()), 'the network is still there after the restart');
+    D.h1.must(['rm', '-f', `${T}-brief`]);
+    // dockerd SIGKILL + restart: dockerd drops its endpoints without calling the plugin; the plugin notices
+    D.h1.must(['run', '-d', '--net', NET(), '--name', `${T}-doomed`, IMG, 'sleep', '3600']);
+    const doomedIp = ipOf(D.h1, `${T}-doomed`, NET());
+    assert.ok(ipamOf(NET()).includes(doomedIp));
+    await killDockerd(D.h1);
+    await launchDockerd(topo, D.h1);
+    const t0 = Date.now();
+    assert.ok(
+      await storeSettles(() => !ipamOf(NET()).includes(doomedIp), 60_000),
+      `stale address ${doomedIp} released after the dockerd restart: ${ipamOf(NET())}`,
+    );
+    console.log(
+      `# dockerd SIGKILL + restart: stale endpoint removed ${Date.now() - t0} ms after dockerd answered again`,
+    );
+    assert.ok(
+      await storeSettles(
+        () => (A.h1.cli(['endpoint', 'ls', '-o', 'json']).stdout.match(/"name"/g) ?? []).length === 0,
+        20_000,
+      ),
+      'no endpoints left on h1',
+    );
+    assert.deepEqual(strayLinks('h1'), []);
+    // agent restart on h2: the running client keeps its address and forwarding comes back
+    D.h1.must(['run', '-d', '--net', NET(), '--name', WEB(), IMG, 'sh', '-c', httpd('again')]);
+    const web2 = ipOf(D.h1, WEB(), NET());
+    assert.equal(exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${web2}`).code, 0);
+    await topo.stopAgent(A.h2);
+    A.h2 = await startPluginAgent(topo, D.h2, H.h2, `etcd://${etcd.endpoint}`);
+    assert.ok(
+      (await until(() => exec(D.h2, CLIENT(), `ping -c 1 -W 1 ${web2}`).code === 0, 20_000, 200)) >= 0,
+      'client reaches web again after its agent restarted',
+    );
+    assert.equal(ipOf(D.h2, CLIENT(), NET()), after);
+    // the restarted plugin still serves the networks it knew (state file): a new container on h2 works
+    const r = run(D.h2, NET(), `ping -c 1 -W 2 ${WEB()}`);
+    assert.equal(r.code, 0, r.out);
+    // everything removed: nothing left in the store or on the hosts
+    D.h2.must(['rm', '-f', CLIENT()]);
+    D.h1.must(['rm', '-f', WEB()]);
+    D.h1.must(['network', 'rm', NET()]);
+    assert.ok(
+      await storeSettles(
+        () =>
+          keysUnder('/vxtap/v1/endpoints/').length === 0 &&
+          keysUnder('/vxtap/v1/ipam/').length === 0 &&
+          keysUnder('/vxtap/v1/networks/').length === 0,
+      ),
+      `store empty: ${JSON.stringify([...keysUnder('/vxtap/v1/endpoints/'), ...keysUnder('/vxtap/v1/ipam/'), ...keysUnder('/vxtap/v1/networks/')])}`,
+    );
+    for (const h of ['h1', 'h2']) {
+      assert.ok((await until(() => !netNames(D[h]).includes(NET()), 20_000)) >= 0, `${NET()} gone from docker on ${h}`);
+      assert.deepEqual(strayLinks(h), []);
+    }
+  },
+);

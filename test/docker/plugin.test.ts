@@ -19,7 +19,10 @@ let engine: Server;
 let pluginSock = '';
 let engineSock = '';
 /** What the fake dockerd knows: id -> network. */
-const dockerNets = new Map<string, { Id: string; Name: string; Driver: string; Options?: Record<string, string>; Containers?: Record<string, unknown> }>();
+const dockerNets = new Map<
+  string,
+  { Id: string; Name: string; Driver: string; Options?: Record<string, string>; Containers?: Record<string, unknown> }
+>();
 const created: Record<string, unknown>[] = [];
 
 function fakeEngine(path: string): Promise<Server> {
@@ -33,7 +36,11 @@ function fakeEngine(path: string): Promise<Server> {
         res.end(JSON.stringify(body));
       };
       let m: RegExpExecArray | null;
-      if (req.method === 'GET' && url === '/networks') return send(200, [...dockerNets.values()].map(({ Containers: _c, ...n }) => n));
+      if (req.method === 'GET' && url === '/networks')
+        return send(
+          200,
+          [...dockerNets.values()].map(({ Containers: _c, ...n }) => n),
+        );
       if (req.method === 'GET' && (m = /^\/networks\/([^/?]+)$/.exec(url))) {
         const n = dockerNets.get(m[1]) ?? [...dockerNets.values()].find((x) => x.Name === m![1]);
         return n ? send(200, { Containers: {}, ...n }) : send(404, { message: 'not found' });
@@ -50,13 +57,27 @@ function fakeEngine(path: string): Promise<Server> {
 }
 
 /** A plugin call as dockerd makes it: POST, Docker's Accept header, no Content-Type; raw body. */
-function callRaw(method: string, body: string | undefined, httpMethod = 'POST'): Promise<{ status: number; json: Record<string, any> }> {
+function callRaw(
+  method: string,
+  body: string | undefined,
+  httpMethod = 'POST',
+): Promise<{ status: number; json: Record<string, any> }> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: pluginSock, method: httpMethod, path: `/${method}`, headers: { Accept: 'application/vnd.docker.plugins.v1.2+json', Host: '' } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString() || 'null') }));
-    });
+    const req = request(
+      {
+        socketPath: pluginSock,
+        method: httpMethod,
+        path: `/${method}`,
+        headers: { Accept: 'application/vnd.docker.plugins.v1.2+json', Host: '' },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString() || 'null') }),
+        );
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -104,141 +125,262 @@ after(async () => {
 test('handshake: Activate, capabilities and address spaces', { skip }, async () => {
   assert.deepEqual(await call('Plugin.Activate'), { Implements: ['NetworkDriver', 'IpamDriver'] });
   assert.deepEqual(await call('NetworkDriver.GetCapabilities'), { Scope: 'local', ConnectivityScope: 'global' });
-  assert.deepEqual(await call('IpamDriver.GetCapabilities'), { RequiresMACAddress: false, RequiresRequestReplay: false });
-  assert.deepEqual(await call('IpamDriver.GetDefaultAddressSpaces'), { LocalDefaultAddressSpace: 'vxtap', GlobalDefaultAddressSpace: 'vxtap' });
+  assert.deepEqual(await call('IpamDriver.GetCapabilities'), {
+    RequiresMACAddress: false,
+    RequiresRequestReplay: false,
+  });
+  assert.deepEqual(await call('IpamDriver.GetDefaultAddressSpaces'), {
+    LocalDefaultAddressSpace: 'vxtap',
+    GlobalDefaultAddressSpace: 'vxtap',
+  });
 });
 
-test('unreadable requests: empty body (a retry), bad JSON, wrong verb, unknown call: 4xx with the message, never 200 {}', { skip }, async () => {
-  for (const m of ['NetworkDriver.CreateNetwork', 'NetworkDriver.Join', 'IpamDriver.RequestAddress', 'IpamDriver.RequestPool']) {
-    const r = await callRaw(m, undefined);
-    assert.equal(r.status, 400, m);
-    assert.match(r.json.Err, /empty request body/);
-    assert.equal(r.json.Error, r.json.Err, 'both fields, whichever dockerd reads');
-  }
-  let r = await callRaw('NetworkDriver.CreateEndpoint', '{"NetworkID": ');
-  assert.equal(r.status, 400);
-  assert.match(r.json.Err, /unreadable request body/);
-  r = await callRaw('NetworkDriver.CreateEndpoint', '[1,2]');
-  assert.equal(r.status, 400);
-  assert.match(r.json.Err, /JSON object/);
-  r = await callRaw('NetworkDriver.Frobnicate', '{}');
-  assert.equal(r.status, 404);
-  r = await callRaw('Plugin.Activate', undefined, 'GET');
-  assert.equal(r.status, 405);
-  // the agent is still fine
-  assert.deepEqual(await call('Plugin.Activate'), { Implements: ['NetworkDriver', 'IpamDriver'] });
-});
+test(
+  'unreadable requests: empty body (a retry), bad JSON, wrong verb, unknown call: 4xx with the message, never 200 {}',
+  { skip },
+  async () => {
+    for (const m of [
+      'NetworkDriver.CreateNetwork',
+      'NetworkDriver.Join',
+      'IpamDriver.RequestAddress',
+      'IpamDriver.RequestPool',
+    ]) {
+      const r = await callRaw(m, undefined);
+      assert.equal(r.status, 400, m);
+      assert.match(r.json.Err, /empty request body/);
+      assert.equal(r.json.Error, r.json.Err, 'both fields, whichever dockerd reads');
+    }
+    let r = await callRaw('NetworkDriver.CreateEndpoint', '{"NetworkID": ');
+    assert.equal(r.status, 400);
+    assert.match(r.json.Err, /unreadable request body/);
+    r = await callRaw('NetworkDriver.CreateEndpoint', '[1,2]');
+    assert.equal(r.status, 400);
+    assert.match(r.json.Err, /JSON object/);
+    r = await callRaw('NetworkDriver.Frobnicate', '{}');
+    assert.equal(r.status, 404);
+    r = await callRaw('Plugin.Activate', undefined, 'GET');
+    assert.equal(r.status, 405);
+    // the agent is still fine
+    assert.deepEqual(await call('Plugin.Activate'), { Implements: ['NetworkDriver', 'IpamDriver'] });
+  },
+);
 
-test('bad requests get an error that says what to fix: IPAM in "Error", the network driver in "Err"', { skip }, async () => {
-  let r = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '', Options: {} });
-  assert.match(r.Error, /needs the subnet.*--subnet/);
-  assert.equal(r.Err, undefined);
-  r = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '198.19.9.0/24', V6: true });
-  assert.match(r.Error, /IPv6/);
-  r = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '198.19.9.0/33' });
-  assert.ok(r.Error, JSON.stringify(r));
-  r = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '198.19.9.0/24', SubPool: '198.19.9.0/25' });
-  assert.match(r.Error, /ip-range/);
-  r = await call('IpamDriver.RequestAddress', { PoolID: 'nope', Address: '' });
-  assert.match(r.Error, /unknown pool/);
-  r = await call('NetworkDriver.CreateNetwork', { NetworkID: id('a1'), IPv4Data: [{ AddressSpace: 'LocalDefault', Pool: '172.30.0.0/16', Gateway: '172.30.0.1/16' }], Options: {} });
-  assert.match(r.Err, /--ipam-driver vxtap/);
-  r = await call('NetworkDriver.CreateNetwork', { NetworkID: id('a2'), IPv4Data: [], Options: {} });
-  assert.match(r.Err, /exactly one IPv4 subnet/);
-  r = await call('NetworkDriver.CreateNetwork', { IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.9.0/24' }] });
-  assert.match(r.Err, /NetworkID must be/);
-  r = await call('NetworkDriver.CreateNetwork', { NetworkID: '../../etc', IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.9.0/24' }] });
-  assert.match(r.Err, /is not an ID/);
-  r = await call('NetworkDriver.CreateNetwork', { NetworkID: id('a3'), IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.9.0/24' }], Options: { 'com.docker.network.generic': { 'vxtap.vni': 'many' } } });
-  assert.match(r.Err, /vxtap\.vni=many/);
-  r = await call('NetworkDriver.CreateEndpoint', { NetworkID: id('dead'), EndpointID: id('e0'), Interface: { Address: '198.19.9.2/24' } });
-  assert.match(r.Err, /not a vxtap network here/);
-  r = await call('NetworkDriver.Join', { NetworkID: id('dead'), EndpointID: id('e0'), SandboxKey: '/var/run/docker/netns/x' });
-  assert.match(r.Err, /was not created/);
-});
+test(
+  'bad requests get an error that says what to fix: IPAM in "Error", the network driver in "Err"',
+  { skip },
+  async () => {
+    let r = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '', Options: {} });
+    assert.match(r.Error, /needs the subnet.*--subnet/);
+    assert.equal(r.Err, undefined);
+    r = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '198.19.9.0/24', V6: true });
+    assert.match(r.Error, /IPv6/);
+    r = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '198.19.9.0/33' });
+    assert.ok(r.Error, JSON.stringify(r));
+    r = await call('IpamDriver.RequestPool', {
+      AddressSpace: 'vxtap',
+      Pool: '198.19.9.0/24',
+      SubPool: '198.19.9.0/25',
+    });
+    assert.match(r.Error, /ip-range/);
+    r = await call('IpamDriver.RequestAddress', { PoolID: 'nope', Address: '' });
+    assert.match(r.Error, /unknown pool/);
+    r = await call('NetworkDriver.CreateNetwork', {
+      NetworkID: id('a1'),
+      IPv4Data: [{ AddressSpace: 'LocalDefault', Pool: '172.30.0.0/16', Gateway: '172.30.0.1/16' }],
+      Options: {},
+    });
+    assert.match(r.Err, /--ipam-driver vxtap/);
+    r = await call('NetworkDriver.CreateNetwork', { NetworkID: id('a2'), IPv4Data: [], Options: {} });
+    assert.match(r.Err, /exactly one IPv4 subnet/);
+    r = await call('NetworkDriver.CreateNetwork', { IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.9.0/24' }] });
+    assert.match(r.Err, /NetworkID must be/);
+    r = await call('NetworkDriver.CreateNetwork', {
+      NetworkID: '../../etc',
+      IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.9.0/24' }],
+    });
+    assert.match(r.Err, /is not an ID/);
+    r = await call('NetworkDriver.CreateNetwork', {
+      NetworkID: id('a3'),
+      IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.9.0/24' }],
+      Options: { 'com.docker.network.generic': { 'vxtap.vni': 'many' } },
+    });
+    assert.match(r.Err, /vxtap\.vni=many/);
+    r = await call('NetworkDriver.CreateEndpoint', {
+      NetworkID: id('dead'),
+      EndpointID: id('e0'),
+      Interface: { Address: '198.19.9.2/24' },
+    });
+    assert.match(r.Err, /not a vxtap network here/);
+    r = await call('NetworkDriver.Join', {
+      NetworkID: id('dead'),
+      EndpointID: id('e0'),
+      SandboxKey: '/var/run/docker/netns/x',
+    });
+    assert.match(r.Err, /was not created/);
+  },
+);
 
 let NID = '';
 let POOL = '';
 const NET = () => `${T()}-p`;
 
-test('network create: pool, gateway, CreateNetwork; the name comes from dockerd and the network lands in the store', { skip }, async () => {
-  const pool = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '198.19.5.0/24', SubPool: '', Options: {}, V6: false });
-  assert.equal(pool.Pool, '198.19.5.0/24');
-  POOL = pool.PoolID;
-  const gw = await call('IpamDriver.RequestAddress', { PoolID: POOL, Address: '', Options: { RequestAddressType: 'com.docker.network.gateway' } });
-  assert.equal(gw.Address, '198.19.5.1/24');
-  NID = id('n1');
-  const r = await call('NetworkDriver.CreateNetwork', {
-    NetworkID: NID,
-    Options: { 'com.docker.network.enable_ipv6': false, 'com.docker.network.generic': {} },
-    IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.5.0/24', Gateway: '198.19.5.1/24', AuxAddresses: null }],
-    IPv6Data: [],
-  });
-  assert.deepEqual(r, {});
-  // dockerd stores the network after CreateNetwork returns; the plugin asks for its name until it is there
-  await sleep(200);
-  assert.ok(!(await networks()).includes(NET()));
-  dockerNets.set(NID, { Id: NID, Name: NET(), Driver: 'vxtap' });
-  assert.ok(await until(async () => (await networks()).includes(NET()), 5000), 'bound and created in the store');
-  // a network created directly in the store gets a Docker side: the plugin asks dockerd to create it
-  await agent.call('POST', '/v1/networks', { name: `${T()}-cli`, subnet: '198.19.6.0/24' });
-  assert.ok(await until(() => created.some((c) => c.Name === `${T()}-cli`), 10_000), JSON.stringify(created));
-  const c = created.find((x) => x.Name === `${T()}-cli`) as { Driver: string; IPAM: { Driver: string; Config: { Subnet: string }[] }; Options: Record<string, string> };
-  assert.equal(c.Driver, 'vxtap');
-  assert.equal(c.IPAM.Driver, 'vxtap');
-  assert.equal(c.IPAM.Config[0].Subnet, '198.19.6.0/24');
-  assert.equal(c.Options['vxtap.network'], `${T()}-cli`);
-  // ... and dockerd's CreateNetwork for it carries vxtap.network: bound at once, to the existing network
-  const p2 = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '198.19.6.0/24', Options: { 'vxtap.network': `${T()}-cli` } });
-  await call('IpamDriver.RequestAddress', { PoolID: p2.PoolID, Address: '198.19.6.1', Options: { RequestAddressType: 'com.docker.network.gateway' } });
-  assert.deepEqual(await call('NetworkDriver.CreateNetwork', { NetworkID: id('n2'), Options: { 'com.docker.network.generic': { 'vxtap.network': `${T()}-cli` } }, IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.6.0/24', Gateway: '198.19.6.1/24' }] }), {});
-  dockerNets.set(id('n2'), { Id: id('n2'), Name: `${T()}-cli`, Driver: 'vxtap', Options: { 'vxtap.network': `${T()}-cli` } });
-  const wrong = await call('NetworkDriver.CreateNetwork', { NetworkID: id('n3'), Options: { 'com.docker.network.generic': { 'vxtap.network': `${T()}-cli` } }, IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.7.0/24' }] });
-  assert.match(wrong.Err, /exists with subnet 198\.19\.6\.0\/24/);
-  // --internal travels through the store: every host's dockerd creates its side as internal
-  assert.equal((c as { Internal?: boolean }).Internal, false);
-  const inet = await agent.call<{ internal: boolean }>('POST', '/v1/networks', { name: `${T()}-int`, subnet: '198.19.8.0/24', internal: true });
-  assert.equal(inet.internal, true);
-  assert.ok(await until(() => created.some((x) => x.Name === `${T()}-int`), 10_000), JSON.stringify(created));
-  assert.equal(created.find((x) => x.Name === `${T()}-int`)!.Internal, true);
-  const opts = (internal: boolean) => ({ 'com.docker.network.internal': internal, 'com.docker.network.generic': { 'vxtap.network': `${T()}-cli` } });
-  const p3 = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '198.19.6.0/24', Options: { 'vxtap.network': `${T()}-cli` } });
-  const mixed = await call('NetworkDriver.CreateNetwork', { NetworkID: id('n4'), Options: opts(true), IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.6.0/24' }] });
-  assert.match(mixed.Err, /exists without --internal; create it without --internal/);
-  await call('IpamDriver.ReleasePool', { PoolID: p3.PoolID });
-  await agent.call('DELETE', `/v1/networks/${T()}-int`);
-});
+test(
+  'network create: pool, gateway, CreateNetwork; the name comes from dockerd and the network lands in the store',
+  { skip },
+  async () => {
+    const pool = await call('IpamDriver.RequestPool', {
+      AddressSpace: 'vxtap',
+      Pool: '198.19.5.0/24',
+      SubPool: '',
+      Options: {},
+      V6: false,
+    });
+    assert.equal(pool.Pool, '198.19.5.0/24');
+    POOL = pool.PoolID;
+    const gw = await call('IpamDriver.RequestAddress', {
+      PoolID: POOL,
+      Address: '',
+      Options: { RequestAddressType: 'com.docker.network.gateway' },
+    });
+    assert.equal(gw.Address, '198.19.5.1/24');
+    NID = id('n1');
+    const r = await call('NetworkDriver.CreateNetwork', {
+      NetworkID: NID,
+      Options: { 'com.docker.network.enable_ipv6': false, 'com.docker.network.generic': {} },
+      IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.5.0/24', Gateway: '198.19.5.1/24', AuxAddresses: null }],
+      IPv6Data: [],
+    });
+    assert.deepEqual(r, {});
+    // dockerd stores the network after CreateNetwork returns; the plugin asks for its name until it is there
+    await sleep(200);
+    assert.ok(!(await networks()).includes(NET()));
+    dockerNets.set(NID, { Id: NID, Name: NET(), Driver: 'vxtap' });
+    assert.ok(await until(async () => (await networks()).includes(NET()), 5000), 'bound and created in the store');
+    // a network created directly in the store gets a Docker side: the plugin asks dockerd to create it
+    await agent.call('POST', '/v1/networks', { name: `${T()}-cli`, subnet: '198.19.6.0/24' });
+    assert.ok(await until(() => created.some((c) => c.Name === `${T()}-cli`), 10_000), JSON.stringify(created));
+    const c = created.find((x) => x.Name === `${T()}-cli`) as {
+      Driver: string;
+      IPAM: { Driver: string; Config: { Subnet: string }[] };
+      Options: Record<string, string>;
+    };
+    assert.equal(c.Driver, 'vxtap');
+    assert.equal(c.IPAM.Driver, 'vxtap');
+    assert.equal(c.IPAM.Config[0].Subnet, '198.19.6.0/24');
+    assert.equal(c.Options['vxtap.network'], `${T()}-cli`);
+    // ... and dockerd's CreateNetwork for it carries vxtap.network: bound at once, to the existing network
+    const p2 = await call('IpamDriver.RequestPool', {
+      AddressSpace: 'vxtap',
+      Pool: '198.19.6.0/24',
+      Options: { 'vxtap.network': `${T()}-cli` },
+    });
+    await call('IpamDriver.RequestAddress', {
+      PoolID: p2.PoolID,
+      Address: '198.19.6.1',
+      Options: { RequestAddressType: 'com.docker.network.gateway' },
+    });
+    assert.deepEqual(
+      await call('NetworkDriver.CreateNetwork', {
+        NetworkID: id('n2'),
+        Options: { 'com.docker.network.generic': { 'vxtap.network': `${T()}-cli` } },
+        IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.6.0/24', Gateway: '198.19.6.1/24' }],
+      }),
+      {},
+    );
+    dockerNets.set(id('n2'), {
+      Id: id('n2'),
+      Name: `${T()}-cli`,
+      Driver: 'vxtap',
+      Options: { 'vxtap.network': `${T()}-cli` },
+    });
+    const wrong = await call('NetworkDriver.CreateNetwork', {
+      NetworkID: id('n3'),
+      Options: { 'com.docker.network.generic': { 'vxtap.network': `${T()}-cli` } },
+      IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.7.0/24' }],
+    });
+    assert.match(wrong.Err, /exists with subnet 198\.19\.6\.0\/24/);
+    // --internal travels through the store: every host's dockerd creates its side as internal
+    assert.equal((c as { Internal?: boolean }).Internal, false);
+    const inet = await agent.call<{ internal: boolean }>('POST', '/v1/networks', {
+      name: `${T()}-int`,
+      subnet: '198.19.8.0/24',
+      internal: true,
+    });
+    assert.equal(inet.internal, true);
+    assert.ok(await until(() => created.some((x) => x.Name === `${T()}-int`), 10_000), JSON.stringify(created));
+    assert.equal(created.find((x) => x.Name === `${T()}-int`)!.Internal, true);
+    const opts = (internal: boolean) => ({
+      'com.docker.network.internal': internal,
+      'com.docker.network.generic': { 'vxtap.network': `${T()}-cli` },
+    });
+    const p3 = await call('IpamDriver.RequestPool', {
+      AddressSpace: 'vxtap',
+      Pool: '198.19.6.0/24',
+      Options: { 'vxtap.network': `${T()}-cli` },
+    });
+    const mixed = await call('NetworkDriver.CreateNetwork', {
+      NetworkID: id('n4'),
+      Options: opts(true),
+      IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.6.0/24' }],
+    });
+    assert.match(mixed.Err, /exists without --internal; create it without --internal/);
+    await call('IpamDriver.ReleasePool', { PoolID: p3.PoolID });
+    await agent.call('DELETE', `/v1/networks/${T()}-int`);
+  },
+);
 
-test('docker run / rm: RequestAddress, CreateEndpoint, Join (TAP handed over), OperInfo, Leave, DeleteEndpoint, ReleaseAddress', { skip }, async () => {
-  const a = await call('IpamDriver.RequestAddress', { PoolID: POOL, Address: '', Options: {} });
-  assert.equal(a.Address, '198.19.5.2/24');
-  const EID = id('e1');
-  const ce = await call('NetworkDriver.CreateEndpoint', { NetworkID: NID, EndpointID: EID, Interface: { Address: a.Address, AddressIPv6: '', MacAddress: '' }, Options: {} });
-  assert.deepEqual(ce, { Interface: { MacAddress: '02:76:c6:13:05:02' } });
-  const sandbox = topo.ns('c1'); // stands in for the container's namespace
-  const j = await call('NetworkDriver.Join', { NetworkID: NID, EndpointID: EID, SandboxKey: `/run/netns/${sandbox}`, Options: {} });
-  assert.equal(j.InterfaceName.DstPrefix, 'eth');
-  assert.match(j.InterfaceName.SrcName, /^vx[0-9a-f]{8}$/);
-  assert.equal(j.Gateway, undefined, 'no gateway: Docker adds docker_gwbridge for outbound and -p');
-  const link = JSON.parse(must(['ip', '-j', '-n', host.ns, 'link', 'show', j.InterfaceName.SrcName]))[0];
-  assert.equal(link.address, '02:76:c6:13:05:02');
-  assert.equal(link.mtu, 1450);
-  const op = await call('NetworkDriver.EndpointOperInfo', { NetworkID: NID, EndpointID: EID });
-  assert.deepEqual(op.Value, { network: NET(), ip: '198.19.5.2', mac: '02:76:c6:13:05:02', endpoint: `dk-${EID.slice(0, 12)}` });
-  assert.deepEqual(await call('NetworkDriver.ProgramExternalConnectivity', { NetworkID: NID, EndpointID: EID, Options: {} }), {});
-  const eps = await agent.call<{ name: string; ip: string }[]>('GET', '/v1/endpoints');
-  assert.ok(eps.some((e) => e.ip === '198.19.5.2'));
-  // Docker moves the TAP into the container and renames it; the agent keeps forwarding on the same fd
-  must(['ip', '-n', host.ns, 'link', 'set', j.InterfaceName.SrcName, 'netns', sandbox, 'name', 'eth0']);
-  assert.deepEqual(await call('NetworkDriver.RevokeExternalConnectivity', { NetworkID: NID, EndpointID: EID }), {});
-  assert.deepEqual(await call('NetworkDriver.Leave', { NetworkID: NID, EndpointID: EID }), {});
-  assert.deepEqual(await call('NetworkDriver.DeleteEndpoint', { NetworkID: NID, EndpointID: EID }), {});
-  assert.equal(sh(['ip', '-n', sandbox, 'link', 'show', 'eth0']).code, 1, 'the TAP is gone');
-  assert.deepEqual(await call('NetworkDriver.DeleteEndpoint', { NetworkID: NID, EndpointID: EID }), {}, 'idempotent');
-  assert.deepEqual(await call('IpamDriver.ReleaseAddress', { PoolID: POOL, Address: '198.19.5.2' }), {});
-  const st = await agent.call<{ reservations: string[] }>('GET', '/v1/stats');
-  assert.deepEqual(st.reservations, []);
-});
+test(
+  'docker run / rm: RequestAddress, CreateEndpoint, Join (TAP handed over), OperInfo, Leave, DeleteEndpoint, ReleaseAddress',
+  { skip },
+  async () => {
+    const a = await call('IpamDriver.RequestAddress', { PoolID: POOL, Address: '', Options: {} });
+    assert.equal(a.Address, '198.19.5.2/24');
+    const EID = id('e1');
+    const ce = await call('NetworkDriver.CreateEndpoint', {
+      NetworkID: NID,
+      EndpointID: EID,
+      Interface: { Address: a.Address, AddressIPv6: '', MacAddress: '' },
+      Options: {},
+    });
+    assert.deepEqual(ce, { Interface: { MacAddress: '02:76:c6:13:05:02' } });
+    const sandbox = topo.ns('c1'); // stands in for the container's namespace
+    const j = await call('NetworkDriver.Join', {
+      NetworkID: NID,
+      EndpointID: EID,
+      SandboxKey: `/run/netns/${sandbox}`,
+      Options: {},
+    });
+    assert.equal(j.InterfaceName.DstPrefix, 'eth');
+    assert.match(j.InterfaceName.SrcName, /^vx[0-9a-f]{8}$/);
+    assert.equal(j.Gateway, undefined, 'no gateway: Docker adds docker_gwbridge for outbound and -p');
+    const link = JSON.parse(must(['ip', '-j', '-n', host.ns, 'link', 'show', j.InterfaceName.SrcName]))[0];
+    assert.equal(link.address, '02:76:c6:13:05:02');
+    assert.equal(link.mtu, 1450);
+    const op = await call('NetworkDriver.EndpointOperInfo', { NetworkID: NID, EndpointID: EID });
+    assert.deepEqual(op.Value, {
+      network: NET(),
+      ip: '198.19.5.2',
+      mac: '02:76:c6:13:05:02',
+      endpoint: `dk-${EID.slice(0, 12)}`,
+    });
+    assert.deepEqual(
+      await call('NetworkDriver.ProgramExternalConnectivity', { NetworkID: NID, EndpointID: EID, Options: {} }),
+      {},
+    );
+    const eps = await agent.call<{ name: string; ip: string }[]>('GET', '/v1/endpoints');
+    assert.ok(eps.some((e) => e.ip === '198.19.5.2'));
+    // Docker moves the TAP into the container and renames it; the agent keeps forwarding on the same fd
+    must(['ip', '-n', host.ns, 'link', 'set', j.InterfaceName.SrcName, 'netns', sandbox, 'name', 'eth0']);
+    assert.deepEqual(await call('NetworkDriver.RevokeExternalConnectivity', { NetworkID: NID, EndpointID: EID }), {});
+    assert.deepEqual(await call('NetworkDriver.Leave', { NetworkID: NID, EndpointID: EID }), {});
+    assert.deepEqual(await call('NetworkDriver.DeleteEndpoint', { NetworkID: NID, EndpointID: EID }), {});
+    assert.equal(sh(['ip', '-n', sandbox, 'link', 'show', 'eth0']).code, 1, 'the TAP is gone');
+    assert.deepEqual(await call('NetworkDriver.DeleteEndpoint', { NetworkID: NID, EndpointID: EID }), {}, 'idempotent');
+    assert.deepEqual(await call('IpamDriver.ReleaseAddress', { PoolID: POOL, Address: '198.19.5.2' }), {});
+    const st = await agent.call<{ reservations: string[] }>('GET', '/v1/stats');
+    assert.deepEqual(st.reservations, []);
+  },
+);
 
 test('rollback: Join fails -> DeleteEndpoint without Leave -> ReleaseAddress; nothing is left', { skip }, async () => {
   const a = await call('IpamDriver.RequestAddress', { PoolID: POOL, Address: '198.19.5.40', Options: {} });
@@ -246,7 +388,11 @@ test('rollback: Join fails -> DeleteEndpoint without Leave -> ReleaseAddress; no
   const dup = await call('IpamDriver.RequestAddress', { PoolID: POOL, Address: '198.19.5.40', Options: {} });
   assert.match(dup.Error, /already in use/);
   const EID = id('e2');
-  await call('NetworkDriver.CreateEndpoint', { NetworkID: NID, EndpointID: EID, Interface: { Address: a.Address, MacAddress: '02:00:00:00:00:42' } });
+  await call('NetworkDriver.CreateEndpoint', {
+    NetworkID: NID,
+    EndpointID: EID,
+    Interface: { Address: a.Address, MacAddress: '02:00:00:00:00:42' },
+  });
   const bad = await call('NetworkDriver.Join', { NetworkID: NID, EndpointID: EID, SandboxKey: 'relative/path' });
   assert.match(bad.Err, /SandboxKey/);
   assert.deepEqual(await call('NetworkDriver.DeleteEndpoint', { NetworkID: NID, EndpointID: EID }), {});
@@ -257,7 +403,9 @@ test('rollback: Join fails -> DeleteEndpoint without Leave -> ReleaseAddress; no
 });
 
 test('concurrent address requests never collide', { skip }, async () => {
-  const rs = await Promise.all(Array.from({ length: 12 }, () => call('IpamDriver.RequestAddress', { PoolID: POOL, Address: '', Options: {} })));
+  const rs = await Promise.all(
+    Array.from({ length: 12 }, () => call('IpamDriver.RequestAddress', { PoolID: POOL, Address: '', Options: {} })),
+  );
   const addrs = rs.map((r) => r.Address as string);
   assert.ok(addrs.every(Boolean), JSON.stringify(rs));
   assert.equal(new Set(addrs).size, addrs.length, addrs.join(' '));
@@ -271,16 +419,31 @@ test('state survives an agent restart: Docker never replays CreateNetwork', { sk
   const b = await call('IpamDriver.RequestAddress', { PoolID: POOL, Address: '', Options: {} });
   assert.notEqual(a.Address, b.Address, 'the reservation made before the restart is still held');
   const EID = id('e3');
-  assert.deepEqual(await call('NetworkDriver.CreateEndpoint', { NetworkID: NID, EndpointID: EID, Interface: { Address: b.Address, MacAddress: '' } }), { Interface: { MacAddress: '02:76:c6:13:05:' + Number(b.Address.split('.')[3].split('/')[0]).toString(16).padStart(2, '0') } });
+  assert.deepEqual(
+    await call('NetworkDriver.CreateEndpoint', {
+      NetworkID: NID,
+      EndpointID: EID,
+      Interface: { Address: b.Address, MacAddress: '' },
+    }),
+    {
+      Interface: {
+        MacAddress: '02:76:c6:13:05:' + Number(b.Address.split('.')[3].split('/')[0]).toString(16).padStart(2, '0'),
+      },
+    },
+  );
   await call('NetworkDriver.DeleteEndpoint', { NetworkID: NID, EndpointID: EID });
   for (const x of [a, b]) await call('IpamDriver.ReleaseAddress', { PoolID: POOL, Address: x.Address });
 });
 
-test('network rm: ReleaseAddress(gateway), ReleasePool, DeleteNetwork removes the unused network from the store', { skip }, async () => {
-  assert.deepEqual(await call('IpamDriver.ReleaseAddress', { PoolID: POOL, Address: '198.19.5.1' }), {});
-  assert.deepEqual(await call('IpamDriver.ReleasePool', { PoolID: POOL }), {});
-  assert.deepEqual(await call('NetworkDriver.DeleteNetwork', { NetworkID: NID }), {});
-  dockerNets.delete(NID);
-  assert.ok(await until(async () => !(await networks()).includes(NET()), 5000));
-  assert.deepEqual(await call('NetworkDriver.DeleteNetwork', { NetworkID: NID }), {}, 'idempotent');
-});
+test(
+  'network rm: ReleaseAddress(gateway), ReleasePool, DeleteNetwork removes the unused network from the store',
+  { skip },
+  async () => {
+    assert.deepEqual(await call('IpamDriver.ReleaseAddress', { PoolID: POOL, Address: '198.19.5.1' }), {});
+    assert.deepEqual(await call('IpamDriver.ReleasePool', { PoolID: POOL }), {});
+    assert.deepEqual(await call('NetworkDriver.DeleteNetwork', { NetworkID: NID }), {});
+    dockerNets.delete(NID);
+    assert.ok(await until(async () => !(await networks()).includes(NET()), 5000));
+    assert.deepEqual(await call('NetworkDriver.DeleteNetwork', { NetworkID: NID }), {}, 'idempotent');
+  },
+);

@@ -42,13 +42,19 @@ export interface Dockerd {
  * The daemon's mount namespace is made once and kept (bind-mounted on a file), so a restarted dockerd and the
  * agent see the same mounts, as they do on a real host.
  */
-export async function startDockerd(topo: Topo, hostNs: string, opts: { pool: string; dns?: string[] }): Promise<Dockerd> {
+export async function startDockerd(
+  topo: Topo,
+  hostNs: string,
+  opts: { pool: string; dns?: string[] },
+): Promise<Dockerd> {
   const dir = join(topo.dir, `docker-${hostNs}`);
   for (const d of ['plugins', 'root', 'exec', 'ns']) mkdirSync(join(dir, d), { recursive: true });
   const cgroupParent = `/${hostNs}-docker`;
   const mntns = join(dir, 'ns/mnt');
   const setup = join(dir, 'setup.sh');
-  const remounts = CONTROLLERS.map((c) => `mkdir -p /sys/fs/cgroup/${c} && mount -t cgroup -o ${c} cgroup /sys/fs/cgroup/${c}`).join('\n');
+  const remounts = CONTROLLERS.map(
+    (c) => `mkdir -p /sys/fs/cgroup/${c} && mount -t cgroup -o ${c} cgroup /sys/fs/cgroup/${c}`,
+  ).join('\n');
   writeFileSync(
     setup,
     `set -e
@@ -64,13 +70,36 @@ mount --bind ${dir}/plugins /run/docker/plugins
   must(['mount', '--bind', join(dir, 'ns'), join(dir, 'ns')]);
   must(['mount', '--make-private', join(dir, 'ns')]);
   writeFileSync(mntns, '');
-  must(['nsenter', `--net=/run/netns/${hostNs}`, 'unshare', `--mount=${mntns}`, '--propagation', 'private', 'sh', setup]);
+  must([
+    'nsenter',
+    `--net=/run/netns/${hostNs}`,
+    'unshare',
+    `--mount=${mntns}`,
+    '--propagation',
+    'private',
+    'sh',
+    setup,
+  ]);
   const host = `unix://${dir}/docker.sock`;
   const argv = [
-    'dockerd', '--data-root', `${dir}/root`, '--exec-root', `${dir}/exec`, '--pidfile', `${dir}/docker.pid`, '-H', host,
-    '--storage-driver=vfs', '--bridge=none', '--iptables=true', '--ip-masq=false',
-    '--default-address-pool', `base=${opts.pool},size=24`, `--cgroup-parent=${cgroupParent}`,
-    ...(opts.dns ?? []).flatMap((d) => ['--dns', d]), '--log-level=info',
+    'dockerd',
+    '--data-root',
+    `${dir}/root`,
+    '--exec-root',
+    `${dir}/exec`,
+    '--pidfile',
+    `${dir}/docker.pid`,
+    '-H',
+    host,
+    '--storage-driver=vfs',
+    '--bridge=none',
+    '--iptables=true',
+    '--ip-masq=false',
+    '--default-address-pool',
+    `base=${opts.pool},size=24`,
+    `--cgroup-parent=${cgroupParent}`,
+    ...(opts.dns ?? []).flatMap((d) => ['--dns', d]),
+    '--log-level=info',
   ];
   const d: Dockerd = {
     name: hostNs,
@@ -106,7 +135,13 @@ export async function launchDockerd(topo: Topo, d: Dockerd): Promise<void> {
   const deadline = Date.now() + 60_000;
   while (d.docker(['version', '--format', '{{.Server.Version}}'], 5000).code !== 0) {
     if (d.proc.exitCode !== null || Date.now() > deadline) {
-      const text = existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter((l) => !l.includes('[core]')).join('\n').slice(-3000) : '(no log)';
+      const text = existsSync(log)
+        ? readFileSync(log, 'utf8')
+            .split('\n')
+            .filter((l) => !l.includes('[core]'))
+            .join('\n')
+            .slice(-3000)
+        : '(no log)';
       throw new Error(`dockerd in ${d.name} did not start (exit ${d.proc.exitCode}): ${text}`);
     }
     await sleep(200);
@@ -193,7 +228,8 @@ function leftovers(d: Dockerd): number[] {
     if (!/^\d+$/.test(e)) continue;
     try {
       const cmd = readFileSync(`/proc/${e}/cmdline`, 'utf8');
-      if (cmd.startsWith('/usr/bin/containerd-shim') && cmd.includes(`${d.dir}/exec/containerd/containerd.sock`)) pids.add(Number(e));
+      if (cmd.startsWith('/usr/bin/containerd-shim') && cmd.includes(`${d.dir}/exec/containerd/containerd.sock`))
+        pids.add(Number(e));
     } catch {
       /* gone */
     }
@@ -241,14 +277,45 @@ function removeCgroups(parent: string): void {
  * Starts the vxtap agent for a host inside its dockerd's network and mount namespaces, with the Docker plugin
  * enabled and the DNS resolver on `dnsAddr`.
  */
-export async function startPluginAgent(topo: Topo, d: Dockerd, host: { ns: string; addr: string }, kv: string, extra: string[] = []): Promise<Agent> {
+export async function startPluginAgent(
+  topo: Topo,
+  d: Dockerd,
+  host: { ns: string; addr: string },
+  kv: string,
+  extra: string[] = [],
+): Promise<Agent> {
   const socket = join(topo.dir, `${host.ns}.sock`);
   const logFile = join(topo.dir, `${host.ns}.log`);
   const argv = [
-    'agent', '--vtep', host.addr, '--host', host.ns, '--socket', socket, '--kv', kv, '--state-dir', join(topo.dir, 'state'),
-    '--docker', d.host, '--dns', `${host.addr}:53`, '--dns-upstream', 'none', '--lease-ttl', '3', ...extra,
+    'agent',
+    '--vtep',
+    host.addr,
+    '--host',
+    host.ns,
+    '--socket',
+    socket,
+    '--kv',
+    kv,
+    '--state-dir',
+    join(topo.dir, 'state'),
+    '--docker',
+    d.host,
+    '--dns',
+    `${host.addr}:53`,
+    '--dns-upstream',
+    'none',
+    '--lease-ttl',
+    '3',
+    ...extra,
   ];
-  const proc = spawn('sh', ['-c', `exec nsenter --net=/run/netns/${host.ns} --mount=${d.mntns} node --no-memory-reducer ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`], { stdio: 'ignore' });
+  const proc = spawn(
+    'sh',
+    [
+      '-c',
+      `exec nsenter --net=/run/netns/${host.ns} --mount=${d.mntns} node --no-memory-reducer ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`,
+    ],
+    { stdio: 'ignore' },
+  );
   topo.own(proc);
   return agentHandle(host.ns, socket, proc, logFile, () => existsSync(join(d.dir, 'plugins/vxtap.sock')));
 }
@@ -262,7 +329,21 @@ export function importBusybox(topo: Topo, d: Dockerd, tag: string): void {
     mkdirSync(join(root, 'bin'), { recursive: true });
     for (const sub of ['etc', 'tmp', 'www', 'proc', 'sys', 'dev']) mkdirSync(join(root, sub), { recursive: true });
     must(['cp', '/usr/bin/busybox', join(root, 'bin/busybox')]);
-    for (const app of ['sh', 'ping', 'wget', 'nc', 'httpd', 'nslookup', 'sleep', 'ip', 'cat', 'hostname', 'echo', 'ls', 'timeout']) {
+    for (const app of [
+      'sh',
+      'ping',
+      'wget',
+      'nc',
+      'httpd',
+      'nslookup',
+      'sleep',
+      'ip',
+      'cat',
+      'hostname',
+      'echo',
+      'ls',
+      'timeout',
+    ]) {
       must(['ln', '-sf', 'busybox', join(root, 'bin', app)]);
     }
     writeFileSync(join(root, 'etc/passwd'), 'root:x:0:0:root:/:/bin/sh\n');

@@ -39,10 +39,22 @@ export async function startEtcd(at?: { netns: string; addr: string }): Promise<E
   const peer = at ? 2380 : await freePort();
   const endpoint = `${host}:${client}`;
   const args = [
-    '--name', 'vxt', '--data-dir', join(dir, 'data'),
-    '--listen-client-urls', `http://${endpoint}`, '--advertise-client-urls', `http://${endpoint}`,
-    '--listen-peer-urls', `http://${host}:${peer}`, '--initial-advertise-peer-urls', `http://${host}:${peer}`,
-    '--initial-cluster', `vxt=http://${host}:${peer}`, '--log-level', 'info',
+    '--name',
+    'vxt',
+    '--data-dir',
+    join(dir, 'data'),
+    '--listen-client-urls',
+    `http://${endpoint}`,
+    '--advertise-client-urls',
+    `http://${endpoint}`,
+    '--listen-peer-urls',
+    `http://${host}:${peer}`,
+    '--initial-advertise-peer-urls',
+    `http://${host}:${peer}`,
+    '--initial-cluster',
+    `vxt=http://${host}:${peer}`,
+    '--log-level',
+    'info',
   ];
   const argv = at ? ['ip', 'netns', 'exec', at.netns, 'etcd', ...args] : ['etcd', ...args];
   const srv: EtcdServer = {

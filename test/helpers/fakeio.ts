@@ -55,7 +55,8 @@ export class FakeIo implements DataplaneIo {
   }
 
   readBatch(fd: number, arena: Uint8Array, slot: number, off: number, max: number, lens: Int32Array): number {
-    if (this.brokenTaps.has(fd)) throw Object.assign(new Error('read: File descriptor in bad state (EBADFD)'), { code: 'EBADFD' });
+    if (this.brokenTaps.has(fd))
+      throw Object.assign(new Error('read: File descriptor in bad state (EBADFD)'), { code: 'EBADFD' });
     const q = this.tapIn.get(fd);
     if (!q) throw Object.assign(new Error('read: bad fd'), { code: 'EBADF' });
     this.reads.set(fd, (this.reads.get(fd) ?? 0) + 1);
@@ -87,7 +88,16 @@ export class FakeIo implements DataplaneIo {
     return ok;
   }
 
-  recvBatch(fd: number, arena: Uint8Array, slot: number, off: number, max: number, lens: Int32Array, addrs: Uint32Array, gsoSizes: Int32Array | null): number {
+  recvBatch(
+    fd: number,
+    arena: Uint8Array,
+    slot: number,
+    off: number,
+    max: number,
+    lens: Int32Array,
+    addrs: Uint32Array,
+    gsoSizes: Int32Array | null,
+  ): number {
     const q = this.udpIn.get(fd)!;
     let n = 0;
     while (n < max && q.length) {
@@ -114,7 +124,13 @@ export class FakeIo implements DataplaneIo {
         descs[d + 2] = this.failSends;
         continue;
       }
-      this.sent.push({ data: arena.slice(descs[d + 1], descs[d + 1] + descs[d + 2]), addr: descs[d + 3] >>> 0, port: descs[d + 4], sock: descs[d], gso: descs[d + 5] });
+      this.sent.push({
+        data: arena.slice(descs[d + 1], descs[d + 1] + descs[d + 2]),
+        addr: descs[d + 3] >>> 0,
+        port: descs[d + 4],
+        sock: descs[d],
+        gso: descs[d + 5],
+      });
       sent++;
     }
     this.failSends = 0;

@@ -11,7 +11,11 @@ export function macBytes(mac: number): Uint8Array {
 }
 
 /** An Ethernet frame dst <- src carrying an IPv4 packet (proto, ports) padded to `size` bytes. */
-export function ipv4Frame(dst: number, src: number, opts: { size?: number; srcIp?: number; dstIp?: number; proto?: number; sport?: number; dport?: number } = {}): Uint8Array {
+export function ipv4Frame(
+  dst: number,
+  src: number,
+  opts: { size?: number; srcIp?: number; dstIp?: number; proto?: number; sport?: number; dport?: number } = {},
+): Uint8Array {
   const size = Math.max(opts.size ?? 98, 14 + 20 + 4);
   const f = new Uint8Array(size);
   writeMac(dst, f, 0);

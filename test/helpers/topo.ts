@@ -91,7 +91,8 @@ export class Topo {
     this.netns.push(full);
     must(['ip', '-n', full, 'link', 'set', 'lo', 'up']);
     if (opts.quiet) {
-      for (const k of ['all', 'default']) must(['ip', 'netns', 'exec', full, 'sysctl', '-qw', `net.ipv6.conf.${k}.disable_ipv6=1`]);
+      for (const k of ['all', 'default'])
+        must(['ip', 'netns', 'exec', full, 'sysctl', '-qw', `net.ipv6.conf.${k}.disable_ipv6=1`]);
     }
     return full;
   }
@@ -127,11 +128,31 @@ export class Topo {
     const socket = join(this.dir, `${host.ns}.sock`);
     const logFile = join(this.dir, `${host.ns}.log`);
     const kv = opts.kv ?? join(this.dir, 'store.db');
-    const argv = ['agent', '--vtep', host.addr, '--host', host.ns, '--socket', socket, '--kv', kv, '--state-dir', join(this.dir, 'state'), ...(opts.extra ?? [])];
+    const argv = [
+      'agent',
+      '--vtep',
+      host.addr,
+      '--host',
+      host.ns,
+      '--socket',
+      socket,
+      '--kv',
+      kv,
+      '--state-dir',
+      join(this.dir, 'state'),
+      ...(opts.extra ?? []),
+    ];
     rmSync(socket, { force: true }); // a killed agent leaves its socket: wait for the new one, not the old
-    const proc = spawn('sh', ['-c', `exec ip netns exec ${host.ns} node --no-memory-reducer ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`], {
-      stdio: 'ignore',
-    });
+    const proc = spawn(
+      'sh',
+      [
+        '-c',
+        `exec ip netns exec ${host.ns} node --no-memory-reducer ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`,
+      ],
+      {
+        stdio: 'ignore',
+      },
+    );
     this.procs.push(proc);
     return agentHandle(host.ns, socket, proc, logFile);
   }
@@ -188,12 +209,28 @@ export class Topo {
  * Waits until a just-spawned agent serves its control socket (and `alsoReady`, if given), then returns the
  * handle tests use; throws with the agent's log if it exits or takes over 20 s.
  */
-export async function agentHandle(host: string, socket: string, proc: ChildProcess, logFile: string, alsoReady: () => boolean = () => true): Promise<Agent> {
+export async function agentHandle(
+  host: string,
+  socket: string,
+  proc: ChildProcess,
+  logFile: string,
+  alsoReady: () => boolean = () => true,
+): Promise<Agent> {
   const deadline = Date.now() + 20_000;
   for (;;) {
-    if (existsSync(socket) && alsoReady() && (await call(socket, 'GET', '/v1/status').then(() => true, () => false))) break;
+    if (
+      existsSync(socket) &&
+      alsoReady() &&
+      (await call(socket, 'GET', '/v1/status').then(
+        () => true,
+        () => false,
+      ))
+    )
+      break;
     if (proc.exitCode !== null || Date.now() > deadline) {
-      throw new Error(`agent in ${host} did not start: ${existsSync(logFile) ? readFileSync(logFile, 'utf8') : '(no log)'}`);
+      throw new Error(
+        `agent in ${host} did not start: ${existsSync(logFile) ? readFileSync(logFile, 'utf8') : '(no log)'}`,
+      );
     }
     await sleep(20);
   }
@@ -226,7 +263,13 @@ async function stopProc(p: ChildProcess): Promise<void> {
 }
 
 /** Byte-exact TCP transfer from one namespace to another; returns what each side counted and hashed. */
-export async function tcpTransfer(topo: Topo, fromNs: string, toNs: string, toAddr: string, bytes: number): Promise<{ sent: { bytes: number; sha256: string }; got: { bytes: number; sha256: string } }> {
+export async function tcpTransfer(
+  topo: Topo,
+  fromNs: string,
+  toNs: string,
+  toAddr: string,
+  bytes: number,
+): Promise<{ sent: { bytes: number; sha256: string }; got: { bytes: number; sha256: string } }> {
   const srv = topo.spawn(['ip', 'netns', 'exec', toNs, 'node', TCPXFER, 'server', toAddr, '5201']);
   let out = '';
   srv.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -252,7 +295,10 @@ export interface PingResult {
 
 /** ping from a namespace; count and per-reply timeout bounded. */
 export function ping(ns: string, dst: string, count = 3, intervalS = 0.2): PingResult {
-  const r = sh(['ip', 'netns', 'exec', ns, 'ping', '-n', '-q', '-c', String(count), '-i', String(intervalS), '-W', '1', dst], 30_000);
+  const r = sh(
+    ['ip', 'netns', 'exec', ns, 'ping', '-n', '-q', '-c', String(count), '-i', String(intervalS), '-W', '1', dst],
+    30_000,
+  );
   const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
   const avg = /= [\d.]+\/([\d.]+)\//.exec(r.stdout);
   return { transmitted: m ? Number(m[1]) : 0, received: m ? Number(m[2]) : 0, avgMs: avg ? Number(avg[1]) : NaN };

@@ -45,34 +45,60 @@ after(async () => {
   if (topo) await topo.cleanup();
 });
 
-test('--busy-poll: forwards, catches packets while polling, and stops polling when traffic stops', { skip }, async () => {
-  assert.ok(await waitPing(c2, '198.19.1.2'));
-  const before1 = (await a1.call<BusyStats>('GET', '/v1/stats')).busy_poll;
-  assert.ok(before1, 'stats report busy_poll when it is on');
-  assert.equal(before1.window_us, 50000);
-  // pings 10 ms apart: each arrives inside the 50 ms window of the previous one
-  assert.equal(ping(c2, '198.19.1.2', 50, 0.01).received, 50);
-  const t = await tcpTransfer(topo, c1, c2, '198.19.1.3', 8 * 1024 * 1024 + 3);
-  assert.equal(t.got.sha256, t.sent.sha256);
-  const after1 = (await a1.call<BusyStats>('GET', '/v1/stats')).busy_poll!;
-  // the answering agent was polling when most echo requests arrived (the first one after an idle gap was not)
-  assert.ok(after1.hits - before1.hits >= 25, `hits ${before1.hits} -> ${after1.hits}`);
-  assert.ok(after1.spin_seconds > before1.spin_seconds, 'time spent polling is counted');
-  const m = sh(['ip', 'netns', 'exec', h1.ns, 'node', '-e', 'fetch("http://127.0.0.1:9410/metrics").then(r=>r.text()).then(t=>process.stdout.write(t))']).stdout;
-  const hits = Number(/^vxtap_busy_poll_hits_total\{[^}]*\} (\d+)/m.exec(m)?.[1]);
-  assert.ok(hits >= after1.hits, `metrics: vxtap_busy_poll_hits_total ${hits}`);
-  assert.match(m, /^vxtap_busy_poll_seconds_total\{/m);
-  // idle: after the window the agents sleep again (a poll that never ended would use ~1 CPU s per s)
-  await sleep(500);
-  const pids = [a1.proc.pid!, a2.proc.pid!];
-  const cpu0 = pids.map(cpuSeconds);
-  await sleep(2000);
-  const used = pids.map((p, i) => cpuSeconds(p) - cpu0[i]);
-  for (const u of used) assert.ok(u < 0.3, `idle agents used ${used.join(' / ')} CPU s in 2 s`);
-});
+test(
+  '--busy-poll: forwards, catches packets while polling, and stops polling when traffic stops',
+  { skip },
+  async () => {
+    assert.ok(await waitPing(c2, '198.19.1.2'));
+    const before1 = (await a1.call<BusyStats>('GET', '/v1/stats')).busy_poll;
+    assert.ok(before1, 'stats report busy_poll when it is on');
+    assert.equal(before1.window_us, 50000);
+    // pings 10 ms apart: each arrives inside the 50 ms window of the previous one
+    assert.equal(ping(c2, '198.19.1.2', 50, 0.01).received, 50);
+    const t = await tcpTransfer(topo, c1, c2, '198.19.1.3', 8 * 1024 * 1024 + 3);
+    assert.equal(t.got.sha256, t.sent.sha256);
+    const after1 = (await a1.call<BusyStats>('GET', '/v1/stats')).busy_poll!;
+    // the answering agent was polling when most echo requests arrived (the first one after an idle gap was not)
+    assert.ok(after1.hits - before1.hits >= 25, `hits ${before1.hits} -> ${after1.hits}`);
+    assert.ok(after1.spin_seconds > before1.spin_seconds, 'time spent polling is counted');
+    const m = sh([
+      'ip',
+      'netns',
+      'exec',
+      h1.ns,
+      'node',
+      '-e',
+      'fetch("http://127.0.0.1:9410/metrics").then(r=>r.text()).then(t=>process.stdout.write(t))',
+    ]).stdout;
+    const hits = Number(/^vxtap_busy_poll_hits_total\{[^}]*\} (\d+)/m.exec(m)?.[1]);
+    assert.ok(hits >= after1.hits, `metrics: vxtap_busy_poll_hits_total ${hits}`);
+    assert.match(m, /^vxtap_busy_poll_seconds_total\{/m);
+    // idle: after the window the agents sleep again (a poll that never ended would use ~1 CPU s per s)
+    await sleep(500);
+    const pids = [a1.proc.pid!, a2.proc.pid!];
+    const cpu0 = pids.map(cpuSeconds);
+    await sleep(2000);
+    const used = pids.map((p, i) => cpuSeconds(p) - cpu0[i]);
+    for (const u of used) assert.ok(u < 0.3, `idle agents used ${used.join(' / ')} CPU s in 2 s`);
+  },
+);
 
 test('--busy-poll with a bad value is refused with a message', { skip }, async () => {
-  const bad = sh(['node', '--no-memory-reducer', CLI, 'agent', '--vtep', '198.18.0.1', '--busy-poll=-5', '--kv', `${topo.dir}/x.db`, '--socket', `${topo.dir}/x.sock`, '--state-dir', topo.dir]);
+  const bad = sh([
+    'node',
+    '--no-memory-reducer',
+    CLI,
+    'agent',
+    '--vtep',
+    '198.18.0.1',
+    '--busy-poll=-5',
+    '--kv',
+    `${topo.dir}/x.db`,
+    '--socket',
+    `${topo.dir}/x.sock`,
+    '--state-dir',
+    topo.dir,
+  ]);
   assert.notEqual(bad.code, 0);
   assert.match(bad.stderr, /busy-poll window -5: 0 \(off\) to 10000000 microseconds/);
 });

@@ -26,7 +26,12 @@ async function startAgent(h: string): Promise<Agent> {
   return ag[h];
 }
 
-async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, ms: number, step = 20): Promise<{ v: T; ms: number }> {
+async function until<T>(
+  f: () => Promise<T>,
+  ok: (v: T) => boolean,
+  ms: number,
+  step = 20,
+): Promise<{ v: T; ms: number }> {
   const t0 = Date.now();
   let v = await f();
   while (!ok(v) && Date.now() - t0 < ms) {
@@ -46,10 +51,20 @@ before(async () => {
   for (const h of ['h1', 'h2', 'h3']) hosts[h] = topo.host(h);
   for (const h of ['h1', 'h2', 'h3']) await startAgent(h);
   await ag.h1.call('POST', '/v1/networks', { name: 'blue', subnet: '198.19.1.0/24' });
-  for (const [h, c] of [['h1', 'c1'], ['h2', 'c2'], ['h3', 'c3']]) {
+  for (const [h, c] of [
+    ['h1', 'c1'],
+    ['h2', 'c2'],
+    ['h3', 'c3'],
+  ]) {
     ns[c] = topo.ns(c, { quiet: true });
-    await until(() => ag[h].call<Net[]>('GET', '/v1/networks'), (n) => n.length > 0, 2000);
-    mac[c] = (await ag[h].call<{ mac: string }>('POST', '/v1/endpoints', { network: 'blue', netns: ns[c], name: c })).mac;
+    await until(
+      () => ag[h].call<Net[]>('GET', '/v1/networks'),
+      (n) => n.length > 0,
+      2000,
+    );
+    mac[c] = (
+      await ag[h].call<{ mac: string }>('POST', '/v1/endpoints', { network: 'blue', netns: ns[c], name: c })
+    ).mac;
   }
 });
 
@@ -58,25 +73,45 @@ after(async () => {
   if (topo) await topo.cleanup();
 });
 
-test('a network created on one host is visible on every host within a second; VNIs come from the store', { skip }, async () => {
-  const t0 = Date.now();
-  const created = await ag.h2.call<Net>('POST', '/v1/networks', { name: 'green', subnet: '198.19.2.0/24' });
-  const seen = await Promise.all(['h1', 'h3'].map((h) => until(() => ag[h].call<Net[]>('GET', '/v1/networks'), (l) => l.some((n) => n.name === 'green'), 3000)));
-  const worst = Date.now() - t0;
-  for (const s of seen) assert.ok(s.v.some((n) => n.name === 'green' && n.vni === created.vni));
-  assert.ok(worst < 1000, `visible everywhere after ${worst} ms`);
-  console.log(`# network visible on all 3 hosts ${worst} ms after create (etcd)`);
-  assert.ok(await waitPing(ns.c1, `198.19.1.3`), 'c1 -> c3 across hosts (addresses allocated in order .2 .3 .4)');
-});
+test(
+  'a network created on one host is visible on every host within a second; VNIs come from the store',
+  { skip },
+  async () => {
+    const t0 = Date.now();
+    const created = await ag.h2.call<Net>('POST', '/v1/networks', { name: 'green', subnet: '198.19.2.0/24' });
+    const seen = await Promise.all(
+      ['h1', 'h3'].map((h) =>
+        until(
+          () => ag[h].call<Net[]>('GET', '/v1/networks'),
+          (l) => l.some((n) => n.name === 'green'),
+          3000,
+        ),
+      ),
+    );
+    const worst = Date.now() - t0;
+    for (const s of seen) assert.ok(s.v.some((n) => n.name === 'green' && n.vni === created.vni));
+    assert.ok(worst < 1000, `visible everywhere after ${worst} ms`);
+    console.log(`# network visible on all 3 hosts ${worst} ms after create (etcd)`);
+    assert.ok(await waitPing(ns.c1, `198.19.1.3`), 'c1 -> c3 across hosts (addresses allocated in order .2 .3 .4)');
+  },
+);
 
 test('conflicts: one winner for a network name, for an address, and VNIs never collide', { skip }, async () => {
-  const r = await Promise.allSettled(['h1', 'h2', 'h3'].map((h) => ag[h].call('POST', '/v1/networks', { name: 'race', subnet: '198.19.3.0/24' })));
+  const r = await Promise.allSettled(
+    ['h1', 'h2', 'h3'].map((h) => ag[h].call('POST', '/v1/networks', { name: 'race', subnet: '198.19.3.0/24' })),
+  );
   assert.equal(r.filter((x) => x.status === 'fulfilled').length, 1, 'exactly one create wins');
   for (const x of r) if (x.status === 'rejected') assert.equal((x.reason as { code: string }).code, 'ERR_EXISTS');
-  const many = await Promise.all(['h1', 'h2', 'h3', 'h1', 'h2', 'h3'].map((h, i) => ag[h].call<Net>('POST', '/v1/networks', { name: `auto${i}`, subnet: `198.19.${10 + i}.0/24` })));
+  const many = await Promise.all(
+    ['h1', 'h2', 'h3', 'h1', 'h2', 'h3'].map((h, i) =>
+      ag[h].call<Net>('POST', '/v1/networks', { name: `auto${i}`, subnet: `198.19.${10 + i}.0/24` }),
+    ),
+  );
   const vnis = new Set(many.map((n) => n.vni));
   assert.equal(vnis.size, many.length, `distinct VNIs: ${[...vnis]}`);
-  const v = await ag.h3.call<{ vni: number }>('POST', '/v1/networks', { name: 'fixed', vni: many[0].vni, subnet: '198.19.30.0/24' }).catch((e) => e);
+  const v = await ag.h3
+    .call<{ vni: number }>('POST', '/v1/networks', { name: 'fixed', vni: many[0].vni, subnet: '198.19.30.0/24' })
+    .catch((e) => e);
   assert.equal(v.code, 'ERR_EXISTS', 'an explicit VNI already taken is refused');
   // two hosts race for one address
   const e1 = topo.ns('e1', { quiet: true });
@@ -90,86 +125,144 @@ test('conflicts: one winner for a network name, for an address, and VNIs never c
   assert.equal(lost.reason.code, 'ERR_IN_USE');
   assert.match(lost.reason.message, /198\.19\.3\.50 is already in use on race/);
   // and automatic allocation from two hosts at once never hands out one address twice
-  const more = await Promise.all([1, 2, 3, 4].map(async (i) => {
-    const n = topo.ns(`f${i}`, { quiet: true });
-    return ag[i % 2 ? 'h1' : 'h2'].call<{ ip: string }>('POST', '/v1/endpoints', { network: 'race', netns: n, name: `f${i}` });
-  }));
+  const more = await Promise.all(
+    [1, 2, 3, 4].map(async (i) => {
+      const n = topo.ns(`f${i}`, { quiet: true });
+      return ag[i % 2 ? 'h1' : 'h2'].call<{ ip: string }>('POST', '/v1/endpoints', {
+        network: 'race',
+        netns: n,
+        name: `f${i}`,
+      });
+    }),
+  );
   assert.equal(new Set(more.map((m) => m.ip)).size, 4, `distinct addresses: ${more.map((m) => m.ip)}`);
 });
 
-test('KV down: forwarding goes on, new attachments fail clearly, and the agents recover by themselves', { skip }, async () => {
-  assert.ok(await waitPing(ns.c2, '198.19.1.2'));
-  await etcd.stop(true);
-  const t0 = Date.now();
-  assert.equal(ping(ns.c2, '198.19.1.2', 5).received, 5, 'c2 -> c1 while etcd is down');
-  assert.equal(ping(ns.c1, '198.19.1.3', 5).received, 5, 'c1 -> c3 while etcd is down');
-  const n = topo.ns('late', { quiet: true });
-  const t1 = Date.now();
-  const err = (await ag.h2.call("POST", "/v1/endpoints", { network: "blue", netns: n, name: "late" }).catch((e: unknown) => e)) as { code: string; message: string };
-  const failMs = Date.now() - t1;
-  assert.equal(err.code, 'ERR_KV_UNAVAILABLE', `attach during the outage: ${err.message}`);
-  assert.match(err.message, /KV store .* (failed|reachable)/);
-  console.log(`# attach during the etcd outage failed in ${failMs} ms with: ${err.message}`);
-  assert.equal(ping(ns.c2, '198.19.1.2', 3).received, 3, 'still forwarding');
-  await etcd.restart();
-  const outage = Date.now() - t0;
-  const back = await until(async () => {
-    try {
-      return await ag.h2.call<{ name: string }>('POST', '/v1/endpoints', { network: 'blue', netns: n, name: 'late' });
-    } catch {
-      return null;
-    }
-  }, (v) => v !== null, 30_000, 250);
-  assert.ok(back.v, 'attach works again once etcd is back');
-  console.log(`# etcd down ${outage} ms; attach succeeded again ${back.ms} ms after etcd restarted`);
-  const lateMac = (await ag.h2.call<{ name: string; mac: string }[]>('GET', '/v1/endpoints')).find((e) => e.name === 'late')!.mac;
-  const seen = await until(() => fdbHas(ag.h1, 'blue', lateMac), (v) => v, 30_000, 100);
-  assert.ok(seen.v, 'h1 learned the new endpoint from the resumed watch');
-  const kvs = (await ag.h1.call<{ kv: { reconnects: number; fullSyncs: number; connected: boolean } }>('GET', '/v1/stats')).kv;
-  assert.ok(kvs.reconnects >= 1 && kvs.fullSyncs >= 2 && kvs.connected, `h1 resynced after reconnecting: ${JSON.stringify(kvs)}`);
-  const lateIp = (await ag.h2.call<{ name: string; ip: string }[]>('GET', '/v1/endpoints')).find((e) => e.name === 'late')!.ip;
-  assert.ok(await waitPing(ns.c1, lateIp), 'c1 reaches the endpoint created after the outage');
-});
+test(
+  'KV down: forwarding goes on, new attachments fail clearly, and the agents recover by themselves',
+  { skip },
+  async () => {
+    assert.ok(await waitPing(ns.c2, '198.19.1.2'));
+    await etcd.stop(true);
+    const t0 = Date.now();
+    assert.equal(ping(ns.c2, '198.19.1.2', 5).received, 5, 'c2 -> c1 while etcd is down');
+    assert.equal(ping(ns.c1, '198.19.1.3', 5).received, 5, 'c1 -> c3 while etcd is down');
+    const n = topo.ns('late', { quiet: true });
+    const t1 = Date.now();
+    const err = (await ag.h2
+      .call('POST', '/v1/endpoints', { network: 'blue', netns: n, name: 'late' })
+      .catch((e: unknown) => e)) as { code: string; message: string };
+    const failMs = Date.now() - t1;
+    assert.equal(err.code, 'ERR_KV_UNAVAILABLE', `attach during the outage: ${err.message}`);
+    assert.match(err.message, /KV store .* (failed|reachable)/);
+    console.log(`# attach during the etcd outage failed in ${failMs} ms with: ${err.message}`);
+    assert.equal(ping(ns.c2, '198.19.1.2', 3).received, 3, 'still forwarding');
+    await etcd.restart();
+    const outage = Date.now() - t0;
+    const back = await until(
+      async () => {
+        try {
+          return await ag.h2.call<{ name: string }>('POST', '/v1/endpoints', {
+            network: 'blue',
+            netns: n,
+            name: 'late',
+          });
+        } catch {
+          return null;
+        }
+      },
+      (v) => v !== null,
+      30_000,
+      250,
+    );
+    assert.ok(back.v, 'attach works again once etcd is back');
+    console.log(`# etcd down ${outage} ms; attach succeeded again ${back.ms} ms after etcd restarted`);
+    const lateMac = (await ag.h2.call<{ name: string; mac: string }[]>('GET', '/v1/endpoints')).find(
+      (e) => e.name === 'late',
+    )!.mac;
+    const seen = await until(
+      () => fdbHas(ag.h1, 'blue', lateMac),
+      (v) => v,
+      30_000,
+      100,
+    );
+    assert.ok(seen.v, 'h1 learned the new endpoint from the resumed watch');
+    const kvs = (
+      await ag.h1.call<{ kv: { reconnects: number; fullSyncs: number; connected: boolean } }>('GET', '/v1/stats')
+    ).kv;
+    assert.ok(
+      kvs.reconnects >= 1 && kvs.fullSyncs >= 2 && kvs.connected,
+      `h1 resynced after reconnecting: ${JSON.stringify(kvs)}`,
+    );
+    const lateIp = (await ag.h2.call<{ name: string; ip: string }[]>('GET', '/v1/endpoints')).find(
+      (e) => e.name === 'late',
+    )!.ip;
+    assert.ok(await waitPing(ns.c1, lateIp), 'c1 reaches the endpoint created after the outage');
+  },
+);
 
-test('agent killed (SIGKILL) and restarted: endpoints are re-adopted and traffic resumes; the gap is measured', { skip }, async () => {
-  assert.ok(await waitPing(ns.c2, '198.19.1.2'));
-  // a bounded ping stream from c2 to c1 (20 ms apart, at most 600 = 12 s), timestamps per reply
-  const p = spawn('ip', ['netns', 'exec', ns.c2, 'ping', '-D', '-n', '-i', '0.02', '-c', '600', '-W', '1', '198.19.1.2'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  let out = '';
-  p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  await sleep(1000);
-  // as left by an older agent that did not size super-frames: the restarted one must set it again
-  must(['ip', '-n', ns.c1, 'link', 'set', 'dev', 'eth0', 'gso_max_segs', '65535']);
-  const killedAt = Date.now();
-  process.kill(ag.h1.proc.pid!, 'SIGKILL'); // `sh -c exec ip netns exec ... node`: the pid is the agent's
-  await new Promise((r) => ag.h1.proc.once('exit', r));
-  await startAgent('h1');
-  const restartedAt = Date.now();
-  await new Promise((r) => p.once('exit', r));
-  const replies = [...out.matchAll(/^\[(\d+\.\d+)\] \d+ bytes from/gm)].map((m) => Number(m[1]) * 1000);
-  assert.ok(replies.length > 100, `replies: ${replies.length}`);
-  let gap = 0;
-  for (let i = 1; i < replies.length; i++) gap = Math.max(gap, replies[i] - replies[i - 1]);
-  assert.ok(replies[replies.length - 1] > restartedAt, 'replies after the restart');
-  const eps = await ag.h1.call<{ name: string }[]>('GET', '/v1/endpoints');
-  assert.ok(eps.some((e) => e.name === 'c1'), 'c1 re-adopted');
-  const link = JSON.parse(must(['ip', '-n', ns.c1, '-j', '-d', 'link', 'show', 'dev', 'eth0']))[0];
-  assert.equal(link.gso_max_segs, 44, 'the re-adopted TAP sizes super-frames for one UDP GSO send again');
-  console.log(`# agent restart: longest gap between replies ${gap.toFixed(0)} ms (kill -> agent serving again ${restartedAt - killedAt} ms), ${replies.length}/600 replies`);
-});
+test(
+  'agent killed (SIGKILL) and restarted: endpoints are re-adopted and traffic resumes; the gap is measured',
+  { skip },
+  async () => {
+    assert.ok(await waitPing(ns.c2, '198.19.1.2'));
+    // a bounded ping stream from c2 to c1 (20 ms apart, at most 600 = 12 s), timestamps per reply
+    const p = spawn(
+      'ip',
+      ['netns', 'exec', ns.c2, 'ping', '-D', '-n', '-i', '0.02', '-c', '600', '-W', '1', '198.19.1.2'],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await sleep(1000);
+    // as left by an older agent that did not size super-frames: the restarted one must set it again
+    must(['ip', '-n', ns.c1, 'link', 'set', 'dev', 'eth0', 'gso_max_segs', '65535']);
+    const killedAt = Date.now();
+    process.kill(ag.h1.proc.pid!, 'SIGKILL'); // `sh -c exec ip netns exec ... node`: the pid is the agent's
+    await new Promise((r) => ag.h1.proc.once('exit', r));
+    await startAgent('h1');
+    const restartedAt = Date.now();
+    await new Promise((r) => p.once('exit', r));
+    const replies = [...out.matchAll(/^\[(\d+\.\d+)\] \d+ bytes from/gm)].map((m) => Number(m[1]) * 1000);
+    assert.ok(replies.length > 100, `replies: ${replies.length}`);
+    let gap = 0;
+    for (let i = 1; i < replies.length; i++) gap = Math.max(gap, replies[i] - replies[i - 1]);
+    assert.ok(replies[replies.length - 1] > restartedAt, 'replies after the restart');
+    const eps = await ag.h1.call<{ name: string }[]>('GET', '/v1/endpoints');
+    assert.ok(
+      eps.some((e) => e.name === 'c1'),
+      'c1 re-adopted',
+    );
+    const link = JSON.parse(must(['ip', '-n', ns.c1, '-j', '-d', 'link', 'show', 'dev', 'eth0']))[0];
+    assert.equal(link.gso_max_segs, 44, 'the re-adopted TAP sizes super-frames for one UDP GSO send again');
+    console.log(
+      `# agent restart: longest gap between replies ${gap.toFixed(0)} ms (kill -> agent serving again ${restartedAt - killedAt} ms), ${replies.length}/600 replies`,
+    );
+  },
+);
 
 test('host killed: its endpoints vanish from every other host after the lease TTL', { skip }, async () => {
   assert.ok(await fdbHas(ag.h1, 'blue', mac.c3));
   const t0 = Date.now();
   process.kill(ag.h3.proc.pid!, 'SIGKILL');
-  const gone = await until(() => fdbHas(ag.h1, 'blue', mac.c3), (v) => !v, (TTL + 5) * 1000, 50);
+  const gone = await until(
+    () => fdbHas(ag.h1, 'blue', mac.c3),
+    (v) => !v,
+    (TTL + 5) * 1000,
+    50,
+  );
   const ms = Date.now() - t0;
-  assert.equal(gone.v, false, 'c3 is out of h1\'s FDB');
+  assert.equal(gone.v, false, "c3 is out of h1's FDB");
   assert.ok(ms <= (TTL + 3) * 1000, `removed after ${ms} ms (TTL ${TTL} s)`);
   const fdb = await ag.h1.call<{ mac: string; dst: string }[]>('GET', '/v1/fdb?network=blue');
   assert.ok(!fdb.some((r) => r.dst.startsWith(`${hosts.h3.addr}:`)), 'no entry and no flood entry points at h3');
   // every agent applies the expiry from its own watch: h2 may trail h1 by a few milliseconds
-  const h2view = await until(() => ag.h2.call<{ endpoints: { name: string }[] }>('GET', '/v1/networks/blue'), (n) => !n.endpoints.some((e) => e.name === 'c3'), 3000, 20);
+  const h2view = await until(
+    () => ag.h2.call<{ endpoints: { name: string }[] }>('GET', '/v1/networks/blue'),
+    (n) => !n.endpoints.some((e) => e.name === 'c3'),
+    3000,
+    20,
+  );
   assert.ok(!h2view.v.endpoints.some((e) => e.name === 'c3'), 'h2 no longer lists c3');
   assert.ok(Date.now() - t0 <= (TTL + 3) * 1000, 'on h2 too within the TTL plus slack');
   console.log(`# host killed: its endpoints left the other hosts' tables ${ms} ms later (lease TTL ${TTL} s)`);

@@ -25,7 +25,18 @@ before(async () => {
   ns = topo.ns('u', { quiet: true });
   tap = await createTap({ ifname: 'eth0', netns: ns, mac: 0x02_00_00_00_77_01, mtu: 1500 });
   must(['ip', '-n', ns, 'addr', 'add', '198.19.77.1/24', 'dev', 'eth0']);
-  must(['ip', '-n', ns, 'neigh', 'add', '198.19.77.2', 'lladdr', PEER_MAC.map((b) => b.toString(16).padStart(2, '0')).join(':'), 'dev', 'eth0']);
+  must([
+    'ip',
+    '-n',
+    ns,
+    'neigh',
+    'add',
+    '198.19.77.2',
+    'lladdr',
+    PEER_MAC.map((b) => b.toString(16).padStart(2, '0')).join(':'),
+    'dev',
+    'eth0',
+  ]);
   await sleep(200);
   drain();
 });
@@ -69,66 +80,89 @@ for (const mode of ['io_uring', 'syscalls'] as const) {
     for (const batch of [64, 7, 1]) {
       sendFromNs(300);
       const got = seqs(drain(batch));
-      assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i), `batch ${batch}: ${got.length} frames`);
+      assert.deepEqual(
+        got,
+        Array.from({ length: 300 }, (_, i) => i),
+        `batch ${batch}: ${got.length} frames`,
+      );
     }
     // nothing queued: 0, not an error
     assert.equal(native().readBatch(tap.fd, new Uint8Array(SLOT * 4), SLOT, OFF, 4, new Int32Array(4)), 0);
   });
 
-  test(`writeBatch through ${mode}: every frame reaches the namespace in order; a bad fd or range fails alone`, { skip }, async () => {
-    native().ioUring(mode === 'syscalls');
-    const count = 200;
-    const port = 7000 + (mode === 'io_uring' ? 1 : 2);
-    const { spawn } = await import('node:child_process');
-    const listener = spawn('ip', ['netns', 'exec', ns, 'python3', '-u', '-c',
-      `import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,1<<20)\ns.bind(('198.19.77.1',${port}))\nprint('ready',flush=True)\ns.settimeout(2)\nout=[]\ntry:\n  while True: out.append(s.recv(100).decode())\nexcept socket.timeout: pass\nprint(' '.join(out))\n`]);
-    let text = '';
-    listener.stdout.on('data', (d: Buffer) => (text += d.toString()));
-    const done = new Promise((r) => listener.once('exit', r));
-    for (let i = 0; i < 100 && !text.includes('ready'); i++) await sleep(20);
-    assert.ok(text.includes('ready'), 'listener started');
-    // frames: Ethernet to the TAP's MAC, IPv4 198.19.77.2 -> .1, UDP 9 -> port, payload 'seqNNNNNN', no UDP checksum
-    const arena = new Uint8Array(SLOT * (count + 2));
-    const descs = new Int32Array(4 * (count + 2));
-    let d = 0;
-    const frame = (i: number): number => {
-      const off = i * SLOT;
-      const b = Buffer.from(arena.buffer, arena.byteOffset + off, 60);
-      b.fill(0);
-      b.writeUIntBE(0x02_00_00_00_77_01, 0, 6);
-      Buffer.from(PEER_MAC).copy(b, 6);
-      b.writeUInt16BE(0x0800, 12);
-      b[14] = 0x45;
-      b.writeUInt16BE(20 + 8 + 9, 16);
-      b[22] = 64;
-      b[23] = 17;
-      Buffer.from([198, 19, 77, 2, 198, 19, 77, 1]).copy(b, 26);
-      let sum = 0;
-      for (let k = 14; k < 34; k += 2) sum += b.readUInt16BE(k);
-      while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-      b.writeUInt16BE(~sum & 0xffff, 24);
-      b.writeUInt16BE(9, 34);
-      b.writeUInt16BE(port, 36);
-      b.writeUInt16BE(8 + 9, 38);
-      Buffer.from(`seq${String(i).padStart(6, '0')}`).copy(b, 42);
-      return off;
-    };
-    const badFd = 100 * 1000;
-    let atBadFd = -1;
-    let atBadRange = -1;
-    for (let i = 0; i < count; i++) {
-      if (i === 50) descs.set([badFd, frame(count), 60, 0], 4 * (atBadFd = d++)); // a closed fd, between good frames
-      if (i === 120) descs.set([tap.fd, arena.length - 10, 60, 0], 4 * (atBadRange = d++)); // past the arena's end
-      descs.set([tap.fd, frame(i), 60, 0], 4 * d++);
-    }
-    const ok = native().writeBatch(arena, descs, d);
-    assert.equal(ok, count, `${ok} of ${d} writes succeeded`);
-    assert.equal(descs[4 * atBadFd + 2], -9, 'the write to a bad fd failed with EBADF in its own slot');
-    assert.equal(descs[4 * atBadRange + 2], -22, 'the write past the arena failed with EINVAL in its own slot');
-    await done;
-    const got = text.replace('ready', '').trim().split(/\s+/).map((s) => Number(s.slice(3)));
-    assert.deepEqual(got, Array.from({ length: count }, (_, i) => i), `${got.length} datagrams received`);
-  });
+  test(
+    `writeBatch through ${mode}: every frame reaches the namespace in order; a bad fd or range fails alone`,
+    { skip },
+    async () => {
+      native().ioUring(mode === 'syscalls');
+      const count = 200;
+      const port = 7000 + (mode === 'io_uring' ? 1 : 2);
+      const { spawn } = await import('node:child_process');
+      const listener = spawn('ip', [
+        'netns',
+        'exec',
+        ns,
+        'python3',
+        '-u',
+        '-c',
+        `import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,1<<20)\ns.bind(('198.19.77.1',${port}))\nprint('ready',flush=True)\ns.settimeout(2)\nout=[]\ntry:\n  while True: out.append(s.recv(100).decode())\nexcept socket.timeout: pass\nprint(' '.join(out))\n`,
+      ]);
+      let text = '';
+      listener.stdout.on('data', (d: Buffer) => (text += d.toString()));
+      const done = new Promise((r) => listener.once('exit', r));
+      for (let i = 0; i < 100 && !text.includes('ready'); i++) await sleep(20);
+      assert.ok(text.includes('ready'), 'listener started');
+      // frames: Ethernet to the TAP's MAC, IPv4 198.19.77.2 -> .1, UDP 9 -> port, payload 'seqNNNNNN', no UDP checksum
+      const arena = new Uint8Array(SLOT * (count + 2));
+      const descs = new Int32Array(4 * (count + 2));
+      let d = 0;
+      const frame = (i: number): number => {
+        const off = i * SLOT;
+        const b = Buffer.from(arena.buffer, arena.byteOffset + off, 60);
+        b.fill(0);
+        b.writeUIntBE(0x02_00_00_00_77_01, 0, 6);
+        Buffer.from(PEER_MAC).copy(b, 6);
+        b.writeUInt16BE(0x0800, 12);
+        b[14] = 0x45;
+        b.writeUInt16BE(20 + 8 + 9, 16);
+        b[22] = 64;
+        b[23] = 17;
+        Buffer.from([198, 19, 77, 2, 198, 19, 77, 1]).copy(b, 26);
+        let sum = 0;
+        for (let k = 14; k < 34; k += 2) sum += b.readUInt16BE(k);
+        while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+        b.writeUInt16BE(~sum & 0xffff, 24);
+        b.writeUInt16BE(9, 34);
+        b.writeUInt16BE(port, 36);
+        b.writeUInt16BE(8 + 9, 38);
+        Buffer.from(`seq${String(i).padStart(6, '0')}`).copy(b, 42);
+        return off;
+      };
+      const badFd = 100 * 1000;
+      let atBadFd = -1;
+      let atBadRange = -1;
+      for (let i = 0; i < count; i++) {
+        if (i === 50) descs.set([badFd, frame(count), 60, 0], 4 * (atBadFd = d++)); // a closed fd, between good frames
+        if (i === 120) descs.set([tap.fd, arena.length - 10, 60, 0], 4 * (atBadRange = d++)); // past the arena's end
+        descs.set([tap.fd, frame(i), 60, 0], 4 * d++);
+      }
+      const ok = native().writeBatch(arena, descs, d);
+      assert.equal(ok, count, `${ok} of ${d} writes succeeded`);
+      assert.equal(descs[4 * atBadFd + 2], -9, 'the write to a bad fd failed with EBADF in its own slot');
+      assert.equal(descs[4 * atBadRange + 2], -22, 'the write past the arena failed with EINVAL in its own slot');
+      await done;
+      const got = text
+        .replace('ready', '')
+        .trim()
+        .split(/\s+/)
+        .map((s) => Number(s.slice(3)));
+      assert.deepEqual(
+        got,
+        Array.from({ length: count }, (_, i) => i),
+        `${got.length} datagrams received`,
+      );
+    },
+  );
 }
 
 test('a TAP whose fd is past the read-hint table (>= 4096) gives the same frames, in order', { skip }, async () => {
@@ -136,7 +170,8 @@ test('a TAP whose fd is past the read-hint table (>= 4096) gives the same frames
   const { openSync, closeSync } = await import('node:fs');
   const fillers: number[] = [];
   try {
-    while (fillers.length < 5000 && (fillers.length === 0 || fillers[fillers.length - 1] < 4100)) fillers.push(openSync('/dev/null', 'r'));
+    while (fillers.length < 5000 && (fillers.length === 0 || fillers[fillers.length - 1] < 4100))
+      fillers.push(openSync('/dev/null', 'r'));
     const high = await createTap({ ifname: 'eth1', netns: ns, mac: 0x02_00_00_00_79_01, mtu: 1500 });
     try {
       assert.ok(high.fd >= 4096, `fd ${high.fd}`);
@@ -147,7 +182,11 @@ test('a TAP whose fd is past the read-hint table (>= 4096) gives the same frames
       for (const batch of [64, 7, 1]) {
         sendFromNs(300, '198.19.79.2');
         const got = seqs(drain(batch, high.fd));
-        assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i), `batch ${batch}: ${got.length} frames`);
+        assert.deepEqual(
+          got,
+          Array.from({ length: 300 }, (_, i) => i),
+          `batch ${batch}: ${got.length} frames`,
+        );
       }
     } finally {
       native().closeFd(high.fd);
@@ -176,15 +215,35 @@ test('an agent uses io_uring for its TAPs and reports it; --no-io-uring turns it
   const s1 = await agents[0].call<Uring>('GET', '/v1/stats');
   const s2 = await agents[1].call<Uring>('GET', '/v1/stats');
   assert.equal(s1.io_uring.status, 'on');
-  assert.ok(s1.io_uring.single_reads - before.single_reads >= 20, `sparse reads: ${JSON.stringify([before, s1.io_uring])}`);
+  assert.ok(
+    s1.io_uring.single_reads - before.single_reads >= 20,
+    `sparse reads: ${JSON.stringify([before, s1.io_uring])}`,
+  );
   assert.match(s2.io_uring.status, /^off: switched off/);
   // a burst (c1 answers a flood of 200 echoes sent back to back): reads that find frames queued go through io_uring
-  const f = sh(['ip', 'netns', 'exec', c2, 'ping', '-f', '-l', '32', '-c', '200', '-W', '1', '-s', '1000', '198.19.78.11']);
+  const f = sh([
+    'ip',
+    'netns',
+    'exec',
+    c2,
+    'ping',
+    '-f',
+    '-l',
+    '32',
+    '-c',
+    '200',
+    '-W',
+    '1',
+    '-s',
+    '1000',
+    '198.19.78.11',
+  ]);
   assert.equal(f.code, 0, f.stdout);
   const s1b = (await agents[0].call<Uring>('GET', '/v1/stats')).io_uring;
   assert.ok(s1b.enters > s1.io_uring.enters && s1b.ops >= s1b.enters, `burst: ${JSON.stringify([s1.io_uring, s1b])}`);
   // 20 echoes 10 ms apart form no runs of datagrams: nothing coalesced, and the counter says so
-  const co = (await agents[0].call<{ udp_coalesced: { sends: number; datagrams: number } }>('GET', '/v1/stats')).udp_coalesced;
+  const co = (await agents[0].call<{ udp_coalesced: { sends: number; datagrams: number } }>('GET', '/v1/stats'))
+    .udp_coalesced;
   assert.ok(co.datagrams === 0 || co.datagrams >= 2 * co.sends, JSON.stringify(co));
   assert.equal(s2.io_uring.ops, 0);
 });

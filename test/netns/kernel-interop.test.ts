@@ -37,7 +37,14 @@ before(async () => {
   agent = await topo.agent(h1);
   await agent.call('POST', '/v1/networks', { name: 'blue', vni: 4097, subnet: '198.19.1.0/24' });
   await agent.call('POST', '/v1/fdb', { network: 'blue', mac: '00:00:00:00:00:00', dst: h2.addr });
-  c1mac = (await agent.call<{ mac: string }>('POST', '/v1/endpoints', { network: 'blue', netns: c1, name: 'c1', ip: '198.19.1.10' })).mac;
+  c1mac = (
+    await agent.call<{ mac: string }>('POST', '/v1/endpoints', {
+      network: 'blue',
+      netns: c1,
+      name: 'c1',
+      ip: '198.19.1.10',
+    })
+  ).mac;
   // the kernel side
   const k = (args: string[]) => must(['ip', '-n', h2.ns, ...args]);
   k(['link', 'add', 'vx0', 'type', 'vxlan', 'id', '4097', 'dstport', '4789', 'local', h2.addr, 'dev', h2.ifname]);
@@ -57,67 +64,111 @@ after(async () => {
   if (topo) await topo.cleanup();
 });
 
-test('vxtap <-> kernel VXLAN: ping and byte-exact TCP both ways, captured and dissected by tshark', { skip }, async () => {
-  const pcap = join(topo.dir, 'underlay.pcap');
-  const cap = topo.spawn(['ip', 'netns', 'exec', h1.ns, 'tshark', '-i', h1.ifname, '-f', 'udp port 4789', '-w', pcap, '-a', 'duration:60']);
-  await new Promise<void>((res, rej) => {
-    let err = '';
-    cap.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (/Capturing on/.test(err)) res();
+test(
+  'vxtap <-> kernel VXLAN: ping and byte-exact TCP both ways, captured and dissected by tshark',
+  { skip },
+  async () => {
+    const pcap = join(topo.dir, 'underlay.pcap');
+    const cap = topo.spawn([
+      'ip',
+      'netns',
+      'exec',
+      h1.ns,
+      'tshark',
+      '-i',
+      h1.ifname,
+      '-f',
+      'udp port 4789',
+      '-w',
+      pcap,
+      '-a',
+      'duration:60',
+    ]);
+    await new Promise<void>((res, rej) => {
+      let err = '';
+      cap.stderr!.on('data', (d: Buffer) => {
+        err += d.toString();
+        if (/Capturing on/.test(err)) res();
+      });
+      cap.once('exit', (c) => rej(new Error(`tshark exited ${c}: ${err}`)));
     });
-    cap.once('exit', (c) => rej(new Error(`tshark exited ${c}: ${err}`)));
-  });
-  await sleep(1000); // dumpcap says "Capturing on" a moment before its filter is live: don't lose the first pings
+    await sleep(1000); // dumpcap says "Capturing on" a moment before its filter is live: don't lose the first pings
 
-  assert.ok(await waitPing(c1, '198.19.1.20'), 'vxtap container reaches the kernel container');
-  assert.equal(ping(c1, '198.19.1.20', 5).received, 5, 'c1 (vxtap) -> c2 (kernel)');
-  assert.equal(ping(c2, '198.19.1.10', 5).received, 5, 'c2 (kernel) -> c1 (vxtap)');
-  const size = 8 * 1024 * 1024 + 7;
-  for (const [from, to, addr] of [[c1, c2, '198.19.1.20'], [c2, c1, '198.19.1.10']]) {
-    const r = await tcpTransfer(topo, from, to, addr, size);
-    assert.equal(r.got.bytes, size);
-    assert.equal(r.got.sha256, r.sent.sha256, `TCP ${from} -> ${to} content intact`);
-  }
+    assert.ok(await waitPing(c1, '198.19.1.20'), 'vxtap container reaches the kernel container');
+    assert.equal(ping(c1, '198.19.1.20', 5).received, 5, 'c1 (vxtap) -> c2 (kernel)');
+    assert.equal(ping(c2, '198.19.1.10', 5).received, 5, 'c2 (kernel) -> c1 (vxtap)');
+    const size = 8 * 1024 * 1024 + 7;
+    for (const [from, to, addr] of [
+      [c1, c2, '198.19.1.20'],
+      [c2, c1, '198.19.1.10'],
+    ]) {
+      const r = await tcpTransfer(topo, from, to, addr, size);
+      assert.equal(r.got.bytes, size);
+      assert.equal(r.got.sha256, r.sent.sha256, `TCP ${from} -> ${to} content intact`);
+    }
 
-  // learning works both ways: the kernel learned c1 behind vxtap's VTEP, vxtap learned c2 behind the kernel's
-  assert.match(must(['bridge', '-n', h2.ns, 'fdb', 'show', 'dev', 'vx0']), new RegExp(`${c1mac} dst ${h1.addr.replace(/\./g, '\\.')}`));
-  const fdb = await agent.call<{ mac: string; kind: string; dst: string }[]>('GET', '/v1/fdb?network=blue');
-  assert.ok(fdb.some((r) => r.mac === c2mac && r.kind === 'learned' && r.dst === `${h2.addr}:4789`), JSON.stringify(fdb));
+    // learning works both ways: the kernel learned c1 behind vxtap's VTEP, vxtap learned c2 behind the kernel's
+    assert.match(
+      must(['bridge', '-n', h2.ns, 'fdb', 'show', 'dev', 'vx0']),
+      new RegExp(`${c1mac} dst ${h1.addr.replace(/\./g, '\\.')}`),
+    );
+    const fdb = await agent.call<{ mac: string; kind: string; dst: string }[]>('GET', '/v1/fdb?network=blue');
+    assert.ok(
+      fdb.some((r) => r.mac === c2mac && r.kind === 'learned' && r.dst === `${h2.addr}:4789`),
+      JSON.stringify(fdb),
+    );
 
-  cap.kill('SIGINT');
-  await new Promise((res) => (cap.exitCode !== null ? res(null) : cap.once('exit', res)));
-  await sleep(100);
-  // each read of the capture is a tshark run. The inner TCP stream analysis and reassembly are off: they are not
-  // what this test checks, and on some captures they made every read take 45-65 s (6405 datagrams, 18 MB, most of
-  // it in the kernel: 0.8 s with them off). -n: no name lookups (no DNS here). The slowest read is reported.
-  let slowest = 0;
-  let slowestArgs = '';
-  const TCP_OFF = ['-o', 'tcp.analyze_sequence_numbers:FALSE', '-o', 'tcp.desegment_tcp_streams:FALSE'];
-  const tshark = (args: string[]): string => {
-    const t0 = Date.now();
-    const r = sh(['tshark', '-n', ...TCP_OFF, '-r', pcap, ...args], 180_000);
-    if (Date.now() - t0 > slowest) [slowest, slowestArgs] = [Date.now() - t0, args.join(' ')];
-    assert.equal(r.code, 0, `tshark ${args.join(' ')}: exit ${r.code} after ${Date.now() - t0} ms: ${r.stderr}`);
-    return r.stdout;
-  };
-  const count = (filter: string, extra: string[] = []): number =>
-    tshark([...extra, '-Y', filter, '-T', 'fields', '-e', 'frame.number']).split('\n').filter(Boolean).length;
-  const total = count('udp.port == 4789');
-  const vx = count('vxlan');
-  assert.ok(total > 1000, `captured ${total} datagrams`);
-  assert.equal(vx, total, 'every datagram on the VXLAN port dissects as VXLAN');
-  assert.equal(count('_ws.malformed'), 0, 'no malformed packets');
-  assert.equal(count('vxlan && vxlan.vni != 4097'), 0, 'every VNI is 4097');
-  const fromVxtap = count(`ip.src == ${h1.addr} && vxlan`);
-  const fromKernel = count(`ip.src == ${h2.addr} && vxlan`);
-  assert.ok(fromVxtap > 100 && fromKernel > 100, `both directions captured (${fromVxtap} / ${fromKernel})`);
-  assert.equal(count(`ip.src == ${h1.addr} && vxlan && (vxlan.flag_i == 0 || vxlan.flags_reserved != 0 || vxlan.flag_g == 1 || vxlan.flag_d == 1 || vxlan.flag_a == 1)`), 0, 'vxtap sends flags = I only, reserved zero');
-  const echo1 = count(`ip.src == ${h1.addr} && icmp.type == 8`);
-  const echo2 = count(`ip.src == ${h2.addr} && icmp.type == 8`);
-  assert.ok(echo1 >= 5 && echo2 >= 5, `echo requests both ways: ${echo1} from vxtap, ${echo2} from the kernel`);
-  assert.equal(count('tcp.checksum.status == 0', ['-o', 'tcp.check_checksum:TRUE']), 0, 'no bad inner TCP checksums');
-  const ports = new Set(tshark(['-Y', `ip.src == ${h1.addr} && vxlan`, '-T', 'fields', '-e', 'udp.srcport']).split('\n').filter(Boolean));
-  assert.ok(ports.size >= 1 && !ports.has('4789'), `vxtap sends from its flow-hashed transmit ports, not 4789: ${[...ports]}`);
-  console.log(`# captured ${total} VXLAN datagrams (${fromVxtap} from vxtap, ${fromKernel} from the kernel), outer source ports ${[...ports].join(',')}; pcap ${statSync(pcap).size} bytes, slowest tshark read ${slowest} ms (${slowestArgs})`);
-});
+    cap.kill('SIGINT');
+    await new Promise((res) => (cap.exitCode !== null ? res(null) : cap.once('exit', res)));
+    await sleep(100);
+    // each read of the capture is a tshark run. The inner TCP stream analysis and reassembly are off: they are not
+    // what this test checks, and on some captures they made every read take 45-65 s (6405 datagrams, 18 MB, most of
+    // it in the kernel: 0.8 s with them off). -n: no name lookups (no DNS here). The slowest read is reported.
+    let slowest = 0;
+    let slowestArgs = '';
+    const TCP_OFF = ['-o', 'tcp.analyze_sequence_numbers:FALSE', '-o', 'tcp.desegment_tcp_streams:FALSE'];
+    const tshark = (args: string[]): string => {
+      const t0 = Date.now();
+      const r = sh(['tshark', '-n', ...TCP_OFF, '-r', pcap, ...args], 180_000);
+      if (Date.now() - t0 > slowest) [slowest, slowestArgs] = [Date.now() - t0, args.join(' ')];
+      assert.equal(r.code, 0, `tshark ${args.join(' ')}: exit ${r.code} after ${Date.now() - t0} ms: ${r.stderr}`);
+      return r.stdout;
+    };
+    const count = (filter: string, extra: string[] = []): number =>
+      tshark([...extra, '-Y', filter, '-T', 'fields', '-e', 'frame.number'])
+        .split('\n')
+        .filter(Boolean).length;
+    const total = count('udp.port == 4789');
+    const vx = count('vxlan');
+    assert.ok(total > 1000, `captured ${total} datagrams`);
+    assert.equal(vx, total, 'every datagram on the VXLAN port dissects as VXLAN');
+    assert.equal(count('_ws.malformed'), 0, 'no malformed packets');
+    assert.equal(count('vxlan && vxlan.vni != 4097'), 0, 'every VNI is 4097');
+    const fromVxtap = count(`ip.src == ${h1.addr} && vxlan`);
+    const fromKernel = count(`ip.src == ${h2.addr} && vxlan`);
+    assert.ok(fromVxtap > 100 && fromKernel > 100, `both directions captured (${fromVxtap} / ${fromKernel})`);
+    assert.equal(
+      count(
+        `ip.src == ${h1.addr} && vxlan && (vxlan.flag_i == 0 || vxlan.flags_reserved != 0 || vxlan.flag_g == 1 || vxlan.flag_d == 1 || vxlan.flag_a == 1)`,
+      ),
+      0,
+      'vxtap sends flags = I only, reserved zero',
+    );
+    const echo1 = count(`ip.src == ${h1.addr} && icmp.type == 8`);
+    const echo2 = count(`ip.src == ${h2.addr} && icmp.type == 8`);
+    assert.ok(echo1 >= 5 && echo2 >= 5, `echo requests both ways: ${echo1} from vxtap, ${echo2} from the kernel`);
+    assert.equal(count('tcp.checksum.status == 0', ['-o', 'tcp.check_checksum:TRUE']), 0, 'no bad inner TCP checksums');
+    const ports = new Set(
+      tshark(['-Y', `ip.src == ${h1.addr} && vxlan`, '-T', 'fields', '-e', 'udp.srcport'])
+        .split('\n')
+        .filter(Boolean),
+    );
+    assert.ok(
+      ports.size >= 1 && !ports.has('4789'),
+      `vxtap sends from its flow-hashed transmit ports, not 4789: ${[...ports]}`,
+    );
+    console.log(
+      `# captured ${total} VXLAN datagrams (${fromVxtap} from vxtap, ${fromKernel} from the kernel), outer source ports ${[...ports].join(',')}; pcap ${statSync(pcap).size} bytes, slowest tshark read ${slowest} ms (${slowestArgs})`,
+    );
+  },
+);

@@ -27,10 +27,18 @@ before(async () => {
   a1 = await topo.agent(h1);
   const a2 = await topo.agent(h2);
   await a1.call('POST', '/v1/networks', { name: 'blue', vni: 4097, subnet: '198.19.1.0/24' });
-  for (let i = 0; i < 50 && (await a2.call<unknown[]>('GET', '/v1/networks')).length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 50 && (await a2.call<unknown[]>('GET', '/v1/networks')).length < 1; i++)
+    await new Promise((r) => setTimeout(r, 20));
   c1 = topo.ns('c1', { quiet: true });
   c2 = topo.ns('c2', { quiet: true });
-  c1mac = (await a1.call<{ mac: string }>('POST', '/v1/endpoints', { network: 'blue', netns: c1, name: 'c1', ip: '198.19.1.10' })).mac;
+  c1mac = (
+    await a1.call<{ mac: string }>('POST', '/v1/endpoints', {
+      network: 'blue',
+      netns: c1,
+      name: 'c1',
+      ip: '198.19.1.10',
+    })
+  ).mac;
   await a2.call('POST', '/v1/endpoints', { network: 'blue', netns: c2, name: 'c2', ip: '198.19.1.20' });
   must(['ip', '-n', h2.ns, 'addr', 'add', '198.18.0.99/24', 'dev', h2.ifname]); // an address no agent knows
 });
@@ -41,31 +49,62 @@ after(async () => {
 
 type Stats = { counters: Record<string, number>; drops: Record<string, number> };
 
-test('every malformed or unwanted datagram is dropped with the right reason; forwarding goes on', { skip }, async () => {
-  assert.ok(await waitPing(c2, '198.19.1.10'));
-  const before = await a1.call<Stats>('GET', '/v1/stats');
-  const r = sh(['ip', 'netns', 'exec', h2.ns, 'node', SENDJUNK, h2.addr, '198.18.0.1:4789', '4097', String(parseMac(c1mac))]);
-  assert.equal(r.code, 0, r.stderr);
-  const sent: Record<string, number> = JSON.parse(r.stdout);
-  const r2 = sh(['ip', 'netns', 'exec', h2.ns, 'node', SENDJUNK, '198.18.0.99', '198.18.0.1:4789', '4097', String(parseMac(c1mac))]);
-  assert.equal(r2.code, 0, r2.stderr);
-  const sentUnknown = Object.values(JSON.parse(r2.stdout) as Record<string, number>).reduce((x, y) => x + y, 0);
-  // datagrams are counted as they are read: wait until all have been
-  const total = Object.values(sent).reduce((x, y) => x + y, 0) + sentUnknown;
-  let after = before;
-  for (let i = 0; i < 50; i++) {
-    after = await a1.call<Stats>('GET', '/v1/stats');
-    const seen = after.counters.rx_datagrams - before.counters.rx_datagrams + (after.counters.rx_truncated - before.counters.rx_truncated);
-    if (seen >= total) break;
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  const delta = Object.fromEntries(DROP_REASONS.map((k) => [k, after.drops[k] - before.drops[k]]).filter(([, n]) => n !== 0));
-  // stages run in order (rcv.ts): the length check comes before the VTEP check, so short datagrams from the
-  // unknown address are rx_short; everything else from it is rx_unknown_vtep
-  const expected = { ...sent, rx_short: sent.rx_short * 2, rx_unknown_vtep: sentUnknown - sent.rx_short };
-  assert.deepEqual(delta, expected, 'each reason counted exactly as many times as sent');
-  assert.equal(after.counters.rx_frames, before.counters.rx_frames, 'nothing was delivered to the container');
-  assert.equal(a1.proc.exitCode, null, 'agent alive');
-  assert.equal(ping(c2, '198.19.1.10', 5).received, 5, 'forwarding keeps working');
-  console.log(`# dropped ${total} datagrams: ${JSON.stringify(delta)}`);
-});
+test(
+  'every malformed or unwanted datagram is dropped with the right reason; forwarding goes on',
+  { skip },
+  async () => {
+    assert.ok(await waitPing(c2, '198.19.1.10'));
+    const before = await a1.call<Stats>('GET', '/v1/stats');
+    const r = sh([
+      'ip',
+      'netns',
+      'exec',
+      h2.ns,
+      'node',
+      SENDJUNK,
+      h2.addr,
+      '198.18.0.1:4789',
+      '4097',
+      String(parseMac(c1mac)),
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const sent: Record<string, number> = JSON.parse(r.stdout);
+    const r2 = sh([
+      'ip',
+      'netns',
+      'exec',
+      h2.ns,
+      'node',
+      SENDJUNK,
+      '198.18.0.99',
+      '198.18.0.1:4789',
+      '4097',
+      String(parseMac(c1mac)),
+    ]);
+    assert.equal(r2.code, 0, r2.stderr);
+    const sentUnknown = Object.values(JSON.parse(r2.stdout) as Record<string, number>).reduce((x, y) => x + y, 0);
+    // datagrams are counted as they are read: wait until all have been
+    const total = Object.values(sent).reduce((x, y) => x + y, 0) + sentUnknown;
+    let after = before;
+    for (let i = 0; i < 50; i++) {
+      after = await a1.call<Stats>('GET', '/v1/stats');
+      const seen =
+        after.counters.rx_datagrams -
+        before.counters.rx_datagrams +
+        (after.counters.rx_truncated - before.counters.rx_truncated);
+      if (seen >= total) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    const delta = Object.fromEntries(
+      DROP_REASONS.map((k) => [k, after.drops[k] - before.drops[k]]).filter(([, n]) => n !== 0),
+    );
+    // stages run in order (rcv.ts): the length check comes before the VTEP check, so short datagrams from the
+    // unknown address are rx_short; everything else from it is rx_unknown_vtep
+    const expected = { ...sent, rx_short: sent.rx_short * 2, rx_unknown_vtep: sentUnknown - sent.rx_short };
+    assert.deepEqual(delta, expected, 'each reason counted exactly as many times as sent');
+    assert.equal(after.counters.rx_frames, before.counters.rx_frames, 'nothing was delivered to the container');
+    assert.equal(a1.proc.exitCode, null, 'agent alive');
+    assert.equal(ping(c2, '198.19.1.10', 5).received, 5, 'forwarding keeps working');
+    console.log(`# dropped ${total} datagrams: ${JSON.stringify(delta)}`);
+  },
+);

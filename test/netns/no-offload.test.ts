@@ -33,7 +33,10 @@ test('--no-offload: ping and byte-exact TCP both ways without any TSO/GSO', { sk
   assert.ok(await waitPing(c1, '198.19.1.3'));
   assert.equal(ping(c2, '198.19.1.2', 5).received, 5);
   const size = 16 * 1024 * 1024 + 5;
-  for (const [from, to, addr] of [[c1, c2, '198.19.1.3'], [c2, c1, '198.19.1.2']]) {
+  for (const [from, to, addr] of [
+    [c1, c2, '198.19.1.3'],
+    [c2, c1, '198.19.1.2'],
+  ]) {
     const t = await tcpTransfer(topo, from, to, addr, size);
     assert.equal(t.got.bytes, size);
     assert.equal(t.got.sha256, t.sent.sha256);

@@ -28,7 +28,11 @@ before(() => {
   must(['ip', 'link', 'add', va, 'netns', a, 'type', 'veth', 'peer', 'name', vb, 'netns', b]);
   must(['ip', '-n', a, 'addr', 'add', '198.18.77.1/24', 'dev', va]);
   must(['ip', '-n', b, 'addr', 'add', '198.18.77.2/24', 'dev', vb]);
-  for (const [ns, dev] of [[a, va], [b, vb]]) must(['ip', '-n', ns, 'link', 'set', dev, 'mtu', '1280', 'up']);
+  for (const [ns, dev] of [
+    [a, va],
+    [b, vb],
+  ])
+    must(['ip', '-n', ns, 'link', 'set', dev, 'mtu', '1280', 'up']);
 });
 
 after(async () => {
@@ -70,36 +74,45 @@ const sendBatch = (spec: [string, number, number, number][]) => () =>
 function expected(spec: [string, number, number, number][]): string[] {
   const out: string[] = [];
   let i = 0;
-  for (const [, port, len, count] of spec) for (let k = 0; k < count; k++, i++) out.push(`${port}:${len}:seq${String(i).padStart(6, '0')}:ok`);
+  for (const [, port, len, count] of spec)
+    for (let k = 0; k < count; k++, i++) out.push(`${port}:${len}:seq${String(i).padStart(6, '0')}:ok`);
   return out;
 }
 const byPort = (lines: string[], port: number) => lines.filter((l) => l.startsWith(`${port}:`));
 
-test('runs of equal datagrams go as GSO sends and arrive as the datagrams queued, in order, byte for byte', { skip }, async () => {
-  const A = '198.18.77.2';
-  const spec: [string, number, number, number][] = [
-    [A, 9001, 100, 70], // more than one send's worth (64 per send)
-    [A, 9002, 100, 5], // another port in between: a new run
-    [A, 9001, 100, 30],
-    [A, 9001, 60, 1], // a shorter one ends the run (the GSO send's last segment)
-    [A, 9001, 100, 10],
-    [A, 9001, 1200, 3], // larger: a run of its own
-  ];
-  const { got, out } = await receive(sendBatch(spec));
-  const r = JSON.parse(out) as { sent: number; failed: number[]; coalesced: [number, number] };
-  const total = spec.reduce((s, x) => s + x[3], 0);
-  assert.equal(r.sent, total, out);
-  assert.deepEqual(r.failed, []);
-  assert.ok(r.coalesced[0] >= 5 && r.coalesced[1] >= total - 5, `coalesced sends/datagrams ${r.coalesced}`);
-  for (const p of [9001, 9002]) assert.deepEqual(byPort(got, p), byPort(expected(spec), p), `port ${p}`);
-});
+test(
+  'runs of equal datagrams go as GSO sends and arrive as the datagrams queued, in order, byte for byte',
+  { skip },
+  async () => {
+    const A = '198.18.77.2';
+    const spec: [string, number, number, number][] = [
+      [A, 9001, 100, 70], // more than one send's worth (64 per send)
+      [A, 9002, 100, 5], // another port in between: a new run
+      [A, 9001, 100, 30],
+      [A, 9001, 60, 1], // a shorter one ends the run (the GSO send's last segment)
+      [A, 9001, 100, 10],
+      [A, 9001, 1200, 3], // larger: a run of its own
+    ];
+    const { got, out } = await receive(sendBatch(spec));
+    const r = JSON.parse(out) as { sent: number; failed: number[]; coalesced: [number, number] };
+    const total = spec.reduce((s, x) => s + x[3], 0);
+    assert.equal(r.sent, total, out);
+    assert.deepEqual(r.failed, []);
+    assert.ok(r.coalesced[0] >= 5 && r.coalesced[1] >= total - 5, `coalesced sends/datagrams ${r.coalesced}`);
+    for (const p of [9001, 9002]) assert.deepEqual(byPort(got, p), byPort(expected(spec), p), `port ${p}`);
+  },
+);
 
-test('a path MTU below the datagrams: the GSO send is refused and each datagram goes alone, none lost', { skip }, async () => {
-  const spec: [string, number, number, number][] = [['198.18.77.2', 9001, 1400, 20]];
-  const { got, out } = await receive(sendBatch(spec));
-  const r = JSON.parse(out) as { sent: number; failed: number[]; coalesced: [number, number] };
-  assert.equal(r.sent, 20, out);
-  assert.deepEqual(r.failed, []);
-  assert.ok(r.coalesced[0] >= 1, `the datagrams were coalesced first (then refused by the kernel): ${out}`);
-  assert.deepEqual(got, expected(spec));
-});
+test(
+  'a path MTU below the datagrams: the GSO send is refused and each datagram goes alone, none lost',
+  { skip },
+  async () => {
+    const spec: [string, number, number, number][] = [['198.18.77.2', 9001, 1400, 20]];
+    const { got, out } = await receive(sendBatch(spec));
+    const r = JSON.parse(out) as { sent: number; failed: number[]; coalesced: [number, number] };
+    assert.equal(r.sent, 20, out);
+    assert.deepEqual(r.failed, []);
+    assert.ok(r.coalesced[0] >= 1, `the datagrams were coalesced first (then refused by the kernel): ${out}`);
+    assert.deepEqual(got, expected(spec));
+  },
+);

@@ -50,40 +50,56 @@ async function churn(i: number): Promise<void> {
   must(['ip', 'netns', 'del', ns]);
 }
 
-test(`endpoint churn for ${SECONDS} s under traffic: no leaked fds, endpoints, FDB entries or KV keys; memory bounded`, { skip, timeout: (SECONDS + 120) * 1000 }, async () => {
-  const store = new EmbeddedKv(join(topo.dir, 'store.db'));
-  const kvCount = async () => (await store.list(keys.endpoints)).entries.length + (await store.list('/vxtap/v1/ipam/')).entries.length;
-  for (let i = 0; i < 6; i++) await churn(1000 + i); // warm-up: JIT, pools, first allocations
-  await sleep(500);
-  const snapshot = async () => ({
-    fds: ag.map(fds),
-    rss: ag.map(rss),
-    stats: await Promise.all(ag.map((a) => a.call<Stats>('GET', '/v1/stats'))),
-    kv: await kvCount(),
-  });
-  const base = await snapshot();
-  const pinger = spawn('ip', ['netns', 'exec', c2, 'ping', '-n', '-q', '-i', '0.02', '-w', String(SECONDS + 5), '198.19.0.10'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  let pingOut = '';
-  pinger.stdout.on('data', (d: Buffer) => (pingOut += d.toString()));
-  const end = Date.now() + SECONDS * 1000;
-  let n = 0;
-  while (Date.now() < end) await churn(n++);
-  await new Promise((r) => pinger.once('exit', r));
-  await sleep(1000);
-  const now = await snapshot();
-  await store.close();
-  const m = /(\d+) packets transmitted, (\d+) received/.exec(pingOut);
-  const [tx, rx] = [Number(m?.[1]), Number(m?.[2])];
-  console.log(`# churn: ${n} attach/detach cycles in ${SECONDS} s; steady ping ${rx}/${tx}; fds ${base.fds} -> ${now.fds}; RSS MB ${base.rss.map((x) => x.toFixed(0))} -> ${now.rss.map((x) => x.toFixed(0))}`);
-  assert.ok(n >= 5, `cycles: ${n}`);
-  assert.ok(rx >= tx * 0.98, `steady traffic kept flowing through the churn: ${rx}/${tx}`);
-  for (let i = 0; i < 2; i++) {
-    assert.ok(now.fds[i] <= base.fds[i] + 2, `agent ${i} fds ${base.fds[i]} -> ${now.fds[i]}`);
-    assert.deepEqual(now.stats[i].fdb, base.stats[i].fdb, `agent ${i} FDB back to baseline`);
-    assert.equal(now.stats[i].endpoints.length, base.stats[i].endpoints.length);
-    assert.ok(now.rss[i] < base.rss[i] + 40, `agent ${i} RSS ${base.rss[i].toFixed(0)} -> ${now.rss[i].toFixed(0)} MB`);
-  }
-  assert.equal(now.kv, base.kv, 'KV endpoint + ipam keys back to baseline');
-  const leftover = must(["ip", "netns", "list"]).split("\n").filter((l) => new RegExp(`^${topo.tag}-s\\d`).test(l));
-  assert.deepEqual(leftover, []);
-});
+test(
+  `endpoint churn for ${SECONDS} s under traffic: no leaked fds, endpoints, FDB entries or KV keys; memory bounded`,
+  { skip, timeout: (SECONDS + 120) * 1000 },
+  async () => {
+    const store = new EmbeddedKv(join(topo.dir, 'store.db'));
+    const kvCount = async () =>
+      (await store.list(keys.endpoints)).entries.length + (await store.list('/vxtap/v1/ipam/')).entries.length;
+    for (let i = 0; i < 6; i++) await churn(1000 + i); // warm-up: JIT, pools, first allocations
+    await sleep(500);
+    const snapshot = async () => ({
+      fds: ag.map(fds),
+      rss: ag.map(rss),
+      stats: await Promise.all(ag.map((a) => a.call<Stats>('GET', '/v1/stats'))),
+      kv: await kvCount(),
+    });
+    const base = await snapshot();
+    const pinger = spawn(
+      'ip',
+      ['netns', 'exec', c2, 'ping', '-n', '-q', '-i', '0.02', '-w', String(SECONDS + 5), '198.19.0.10'],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
+    let pingOut = '';
+    pinger.stdout.on('data', (d: Buffer) => (pingOut += d.toString()));
+    const end = Date.now() + SECONDS * 1000;
+    let n = 0;
+    while (Date.now() < end) await churn(n++);
+    await new Promise((r) => pinger.once('exit', r));
+    await sleep(1000);
+    const now = await snapshot();
+    await store.close();
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(pingOut);
+    const [tx, rx] = [Number(m?.[1]), Number(m?.[2])];
+    console.log(
+      `# churn: ${n} attach/detach cycles in ${SECONDS} s; steady ping ${rx}/${tx}; fds ${base.fds} -> ${now.fds}; RSS MB ${base.rss.map((x) => x.toFixed(0))} -> ${now.rss.map((x) => x.toFixed(0))}`,
+    );
+    assert.ok(n >= 5, `cycles: ${n}`);
+    assert.ok(rx >= tx * 0.98, `steady traffic kept flowing through the churn: ${rx}/${tx}`);
+    for (let i = 0; i < 2; i++) {
+      assert.ok(now.fds[i] <= base.fds[i] + 2, `agent ${i} fds ${base.fds[i]} -> ${now.fds[i]}`);
+      assert.deepEqual(now.stats[i].fdb, base.stats[i].fdb, `agent ${i} FDB back to baseline`);
+      assert.equal(now.stats[i].endpoints.length, base.stats[i].endpoints.length);
+      assert.ok(
+        now.rss[i] < base.rss[i] + 40,
+        `agent ${i} RSS ${base.rss[i].toFixed(0)} -> ${now.rss[i].toFixed(0)} MB`,
+      );
+    }
+    assert.equal(now.kv, base.kv, 'KV endpoint + ipam keys back to baseline');
+    const leftover = must(['ip', 'netns', 'list'])
+      .split('\n')
+      .filter((l) => new RegExp(`^${topo.tag}-s\\d`).test(l));
+    assert.deepEqual(leftover, []);
+  },
+);

@@ -43,36 +43,44 @@ after(async () => {
   if (topo) await topo.cleanup();
 });
 
-test('the endpoint is a TAP named eth0 in the container namespace, with IP, MAC, MTU, gso_max_segs and default route', { skip }, () => {
-  const link = JSON.parse(must(['ip', '-n', ns.c1, '-j', '-d', 'link', 'show', 'dev', 'eth0']))[0];
-  assert.equal(link.linkinfo?.info_kind, 'tun');
-  assert.equal(link.linkinfo?.info_data?.type, 'tap');
-  assert.equal(link.address, mac.c1);
-  assert.equal(link.mtu, 1450);
-  // TCP super-frames sized so each leaves in one UDP GSO send: 44 x (8 + 14 + 1450) <= 65507
-  assert.equal(link.gso_max_segs, 44);
-  assert.match(must(['ip', '-n', ns.c1, '-4', 'addr', 'show', 'dev', 'eth0']), /inet 198\.19\.1\.10\/24/);
-  assert.match(must(['ip', '-n', ns.c1, 'route', 'show', 'default']), /default via 198\.19\.1\.1 dev eth0/);
-});
+test(
+  'the endpoint is a TAP named eth0 in the container namespace, with IP, MAC, MTU, gso_max_segs and default route',
+  { skip },
+  () => {
+    const link = JSON.parse(must(['ip', '-n', ns.c1, '-j', '-d', 'link', 'show', 'dev', 'eth0']))[0];
+    assert.equal(link.linkinfo?.info_kind, 'tun');
+    assert.equal(link.linkinfo?.info_data?.type, 'tap');
+    assert.equal(link.address, mac.c1);
+    assert.equal(link.mtu, 1450);
+    // TCP super-frames sized so each leaves in one UDP GSO send: 44 x (8 + 14 + 1450) <= 65507
+    assert.equal(link.gso_max_segs, 44);
+    assert.match(must(['ip', '-n', ns.c1, '-4', 'addr', 'show', 'dev', 'eth0']), /inet 198\.19\.1\.10\/24/);
+    assert.match(must(['ip', '-n', ns.c1, 'route', 'show', 'default']), /default via 198\.19\.1\.1 dev eth0/);
+  },
+);
 
-test('cross-host ping works both ways; ARP is answered locally from the store, MACs come from the store', { skip }, async () => {
-  assert.ok(await waitPing(ns.c2, '198.19.1.10'), 'first ping c2 -> c1 (warm-up)');
-  const a = ping(ns.c2, '198.19.1.10', 5);
-  assert.equal(a.received, 5, `c2 -> c1: ${JSON.stringify(a)}`);
-  const b = ping(ns.c1, '198.19.1.20', 5);
-  assert.equal(b.received, 5, `c1 -> c2: ${JSON.stringify(b)}`);
-  // c2's kernel resolved c1's address; the answer came from h2's agent (ARP suppression), not from across
-  assert.match(must(['ip', '-n', ns.c2, 'neigh', 'show', '198.19.1.10']), new RegExp(`lladdr ${mac.c1}`));
-  const s2 = await ag.h2.call<{ counters: Record<string, number> }>('GET', '/v1/stats');
-  assert.ok(s2.counters.arp_suppressed >= 1, 'h2 answered the ARP request itself');
-  const fdb = await ag.h2.call<{ mac: string; kind: string; dst: string }[]>('GET', '/v1/fdb?network=blue');
-  const e = fdb.find((r) => r.mac === mac.c1);
-  assert.deepEqual(e && [e.kind, e.dst], ['kv', '198.18.0.1:4789']);
-  const flood = fdb.filter((r) => r.mac === '00:00:00:00:00:00').map((r) => r.dst);
-  assert.deepEqual(flood, ['198.18.0.1:4789'], 'blue floods only to hosts with blue endpoints');
-  const st = await ag.h1.call<{ counters: Record<string, number> }>('GET', '/v1/stats');
-  assert.ok(st.counters.rx_frames >= 5 && st.counters.tx_udp_datagrams >= 5);
-});
+test(
+  'cross-host ping works both ways; ARP is answered locally from the store, MACs come from the store',
+  { skip },
+  async () => {
+    assert.ok(await waitPing(ns.c2, '198.19.1.10'), 'first ping c2 -> c1 (warm-up)');
+    const a = ping(ns.c2, '198.19.1.10', 5);
+    assert.equal(a.received, 5, `c2 -> c1: ${JSON.stringify(a)}`);
+    const b = ping(ns.c1, '198.19.1.20', 5);
+    assert.equal(b.received, 5, `c1 -> c2: ${JSON.stringify(b)}`);
+    // c2's kernel resolved c1's address; the answer came from h2's agent (ARP suppression), not from across
+    assert.match(must(['ip', '-n', ns.c2, 'neigh', 'show', '198.19.1.10']), new RegExp(`lladdr ${mac.c1}`));
+    const s2 = await ag.h2.call<{ counters: Record<string, number> }>('GET', '/v1/stats');
+    assert.ok(s2.counters.arp_suppressed >= 1, 'h2 answered the ARP request itself');
+    const fdb = await ag.h2.call<{ mac: string; kind: string; dst: string }[]>('GET', '/v1/fdb?network=blue');
+    const e = fdb.find((r) => r.mac === mac.c1);
+    assert.deepEqual(e && [e.kind, e.dst], ['kv', '198.18.0.1:4789']);
+    const flood = fdb.filter((r) => r.mac === '00:00:00:00:00:00').map((r) => r.dst);
+    assert.deepEqual(flood, ['198.18.0.1:4789'], 'blue floods only to hosts with blue endpoints');
+    const st = await ag.h1.call<{ counters: Record<string, number> }>('GET', '/v1/stats');
+    assert.ok(st.counters.rx_frames >= 5 && st.counters.tx_udp_datagrams >= 5);
+  },
+);
 
 test('same-host traffic between two endpoints never touches the wire', { skip }, async () => {
   // resolve ARP first (that broadcast is flooded, rightly), then count unicast only
@@ -93,9 +101,15 @@ test('TCP across hosts: 32 MB arrive byte-exact each way (SHA-256), and iperf3 r
   const b = await tcpTransfer(topo, ns.c1, ns.c2, '198.19.1.20', size);
   assert.equal(b.got.bytes, size);
   assert.equal(b.got.sha256, b.sent.sha256, 'c1 -> c2 content intact');
-  const st = (await ag.h1.call<{ offload: boolean; counters: Record<string, number> }>('GET', '/v1/stats'));
-  assert.ok(st.offload && st.counters.tx_gso_frames > 0 && st.counters.tx_gso_sends > 0, `TSO + UDP GSO engaged: ${JSON.stringify(st.counters)}`);
-  assert.ok(st.counters.rx_gro_frames > 0 && st.counters.rx_gro_segments > st.counters.rx_gro_frames, `GRO merged segments on receive: ${JSON.stringify(st.counters)}`);
+  const st = await ag.h1.call<{ offload: boolean; counters: Record<string, number> }>('GET', '/v1/stats');
+  assert.ok(
+    st.offload && st.counters.tx_gso_frames > 0 && st.counters.tx_gso_sends > 0,
+    `TSO + UDP GSO engaged: ${JSON.stringify(st.counters)}`,
+  );
+  assert.ok(
+    st.counters.rx_gro_frames > 0 && st.counters.rx_gro_segments > st.counters.rx_gro_frames,
+    `GRO merged segments on receive: ${JSON.stringify(st.counters)}`,
+  );
   const srv = topo.spawn(['ip', 'netns', 'exec', ns.c1, 'iperf3', '-s', '-1', '-B', '198.19.1.10']);
   await sleep(300);
   const r = sh(['ip', 'netns', 'exec', ns.c2, 'iperf3', '-c', '198.19.1.10', '-t', '2', '-J'], 30_000);
@@ -110,10 +124,14 @@ test('networks are isolated by VNI even with the same subnet; the same-VNI pair 
   assert.ok(await waitPing(ns.c4, '198.19.1.50'), 'red works across hosts (c4 -> c5)');
   // pin c1's MAC in c4 so this is a pure L2 test: a red frame addressed to a blue container's MAC
   must(['ip', '-n', ns.c4, 'neigh', 'replace', '198.19.1.10', 'lladdr', mac.c1, 'dev', 'eth0', 'nud', 'permanent']);
-  const c1Before = (await ag.h1.call<{ name: string; rx_frames: number }[]>('GET', '/v1/endpoints')).find((e) => e.name === 'c1')!.rx_frames;
+  const c1Before = (await ag.h1.call<{ name: string; rx_frames: number }[]>('GET', '/v1/endpoints')).find(
+    (e) => e.name === 'c1',
+  )!.rx_frames;
   const r = ping(ns.c4, '198.19.1.10', 3);
   assert.equal(r.received, 0, 'red must not reach blue');
-  const c1After = (await ag.h1.call<{ name: string; rx_frames: number }[]>('GET', '/v1/endpoints')).find((e) => e.name === 'c1')!.rx_frames;
+  const c1After = (await ag.h1.call<{ name: string; rx_frames: number }[]>('GET', '/v1/endpoints')).find(
+    (e) => e.name === 'c1',
+  )!.rx_frames;
   assert.equal(c1After, c1Before, 'not one red frame was delivered to c1');
   const r2 = ping(ns.c1, '198.19.1.40', 2);
   assert.equal(r2.received, 0, 'blue must not reach red');
@@ -150,17 +168,24 @@ test('CLI: clear errors for bad requests, and detach removes the interface', { s
   assert.deepEqual(eps.map((e) => e.name).sort(), ['c1', 'c1b']);
 });
 
-test('a container namespace deleted under the agent: its endpoint is detached, the agent keeps running', { skip }, async () => {
-  ns.gone = topo.ns('gone', { quiet: true });
-  await ag.h2.call('POST', '/v1/endpoints', { network: 'blue', netns: ns.gone, name: 'gone', ip: '198.19.1.99' });
-  must(['ip', 'netns', 'del', ns.gone]);
-  let eps: { name: string }[] = [];
-  for (let i = 0; i < 50; i++) {
-    eps = await ag.h2.call<{ name: string }[]>('GET', '/v1/endpoints');
-    if (!eps.some((e) => e.name === 'gone')) break;
-    await sleep(100);
-  }
-  assert.ok(!eps.some((e) => e.name === 'gone'), `endpoint still listed: ${JSON.stringify(eps)} ${readFileSync(ag.h2.logFile, 'utf8').slice(-500)}`);
-  assert.equal(ag.h2.proc.exitCode, null, 'agent alive');
-  assert.equal(ping(ns.c2, '198.19.1.10', 2).received, 2, 'forwarding continues');
-});
+test(
+  'a container namespace deleted under the agent: its endpoint is detached, the agent keeps running',
+  { skip },
+  async () => {
+    ns.gone = topo.ns('gone', { quiet: true });
+    await ag.h2.call('POST', '/v1/endpoints', { network: 'blue', netns: ns.gone, name: 'gone', ip: '198.19.1.99' });
+    must(['ip', 'netns', 'del', ns.gone]);
+    let eps: { name: string }[] = [];
+    for (let i = 0; i < 50; i++) {
+      eps = await ag.h2.call<{ name: string }[]>('GET', '/v1/endpoints');
+      if (!eps.some((e) => e.name === 'gone')) break;
+      await sleep(100);
+    }
+    assert.ok(
+      !eps.some((e) => e.name === 'gone'),
+      `endpoint still listed: ${JSON.stringify(eps)} ${readFileSync(ag.h2.logFile, 'utf8').slice(-500)}`,
+    );
+    assert.equal(ag.h2.proc.exitCode, null, 'agent alive');
+    assert.equal(ping(ns.c2, '198.19.1.10', 2).received, 2, 'forwarding continues');
+  },
+);

@@ -7,7 +7,16 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { arp, arpReplyInPlace, arpRequestTarget } from '../../src/vxlan/arp.js';
 import { finish, pseudoSumV6, sum16 } from '../../src/vxlan/checksum.js';
-import { ARPOP_REPLY, ARPOP_REQUEST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP } from '../../src/vxlan/constants.js';
+import {
+  ARPOP_REPLY,
+  ARPOP_REQUEST,
+  ETH_P_ARP,
+  ETH_P_IP,
+  ETH_P_IPV6,
+  IPPROTO_ICMP,
+  IPPROTO_ICMPV6,
+  IPPROTO_TCP,
+} from '../../src/vxlan/constants.js';
 import { ethernet, readU16, readU32 } from '../../src/vxlan/ethernet.js';
 import { FRAG_NEEDED_SCRATCH, fragNeeded, packetTooBig } from '../../src/vxlan/icmp.js';
 import { ipv4, ipv4ChecksumOk } from '../../src/vxlan/ipv4.js';
@@ -25,7 +34,13 @@ function macView(m: number): Uint8Array {
 }
 
 /** An Ethernet frame around `payload`, encoded by the codec at OFF of a buffer with `slack` bytes after it. */
-function frame(dst: number, src: number, etherType: number, payload: Uint8Array, slack = 0): { buf: Uint8Array; len: number } {
+function frame(
+  dst: number,
+  src: number,
+  etherType: number,
+  payload: Uint8Array,
+  slack = 0,
+): { buf: Uint8Array; len: number } {
   const f = { dst: macView(dst), src: macView(src), tci: -1, etherType, payload };
   const len = ethernet.encodingLength(f);
   const buf = new Uint8Array(OFF + len + slack).fill(0xee);
@@ -60,10 +75,26 @@ test('ARP: a request for a known address becomes its reply, in place, and decode
 });
 
 /** An IPv4 packet of `size` bytes with DF (TCP, a byte pattern), in an Ethernet frame. */
-function ipv4Packet(size: number, o: { df?: boolean; proto?: number; icmpType?: number } = {}): { buf: Uint8Array; len: number } {
+function ipv4Packet(
+  size: number,
+  o: { df?: boolean; proto?: number; icmpType?: number } = {},
+): { buf: Uint8Array; len: number } {
   const payload = new Uint8Array(size - 20).map((_, i) => (i * 7 + 3) & 0xff);
   if (o.icmpType !== undefined) payload[0] = o.icmpType;
-  const h = { tos: 0, id: 0x1234, df: o.df ?? true, mf: false, fragOffset: 0, ttl: 64, proto: o.proto ?? IPPROTO_TCP, checksum: 0, src: 0xc6130102, dst: 0xc6130109, options: new Uint8Array(0), payload };
+  const h = {
+    tos: 0,
+    id: 0x1234,
+    df: o.df ?? true,
+    mf: false,
+    fragOffset: 0,
+    ttl: 64,
+    proto: o.proto ?? IPPROTO_TCP,
+    checksum: 0,
+    src: 0xc6130102,
+    dst: 0xc6130109,
+    options: new Uint8Array(0),
+    payload,
+  };
   const ip = new Uint8Array(ipv4.encodingLength(h));
   ipv4.encode(h, ip, 0);
   return frame(B, A, ETH_P_IP, ip);
@@ -114,10 +145,21 @@ test('ICMP fragmentation needed: nothing for a packet without DF, an ICMP error,
 const SRC6 = Uint8Array.from([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
 const DST6 = Uint8Array.from([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
 
-function ipv6Packet(payloadLen: number, o: { src?: Uint8Array; nextHeader?: number; first?: number; slack?: number } = {}): { buf: Uint8Array; len: number } {
+function ipv6Packet(
+  payloadLen: number,
+  o: { src?: Uint8Array; nextHeader?: number; first?: number; slack?: number } = {},
+): { buf: Uint8Array; len: number } {
   const payload = new Uint8Array(payloadLen).map((_, i) => (i * 13 + 1) & 0xff);
   if (o.first !== undefined) payload[0] = o.first;
-  const h = { trafficClass: 0x12, flowLabel: 0xabcde, nextHeader: o.nextHeader ?? IPPROTO_TCP, hopLimit: 9, src: o.src ?? SRC6, dst: DST6, payload };
+  const h = {
+    trafficClass: 0x12,
+    flowLabel: 0xabcde,
+    nextHeader: o.nextHeader ?? IPPROTO_TCP,
+    hopLimit: 9,
+    src: o.src ?? SRC6,
+    dst: DST6,
+    payload,
+  };
   const ip = new Uint8Array(ipv6.encodingLength(h));
   ipv6.encode(h, ip, 0);
   return frame(B, A, ETH_P_IPV6, ip, o.slack ?? 0);
@@ -143,7 +185,11 @@ test('ICMPv6 packet too big: an oversize packet becomes the error, quoting what 
   assert.equal(icmp[0], 2, 'packet too big');
   assert.equal(icmp[1], 0);
   assert.equal(readU32(icmp, 4), 1450, 'MTU');
-  assert.equal(finish(sum16(icmp, 0, icmp.length, pseudoSumV6(ip.src, ip.dst, IPPROTO_ICMPV6, icmp.length))), 0, 'ICMPv6 checksum');
+  assert.equal(
+    finish(sum16(icmp, 0, icmp.length, pseudoSumV6(ip.src, ip.dst, IPPROTO_ICMPV6, icmp.length))),
+    0,
+    'ICMPv6 checksum',
+  );
   assert.deepEqual(icmp.subarray(8), orig.subarray(0, 1280 - 48), 'the start of the original packet');
   // a packet shorter than the quote limit is quoted whole (the reply is 48 bytes longer: it needs room after it)
   const small = ipv6Packet(700, { slack: 48 });

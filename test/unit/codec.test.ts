@@ -53,8 +53,14 @@ function roundTrip<T extends object>(name: string, codec: Codec<T>, value: T, re
   assert.deepEqual(b, a, `${name}: re-encoded bytes`);
   const big = new Uint8Array(len + 20).fill(0xee);
   assert.equal(codec.encode(value, big, 10), len);
-  assert.ok(big.subarray(0, 10).every((x) => x === 0xee), `${name}: bytes before offset untouched`);
-  assert.ok(big.subarray(10 + len).every((x) => x === 0xee), `${name}: bytes after untouched`);
+  assert.ok(
+    big.subarray(0, 10).every((x) => x === 0xee),
+    `${name}: bytes before offset untouched`,
+  );
+  assert.ok(
+    big.subarray(10 + len).every((x) => x === 0xee),
+    `${name}: bytes after untouched`,
+  );
   assert.deepEqual(big.subarray(10, 10 + len), a, `${name}: same bytes at offset 10`);
   const atOff = codec.decode(big, 10, 10 + len);
   const c = new Uint8Array(len);
@@ -64,7 +70,11 @@ function roundTrip<T extends object>(name: string, codec: Codec<T>, value: T, re
     if (restIsPayload !== undefined && cut >= restIsPayload) {
       // no length field: a shorter buffer is a shorter payload, read exactly up to the cut
       const v = codec.decode(a.subarray(0, cut), 0) as { payload: Uint8Array };
-      assert.equal(v.payload.length, cut - restIsPayload, `${name}: cut at ${cut} gives a ${cut - restIsPayload}-byte payload`);
+      assert.equal(
+        v.payload.length,
+        cut - restIsPayload,
+        `${name}: cut at ${cut} gives a ${cut - restIsPayload}-byte payload`,
+      );
       continue;
     }
     assert.throws(
@@ -84,7 +94,8 @@ function fuzz<T>(name: string, codec: Codec<T>, seed: Uint8Array, rounds = 3000)
     else {
       input = Uint8Array.from(seed);
       const flips = 1 + Math.floor(Math.random() * 4);
-      for (let k = 0; k < flips && input.length; k++) input[Math.floor(Math.random() * input.length)] = Math.floor(Math.random() * 256);
+      for (let k = 0; k < flips && input.length; k++)
+        input[Math.floor(Math.random() * input.length)] = Math.floor(Math.random() * 256);
       input = input.subarray(0, Math.floor(Math.random() * (input.length + 1)));
     }
     try {
@@ -111,7 +122,10 @@ test('vxlan header: round trip, flags, 24-bit VNI', () => {
   assert.ok(vxlanFlagsValid(b, 0));
   b[0] = 0x0c; // GPE's P bit set as well
   assert.ok(!vxlanFlagsValid(b, 0));
-  assert.throws(() => vxlan.decode(b, 0), (e: unknown) => e instanceof DecodeError && e.code === 'ERR_MALFORMED');
+  assert.throws(
+    () => vxlan.decode(b, 0),
+    (e: unknown) => e instanceof DecodeError && e.code === 'ERR_MALFORMED',
+  );
   b[0] = 0x00;
   assert.ok(!vxlanFlagsValid(b, 0), 'I flag missing');
   b[0] = 0x08;
@@ -124,10 +138,37 @@ test('vxlan header: round trip, flags, 24-bit VNI', () => {
 
 test('ethernet: untagged and 802.1Q, payload is a view', () => {
   const payload = Uint8Array.from({ length: 46 }, (_, i) => i);
-  roundTrip('ethernet', ethernet, { dst: mac('ff:ff:ff:ff:ff:ff'), src: mac('02:42:c6:13:01:02'), tci: -1, etherType: ETH_P_IP, payload }, 14);
-  roundTrip('ethernet.1q', ethernet, { dst: mac('02:00:00:00:00:01'), src: mac('02:00:00:00:00:02'), tci: 0x2064, tpid: 0x8100, etherType: ETH_P_IPV6, payload }, 18);
+  roundTrip(
+    'ethernet',
+    ethernet,
+    { dst: mac('ff:ff:ff:ff:ff:ff'), src: mac('02:42:c6:13:01:02'), tci: -1, etherType: ETH_P_IP, payload },
+    14,
+  );
+  roundTrip(
+    'ethernet.1q',
+    ethernet,
+    {
+      dst: mac('02:00:00:00:00:01'),
+      src: mac('02:00:00:00:00:02'),
+      tci: 0x2064,
+      tpid: 0x8100,
+      etherType: ETH_P_IPV6,
+      payload,
+    },
+    18,
+  );
   const buf = new Uint8Array(60);
-  ethernet.encode({ dst: mac('02:00:00:00:00:01'), src: mac('02:00:00:00:00:02'), tci: -1, etherType: ETH_P_ARP, payload: new Uint8Array(46) }, buf, 0);
+  ethernet.encode(
+    {
+      dst: mac('02:00:00:00:00:01'),
+      src: mac('02:00:00:00:00:02'),
+      tci: -1,
+      etherType: ETH_P_ARP,
+      payload: new Uint8Array(46),
+    },
+    buf,
+    0,
+  );
   const f = ethernet.decode(buf, 0);
   assert.equal(f.payload.buffer, buf.buffer, 'payload is a view, not a copy');
   assert.equal(f.payload.byteOffset, 14);
@@ -135,19 +176,38 @@ test('ethernet: untagged and 802.1Q, payload is a view', () => {
 });
 
 test('arp: round trip and rejects non Ethernet/IPv4', () => {
-  const p = { op: 1, sha: mac('02:00:00:00:00:01'), spa: parseIpv4('198.19.1.2'), tha: new Uint8Array(6), tpa: parseIpv4('198.19.1.3') };
+  const p = {
+    op: 1,
+    sha: mac('02:00:00:00:00:01'),
+    spa: parseIpv4('198.19.1.2'),
+    tha: new Uint8Array(6),
+    tpa: parseIpv4('198.19.1.3'),
+  };
   roundTrip('arp', arp, p);
   const b = new Uint8Array(28);
   arp.encode(p, b, 0);
   b[4] = 8;
-  assert.throws(() => arp.decode(b, 0), (e: unknown) => e instanceof DecodeError && e.code === 'ERR_MALFORMED');
+  assert.throws(
+    () => arp.decode(b, 0),
+    (e: unknown) => e instanceof DecodeError && e.code === 'ERR_MALFORMED',
+  );
   fuzz('arp', arp, b);
 });
 
 test('ipv4: round trip with options, checksum, bad lengths', () => {
   const h = {
-    tos: 0x10, id: 0x1234, df: true, mf: false, fragOffset: 0, ttl: 64, proto: IPPROTO_UDP, checksum: 0,
-    src: parseIpv4('198.19.1.2'), dst: parseIpv4('198.19.1.3'), options: new Uint8Array([1, 1, 1, 0]), payload: new Uint8Array([9, 8, 7]),
+    tos: 0x10,
+    id: 0x1234,
+    df: true,
+    mf: false,
+    fragOffset: 0,
+    ttl: 64,
+    proto: IPPROTO_UDP,
+    checksum: 0,
+    src: parseIpv4('198.19.1.2'),
+    dst: parseIpv4('198.19.1.3'),
+    options: new Uint8Array([1, 1, 1, 0]),
+    payload: new Uint8Array([9, 8, 7]),
   };
   roundTrip('ipv4', ipv4, h);
   const b = new Uint8Array(ipv4.encodingLength(h));
@@ -157,7 +217,10 @@ test('ipv4: round trip with options, checksum, bad lengths', () => {
   assert.ok(!ipv4ChecksumOk(b, 0));
   const bad = Uint8Array.from(b);
   bad[0] = 0x44; // IHL 16 bytes
-  assert.throws(() => ipv4.decode(bad, 0), (e: unknown) => e instanceof DecodeError && e.code === 'ERR_MALFORMED');
+  assert.throws(
+    () => ipv4.decode(bad, 0),
+    (e: unknown) => e instanceof DecodeError && e.code === 'ERR_MALFORMED',
+  );
   const tl = Uint8Array.from(b);
   tl[2] = 0;
   tl[3] = 10; // total length < IHL
@@ -166,11 +229,30 @@ test('ipv4: round trip with options, checksum, bad lengths', () => {
 });
 
 test('ipv6, udp, tcp: round trips and fuzz', () => {
-  const v6 = { trafficClass: 0xb8, flowLabel: 0xabcde, nextHeader: IPPROTO_TCP, hopLimit: 64, src: randomBytes(16), dst: randomBytes(16), payload: randomBytes(21) };
+  const v6 = {
+    trafficClass: 0xb8,
+    flowLabel: 0xabcde,
+    nextHeader: IPPROTO_TCP,
+    hopLimit: 64,
+    src: randomBytes(16),
+    dst: randomBytes(16),
+    payload: randomBytes(21),
+  };
   roundTrip('ipv6', ipv6, v6);
   const u = { sport: 53, dport: 4789, checksum: 0xbeef, payload: randomBytes(13) };
   roundTrip('udp', udp, u);
-  const t = { sport: 443, dport: 50000, seq: 0xfffffff0, ack: 7, flags: 0x18, window: 65535, checksum: 0x1234, urgent: 0, options: new Uint8Array([2, 4, 5, 0xb4]), payload: randomBytes(30) };
+  const t = {
+    sport: 443,
+    dport: 50000,
+    seq: 0xfffffff0,
+    ack: 7,
+    flags: 0x18,
+    window: 65535,
+    checksum: 0x1234,
+    urgent: 0,
+    options: new Uint8Array([2, 4, 5, 0xb4]),
+    payload: randomBytes(30),
+  };
   roundTrip('tcp', tcp, t, 24);
   const b6 = new Uint8Array(ipv6.encodingLength(v6));
   ipv6.encode(v6, b6, 0);
@@ -255,9 +337,11 @@ test('MAC and IPv4 helpers', () => {
     writeMac(r, rb, 0);
     assert.equal(rb[0] & 0x03, 0x02, 'random MACs are unicast and locally administered');
   }
-  for (const bad of ['02:42:c6:13:01', '02:42:c6:13:01:0g', '', '02-42-c6-13-01-02']) assert.throws(() => parseMac(bad), TypeError);
+  for (const bad of ['02:42:c6:13:01', '02:42:c6:13:01:0g', '', '02-42-c6-13-01-02'])
+    assert.throws(() => parseMac(bad), TypeError);
   assert.equal(formatIpv4(parseIpv4('198.19.255.1')), '198.19.255.1');
-  for (const bad of ['198.19.1', '198.19.1.256', '01.2.3.4', '1.2.3.4.5', 'a.b.c.d']) assert.throws(() => parseIpv4(bad), TypeError);
+  for (const bad of ['198.19.1', '198.19.1.256', '01.2.3.4', '1.2.3.4.5', 'a.b.c.d'])
+    assert.throws(() => parseIpv4(bad), TypeError);
 });
 
 test('sum16 (unrolled) equals a plain word-by-word reference on random data, every length and alignment', () => {
@@ -269,6 +353,13 @@ test('sum16 (unrolled) equals a plain word-by-word reference on random data, eve
   };
   const b = randomBytes(70000);
   b.fill(0xff, 0, 66000); // worst case for carries
-  for (let len = 0; len < 40; len++) for (let st = 0; st < 3; st++) assert.equal(sum16(b, st, st + len, 7), ref(b, st, st + len, 7));
-  for (const [st, len] of [[0, 65535], [1, 65535], [3, 1448], [5, 69990]]) assert.equal(sum16(b, st, st + len, 0x1234), ref(b, st, st + len, 0x1234));
+  for (let len = 0; len < 40; len++)
+    for (let st = 0; st < 3; st++) assert.equal(sum16(b, st, st + len, 7), ref(b, st, st + len, 7));
+  for (const [st, len] of [
+    [0, 65535],
+    [1, 65535],
+    [3, 1448],
+    [5, 69990],
+  ])
+    assert.equal(sum16(b, st, st + len, 0x1234), ref(b, st, st + len, 0x1234));
 });

@@ -31,11 +31,36 @@ function setup(opts: { txSockets?: number; learning?: boolean; ip?: boolean; mtu
   const udpFd = io.udp();
   const txFds = Array.from({ length: opts.txSockets ?? 1 }, () => io.udp());
   const failed: string[] = [];
-  const dp = new Dataplane({ io, fdb, udpFd, txFds, vxlanPort: 4789, batch: 8, frameMax: 9000, onPortError: (p) => failed.push(p.id) });
+  const dp = new Dataplane({
+    io,
+    fdb,
+    udpFd,
+    txFds,
+    vxlanPort: 4789,
+    batch: 8,
+    frameMax: 9000,
+    onPortError: (p) => failed.push(p.id),
+  });
   dp.addVni(VNI, opts.learning ?? true);
   dp.start();
-  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: opts.ip ? IP_A : 0, mtu: opts.mtu });
-  const b = dp.addPort({ id: 'b', mac: MAC_B, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: opts.ip ? IP_B : 0, mtu: opts.mtu });
+  const a = dp.addPort({
+    id: 'a',
+    mac: MAC_A,
+    vni: VNI,
+    fd: io.tap(),
+    ifname: 'eth0',
+    ip: opts.ip ? IP_A : 0,
+    mtu: opts.mtu,
+  });
+  const b = dp.addPort({
+    id: 'b',
+    mac: MAC_B,
+    vni: VNI,
+    fd: io.tap(),
+    ifname: 'eth0',
+    ip: opts.ip ? IP_B : 0,
+    mtu: opts.mtu,
+  });
   fdb.floodAdd(VNI, PEER, 4789, 'static');
   fdb.floodAdd(VNI, PEER3, 4789, 'static');
   const fromTap = (p: Port, ...frames: Uint8Array[]) => {
@@ -150,7 +175,7 @@ test('rcv: delivers to the owning endpoint and learns the sender', () => {
   const e = fdb.vnet(VNI).entries.get(MAC_R)!;
   assert.equal(e.kind, 'learned');
   assert.equal(e.vtep, PEER);
-  assert.equal(e.port, 4789, 'learned destination is the VXLAN port, not the sender\'s source port');
+  assert.equal(e.port, 4789, "learned destination is the VXLAN port, not the sender's source port");
   assert.equal(dp.counters.learned, 1);
   fromWire(PEER, vxlanDatagram(VNI, ipv4Frame(BCAST, MAC_R)));
   assert.equal(io.tapOut.get(a.fd)!.length, 2, 'broadcast to every local endpoint');
@@ -199,7 +224,16 @@ test('rcv: every malformed or unwanted datagram is dropped and counted by reason
   fromWire(STRANGER, vxlanDatagram(VNI, good)); // rx_unknown_vtep
   const c = dp.counters;
   assert.deepEqual(
-    { short: c.rx_short, flags: c.rx_bad_flags, vni: c.rx_unknown_vni, gsrc: c.rx_group_src_mac, local: c.rx_src_mac_local, nodst: c.rx_no_local_dst, trunc: c.rx_truncated, vtep: c.rx_unknown_vtep },
+    {
+      short: c.rx_short,
+      flags: c.rx_bad_flags,
+      vni: c.rx_unknown_vni,
+      gsrc: c.rx_group_src_mac,
+      local: c.rx_src_mac_local,
+      nodst: c.rx_no_local_dst,
+      trunc: c.rx_truncated,
+      vtep: c.rx_unknown_vtep,
+    },
     { short: 2, flags: 2, vni: 1, gsrc: 1, local: 1, nodst: 1, trunc: 1, vtep: 1 },
   );
   assert.equal(io.tapOut.get(a.fd)!.length, 1, 'only the good one is delivered');
@@ -254,7 +288,10 @@ test('fuzz: random datagrams and frames never throw out of the loop', () => {
 test('arp: a request for a known address is answered in place to the sender, never flooded', () => {
   const { io, dp, a, b, fromTap, fdb } = setup();
   const v = fdb.vnet(VNI);
-  v.arp = new Map([[0xc6130114, MAC_R], [0xc613010a, MAC_A]]);
+  v.arp = new Map([
+    [0xc6130114, MAC_R],
+    [0xc613010a, MAC_A],
+  ]);
   const req = arpRequest(MAC_A, 0xc613010a, 0xc6130114); // who has .20? tell .10
   fromTap(a, req);
   assert.equal(io.sent.length, 0, 'nothing crossed the wire');
@@ -280,7 +317,7 @@ test('arp: a request for a known address is answered in place to the sender, nev
   assert.equal(dp.counters.arp_suppressed, 1);
 });
 
-test('anti-spoofing: IPv4 source and ARP sender address must be the endpoint\'s own', () => {
+test("anti-spoofing: IPv4 source and ARP sender address must be the endpoint's own", () => {
   const { io, dp, a, b, fromTap } = setup({ ip: true });
   fromTap(
     a,
@@ -297,7 +334,14 @@ test('anti-spoofing: IPv4 source and ARP sender address must be the endpoint\'s 
 test('MTU: an oversize DF packet gets ICMP fragmentation-needed back with the MTU; others are dropped', () => {
   const { io, dp, a, fromTap, fdb } = setup({ ip: true, mtu: 1450 });
   fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
-  const big = ipv4Frame(MAC_R, MAC_A, { size: 14 + 2000, srcIp: IP_A, dstIp: 0xc6130114, proto: 17, sport: 5000, dport: 6000 });
+  const big = ipv4Frame(MAC_R, MAC_A, {
+    size: 14 + 2000,
+    srcIp: IP_A,
+    dstIp: 0xc6130114,
+    proto: 17,
+    sport: 5000,
+    dport: 6000,
+  });
   big[14 + 6] = 0x40; // DF
   const orig = Uint8Array.from(big);
   fromTap(a, big, ipv4Frame(MAC_R, MAC_A, { size: 14 + 1450, srcIp: IP_A }));
@@ -390,21 +434,85 @@ function offloadSetup(o: { batch?: number; udpGro?: boolean; uso?: boolean } = {
   const io = new FakeIo();
   const fdb = new Fdb<Port>();
   const udpFd = io.udp();
-  const dp = new Dataplane({ io, fdb, udpFd, txFds: [io.udp()], vxlanPort: 4789, batch: o.batch ?? 8, offload: true, udpGro: o.udpGro });
+  const dp = new Dataplane({
+    io,
+    fdb,
+    udpFd,
+    txFds: [io.udp()],
+    vxlanPort: 4789,
+    batch: o.batch ?? 8,
+    offload: true,
+    udpGro: o.udpGro,
+  });
   dp.addVni(VNI, true);
   dp.start();
-  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_A, mtu: 1450, vnetHdr: true, uso: o.uso });
-  const b = dp.addPort({ id: 'b', mac: MAC_B, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_B, mtu: 1450, vnetHdr: true });
+  const a = dp.addPort({
+    id: 'a',
+    mac: MAC_A,
+    vni: VNI,
+    fd: io.tap(),
+    ifname: 'eth0',
+    ip: IP_A,
+    mtu: 1450,
+    vnetHdr: true,
+    uso: o.uso,
+  });
+  const b = dp.addPort({
+    id: 'b',
+    mac: MAC_B,
+    vni: VNI,
+    fd: io.tap(),
+    ifname: 'eth0',
+    ip: IP_B,
+    mtu: 1450,
+    vnetHdr: true,
+  });
   fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
   return { io, fdb, dp, udpFd, a, b };
 }
 
 /** A TCP/IPv4 super-frame from endpoint a as its TAP hands it over: virtio-net header (gso_size 1398) + frame. */
-function tsoFrame(payload: Uint8Array, dst: number, o: { gsoType?: number; flags?: number; tos?: number } = {}): Uint8Array {
+function tsoFrame(
+  payload: Uint8Array,
+  dst: number,
+  o: { gsoType?: number; flags?: number; tos?: number } = {},
+): Uint8Array {
   const t = new Uint8Array(20 + payload.length);
-  tcp.encode({ sport: 40000, dport: 5201, seq: 1000, ack: 1, flags: o.flags ?? 0x18, window: 500, checksum: 0, urgent: 0, options: new Uint8Array(0), payload }, t, 0);
+  tcp.encode(
+    {
+      sport: 40000,
+      dport: 5201,
+      seq: 1000,
+      ack: 1,
+      flags: o.flags ?? 0x18,
+      window: 500,
+      checksum: 0,
+      urgent: 0,
+      options: new Uint8Array(0),
+      payload,
+    },
+    t,
+    0,
+  );
   const ip = new Uint8Array(20 + t.length);
-  ipv4.encode({ tos: o.tos ?? 0, id: 7, df: true, mf: false, fragOffset: 0, ttl: 64, proto: 6, checksum: 0, src: IP_A, dst: 0xc6130114, options: new Uint8Array(0), payload: t }, ip, 0);
+  ipv4.encode(
+    {
+      tos: o.tos ?? 0,
+      id: 7,
+      df: true,
+      mf: false,
+      fragOffset: 0,
+      ttl: 64,
+      proto: 6,
+      checksum: 0,
+      src: IP_A,
+      dst: 0xc6130114,
+      options: new Uint8Array(0),
+      payload: t,
+    },
+    ip,
+    0,
+  );
   const f = new Uint8Array(10 + 14 + ip.length);
   f[1] = o.gsoType ?? 1; // VIRTIO_NET_HDR_GSO_TCPV4
   f[4] = 1398 & 0xff;
@@ -438,7 +546,11 @@ test('offloads: a TSO super-frame goes to a VTEP as UDP GSO sends of valid VXLAN
       assert.equal(internetChecksum(e.payload, 0, 20), 0);
       assert.ok(dg.length - 8 <= 1450 + 14, 'every datagram fits the overlay MTU');
       const seg = ip.payload;
-      assert.equal(finish(sum16(seg, 0, seg.length, pseudoSumV4(ip.src, ip.dst, 6, seg.length))), 0, 'TCP checksum of each segment');
+      assert.equal(
+        finish(sum16(seg, 0, seg.length, pseudoSumV4(ip.src, ip.dst, 6, seg.length))),
+        0,
+        'TCP checksum of each segment',
+      );
       got.push(tcp.decode(seg, 0).payload);
     }
   }
@@ -473,14 +585,22 @@ test('offloads: a TSO super-frame flagged ECN (CWR set) is cut with CWR on the f
     const stride = d.gso || d.data.length;
     for (let o = 0; o < d.data.length; o += stride) {
       const ip = ipv4.decode(ethernet.decode(d.data.subarray(o, Math.min(d.data.length, o + stride)), 8).payload, 0);
-      assert.equal(finish(sum16(ip.payload, 0, ip.payload.length, pseudoSumV4(ip.src, ip.dst, 6, ip.payload.length))), 0, 'TCP checksum of each segment');
+      assert.equal(
+        finish(sum16(ip.payload, 0, ip.payload.length, pseudoSumV4(ip.src, ip.dst, 6, ip.payload.length))),
+        0,
+        'TCP checksum of each segment',
+      );
       const t = tcp.decode(ip.payload, 0);
       flags.push(t.flags);
       got.push(t.payload);
     }
   }
   const n = Math.ceil(20000 / 1398);
-  assert.deepEqual(flags, Array.from({ length: n }, (_, k) => 0x10 | (k === 0 ? 0x80 : 0) | (k === n - 1 ? 0x08 : 0)), 'CWR on the first segment, PSH on the last');
+  assert.deepEqual(
+    flags,
+    Array.from({ length: n }, (_, k) => 0x10 | (k === 0 ? 0x80 : 0) | (k === n - 1 ? 0x08 : 0)),
+    'CWR on the first segment, PSH on the last',
+  );
   assert.deepEqual(Buffer.concat(got), Buffer.from(payload));
   const [whole] = io.tapOut.get(b.fd)!;
   assert.equal(whole[1], 0x81, 'the local endpoint gets the GSO type with its ECN flag');
@@ -494,12 +614,44 @@ test('GRO: in-order segments of one flow become one GSO super-frame; gaps, other
     const payload = new Uint8Array(plen).map((_, i) => (seq + i) & 0xff);
     const t = new Uint8Array(32 + plen);
     const tsopt = new Uint8Array([1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 8]);
-    tcp.encode({ sport: opts.sport ?? 5201, dport: 40000, seq, ack: 5, flags: opts.flags ?? 0x10, window: 300, checksum: 0, urgent: 0, options: tsopt, payload }, t, 0);
+    tcp.encode(
+      {
+        sport: opts.sport ?? 5201,
+        dport: 40000,
+        seq,
+        ack: 5,
+        flags: opts.flags ?? 0x10,
+        window: 300,
+        checksum: 0,
+        urgent: 0,
+        options: tsopt,
+        payload,
+      },
+      t,
+      0,
+    );
     const c = finish(sum16(t, 0, t.length, pseudoSumV4(0xc6130114, IP_A, 6, t.length)));
     t[16] = c >> 8;
     t[17] = (c & 0xff) ^ (opts.badCsum ? 1 : 0);
     const ip = new Uint8Array(20 + t.length);
-    ipv4.encode({ tos: 0, id: seq & 0xffff, df: true, mf: false, fragOffset: 0, ttl: 64, proto: 6, checksum: 0, src: 0xc6130114, dst: IP_A, options: new Uint8Array(0), payload: t }, ip, 0);
+    ipv4.encode(
+      {
+        tos: 0,
+        id: seq & 0xffff,
+        df: true,
+        mf: false,
+        fragOffset: 0,
+        ttl: 64,
+        proto: 6,
+        checksum: 0,
+        src: 0xc6130114,
+        dst: IP_A,
+        options: new Uint8Array(0),
+        payload: t,
+      },
+      ip,
+      0,
+    );
     const f = new Uint8Array(14 + ip.length);
     f.set(macBytes(MAC_A), 0);
     f.set(macBytes(MAC_R), 6);
@@ -539,9 +691,18 @@ test('GRO: in-order segments of one flow become one GSO super-frame; gaps, other
   assert.equal(t.seq, 1000);
   assert.equal(t.payload.length, 10 * MSS + 500);
   assert.ok(t.flags & 0x08, 'PSH of the last segment kept');
-  assert.deepEqual([...t.payload], Array.from({ length: 10 * MSS + 500 }, (_, i) => (1000 + i) & 0xff), 'payload in order');
-  assert.equal(t.checksum, pseudoSumV4(0xc6130114, IP_A, 6, ip.payload.length), 'checksum field = pseudo-header sum (partial)');
-  for (const f of out.slice(1)) assert.deepEqual([...f.subarray(0, 10)], new Array(10).fill(0), 'single segments go as they came');
+  assert.deepEqual(
+    [...t.payload],
+    Array.from({ length: 10 * MSS + 500 }, (_, i) => (1000 + i) & 0xff),
+    'payload in order',
+  );
+  assert.equal(
+    t.checksum,
+    pseudoSumV4(0xc6130114, IP_A, 6, ip.payload.length),
+    'checksum field = pseudo-header sum (partial)',
+  );
+  for (const f of out.slice(1))
+    assert.deepEqual([...f.subarray(0, 10)], new Array(10).fill(0), 'single segments go as they came');
 });
 
 test('UDP GRO: equal-sized datagrams of one flow become one UDP_L4 super-frame that cuts back into exactly the datagrams sent; at most 64 per frame; no checksum, a bad checksum or another flow do not merge', async () => {
@@ -571,7 +732,17 @@ test('UDP GRO: equal-sized datagrams of one flow become one UDP_L4 super-frame t
   const bad = sent(2 * 600, 600, { seed: 6 });
   bad[1][60] ^= 1; // the second one's payload corrupted
   const toB = sent(10 * 1000, 1000, { to: MAC_B });
-  io.udpIn.get(udpFd)!.push(buffer(d40), buffer(d70.slice(0, 40)), buffer(d70.slice(40)), buffer(v6), buffer(noCsum), buffer(bad), buffer(toB));
+  io.udpIn
+    .get(udpFd)!
+    .push(
+      buffer(d40),
+      buffer(d70.slice(0, 40)),
+      buffer(d70.slice(40)),
+      buffer(v6),
+      buffer(noCsum),
+      buffer(bad),
+      buffer(toB),
+    );
   io.ready(udpFd);
   const c = dp.counters;
   const out = io.tapOut.get(a.fd)!;
@@ -598,7 +769,11 @@ test('UDP GRO: equal-sized datagrams of one flow become one UDP_L4 super-frame t
       assert.equal((f[16] << 8) | f[17], f.length - 14, 'IPv4 total length');
       const src = ((f[26] << 24) | (f[27] << 16) | (f[28] << 8) | f[29]) >>> 0;
       const dst = ((f[30] << 24) | (f[31] << 16) | (f[32] << 8) | f[33]) >>> 0;
-      assert.equal((f[l4 + 6] << 8) | f[l4 + 7], pseudoSumV4(src, dst, 17, udpLen), 'checksum field = pseudo-header sum (partial)');
+      assert.equal(
+        (f[l4 + 6] << 8) | f[l4 + 7],
+        pseudoSumV4(src, dst, 17, udpLen),
+        'checksum field = pseudo-header sum (partial)',
+      );
     } else assert.equal((f[18] << 8) | f[19], f.length - 54, 'IPv6 payload length');
     const mss = w[4] | (w[5] << 8);
     const dst = new Uint8Array(f.length * 2);
@@ -607,14 +782,16 @@ test('UDP GRO: equal-sized datagrams of one flow become one UDP_L4 super-frame t
   };
   const same = (got: Uint8Array[], want: Uint8Array[], what: string) => {
     assert.equal(got.length, want.length, `${what}: datagrams`);
-    for (let k = 0; k < want.length; k++) assert.deepEqual(Buffer.from(got[k]), Buffer.from(want[k]), `${what}: datagram ${k} byte-identical`);
+    for (let k = 0; k < want.length; k++)
+      assert.deepEqual(Buffer.from(got[k]), Buffer.from(want[k]), `${what}: datagram ${k} byte-identical`);
   };
   same(recut(out[0]), d40, '40 datagrams');
   assert.equal(out[0][4] | (out[0][5] << 8), 1200, 'gso_size');
   same([...recut(out[1]), ...recut(out[2])], d70, '70 datagrams in two frames');
   assert.equal(recut(out[1]).length, 64, 'at most 64 datagrams per frame');
   same(recut(out[3]), v6, 'IPv6');
-  for (const [k, w] of out.slice(4).entries()) assert.deepEqual([...w.subarray(0, 10)], new Array(10).fill(0), `frame ${4 + k} written as it came`);
+  for (const [k, w] of out.slice(4).entries())
+    assert.deepEqual([...w.subarray(0, 10)], new Array(10).fill(0), `frame ${4 + k} written as it came`);
   assert.deepEqual(Buffer.from(out[4].subarray(10)), Buffer.from(noCsum[0]));
   assert.deepEqual(Buffer.from(out[7].subarray(10)), Buffer.from(bad[1]), 'the corrupted datagram last, as it came');
   const outB = io.tapOut.get(b.fd)!;
@@ -628,19 +805,50 @@ test('offloads over IPv6: a TSO6 super-frame is cut into valid segments for a VT
   const io = new FakeIo();
   const fdb = new Fdb<Port>();
   const udpFd = io.udp();
-  const dp = new Dataplane({ io, fdb, udpFd, txFds: [io.udp()], vxlanPort: 4789, batch: 64, offload: true, udpGro: true });
+  const dp = new Dataplane({
+    io,
+    fdb,
+    udpFd,
+    txFds: [io.udp()],
+    vxlanPort: 4789,
+    batch: 64,
+    offload: true,
+    udpGro: true,
+  });
   dp.addVni(VNI, true);
   dp.start();
-  const a = dp.addPort({ id: 'a', mac: MAC_A, vni: VNI, fd: io.tap(), ifname: 'eth0', ip: IP_A, mtu: 1450, vnetHdr: true });
+  const a = dp.addPort({
+    id: 'a',
+    mac: MAC_A,
+    vni: VNI,
+    fd: io.tap(),
+    ifname: 'eth0',
+    ip: IP_A,
+    mtu: 1450,
+    vnetHdr: true,
+  });
   fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
   const LL_A = Uint8Array.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x01]);
   const LL_R = Uint8Array.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0b, 0x01]);
   const MSS = 1378; // 1450 - 40 - 32
   const tsopt = new Uint8Array([1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 8]);
   /** Ethernet + IPv6 + TCP (timestamps) with a correct checksum. */
-  const frame = (src: Uint8Array, dst: Uint8Array, smac: number, dmac: number, seq: number, payload: Uint8Array, flags: number, sport = 40000) => {
+  const frame = (
+    src: Uint8Array,
+    dst: Uint8Array,
+    smac: number,
+    dmac: number,
+    seq: number,
+    payload: Uint8Array,
+    flags: number,
+    sport = 40000,
+  ) => {
     const t = new Uint8Array(32 + payload.length);
-    tcp.encode({ sport, dport: 5201, seq, ack: 5, flags, window: 300, checksum: 0, urgent: 0, options: tsopt, payload }, t, 0);
+    tcp.encode(
+      { sport, dport: 5201, seq, ack: 5, flags, window: 300, checksum: 0, urgent: 0, options: tsopt, payload },
+      t,
+      0,
+    );
     const c = finish(sum16(t, 0, t.length, pseudoSumV6(src, dst, 6, t.length)));
     t[16] = c >> 8;
     t[17] = c & 0xff;
@@ -677,17 +885,30 @@ test('offloads over IPv6: a TSO6 super-frame is cut into valid segments for a VT
       assert.equal(e.etherType, 0x86dd);
       const ip = ipv6.decode(e.payload, 0);
       assert.ok(dg.length - 8 <= 1450 + 14, 'every datagram fits the overlay MTU');
-      assert.equal(finish(sum16(ip.payload, 0, ip.payload.length, pseudoSumV6(ip.src, ip.dst, 6, ip.payload.length))), 0, 'TCP checksum of each segment');
+      assert.equal(
+        finish(sum16(ip.payload, 0, ip.payload.length, pseudoSumV6(ip.src, ip.dst, 6, ip.payload.length))),
+        0,
+        'TCP checksum of each segment',
+      );
       got.push(tcp.decode(ip.payload, 0).payload);
     }
   }
   assert.deepEqual(Buffer.concat(got), Buffer.from(payload), 'the payload, in order');
   // receive: 12 segments of one flow in one UDP GRO buffer (the last with PSH), then a segment of another flow
-  const segs = Array.from({ length: 12 }, (_, k) => vxlanDatagram(VNI, frame(LL_R, LL_A, MAC_R, MAC_A, 7000 + k * MSS, new Uint8Array(MSS).fill(k), k === 11 ? 0x18 : 0x10)));
+  const segs = Array.from({ length: 12 }, (_, k) =>
+    vxlanDatagram(
+      VNI,
+      frame(LL_R, LL_A, MAC_R, MAC_A, 7000 + k * MSS, new Uint8Array(MSS).fill(k), k === 11 ? 0x18 : 0x10),
+    ),
+  );
   io.udpIn.get(udpFd)!.push(
     { data: new Uint8Array(Buffer.concat(segs.slice(0, 6))), addr: PEER, port: 50000, gso: segs[0].length },
     { data: new Uint8Array(Buffer.concat(segs.slice(6))), addr: PEER, port: 50000, gso: segs[0].length },
-    { data: vxlanDatagram(VNI, frame(LL_R, LL_A, MAC_R, MAC_A, 7000 + 12 * MSS, new Uint8Array(100), 0x10, 1)), addr: PEER, port: 50000 },
+    {
+      data: vxlanDatagram(VNI, frame(LL_R, LL_A, MAC_R, MAC_A, 7000 + 12 * MSS, new Uint8Array(100), 0x10, 1)),
+      addr: PEER,
+      port: 50000,
+    },
   );
   io.ready(udpFd);
   assert.equal(c.rx_gro_frames, 1);
@@ -705,7 +926,15 @@ test('offloads over IPv6: a TSO6 super-frame is cut into valid segments for a VT
   const t = tcp.decode(ip.payload, 0);
   assert.equal(t.seq, 7000);
   assert.ok(t.flags & 0x08, 'PSH of the last segment kept');
-  assert.deepEqual([...t.payload], Array.from({ length: 12 * MSS }, (_, i) => Math.floor(i / MSS)), 'payload in order');
-  assert.equal(t.checksum, pseudoSumV6(ip.src, ip.dst, 6, ip.payload.length), 'checksum field = pseudo-header sum (partial)');
+  assert.deepEqual(
+    [...t.payload],
+    Array.from({ length: 12 * MSS }, (_, i) => Math.floor(i / MSS)),
+    'payload in order',
+  );
+  assert.equal(
+    t.checksum,
+    pseudoSumV6(ip.src, ip.dst, 6, ip.payload.length),
+    'checksum field = pseudo-header sum (partial)',
+  );
   assert.deepEqual([...out[1].subarray(0, 10)], new Array(10).fill(0), 'the other flow goes as it came');
 });

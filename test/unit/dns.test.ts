@@ -12,7 +12,14 @@ import { silentLogger } from '../../src/common/log.js';
 
 const eps: Record<string, EndpointRec[]> = {
   app: [
-    { network: 'app', mac: '02:76:c6:13:01:02', ip: '198.19.1.2', host: 'h1', name: 'dk-1', aliases: ['web', 'c0ffee'] },
+    {
+      network: 'app',
+      mac: '02:76:c6:13:01:02',
+      ip: '198.19.1.2',
+      host: 'h1',
+      name: 'dk-1',
+      aliases: ['web', 'c0ffee'],
+    },
     { network: 'app', mac: '02:76:c6:13:01:03', ip: '198.19.1.3', host: 'h2', name: 'Client', aliases: [] },
   ],
   db: [{ network: 'db', mac: '02:76:c6:13:02:02', ip: '198.19.2.2', host: 'h1', name: 'dk-2', aliases: ['pg', 'web'] }],
@@ -21,7 +28,14 @@ const eps: Record<string, EndpointRec[]> = {
 
 // the name server reads the cluster state's name index, built here from the records above as the store would
 const state = new ClusterState();
-state.replace(Object.values(eps).flat().map((e) => ({ key: keys.endpoint(e.network, e.mac), value: JSON.stringify({ ip: e.ip, host: e.host, name: e.name, aliases: e.aliases }) })));
+state.replace(
+  Object.values(eps)
+    .flat()
+    .map((e) => ({
+      key: keys.endpoint(e.network, e.mac),
+      value: JSON.stringify({ ip: e.ip, host: e.host, name: e.name, aliases: e.aliases }),
+    })),
+);
 
 function server(o: Partial<ConstructorParameters<typeof DnsServer>[0]> = {}): DnsServer {
   return new DnsServer({
@@ -39,7 +53,7 @@ test('lookup: names, aliases, name.network, case, scope, dotted network names', 
   const d = server();
   assert.deepEqual(d.lookup('web', null)?.sort(), ['198.19.1.2', '198.19.2.2']);
   assert.deepEqual(d.lookup('web', new Set(['db'])), ['198.19.2.2']);
-  assert.equal(d.lookup('web', new Set(['other'])), null, 'a bare name outside the asker\'s networks is not ours');
+  assert.equal(d.lookup('web', new Set(['other'])), null, "a bare name outside the asker's networks is not ours");
   assert.deepEqual(d.lookup('web.app', new Set(['db'])), ['198.19.1.2'], 'name.network is answered from anywhere');
   assert.deepEqual(d.lookup('WEB.App.', null), ['198.19.1.2']);
   assert.deepEqual(d.lookup('client', null), ['198.19.1.3']);
@@ -71,7 +85,7 @@ const query = (name: string, type: 'A' | 'AAAA' = 'A', id = 7) =>
   dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name, class: 'IN' }] });
 
 function portOf(d: DnsServer): number {
-  return ((d as unknown as { sock: { address(): { port: number } } }).sock.address()).port;
+  return (d as unknown as { sock: { address(): { port: number } } }).sock.address().port;
 }
 
 test('on the wire: A answers with TTL, empty AAAA, SERVFAIL without upstream, malformed dropped and counted', async () => {
@@ -81,14 +95,18 @@ test('on the wire: A answers with TTL, empty AAAA, SERVFAIL without upstream, ma
     const port = portOf(d);
     let r = await ask(port, query('web.app'));
     assert.equal(r?.id, 7);
-    assert.deepEqual(r?.answers?.map((a) => [a.type, (a as { data: string }).data, (a as { ttl?: number }).ttl]), [['A', '198.19.1.2', 5]]);
+    assert.deepEqual(
+      r?.answers?.map((a) => [a.type, (a as { data: string }).data, (a as { ttl?: number }).ttl]),
+      [['A', '198.19.1.2', 5]],
+    );
     assert.equal(r?.rcode, 'NOERROR');
     r = await ask(port, query('web.app', 'AAAA', 8));
     assert.equal(r?.rcode, 'NOERROR');
     assert.deepEqual(r?.answers, []);
     r = await ask(port, query('example.com', 'A', 9));
     assert.equal(r?.rcode, 'SERVFAIL');
-    for (const junk of [Buffer.alloc(0), Buffer.from([1, 2, 3]), Buffer.alloc(12, 0xff)]) assert.equal(await ask(port, junk, 300), null);
+    for (const junk of [Buffer.alloc(0), Buffer.from([1, 2, 3]), Buffer.alloc(12, 0xff)])
+      assert.equal(await ask(port, junk, 300), null);
     assert.equal(d.stats.malformed, 3);
     r = await ask(port, query('client.app', 'A', 10));
     assert.equal(r?.rcode, 'NOERROR', 'still answering after junk');
@@ -98,17 +116,24 @@ test('on the wire: A answers with TTL, empty AAAA, SERVFAIL without upstream, ma
   }
 });
 
-test('the asker\'s networks are looked up only for bare names (the plugin asks dockerd for them)', async () => {
+test("the asker's networks are looked up only for bare names (the plugin asks dockerd for them)", async () => {
   const asked: string[] = [];
   const d = server({ scope: (ip) => (asked.push(ip), new Set(['db'])) });
   await d.start();
   try {
     const port = portOf(d);
     let r = await ask(port, query('web', 'A', 21));
-    assert.deepEqual(r?.answers?.map((a) => (a as { data: string }).data), ['198.19.2.2'], 'a bare name: only the asker\'s network');
+    assert.deepEqual(
+      r?.answers?.map((a) => (a as { data: string }).data),
+      ['198.19.2.2'],
+      "a bare name: only the asker's network",
+    );
     assert.equal(asked.length, 1);
     r = await ask(port, query('web.app', 'A', 22));
-    assert.deepEqual(r?.answers?.map((a) => (a as { data: string }).data), ['198.19.1.2']);
+    assert.deepEqual(
+      r?.answers?.map((a) => (a as { data: string }).data),
+      ['198.19.1.2'],
+    );
     r = await ask(port, query('example.com', 'A', 23));
     assert.equal(r?.rcode, 'SERVFAIL');
     assert.equal(asked.length, 1, 'qualified and foreign names need no scope');
@@ -122,14 +147,26 @@ test('names that are not ours go to the upstream, and its answer comes back', as
   await new Promise<void>((r) => up.bind(0, '127.0.0.1', () => r()));
   up.on('message', (m, rinfo) => {
     const q = dnsPacket.decode(m);
-    up.send(dnsPacket.encode({ type: 'response', id: q.id, questions: q.questions, answers: [{ type: 'A', name: q.questions![0].name, ttl: 60, data: '198.18.99.99' }] }), rinfo.port, rinfo.address);
+    up.send(
+      dnsPacket.encode({
+        type: 'response',
+        id: q.id,
+        questions: q.questions,
+        answers: [{ type: 'A', name: q.questions![0].name, ttl: 60, data: '198.18.99.99' }],
+      }),
+      rinfo.port,
+      rinfo.address,
+    );
   });
   const d = server({ upstream: [`127.0.0.1:${up.address().port}`] });
   await d.start();
   try {
     const r = await ask(portOf(d), query('elsewhere.example', 'A', 11));
     assert.equal(r?.id, 11);
-    assert.deepEqual(r?.answers?.map((a) => (a as { data: string }).data), ['198.18.99.99']);
+    assert.deepEqual(
+      r?.answers?.map((a) => (a as { data: string }).data),
+      ['198.18.99.99'],
+    );
     assert.equal(d.stats.forwarded, 1);
   } finally {
     d.close();

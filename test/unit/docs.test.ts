@@ -8,7 +8,8 @@ const root = new URL('../../../', import.meta.url);
 
 test('every agent error code is documented in docs/errors.md', () => {
   const doc = readFileSync(new URL('docs/errors.md', root), 'utf8');
-  for (const code of Object.keys(ERROR_CODES)) assert.match(doc, new RegExp(`\\b${code}\\b`), `${code} missing from docs/errors.md`);
+  for (const code of Object.keys(ERROR_CODES))
+    assert.match(doc, new RegExp(`\\b${code}\\b`), `${code} missing from docs/errors.md`);
 });
 
 test('every drop reason is documented in docs/counters.md', () => {
@@ -18,7 +19,7 @@ test('every drop reason is documented in docs/counters.md', () => {
 
 test('the agent is started with --no-memory-reducer everywhere (V8 reads it only from the command line)', () => {
   const first = readFileSync(new URL('src/cli/main.ts', root), 'utf8').split('\n')[0];
-  assert.equal(first, '#!/usr/bin/env -S node --no-memory-reducer', 'the vxtap command\'s #! line');
+  assert.equal(first, '#!/usr/bin/env -S node --no-memory-reducer', "the vxtap command's #! line");
   // every place in the project that starts `main.js agent` through node
   for (const f of ['bench/forwarding.ts', 'scripts/demo.sh', 'test/helpers/topo.ts', 'test/helpers/docker.ts']) {
     const src = readFileSync(new URL(f, root), 'utf8');

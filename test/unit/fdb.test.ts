@@ -27,7 +27,10 @@ test('priority: local > static > kv > learned; lower kinds never replace higher 
   assert.ok(f.del(10, port.mac, 'local'));
   assert.equal(v.locals.length, 0);
   assert.throws(() => f.set(10, 0, 'static', { vtep: V1, port: 4789 }), /flood list/);
-  assert.throws(() => f.set(99, 1, 'static', { vtep: V1, port: 4789 }), (e: unknown) => (e as { code: string }).code === 'ENOVNI');
+  assert.throws(
+    () => f.set(99, 1, 'static', { vtep: V1, port: 4789 }),
+    (e: unknown) => (e as { code: string }).code === 'ENOVNI',
+  );
 });
 
 test('flood list: append, idempotent, delete; known VTEPs are reference counted', () => {
@@ -99,10 +102,13 @@ test('dump shows where every MAC lives, with the flood list as all-zeros rows', 
   f.floodAdd(10, V2, 4789, 'static');
   f.set(10, 0x0242c6130102, 'kv', { vtep: V1, port: 8472 });
   const rows = f.dump();
-  assert.deepEqual(rows.map((r) => [r.mac, r.kind, r.dst]), [
-    ['02:42:c6:13:01:02', 'kv', '198.18.0.1:8472'],
-    ['00:00:00:00:00:00', 'static', '198.18.0.2:4789'],
-  ]);
+  assert.deepEqual(
+    rows.map((r) => [r.mac, r.kind, r.dst]),
+    [
+      ['02:42:c6:13:01:02', 'kv', '198.18.0.1:8472'],
+      ['00:00:00:00:00:00', 'static', '198.18.0.2:4789'],
+    ],
+  );
 });
 
 test('MacTable: the same answers as a Map keyed by MAC numbers, read in place from a frame too', async () => {
@@ -110,7 +116,10 @@ test('MacTable: the same answers as a Map keyed by MAC numbers, read in place fr
   const { readMac, writeMac } = await import('../../src/vxlan/mac.js');
   const t = new MacTable<number>();
   const ref = new Map<number, number>();
-  const edge = [0, 1, 0xffffffff, 0x100000000, 0x7fffffff, 0x80000000, 0xffffffffffff, 0x0242c0a80001, 0x0242c0a80002, 0x0243c0a80001];
+  const edge = [
+    0, 1, 0xffffffff, 0x100000000, 0x7fffffff, 0x80000000, 0xffffffffffff, 0x0242c0a80001, 0x0242c0a80002,
+    0x0243c0a80001,
+  ];
   const macs = [...edge, ...Array.from({ length: 500 }, () => Math.floor(Math.random() * 2 ** 48))];
   const buf = new Uint8Array(8);
   macs.forEach((m, i) => {
@@ -130,6 +139,9 @@ test('MacTable: the same answers as a Map keyed by MAC numbers, read in place fr
     assert.equal(t.delete(m), false, 'deleting twice');
   }
   assert.equal(t.size, ref.size);
-  assert.deepEqual([...t.values()].sort((a, b) => a - b), [...ref.values()].sort((a, b) => a - b));
+  assert.deepEqual(
+    [...t.values()].sort((a, b) => a - b),
+    [...ref.values()].sort((a, b) => a - b),
+  );
   for (const m of macs) assert.equal(t.has(m), ref.has(m));
 });

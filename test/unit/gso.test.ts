@@ -1,16 +1,79 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { ethernet, ipv4, ipv6, tcp, finish, sum16, pseudoSumV4, pseudoSumV6, internetChecksum, finishChecksum, segmentSuperFrame, IPPROTO_TCP, TCP_FLAG_PSH, TCP_FLAG_FIN, TCP_FLAG_CWR, TCP_FLAG_ACK } from '../../src/vxlan/index.js';
+import {
+  ethernet,
+  ipv4,
+  ipv6,
+  tcp,
+  finish,
+  sum16,
+  pseudoSumV4,
+  pseudoSumV6,
+  internetChecksum,
+  finishChecksum,
+  segmentSuperFrame,
+  IPPROTO_TCP,
+  TCP_FLAG_PSH,
+  TCP_FLAG_FIN,
+  TCP_FLAG_CWR,
+  TCP_FLAG_ACK,
+} from '../../src/vxlan/index.js';
 
 /** A TCP super-frame as a TAP with TSO hands it over: one IPv4/TCP packet with a large payload. */
-function superFrame(payload: Uint8Array, flags = TCP_FLAG_ACK | TCP_FLAG_PSH, opts = new Uint8Array([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2])): Uint8Array {
+function superFrame(
+  payload: Uint8Array,
+  flags = TCP_FLAG_ACK | TCP_FLAG_PSH,
+  opts = new Uint8Array([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]),
+): Uint8Array {
   const t = new Uint8Array(20 + opts.length + payload.length);
-  tcp.encode({ sport: 40000, dport: 5201, seq: 0xfffff000, ack: 77, flags, window: 512, checksum: 0, urgent: 0, options: opts, payload }, t, 0);
+  tcp.encode(
+    {
+      sport: 40000,
+      dport: 5201,
+      seq: 0xfffff000,
+      ack: 77,
+      flags,
+      window: 512,
+      checksum: 0,
+      urgent: 0,
+      options: opts,
+      payload,
+    },
+    t,
+    0,
+  );
   const ip = new Uint8Array(20 + t.length);
-  ipv4.encode({ tos: 0, id: 0xfffe, df: true, mf: false, fragOffset: 0, ttl: 64, proto: IPPROTO_TCP, checksum: 0, src: 0xc6130102, dst: 0xc6130103, options: new Uint8Array(0), payload: t }, ip, 0);
+  ipv4.encode(
+    {
+      tos: 0,
+      id: 0xfffe,
+      df: true,
+      mf: false,
+      fragOffset: 0,
+      ttl: 64,
+      proto: IPPROTO_TCP,
+      checksum: 0,
+      src: 0xc6130102,
+      dst: 0xc6130103,
+      options: new Uint8Array(0),
+      payload: t,
+    },
+    ip,
+    0,
+  );
   const f = new Uint8Array(14 + ip.length);
-  ethernet.encode({ dst: new Uint8Array([2, 0, 0, 0, 0, 2]), src: new Uint8Array([2, 0, 0, 0, 0, 1]), tci: -1, etherType: 0x0800, payload: ip }, f, 0);
+  ethernet.encode(
+    {
+      dst: new Uint8Array([2, 0, 0, 0, 0, 2]),
+      src: new Uint8Array([2, 0, 0, 0, 0, 1]),
+      tci: -1,
+      etherType: 0x0800,
+      payload: ip,
+    },
+    f,
+    0,
+  );
   return f;
 }
 
@@ -26,7 +89,10 @@ test('TSO: a 64 KB super-frame becomes MSS-sized frames with their own lengths, 
   assert.equal(r.count, Math.ceil(65000 / mss));
   const hdrs = 14 + 20 + 32;
   assert.equal(r.stride, 8 + hdrs + mss);
-  assert.ok(dst.subarray(0, 16 + 8).every((x) => x === 0xee), 'prefix bytes left alone');
+  assert.ok(
+    dst.subarray(0, 16 + 8).every((x) => x === 0xee),
+    'prefix bytes left alone',
+  );
   const got: Uint8Array[] = [];
   for (let k = 0; k < r.count; k++) {
     const o = 16 + k * r.stride + 8;
@@ -38,7 +104,11 @@ test('TSO: a 64 KB super-frame becomes MSS-sized frames with their own lengths, 
     const t = tcp.decode(ip.payload, 0);
     assert.equal(t.seq, (0xfffff000 + k * mss) >>> 0, 'seq advances by MSS (and wraps)');
     const seg = ip.payload;
-    assert.equal(finish(sum16(seg, 0, seg.length, pseudoSumV4(ip.src, ip.dst, IPPROTO_TCP, seg.length))), 0, `segment ${k}: TCP checksum`);
+    assert.equal(
+      finish(sum16(seg, 0, seg.length, pseudoSumV4(ip.src, ip.dst, IPPROTO_TCP, seg.length))),
+      0,
+      `segment ${k}: TCP checksum`,
+    );
     const last = k === r.count - 1;
     assert.equal(!!(t.flags & TCP_FLAG_PSH), last, 'PSH on the last only');
     assert.equal(!!(t.flags & TCP_FLAG_FIN), last, 'FIN on the last only');
@@ -47,7 +117,10 @@ test('TSO: a 64 KB super-frame becomes MSS-sized frames with their own lengths, 
     got.push(t.payload);
   }
   assert.deepEqual(Buffer.concat(got), Buffer.from(payload), 'payloads concatenate to the original');
-  assert.ok(dst.subarray(16 + r.total).every((x) => x === 0xee), 'nothing written past total');
+  assert.ok(
+    dst.subarray(16 + r.total).every((x) => x === 0xee),
+    'nothing written past total',
+  );
 });
 
 /** The IPv6 super-frame a TAP with TSO6 hands over: fe80:: addresses, TCP right after the fixed header. */
@@ -56,11 +129,40 @@ function superFrameV6(payload: Uint8Array, flags = TCP_FLAG_ACK | TCP_FLAG_PSH):
   const src = Uint8Array.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x76, 0xc6, 0xff, 0xfe, 0x13, 1, 2]);
   const dst = Uint8Array.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x76, 0xc6, 0xff, 0xfe, 0x13, 1, 1]);
   const t = new Uint8Array(20 + opts.length + payload.length);
-  tcp.encode({ sport: 40000, dport: 5201, seq: 0xfffff000, ack: 77, flags, window: 512, checksum: 0, urgent: 0, options: opts, payload }, t, 0);
+  tcp.encode(
+    {
+      sport: 40000,
+      dport: 5201,
+      seq: 0xfffff000,
+      ack: 77,
+      flags,
+      window: 512,
+      checksum: 0,
+      urgent: 0,
+      options: opts,
+      payload,
+    },
+    t,
+    0,
+  );
   const ip = new Uint8Array(40 + t.length);
-  ipv6.encode({ trafficClass: 0x12, flowLabel: 0xabcde, nextHeader: IPPROTO_TCP, hopLimit: 64, src, dst, payload: t }, ip, 0);
+  ipv6.encode(
+    { trafficClass: 0x12, flowLabel: 0xabcde, nextHeader: IPPROTO_TCP, hopLimit: 64, src, dst, payload: t },
+    ip,
+    0,
+  );
   const f = new Uint8Array(14 + ip.length);
-  ethernet.encode({ dst: new Uint8Array([2, 0, 0, 0, 0, 2]), src: new Uint8Array([2, 0, 0, 0, 0, 1]), tci: -1, etherType: 0x86dd, payload: ip }, f, 0);
+  ethernet.encode(
+    {
+      dst: new Uint8Array([2, 0, 0, 0, 0, 2]),
+      src: new Uint8Array([2, 0, 0, 0, 0, 1]),
+      tci: -1,
+      etherType: 0x86dd,
+      payload: ip,
+    },
+    f,
+    0,
+  );
   return f;
 }
 
@@ -88,7 +190,11 @@ test('TSO over IPv6: each frame gets its own payload length, seq, flags and chec
     const t = tcp.decode(ip.payload, 0);
     assert.equal(t.seq, (0xfffff000 + k * mss) >>> 0, 'seq advances by MSS (and wraps)');
     const seg = ip.payload;
-    assert.equal(finish(sum16(seg, 0, seg.length, pseudoSumV6(ip.src, ip.dst, IPPROTO_TCP, seg.length))), 0, `segment ${k}: TCP checksum`);
+    assert.equal(
+      finish(sum16(seg, 0, seg.length, pseudoSumV6(ip.src, ip.dst, IPPROTO_TCP, seg.length))),
+      0,
+      `segment ${k}: TCP checksum`,
+    );
     const last = k === r.count - 1;
     assert.equal(!!(t.flags & TCP_FLAG_PSH), last, 'PSH on the last only');
     assert.equal(!!(t.flags & TCP_FLAG_FIN), last, 'FIN on the last only');
@@ -96,7 +202,10 @@ test('TSO over IPv6: each frame gets its own payload length, seq, flags and chec
     got.push(t.payload);
   }
   assert.deepEqual(Buffer.concat(got), Buffer.from(payload), 'payloads concatenate to the original');
-  assert.ok(dst.subarray(8 + r.total).every((x) => x === 0xee), 'nothing written past total');
+  assert.ok(
+    dst.subarray(8 + r.total).every((x) => x === 0xee),
+    'nothing written past total',
+  );
   const hbh = Uint8Array.from(f);
   hbh[14 + 6] = 0; // a hop-by-hop header first: not offloaded by Linux TCP, refused rather than cut wrongly
   assert.equal(segmentSuperFrame(hbh, 0, hbh.length, mss, dst, 0, 8), null, 'extension header');
@@ -124,12 +233,20 @@ test('USO: a UDP super-datagram (IPv4 and IPv6) becomes gso_size datagrams with 
       if (v6) {
         const ip = ipv6.decode(e.payload, 0);
         assert.equal(ip.nextHeader, 17);
-        assert.equal(finish(sum16(ip.payload, 0, ip.payload.length, pseudoSumV6(ip.src, ip.dst, 17, ip.payload.length))), 0, `IPv6 datagram ${k}: UDP checksum`);
+        assert.equal(
+          finish(sum16(ip.payload, 0, ip.payload.length, pseudoSumV6(ip.src, ip.dst, 17, ip.payload.length))),
+          0,
+          `IPv6 datagram ${k}: UDP checksum`,
+        );
         payload = ip.payload;
       } else {
         const ip = ipv4.decode(e.payload, 0);
         assert.equal(internetChecksum(e.payload, 0, 20), 0, `datagram ${k}: IPv4 header checksum`);
-        assert.equal(finish(sum16(ip.payload, 0, ip.payload.length, pseudoSumV4(ip.src, ip.dst, 17, ip.payload.length))), 0, `IPv4 datagram ${k}: UDP checksum`);
+        assert.equal(
+          finish(sum16(ip.payload, 0, ip.payload.length, pseudoSumV4(ip.src, ip.dst, 17, ip.payload.length))),
+          0,
+          `IPv4 datagram ${k}: UDP checksum`,
+        );
         payload = ip.payload;
       }
       const u = udp.decode(payload, 0);
@@ -138,7 +255,11 @@ test('USO: a UDP super-datagram (IPv4 and IPv6) becomes gso_size datagrams with 
       assert.equal(u.sport, 443);
       got.push(u.payload);
     }
-    assert.deepEqual(Buffer.concat(got), Buffer.from(f.subarray(f.length - 30000)), 'payloads concatenate to the original');
+    assert.deepEqual(
+      Buffer.concat(got),
+      Buffer.from(f.subarray(f.length - 30000)),
+      'payloads concatenate to the original',
+    );
   }
   // a computed UDP checksum of 0 is sent as 0xffff (0 would mean "no checksum" over IPv4, and is invalid over IPv6)
   const f = sampleUdpFrame(2, { seed: 9 });
@@ -225,7 +346,8 @@ test('native sum16 (the addon, used by the agent) equals the JS sum16 on random 
     const init = Math.floor(Math.random() * 0x20000);
     assert.equal(n.sum16(buf, a, end, init), sum16js(buf, a, end, init), `[${a}, ${end}) + ${init}`);
   }
-  for (const ff of [new Uint8Array(1501).fill(0xff), new Uint8Array(64)]) assert.equal(n.sum16(ff, 0, ff.length, 0xffff), sum16js(ff, 0, ff.length, 0xffff));
+  for (const ff of [new Uint8Array(1501).fill(0xff), new Uint8Array(64)])
+    assert.equal(n.sum16(ff, 0, ff.length, 0xffff), sum16js(ff, 0, ff.length, 0xffff));
   assert.throws(() => n.sum16(buf, 10, 5), /bad arguments/);
   assert.throws(() => n.sum16(buf, 0, buf.length + 1), /bad arguments/);
   assert.throws(() => checkSum16(() => 0), /disagrees with the JS sum16/);
@@ -244,8 +366,19 @@ test('native tsoSplit (used by the agent) writes the same bytes and results as t
     const payload = k % 7 === 0 ? Math.floor(Math.random() * 40) : Math.floor(Math.random() * 65_000);
     const mss = [1, 536, 1398, 1448, 8960][k % 5];
     if (payload / mss > 200) continue;
-    const shape = { vlan: k % 3 === 0, ipOpts: k % 4 === 0, tcpOpts: k % 2 === 0, flags: [0x10, 0x18, 0x19, 0x98, 0x99][k % 5], seed: k };
-    const frame = k % 5 === 2 ? sampleUdpFrame(payload, { ...shape, v6: k % 2 === 0 }) : k % 3 === 1 ? sampleTcpV6Frame(payload, shape) : sampleTcpV4Frame(payload, shape);
+    const shape = {
+      vlan: k % 3 === 0,
+      ipOpts: k % 4 === 0,
+      tcpOpts: k % 2 === 0,
+      flags: [0x10, 0x18, 0x19, 0x98, 0x99][k % 5],
+      seed: k,
+    };
+    const frame =
+      k % 5 === 2
+        ? sampleUdpFrame(payload, { ...shape, v6: k % 2 === 0 })
+        : k % 3 === 1
+          ? sampleTcpV6Frame(payload, shape)
+          : sampleTcpV4Frame(payload, shape);
     frame.set(randomBytes(payload), frame.length - payload); // the checksum fields go stale: the split recomputes them
     const off = k % 5;
     const prefix = 8 + (k % 3) * 8;
@@ -258,7 +391,10 @@ test('native tsoSplit (used by the agent) writes the same bytes and results as t
     const rb = tsoSplitJs(b, off, frame.length, mss, dstOff, prefix, vni, outB);
     assert.equal(ra, rb, `count, case ${k}`);
     assert.deepEqual(outA, outB, `count/stride/total, case ${k}`);
-    assert.ok(a.every((x, i) => x === b[i]), `bytes, case ${k} (payload ${payload}, mss ${mss})`);
+    assert.ok(
+      a.every((x, i) => x === b[i]),
+      `bytes, case ${k} (payload ${payload}, mss ${mss})`,
+    );
     segments += Math.max(ra, 0);
   }
   assert.ok(segments > 1000, `${segments} segments compared`);
@@ -277,7 +413,11 @@ test('native tsoSplit (used by the agent) writes the same bytes and results as t
   assert.equal(n.tsoSplit(buf, 0, f6.length, 1000, f6.length, 8, 1, outA), -1, 'IPv6 with an extension header');
   buf[14] = 0x50; // version 5
   assert.equal(n.tsoSplit(buf, 0, f6.length, 1000, f6.length, 8, 1, outA), -1, 'neither IPv4 nor IPv6');
-  assert.throws(() => n.tsoSplit(buf, 0, f.length, 1000, f.length, 4, 1, outA), /bad arguments/, 'a VXLAN header needs 8 prefix bytes');
+  assert.throws(
+    () => n.tsoSplit(buf, 0, f.length, 1000, f.length, 4, 1, outA),
+    /bad arguments/,
+    'a VXLAN header needs 8 prefix bytes',
+  );
   assert.throws(() => n.tsoSplit(buf, 0, buf.length + 1, 1000, 0, 8, -1, outA), /bad arguments/);
   assert.throws(() => checkTsoSplit(() => -1), /disagrees with tsoSplitJs/);
 });
@@ -298,7 +438,14 @@ test('native groSegment (used by the agent) agrees with groSegmentJs: checksum, 
     const at = l4 + (proto === 17 ? 6 : 16);
     s[at] = 0;
     s[at + 1] = 0;
-    const ps = v6 ? pseudoSumV6At(s, 14, proto, s.length - l4) : pseudoSumV4((s[26] << 24 | s[27] << 16 | s[28] << 8 | s[29]) >>> 0, (s[30] << 24 | s[31] << 16 | s[32] << 8 | s[33]) >>> 0, proto, s.length - l4);
+    const ps = v6
+      ? pseudoSumV6At(s, 14, proto, s.length - l4)
+      : pseudoSumV4(
+          ((s[26] << 24) | (s[27] << 16) | (s[28] << 8) | s[29]) >>> 0,
+          ((s[30] << 24) | (s[31] << 16) | (s[32] << 8) | s[33]) >>> 0,
+          proto,
+          s.length - l4,
+        );
     const c = finish(sum16(s, l4, s.length, ps)) || (proto === 17 ? 0xffff : 0);
     s[at] = c >>> 8;
     s[at + 1] = c & 0xff;
@@ -334,7 +481,10 @@ test('native groSegment (used by the agent) agrees with groSegmentJs: checksum, 
     const rb = groSegmentJs(b, off, seg.length, hdrs, withRef ? 0 : -1, withRef ? dst : -1);
     assert.equal(ra, rb, `case ${k} (shape ${shape}): byte ${at} changed`);
     const end = ra === 1 ? a.length : dst; // a[dst..] is scratch unless the segment was appended
-    assert.ok(a.subarray(0, end).every((x, i) => x === b[i]), `case ${k}: bytes`);
+    assert.ok(
+      a.subarray(0, end).every((x, i) => x === b[i]),
+      `case ${k}: bytes`,
+    );
     results.set(ra, (results.get(ra) ?? 0) + 1);
   }
   for (const r of [-1, 0, 1]) assert.ok((results.get(r) ?? 0) > 100, `result ${r} seen ${results.get(r) ?? 0} times`);
@@ -349,7 +499,11 @@ test('native groSegment (used by the agent) agrees with groSegmentJs: checksum, 
   a.set(s, 200);
   assert.equal(n.groSegment(a, 200, s.length, 54, 0, 300), 1);
   assert.deepEqual(a.subarray(300, 400), s.subarray(54), 'payload copied');
-  assert.throws(() => n.groSegment(a, 200, s.length, 40, 0, 300), /bad arguments/, 'headers shorter than Ethernet + IPv4 + TCP');
+  assert.throws(
+    () => n.groSegment(a, 200, s.length, 40, 0, 300),
+    /bad arguments/,
+    'headers shorter than Ethernet + IPv4 + TCP',
+  );
   assert.throws(() => n.groSegment(a, 200, s.length, 54, 0, 390), /bad arguments/, 'copy past the end');
   assert.throws(() => checkGroSegment(() => 1), /disagrees with groSegmentJs/);
 });
@@ -361,6 +515,10 @@ test('native groRun (used by the agent) agrees with groRunJs on runs ended by ea
   checkGroRun(n.groRun); // throws if any case disagrees: other VNI / MAC, PSH, short, seq gap, bad checksum, not TCP, size
   checkKernels(nativeKernels()); // the set the agent hands its data plane
   assert.throws(() => checkGroRun((_b, _f, _fr, _e, _s, _r, _h, st) => ((st[4] = 0), 0)), /disagrees with groRunJs/);
-  assert.throws(() => checkKernels({ ...jsKernels, groRun: () => 0 }), /disagrees with groRunJs/, 'the data plane refuses a wrong kernel set');
+  assert.throws(
+    () => checkKernels({ ...jsKernels, groRun: () => 0 }),
+    /disagrees with groRunJs/,
+    'the data plane refuses a wrong kernel set',
+  );
   assert.throws(() => n.groRun(new Uint8Array(100), 0, 0, 200, 10, 0, 54, new Int32Array(6)), /bad arguments/);
 });

@@ -12,7 +12,10 @@ import { KvTables } from '../../src/agent/tables.js';
 import { formatMac } from '../../src/vxlan/mac.js';
 
 const SELF = 'h0';
-const NETS = new Map([['n1', 101], ['n2', 102]]);
+const NETS = new Map([
+  ['n1', 101],
+  ['n2', 102],
+]);
 
 function rng(seed: number): () => number {
   let x = seed >>> 0 || 1;
@@ -116,7 +119,10 @@ test('incremental table updates equal a rebuild after every batch (random puts, 
 test('incremental: after each watch batch the tables equal a rebuild', () => {
   const r = rng(99);
   const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)];
-  const store = new Map<string, string>([[keys.network('n1'), netValue(101)], [keys.network('n2'), netValue(102)]]);
+  const store = new Map<string, string>([
+    [keys.network('n1'), netValue(101)],
+    [keys.network('n2'), netValue(102)],
+  ]);
   const st = new ClusterState();
   const fdb = new Fdb<LocalPort>();
   for (const vni of NETS.values()) fdb.addVni(vni);
@@ -126,9 +132,21 @@ test('incremental: after each watch batch the tables equal a rebuild', () => {
     const ch = new Changes();
     for (let i = 0; i < 3; i++) {
       const x = r();
-      const key = x < 0.8 ? keys.endpoint(pick(['n1', 'n2']), formatMac(0x02bb00000000 + Math.floor(r() * 16))) : keys.host(pick(['h0', 'h1', 'h2']));
+      const key =
+        x < 0.8
+          ? keys.endpoint(pick(['n1', 'n2']), formatMac(0x02bb00000000 + Math.floor(r() * 16)))
+          : keys.host(pick(['h0', 'h1', 'h2']));
       const del = r() < 0.3;
-      const value = del ? null : x < 0.8 ? JSON.stringify({ ip: `198.19.0.${2 + Math.floor(r() * 6)}`, host: pick(['h0', 'h1', 'h2', 'h3']), name: 'e', aliases: [] }) : JSON.stringify({ vtep: pick(['198.18.0.1', '198.18.0.2', '198.18.0.3']), port: 4789 });
+      const value = del
+        ? null
+        : x < 0.8
+          ? JSON.stringify({
+              ip: `198.19.0.${2 + Math.floor(r() * 6)}`,
+              host: pick(['h0', 'h1', 'h2', 'h3']),
+              name: 'e',
+              aliases: [],
+            })
+          : JSON.stringify({ vtep: pick(['198.18.0.1', '198.18.0.2', '198.18.0.3']), port: 4789 });
       if (value === null) store.delete(key);
       else store.set(key, value);
       st.apply(key, value, ch);
@@ -143,7 +161,10 @@ test('re-list: an unchanged listing changes nothing and parses nothing; a change
   const entries = [
     { key: keys.network('n1'), value: netValue(101) },
     { key: keys.host('h1'), value: JSON.stringify({ vtep: '198.18.0.2', port: 4789 }) },
-    ...Array.from({ length: 50 }, (_, i) => ({ key: keys.endpoint('n1', formatMac(0x02cc00000000 + i)), value: JSON.stringify({ ip: `198.19.1.${i + 2}`, host: 'h1', name: `e${i}`, aliases: [] }) })),
+    ...Array.from({ length: 50 }, (_, i) => ({
+      key: keys.endpoint('n1', formatMac(0x02cc00000000 + i)),
+      value: JSON.stringify({ ip: `198.19.1.${i + 2}`, host: 'h1', name: `e${i}`, aliases: [] }),
+    })),
     { key: keys.endpoint('n1', '02:cc:00:00:00:ff'), value: 'garbage' },
     { key: keys.guardNetworks, value: 'ignored: not a record key' },
   ];
@@ -158,10 +179,20 @@ test('re-list: an unchanged listing changes nothing and parses nothing; a change
   assert.equal(st.invalid, 1, 'an unchanged malformed record is not counted again');
   const changed = [...entries];
   changed.splice(5, 1); // one endpoint gone
-  changed[2] = { key: changed[2].key, value: JSON.stringify({ ip: '198.19.1.200', host: 'h1', name: 'moved', aliases: [] }) };
+  changed[2] = {
+    key: changed[2].key,
+    value: JSON.stringify({ ip: '198.19.1.200', host: 'h1', name: 'moved', aliases: [] }),
+  };
   const diff = st.replace(changed);
-  assert.deepEqual([...(diff.endpoints.get('n1')?.keys() ?? [])].sort(), [entries[2].key, entries[5].key].map((k) => k.split('/').pop()).sort());
-  assert.equal(diff.endpoints.get('n1')?.get(entries[5].key.split('/').pop()!)?.ip, '198.19.1.5', 'the change carries the record from before');
+  assert.deepEqual(
+    [...(diff.endpoints.get('n1')?.keys() ?? [])].sort(),
+    [entries[2].key, entries[5].key].map((k) => k.split('/').pop()).sort(),
+  );
+  assert.equal(
+    diff.endpoints.get('n1')?.get(entries[5].key.split('/').pop()!)?.ip,
+    '198.19.1.5',
+    'the change carries the record from before',
+  );
   assert.equal(st.endpoints.get('n1')?.size, 49);
   assert.equal(st.ipOwner('n1', '198.19.1.200')?.name, 'moved');
   assert.equal(st.ipOwner('n1', '198.19.1.2'), null, 'the old address has no owner');
@@ -173,7 +204,10 @@ test('syncNetwork: own endpoints get no kv entry and no flood row; a host withou
   const fdb = new Fdb<LocalPort>();
   fdb.addVni(101);
   const t = new KvTables(fdb, st, SELF);
-  const ep = (mac: string, ip: string, host: string) => ({ key: keys.endpoint('n1', mac), value: JSON.stringify({ ip, host, name: 'e', aliases: [] }) });
+  const ep = (mac: string, ip: string, host: string) => ({
+    key: keys.endpoint('n1', mac),
+    value: JSON.stringify({ ip, host, name: 'e', aliases: [] }),
+  });
   st.replace([
     { key: keys.network('n1'), value: netValue(101) },
     { key: keys.host('h0'), value: JSON.stringify({ vtep: '198.18.0.1', port: 4789 }) },
@@ -185,13 +219,22 @@ test('syncNetwork: own endpoints get no kv entry and no flood row; a host withou
   ]);
   t.syncNetwork('n1', 101);
   const v = fdb.vnet(101);
-  assert.deepEqual([...v.entries.values()].map((e) => formatMac(e.mac)).sort(), ['02:00:00:00:00:02', '02:00:00:00:00:03']);
-  assert.deepEqual(v.flood.map((r) => r.vtep), [0xc6120002]);
+  assert.deepEqual([...v.entries.values()].map((e) => formatMac(e.mac)).sort(), [
+    '02:00:00:00:00:02',
+    '02:00:00:00:00:03',
+  ]);
+  assert.deepEqual(
+    v.flood.map((r) => r.vtep),
+    [0xc6120002],
+  );
   assert.equal(formatMac(v.arp.get(0xc6130003)!), '02:00:00:00:00:02');
   assert.equal(v.arp.size, 3, 'ARP covers every endpoint, own and hostless ones too');
   // a static flood row for h1's VTEP hides the kv one; the kv one is not doubled
   fdb.floodDel(101, 0xc6120002, 4789, 'kv');
   fdb.floodAdd(101, 0xc6120002, 4789, 'static');
   t.syncNetwork('n1', 101);
-  assert.deepEqual(v.flood.map((r) => r.kind), ['static']);
+  assert.deepEqual(
+    v.flood.map((r) => r.kind),
+    ['static'],
+  );
 });
