@@ -2,9 +2,10 @@
   "targets": [
     {
       "target_name": "vxtap_native",
-      "sources": ["native/vxtap.c"],
+      "sources": ["native/binding.c", "native/sys.c", "native/io.c", "native/kernels.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"],
-      "defines": ["NAPI_VERSION=8"]
+      "defines": ["NAPI_VERSION=8"],
+      "libraries": ["-luring"]
     }
   ]
 }

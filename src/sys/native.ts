@@ -1,5 +1,5 @@
 /**
- * Typed view of the native addon (native/vxtap.c): the syscalls (TAP, sockets, batched I/O through io_uring or
+ * Typed view of the native addon (native/, see vxtap.h): the syscalls (TAP, sockets, batched I/O through io_uring or
  * plain calls, polling) and the per-byte kernels (sums, TSO, GRO; see src/dataplane/kernels.ts). Every argument
  * is validated here or by the caller before it crosses, and errors come back as Error objects whose `code` is
  * the errno name.

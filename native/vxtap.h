@@ -1,0 +1,106 @@
+/*
+ * vxtap_native: the C side of vxtap, one header for its parts.
+ *
+ *   binding.c  N-API glue only: converts and checks arguments, calls the parts below, turns -errno into
+ *              exceptions, runs the poll handles' callbacks into JS, exports the methods and constants
+ *   sys.c      setup syscalls: TAP open (inside a namespace if asked) and ioctls, UDP sockets; busy polling
+ *   io.c       batched I/O: TAP reads and writes through io_uring (liburing) or plain syscalls, recvmmsg, and
+ *              sendmmsg with datagrams coalesced into UDP GSO sends
+ *   kernels.c  per-byte work: ones'-complement sums (AVX2 where the CPU has it), TSO split, GRO checks and runs
+ *
+ * Nothing here makes a forwarding decision: TypeScript validates, decides and counts; C makes the syscalls and
+ * does the per-byte work that JS cannot do fast. Every function of io.c, sys.c and kernels.c takes plain C
+ * arguments and returns a result or -errno; none of them knows N-API.
+ *
+ * Batched I/O works on one "arena" (a Buffer cut into fixed-size slots), so a call passes one pointer, not an
+ * array of Buffers. IPv4 addresses cross the boundary as host-order uint32.
+ */
+#ifndef VXTAP_H
+#define VXTAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+/* UDP segmentation offload on TAPs (Linux 6.2); older headers lack the flags, an older kernel refuses them */
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#define TUN_F_USO6 0x40
+#endif
+
+/* Frames or datagrams in one batch call, and transmit sockets in one sendBatch. */
+#define VX_MAX_BATCH 256
+#define VX_MAX_SOCKETS 64
+/* Descriptor strides: writeBatch [fd, off, len, prefix], sendBatch [sock, off, len, ipv4, port, gsoSize]. */
+#define VX_WRITE_STRIDE 4
+#define VX_SEND_STRIDE 6
+
+/* ---- sys.c */
+
+/* Opens /dev/net/tun as `name` (in: the wanted name; out: the kernel's) with `flags`, inside the network
+ * namespace at ns_path if it is not NULL or empty. Returns the fd, or -errno; *where names the failed step. */
+int vx_tap_open(char name[16], int flags, const char *ns_path, const char **where);
+/* which: 0 TUNSETPERSIST, 1 TUNSETOFFLOAD, 2 TUNSETVNETHDRSZ. Returns 0 or -errno; -EINVAL for another which. */
+int vx_tap_ioctl(int fd, int which, int value);
+const char *vx_tap_ioctl_name(int which);
+/* A non-blocking UDP socket bound to ipv4:port (0: any port), with the buffer sizes asked (root may exceed the
+ * sysctl caps) and UDP_GRO if asked. Returns the fd and *bound_port, or -errno; *where names the failed step. */
+int vx_udp_open(uint32_t ipv4, uint16_t port, uint32_t rcvbuf, uint32_t sndbuf, bool gro, uint16_t *bound_port,
+                const char **where);
+/* The socket's buffer sizes as the kernel reports them. Returns 0 or -errno. */
+int vx_sock_info(int fd, int *rcvbuf, int *sndbuf);
+
+/* Busy polling: see sys.c. A window of 0 turns it off; vx_busy_touch() marks data-plane activity. */
+struct uv_loop_s;
+void vx_busy_set(struct uv_loop_s *loop, uint32_t window_us);
+void vx_busy_touch(void);
+void vx_busy_stats(double *hits, double *spin_ns);
+
+/* ---- io.c */
+
+/* io_uring for the TAP batches: on (true) or off, with the reason in *why (a static string). */
+bool vx_uring_status(const char **why);
+/* Switches io_uring off for the process (true), or back on if it was switched off that way (false). */
+void vx_uring_disable(bool off);
+void vx_io_stats(uint64_t *enters, uint64_t *ops, uint64_t *single_reads, uint64_t *coalesced_msgs,
+                 uint64_t *coalesced_dgrams);
+
+/* slot/offset/max/lens fit the arena, for the read-side batch calls. */
+bool vx_slots_ok(size_t arena_len, uint32_t slot, uint32_t offset, uint32_t max, size_t lens_count);
+/* Up to max frames from a TAP, frame i at arena[i*slot + offset], lens[i] = its bytes. Returns n or -errno. */
+int64_t vx_read_batch(int fd, uint8_t *arena, uint32_t slot, uint32_t offset, uint32_t max, int32_t *lens);
+/* Writes each descriptor [fd, off, len, prefix] (prefix: that many zero bytes first, a virtio-net header);
+ * a failed one gets len = -errno. Returns the number written. */
+int32_t vx_write_batch(uint8_t *arena, size_t arena_len, int32_t *descs, uint32_t count);
+/* recvmmsg: datagram i at arena[i*slot + offset], lens[i] (-EMSGSIZE: truncated), addrs[2i] = IPv4,
+ * addrs[2i+1] = port, gso[i] = the UDP GRO segment size (0: a single datagram) if gso. Returns n or -errno. */
+int64_t vx_recv_batch(int fd, uint8_t *arena, uint32_t slot, uint32_t offset, uint32_t max, int32_t *lens,
+                      uint32_t *addrs, int32_t *gso);
+/* Sends each descriptor [sock, off, len, ipv4, port, gsoSize] on fds[sock]: one sendmmsg per socket, runs of
+ * equal datagrams coalesced into UDP GSO sends. A failed one gets len = -errno. Returns the number sent. */
+int32_t vx_send_batch(const int32_t *fds, size_t nfds, uint8_t *arena, size_t arena_len, int32_t *descs,
+                      uint32_t count);
+
+/* ---- kernels.c */
+
+void vx_kernels_init(void);
+/* sum16: the folded ones'-complement sum of p[0..n) as big-endian words, plus initial (src/vxlan/checksum.ts). */
+uint32_t vx_sum16(const uint8_t *p, size_t n, uint32_t initial);
+/* tsoSplit: see kernels.c. Returns the frame count (out[0..2] = count, stride, total) or -1. */
+int32_t vx_tso_split(uint8_t *buf, size_t blen, uint32_t off, uint32_t len, uint32_t mss, uint32_t dst_off,
+                     uint32_t prefix, int32_t vni, int32_t out[3]);
+/* The header bytes vx_gro_segment may be given for the frame at f. */
+bool vx_gro_hdrs_ok(const uint8_t *f, uint32_t hdrs);
+/* groSegment: -1 bad checksum, 0 not appended, 1 appended (see kernels.c). */
+int vx_gro_segment(uint8_t *buf, uint32_t off, uint32_t len, uint32_t hdrs, int32_t ref, int32_t dst);
+/* groRun: the datagrams appended (see kernels.c); st: in/out state of six int32. */
+int32_t vx_gro_run(uint8_t *buf, uint32_t first, uint32_t from, uint32_t end, uint32_t step, int32_t ref,
+                   uint32_t hdrs, int32_t st[6]);
+
+#endif
