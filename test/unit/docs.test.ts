@@ -21,7 +21,12 @@ test('the agent is started with --no-memory-reducer everywhere (V8 reads it only
   const first = readFileSync(new URL('src/cli/main.ts', root), 'utf8').split('\n')[0];
   assert.equal(first, '#!/usr/bin/env -S node --no-memory-reducer', "the vxtap command's #! line");
   // every place in the project that starts `main.js agent` through node
-  for (const f of ['bench/forwarding.ts', 'scripts/demo.sh', 'test/helpers/topo.ts', 'test/helpers/docker.ts']) {
+  for (const f of [
+    'bench/forwarding/topology.ts',
+    'scripts/demo.sh',
+    'test/helpers/topo.ts',
+    'test/helpers/docker.ts',
+  ]) {
     const src = readFileSync(new URL(f, root), 'utf8');
     const starts = src.match(/\bnode (--[a-z-]+ )*\S*(CLI|main\.js)\b/g) ?? [];
     assert.ok(starts.length > 0, `${f}: no agent start found`);

@@ -1,0 +1,346 @@
+/**
+ * The benchmark's paths: for each, two "hosts" (network namespaces) joined by a direct veth underlay (MTU 1500,
+ * 198.18.0.1/.2) and one "container" per host (MTU 1450, 198.19.1.1/.2), then the overlay under test between them.
+ * The underlay is a plain veth pair, not the test suite's bridge (test/helpers/topo.ts): the anchors in
+ * shared/docs/anchors.md and every row since were measured on this one, and a bridge adds a hop to every path.
+ * Names carry a per-run tag (vxb<pid><n>-...); teardown() ends the processes a path started, by PID, and deletes
+ * its namespaces.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { must, sh, sleep } from '../../test/helpers/topo.js';
+
+export const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
+const CLI = join(ROOT, 'dist/src/cli/main.js');
+
+export interface Topo {
+  tag: string;
+  dir: string;
+  c1: string;
+  c2: string;
+  procs: ChildProcess[];
+  /** PIDs whose CPU time counts as the overlay's. */
+  cpuPids: number[];
+}
+
+let seq = 0;
+export function baseTopo(withHosts: boolean): Topo {
+  const tag = `vxb${process.pid % 10000}${seq++}`;
+  const t: Topo = {
+    tag,
+    dir: mkdtempSync(join(tmpdir(), `${tag}-`)),
+    c1: `${tag}-c1`,
+    c2: `${tag}-c2`,
+    procs: [],
+    cpuPids: [],
+  };
+  const nss = withHosts ? ['h1', 'h2', 'c1', 'c2'] : ['c1', 'c2'];
+  for (const n of nss) {
+    must(['ip', 'netns', 'add', `${tag}-${n}`]);
+    must(['ip', '-n', `${tag}-${n}`, 'link', 'set', 'lo', 'up']);
+    if (n.startsWith('c'))
+      for (const k of ['all', 'default'])
+        must(['ip', 'netns', 'exec', `${tag}-${n}`, 'sysctl', '-qw', `net.ipv6.conf.${k}.disable_ipv6=1`]);
+  }
+  if (withHosts) {
+    must([
+      'ip',
+      'link',
+      'add',
+      `${tag}u1`,
+      'netns',
+      `${tag}-h1`,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      `${tag}u2`,
+      'netns',
+      `${tag}-h2`,
+    ]);
+    for (const i of [1, 2]) {
+      must(['ip', '-n', `${tag}-h${i}`, 'addr', 'add', `198.18.0.${i}/24`, 'dev', `${tag}u${i}`]);
+      must(['ip', '-n', `${tag}-h${i}`, 'link', 'set', `${tag}u${i}`, 'up']);
+    }
+  }
+  return t;
+}
+
+function containerAddr(t: Topo, i: 1 | 2, dev: string): void {
+  const c = i === 1 ? t.c1 : t.c2;
+  must(['ip', '-n', c, 'link', 'set', dev, 'mtu', '1450', 'up']);
+  must(['ip', '-n', c, 'addr', 'add', `198.19.1.${i}/24`, 'dev', dev]);
+}
+
+/** veth from host i's bridge br0 to container i's eth0. */
+function bridgeToContainer(t: Topo, i: 1 | 2): void {
+  const h = `${t.tag}-h${i}`;
+  const c = i === 1 ? t.c1 : t.c2;
+  must(['ip', '-n', h, 'link', 'add', 'br0', 'type', 'bridge']);
+  must(['ip', '-n', h, 'link', 'add', 'k0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c]);
+  must(['ip', '-n', h, 'link', 'set', 'k0', 'master', 'br0', 'mtu', '1450', 'up']);
+  must(['ip', '-n', h, 'link', 'set', 'br0', 'up']);
+  containerAddr(t, i, 'eth0');
+}
+
+async function waitFile(path: string, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!existsSync(path)) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${path}`);
+    await sleep(50);
+  }
+}
+
+/** One vxtap agent per host on a shared embedded store; `extra`: more agent flags. */
+async function vxtapPath(extra: string[]): Promise<Topo> {
+  const t = baseTopo(true);
+  for (const i of [1, 2]) {
+    const sock = join(t.dir, `h${i}.sock`);
+    const p = spawn(
+      'sh',
+      [
+        '-c',
+        `exec ip netns exec ${t.tag}-h${i} node --no-memory-reducer ${CLI} agent --vtep 198.18.0.${i} --host h${i} --socket ${sock} --kv ${join(t.dir, 'store.db')} --state-dir ${join(t.dir, 'state')} --log-level warn ${extra.join(' ')} 2>>${join(t.dir, `h${i}.log`)}`,
+      ],
+      { stdio: 'ignore' },
+    );
+    t.procs.push(p);
+    t.cpuPids.push(p.pid!);
+    await waitFile(sock);
+  }
+  const v = (i: number, args: string[]) => must(['node', CLI, ...args, '--socket', join(t.dir, `h${i}.sock`)]);
+  await sleep(300);
+  v(1, ['network', 'create', 'bench', '--subnet', '198.19.1.0/24', '--gateway', 'none']);
+  await sleep(100);
+  v(1, ['endpoint', 'attach', 'bench', '--netns', t.c1, '--name', 'c1', '--ip', '198.19.1.1']);
+  v(2, ['endpoint', 'attach', 'bench', '--netns', t.c2, '--name', 'c2', '--ip', '198.19.1.2']);
+  return t;
+}
+
+/** Compiles bench/NAME.c once per run (into a temporary directory removed at exit); returns the binary. */
+const toolBins = new Map<string, string>();
+export function buildTool(name: 'floor' | 'pinger'): string {
+  const have = toolBins.get(name);
+  if (have) return have;
+  const dir = mkdtempSync(join(tmpdir(), `vxtap-${name}-`));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const bin = join(dir, name);
+  const r = sh(['cc', '-O2', '-Wall', '-o', bin, join(ROOT, `bench/${name}.c`)]);
+  if (r.code !== 0)
+    throw new Error(
+      `cannot build bench/${name}.c with cc (the C compiler the native addon needs): ${(r.stderr || r.stdout).trim().slice(-300)}`,
+    );
+  toolBins.set(name, bin);
+  return bin;
+}
+
+/** The C floor forwarder on each host (bench/floor.c), sleeping in poll() or, with `spin`, never sleeping. */
+async function floorPath(spin: boolean): Promise<Topo> {
+  const bin = buildTool('floor');
+  const t = baseTopo(true);
+  for (const i of [1, 2] as const) {
+    const log = join(t.dir, `floor${i}.log`);
+    const p = spawn(
+      'sh',
+      [
+        '-c',
+        `exec ip netns exec ${t.tag}-h${i} ${bin}${spin ? ' --spin' : ''} tap0 198.18.0.${i} 198.18.0.${3 - i} 2>>${log}`,
+      ],
+      { stdio: 'ignore' },
+    );
+    t.procs.push(p);
+    t.cpuPids.push(p.pid!);
+    const end = Date.now() + 5000;
+    while (!readFileSync(log, { encoding: 'utf8', flag: 'a+' }).includes('ready')) {
+      if (p.exitCode !== null || Date.now() > end)
+        throw new Error(`floor forwarder on h${i} did not start: ${readFileSync(log, 'utf8').trim()}`);
+      await sleep(20);
+    }
+    // the TAP moves into the container, as vxtap's do; the forwarder keeps its fd
+    must(['ip', '-n', `${t.tag}-h${i}`, 'link', 'set', 'tap0', 'netns', i === 1 ? t.c1 : t.c2, 'name', 'eth0']);
+    containerAddr(t, i, 'eth0');
+  }
+  return t;
+}
+
+/** The paths, each a topology builder; `busyUs` is the vxtap-busy row's --busy-poll window. */
+export function pathBuilders(busyUs: number): Record<string, () => Promise<Topo>> {
+  return {
+    async direct() {
+      const t = baseTopo(false);
+      must(['ip', 'link', 'add', 'eth0', 'netns', t.c1, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', t.c2]);
+      containerAddr(t, 1, 'eth0');
+      containerAddr(t, 2, 'eth0');
+      return t;
+    },
+    async kernel() {
+      const t = baseTopo(true);
+      for (const i of [1, 2] as const) {
+        const h = `${t.tag}-h${i}`;
+        must([
+          'ip',
+          '-n',
+          h,
+          'link',
+          'add',
+          'vxlan0',
+          'type',
+          'vxlan',
+          'id',
+          '42',
+          'dstport',
+          '4789',
+          'local',
+          `198.18.0.${i}`,
+          'dev',
+          `${t.tag}u${i}`,
+        ]);
+        must(['bridge', '-n', h, 'fdb', 'append', '00:00:00:00:00:00', 'dev', 'vxlan0', 'dst', `198.18.0.${3 - i}`]);
+        bridgeToContainer(t, i);
+        must(['ip', '-n', h, 'link', 'set', 'vxlan0', 'master', 'br0', 'up']);
+      }
+      return t;
+    },
+    vxtap: () => vxtapPath([]),
+    'vxtap-busy': () => vxtapPath(['--busy-poll', String(busyUs)]),
+    floor: () => floorPath(false),
+    'floor-busy': () => floorPath(true),
+    async tinc() {
+      const t = baseTopo(true);
+      for (const i of [1, 2] as const) {
+        const d = join(t.dir, `tinc${i}`);
+        mkdirSync(join(d, 'hosts'), { recursive: true });
+        writeFileSync(
+          join(d, 'tinc.conf'),
+          `Name = h${i}\nMode = switch\nInterface = tap0\nDeviceType = tap\nAddressFamily = ipv4\nBindToAddress = 198.18.0.${i}\n${i === 2 ? 'ConnectTo = h1\n' : ''}`,
+        );
+        writeFileSync(join(d, 'tinc-up'), '#!/bin/sh\nip link set $INTERFACE up\n', { mode: 0o755 });
+      }
+      for (const i of [1, 2] as const) {
+        // keys, then each host's file with its address and no encryption
+        must([
+          'sh',
+          '-c',
+          `printf '\\n\\n' | ip netns exec ${t.tag}-h${i} tincd -c ${join(t.dir, `tinc${i}`)} -K4096 >/dev/null 2>&1`,
+        ]);
+      }
+      for (const i of [1, 2] as const) {
+        const pub = readFileSync(join(t.dir, `tinc${i}`, 'hosts', `h${i}`), 'utf8');
+        const body = `Address = 198.18.0.${i}\nCipher = none\nDigest = none\nCompression = 0\n${pub}`;
+        for (const j of [1, 2]) writeFileSync(join(t.dir, `tinc${j}`, 'hosts', `h${i}`), body);
+      }
+      for (const i of [1, 2] as const) {
+        const p = spawn(
+          'ip',
+          [
+            'netns',
+            'exec',
+            `${t.tag}-h${i}`,
+            'tincd',
+            '-D',
+            '-c',
+            join(t.dir, `tinc${i}`),
+            '--pidfile',
+            join(t.dir, `tinc${i}.pid`),
+          ],
+          { stdio: 'ignore' },
+        );
+        t.procs.push(p);
+        t.cpuPids.push(p.pid!);
+      }
+      await sleep(1500);
+      for (const i of [1, 2] as const) {
+        bridgeToContainer(t, i);
+        must(['ip', '-n', `${t.tag}-h${i}`, 'link', 'set', 'tap0', 'master', 'br0', 'mtu', '1450', 'up']);
+      }
+      return t;
+    },
+    async openvpn() {
+      const t = baseTopo(true);
+      for (const i of [1, 2] as const) {
+        const h = `${t.tag}-h${i}`;
+        must(['ip', '-n', h, 'tuntap', 'add', 'dev', 'tap0', 'mode', 'tap']);
+        const p = spawn(
+          'ip',
+          [
+            'netns',
+            'exec',
+            h,
+            'openvpn',
+            '--dev',
+            'tap0',
+            '--dev-type',
+            'tap',
+            '--proto',
+            'udp',
+            '--local',
+            `198.18.0.${i}`,
+            '--remote',
+            `198.18.0.${3 - i}`,
+            '--port',
+            '1194',
+            '--cipher',
+            'none',
+            '--auth',
+            'none',
+            '--data-ciphers',
+            'none',
+            '--tun-mtu',
+            '1500',
+            '--mssfix',
+            '0',
+            '--sndbuf',
+            '4194304',
+            '--rcvbuf',
+            '4194304',
+            '--verb',
+            '0',
+          ],
+          { stdio: 'ignore' },
+        );
+        t.procs.push(p);
+        t.cpuPids.push(p.pid!);
+      }
+      await sleep(1500);
+      for (const i of [1, 2] as const) {
+        bridgeToContainer(t, i);
+        must(['ip', '-n', `${t.tag}-h${i}`, 'link', 'set', 'tap0', 'master', 'br0', 'up']);
+      }
+      return t;
+    },
+  };
+}
+
+export async function teardown(t: Topo): Promise<void> {
+  for (const p of t.procs)
+    if (p.exitCode === null && p.pid)
+      try {
+        process.kill(p.pid, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+  await Promise.all(
+    t.procs.map((p) =>
+      p.exitCode !== null
+        ? Promise.resolve(null)
+        : new Promise((r) => {
+            const k = setTimeout(() => {
+              try {
+                process.kill(p.pid!, 'SIGKILL');
+              } catch {
+                /* gone */
+              }
+            }, 3000);
+            p.once('exit', () => {
+              clearTimeout(k);
+              r(null);
+            });
+          }),
+    ),
+  );
+  for (const n of ['c1', 'c2', 'h1', 'h2']) sh(['ip', 'netns', 'del', `${t.tag}-${n}`]);
+  rmSync(t.dir, { recursive: true, force: true });
+}
