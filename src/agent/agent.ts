@@ -18,7 +18,7 @@
 import { hostname } from 'node:os';
 import { parseAddress } from '../common/addr.js';
 import { AgentError, invalid } from '../common/errors.js';
-import { type Logger, silentLogger } from '../common/log.js';
+import { type Logger, silentLogger, throttled } from '../common/log.js';
 import { Dataplane } from '../dataplane/dataplane.js';
 import { type DataplaneIo, nativeIo } from '../dataplane/io.js';
 import { nativeKernels } from '../dataplane/kernels.js';
@@ -115,6 +115,9 @@ export class Agent {
   readonly reservations: Map<string, Reservation>;
   /** Called after network records changed in the store (their names; endpoint changes do not call it). */
   onNetworksChanged: ((changed: Set<string>) => void) | null = null;
+  /** Called if the store is lost for good (the embedded store's file deleted or replaced): the agent has stopped
+   * its control plane and forwards on its last tables; the process should exit so that it is restarted. */
+  onFatal: ((err: Error) => void) | null = null;
   /** The DNS server's counters when one runs (for `vxtap stats`). */
   dnsStats: Record<string, number> | null = null;
   private readonly log: Logger;
@@ -166,12 +169,13 @@ export class Agent {
       onPortError: (p, err) => this.eps.portFailed(p, err),
       onLoopError: (err) => this.log.error('data plane callback failed', { err }),
     });
+    const watchWarning = throttled(this.log, 'KV watch');
     this.reconciler = new Reconciler(
       kv,
       (changes) => this.applyChanges(changes),
       (err) => {
         if (!this.disconnectedSince) this.disconnectedSince = Date.now();
-        this.log.warn('KV watch', { err });
+        watchWarning({ err });
       },
       o.resyncMs,
     );
@@ -199,6 +203,7 @@ export class Agent {
       log: this.log,
       offload: this.offload,
       persist,
+      host: this.host,
     });
     this.staticFdb = new StaticFdb(this.fdb, this.nets, this.tables, this.log, vtep, port);
     this.networks = this.nets.byName;
@@ -268,8 +273,12 @@ export class Agent {
           reason: uring.replace(/^off: /, ''),
         });
       }
+      kv.onFatal?.((err) => {
+        agent.log.error('KV STORE LOST', { err, kv: kv!.where });
+        agent.reconciler.stop();
+        agent.onFatal?.(err);
+      });
       await agent.recover();
-      await agent.reconciler.start(); // a KV outage at start is logged; forwarding runs on the recovered endpoints
       agent.startTimers();
       void agent.reg.register();
       agent.log.info('agent started', {
@@ -427,16 +436,38 @@ export class Agent {
   // ---- local state (restart recovery)
 
   private saveState(): void {
-    this.state.save({ endpoints: this.eps.records(), reservations: [...this.ipam.reservations.values()] });
+    this.state.save({
+      endpoints: this.eps.records(),
+      reservations: [...this.ipam.reservations.values()],
+      intents: [...this.eps.intents.values()],
+    });
   }
 
-  /** Re-adopts the endpoints listed in the state file, and its reservations. */
+  /**
+   * Start-up, in two steps around the first list from the store. Before it (the store may be down): the state
+   * file's endpoints forward again, interrupted attachments are undone, stray TAPs removed. After it: without a
+   * usable state file, the endpoints the store lists for this host are adopted from their TAPs; then every claim
+   * of this host that no local endpoint holds is given up.
+   */
   private async recover(): Promise<void> {
-    const st = this.state.load();
-    if (!st) return;
-    for (const r of st.reservations)
+    const loaded = this.state.load();
+    const st = loaded.status === 'ok' ? loaded.state : null;
+    for (const r of st?.reservations ?? [])
       this.ipam.reservations.set(`${r.network}/${r.ip}`, { network: r.network, ip: r.ip });
-    await this.eps.recover(st.endpoints);
+    await this.eps.recover(st);
+    await this.reconciler.start(); // a KV outage at start is logged; forwarding runs on the recovered endpoints
+    if (loaded.status !== 'ok') {
+      const n = await this.eps.rebuild(this.reconciler.state);
+      if (n > 0 && loaded.status === 'missing') {
+        this.log.warn('STATE FILE MISSING: rebuilt the local endpoints from the store and their TAPs', {
+          path: this.state.path,
+          endpoints: n,
+        });
+      } else if (loaded.status === 'corrupt') {
+        this.log.warn('local endpoints rebuilt from the store and their TAPs', { endpoints: n });
+      }
+    }
+    this.eps.settle(this.reconciler.state);
   }
 
   // ---- static FDB

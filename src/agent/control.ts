@@ -3,7 +3,7 @@
  * `curl --unix-socket` all speak it. Routes (all under /v1):
  *
  *   GET    /status                      agent identity
- *   GET    /networks                    list            POST /networks  {name,vni?,subnet,gateway?,mtu?,learning?,internal?}
+ *   GET    /networks                    list            POST /networks  {name,vni?,subnet,gateway?,mtu?,learning?,internal?,allowTagged?}
  *   GET    /networks/NAME               inspect         DELETE /networks/NAME
  *   GET    /endpoints                   list            POST /endpoints {network,netns,name?,ip?,mac?,ifname?,defaultRoute?,aliases?}
  *   DELETE /endpoints/NAME
@@ -43,6 +43,7 @@ const routes: [method: string, pattern: RegExp, handler: Handler][] = [
           mtu: b.mtu === undefined ? undefined : num(b, 'mtu'),
           learning: b.learning === undefined ? undefined : bool(b, 'learning'),
           internal: b.internal === undefined ? undefined : bool(b, 'internal'),
+          allowTagged: b.allowTagged === undefined ? undefined : bool(b, 'allowTagged'),
         }),
       ),
   ],
@@ -145,7 +146,7 @@ async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse, l
       matchedPath = true;
       if (method !== req.method) continue;
       const body = req.method === 'GET' ? {} : await readBody(req);
-      const out = await h(agent, body, m[1] === undefined ? '' : decodeURIComponent(m[1]), url.searchParams);
+      const out = await h(agent, body, m[1] === undefined ? '' : decodePath(m[1]), url.searchParams);
       send(res, 200, out);
       return;
     }
@@ -159,5 +160,14 @@ async function handle(agent: Agent, req: IncomingMessage, res: ServerResponse, l
       log.error('control request failed', { url: req.url, err: e });
       send(res, 500, { error: { code: 'ERR_INTERNAL', message: (e as Error).message ?? String(e) } });
     }
+  }
+}
+
+/** A path segment's percent-encoding decoded; a malformed one is the client's error (400), not the agent's. */
+function decodePath(seg: string): string {
+  try {
+    return decodeURIComponent(seg);
+  } catch {
+    throw invalid(`malformed percent-encoding in ${JSON.stringify(seg.slice(0, 80))}`);
   }
 }

@@ -17,13 +17,25 @@ import type { Dataplane } from '../dataplane/dataplane.js';
 import type { Port } from '../dataplane/port.js';
 import { native } from '../sys/native.js';
 import { ip, ipJson, netnsPath } from '../sys/ip.js';
-import { checkIfname, closeTap, createTap, setOffloads, setTapGsoMaxSegs, type Tap } from '../tap/tap.js';
+import {
+  checkIfname,
+  closeTap,
+  createTap,
+  ownedBy,
+  ownerMarker,
+  persistTap,
+  setOffloads,
+  setTapGsoMaxSegs,
+  type Tap,
+  unpersistTap,
+} from '../tap/tap.js';
 import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
 import { formatMac, isGroupMacNum, MAC_ZERO, parseMac } from '../vxlan/mac.js';
 import type { Ipam } from './ipam.js';
 import { kvCall, NAME, type Network, type Networks } from './networks.js';
 import type { Registration } from './registration.js';
-import type { LocalRecord } from './state.js';
+import type { AgentState, Intent, LocalRecord } from './state.js';
+import type { ClusterState } from '../kv/schema.js';
 import type { KvTables } from './tables.js';
 import type { Kv } from '../kv/kv.js';
 
@@ -65,12 +77,16 @@ export interface EndpointsOptions {
   log: Logger;
   /** TAPs are opened with offloads (IFF_VNET_HDR). */
   offload: boolean;
-  /** Called after the set of endpoints (or a record) changed: the state file must follow. */
+  /** Called after the set of endpoints (or a record) changed: the state file must follow; throws if it cannot. */
   persist: () => void;
+  /** This host's name: the TAPs it makes carry it in their marker. */
+  host: string;
 }
 
 export class Endpoints {
   readonly byName = new Map<string, Endpoint>();
+  /** Attachments under way (written to the state file before they touch anything). */
+  readonly intents = new Map<string, Intent>();
   /** Called after a local endpoint was detached, by request or because its namespace or TAP went away. */
   onRemoved: ((ep: Endpoint) => void) | null = null;
   private seq = 0;
@@ -139,8 +155,8 @@ export class Endpoints {
       }
       if (isGroupMacNum(fixedMac) || fixedMac === MAC_ZERO) throw invalid(`MAC ${spec.mac} must be a unicast address`);
     }
+    if (this.intents.has(name)) throw new AgentError('ERR_EXISTS', `endpoint ${name} is being attached right now`);
     reg.requireRegistered('existing endpoints keep forwarding, try again when it is back');
-    // 1. claim the address and the MAC cluster-wide, under this host's lease
     const rec: LocalRecord = {
       name,
       network: net.name,
@@ -155,41 +171,79 @@ export class Endpoints {
       aliases,
       nsIno,
       vnetHdr: offload,
+      ...(net.allowTagged ? { allowTagged: true } : {}),
     };
     const reserved = spec.reserved === true && spec.ip !== undefined;
     if (reserved && !ipam.holds(net.name, spec.ip!))
       throw notFound(`address ${spec.ip} is not reserved on ${net.name} by this host`);
-    await ipam.claim(net, spec.ip, rec, fixedMac === null, reserved);
-    if (reserved) ipam.take(net.name, spec.ip!);
-    const mac = parseMac(rec.mac);
-    // 2. the TAP, its addresses and routes
-    let tap: Tap;
+    // 0. the intent, on disk before anything else: a crash from here on is undone at the next start
+    this.intents.set(name, { name, network: net.name, netns: spec.netns });
     try {
-      if (spec.handoff) {
-        tap = await createTap({
-          ifname: `vx${randomBytes(4).toString('hex')}`,
-          mac,
-          mtu: net.mtu,
-          persist: true,
-          vnetHdr: offload,
-        });
-        rec.ifname = tap.ifname;
-      } else tap = await createTap({ ifname, netns: spec.netns, mac, mtu: net.mtu, persist: true, vnetHdr: offload });
+      this.o.persist();
     } catch (e) {
-      await ipam.unclaim(rec);
-      const code = (e as { code?: string }).code;
-      throw new AgentError(code === 'EEXIST' ? 'ERR_EXISTS' : 'ERR_SETUP', (e as Error).message);
+      this.intents.delete(name);
+      throw stateError(e);
     }
-    let ep: Endpoint;
+    let claimed = false;
+    let tap: Tap | null = null;
+    let ep: Endpoint | null = null;
     try {
-      if (!spec.handoff) await configure(rec, net, spec.defaultRoute !== false);
-      ep = this.adopt(rec, tap); // last step: if it throws, nothing of it is left to undo
+      // 1. the address, the MAC and the name, cluster-wide, under this host's lease
+      await ipam.claim(net, spec.ip, rec, fixedMac === null, reserved);
+      claimed = true;
+      if (reserved) ipam.take(net.name, spec.ip!);
+      // 2. the TAP (not persistent yet: if the agent dies before step 4, the kernel deletes it), addresses, routes
+      const mac = parseMac(rec.mac);
+      const alias = ownerMarker(this.o.host, name);
+      try {
+        tap = spec.handoff
+          ? await createTap({
+              ifname: `vx${randomBytes(4).toString('hex')}`,
+              mac,
+              mtu: net.mtu,
+              alias,
+              vnetHdr: offload,
+            })
+          : await createTap({ ifname, netns: spec.netns, mac, mtu: net.mtu, alias, vnetHdr: offload });
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        throw new AgentError(code === 'EEXIST' ? 'ERR_EXISTS' : 'ERR_SETUP', (e as Error).message);
+      }
+      if (spec.handoff) rec.ifname = tap.ifname;
+      else {
+        try {
+          await configure(rec, net, spec.defaultRoute !== false);
+        } catch (e) {
+          throw new AgentError('ERR_SETUP', `cannot set up ${ifname} in ${spec.netns}: ${(e as Error).message}`);
+        }
+      }
+      // 3. forwarding, and the endpoint's record in place of the intent
+      ep = this.adopt(rec, tap);
+      this.intents.delete(name);
+      try {
+        this.o.persist();
+      } catch (e) {
+        throw stateError(e);
+      }
+      // 4. now the TAP may outlive the agent: the state file lists it
+      persistTap(tap);
     } catch (e) {
-      await closeTap(tap, { persist: true });
-      await ipam.unclaim(rec);
-      throw new AgentError('ERR_SETUP', `cannot set up ${ifname} in ${spec.netns}: ${(e as Error).message}`);
+      // undo in reverse; the TAP is not persistent, so closing its fd deletes it
+      if (ep) {
+        this.o.dp.removePort(ep.id);
+        this.byName.delete(name);
+      }
+      if (tap) await closeTap(tap, { persist: true });
+      if (claimed) await ipam.unclaim(rec);
+      if (reserved && claimed) ipam.reservations.set(`${net.name}/${spec.ip}`, { network: net.name, ip: spec.ip! });
+      this.intents.delete(name);
+      try {
+        this.o.persist();
+      } catch (pe) {
+        log.error('cannot write the state file while undoing a failed attach', { endpoint: name, err: pe });
+      }
+      throw e;
     }
-    this.o.persist();
     this.o.tables.syncMac(net.name, net.vni, rec.mac);
     log.info('endpoint attached', { endpoint: name, network: net.name, netns: spec.netns, ip: rec.ip, mac: rec.mac });
     return ep;
@@ -209,6 +263,8 @@ export class Endpoints {
       mtu: r.mtu,
       vnetHdr: !!r.vnetHdr,
       uso: !!tap.uso,
+      checkIpv6Source: true,
+      allowTagged: !!r.allowTagged,
     });
     const ep: Endpoint = { id: r.name, name: r.name, network: r.network, netns: r.netns, ip, mac, tap, port, rec: r };
     this.byName.set(r.name, ep);
@@ -220,8 +276,14 @@ export class Endpoints {
     const { dp, networks, tables, log } = this.o;
     dp.removePort(ep.id);
     this.byName.delete(name);
-    this.o.persist();
-    await closeTap(ep.tap, { persist: true });
+    // not persistent first: from here the TAP goes with its fd, even if the agent dies before the end
+    safe(() => unpersistTap(ep.tap));
+    try {
+      this.o.persist();
+    } catch (e) {
+      log.error('cannot write the state file; the endpoint is detached all the same', { endpoint: name, err: e });
+    }
+    await closeTap(ep.tap);
     await this.o.ipam.unclaim(ep.rec);
     const net = networks.byName.get(ep.network);
     const rec = this.o.networks.storeRecord(ep.network);
@@ -282,33 +344,149 @@ export class Endpoints {
     }
   }
 
-  /** Re-adopts the endpoints of the state file: re-opens each persistent TAP inside its namespace. */
-  async recover(recs: LocalRecord[]): Promise<void> {
-    const { log, networks } = this.o;
-    for (const r of recs) {
-      let fd = -1;
-      try {
-        const tap = await reopen(r, this.o.offload, log);
-        fd = tap.fd;
-        // the store may be unreachable: forward on what the state file says until it answers
-        networks.adoptOffline({
-          name: r.network,
-          vni: r.vni,
-          subnet: parseSubnet(r.subnet),
-          gateway: r.gateway ? parseIpv4(r.gateway) : 0,
-          mtu: r.mtu,
-          learning: true,
-          internal: false,
-        });
-        this.adopt(r, tap);
-        log.info('endpoint recovered', { endpoint: r.name, netns: r.netns, ip: r.ip });
-      } catch (e) {
-        if (fd >= 0) safe(() => native().closeFd(fd));
-        this.o.ipam.forget(r);
-        log.warn('cannot recover endpoint; dropping it', { endpoint: r.name, netns: r.netns, err: e });
+  /**
+   * Start-up, before the store is reached: re-adopts the endpoints of the state file (each persistent TAP
+   * re-opened inside its namespace), gives up what interrupted attachments (intents) claimed under their name, and
+   * removes every TAP this agent made that no endpoint owns, in its own namespace and in the namespaces the state
+   * file names. TAPs are recognised by their marker (ownerMarker); no other interface is ever touched.
+   */
+  async recover(st: AgentState | null): Promise<void> {
+    for (const r of st?.endpoints ?? []) await this.recoverOne(r);
+    for (const i of st?.intents ?? []) {
+      this.o.log.warn('undoing an attach that the agent did not finish (it was stopped or crashed)', {
+        endpoint: i.name,
+        netns: i.netns,
+      });
+      this.o.ipam.forget({ network: i.network, name: i.name });
+    }
+    const spaces = new Set<string | undefined>([undefined]);
+    for (const x of [...(st?.endpoints ?? []), ...(st?.intents ?? [])]) spaces.add(x.netns);
+    await this.sweep(spaces);
+    try {
+      this.o.persist();
+    } catch (e) {
+      this.o.log.error('cannot write the state file at start-up; attachments will fail until it can be', { err: e });
+    }
+  }
+
+  /**
+   * With no usable state file (deleted, or unreadable and moved aside): the endpoints the store still lists for
+   * this host whose TAPs are still in their namespaces are adopted again. Returns how many.
+   */
+  async rebuild(cluster: ClusterState): Promise<number> {
+    let n = 0;
+    for (const [network, rec] of cluster.networks) {
+      for (const e of cluster.endpointsOf(network)) {
+        if (e.host !== this.o.host || this.byName.has(e.name) || !e.netns) continue;
+        let nsIno = 0;
+        try {
+          nsIno = statSync(netnsPath(e.netns)).ino;
+        } catch {
+          continue; // its namespace is gone: settle() gives its claim up
+        }
+        const r: LocalRecord = {
+          name: e.name,
+          network,
+          vni: rec.vni,
+          netns: e.netns,
+          ifname: e.ifname ?? 'eth0',
+          ip: e.ip,
+          mac: e.mac,
+          mtu: rec.mtu,
+          subnet: rec.subnet,
+          gateway: rec.gateway,
+          aliases: e.aliases,
+          nsIno,
+          vnetHdr: this.o.offload,
+        };
+        if (await this.recoverOne(r)) n++;
       }
     }
-    this.o.persist();
+    if (n > 0) {
+      try {
+        this.o.persist();
+      } catch (e) {
+        this.o.log.error('cannot write the rebuilt state file', { err: e });
+      }
+    }
+    return n;
+  }
+
+  /**
+   * After the first list from the store: every record the store holds for this host that is not a local endpoint
+   * (an attach interrupted after its claim, an endpoint whose TAP is gone) is given up, so the store, the state
+   * file and the kernel agree.
+   */
+  settle(cluster: ClusterState): void {
+    for (const network of cluster.networks.keys()) {
+      for (const e of cluster.endpointsOf(network)) {
+        if (e.host === this.o.host && !this.byName.has(e.name) && !this.intents.has(e.name)) {
+          this.o.log.info('giving up a claim no local endpoint holds', { endpoint: e.name, network, ip: e.ip });
+          this.o.ipam.forget({ network, name: e.name, ip: e.ip, mac: e.mac });
+        }
+      }
+    }
+  }
+
+  /** Re-opens one recorded endpoint's TAP and adopts it; on failure drops it (and its TAP, if it is there). */
+  private async recoverOne(r: LocalRecord): Promise<boolean> {
+    const { log, networks } = this.o;
+    let tap: Tap | null = null;
+    try {
+      tap = await reopen(r, this.o.offload, log);
+      // the store may be unreachable: forward on what the state file says until it answers
+      networks.adoptOffline({
+        name: r.network,
+        vni: r.vni,
+        subnet: parseSubnet(r.subnet),
+        gateway: r.gateway ? parseIpv4(r.gateway) : 0,
+        mtu: r.mtu,
+        learning: true,
+        internal: false,
+        allowTagged: !!r.allowTagged,
+      });
+      this.adopt(r, tap);
+      log.info('endpoint recovered', { endpoint: r.name, netns: r.netns, ip: r.ip });
+      return true;
+    } catch (e) {
+      if (tap) await closeTap(tap, { persist: true }); // ours, and not adopted: deleted
+      this.o.ipam.forget(r);
+      log.warn('cannot recover endpoint; dropping it', { endpoint: r.name, netns: r.netns, err: e });
+      return false;
+    }
+  }
+
+  /** Deletes the TAPs this agent made in each namespace (undefined: its own) that no local endpoint owns. */
+  private async sweep(spaces: Set<string | undefined>): Promise<void> {
+    for (const ns of spaces) {
+      let links: { ifname: string; ifalias?: string }[];
+      try {
+        links = await ipJson<{ ifname: string; ifalias?: string }[]>(['link', 'show'], ns);
+      } catch {
+        continue; // the namespace is gone, and its interfaces with it
+      }
+      for (const l of links) {
+        const owner = ownedBy(l.ifalias, this.o.host);
+        if (owner === null) continue;
+        const ep = this.byName.get(owner);
+        if (ep && ep.netns === ns && ep.tap.ifname === l.ifname) continue;
+        if (ep && ns === undefined && ep.tap.ifname === l.ifname) continue; // a handed-off TAP Docker has not moved yet
+        try {
+          await ip(['link', 'del', 'dev', l.ifname], ns);
+          this.o.log.warn('removed a TAP no endpoint owns (left by an interrupted attach)', {
+            ifname: l.ifname,
+            netns: ns ?? '(agent)',
+            endpoint: owner,
+          });
+        } catch (e) {
+          this.o.log.error('cannot remove a TAP no endpoint owns', {
+            ifname: l.ifname,
+            netns: ns ?? '(agent)',
+            err: e,
+          });
+        }
+      }
+    }
   }
 
   /** Closes every TAP fd; the devices stay (persistent), for the next agent to re-open. */
@@ -356,6 +534,14 @@ async function reopen(r: LocalRecord, offload: boolean, log: Logger): Promise<Ta
     throw e;
   }
   return { fd, ifname: r.ifname, netns: r.netns, mac: parseMac(r.mac), mtu: r.mtu, uso };
+}
+
+/** A state file that cannot be written fails the request that needed it, saying where and why. */
+function stateError(e: unknown): AgentError {
+  return new AgentError(
+    'ERR_SETUP',
+    `cannot write the agent's state file: ${(e as Error).message}; nothing was changed`,
+  );
 }
 
 export function safe(f: () => unknown): void {

@@ -31,9 +31,10 @@ export class Ipam {
   ) {}
 
   /**
-   * Claims `want` (or the first free address), and the MAC, for the endpoint `rec` with one transaction; fills
-   * rec.ip (and rec.mac when `macFromIp`). With `reserved`, `want` is this host's reservation: the transaction
-   * takes it over, and fails only if the MAC is taken.
+   * Claims `want` (or the first free address), the MAC and the name for the endpoint `rec` with one transaction;
+   * fills rec.ip (and rec.mac when `macFromIp`). With `reserved`, `want` is this host's reservation: the
+   * transaction takes it over. A MAC or name that is taken fails at once, with who holds it; a lost race for an
+   * address tries the next free one.
    */
   async claim(
     net: Network,
@@ -50,23 +51,41 @@ export class Ipam {
         [
           ...(reserved ? [] : [{ key: keys.ipam(net.name, addr), modRevision: 0 }]),
           { key: keys.endpoint(net.name, rec.mac), modRevision: 0 },
+          { key: keys.name(net.name, rec.name), modRevision: 0 },
         ],
         this.reg.endpointOps(rec, lease),
       );
-      if (!r.succeeded && reserved)
-        throw new AgentError('ERR_IN_USE', `MAC ${rec.mac} is already in use on ${net.name}`);
-      return r.succeeded;
+      if (r.succeeded) return true;
+      // which compare failed: a taken MAC or name is final; only an address is worth another try
+      // (a MAC derived from the address is taken exactly when the address is: another try)
+      const mac = macFromIp ? null : await this.kv.get(keys.endpoint(net.name, rec.mac));
+      if (mac)
+        throw new AgentError('ERR_IN_USE', `MAC ${rec.mac} is already in use on ${net.name}${holder(mac.value)}`);
+      const name = await this.kv.get(keys.name(net.name, rec.name));
+      if (name) {
+        throw new AgentError(
+          'ERR_EXISTS',
+          `endpoint name ${rec.name} is already used on ${net.name} by host ${name.value}; pick another --name`,
+        );
+      }
+      if (reserved)
+        throw new AgentError('ERR_IN_USE', `the reservation of ${addr} on ${net.name} changed meanwhile; try again`);
+      return false;
     });
   }
 
   /** Gives up an endpoint's claim (its record and its address), now or at the next registration pass. */
   unclaim(r: Published): Promise<void> {
-    return this.reg.deleteOrQueue([keys.endpoint(r.network, r.mac), keys.ipam(r.network, r.ip)]);
+    return this.reg.deleteOrQueue(claimKeys(r));
   }
 
-  /** Drops the claim of an endpoint that could not be recovered, at the next registration pass. */
-  forget(r: Published): void {
-    this.reg.deleteLater([keys.endpoint(r.network, r.mac), keys.ipam(r.network, r.ip)]);
+  /** Gives up, at the next registration pass, what an endpoint that is not here claimed: its name, and its address
+   * and MAC when they are known. */
+  forget(r: Pick<Published, 'network' | 'name'> & Partial<Pick<Published, 'ip' | 'mac'>>): void {
+    const ks = [keys.name(r.network, r.name)];
+    if (r.mac) ks.push(keys.endpoint(r.network, r.mac));
+    if (r.ip) ks.push(keys.ipam(r.network, r.ip));
+    this.reg.deleteLater(ks);
   }
 
   /**
@@ -141,5 +160,20 @@ export class Ipam {
       'ERR_NO_ADDRESS',
       `could not claim an address in ${net.name}: too many concurrent claims; try again`,
     );
+  }
+}
+
+/** The keys an endpoint's claim holds in the store. */
+function claimKeys(r: Published): string[] {
+  return [keys.endpoint(r.network, r.mac), keys.ipam(r.network, r.ip), keys.name(r.network, r.name)];
+}
+
+/** " (by host/endpoint)" from an endpoint record's value, when it says. */
+function holder(value: string): string {
+  try {
+    const v = JSON.parse(value) as { host?: unknown; name?: unknown };
+    return typeof v.host === 'string' ? ` (by ${v.host}/${String(v.name)})` : '';
+  } catch {
+    return '';
   }
 }

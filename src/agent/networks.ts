@@ -31,6 +31,9 @@ export interface NetworkSpec {
   learning?: boolean;
   /** Docker's --internal: Docker gives attached containers no way out of the network (see NetworkRec). */
   internal?: boolean;
+  /** Forward 802.1Q/802.1ad-tagged frames from endpoints (default: drop them, as tags would slip past the
+   * address checks). */
+  allowTagged?: boolean;
 }
 
 export interface Network {
@@ -41,6 +44,7 @@ export interface Network {
   mtu: number;
   learning: boolean;
   internal: boolean;
+  allowTagged: boolean;
 }
 
 /** Names of networks, endpoints and hosts. */
@@ -152,7 +156,17 @@ export class Networks {
         const name = e.key.slice(keys.networks.length);
         if (name === spec.name) throw new AgentError('ERR_EXISTS', `network ${spec.name} already exists`);
         const n = parseNetwork(name, e.value);
-        if (n) taken.set(n.vni, name);
+        if (!n) continue;
+        taken.set(n.vni, name);
+        // one address space, as Docker's global one: a container on two networks must never get two routes for
+        // the same addresses
+        const other = parseSubnet(n.subnet);
+        if (subnet.network <= other.broadcast && other.network <= subnet.broadcast) {
+          throw new AgentError(
+            'ERR_EXISTS',
+            `subnet ${subnet.cidr} overlaps ${other.cidr} of network ${name}; pick another subnet`,
+          );
+        }
       }
       let vni = spec.vni;
       if (vni !== undefined && taken.has(vni))
@@ -168,6 +182,7 @@ export class Networks {
         mtu,
         learning: spec.learning ?? true,
         ...(spec.internal ? { internal: true } : {}),
+        ...(spec.allowTagged ? { allowTagged: true } : {}),
       };
       return this.kv.txn(
         [
@@ -217,6 +232,7 @@ export class Networks {
           { type: 'delete', key: keys.network(name) },
           { type: 'delete', key: keys.vni(vni) },
           { type: 'deletePrefix', prefix: keys.ipamNet(name) },
+          { type: 'deletePrefix', prefix: keys.namesNet(name) },
           { type: 'put', key: keys.guardNetworks, value: `-${name}` },
         ],
       );
@@ -264,5 +280,6 @@ export function toNetwork(rec: NetworkRec): Network {
     mtu: rec.mtu,
     learning: rec.learning,
     internal: rec.internal === true,
+    allowTagged: rec.allowTagged === true,
   };
 }

@@ -104,7 +104,7 @@ export class Registration {
     }
   }
 
-  /** The puts that publish an endpoint: its address claim and its record, under `lease`. */
+  /** The puts that publish an endpoint: its address claim, its record and its name, under `lease`. */
   endpointOps(r: Published, lease: string): Op[] {
     const rec: Omit<EndpointRec, 'network' | 'mac'> = {
       ip: r.ip,
@@ -117,6 +117,7 @@ export class Registration {
     return [
       { type: 'put', key: keys.ipam(r.network, r.ip), value: `${this.o.host}/${r.name}`, lease },
       { type: 'put', key: keys.endpoint(r.network, r.mac), value: JSON.stringify(rec), lease },
+      { type: 'put', key: keys.name(r.network, r.name), value: this.o.host, lease },
     ];
   }
 

@@ -66,6 +66,8 @@ export class StaticFdb {
     if (rest.length || !Number.isInteger(port) || port < 1 || port > 65535)
       throw invalid(`dst ${dst}: expected IPv4[:port]`);
     if (vtep === this.vtep && port === this.port) throw invalid(`dst ${dst} is this agent's own VTEP`);
+    const why = notUnicastVtep(vtep);
+    if (why) throw invalid(`dst ${dst} is ${why}, not a VTEP: give the underlay address of the remote host`);
     return { vtep, port };
   }
 }
@@ -76,4 +78,16 @@ function parseFdbMac(mac: string): number {
   } catch (e) {
     throw invalid((e as Error).message);
   }
+}
+
+/** Why an IPv4 address cannot be a remote VTEP (unspecified, broadcast, loopback, multicast, reserved), or null. */
+function notUnicastVtep(a: number): string | null {
+  const first = a >>> 24;
+  if (a === 0) return 'the unspecified address';
+  if (a >>> 0 === 0xffffffff) return 'the broadcast address';
+  if (first === 127) return 'a loopback address';
+  if (first >= 224 && first <= 239) return 'a multicast address';
+  if (first >= 240) return 'a reserved address (240.0.0.0/4)';
+  if (first === 0) return 'in 0.0.0.0/8 ("this network")';
+  return null;
 }

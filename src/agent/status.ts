@@ -36,6 +36,7 @@ export function describeNetwork(a: Agent, n: Network): Record<string, unknown> {
     mtu: n.mtu,
     learning: n.learning,
     internal: n.internal,
+    allowTagged: n.allowTagged,
     endpoints: a.reconciler.state
       .endpointsOf(n.name)
       .map((e) => ({ name: e.name, ip: e.ip, mac: e.mac, host: e.host, aliases: e.aliases })),

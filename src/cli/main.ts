@@ -24,7 +24,7 @@ Usage:
               [--busy-poll MICROSECONDS] [--no-io-uring]
               [--log-level info] [--docker unix:///var/run/docker.sock [--plugin-socket PATH]]
               [--dns IP[:53] [--dns-upstream IP[:PORT],...|none]]
-  vxtap network create NAME --subnet CIDR [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning] [--internal]
+  vxtap network create NAME --subnet CIDR [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning] [--internal] [--allow-tagged]
   vxtap network ls [-o json]
   vxtap network inspect NAME
   vxtap network rm NAME
@@ -225,6 +225,14 @@ async function agentCmd(argv: string[]): Promise<void> {
   };
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
+  // the store is lost for good (its file deleted or replaced): exit non-zero, so a supervisor restarts the agent
+  // and it opens the store the other agents will open too; its endpoints survive the restart
+  agent.onFatal = (err) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`vxtap: ${err.message} [${(err as { code?: string }).code ?? 'ERR_KV_FATAL'}]\n`);
+    void closeAll().finally(() => process.exit(1));
+  };
 }
 
 async function networkCmd(argv: string[]): Promise<void> {
@@ -238,6 +246,7 @@ async function networkCmd(argv: string[]): Promise<void> {
       gateway: { type: 'string' },
       'no-learning': { type: 'boolean' },
       internal: { type: 'boolean' },
+      'allow-tagged': { type: 'boolean' },
     });
     const name = need(pos, 0, 'network NAME');
     const vni = int(opts, 'vni');
@@ -249,6 +258,7 @@ async function networkCmd(argv: string[]): Promise<void> {
       mtu: int(opts, 'mtu'),
       learning: !opts['no-learning'],
       ...(opts.internal ? { internal: true } : {}),
+      ...(opts['allow-tagged'] ? { allowTagged: true } : {}),
     };
     if (opts.gateway !== undefined) body.gateway = opts.gateway === 'none' ? null : opts.gateway;
     const n = await call<Record<string, unknown>>(socketOf(opts), 'POST', '/v1/networks', body);
@@ -373,7 +383,26 @@ async function benchCmd(argv: string[]): Promise<void> {
   if (code !== 0) process.exit(code);
 }
 
-async function main(argv: string[]): Promise<void> {
+/**
+ * The options every command takes (--socket, -o/--output) may also come before the command
+ * (`vxtap --socket S network ls`): they are moved after it, where the command's parser reads them.
+ */
+function hoistGlobals(argv: string[]): string[] {
+  const lead: string[] = [];
+  let i = 0;
+  for (; i < argv.length && argv[i].startsWith('-') && argv[i] !== '-h' && argv[i] !== '--help'; i++) {
+    const a = argv[i];
+    if (/^--(socket|output)=/.test(a)) lead.push(a);
+    else if (a === '--socket' || a === '--output' || a === '-o') {
+      if (i + 1 >= argv.length) throw new UsageError(`${a} needs a value`);
+      lead.push(a, argv[++i]);
+    } else throw new UsageError(`${a} is not an option of every command; give it after the command`);
+  }
+  return i < argv.length ? [...argv.slice(i), ...lead] : [];
+}
+
+async function main(args: string[]): Promise<void> {
+  const argv = hoistGlobals(args);
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === '-h' || cmd === '--help' || cmd === 'help' || rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(USAGE);

@@ -38,3 +38,34 @@ export function createLogger(
 }
 
 export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
+
+/**
+ * A warning that may repeat (a store that keeps failing): logged at once, then at most once per interval, which
+ * doubles up to `maxMs` while it keeps coming; each line says how many were held back. Quiet for `maxMs`, it starts
+ * again from `firstMs`.
+ */
+export function throttled(
+  log: Logger,
+  msg: string,
+  firstMs = 1000,
+  maxMs = 60_000,
+  now: () => number = Date.now,
+): (fields?: Record<string, unknown>) => void {
+  let next = 0;
+  let interval = firstMs;
+  let held = 0;
+  let last = -Infinity;
+  return (fields) => {
+    const t = now();
+    if (t - last > maxMs) interval = firstMs;
+    last = t;
+    if (t < next) {
+      held++;
+      return;
+    }
+    log.warn(msg, held ? { ...fields, repeated: held } : fields);
+    held = 0;
+    next = t + interval;
+    interval = Math.min(interval * 2, maxMs);
+  };
+}

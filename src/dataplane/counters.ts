@@ -11,6 +11,9 @@ export const DROP_REASONS = [
   'tx_group_src_mac', // source MAC is a group (multicast) address
   'tx_spoofed_src_ip', // IPv4 source address is not the endpoint's own
   'tx_spoofed_arp', // ARP sender address is not the endpoint's own (ARP poisoning)
+  'tx_spoofed_src_ip6', // IPv6 source is not the endpoint's link-local address (nor :: for DAD/MLD)
+  'tx_spoofed_nd', // neighbour discovery naming another address or MAC (NDP poisoning)
+  'tx_vlan_tagged', // an 802.1Q/802.1ad-tagged frame on a network that does not allow tags
   'tx_oversize', // larger than the overlay MTU (IPv4 with DF also gets ICMP fragmentation-needed back)
   'tx_hairpin', // destination is the sending endpoint itself
   'tx_no_destination', // broadcast/unknown with nobody to send it to
@@ -63,6 +66,9 @@ export class Counters {
   tx_group_src_mac = 0;
   tx_spoofed_src_ip = 0;
   tx_spoofed_arp = 0;
+  tx_spoofed_src_ip6 = 0;
+  tx_spoofed_nd = 0;
+  tx_vlan_tagged = 0;
   tx_oversize = 0;
   tx_hairpin = 0;
   tx_no_destination = 0;

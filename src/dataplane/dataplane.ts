@@ -148,6 +148,10 @@ export class Dataplane implements XmitContext, RcvContext {
     mtu?: number;
     vnetHdr?: boolean;
     uso?: boolean;
+    /** Check IPv6 sources against the link-local address of the MAC (the agent does; tests may not). */
+    checkIpv6Source?: boolean;
+    /** Forward VLAN-tagged frames from this endpoint (default: drop them). */
+    allowTagged?: boolean;
   }): Port {
     if (this.ports.has(spec.id)) throw new FdbError('EEXIST', `endpoint ${spec.id} is already attached`);
     const vnet = this.fdb.vnet(spec.vni);
@@ -156,6 +160,9 @@ export class Dataplane implements XmitContext, RcvContext {
       ip: spec.ip ?? 0,
       mtu: spec.mtu ?? 65535,
       vnetHdrLen: spec.vnetHdr ? VNET_HDR_LEN : 0,
+      ll6Hi: spec.checkIpv6Source ? eui64Hi(spec.mac) : 0,
+      ll6Lo: spec.checkIpv6Source ? eui64Lo(spec.mac) : 0,
+      allowTagged: !!spec.allowTagged,
       uso: !!spec.vnetHdr && !!spec.uso,
       vnet,
       poll: null,
@@ -250,4 +257,14 @@ export class Dataplane implements XmitContext, RcvContext {
     port.poll = null;
     this.onPortError(port, err);
   }
+}
+
+/** The modified EUI-64 interface identifier of a MAC (RFC 4291 appendix A): its first and second 32-bit words. */
+function eui64Hi(mac: number): number {
+  const hi = Math.floor(mac / 0x1000000); // the first three bytes
+  return (((hi ^ 0x020000) << 8) | 0xff) >>> 0;
+}
+
+function eui64Lo(mac: number): number {
+  return (0xfe000000 | (mac % 0x1000000)) >>> 0;
 }

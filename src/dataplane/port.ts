@@ -14,6 +14,12 @@ export interface Port extends LocalPort {
   readonly mtu: number;
   /** 10 when the TAP was opened with IFF_VNET_HDR (offloads: every read and write carries a virtio-net header), else 0. */
   readonly vnetHdrLen: number;
+  /** The endpoint's IPv6 link-local interface identifier (EUI-64 of its MAC) as two words; 0/0: IPv6 sources are
+   * not checked. */
+  readonly ll6Hi: number;
+  readonly ll6Lo: number;
+  /** 802.1Q/802.1ad-tagged frames from the endpoint are forwarded (the network allows tags); else dropped. */
+  readonly allowTagged: boolean;
   /** The TAP takes UDP_L4 super-frames (its kernel took USO): the receive path may merge UDP datagrams for it. */
   readonly uso: boolean;
   /** This VNI's tables and counters, for the hot path. */

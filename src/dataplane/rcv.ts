@@ -7,10 +7,12 @@
  *   3. vtep      outer source address must be a known VTEP (RFC 7348 section 7) (rx_unknown_vtep)
  *   4. decap     flags octet exactly I (rx_bad_flags); VNI configured here (rx_unknown_vni); the inner frame is
  *                a subarray, nothing is copied
- *   5. snoop     inner source MAC: never a group address (rx_group_src_mac) nor a local endpoint's
- *                (rx_src_mac_local); learned against the outer source when the VNI learns (bounded)
+ *   5. source    inner source MAC: never a group address (rx_group_src_mac) nor a local endpoint's
+ *                (rx_src_mac_local)
  *   6. deliver   group destination -> every local endpoint of the VNI; unicast -> the local endpoint that owns
  *                the MAC, else rx_no_local_dst (frames from the wire never go back to the wire: split horizon);
+ *                a delivered frame's source MAC is learned against the outer source when the VNI learns
+ *                (bounded; snoop); a dropped one teaches nothing;
  *                with offloads, in-order TCP segments and equal-sized UDP datagrams of one flow for one endpoint
  *                are merged into super-frames (gro.ts); the rest of a UDP GRO buffer that continues the same
  *                super-frame is taken in one call (Gro.run)
@@ -19,7 +21,9 @@
 import { ETH_HLEN, ETH_OFF_DST, ETH_OFF_SRC, VXLAN_HLEN } from '../vxlan/constants.js';
 import { isGroupMac, readMac } from '../vxlan/mac.js';
 import { readVni, vxlanFlagsValid } from '../vxlan/vxlan.js';
+import type { FdbEntry, Peer, Vnet } from '../fdb/fdb.js';
 import type { RcvContext } from './context.js';
+import type { Port } from './port.js';
 
 /** Receives and forwards one batch from the VXLAN socket. Returns the number of datagrams received. */
 export function rcv(dp: RcvContext): number {
@@ -76,7 +80,7 @@ export function rcv(dp: RcvContext): number {
       }
       const inner = off + VXLAN_HLEN;
       const ilen = len - VXLAN_HLEN;
-      // 5. snoop
+      // 5. source
       if (isGroupMac(arena, inner + ETH_OFF_SRC)) {
         c.rx_group_src_mac++;
         continue;
@@ -87,21 +91,12 @@ export function rcv(dp: RcvContext): number {
         c.rx_src_mac_local++;
         continue;
       }
-      if (v.learning && (se === undefined || se.kind === 'learned')) {
-        if (se !== undefined && se.vtep === src)
-          se.updated = now; // snoop()'s "refreshed", without a second lookup
-        else {
-          const res = fdb.snoop(v, readMac(arena, inner + ETH_OFF_SRC), src, dp.vxlanPort, now, peer);
-          if (res === 'new') c.learned++;
-          else if (res === 'moved') c.moved++;
-          else if (res === 'full') c.rx_learn_full++;
-        }
-      }
-      // 6. deliver
+      // 6. deliver (a frame that is dropped here teaches nothing: only delivered frames are snooped)
       const vs = v.counters;
       vs.rx_packets++;
       vs.rx_bytes += ilen;
       if (isGroupMac(arena, inner + ETH_OFF_DST)) {
+        if (v.learning) snoop(dp, v, se, arena, inner, src, now, peer);
         gro?.flush(); // keep order with any pending super-frame
         const locals = v.locals;
         for (let j = 0; j < locals.length; j++) out.tap(locals[j], inner, ilen);
@@ -113,6 +108,7 @@ export function rcv(dp: RcvContext): number {
         c.rx_no_local_dst++;
         continue;
       }
+      if (v.learning) snoop(dp, v, se, arena, inner, src, now, peer);
       c.rx_frames++;
       if (gro !== null && e.local.vnetHdrLen !== 0 && gro.offer(e.local, arena, inner, ilen)) {
         // the datagrams after it in this GRO buffer that continue the same super-frame (same VXLAN and Ethernet
@@ -138,4 +134,27 @@ export function rcv(dp: RcvContext): number {
   gro?.flush();
   out.flush();
   return n;
+}
+
+/** Learns (or refreshes) the inner source MAC against the outer source VTEP, unless a higher kind owns it. */
+function snoop(
+  dp: RcvContext,
+  v: Vnet<Port>,
+  se: FdbEntry<Port> | undefined,
+  arena: Uint8Array,
+  inner: number,
+  src: number,
+  now: number,
+  peer: Peer,
+): void {
+  if (se !== undefined && se.kind !== 'learned') return;
+  if (se !== undefined && se.vtep === src) {
+    se.updated = now; // snoop()'s "refreshed", without a second lookup
+    return;
+  }
+  const c = dp.counters;
+  const res = dp.fdb.snoop(v, readMac(arena, inner + ETH_OFF_SRC), src, dp.vxlanPort, now, peer);
+  if (res === 'new') c.learned++;
+  else if (res === 'moved') c.moved++;
+  else if (res === 'full') c.rx_learn_full++;
 }

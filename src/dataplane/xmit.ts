@@ -8,8 +8,10 @@
  *                for splitting, anything else is
  *                tx_bad_offload
  *   3. source    source MAC must be unicast (tx_group_src_mac) and the endpoint's own: no spoofing of another
- *                container (tx_spoofed_src_mac); so must an IPv4 source (tx_spoofed_src_ip) and an ARP sender
- *                address (tx_spoofed_arp); a frame over the MTU is refused (tx_oversize), with ICMP
+ *                container (tx_spoofed_src_mac); a VLAN tag only where the network allows tags (tx_vlan_tagged);
+ *                an IPv6 source must be the endpoint's link-local address (tx_spoofed_src_ip6) and neighbour
+ *                discovery must name its own address and MAC (tx_spoofed_nd); so must an IPv4 source
+ *                (tx_spoofed_src_ip) and an ARP sender address (tx_spoofed_arp); a frame over the MTU is refused (tx_oversize), with ICMP
  *                "fragmentation needed" back for IPv4 with DF, or ICMPv6 "packet too big" for IPv6, so
  *                path-MTU discovery works
  *   4. arp       an ARP request for an overlay address the control plane knows is answered here, in place: the
@@ -36,12 +38,17 @@ import {
   ETH_OFF_DST,
   ETH_OFF_SRC,
   ETH_OFF_TYPE,
+  ETH_P_8021AD,
   ETH_P_8021Q,
   ETH_P_ARP,
   ETH_P_IP,
   ETH_P_IPV6,
   IPV4_HLEN_MIN,
   IPV4_OFF_SRC,
+  IPPROTO_ICMPV6,
+  IPV6_HLEN,
+  IPV6_OFF_NEXT_HDR,
+  IPV6_OFF_SRC,
   VLAN_HLEN,
   VXLAN_HLEN,
 } from '../vxlan/constants.js';
@@ -140,6 +147,18 @@ export function xmit(dp: XmitContext, port: Port): number {
       continue;
     }
     const etype = readU16(arena, off + ETH_OFF_TYPE);
+    if ((etype === ETH_P_8021Q || etype === ETH_P_8021AD) && !port.allowTagged) {
+      c.tx_vlan_tagged++; // a tag would let the frame past the checks below (and into another VLAN on a trunk)
+      continue;
+    }
+    if (etype === ETH_P_IPV6 && port.ll6Hi !== 0) {
+      const r = ipv6SourceCheck(arena, off, len, port);
+      if (r !== 0) {
+        if (r === 1) c.tx_spoofed_src_ip6++;
+        else c.tx_spoofed_nd++;
+        continue;
+      }
+    }
     if (port.ip !== 0) {
       if (
         etype === ETH_P_IP &&
@@ -324,6 +343,61 @@ function sendSegments(
     peer.tx_bytes += bytes;
   }
 }
+
+/**
+ * An IPv6 packet from an endpoint: 0 if its source is the endpoint's own link-local address (fe80::/64 with the
+ * EUI-64 of its MAC: what the kernel gives the TAP) or, for ICMPv6 and hop-by-hop (MLD) only, the unspecified
+ * address of duplicate address detection; 1 if not (tx_spoofed_src_ip6); 2 if it is neighbour discovery that
+ * claims another node: a neighbour advertisement for an address that is not the endpoint's, or a source or target
+ * link-layer address option that is not its MAC (tx_spoofed_nd: NDP poisoning).
+ */
+function ipv6SourceCheck(a: Uint8Array, off: number, len: number, port: Port): number {
+  const ip = off + ETH_HLEN;
+  if (len < ETH_HLEN + IPV6_HLEN) return 1;
+  const src = ip + IPV6_OFF_SRC;
+  const next = a[ip + IPV6_OFF_NEXT_HDR];
+  const w0 = readU32(a, src);
+  const w1 = readU32(a, src + 4);
+  const w2 = readU32(a, src + 8);
+  const w3 = readU32(a, src + 12);
+  const own = w0 === LL_PREFIX && w1 === 0 && w2 === port.ll6Hi && w3 === port.ll6Lo;
+  if (!own && !((w0 | w1 | w2 | w3) === 0 && (next === IPPROTO_ICMPV6 || next === IPPROTO_HOPOPTS))) return 1;
+  if (next !== IPPROTO_ICMPV6 || len < ETH_HLEN + IPV6_HLEN + ND_HLEN) return 0;
+  const icmp = ip + IPV6_HLEN;
+  const type = a[icmp];
+  if (type !== ND_NEIGHBOR_SOLICIT && type !== ND_NEIGHBOR_ADVERT) return 0;
+  const target = icmp + ND_OFF_TARGET;
+  if (
+    type === ND_NEIGHBOR_ADVERT &&
+    !(
+      readU32(a, target) === LL_PREFIX &&
+      readU32(a, target + 4) === 0 &&
+      readU32(a, target + 8) === port.ll6Hi &&
+      readU32(a, target + 12) === port.ll6Lo
+    )
+  ) {
+    return 2;
+  }
+  // options: type, length in units of 8 bytes; source (1) and target (2) link-layer addresses carry a MAC
+  for (let o = icmp + ND_HLEN, end = off + len; o + 8 <= end;) {
+    const olen = a[o + 1] * 8;
+    if (olen === 0) return 2; // malformed (RFC 4861 4.6: a zero length is invalid)
+    if ((a[o] === ND_OPT_SOURCE_LL || a[o] === ND_OPT_TARGET_LL) && readMac(a, o + 2) !== port.mac) return 2;
+    o += olen;
+  }
+  return 0;
+}
+
+/** fe80::/64, the link-local prefix, as the first 32-bit word. */
+const LL_PREFIX = 0xfe800000;
+const IPPROTO_HOPOPTS = 0;
+/** Neighbour solicitation and advertisement (RFC 4861 4.3, 4.4): 8 bytes of header and a 16-byte target. */
+const ND_NEIGHBOR_SOLICIT = 135;
+const ND_NEIGHBOR_ADVERT = 136;
+const ND_OFF_TARGET = 8;
+const ND_HLEN = 24;
+const ND_OPT_SOURCE_LL = 1;
+const ND_OPT_TARGET_LL = 2;
 
 function txSocket(dp: XmitContext, arena: Uint8Array, off: number, len: number): number {
   const n = dp.txSocketCount;

@@ -26,7 +26,7 @@
  * busy waits are bounded by busy_timeout, so the data plane sharing the thread sees sub-millisecond stalls.
  */
 import Database from 'better-sqlite3';
-import { type FSWatcher, mkdirSync, watch } from 'node:fs';
+import { type FSWatcher, mkdirSync, statSync, watch } from 'node:fs';
 import { dirname } from 'node:path';
 import {
   type Compare,
@@ -45,6 +45,19 @@ export interface EmbeddedOptions {
   pollMs?: number;
   keepEvents?: number;
   now?: () => number;
+}
+
+/** How often the store file's identity is checked (a stat). */
+const FILE_CHECK_MS = 1000;
+
+/** device:inode of the file at `path`, or null if there is none. */
+function fileIdentity(path: string): string | null {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
 }
 
 /** After a WAL change event: a second poll this much later (see wake). */
@@ -72,6 +85,12 @@ export class EmbeddedKv implements Kv {
   /** This connection committed since the last full poll (data_version only counts other connections). */
   private dirty = true;
   private readonly q: Record<string, Database.Statement>;
+  /** The store file's identity when it was opened: a file deleted or replaced under the open connection means this
+   * agent would go on alone on the old one while the others open the new one (a split cluster). */
+  private readonly fileId: string;
+  private lastIdCheck = 0;
+  private fatal: KvError | null = null;
+  private fatalHandlers: ((err: KvError) => void)[] = [];
 
   constructor(path: string, opts: EmbeddedOptions = {}) {
     this.where = path;
@@ -122,8 +141,29 @@ export class EmbeddedKv implements Kv {
       firstExpiry: p(`SELECT MIN(expires_at) AS at FROM leases`),
       dataVersion: p(`PRAGMA data_version`).pluck(),
     };
+    this.fileId = fileIdentity(path) ?? '';
     this.watchFile(`${path}-wal`);
     this.schedule(false);
+  }
+
+  onFatal(cb: (err: KvError) => void): void {
+    this.fatalHandlers.push(cb);
+    if (this.fatal) cb(this.fatal);
+  }
+
+  /** At most once a second: is the file at our path still the one we opened? If not, the store is lost for good. */
+  private checkFile(): void {
+    const now = Date.now();
+    if (this.fatal || now - this.lastIdCheck < FILE_CHECK_MS) return;
+    this.lastIdCheck = now;
+    const id = fileIdentity(this.where);
+    if (id === this.fileId) return;
+    this.fatal = new KvError(
+      'ERR_KV_FATAL',
+      `the embedded store ${this.where} was ${id === null ? 'deleted' : 'replaced by another file'} while in use; ` +
+        'every agent on this machine must be restarted to open the same store (endpoints survive the restart)',
+    );
+    for (const cb of this.fatalHandlers) cb(this.fatal);
   }
 
   /** Polls when the WAL file changes; without file change events, the timer alone does (see the top). */
@@ -367,6 +407,8 @@ export class EmbeddedKv implements Kv {
 
   private tick(recheck = false): void {
     if (this.closed) return;
+    this.checkFile();
+    if (this.fatal) return; // no more polls: the agent stops
     try {
       // nothing committed anywhere and no lease due: the watchers' reads would find nothing
       const dv = this.q.dataVersion.get() as number;

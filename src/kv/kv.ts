@@ -79,10 +79,14 @@ export interface Kv {
   grantLease(ttlSec: number): Promise<Lease>;
   /** Watches every key under `prefix` for events with revision > fromRevision. */
   watch(prefix: string, fromRevision: number, handler: WatchHandler): Watch;
+  /** Called once if the store is lost for good (ERR_KV_FATAL: the embedded store's file was deleted or replaced
+   * under it); the agent must stop rather than go on alone. */
+  onFatal?(cb: (err: KvError) => void): void;
   close(): Promise<void>;
 }
 
-export type KvErrorCode = 'ERR_KV_UNAVAILABLE' | 'ERR_KV_COMPACTED' | 'ERR_KV_LEASE_LOST' | 'ERR_KV_INVALID';
+export type KvErrorCode =
+  'ERR_KV_UNAVAILABLE' | 'ERR_KV_COMPACTED' | 'ERR_KV_LEASE_LOST' | 'ERR_KV_INVALID' | 'ERR_KV_FATAL';
 
 export class KvError extends Error {
   readonly code: KvErrorCode;

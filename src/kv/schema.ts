@@ -6,6 +6,9 @@
  *   hosts/<host>                  {"vtep","port"}                                   under the host's lease
  *   endpoints/<network>/<mac>     {"ip","host","name","aliases","netns","ifname"}    under the host's lease
  *   ipam/<network>/<ip>           "<host>/<endpoint name>" or "<host>/reserved"     under the host's lease, by txn
+ *   names/<network>/<endpoint>    "<host>"                                          under the host's lease, by txn:
+ *                                 an endpoint name is unique on its network across hosts (the name server
+ *                                 answers it)
  *   guard/networks                touched by every network create/delete: its modRevision serialises them, so
  *                                 name, VNI and subnet checks are made against one consistent view
  *
@@ -28,6 +31,8 @@ export const keys = {
   endpoints: `${ROOT}endpoints/`,
   ipam: (network: string, ip: string) => `${ROOT}ipam/${network}/${ip}`,
   ipamNet: (network: string) => `${ROOT}ipam/${network}/`,
+  name: (network: string, name: string) => `${ROOT}names/${network}/${name}`,
+  namesNet: (network: string) => `${ROOT}names/${network}/`,
   guardNetworks: `${ROOT}guard/networks`,
 };
 
@@ -41,6 +46,9 @@ export interface NetworkRec {
   /** Docker's --internal: containers attached through Docker get no route out of the network (every host's
    * dockerd learns it from here). Written only when true. */
   internal?: boolean;
+  /** 802.1Q/802.1ad-tagged frames from endpoints are forwarded (by default they are dropped). Written only when
+   * true. */
+  allowTagged?: boolean;
 }
 
 export interface HostRec {
@@ -84,12 +92,13 @@ function ipv4ok(s: unknown): s is string {
 export function parseNetwork(name: string, v: string): NetworkRec | null {
   const o = obj(v);
   if (!o || !NAME.test(name)) return null;
-  const { vni, subnet, gateway, mtu, learning, internal } = o;
+  const { vni, subnet, gateway, mtu, learning, internal, allowTagged } = o;
   if (typeof vni !== 'number' || !isValidVni(vni)) return null;
   if (typeof subnet !== 'string' || !/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(subnet)) return null;
   if (gateway !== null && !ipv4ok(gateway)) return null;
   if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 68 || mtu > 65485) return null;
   if (internal !== undefined && typeof internal !== 'boolean') return null;
+  if (allowTagged !== undefined && typeof allowTagged !== 'boolean') return null;
   return {
     name,
     vni,
@@ -98,6 +107,7 @@ export function parseNetwork(name: string, v: string): NetworkRec | null {
     mtu,
     learning: learning !== false,
     ...(internal ? { internal: true } : {}),
+    ...(allowTagged ? { allowTagged: true } : {}),
   };
 }
 

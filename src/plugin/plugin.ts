@@ -100,7 +100,8 @@ export class PluginError extends Error {
 
 export class DockerPlugin {
   readonly engine: Engine;
-  private st: State = { version: 1, pools: {}, networks: {}, endpoints: {} };
+  // null-prototype maps: an ID such as __proto__ or constructor is a key like any other, never an inherited one
+  private st: State = { version: 1, pools: dict(), networks: dict(), endpoints: dict() };
   private readonly path: string;
   private readonly binders = new Map<string, Promise<string>>();
   private readonly missingSince = new Map<string, number>();
@@ -748,7 +749,7 @@ export class DockerPlugin {
         typeof s.endpoints !== 'object'
       )
         throw new Error('unknown format');
-      this.st = s;
+      this.st = { version: 1, pools: dict(s.pools), networks: dict(s.networks), endpoints: dict(s.endpoints) };
     } catch (e) {
       this.log.error('docker plugin state unreadable; starting empty (recreate the Docker networks)', {
         path: this.path,
@@ -772,4 +773,9 @@ export class DockerPlugin {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A record keyed by untrusted IDs: no prototype, so no key is inherited. */
+function dict<T>(from?: Record<string, T>): Record<string, T> {
+  return Object.assign(Object.create(null) as Record<string, T>, from);
 }

@@ -30,7 +30,13 @@ async function handle(plugin: DockerPlugin, req: IncomingMessage, res: ServerRes
   const ipam = method.startsWith('IpamDriver.');
   const send = (status: number, body: unknown): void => {
     const data = JSON.stringify(body);
-    res.writeHead(status, { 'Content-Type': CONTENT_TYPE, 'Content-Length': Buffer.byteLength(data) });
+    // one call per connection: dockerd resends a call whose kept-alive connection the server closed under it (the
+    // idle timeout racing its next request), and the resent call has lost its body
+    res.writeHead(status, {
+      'Content-Type': CONTENT_TYPE,
+      'Content-Length': Buffer.byteLength(data),
+      Connection: 'close',
+    });
     res.end(data);
   };
   const fail = (status: number, msg: string): void => {

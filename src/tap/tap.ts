@@ -34,8 +34,9 @@ export interface TapOptions {
   netns?: string;
   mac: number;
   mtu: number;
-  /** Keep the device when the fd is closed (TUNSETPERSIST). */
-  persist?: boolean;
+  /** The owner's marker, set as the device's alias (IFLA_IFALIAS: it survives moves and renames), so the agent
+   * can tell its own TAPs from every other interface (see ownerMarker). */
+  alias?: string;
   /** Open with IFF_VNET_HDR and enable TUNSETOFFLOAD(CSUM | TSO4 | TSO6 | USO4 | USO6): the container's stack then hands over TCP
    * super-frames (up to 64 KB, at most tapGsoMaxSegs(mtu) segments: the device's gso_max_segs) and partial
    * checksums, each frame behind a virtio-net header. */
@@ -70,8 +71,12 @@ export function checkIfname(ifname: string): void {
   }
 }
 
-/** Opens a TAP device, sets MAC and MTU, moves it into `netns` as `ifname`, and sets it up. On any failure nothing
- * is left behind (the fd is closed, which deletes the device wherever it is). */
+/**
+ * Opens a TAP device, sets MAC, MTU and alias, moves it into `netns` as `ifname`, and sets it up. The device is
+ * not persistent: it lives as long as the fd, so if this process dies at any point before persistTap(), the
+ * kernel deletes it. On any failure nothing is left behind (the fd is closed, which deletes the device wherever
+ * it is).
+ */
 export async function createTap(o: TapOptions): Promise<Tap> {
   checkIfname(o.ifname);
   const n = native();
@@ -96,9 +101,9 @@ export async function createTap(o: TapOptions): Promise<Tap> {
   }
   let uso = false;
   try {
-    if (o.persist) n.tapIoctl(fd, 0, 1);
     if (o.vnetHdr) uso = setOffloads(fd);
     const link = ['link', 'set', 'dev', tmp, 'address', formatMac(o.mac), 'mtu', String(o.mtu)];
+    if (o.alias) link.push('alias', o.alias);
     if (o.vnetHdr) {
       // super-frames no bigger than one UDP GSO send (see tapGsoMaxSegs); an iproute2 or kernel that cannot set
       // gso_max_segs only costs speed, so the TAP is then configured without it
@@ -120,7 +125,6 @@ export async function createTap(o: TapOptions): Promise<Tap> {
     }
     await ip(['link', 'set', 'dev', o.ifname, 'up'], o.netns);
   } catch (e) {
-    if (o.persist) safe(() => n.tapIoctl(fd, 0, 0));
     safe(() => n.closeFd(fd));
     if (e instanceof TapError) throw e;
     throw new TapError(
@@ -172,6 +176,29 @@ export async function moveTap(tap: Tap, toNetns: string, newName?: string): Prom
   tap.netns = toNetns;
   if (newName) tap.ifname = newName;
 }
+
+/** Makes the TAP outlive its fd (TUNSETPERSIST): from here on only deleteTap() or `ip link del` removes it. */
+export function persistTap(tap: Tap): void {
+  native().tapIoctl(tap.fd, 0, 1);
+}
+
+/** Makes the TAP non-persistent again: it now goes with its fd (when closed, or when this process dies). */
+export function unpersistTap(tap: Tap): void {
+  native().tapIoctl(tap.fd, 0, 0);
+}
+
+/** The alias that marks a TAP as the endpoint `name` of the agent of `host`. */
+export function ownerMarker(host: string, name: string): string {
+  return `${MARKER_PREFIX}${host}:${name}`;
+}
+
+/** The endpoint name in an alias made by ownerMarker(host, ...), or null for any other interface. */
+export function ownedBy(alias: string | undefined, host: string): string | null {
+  const p = `${MARKER_PREFIX}${host}:`;
+  return alias?.startsWith(p) ? alias.slice(p.length) : null;
+}
+
+const MARKER_PREFIX = 'vxtap:';
 
 /** Closes the fd; a non-persistent TAP disappears with it. Persistent ones are deleted explicitly. */
 export async function closeTap(tap: Tap, opts: { persist?: boolean } = {}): Promise<void> {

@@ -382,6 +382,28 @@ test(
   },
 );
 
+test('IDs that are object prototype keys (__proto__, constructor) are IDs like any other', { skip }, async () => {
+  for (const EID of ['__proto__', 'constructor']) {
+    const unknown = await call('NetworkDriver.EndpointOperInfo', { NetworkID: NID, EndpointID: EID });
+    assert.deepEqual(unknown, { Value: {} }, `${EID}: not an endpoint before it is created`);
+    const a = await call('IpamDriver.RequestAddress', { PoolID: POOL, Address: '', Options: {} });
+    await call('NetworkDriver.CreateEndpoint', {
+      NetworkID: NID,
+      EndpointID: EID,
+      Interface: { Address: a.Address, AddressIPv6: '', MacAddress: '' },
+      Options: {},
+    });
+    const op = await call('NetworkDriver.EndpointOperInfo', { NetworkID: NID, EndpointID: EID });
+    assert.equal(op.Value.ip, a.Address.split('/')[0], `${EID}: its own record`);
+    const other = await call('NetworkDriver.EndpointOperInfo', { NetworkID: NID, EndpointID: id('never') });
+    assert.deepEqual(other, { Value: {} }, `${EID}: another ID still finds nothing`);
+    assert.deepEqual(await call('NetworkDriver.DeleteEndpoint', { NetworkID: NID, EndpointID: EID }), {});
+    await call('IpamDriver.ReleaseAddress', { PoolID: POOL, Address: a.Address.split('/')[0] });
+    const gone = await call('NetworkDriver.EndpointOperInfo', { NetworkID: NID, EndpointID: EID });
+    assert.deepEqual(gone, { Value: {} }, `${EID}: deleted`);
+  }
+});
+
 test('rollback: Join fails -> DeleteEndpoint without Leave -> ReleaseAddress; nothing is left', { skip }, async () => {
   const a = await call('IpamDriver.RequestAddress', { PoolID: POOL, Address: '198.19.5.40', Options: {} });
   assert.equal(a.Address, '198.19.5.40/24');

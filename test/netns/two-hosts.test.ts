@@ -1,14 +1,14 @@
 /**
  * Real agents in real namespaces: hosts h1..h4 on a bridged underlay (198.18.0.0/24), containers as namespaces
- * with a TAP from vxtap as their eth0 (198.19.1.0/24). The agents share one embedded KV store: a network is
+ * with a TAP from vxtap as their eth0. The agents share one embedded KV store: a network is
  * created once, on any host; flood lists, remote MACs and ARP tables come from the store.
  *   blue (VNI 4097): c1 (h1), c1b (h1), c2 (h2)
- *   red  (VNI 4098, the SAME subnet): c4 (h3), c5 (h4)
+ *   blue is 198.19.1.0/24; red (VNI 4098, 198.19.2.0/24): c4 (h3), c5 (h4)
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { type Agent, isRoot, must, ping, sh, sleep, tcpTransfer, Topo, waitPing } from '../helpers/topo.js';
+import { type Agent, CLI, isRoot, must, ping, sh, sleep, tcpTransfer, Topo, waitPing } from '../helpers/topo.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces)';
 let topo: Topo;
@@ -28,15 +28,15 @@ before(async () => {
   const hosts = ['h1', 'h2', 'h3', 'h4'].map((h) => topo.host(h));
   for (const [i, h] of hosts.entries()) ag[`h${i + 1}`] = await topo.agent(h);
   await ag.h1.call('POST', '/v1/networks', { name: 'blue', vni: 4097, subnet: '198.19.1.0/24' });
-  await ag.h3.call('POST', '/v1/networks', { name: 'red', vni: 4098, subnet: '198.19.1.0/24' });
+  await ag.h3.call('POST', '/v1/networks', { name: 'red', vni: 4098, subnet: '198.19.2.0/24' });
   for (const h of ['h2', 'h4']) {
     for (let i = 0; i < 50 && (await ag[h].call<unknown[]>('GET', '/v1/networks')).length < 2; i++) await sleep(20);
   }
   await attach(ag.h1, 'blue', 'c1', '198.19.1.10');
   await attach(ag.h1, 'blue', 'c1b', '198.19.1.11');
   await attach(ag.h2, 'blue', 'c2', '198.19.1.20');
-  await attach(ag.h3, 'red', 'c4', '198.19.1.40');
-  await attach(ag.h4, 'red', 'c5', '198.19.1.50');
+  await attach(ag.h3, 'red', 'c4', '198.19.2.40');
+  await attach(ag.h4, 'red', 'c5', '198.19.2.50');
 });
 
 after(async () => {
@@ -120,22 +120,28 @@ test('TCP across hosts: 32 MB arrive byte-exact each way (SHA-256), and iperf3 r
   console.log(`# iperf3 c2 -> c1 over vxtap: ${(j.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s`);
 });
 
-test('networks are isolated by VNI even with the same subnet; the same-VNI pair works', { skip }, async () => {
-  assert.ok(await waitPing(ns.c4, '198.19.1.50'), 'red works across hosts (c4 -> c5)');
-  // pin c1's MAC in c4 so this is a pure L2 test: a red frame addressed to a blue container's MAC
-  must(['ip', '-n', ns.c4, 'neigh', 'replace', '198.19.1.10', 'lladdr', mac.c1, 'dev', 'eth0', 'nud', 'permanent']);
-  const c1Before = (await ag.h1.call<{ name: string; rx_frames: number }[]>('GET', '/v1/endpoints')).find(
-    (e) => e.name === 'c1',
-  )!.rx_frames;
-  const r = ping(ns.c4, '198.19.1.10', 3);
-  assert.equal(r.received, 0, 'red must not reach blue');
-  const c1After = (await ag.h1.call<{ name: string; rx_frames: number }[]>('GET', '/v1/endpoints')).find(
-    (e) => e.name === 'c1',
-  )!.rx_frames;
-  assert.equal(c1After, c1Before, 'not one red frame was delivered to c1');
-  const r2 = ping(ns.c1, '198.19.1.40', 2);
-  assert.equal(r2.received, 0, 'blue must not reach red');
-});
+/** Frames an endpoint's TAP received, from its agent. */
+async function rxFrames(a: Agent, name: string): Promise<number> {
+  return (await a.call<{ name: string; rx_frames: number }[]>('GET', '/v1/endpoints')).find((e) => e.name === name)!
+    .rx_frames;
+}
+
+test(
+  "networks are isolated by VNI: a frame for another network's MAC never arrives; the same-VNI pair works",
+  { skip },
+  async () => {
+    assert.ok(await waitPing(ns.c4, '198.19.2.50'), 'red works across hosts (c4 -> c5)');
+    // pure L2 tests: a neighbour entry pins the other network's container MAC, so frames are addressed to it
+    must(['ip', '-n', ns.c4, 'neigh', 'replace', '198.19.2.10', 'lladdr', mac.c1, 'dev', 'eth0', 'nud', 'permanent']);
+    const c1Before = await rxFrames(ag.h1, 'c1');
+    assert.equal(ping(ns.c4, '198.19.2.10', 3).received, 0, 'red must not reach blue');
+    assert.equal(await rxFrames(ag.h1, 'c1'), c1Before, 'not one red frame was delivered to c1');
+    must(['ip', '-n', ns.c1, 'neigh', 'replace', '198.19.1.40', 'lladdr', mac.c4, 'dev', 'eth0', 'nud', 'permanent']);
+    const c4Before = await rxFrames(ag.h3, 'c4');
+    assert.equal(ping(ns.c1, '198.19.1.40', 2).received, 0, 'blue must not reach red');
+    assert.equal(await rxFrames(ag.h3, 'c4'), c4Before, 'not one blue frame was delivered to c4');
+  },
+);
 
 test('CLI: clear errors for bad requests, and detach removes the interface', { skip }, async () => {
   const a = ag.h1;
@@ -146,6 +152,26 @@ test('CLI: clear errors for bad requests, and detach removes the interface', { s
   assert.match(r.stderr, /VNI 16777216 must be an integer from 1 to 16777215 \[ERR_INVALID_ARGUMENT\]/);
   r = a.cli(['network', 'create', 'x', '--vni', '9', '--subnet', '198.19.9.1/24']);
   assert.match(r.stderr, /host bits set; did you mean 198\.19\.9\.0\/24\?/);
+  r = a.cli(['network', 'create', 'overlap', '--subnet', '198.19.1.128/25']);
+  assert.match(
+    r.stderr,
+    /subnet 198\.19\.1\.128\/25 overlaps 198\.19\.1\.0\/24 of network blue; pick another subnet \[ERR_EXISTS\]/,
+  );
+  r = a.cli(['network', 'create', 'overlap', '--subnet', '198.19.0.0/16']);
+  assert.match(
+    r.stderr,
+    /subnet 198\.19\.0\.0\/16 overlaps 198\.19\.\d+\.0\/24 of network \w+; pick another subnet \[ERR_EXISTS\]/,
+    'a larger subnet around existing ones',
+  );
+  r = sh(['node', CLI, '--socket', a.socket, 'network', 'ls']);
+  assert.equal(r.code, 0, `a global option before the command: ${r.stderr}`);
+  assert.match(r.stdout, /blue/);
+  r = a.cli(['fdb', 'add', 'blue', '00:00:00:00:00:00', '127.0.0.1']);
+  assert.match(r.stderr, /dst 127\.0\.0\.1 is a loopback address, not a VTEP.*\[ERR_INVALID_ARGUMENT\]/);
+  for (const bad of ['0.0.0.0', '255.255.255.255', '239.1.1.1']) {
+    r = a.cli(['fdb', 'add', 'blue', '00:00:00:00:00:00', bad]);
+    assert.match(r.stderr, /not a VTEP.*\[ERR_INVALID_ARGUMENT\]/, bad);
+  }
   r = a.cli(['endpoint', 'attach', 'blue', '--netns', `${topo.tag}-nonexistent`]);
   assert.match(r.stderr, /does not exist .* \[ERR_INVALID_ARGUMENT\]/);
   ns.tmp = topo.ns('tmp', { quiet: true });
@@ -153,6 +179,20 @@ test('CLI: clear errors for bad requests, and detach removes the interface', { s
   assert.match(r.stderr, /address 198\.19\.1\.10 is already in use on blue \(by vxt\d+-h1\/c1\) \[ERR_IN_USE\]/);
   r = a.cli(['endpoint', 'attach', 'blue', '--netns', ns.c1b]);
   assert.match(r.stderr, /already has eth0 from endpoint c1b; pick --ifname \[ERR_EXISTS\]/);
+  // names and MACs are unique on a network across hosts: refused at once, saying who holds them
+  r = ag.h2.cli(['endpoint', 'attach', 'blue', '--netns', ns.tmp, '--name', 'c1']);
+  assert.match(
+    r.stderr,
+    /endpoint name c1 is already used on blue by host vxt\d+-h1; pick another --name \[ERR_EXISTS\]/,
+  );
+  r = ag.h2.cli(['endpoint', 'attach', 'blue', '--netns', ns.tmp, '--name', 'dupmac', '--mac', mac.c1]);
+  assert.match(r.stderr, new RegExp(`MAC ${mac.c1} is already in use on blue \\(by vxt\\d+-h1/c1\\) \\[ERR_IN_USE\\]`));
+  assert.equal(sh(['ip', '-n', ns.tmp, 'link', 'show', 'eth0']).code, 1, 'nothing was left in the namespace');
+  // a malformed percent-encoding in a control URL is the client's error
+  await assert.rejects(
+    a.call('GET', '/v1/networks/%E0%A4%A'),
+    (e: { status?: number; code?: string }) => e.status === 400 && e.code === 'ERR_INVALID_ARGUMENT',
+  );
   r = a.cli(['network', 'rm', 'blue']);
   assert.match(r.stderr, /has 3 endpoint\(s\) .* detach them first \[ERR_IN_USE\]/);
   r = a.cli(['network', 'create']);

@@ -24,7 +24,16 @@ const BCAST = 0xffffffffffff;
 const IP_A = 0xc613010a; // 198.19.1.10
 const IP_B = 0xc613010b;
 
-function setup(opts: { txSockets?: number; learning?: boolean; ip?: boolean; mtu?: number } = {}) {
+function setup(
+  opts: {
+    txSockets?: number;
+    learning?: boolean;
+    ip?: boolean;
+    mtu?: number;
+    checkIpv6?: boolean;
+    allowTagged?: boolean;
+  } = {},
+) {
   const io = new FakeIo();
   let t = 1000;
   const fdb = new Fdb<Port>({ now: () => t });
@@ -51,6 +60,8 @@ function setup(opts: { txSockets?: number; learning?: boolean; ip?: boolean; mtu
     ifname: 'eth0',
     ip: opts.ip ? IP_A : 0,
     mtu: opts.mtu,
+    checkIpv6Source: opts.checkIpv6,
+    allowTagged: opts.allowTagged,
   });
   const b = dp.addPort({
     id: 'b',
@@ -60,6 +71,8 @@ function setup(opts: { txSockets?: number; learning?: boolean; ip?: boolean; mtu
     ifname: 'eth0',
     ip: opts.ip ? IP_B : 0,
     mtu: opts.mtu,
+    checkIpv6Source: opts.checkIpv6,
+    allowTagged: opts.allowTagged,
   });
   fdb.floodAdd(VNI, PEER, 4789, 'static');
   fdb.floodAdd(VNI, PEER3, 4789, 'static');
@@ -329,6 +342,102 @@ test("anti-spoofing: IPv4 source and ARP sender address must be the endpoint's o
   assert.equal(dp.counters.tx_spoofed_src_ip, 1);
   assert.equal(dp.counters.tx_spoofed_arp, 1);
   assert.equal(io.tapOut.get(b.fd)!.length, 2, 'the probe (flooded) and the good packet reach b');
+});
+
+/** An Ethernet/IPv6 frame from `src` (16 bytes) with next header `next` and `payload`. */
+function ipv6Frame(dst: number, srcMac: number, src: Uint8Array, next: number, payload: Uint8Array): Uint8Array {
+  const f = new Uint8Array(14 + 40 + payload.length);
+  f.set(macBytes(dst), 0);
+  f.set(macBytes(srcMac), 6);
+  f[12] = 0x86;
+  f[13] = 0xdd;
+  f[14] = 0x60;
+  f[18] = payload.length >> 8;
+  f[19] = payload.length & 0xff;
+  f[20] = next;
+  f[21] = 255;
+  f.set(src, 22);
+  f.set(LL_B, 38);
+  f.set(payload, 54);
+  return f;
+}
+
+/** fe80:: + the modified EUI-64 of a MAC (RFC 4291): the kernel's link-local address for the TAP. */
+function linkLocal(mac: number): Uint8Array {
+  const m = macBytes(mac);
+  return Uint8Array.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, m[0] ^ 2, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
+}
+const LL_A = linkLocal(MAC_A);
+const LL_B = linkLocal(MAC_B);
+
+/** A neighbour solicitation (135) or advertisement (136) for `target`, with a link-layer address option. */
+function nd(type: 135 | 136, target: Uint8Array, optMac: number | null): Uint8Array {
+  const p = new Uint8Array(24 + (optMac === null ? 0 : 8));
+  p[0] = type;
+  p.set(target, 8);
+  if (optMac !== null) {
+    p[24] = type === 135 ? 1 : 2;
+    p[25] = 1;
+    p.set(macBytes(optMac), 26);
+  }
+  return p;
+}
+
+test("anti-spoofing: an IPv6 source must be the endpoint's link-local address; neighbour discovery must name its own", () => {
+  const { io, dp, a, b, fromTap } = setup({ ip: true, checkIpv6: true });
+  const echo = Uint8Array.from([128, 0, 0, 0, 0, 1, 0, 1]);
+  const tcpish = new Uint8Array(20);
+  const other = Uint8Array.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+  const doc = Uint8Array.from([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a]);
+  const any = new Uint8Array(16);
+  fromTap(
+    a,
+    ipv6Frame(MAC_B, MAC_A, LL_A, 58, echo), // its own link-local address: fine
+    ipv6Frame(MAC_B, MAC_A, other, 58, echo), // another link-local address
+    ipv6Frame(MAC_B, MAC_A, doc, 58, echo), // a global one it does not have
+    ipv6Frame(MAC_B, MAC_A, any, 58, nd(135, LL_A, null)), // duplicate address detection from ::: fine
+    ipv6Frame(MAC_B, MAC_A, any, 6, tcpish), // :: for anything else
+    ipv6Frame(MAC_B, MAC_A, LL_A, 58, nd(136, LL_B, MAC_A)), // "LL_B is at MAC_A": NDP poisoning
+    ipv6Frame(MAC_B, MAC_A, LL_A, 58, nd(135, LL_B, MAC_B)), // a solicitation claiming b's MAC
+    ipv6Frame(MAC_B, MAC_A, LL_A, 58, nd(136, LL_A, MAC_A)), // its own advertisement: fine
+    ipv6Frame(MAC_B, MAC_A, LL_A, 58, nd(135, LL_B, MAC_A)), // asking for b, honestly: fine
+  );
+  assert.equal(dp.counters.tx_spoofed_src_ip6, 3);
+  assert.equal(dp.counters.tx_spoofed_nd, 2);
+  assert.equal(io.tapOut.get(b.fd)!.length, 4, 'the four honest packets reach b');
+});
+
+test('anti-spoofing: VLAN-tagged frames from an endpoint are dropped unless its network allows tags', () => {
+  const tagged = (tpid: number) => {
+    const f = ipv4Frame(MAC_B, MAC_A, { size: 100 });
+    const t = new Uint8Array(f.length + 4);
+    t.set(f.subarray(0, 12), 0);
+    t[12] = tpid >> 8;
+    t[13] = tpid & 0xff;
+    t[14] = 0;
+    t[15] = 42; // VID 42
+    t.set(f.subarray(12), 16);
+    return t;
+  };
+  const d = setup({ ip: true });
+  d.fromTap(d.a, tagged(0x8100), tagged(0x88a8));
+  assert.equal(d.dp.counters.tx_vlan_tagged, 2, '802.1Q and 802.1ad (QinQ)');
+  assert.equal(d.io.tapOut.get(d.b.fd)!.length, 0);
+  const allowed = setup({ ip: true, allowTagged: true });
+  allowed.fromTap(allowed.a, tagged(0x8100));
+  assert.equal(allowed.dp.counters.tx_vlan_tagged, 0);
+  assert.equal(allowed.io.tapOut.get(allowed.b.fd)!.length, 1, 'allowed: forwarded as it came');
+});
+
+test('rcv: a frame that is dropped teaches nothing; a delivered one teaches its source', () => {
+  const { dp, fdb, fromWire } = setup();
+  const X = 0x020000000c01;
+  fdb.floodAdd(VNI, PEER, 4789, 'kv');
+  fromWire(PEER, vxlanDatagram(VNI, ipv4Frame(0x02000000ffff, X))); // unicast to nobody here
+  assert.equal(dp.counters.rx_no_local_dst, 1);
+  assert.equal(fdb.vnet(VNI).entries.get(X), undefined, 'not learned from a dropped frame');
+  fromWire(PEER, vxlanDatagram(VNI, ipv4Frame(MAC_A, X)));
+  assert.equal(fdb.vnet(VNI).entries.get(X)?.vtep, PEER, 'learned from a delivered one');
 });
 
 test('MTU: an oversize DF packet gets ICMP fragmentation-needed back with the MTU; others are dropped', () => {
