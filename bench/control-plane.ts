@@ -191,7 +191,7 @@ async function run(store: 'embedded' | 'etcd'): Promise<Row> {
 
     // 2. scale: a simulated fourth host with SCALE endpoints on network 'big'
     await agents.a.call('POST', '/v1/networks', { name: 'big', subnet: '198.19.128.0/17' });
-    const kv = openKv(benchKv);
+    const kv = await openKv(benchKv);
     const lease = await kv.grantLease(60);
     await kv.put(keys.host('sim'), JSON.stringify({ vtep: '198.18.0.200', port: 4789 }), lease.id);
     const t0 = performance.now();

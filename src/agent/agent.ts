@@ -33,6 +33,8 @@ import { VXLAN_DEFAULT_PORT } from '../vxlan/constants.js';
 import { type AttachSpec, type Endpoint, Endpoints, safe } from './endpoints.js';
 import { Ipam } from './ipam.js';
 import { NAME, type Network, Networks, type NetworkSpec } from './networks.js';
+import type { AgentOptions } from './options.js';
+import { Recovery } from './recovery.js';
 import { Registration, type Reservation } from './registration.js';
 import { StateFile } from './state.js';
 import { StaticFdb } from './staticfdb.js';
@@ -53,43 +55,7 @@ export { type AttachSpec, type Endpoint } from './endpoints.js';
 export { macForAddress } from '../common/addr.js';
 export { DEFAULT_MTU, type Network, type NetworkSpec } from './networks.js';
 
-export interface AgentOptions {
-  /** This host's name (default: the OS hostname). Must be unique in the cluster. */
-  host?: string;
-  /** Underlay IPv4 address to bind and send from: this host's VTEP address. */
-  vtep: string;
-  /** UDP port VXLAN listens on and sends to (default 4789, IANA). */
-  port?: number;
-  /** KV store: `etcd://host:port[,...]` or a file path (default /var/lib/vxtap/store.db), or an open Kv. */
-  kv?: string | Kv;
-  /** Host lease TTL in seconds: a dead host's endpoints vanish from the others this long after it died (default 10). */
-  leaseTtl?: number;
-  /** Where the local state file lives (default /var/lib/vxtap). */
-  stateDir?: string;
-  /** Full KV resync period (default 30 s). */
-  resyncMs?: number;
-  txSockets?: number;
-  batch?: number;
-  /**
-   * Busy polling: after each data-plane callback, keep the thread polling (yielding between polls) instead of
-   * sleeping for this many microseconds (0, the default: off). Packets then find the agent running: lower and
-   * steadier latency, for a CPU kept busy while traffic flows. Process-wide (one agent per process). 0 to 10 s.
-   */
-  busyPollUs?: number;
-  /** TAP reads and writes batched through io_uring (one submission per batch instead of one syscall per frame)
-   * when the kernel allows it. Default true; false: one syscall per frame. Process-wide. */
-  ioUring?: boolean;
-  /** TAP offloads (virtio-net header, checksum offload, TSO4/TSO6/USO split in userspace + UDP GSO). Default true. */
-  offload?: boolean;
-  rcvbuf?: number;
-  sndbuf?: number;
-  /** Learned MACs expire after this many seconds (default 300). */
-  ageingSec?: number;
-  maxLearned?: number;
-  log?: Logger;
-  /** For tests: another I/O backend. */
-  io?: DataplaneIo;
-}
+export type { AgentOptions } from './options.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/vxtap';
 const LIVENESS_MS = 2000;
@@ -126,6 +92,7 @@ export class Agent {
   private readonly nets: Networks;
   private readonly ipam: Ipam;
   private readonly eps: Endpoints;
+  private readonly recovery: Recovery;
   private readonly state: StateFile;
   private readonly tables: KvTables<Port>;
   private readonly staticFdb: StaticFdb;
@@ -135,6 +102,8 @@ export class Agent {
   /** The busy-poll window this agent set (0: off). */
   private busyPollUs = 0;
   private closed = false;
+  /** When (ms since the process started) the recovered endpoints forwarded again, with tables from the store. */
+  private forwardingAt = 0;
 
   private constructor(
     o: AgentOptions,
@@ -157,8 +126,6 @@ export class Agent {
     this.fdb = new Fdb<Port>({ ageingMs: (o.ageingSec ?? 300) * 1000, maxLearned: o.maxLearned });
     this.dp = new Dataplane({
       io,
-      // the per-byte work in C, each function checked against its JS reference before it is used
-      kernels: o.io ? undefined : nativeKernels(),
       fdb: this.fdb,
       udpFd,
       txFds,
@@ -166,6 +133,7 @@ export class Agent {
       batch: o.batch,
       offload: this.offload,
       udpGro: this.offload,
+      stormPps: o.stormPps,
       onPortError: (p, err) => this.eps.portFailed(p, err),
       onLoopError: (err) => this.log.error('data plane callback failed', { err }),
     });
@@ -205,6 +173,7 @@ export class Agent {
       persist,
       host: this.host,
     });
+    this.recovery = new Recovery(this.eps);
     this.staticFdb = new StaticFdb(this.fdb, this.nets, this.tables, this.log, vtep, port);
     this.networks = this.nets.byName;
     this.endpoints = this.eps.byName;
@@ -213,6 +182,7 @@ export class Agent {
 
   /** Opens the sockets, re-adopts endpoints from the state file, joins the cluster and starts forwarding. */
   static async start(o: AgentOptions): Promise<Agent> {
+    const tStart = performance.now(); // since the process started: node itself and the modules loaded so far
     const vtep = parseAddress(o.vtep, 'VTEP address');
     const port = o.port ?? VXLAN_DEFAULT_PORT;
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalid(`port ${port} is not a UDP port (1-65535)`);
@@ -221,6 +191,10 @@ export class Agent {
     const busyPollUs = o.busyPollUs ?? 0;
     if (!Number.isInteger(busyPollUs) || busyPollUs < 0 || busyPollUs > 10_000_000) {
       throw invalid(`busy-poll window ${busyPollUs}: 0 (off) to 10000000 microseconds`);
+    }
+    const storm = o.stormPps ?? 2000;
+    if (!Number.isInteger(storm) || storm < 0 || storm > 10_000_000) {
+      throw invalid(`storm-pps ${storm}: 0 (off) to 10000000 flood frames a second per endpoint`);
     }
     const ttl = o.leaseTtl ?? 10;
     if (!(ttl >= 2 && ttl <= 300)) throw invalid(`lease TTL ${ttl}: 2 to 300 seconds`);
@@ -257,11 +231,13 @@ export class Agent {
         txFds.push(fd);
       }
       try {
-        kv = typeof o.kv === 'object' ? o.kv : openKv(o.kv);
+        kv = typeof o.kv === 'object' ? o.kv : await openKv(o.kv);
       } catch (e) {
         throw invalid((e as Error).message);
       }
+      const tSockets = performance.now();
       const agent = new Agent(o, kv, vtep, port, udpFd, txFds, io);
+      const tKernels = performance.now();
       agent.dp.start();
       if (busyPollUs > 0) {
         n.busyPoll(busyPollUs);
@@ -278,8 +254,15 @@ export class Agent {
         agent.reconciler.stop();
         agent.onFatal?.(err);
       });
+      const tRecover = performance.now();
       await agent.recover();
+      const tRecovered = performance.now();
+      // the per-byte work in C, each kernel checked against its JS reference first: after start-up (the JS
+      // references forward meanwhile), so an agent restarted after a crash forwards again as soon as it can
+      if (!o.io) await agent.dp.useKernels(nativeKernels());
+      const tNative = performance.now();
       agent.startTimers();
+      const ms = (a: number, b: number): number => Math.round(b - a);
       void agent.reg.register();
       agent.log.info('agent started', {
         host: agent.host,
@@ -290,6 +273,17 @@ export class Agent {
         ioUring: uring,
         kv: kv.where,
         endpoints: agent.endpoints.size,
+        // where start-up time goes (ms): process start -> here is the time before an endpoint forwards again
+        startupMs: {
+          boot: Math.round(tStart),
+          sockets: ms(tStart, tSockets),
+          dataplane: ms(tSockets, tKernels),
+          busyPollAndIoUring: ms(tKernels, tRecover),
+          recover: ms(tRecover, agent.forwardingAt),
+          forwarding: Math.round(agent.forwardingAt),
+          nativeKernels: ms(tRecovered, tNative),
+          total: Math.round(performance.now()),
+        },
       });
       return agent;
     } catch (e) {
@@ -444,20 +438,23 @@ export class Agent {
   }
 
   /**
-   * Start-up, in two steps around the first list from the store. Before it (the store may be down): the state
-   * file's endpoints forward again, interrupted attachments are undone, stray TAPs removed. After it: without a
-   * usable state file, the endpoints the store lists for this host are adopted from their TAPs; then every claim
-   * of this host that no local endpoint holds is given up.
+   * Start-up, around the first list from the store. While it is read (the store may be down): the state file's
+   * endpoints forward again and interrupted attachments are undone. Then stray TAPs are removed; without a usable
+   * state file, the endpoints the store lists for this host are adopted from their TAPs; and every claim of this
+   * host that no local endpoint holds is given up.
    */
   private async recover(): Promise<void> {
     const loaded = this.state.load();
     const st = loaded.status === 'ok' ? loaded.state : null;
     for (const r of st?.reservations ?? [])
       this.ipam.reservations.set(`${r.network}/${r.ip}`, { network: r.network, ip: r.ip });
-    await this.eps.recover(st);
-    await this.reconciler.start(); // a KV outage at start is logged; forwarding runs on the recovered endpoints
+    // the TAPs re-open while the first list is read: forwarding needs both (a KV outage at start is logged, and
+    // forwarding runs on the recovered endpoints)
+    await Promise.all([this.recovery.recover(st), this.reconciler.start()]);
+    this.forwardingAt = performance.now();
+    await this.recovery.sweepStrays(st);
     if (loaded.status !== 'ok') {
-      const n = await this.eps.rebuild(this.reconciler.state);
+      const n = await this.recovery.rebuild(this.reconciler.state);
       if (n > 0 && loaded.status === 'missing') {
         this.log.warn('STATE FILE MISSING: rebuilt the local endpoints from the store and their TAPs', {
           path: this.state.path,
@@ -467,7 +464,7 @@ export class Agent {
         this.log.warn('local endpoints rebuilt from the store and their TAPs', { endpoints: n });
       }
     }
-    this.eps.settle(this.reconciler.state);
+    this.recovery.settle(this.reconciler.state);
   }
 
   // ---- static FDB

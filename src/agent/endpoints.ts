@@ -10,32 +10,19 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { parseSubnet } from '../common/addr.js';
 import { AgentError, invalid, notFound } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import type { Port } from '../dataplane/port.js';
 import { native } from '../sys/native.js';
-import { ip, ipJson, netnsPath } from '../sys/ip.js';
-import {
-  checkIfname,
-  closeTap,
-  createTap,
-  ownedBy,
-  ownerMarker,
-  persistTap,
-  setOffloads,
-  setTapGsoMaxSegs,
-  type Tap,
-  unpersistTap,
-} from '../tap/tap.js';
+import { ip, netnsPath } from '../sys/ip.js';
+import { checkIfname, closeTap, createTap, ownerMarker, persistTap, type Tap, unpersistTap } from '../tap/tap.js';
 import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
 import { formatMac, isGroupMacNum, MAC_ZERO, parseMac } from '../vxlan/mac.js';
 import type { Ipam } from './ipam.js';
 import { kvCall, NAME, type Network, type Networks } from './networks.js';
 import type { Registration } from './registration.js';
-import type { AgentState, Intent, LocalRecord } from './state.js';
-import type { ClusterState } from '../kv/schema.js';
+import type { Intent, LocalRecord } from './state.js';
 import type { KvTables } from './tables.js';
 import type { Kv } from '../kv/kv.js';
 
@@ -91,7 +78,7 @@ export class Endpoints {
   onRemoved: ((ep: Endpoint) => void) | null = null;
   private seq = 0;
 
-  constructor(private readonly o: EndpointsOptions) {}
+  constructor(readonly o: EndpointsOptions) {}
 
   /** Local endpoints on `network`. */
   countOn(network: string): number {
@@ -250,7 +237,7 @@ export class Endpoints {
   }
 
   /** Puts an endpoint whose TAP is open into the data plane and the endpoint table: for attach and recovery. */
-  private adopt(r: LocalRecord, tap: Tap): Endpoint {
+  adopt(r: LocalRecord, tap: Tap): Endpoint {
     const mac = parseMac(r.mac);
     const ip = parseIpv4(r.ip);
     const port = this.o.dp.addPort({
@@ -344,151 +331,6 @@ export class Endpoints {
     }
   }
 
-  /**
-   * Start-up, before the store is reached: re-adopts the endpoints of the state file (each persistent TAP
-   * re-opened inside its namespace), gives up what interrupted attachments (intents) claimed under their name, and
-   * removes every TAP this agent made that no endpoint owns, in its own namespace and in the namespaces the state
-   * file names. TAPs are recognised by their marker (ownerMarker); no other interface is ever touched.
-   */
-  async recover(st: AgentState | null): Promise<void> {
-    for (const r of st?.endpoints ?? []) await this.recoverOne(r);
-    for (const i of st?.intents ?? []) {
-      this.o.log.warn('undoing an attach that the agent did not finish (it was stopped or crashed)', {
-        endpoint: i.name,
-        netns: i.netns,
-      });
-      this.o.ipam.forget({ network: i.network, name: i.name });
-    }
-    const spaces = new Set<string | undefined>([undefined]);
-    for (const x of [...(st?.endpoints ?? []), ...(st?.intents ?? [])]) spaces.add(x.netns);
-    await this.sweep(spaces);
-    try {
-      this.o.persist();
-    } catch (e) {
-      this.o.log.error('cannot write the state file at start-up; attachments will fail until it can be', { err: e });
-    }
-  }
-
-  /**
-   * With no usable state file (deleted, or unreadable and moved aside): the endpoints the store still lists for
-   * this host whose TAPs are still in their namespaces are adopted again. Returns how many.
-   */
-  async rebuild(cluster: ClusterState): Promise<number> {
-    let n = 0;
-    for (const [network, rec] of cluster.networks) {
-      for (const e of cluster.endpointsOf(network)) {
-        if (e.host !== this.o.host || this.byName.has(e.name) || !e.netns) continue;
-        let nsIno = 0;
-        try {
-          nsIno = statSync(netnsPath(e.netns)).ino;
-        } catch {
-          continue; // its namespace is gone: settle() gives its claim up
-        }
-        const r: LocalRecord = {
-          name: e.name,
-          network,
-          vni: rec.vni,
-          netns: e.netns,
-          ifname: e.ifname ?? 'eth0',
-          ip: e.ip,
-          mac: e.mac,
-          mtu: rec.mtu,
-          subnet: rec.subnet,
-          gateway: rec.gateway,
-          aliases: e.aliases,
-          nsIno,
-          vnetHdr: this.o.offload,
-        };
-        if (await this.recoverOne(r)) n++;
-      }
-    }
-    if (n > 0) {
-      try {
-        this.o.persist();
-      } catch (e) {
-        this.o.log.error('cannot write the rebuilt state file', { err: e });
-      }
-    }
-    return n;
-  }
-
-  /**
-   * After the first list from the store: every record the store holds for this host that is not a local endpoint
-   * (an attach interrupted after its claim, an endpoint whose TAP is gone) is given up, so the store, the state
-   * file and the kernel agree.
-   */
-  settle(cluster: ClusterState): void {
-    for (const network of cluster.networks.keys()) {
-      for (const e of cluster.endpointsOf(network)) {
-        if (e.host === this.o.host && !this.byName.has(e.name) && !this.intents.has(e.name)) {
-          this.o.log.info('giving up a claim no local endpoint holds', { endpoint: e.name, network, ip: e.ip });
-          this.o.ipam.forget({ network, name: e.name, ip: e.ip, mac: e.mac });
-        }
-      }
-    }
-  }
-
-  /** Re-opens one recorded endpoint's TAP and adopts it; on failure drops it (and its TAP, if it is there). */
-  private async recoverOne(r: LocalRecord): Promise<boolean> {
-    const { log, networks } = this.o;
-    let tap: Tap | null = null;
-    try {
-      tap = await reopen(r, this.o.offload, log);
-      // the store may be unreachable: forward on what the state file says until it answers
-      networks.adoptOffline({
-        name: r.network,
-        vni: r.vni,
-        subnet: parseSubnet(r.subnet),
-        gateway: r.gateway ? parseIpv4(r.gateway) : 0,
-        mtu: r.mtu,
-        learning: true,
-        internal: false,
-        allowTagged: !!r.allowTagged,
-      });
-      this.adopt(r, tap);
-      log.info('endpoint recovered', { endpoint: r.name, netns: r.netns, ip: r.ip });
-      return true;
-    } catch (e) {
-      if (tap) await closeTap(tap, { persist: true }); // ours, and not adopted: deleted
-      this.o.ipam.forget(r);
-      log.warn('cannot recover endpoint; dropping it', { endpoint: r.name, netns: r.netns, err: e });
-      return false;
-    }
-  }
-
-  /** Deletes the TAPs this agent made in each namespace (undefined: its own) that no local endpoint owns. */
-  private async sweep(spaces: Set<string | undefined>): Promise<void> {
-    for (const ns of spaces) {
-      let links: { ifname: string; ifalias?: string }[];
-      try {
-        links = await ipJson<{ ifname: string; ifalias?: string }[]>(['link', 'show'], ns);
-      } catch {
-        continue; // the namespace is gone, and its interfaces with it
-      }
-      for (const l of links) {
-        const owner = ownedBy(l.ifalias, this.o.host);
-        if (owner === null) continue;
-        const ep = this.byName.get(owner);
-        if (ep && ep.netns === ns && ep.tap.ifname === l.ifname) continue;
-        if (ep && ns === undefined && ep.tap.ifname === l.ifname) continue; // a handed-off TAP Docker has not moved yet
-        try {
-          await ip(['link', 'del', 'dev', l.ifname], ns);
-          this.o.log.warn('removed a TAP no endpoint owns (left by an interrupted attach)', {
-            ifname: l.ifname,
-            netns: ns ?? '(agent)',
-            endpoint: owner,
-          });
-        } catch (e) {
-          this.o.log.error('cannot remove a TAP no endpoint owns', {
-            ifname: l.ifname,
-            netns: ns ?? '(agent)',
-            err: e,
-          });
-        }
-      }
-    }
-  }
-
   /** Closes every TAP fd; the devices stay (persistent), for the next agent to re-open. */
   closeAll(): void {
     for (const ep of this.byName.values()) safe(() => native().closeFd(ep.tap.fd));
@@ -501,39 +343,6 @@ async function configure(rec: LocalRecord, net: Network, defaultRoute: boolean):
   if (net.gateway && defaultRoute) {
     await ip(['route', 'replace', 'default', 'via', formatIpv4(net.gateway), 'dev', rec.ifname], rec.netns);
   }
-}
-
-/** Re-opens a recorded endpoint's persistent TAP inside its namespace (throws what is wrong with it). */
-async function reopen(r: LocalRecord, offload: boolean, log: Logger): Promise<Tap> {
-  const n = native();
-  const k = n.constants;
-  const path = netnsPath(r.netns);
-  if (statSync(path).ino !== r.nsIno) throw new Error('namespace was replaced');
-  if (!!r.vnetHdr !== offload) {
-    throw new Error(
-      `it was attached with offloads ${r.vnetHdr ? 'on' : 'off'}; restart the agent the same way, or detach it`,
-    );
-  }
-  // the TAP is the interface with the endpoint's MAC (Docker renames the one it was handed: vxNNNNNNNN -> ethN);
-  // looked up before opening, so a missing one is never re-created by TUNSETIFF
-  const links = await ipJson<{ ifname: string; address: string }[]>(['link', 'show'], r.netns);
-  const found = links.find((l) => l.address === r.mac);
-  if (!found) throw new Error(`no interface with MAC ${r.mac} in ${r.netns} (expected ${r.ifname})`);
-  r.ifname = found.ifname;
-  const [fd] = n.tapOpen(r.ifname, k.IFF_TAP | k.IFF_NO_PI | (r.vnetHdr ? k.IFF_VNET_HDR : 0), path);
-  let uso = false;
-  try {
-    if (r.vnetHdr) {
-      uso = setOffloads(fd);
-      if (!(await setTapGsoMaxSegs(r.ifname, r.mtu, r.netns))) {
-        log.warn('cannot set gso_max_segs on a recovered TAP (only speed)', { endpoint: r.name });
-      }
-    }
-  } catch (e) {
-    safe(() => n.closeFd(fd));
-    throw e;
-  }
-  return { fd, ifname: r.ifname, netns: r.netns, mac: parseMac(r.mac), mtu: r.mtu, uso };
 }
 
 /** A state file that cannot be written fails the request that needed it, saying where and why. */

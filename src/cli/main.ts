@@ -5,12 +5,11 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Agent, DEFAULT_STATE_DIR } from '../agent/agent.js';
-import { DnsServer, parseHostPort } from '../agent/dns.js';
-import { DockerPlugin } from '../plugin/plugin.js';
-import { DEFAULT_PLUGIN_SOCKET, servePlugin } from '../plugin/server.js';
 import { call, DEFAULT_SOCKET } from '../agent/client.js';
 import { serveControl } from '../agent/control.js';
-import { serveMetrics } from '../agent/metrics.js';
+// Loaded only when asked for (--metrics, --docker, --dns), and the etcd client only for --kv etcd://: an agent
+// restarted after a crash forwards again sooner (bench/results/history.md entry 21)
+import type { DockerPlugin } from '../plugin/plugin.js';
 import { createLogger, type Level } from '../common/log.js';
 import { DEFAULT_KV_PATH } from '../kv/open.js';
 
@@ -21,7 +20,7 @@ const USAGE = `vxtap: userspace VXLAN overlay agent
 Usage:
   vxtap agent --vtep IP [--kv etcd://H:P[,H:P]|FILE] [--host NAME] [--port 4789] [--lease-ttl 10]
               [--state-dir /var/lib/vxtap] [--metrics [HOST]:PORT] [--no-offload] [--tx-sockets 4] [--batch 64]
-              [--busy-poll MICROSECONDS] [--no-io-uring]
+              [--busy-poll MICROSECONDS] [--no-io-uring] [--storm-pps 2000]
               [--log-level info] [--docker unix:///var/run/docker.sock [--plugin-socket PATH]]
               [--dns IP[:53] [--dns-upstream IP[:PORT],...|none]]
   vxtap network create NAME --subnet CIDR [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning] [--internal] [--allow-tagged]
@@ -121,6 +120,7 @@ async function agentCmd(argv: string[]): Promise<void> {
     'tx-sockets': { type: 'string' },
     batch: { type: 'string' },
     'busy-poll': { type: 'string' },
+    'storm-pps': { type: 'string' },
     'no-io-uring': { type: 'boolean' },
     kv: { type: 'string' },
     'lease-ttl': { type: 'string' },
@@ -151,6 +151,7 @@ async function agentCmd(argv: string[]): Promise<void> {
     txSockets: int(opts, 'tx-sockets'),
     batch: int(opts, 'batch'),
     busyPollUs: int(opts, 'busy-poll'),
+    stormPps: int(opts, 'storm-pps'),
     ioUring: !opts['no-io-uring'],
     kv: opts.kv as string | undefined,
     leaseTtl: int(opts, 'lease-ttl'),
@@ -165,16 +166,16 @@ async function agentCmd(argv: string[]): Promise<void> {
     await agent.close();
   };
   try {
-    const server = await serveControl(agent, path, log);
-    closers.push(() => server.close());
-    log.info('control socket ready', { socket: path });
     if (opts.metrics) {
+      const { serveMetrics } = await import('../agent/metrics.js');
       const metrics = await serveMetrics(agent, opts.metrics as string);
       closers.push(() => metrics.close());
       log.info('metrics ready', { listen: opts.metrics, path: '/metrics' });
     }
     let plugin: DockerPlugin | undefined;
     if (opts.docker) {
+      const { DockerPlugin } = await import('../plugin/plugin.js');
+      const { DEFAULT_PLUGIN_SOCKET, servePlugin } = await import('../plugin/server.js');
       plugin = new DockerPlugin(
         agent,
         opts.docker as string,
@@ -192,11 +193,12 @@ async function agentCmd(argv: string[]): Promise<void> {
     if (opts.dns) {
       let listen: { ip: string; port: number };
       try {
-        listen = parseHostPort(opts.dns as string);
+        listen = (await import('../agent/dns.js')).parseHostPort(opts.dns as string);
       } catch {
         throw new UsageError(`--dns ${opts.dns}: give IPv4[:port], e.g. the VTEP address: --dns ${opts.vtep}`);
       }
       const p = plugin;
+      const { DnsServer } = await import('../agent/dns.js');
       const dns = new DnsServer({
         address: listen.ip,
         port: listen.port,
@@ -211,6 +213,10 @@ async function agentCmd(argv: string[]): Promise<void> {
       agent.dnsStats = dns.stats;
       log.info('DNS ready', { listen: opts.dns });
     } else if (opts['dns-upstream']) throw new UsageError('--dns-upstream needs --dns');
+    // last: a control socket that answers means everything asked for is up
+    const server = await serveControl(agent, path, log);
+    closers.push(() => server.close());
+    log.info('control socket ready', { socket: path });
   } catch (e) {
     await closeAll();
     throw e;

@@ -41,8 +41,11 @@ interface Common {
 }
 
 export interface XmitContext extends Common {
-  readonly kernels: Kernels;
+  kernels: Kernels;
   readonly hashSeed: number;
+  /** Storm control: flood frames a second per endpoint (0: off), and the burst allowed. */
+  readonly stormPps: number;
+  readonly stormBurst: number;
   readonly txSocketCount: number;
   readonly tx: Arena;
 }

@@ -17,6 +17,7 @@ export const DROP_REASONS = [
   'tx_oversize', // larger than the overlay MTU (IPv4 with DF also gets ICMP fragmentation-needed back)
   'tx_hairpin', // destination is the sending endpoint itself
   'tx_no_destination', // broadcast/unknown with nobody to send it to
+  'tx_storm_dropped', // broadcast/multicast/unknown unicast over the endpoint's storm budget (--storm-pps)
   'tx_bad_offload', // a virtio-net header we cannot honour (unknown GSO type, offsets outside the frame)
   'tx_udp_error', // the kernel refused the datagram (see udpErrors by errno)
   'tx_tap_error', // write to a local endpoint's TAP failed
@@ -72,6 +73,7 @@ export class Counters {
   tx_oversize = 0;
   tx_hairpin = 0;
   tx_no_destination = 0;
+  tx_storm_dropped = 0;
   tx_bad_offload = 0;
   tx_udp_error = 0;
   tx_tap_error = 0;

@@ -40,6 +40,10 @@ export interface DataplaneOptions {
   frameMax?: number;
   /** Seed for the flow hash. */
   hashSeed?: number;
+  /** Storm control: broadcast, multicast and unknown-unicast frames a second each endpoint may send on average
+   * (0: off). Default 2000; bursts of stormBurst (default twice that) pass. */
+  stormPps?: number;
+  stormBurst?: number;
   /** Ports may carry virtio-net headers with TSO super-frames: reserve the GSO regions, merge on receive. */
   offload?: boolean;
   /** The VXLAN socket has UDP_GRO on: receive buffers may hold several datagrams. */
@@ -50,12 +54,16 @@ export interface DataplaneOptions {
   onLoopError?: (err: unknown) => void;
 }
 
+/** Storm control's default: far above what ARP, neighbour discovery, DHCP or mDNS send, far below a storm. */
+export const DEFAULT_STORM_PPS = 2000;
+
 /** Batches drained per readiness callback before yielding to the event loop. */
 const DRAIN_BATCHES = 8;
 
 export class Dataplane implements XmitContext, RcvContext {
   readonly io: DataplaneIo;
-  readonly kernels: Kernels;
+  /** The per-byte kernels in use: replaced only by useKernels, after a check, between batches. */
+  kernels: Kernels;
   readonly fdb: Fdb<Port>;
   readonly counters = new Counters();
   readonly udpFd: number;
@@ -66,6 +74,8 @@ export class Dataplane implements XmitContext, RcvContext {
   readonly headroom: number;
   readonly slotSize: number;
   readonly hashSeed: number;
+  readonly stormPps: number;
+  readonly stormBurst: number;
   readonly tx: Arena;
   readonly rx: RcvArena;
   readonly ports = new Map<string, Port>();
@@ -94,6 +104,9 @@ export class Dataplane implements XmitContext, RcvContext {
     const frameMax = o.frameMax ?? 65535 + 64; // a 64 KB TSO super-frame plus its virtio-net header fits
     this.slotSize = Math.ceil((this.headroom + frameMax) / 64) * 64;
     this.hashSeed = o.hashSeed ?? 0;
+    this.stormPps = o.stormPps ?? DEFAULT_STORM_PPS;
+    this.stormBurst = o.stormBurst ?? 2 * this.stormPps;
+    if (!(this.stormPps >= 0 && this.stormBurst >= 1)) throw new RangeError('stormPps >= 0 and stormBurst >= 1');
     const mk = (reason: 'tx_tap_error' | 'rx_tap_error', gso: number, written: WrittenPorts | null): Arena => {
       const arena = new Uint8Array(this.slotSize * this.batch + gso);
       const base = this.slotSize * this.batch;
@@ -117,6 +130,20 @@ export class Dataplane implements XmitContext, RcvContext {
     };
     this.onPortError = o.onPortError ?? (() => {});
     this.onLoopError = o.onLoopError ?? ((e) => console.error('vxtap: data plane callback failed:', e));
+  }
+
+  /**
+   * Checks `k` against the JS references, one kernel per turn of the event loop (each check takes tens of
+   * milliseconds: forwarding goes on between them, on the kernels in use), then puts it in use. Throws, and
+   * changes nothing, if any kernel disagrees.
+   */
+  async useKernels(k: Kernels): Promise<void> {
+    for (const part of ['sum16', 'tsoSplit', 'groSegment', 'groRun'] as const) {
+      await new Promise((r) => setImmediate(r));
+      checkKernels({ ...jsKernels, [part]: k[part] });
+    }
+    this.kernels = k;
+    if (this.rx.gro !== null) this.rx.gro.k = k;
   }
 
   // ---- VNIs and ports (control plane side)
@@ -163,6 +190,8 @@ export class Dataplane implements XmitContext, RcvContext {
       ll6Hi: spec.checkIpv6Source ? eui64Hi(spec.mac) : 0,
       ll6Lo: spec.checkIpv6Source ? eui64Lo(spec.mac) : 0,
       allowTagged: !!spec.allowTagged,
+      stormTokens: this.stormBurst,
+      stormStamp: this.now(),
       uso: !!spec.vnetHdr && !!spec.uso,
       vnet,
       poll: null,

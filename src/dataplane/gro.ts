@@ -176,7 +176,8 @@ export class Gro {
     private readonly base: number,
     private readonly out: OutQueue,
     private readonly c: Counters,
-    private readonly k: Kernels,
+    /** The kernels it calls (Dataplane.useKernels may replace them, between batches). */
+    public k: Kernels,
   ) {}
 
   /** Start of a batch: the region is free again (the previous batch was flushed). */

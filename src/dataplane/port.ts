@@ -20,6 +20,9 @@ export interface Port extends LocalPort {
   readonly ll6Lo: number;
   /** 802.1Q/802.1ad-tagged frames from the endpoint are forwarded (the network allows tags); else dropped. */
   readonly allowTagged: boolean;
+  /** Storm control's token bucket: flood frames this endpoint may still send, and when it was last filled (ms). */
+  stormTokens: number;
+  stormStamp: number;
   /** The TAP takes UDP_L4 super-frames (its kernel took USO): the receive path may merge UDP datagrams for it. */
   readonly uso: boolean;
   /** This VNI's tables and counters, for the hot path. */

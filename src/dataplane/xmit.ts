@@ -19,7 +19,8 @@
  *   5. lookup    destination MAC in the VNI's FDB
  *                  local endpoint -> queue a TAP write (a frame back to its own sender is tx_hairpin)
  *                  remote VTEP    -> encap: write the 8-byte VXLAN header into the headroom, queue one datagram
- *                  group/unknown  -> flood: every other local endpoint of the VNI + every VTEP of the flood list
+ *                  group/unknown  -> flood: every other local endpoint of the VNI + every VTEP of the flood list,
+ *                                    within the endpoint's storm budget (tx_storm_dropped beyond it)
  *   6. flush     one writeBatch for the TAP writes, one sendBatch (sendmmsg per socket) for the datagrams
  *
  * A TSO super-frame goes to a local endpoint whole (its header intact: the receiving stack takes it as one
@@ -210,12 +211,14 @@ export function xmit(dp: XmitContext, port: Port): number {
     }
     // 5. lookup
     if (isGroupMac(arena, off + ETH_OFF_DST)) {
-      flood(dp, port, off, len, mss);
+      if (dp.stormPps !== 0 && !stormAdmit(dp, port, now)) c.tx_storm_dropped++;
+      else flood(dp, port, off, len, mss);
       continue;
     }
     const e = dp.fdb.lookupAt(v, arena, off + ETH_OFF_DST, now);
     if (e === undefined) {
-      flood(dp, port, off, len, mss);
+      if (dp.stormPps !== 0 && !stormAdmit(dp, port, now)) c.tx_storm_dropped++;
+      else flood(dp, port, off, len, mss);
       continue;
     }
     if (e.local !== null) {
@@ -244,6 +247,22 @@ export function xmit(dp: XmitContext, port: Port): number {
   // 6. flush
   out.flush();
   return n;
+}
+
+/**
+ * Storm control: each endpoint may flood (broadcast, multicast, unknown unicast) `stormPps` frames a second on
+ * average, in bursts of up to `stormBurst` (a token bucket). ARP requests the agent answers itself never get here.
+ */
+function stormAdmit(dp: XmitContext, port: Port, now: number): boolean {
+  let t = port.stormTokens + ((now - port.stormStamp) * dp.stormPps) / 1000;
+  if (t > dp.stormBurst) t = dp.stormBurst;
+  port.stormStamp = now;
+  if (t < 1) {
+    port.stormTokens = t;
+    return false;
+  }
+  port.stormTokens = t - 1;
+  return true;
 }
 
 /** Broadcast, multicast and unknown unicast: every other local endpoint of the VNI, then the flood list. */

@@ -2,7 +2,7 @@
 import { openKv } from '../../src/kv/open.js';
 
 const [where, prefix] = process.argv.slice(2);
-const kv = openKv(where);
+const kv = await openKv(where);
 try {
   const { entries } = await kv.list(prefix);
   console.log(JSON.stringify(entries.map((e) => ({ key: e.key.slice(prefix.length), value: e.value }))));

@@ -23,16 +23,16 @@ conformance('embedded', async () => {
   };
 });
 
-test('--kv parsing: etcd endpoints, file paths, clear errors', () => {
+test('--kv parsing: etcd endpoints, file paths, clear errors', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'vxt-kv-'));
-  const kv = openKv(join(dir, 'x.db'));
+  const kv = await openKv(join(dir, 'x.db'));
   assert.equal(kv.kind, 'embedded');
   void kv.close();
   rmSync(dir, { recursive: true, force: true });
-  assert.throws(() => openKv('etcd://'), /give at least one host:port/);
-  assert.throws(() => openKv('etcd://a:1,b'), /"b" is not host:port/);
-  assert.throws(() => openKv('consul://x:8500'), /unsupported scheme/);
-  const e = openKv('etcd://127.0.0.1:1,127.0.0.2:2');
+  await assert.rejects(openKv('etcd://'), /give at least one host:port/);
+  await assert.rejects(openKv('etcd://a:1,b'), /"b" is not host:port/);
+  await assert.rejects(openKv('consul://x:8500'), /unsupported scheme/);
+  const e = await openKv('etcd://127.0.0.1:1,127.0.0.2:2');
   assert.equal(e.where, 'etcd://127.0.0.1:1,127.0.0.2:2');
   void e.close();
 });

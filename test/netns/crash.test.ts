@@ -134,6 +134,63 @@ test(
   },
 );
 
+test(
+  'soak: 30 SIGKILLs at random moments of attach/detach churn; after each restart nothing leaks; all forward',
+  { skip },
+  async () => {
+    const names = Array.from({ length: 8 }, (_, i) => `z${i}`);
+    const spaces = new Map(names.map((n) => [n, topo.ns(n, { quiet: true })]));
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648), seed % n);
+    for (let cycle = 0; cycle < 30; cycle++) {
+      const local = new Set(await localNames());
+      const ops: Promise<unknown>[] = [];
+      for (let j = 0; j < 6; j++) {
+        const name = names[rand(names.length)];
+        ops.push(
+          (local.has(name)
+            ? ag.call('DELETE', `/v1/endpoints/${name}`)
+            : ag.call('POST', '/v1/endpoints', { network: NET, netns: spaces.get(name), name })
+          ).catch(() => {}),
+        );
+      }
+      await sleep(rand(150)); // somewhere in the middle of them
+      await restart();
+      await Promise.all(ops);
+      const now = await localNames();
+      for (const [name, ns] of spaces) {
+        const taps = tapsIn(ns).length;
+        assert.equal(
+          taps,
+          now.includes(name) ? 1 : 0,
+          `cycle ${cycle}: ${name} has ${taps} TAP(s), endpoint ${now.includes(name)}`,
+        );
+      }
+      const strays = tapsIn(host.ns).filter((l) => l.ifalias?.startsWith('vxtap:'));
+      assert.deepEqual(
+        strays.map((l) => l.ifname),
+        [],
+        `cycle ${cycle}: no stray TAP in the agent namespace`,
+      );
+      const st = JSON.parse(readFileSync(statePath(), 'utf8')) as { endpoints: { name: string }[]; intents: unknown[] };
+      assert.deepEqual(st.endpoints.map((e) => e.name).sort(), now, `cycle ${cycle}: the state file agrees`);
+      assert.deepEqual(st.intents, [], `cycle ${cycle}: no intent left`);
+    }
+    const agree = await storeAgrees();
+    assert.deepEqual(agree.store, agree.local, 'the store agrees');
+    for (const name of names) {
+      if (!agree.local.includes(name))
+        await ag.call('POST', '/v1/endpoints', { network: NET, netns: spaces.get(name), name });
+    }
+    const eps = await ag.call<{ name: string; ip: string; netns: string }[]>('GET', '/v1/endpoints');
+    for (const e of eps) {
+      const peer = eps.find((x) => x !== e)!;
+      assert.ok(await waitPing(e.netns, peer.ip), `${e.name} -> ${peer.name}`);
+    }
+    for (const e of eps) await ag.call('DELETE', `/v1/endpoints/${e.name}`);
+  },
+);
+
 async function twoEndpoints(): Promise<{ ns1: string; ns2: string; ip2: string }> {
   const ns1 = topo.ns(`s1-${Date.now() % 100000}`, { quiet: true });
   const ns2 = topo.ns(`s2-${Date.now() % 100000}`, { quiet: true });

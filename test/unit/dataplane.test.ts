@@ -32,6 +32,7 @@ function setup(
     mtu?: number;
     checkIpv6?: boolean;
     allowTagged?: boolean;
+    storm?: [pps: number, burst: number];
   } = {},
 ) {
   const io = new FakeIo();
@@ -48,6 +49,8 @@ function setup(
     vxlanPort: 4789,
     batch: 8,
     frameMax: 9000,
+    stormPps: opts.storm?.[0],
+    stormBurst: opts.storm?.[1],
     onPortError: (p) => failed.push(p.id),
   });
   dp.addVni(VNI, opts.learning ?? true);
@@ -427,6 +430,26 @@ test('anti-spoofing: VLAN-tagged frames from an endpoint are dropped unless its 
   allowed.fromTap(allowed.a, tagged(0x8100));
   assert.equal(allowed.dp.counters.tx_vlan_tagged, 0);
   assert.equal(allowed.io.tapOut.get(allowed.b.fd)!.length, 1, 'allowed: forwarded as it came');
+});
+
+test('storm control: flooding is bounded per endpoint (token bucket); known unicast is not', () => {
+  const { io, dp, a, b, fdb, fromTap, tick } = setup({ ip: true, storm: [100, 50] });
+  const bcast = () => arpRequest(MAC_A, IP_A, 0xc6130177); // for an address nobody holds: flooded
+  fromTap(a, ...Array.from({ length: 60 }, bcast)); // one readiness callback drains up to 64
+  assert.equal(dp.counters.tx_storm_dropped, 10, 'the burst (50) passes, the rest is dropped');
+  assert.equal(io.tapOut.get(b.fd)!.length, 50);
+  fromTap(a, ...Array.from({ length: 20 }, () => ipv4Frame(0x02000000ffff, MAC_A, { srcIp: IP_A }))); // unknown unicast
+  assert.equal(dp.counters.tx_storm_dropped, 30, 'unknown unicast floods too, so it counts');
+  fdb.set(VNI, MAC_R, 'kv', { vtep: PEER, port: 4789 });
+  io.sent.length = 0;
+  fromTap(a, ...Array.from({ length: 30 }, () => ipv4Frame(MAC_R, MAC_A, { srcIp: IP_A })));
+  assert.equal(io.sent.length, 30, 'known unicast is never limited');
+  tick(300); // 30 tokens come back
+  fromTap(a, ...Array.from({ length: 40 }, bcast));
+  assert.equal(dp.counters.tx_storm_dropped, 40, '30 of 40 pass after 300 ms at 100/s');
+  const off = setup({ ip: true, storm: [0, 1] });
+  off.fromTap(off.a, ...Array.from({ length: 60 }, bcast));
+  assert.equal(off.dp.counters.tx_storm_dropped, 0, 'stormPps 0: off');
 });
 
 test('rcv: a frame that is dropped teaches nothing; a delivered one teaches its source', () => {
