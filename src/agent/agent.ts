@@ -131,6 +131,10 @@ export class Agent {
       txFds,
       vxlanPort: port,
       batch: o.batch,
+      // the per-byte work in C, each kernel checked against its JS reference before the first packet: forwarding
+      // on the JS references first and switching later cost a third of the 60 B frame rate (V8 optimized the
+      // forwarding functions for the JS kernels and never recovered fully; history.md entry 21)
+      kernels: o.io ? undefined : nativeKernels(),
       offload: this.offload,
       udpGro: this.offload,
       stormPps: o.stormPps,
@@ -237,7 +241,7 @@ export class Agent {
       }
       const tSockets = performance.now();
       const agent = new Agent(o, kv, vtep, port, udpFd, txFds, io);
-      const tKernels = performance.now();
+      const tKernels = performance.now(); // the data plane checked its native kernels
       agent.dp.start();
       if (busyPollUs > 0) {
         n.busyPoll(busyPollUs);
@@ -256,11 +260,6 @@ export class Agent {
       });
       const tRecover = performance.now();
       await agent.recover();
-      const tRecovered = performance.now();
-      // the per-byte work in C, each kernel checked against its JS reference first: after start-up (the JS
-      // references forward meanwhile), so an agent restarted after a crash forwards again as soon as it can
-      if (!o.io) await agent.dp.useKernels(nativeKernels());
-      const tNative = performance.now();
       agent.startTimers();
       const ms = (a: number, b: number): number => Math.round(b - a);
       void agent.reg.register();
@@ -277,11 +276,10 @@ export class Agent {
         startupMs: {
           boot: Math.round(tStart),
           sockets: ms(tStart, tSockets),
-          dataplane: ms(tSockets, tKernels),
+          kernels: ms(tSockets, tKernels),
           busyPollAndIoUring: ms(tKernels, tRecover),
           recover: ms(tRecover, agent.forwardingAt),
           forwarding: Math.round(agent.forwardingAt),
-          nativeKernels: ms(tRecovered, tNative),
           total: Math.round(performance.now()),
         },
       });

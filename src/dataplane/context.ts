@@ -41,7 +41,7 @@ interface Common {
 }
 
 export interface XmitContext extends Common {
-  kernels: Kernels;
+  readonly kernels: Kernels;
   readonly hashSeed: number;
   /** Storm control: flood frames a second per endpoint (0: off), and the burst allowed. */
   readonly stormPps: number;

@@ -62,8 +62,7 @@ const DRAIN_BATCHES = 8;
 
 export class Dataplane implements XmitContext, RcvContext {
   readonly io: DataplaneIo;
-  /** The per-byte kernels in use: replaced only by useKernels, after a check, between batches. */
-  kernels: Kernels;
+  readonly kernels: Kernels;
   readonly fdb: Fdb<Port>;
   readonly counters = new Counters();
   readonly udpFd: number;
@@ -130,20 +129,6 @@ export class Dataplane implements XmitContext, RcvContext {
     };
     this.onPortError = o.onPortError ?? (() => {});
     this.onLoopError = o.onLoopError ?? ((e) => console.error('vxtap: data plane callback failed:', e));
-  }
-
-  /**
-   * Checks `k` against the JS references, one kernel per turn of the event loop (each check takes tens of
-   * milliseconds: forwarding goes on between them, on the kernels in use), then puts it in use. Throws, and
-   * changes nothing, if any kernel disagrees.
-   */
-  async useKernels(k: Kernels): Promise<void> {
-    for (const part of ['sum16', 'tsoSplit', 'groSegment', 'groRun'] as const) {
-      await new Promise((r) => setImmediate(r));
-      checkKernels({ ...jsKernels, [part]: k[part] });
-    }
-    this.kernels = k;
-    if (this.rx.gro !== null) this.rx.gro.k = k;
   }
 
   // ---- VNIs and ports (control plane side)

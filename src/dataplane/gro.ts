@@ -176,8 +176,7 @@ export class Gro {
     private readonly base: number,
     private readonly out: OutQueue,
     private readonly c: Counters,
-    /** The kernels it calls (Dataplane.useKernels may replace them, between batches). */
-    public k: Kernels,
+    private readonly k: Kernels,
   ) {}
 
   /** Start of a batch: the region is free again (the previous batch was flushed). */

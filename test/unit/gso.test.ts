@@ -521,16 +521,4 @@ test('native groRun (used by the agent) agrees with groRunJs on runs ended by ea
     'the data plane refuses a wrong kernel set',
   );
   assert.throws(() => n.groRun(new Uint8Array(100), 0, 0, 200, 10, 0, 54, new Int32Array(6)), /bad arguments/);
-  // a running data plane switches to them only after checking each; a wrong set changes nothing
-  const { Dataplane } = await import('../../src/dataplane/dataplane.js');
-  const { Fdb } = await import('../../src/fdb/fdb.js');
-  const { FakeIo } = await import('../helpers/fakeio.js');
-  const io = new FakeIo();
-  const dp = new Dataplane({ io, fdb: new Fdb(), udpFd: io.udp(), txFds: [io.udp()], vxlanPort: 4789, offload: true });
-  assert.equal(dp.kernels, jsKernels);
-  await assert.rejects(dp.useKernels({ ...nativeKernels(), tsoSplit: () => -1 }), /disagrees with tsoSplitJs/);
-  assert.equal(dp.kernels, jsKernels, 'unchanged after a refused set');
-  const k = nativeKernels();
-  await dp.useKernels(k);
-  assert.equal(dp.kernels, k, 'in use once checked');
 });
