@@ -221,8 +221,7 @@ export class Endpoints {
         this.byName.delete(name);
       }
       if (tap) await closeTap(tap, { persist: true });
-      if (claimed) await ipam.unclaim(rec);
-      if (reserved && claimed) ipam.reservations.set(`${net.name}/${spec.ip}`, { network: net.name, ip: spec.ip! });
+      if (claimed) await ipam.unclaim(rec); // a reservation it took over goes with it, as before the redesign
       this.intents.delete(name);
       try {
         this.o.persist();

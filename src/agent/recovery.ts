@@ -27,10 +27,9 @@ export class Recovery {
   constructor(private readonly eps: Endpoints) {}
 
   /**
-   * Start-up, before the store is reached: re-adopts the endpoints of the state file (each persistent TAP
-   * re-opened inside its namespace), gives up what interrupted attachments (intents) claimed under their name, and
-   * removes every TAP this agent made that no endpoint owns, in its own namespace and in the namespaces the state
-   * file names. TAPs are recognised by their marker (ownerMarker); no other interface is ever touched.
+   * Start-up, while the first list is read from the store: re-adopts the endpoints of the state file (each
+   * persistent TAP re-opened inside its namespace, all at once) and gives up what interrupted attachments (intents)
+   * claimed under their name. sweepStrays() removes their TAPs afterwards.
    */
   async recover(st: AgentState | null): Promise<void> {
     await Promise.all((st?.endpoints ?? []).map((r) => this.recoverOne(r)));
@@ -87,6 +86,7 @@ export class Recovery {
           aliases: e.aliases,
           nsIno,
           vnetHdr: this.eps.o.offload,
+          ...(rec.allowTagged ? { allowTagged: true } : {}),
         };
         if (await this.recoverOne(r)) n++;
       }
@@ -157,9 +157,9 @@ export class Recovery {
       for (const l of links) {
         const owner = ownedBy(l.ifalias, this.eps.o.host);
         if (owner === null) continue;
+        // an endpoint's own TAP: in its namespace, or in ours when Docker has not moved the handed-off TAP yet
         const ep = this.eps.byName.get(owner);
-        if (ep && ep.netns === ns && ep.tap.ifname === l.ifname) continue;
-        if (ep && ns === undefined && ep.tap.ifname === l.ifname) continue; // a handed-off TAP Docker has not moved yet
+        if (ep && ep.tap.ifname === l.ifname && (ep.netns === ns || ns === undefined)) continue;
         try {
           await ip(['link', 'del', 'dev', l.ifname], ns);
           this.eps.o.log.warn('removed a TAP no endpoint owns (left by an interrupted attach)', {

@@ -211,14 +211,12 @@ export function xmit(dp: XmitContext, port: Port): number {
     }
     // 5. lookup
     if (isGroupMac(arena, off + ETH_OFF_DST)) {
-      if (dp.stormPps !== 0 && !stormAdmit(dp, port, now)) c.tx_storm_dropped++;
-      else flood(dp, port, off, len, mss);
+      flood(dp, port, off, len, mss, now);
       continue;
     }
     const e = dp.fdb.lookupAt(v, arena, off + ETH_OFF_DST, now);
     if (e === undefined) {
-      if (dp.stormPps !== 0 && !stormAdmit(dp, port, now)) c.tx_storm_dropped++;
-      else flood(dp, port, off, len, mss);
+      flood(dp, port, off, len, mss, now);
       continue;
     }
     if (e.local !== null) {
@@ -265,8 +263,13 @@ function stormAdmit(dp: XmitContext, port: Port, now: number): boolean {
   return true;
 }
 
-/** Broadcast, multicast and unknown unicast: every other local endpoint of the VNI, then the flood list. */
-function flood(dp: XmitContext, port: Port, off: number, len: number, mss: number): void {
+/** Broadcast, multicast and unknown unicast: every other local endpoint of the VNI, then the flood list, within
+ * the endpoint's storm budget. */
+function flood(dp: XmitContext, port: Port, off: number, len: number, mss: number, now: number): void {
+  if (dp.stormPps !== 0 && !stormAdmit(dp, port, now)) {
+    dp.counters.tx_storm_dropped++;
+    return;
+  }
   const v = port.vnet;
   const out = dp.tx.out;
   const vh = port.vnetHdrLen;
