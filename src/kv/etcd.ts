@@ -3,7 +3,7 @@
  * the client fails over between them. Watches resume by themselves after a disconnect from the last revision
  * they delivered (etcd3 does that); a compacted revision surfaces as ERR_KV_COMPACTED so the reconciler re-lists.
  */
-import { Etcd3, type Lease as EtcdLease, type Watcher } from 'etcd3';
+import { Etcd3, EtcdLeaseInvalidError, type Lease as EtcdLease, type Watcher } from 'etcd3';
 import {
   type Compare,
   type Kv,
@@ -28,7 +28,7 @@ function wrap(e: unknown, what: string): KvError {
   if (e instanceof KvError) return e;
   const msg = (e as Error)?.message ?? String(e);
   if (/compacted/i.test(msg)) return new KvError('ERR_KV_COMPACTED', `${what}: ${msg}`, { cause: e });
-  if (/lease not found|requested lease not found/i.test(msg))
+  if (e instanceof EtcdLeaseInvalidError || /lease not found|requested lease not found/i.test(msg))
     return new KvError('ERR_KV_LEASE_LOST', `${what}: ${msg}`, { cause: e });
   return new KvError('ERR_KV_UNAVAILABLE', `${what}: ${msg}`, { cause: e });
 }

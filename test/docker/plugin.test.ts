@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request, type Server } from 'node:http';
 import { join } from 'node:path';
-import { type Agent, isRoot, must, sh, sleep, Topo } from '../helpers/topo.js';
+import { type Agent, isRoot, must, sh, Topo, until, waitPing } from '../helpers/topo.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces, TAP devices)';
 let topo: Topo;
@@ -24,6 +24,9 @@ const dockerNets = new Map<
   { Id: string; Name: string; Driver: string; Options?: Record<string, string>; Containers?: Record<string, unknown> }
 >();
 const created: Record<string, unknown>[] = [];
+/** How often the plugin asked the fake dockerd for each network (GET /networks/ID). */
+const asked = new Map<string, number>();
+const asks = (nid: string) => asked.get(nid) ?? 0;
 
 function fakeEngine(path: string): Promise<Server> {
   const srv = createServer((req, res) => {
@@ -42,6 +45,7 @@ function fakeEngine(path: string): Promise<Server> {
           [...dockerNets.values()].map(({ Containers: _c, ...n }) => n),
         );
       if (req.method === 'GET' && (m = /^\/networks\/([^/?]+)$/.exec(url))) {
+        asked.set(m[1], asks(m[1]) + 1);
         const n = dockerNets.get(m[1]) ?? [...dockerNets.values()].find((x) => x.Name === m![1]);
         return n ? send(200, { Containers: {}, ...n }) : send(404, { message: 'not found' });
       }
@@ -95,15 +99,6 @@ async function startAgent(): Promise<void> {
 
 const id = (s: string) => s.padEnd(64, '0');
 const T = () => topo.tag;
-
-async function until(f: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  const t0 = Date.now();
-  while (!(await f())) {
-    if (Date.now() - t0 > ms) return false;
-    await sleep(50);
-  }
-  return true;
-}
 
 const networks = async () => (await agent.call<{ name: string }[]>('GET', '/v1/networks')).map((n) => n.name);
 
@@ -251,9 +246,11 @@ test(
       IPv6Data: [],
     });
     assert.deepEqual(r, {});
-    // dockerd stores the network after CreateNetwork returns; the plugin asks for its name until it is there
-    await sleep(200);
-    assert.ok(!(await networks()).includes(NET()));
+    // dockerd stores the network after CreateNetwork returns; the plugin asks for its name until it is there, and
+    // creates nothing before: wait until it has asked twice, then check that nothing was created
+    const asked0 = asks(NID);
+    assert.ok(await until(() => asks(NID) >= asked0 + 2, 10_000), 'the plugin asks dockerd for the name');
+    assert.ok(!(await networks()).includes(NET()), 'nothing is created while dockerd does not know the network');
     dockerNets.set(NID, { Id: NID, Name: NET(), Driver: 'vxtap' });
     assert.ok(await until(async () => (await networks()).includes(NET()), 5000), 'bound and created in the store');
     // a network created directly in the store gets a Docker side: the plugin asks dockerd to create it
@@ -371,6 +368,20 @@ test(
     assert.ok(eps.some((e) => e.ip === '198.19.5.2'));
     // Docker moves the TAP into the container and renames it; the agent keeps forwarding on the same fd
     must(['ip', '-n', host.ns, 'link', 'set', j.InterfaceName.SrcName, 'netns', sandbox, 'name', 'eth0']);
+    must(['ip', '-n', sandbox, 'addr', 'add', a.Address, 'dev', 'eth0']);
+    must(['ip', '-n', sandbox, 'link', 'set', 'eth0', 'up']);
+    // ... and it does: a second endpoint on the network (the agent's own API) answers the moved, renamed one
+    const peerNs = topo.ns('c1peer', { quiet: true });
+    await agent.call('POST', '/v1/endpoints', { network: NET(), netns: peerNs, name: 'peer', ip: '198.19.5.9' });
+    try {
+      assert.ok(await waitPing(sandbox, '198.19.5.9'), 'forwarding through the TAP after Docker moved and renamed it');
+      const me = (
+        await agent.call<{ ip: string; tx_frames: number; rx_frames: number }[]>('GET', '/v1/endpoints')
+      ).find((e) => e.ip === '198.19.5.2');
+      assert.ok(me && me.tx_frames > 0 && me.rx_frames > 0, `the endpoint's counters moved: ${JSON.stringify(me)}`);
+    } finally {
+      await agent.call('DELETE', '/v1/endpoints/peer');
+    }
     assert.deepEqual(await call('NetworkDriver.RevokeExternalConnectivity', { NetworkID: NID, EndpointID: EID }), {});
     assert.deepEqual(await call('NetworkDriver.Leave', { NetworkID: NID, EndpointID: EID }), {});
     assert.deepEqual(await call('NetworkDriver.DeleteEndpoint', { NetworkID: NID, EndpointID: EID }), {});

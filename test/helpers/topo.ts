@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { call } from '../../src/agent/client.js';
+import { sleep, until } from './wait.js';
+export { poll, sleep, until } from './wait.js';
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
 export const CLI = join(ROOT, 'dist/src/cli/main.js');
@@ -283,10 +285,6 @@ export async function tcpTransfer(
   return { sent: JSON.parse(cli.stdout), got: JSON.parse(out) };
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
 export interface PingResult {
   transmitted: number;
   received: number;
@@ -312,4 +310,23 @@ export async function waitPing(ns: string, dst: string, timeoutMs = 10_000): Pro
     await sleep(100);
   }
   return false;
+}
+
+/** Waits until agent `a` lists network `name` (it learns networks from the store's watch); throws if it never does. */
+export async function seesNetwork(a: Agent, name: string, timeoutMs = 10_000): Promise<void> {
+  const ok = await until(
+    async () => (await a.call<{ name: string }[]>('GET', '/v1/networks')).some((n) => n.name === name),
+    timeoutMs,
+    20,
+  );
+  if (!ok) throw new Error(`the agent at ${a.socket} did not see network ${name} within ${timeoutMs} ms`);
+}
+
+/** Waits until something in namespace `ns` listens on TCP `port` (a server just spawned); throws if nothing does. */
+export async function listening(ns: string, port: number, timeoutMs = 10_000): Promise<void> {
+  const ok = await until(
+    () => sh(['ip', 'netns', 'exec', ns, 'ss', '-Hltn', `sport = :${port}`]).stdout.trim() !== '',
+    timeoutMs,
+  );
+  if (!ok) throw new Error(`nothing listens on TCP ${port} in ${ns} after ${timeoutMs} ms`);
 }

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { EmbeddedKv } from '../../src/kv/embedded.js';
 import { openKv } from '../../src/kv/open.js';
 import { conformance } from './conformance.js';
+import { poll } from '../helpers/wait.js';
 
 conformance('embedded', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'vxt-kv-'));
@@ -15,6 +16,7 @@ conformance('embedded', async () => {
     a,
     b,
     compact: async (rev) => a.compact(rev),
+    revoke: async (id) => b.revokeLease(id),
     done: async () => {
       await a.close();
       await b.close();
@@ -42,30 +44,55 @@ test('an idle poll reads only data_version; commits by another connection and du
   const a = new EmbeddedKv(join(dir, 'store.db'));
   const b = new EmbeddedKv(join(dir, 'store.db'));
   try {
-    // count the watchers' event reads on a (what a full poll does)
-    const q = (a as unknown as { q: Record<string, { all: (...args: unknown[]) => unknown[] }> }).q;
+    // count the polls (each reads data_version) and the event reads on a (what a full poll does)
+    const q = (a as unknown as { q: Record<string, { all: (...args: unknown[]) => unknown[]; get: () => unknown }> }).q;
     const all = q.eventsAfter.all.bind(q.eventsAfter);
+    const dv = q.dataVersion.get.bind(q.dataVersion);
     let reads = 0;
+    let polls = 0;
     q.eventsAfter.all = (...args: unknown[]) => {
       reads++;
       return all(...args);
     };
+    q.dataVersion.get = () => {
+      polls++;
+      return dv();
+    };
     const seen: string[] = [];
     const w = a.watch('/t/', 0, { events: (evs) => seen.push(...evs.map((e) => e.key)), error: () => {} });
-    await new Promise((r) => setTimeout(r, 100));
-    const idle0 = reads;
-    await new Promise((r) => setTimeout(r, 400)); // about 20 polls with nothing committed
-    assert.ok(reads - idle0 <= 1, `idle polls ran ${reads - idle0} event reads in 400 ms`);
+    await poll(
+      () => polls,
+      (n) => n >= 2,
+      5000,
+    );
+    const idle0 = { reads, polls };
+    // ten idle polls, however long the machine takes for them, with nothing committed anywhere
+    const idle = await poll(
+      () => polls - idle0.polls,
+      (n) => n >= 10,
+      20_000,
+    );
+    assert.ok(idle.ok, `only ${idle.v} polls ran`);
+    assert.ok(reads - idle0.reads <= 1, `${idle.v} idle polls ran ${reads - idle0.reads} event reads`);
     await b.put('/t/k', 'v'); // another connection: only data_version tells a
-    for (let i = 0; i < 50 && !seen.includes('/t/k'); i++) await new Promise((r) => setTimeout(r, 20));
+    await poll(
+      () => seen.includes('/t/k'),
+      (x) => x,
+      10_000,
+    );
     assert.deepEqual(seen, ['/t/k']);
     // a lease that nobody renews expires although nothing is committed anywhere while it runs out
     const l = await b.grantLease(1);
     await b.put('/t/leased', 'x', l.id);
     l.release();
     const t0 = Date.now();
-    for (let i = 0; i < 150 && (await a.get('/t/leased')) !== null; i++) await new Promise((r) => setTimeout(r, 20));
+    await poll(
+      () => a.get('/t/leased'),
+      (v) => v === null,
+      10_000,
+    );
     assert.equal(await a.get('/t/leased'), null, 'the expired lease took its key');
+    // a correctness bound (a 1 s lease must not end early), not a speed one
     assert.ok(Date.now() - t0 >= 900, 'not before the TTL');
     w.close();
   } finally {
@@ -77,31 +104,40 @@ test('an idle poll reads only data_version; commits by another connection and du
 
 test('a commit by another connection wakes a watcher at once (WAL change events), not at the next timed poll', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'vxt-kv-'));
-  const a = new EmbeddedKv(join(dir, 'store.db'), { pollMs: 10_000 }); // the timer alone would take 10 s
+  // with the timed poll an hour away, only the WAL change events and the lease deadline timer can wake a
+  const a = new EmbeddedKv(join(dir, 'store.db'), { pollMs: 3_600_000 });
   const b = new EmbeddedKv(join(dir, 'store.db'));
   try {
     const seen: number[] = [];
     const w = a.watch('/t/', 0, { events: () => seen.push(Date.now()), error: () => {} });
-    await new Promise((r) => setTimeout(r, 100));
     const times: number[] = [];
     for (let i = 0; i < 5; i++) {
       const n = seen.length;
       const t0 = Date.now();
       await b.put(`/t/k${i}`, 'v');
-      for (let k = 0; k < 200 && seen.length === n; k++) await new Promise((r) => setTimeout(r, 2));
-      assert.ok(seen.length > n, `put ${i} not seen within ~400 ms`);
+      const got = await poll(
+        () => seen.length,
+        (m) => m > n,
+        30_000,
+        2,
+      );
+      assert.ok(got.ok, `put ${i} never woke the watcher`);
       times.push(seen[seen.length - 1] - t0);
     }
     console.log(`# another connection's put -> watcher event: ${times.join(', ')} ms`);
-    // and a lease that runs out with nothing committed is still expired on time by the deadline timer
+    // and a lease that runs out with nothing committed is still expired by the deadline timer
     const l = await b.grantLease(1);
     await b.put('/t/leased', 'x', l.id);
     l.release();
     await b.close();
     const t0 = Date.now();
-    for (let i = 0; i < 150 && (await a.get('/t/leased')) !== null; i++) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(await a.get('/t/leased'), null, 'the expired lease took its key');
-    assert.ok(Date.now() - t0 < 2500, `expired ${Date.now() - t0} ms after release (TTL 1 s, poll timer 10 s)`);
+    const gone = await poll(
+      () => a.get('/t/leased'),
+      (v) => v === null,
+      30_000,
+    );
+    assert.ok(gone.ok, 'the expired lease took its key (the timed poll is an hour away)');
+    console.log(`# lease (TTL 1 s) expired ${Date.now() - t0} ms after its release`);
     w.close();
   } finally {
     await a.close();

@@ -23,6 +23,11 @@ conformance('etcd', async () => {
       await c.kv.compact({ revision: String(rev), physical: true });
       c.close();
     },
+    revoke: async (id) => {
+      const c = new Etcd3({ hosts: `http://${srv.endpoint}` });
+      await c.leaseClient.leaseRevoke({ ID: id });
+      c.close();
+    },
     done: async () => {
       await a.close();
       await b.close();

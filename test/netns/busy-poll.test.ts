@@ -7,7 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { type Agent, CLI, isRoot, ping, sh, sleep, tcpTransfer, Topo, waitPing } from '../helpers/topo.js';
+import { type Agent, CLI, isRoot, ping, seesNetwork, sh, sleep, tcpTransfer, Topo, waitPing } from '../helpers/topo.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces)';
 let topo: Topo;
@@ -34,7 +34,7 @@ before(async () => {
   a1 = await topo.agent(h1, { extra: ['--busy-poll', '50000', '--metrics', '127.0.0.1:9410'] });
   a2 = await topo.agent(topo.host('h2'), { extra: ['--busy-poll', '50000'] });
   await a1.call('POST', '/v1/networks', { name: 'blue', subnet: '198.19.1.0/24' });
-  await sleep(200);
+  await seesNetwork(a2, 'blue');
   c1 = topo.ns('c1', { quiet: true });
   c2 = topo.ns('c2', { quiet: true });
   await a1.call('POST', '/v1/endpoints', { network: 'blue', netns: c1, name: 'c1', ip: '198.19.1.2' });
@@ -58,8 +58,9 @@ test(
     const t = await tcpTransfer(topo, c1, c2, '198.19.1.3', 8 * 1024 * 1024 + 3);
     assert.equal(t.got.sha256, t.sent.sha256);
     const after1 = (await a1.call<BusyStats>('GET', '/v1/stats')).busy_poll!;
-    // the answering agent was polling when most echo requests arrived (the first one after an idle gap was not)
-    assert.ok(after1.hits - before1.hits >= 25, `hits ${before1.hits} -> ${after1.hits}`);
+    // the answering agent was polling when echo requests arrived (50 of them, 10 ms apart in a 50 ms window, and
+    // the TCP transfer's segments): a loaded machine may cost some hits, a poll that never catches one fails
+    assert.ok(after1.hits - before1.hits >= 10, `hits ${before1.hits} -> ${after1.hits}`);
     assert.ok(after1.spin_seconds > before1.spin_seconds, 'time spent polling is counted');
     const m = sh([
       'ip',
@@ -73,7 +74,8 @@ test(
     const hits = Number(/^vxtap_busy_poll_hits_total\{[^}]*\} (\d+)/m.exec(m)?.[1]);
     assert.ok(hits >= after1.hits, `metrics: vxtap_busy_poll_hits_total ${hits}`);
     assert.match(m, /^vxtap_busy_poll_seconds_total\{/m);
-    // idle: after the window the agents sleep again (a poll that never ended would use ~1 CPU s per s)
+    // idle: after the window the agents sleep again (a poll that never ended would use ~1 CPU s per s). CPU time
+    // is a resource bound, not a clock one: a slow or loaded machine gives the agents less CPU, never more.
     await sleep(500);
     const pids = [a1.proc.pid!, a2.proc.pid!];
     const cpu0 = pids.map(cpuSeconds);

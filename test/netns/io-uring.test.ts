@@ -23,6 +23,10 @@ before(async () => {
   if (skip) return;
   topo = new Topo();
   ns = topo.ns('u', { quiet: true });
+  // no IPv6 in the namespace: its link-up chatter (router and neighbour solicitations, MLD) would share the TAP's
+  // queue with the test's frames (seqs() skips such frames anyway)
+  must(['ip', 'netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
+  must(['ip', 'netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1']);
   tap = await createTap({ ifname: 'eth0', netns: ns, mac: 0x02_00_00_00_77_01, mtu: 1500 });
   must(['ip', '-n', ns, 'addr', 'add', '198.19.77.1/24', 'dev', 'eth0']);
   must([
@@ -37,7 +41,6 @@ before(async () => {
     'dev',
     'eth0',
   ]);
-  await sleep(200);
   drain();
 });
 
@@ -177,7 +180,6 @@ test('a TAP whose fd is past the read-hint table (>= 4096) gives the same frames
       assert.ok(high.fd >= 4096, `fd ${high.fd}`);
       must(['ip', '-n', ns, 'addr', 'add', '198.19.79.1/24', 'dev', 'eth1']);
       must(['ip', '-n', ns, 'neigh', 'add', '198.19.79.2', 'lladdr', '02:00:00:00:79:02', 'dev', 'eth1']);
-      await sleep(200);
       drain(64, high.fd);
       for (const batch of [64, 7, 1]) {
         sendFromNs(300, '198.19.79.2');
@@ -221,6 +223,10 @@ test('an agent uses io_uring for its TAPs and reports it; --no-io-uring turns it
   );
   assert.match(s2.io_uring.status, /^off: switched off/);
   // a burst (c1 answers a flood of 200 echoes sent back to back): reads that find frames queued go through io_uring
+  // 20 echoes 10 ms apart form no runs of datagrams: nothing was coalesced into one send
+  type Co = { udp_coalesced: { sends: number; datagrams: number } };
+  const co0 = (await agents[0].call<Co>('GET', '/v1/stats')).udp_coalesced;
+  assert.equal(co0.sends, 0, `sparse echoes coalesced: ${JSON.stringify(co0)}`);
   const f = sh([
     'ip',
     'netns',
@@ -241,9 +247,8 @@ test('an agent uses io_uring for its TAPs and reports it; --no-io-uring turns it
   assert.equal(f.code, 0, f.stdout);
   const s1b = (await agents[0].call<Uring>('GET', '/v1/stats')).io_uring;
   assert.ok(s1b.enters > s1.io_uring.enters && s1b.ops >= s1b.enters, `burst: ${JSON.stringify([s1.io_uring, s1b])}`);
-  // 20 echoes 10 ms apart form no runs of datagrams: nothing coalesced, and the counter says so
-  const co = (await agents[0].call<{ udp_coalesced: { sends: number; datagrams: number } }>('GET', '/v1/stats'))
-    .udp_coalesced;
-  assert.ok(co.datagrams === 0 || co.datagrams >= 2 * co.sends, JSON.stringify(co));
+  // after the burst: whatever was coalesced, each coalesced send carried at least two datagrams
+  const co = (await agents[0].call<Co>('GET', '/v1/stats')).udp_coalesced;
+  assert.ok(co.datagrams >= 2 * co.sends, JSON.stringify(co));
   assert.equal(s2.io_uring.ops, 0);
 });

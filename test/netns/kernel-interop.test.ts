@@ -15,7 +15,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Agent, isRoot, must, ping, sh, sleep, tcpTransfer, Topo, waitPing } from '../helpers/topo.js';
+import { type Agent, isRoot, must, ping, sh, tcpTransfer, Topo, until, waitPing } from '../helpers/topo.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces)';
 let topo: Topo;
@@ -81,9 +81,18 @@ test(
       'udp port 4789',
       '-w',
       pcap,
+      '-P', // also print a line per packet, flushed (-l): how the test knows the filter is live
+      '-l',
+      '-n',
+      '-o',
+      'tcp.analyze_sequence_numbers:FALSE',
+      '-o',
+      'tcp.desegment_tcp_streams:FALSE',
       '-a',
       'duration:60',
     ]);
+    let printed = '';
+    cap.stdout!.on('data', (d: Buffer) => (printed += d.toString()));
     await new Promise<void>((res, rej) => {
       let err = '';
       cap.stderr!.on('data', (d: Buffer) => {
@@ -92,9 +101,12 @@ test(
       });
       cap.once('exit', (c) => rej(new Error(`tshark exited ${c}: ${err}`)));
     });
-    await sleep(1000); // dumpcap says "Capturing on" a moment before its filter is live: don't lose the first pings
-
+    // dumpcap says "Capturing on" a moment before its filter is live: probe until a datagram shows in the capture
     assert.ok(await waitPing(c1, '198.19.1.20'), 'vxtap container reaches the kernel container');
+    assert.ok(
+      await until(() => ping(c1, '198.19.1.20', 1).received === 1 && printed.length > 0, 10_000),
+      'the capture sees the overlay',
+    );
     assert.equal(ping(c1, '198.19.1.20', 5).received, 5, 'c1 (vxtap) -> c2 (kernel)');
     assert.equal(ping(c2, '198.19.1.10', 5).received, 5, 'c2 (kernel) -> c1 (vxtap)');
     const size = 8 * 1024 * 1024 + 7;
@@ -120,7 +132,6 @@ test(
 
     cap.kill('SIGINT');
     await new Promise((res) => (cap.exitCode !== null ? res(null) : cap.once('exit', res)));
-    await sleep(100);
     // each read of the capture is a tshark run. The inner TCP stream analysis and reassembly are off: they are not
     // what this test checks, and on some captures they made every read take 45-65 s (6405 datagrams, 18 MB, most of
     // it in the kernel: 0.8 s with them off). -n: no name lookups (no DNS here). The slowest read is reported.

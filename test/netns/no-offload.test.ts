@@ -4,7 +4,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type Agent, isRoot, ping, sleep, tcpTransfer, Topo, waitPing } from '../helpers/topo.js';
+import { type Agent, isRoot, ping, seesNetwork, tcpTransfer, Topo, waitPing } from '../helpers/topo.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces)';
 let topo: Topo;
@@ -18,7 +18,7 @@ before(async () => {
   a1 = await topo.agent(topo.host('h1'), { extra: ['--no-offload'] });
   const a2 = await topo.agent(topo.host('h2'), { extra: ['--no-offload'] });
   await a1.call('POST', '/v1/networks', { name: 'blue', subnet: '198.19.1.0/24' });
-  await sleep(200);
+  await seesNetwork(a2, 'blue');
   c1 = topo.ns('c1', { quiet: true });
   c2 = topo.ns('c2', { quiet: true });
   await a1.call('POST', '/v1/endpoints', { network: 'blue', netns: c1, name: 'c1', ip: '198.19.1.2' });

@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { EmbeddedKv } from '../../src/kv/embedded.js';
 import { keys } from '../../src/kv/schema.js';
-import { type Agent, isRoot, must, Topo, waitPing, sleep } from '../helpers/topo.js';
+import { type Agent, isRoot, must, seesNetwork, Topo, waitPing, sleep } from '../helpers/topo.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces)';
 const SECONDS = Number(process.env.VXTAP_SOAK_SECONDS ?? 15);
@@ -29,7 +29,7 @@ before(async () => {
   topo = new Topo();
   ag.push(await topo.agent(topo.host('h1')), await topo.agent(topo.host('h2')));
   await ag[0].call('POST', '/v1/networks', { name: 'blue', subnet: '198.19.0.0/20' });
-  await sleep(200);
+  await seesNetwork(ag[1], 'blue');
   c1 = topo.ns('c1', { quiet: true });
   c2 = topo.ns('c2', { quiet: true });
   await ag[0].call('POST', '/v1/endpoints', { network: 'blue', netns: c1, name: 'c1', ip: '198.19.0.10' });

@@ -130,8 +130,13 @@ test(`fuzz the codec for ${SECONDS} s: decode returns or throws DecodeError, nev
       } catch (e) {
         assert.ok(e instanceof DecodeError, `${name}: ${Buffer.from(input).toString('hex')} threw ${e}`);
       }
+      // any input hashes, to a uint32 (NaN or a negative number would make a bad UDP source port), and the same
+      // bytes elsewhere hash the same (a flow's datagrams must keep one source port)
       const h = flowHash(input, 0, input.length);
-      assert.ok(h >= 0 && h <= 0xffffffff);
+      assert.ok(Number.isInteger(h) && h >= 0 && h <= 0xffffffff, `${name}: hash ${h}`);
+      const moved = new Uint8Array(input.length + 3);
+      moved.set(input, 3);
+      assert.equal(flowHash(moved, 3, moved.length), h, `${name}: the hash depends on where the frame lies`);
       n++;
     }
   }
