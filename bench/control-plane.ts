@@ -212,25 +212,26 @@ async function run(store: 'embedded' | 'etcd'): Promise<Row> {
     const count = async (a: Agent) => (await a.call<{ vnis: unknown; fdb: { kv: number } }>('GET', '/v1/stats')).fdb.kv;
     const fills: number[] = [];
     for (const k of ['a', 'b', 'c']) {
-      await until(
+      const waited = await until(
         () => count(agents[k]),
         (n) => n >= SCALE,
         30_000,
         10,
       );
-      fills.push(performance.now() - t0);
+      // a wait that ran out is a failure, reported as such ("timeout"), never as a time
+      fills.push(Number.isFinite(waited) ? performance.now() - t0 : NaN);
     }
     const rss = ['a', 'b', 'c'].map((k) => rssMb(agents[k].proc.pid!));
     await topo.stopAgent(agents.c);
     const r0 = performance.now();
     agents.c = await topo.agent(hC, { kv: kvSpec });
-    await until(
+    const rebuilt = await until(
       () => count(agents.c),
       (n) => n >= SCALE,
       30_000,
       5,
     );
-    const restart = performance.now() - r0;
+    const restart = Number.isFinite(rebuilt) ? performance.now() - r0 : NaN;
     rss[2] = rssMb(agents.c.proc.pid!);
 
     // 3. forwarding under churn: SCALE endpoints stay; CHURN_RATE of the simulated host's change per second
@@ -314,4 +315,7 @@ console.log(md);
 mkdirSync(RESULTS, { recursive: true });
 writeFileSync(join(RESULTS, 'control-plane.md'), md + '\n');
 writeFileSync(join(RESULTS, 'control-plane.json'), JSON.stringify(rows, null, 2));
-process.exit(0);
+const timedOut = rows.filter((r) => !r.scaleFill.every(Number.isFinite) || !Number.isFinite(r.scaleRestart));
+if (timedOut.length)
+  console.error(`control-plane: a wait ran out (${timedOut.map((r) => r.store).join(', ')}): see "timeout" above`);
+process.exit(timedOut.length ? 1 : 0);

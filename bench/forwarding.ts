@@ -71,9 +71,10 @@ const builders = pathBuilders(BUSY_US);
 }
 
 const results: Record<string, Sample[]> = {};
+const failures: Record<string, string[]> = {};
 // Rounds: each rep measures every path once, in order, so a slow spell of the (shared, virtual) machine hits all
 // paths of that round alike instead of all reps of one path; the ratios compare paths measured side by side.
-for (const path of PATHS) results[path] = [];
+for (const path of PATHS) [results[path], failures[path]] = [[], []];
 for (let r = 0; r < REPS; r++) {
   for (const path of PATHS) {
     progress(`round ${r + 1}/${REPS}: ${path}: building`);
@@ -85,6 +86,7 @@ for (let r = 0; r < REPS; r++) {
       results[path].push(await measure(t, T));
     } catch (e) {
       process.stderr.write(`\n${path}: ${(e as Error).message}\n`);
+      failures[path].push(`round ${r + 1}: ${(e as Error).message.split('\n')[0].slice(0, 300)}`);
     } finally {
       await teardown(t);
     }
@@ -93,5 +95,7 @@ for (let r = 0; r < REPS; r++) {
 progress('');
 const mem = SOAK > 0 && PATHS.includes('vxtap') ? await soak(builders.vxtap, SOAK) : null;
 const machine = machineInfo();
-console.log(writeReport(results, machine, { reps: REPS, seconds: T, busyWindowUs: BUSY_US, out: RESULTS }, mem));
+console.log(
+  writeReport(results, machine, { reps: REPS, failures, seconds: T, busyWindowUs: BUSY_US, out: RESULTS }, mem),
+);
 process.exit(0);

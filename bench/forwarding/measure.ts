@@ -29,14 +29,17 @@ export interface Sample {
   tcp4: number;
   retrans1: number;
   pps60: number; // delivered 60-byte frames per second, generator at full rate
-  loss60: number; // % of those frames lost at full rate
-  lossHalf: number; // % lost at half the delivered rate (below saturation)
-  pingAvg: number; // ms
+  loss60: number; // % of the frames trafgen sent at full rate that never reached the receiving container
+  lossHalf: number; // the same at half the delivered rate (below saturation)
+  senderDrops60: number; // of loss60's frames, those the sending container's own interface dropped (tx_dropped)
+  pingAvg: number; // ms, NaN when no echo came back
+  pingLoss: number; // % of iputils ping's echoes with no reply
   pingP99: number;
   sleepAvg: number; // ms, bench/pinger.c: the same schedule from a pinger that sleeps between echoes
   sleepP50: number;
   sleepP99: number;
   sleepSlow: number; // % of the sleeping pinger's replies that took over 1 ms (the kernel paths: none)
+  sleepLoss: number; // % of the sleeping pinger's echoes with no reply
   cpuPerGbit: number; // CPU seconds per Gbit moved (userspace paths), NaN otherwise
   pingCores: number; // CPU the path's processes used during the ping phase, in cores (CPU s / s), NaN for kernel paths
 }
@@ -73,20 +76,23 @@ async function iperf(t: Topo, T: number, args: string[]): Promise<Record<string,
   return j;
 }
 
-function linkInfo(ns: string, dev: string): { mac: string; rx: number; tx: number } {
+function linkInfo(ns: string, dev: string): { mac: string; rx: number; tx: number; txDropped: number } {
   const l = JSON.parse(must(['ip', '-n', ns, '-j', '-s', 'link', 'show', 'dev', dev]))[0];
-  return { mac: l.address, rx: l.stats64.rx.packets, tx: l.stats64.tx.packets };
+  return { mac: l.address, rx: l.stats64.rx.packets, tx: l.stats64.tx.packets, txDropped: l.stats64.tx.dropped };
 }
 
 const hexBytes = (xs: number[]) => xs.map((b) => `0x${b.toString(16).padStart(2, '0')}`).join(', ');
 
 /**
  * 60-byte frames (Ethernet 14 + IPv4 20 + UDP 8 + 18 bytes of payload) from c2 (198.19.1.2) to c1 (198.19.1.1,
- * UDP port 9: discard) for T seconds with trafgen, at full rate or `rate` pps. Counts what c2's eth0 sent and what
- * c1's eth0 received. "Sent" is the sender interface's tx_packets: frames a full queue refused are pushed back to
- * trafgen (which retries them; the interface counts each refusal as tx_dropped), not lost. --no-sock-mem: trafgen leaves the host's socket memory settings alone.
+ * UDP port 9: discard) for T seconds with trafgen, at full rate or `rate` pps. "Sent" is what trafgen itself
+ * reports having sent, "got" what c1's eth0 received: the same two counts on every path, whatever the sending
+ * interface is (a TAP counts a frame as transmitted only once the forwarder reads it and puts the ones its full
+ * queue drops in tx_dropped; a veth drops when its peer's backlog is full): every frame lost anywhere between the
+ * generator and the receiving container is loss. The sender's tx_dropped is kept to say where. --no-sock-mem:
+ * trafgen leaves the host's socket memory settings alone.
  */
-async function flood(t: Topo, T: number, rate?: number): Promise<{ sent: number; got: number }> {
+async function flood(t: Topo, T: number, rate?: number): Promise<{ sent: number; got: number; senderDrops: number }> {
   const src = linkInfo(t.c2, 'eth0');
   const dst = linkInfo(t.c1, 'eth0');
   const mac = (m: string) => m.split(':').map((x) => parseInt(x, 16));
@@ -121,12 +127,19 @@ async function flood(t: Topo, T: number, rate?: number): Promise<{ sent: number;
     ],
     (T + 20) * 1000,
   );
-  if (r.code !== 0 && r.code !== 124 && !/packets outgoing/.test(r.stdout + r.stderr))
+  const out = /(\d+) packets outgoing/.exec(r.stdout + r.stderr);
+  if (!out || (r.code !== 0 && r.code !== 124))
     throw new Error(`trafgen: ${(r.stderr || r.stdout).trim().slice(-300)}`);
-  await sleep(500); // frames in flight
+  // frames still in flight: wait until the receiver's count stops moving (at most 5 s)
+  let got = linkInfo(t.c1, 'eth0').rx;
+  for (let i = 0; i < 50; i++) {
+    await sleep(100);
+    const now = linkInfo(t.c1, 'eth0').rx;
+    if (now === got) break;
+    got = now;
+  }
   const src1 = linkInfo(t.c2, 'eth0');
-  const dst1 = linkInfo(t.c1, 'eth0');
-  return { sent: src1.tx - src.tx, got: dst1.rx - dst.rx };
+  return { sent: Number(out[1]), got: got - dst.rx, senderDrops: src1.txDropped - src.txDropped };
 }
 
 /** Every measurement of one path, `T` seconds each. */
@@ -150,24 +163,11 @@ export async function measure(t: Topo, T: number): Promise<Sample> {
     (T + 30) * 1000,
   );
   // one echo every 5 ms for T seconds (1000 at the default 5 s): enough samples that one stall does not make the p99
+  const echoes = Math.round(T * 200);
   const cpuP0 = t.cpuPids.reduce((s, p) => s + cpuSeconds(p), 0);
   const tP0 = Date.now();
   const pr = sh(
-    [
-      'ip',
-      'netns',
-      'exec',
-      t.c2,
-      'ping',
-      '-n',
-      '-c',
-      String(Math.round(T * 200)),
-      '-i',
-      '0.005',
-      '-W',
-      '1',
-      '198.19.1.1',
-    ],
+    ['ip', 'netns', 'exec', t.c2, 'ping', '-n', '-c', String(echoes), '-i', '0.005', '-W', '1', '198.19.1.1'],
     (T + 30) * 1000,
   );
   const pingCores = t.cpuPids.length
@@ -179,21 +179,25 @@ export async function measure(t: Topo, T: number): Promise<Sample> {
     ['ip', 'netns', 'exec', t.c2, buildTool('pinger'), '198.19.1.1', String(Math.round(T * 200)), '5000'],
     (T + 30) * 1000,
   );
-  const [, spGot, spAvg, spP50, spP99, , spSlow] = sp.stdout.trim().split(/\s+/).map(Number);
+  const [spSent, spGot, spAvg, spP50, spP99, , spSlow] = sp.stdout.trim().split(/\s+/).map(Number);
   const spOk = sp.code === 0 && spGot > 0;
+  const lossPct = (sent: number, got: number) => (sent > 0 ? (100 * Math.max(0, sent - got)) / sent : NaN);
   return {
     tcp1: j1.end.sum_received.bits_per_second / 1e9,
     tcp4: j4.end.sum_received.bits_per_second / 1e9,
     retrans1: j1.end.sum_sent.retransmits ?? 0,
     pps60,
-    loss60: full.sent ? (100 * Math.max(0, full.sent - full.got)) / full.sent : NaN,
-    lossHalf: half.sent ? (100 * Math.max(0, half.sent - half.got)) / half.sent : NaN,
-    pingAvg: rtts.reduce((s, x) => s + x, 0) / Math.max(1, rtts.length),
+    loss60: lossPct(full.sent, full.got),
+    lossHalf: lossPct(half.sent, half.got),
+    senderDrops60: full.senderDrops,
+    pingAvg: rtts.length ? rtts.reduce((s, x) => s + x, 0) / rtts.length : NaN,
+    pingLoss: lossPct(echoes, rtts.length),
     pingP99: rtts[Math.min(rtts.length - 1, Math.floor(rtts.length * 0.99))] ?? NaN,
     sleepAvg: spOk ? spAvg / 1000 : NaN,
     sleepP50: spOk ? spP50 / 1000 : NaN,
     sleepP99: spOk ? spP99 / 1000 : NaN,
     sleepSlow: spOk ? (100 * spSlow) / spGot : NaN,
+    sleepLoss: sp.code === 0 ? lossPct(spSent, spGot) : NaN,
     cpuPerGbit: t.cpuPids.length ? (cpu1 - cpu0) / ((bytes1 * 8) / 1e9) : NaN,
     pingCores,
   };
@@ -206,12 +210,15 @@ export const KEYS: (keyof Sample)[] = [
   'pps60',
   'loss60',
   'lossHalf',
+  'senderDrops60',
   'pingAvg',
+  'pingLoss',
   'pingP99',
   'sleepAvg',
   'sleepP50',
   'sleepP99',
   'sleepSlow',
+  'sleepLoss',
   'cpuPerGbit',
   'pingCores',
   'retrans1',

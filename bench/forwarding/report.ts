@@ -10,6 +10,8 @@ import { buildTool } from './topology.js';
 
 export interface RunInfo {
   reps: number;
+  /** per path, why each round that produced no sample failed (the table's medians are over the others) */
+  failures: Record<string, string[]>;
   seconds: number;
   busyWindowUs: number;
   out: string;
@@ -20,7 +22,13 @@ export type Memory = { seconds: number; agents: { start: number; end: number; ma
 type Stat = { med: number; min: number; max: number };
 type Summary = Record<string, Record<string, Stat>>;
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+/** The median of the finite values (the mean of the middle two for an even count); NaN when there are none. */
+export function median(xs: number[]): number {
+  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (!v.length) return NaN;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
 
 /**
  * What the rows depend on: the CPU, what a syscall costs (it differs several-fold between VM kinds), and what a
@@ -58,7 +66,10 @@ export function machineInfo(): Machine {
 
 /** Summarizes the samples, writes forwarding.md, .json and .svg into run.out, and returns the markdown. */
 export function writeReport(results: Record<string, Sample[]>, machine: Machine, run: RunInfo, mem: Memory): string {
-  const stat = (xs: number[]) => ({ med: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
+  const stat = (xs: number[]) => {
+    const v = xs.filter(Number.isFinite);
+    return { med: median(v), min: v.length ? Math.min(...v) : NaN, max: v.length ? Math.max(...v) : NaN };
+  };
   const summary: Summary = {};
   for (const [p, ss] of Object.entries(results)) {
     if (!ss.length) continue;
@@ -75,23 +86,27 @@ export function writeReport(results: Record<string, Sample[]>, machine: Machine,
     `Forwarding benchmark, ${new Date().toISOString()}, ${run.reps} rep(s) x ${run.seconds} s, two hosts on a veth underlay (MTU 1500), container MTU 1450.`,
     `Machine: ${machine.cpu}, ${machine.cpus} CPUs, kernel ${machine.kernel}, a null syscall ${machine.syscallNs ?? '?'} ns (per-frame syscalls cost that much each: on VMs it varies several-fold).`,
     `Wake-ups: ${machine.wakeSameUs ?? '?'} us for a task woken on the waker's CPU, ${machine.wakeIdleUs ?? '?'} us on an idle other CPU (median; a forwarder that sleeps pays one per hop, about three per echo).`,
-    'Median (min-max). Ratios are to the kernel VXLAN row of this run.',
+    'Median (min-max) over the rounds that completed ("rounds" says how many of the run\'s did). Ratios are to the kernel VXLAN row of this run.',
     '',
-    '| path | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | ping avg ms | ping p99 ms | added vs kernel (avg) | sleeping pinger avg / p50 / p99 ms | added (sleeping) avg / p50 | sleeping echoes over 1 ms % | CPU s per Gbit | CPU while pinging (cores) |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
-    ...Object.keys(summary).map((p) => {
+    '| path | rounds | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | ping avg ms | ping p99 ms | echoes lost ping / sleeping % | added vs kernel (avg) | sleeping pinger avg / p50 / p99 ms | added (sleeping) avg / p50 | sleeping echoes over 1 ms % | CPU s per Gbit | CPU while pinging (cores) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...Object.keys(results).map((p) => {
       const s = summary[p];
+      const rounds = `${results[p].length}/${run.reps}`;
+      if (!s) return `| ${p} | ${rounds} |${' - |'.repeat(16)}`;
       const added = k ? `${((s.pingAvg.med - k.pingAvg.med) * 1000).toFixed(0)} us` : '-';
       const us = (key: 'sleepAvg' | 'sleepP50') =>
         k && Number.isFinite(s[key].med) && Number.isFinite(k[key].med)
           ? `${((s[key].med - k[key].med) * 1000).toFixed(0)}`
           : '-';
       const addedSleep = `${us('sleepAvg')} / ${us('sleepP50')} us`;
-      return `| ${p} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.loss60, 1)} / ${fmt(s.lossHalf, 2)} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${added} | ${fmt(s.sleepAvg, 3)} / ${fmt(s.sleepP50, 3)} / ${fmt(s.sleepP99, 3)} | ${addedSleep} | ${fmt(s.sleepSlow, 1)} | ${fmt(s.cpuPerGbit, 2)} | ${fmt(s.pingCores, 2)} |`;
+      return `| ${p} | ${rounds} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.loss60, 1)} / ${fmt(s.lossHalf, 2)} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${fmt(s.pingLoss, 1)} / ${fmt(s.sleepLoss, 1)} | ${added} | ${fmt(s.sleepAvg, 3)} / ${fmt(s.sleepP50, 3)} / ${fmt(s.sleepP99, 3)} | ${addedSleep} | ${fmt(s.sleepSlow, 1)} | ${fmt(s.cpuPerGbit, 2)} | ${fmt(s.pingCores, 2)} |`;
     }),
     '',
     '60 B frames: trafgen (one process) from the client container at full rate, then at half the rate the path',
-    "delivered; counted at the receiving container's interface. The generator shares the 2 cores with the path.",
+    "delivered. Loss is 1 - (frames the receiving container's interface got) / (frames trafgen reports sent), the same",
+    'count on every path, whatever the sending interface (TAP or veth) does with frames it cannot pass on.',
+    `The generator shares the machine's ${machine.cpus} CPUs with the path.`,
     'Ping: one echo every 5 ms; "CPU while pinging" is what the path\'s processes used meanwhile (1.00 = one core).',
     'iputils ping busy-waits between echoes at that interval (about one CPU); the sleeping pinger (bench/pinger.c)',
     'sends the same schedule and sleeps in between, as a request/response application would. Both follow an',
@@ -112,6 +127,12 @@ export function writeReport(results: Record<string, Sample[]>, machine: Machine,
           `Memory under load: ${mem.seconds} s of TCP through vxtap (${mem.gbit.toFixed(2)} Gbit/s); agent resident memory at 5 s -> end (max): ${mem.agents.map((a, i) => `h${i + 1} ${a.start.toFixed(1)} -> ${a.end.toFixed(1)} MB (${a.max.toFixed(1)})`).join(', ')}.`,
         ]
       : []),
+    ...Object.entries(run.failures)
+      .filter(([, f]) => f.length)
+      .flatMap(([p, f], i) => [
+        ...(i === 0 ? ['', 'Rounds that failed (not in the medians):'] : []),
+        ...f.map((m) => `- ${p}: ${m}`),
+      ]),
   ].join('\n');
   mkdirSync(run.out, { recursive: true });
   writeFileSync(join(run.out, 'forwarding.md'), md + '\n');
@@ -121,6 +142,7 @@ export function writeReport(results: Record<string, Sample[]>, machine: Machine,
       {
         date: new Date().toISOString(),
         reps: run.reps,
+        failures: run.failures,
         seconds: run.seconds,
         busyWindowUs: run.busyWindowUs,
         machine,
