@@ -181,9 +181,13 @@ export function parseHostPort(s: string, what = 'address'): { ip: string; port: 
   return { ip: m[1], port: m[2] ? Number(m[2]) : 53 };
 }
 
-function resolvConfServers(): string[] {
+/**
+ * The IPv4 nameservers of a resolv.conf, in order: the name server's default upstream. IPv6 nameservers are
+ * skipped (the upstream socket is IPv4), as are comments, `options` and `search` lines. A missing file gives none.
+ */
+export function resolvConfServers(path = '/etc/resolv.conf'): string[] {
   try {
-    return readFileSync('/etc/resolv.conf', 'utf8')
+    return readFileSync(path, 'utf8')
       .split('\n')
       .map((l) => /^\s*nameserver\s+(\d+\.\d+\.\d+\.\d+)\s*$/.exec(l)?.[1])
       .filter((x): x is string => !!x);

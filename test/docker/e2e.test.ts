@@ -320,6 +320,101 @@ test(
   },
 );
 
+test(
+  '5c. -o vxtap.vni and the MTU option, --ip, --network-alias and short IDs; network rm while another host uses it',
+  { skip, timeout: 180_000 },
+  async () => {
+    const net = `${T}-opt`;
+    const fix = `${T}-fix`;
+    const user = `${T}-user`;
+    D.h1.must([
+      'network',
+      'create',
+      '-d',
+      'vxtap',
+      '--ipam-driver',
+      'vxtap',
+      '--subnet',
+      '198.19.7.0/24',
+      '-o',
+      'vxtap.vni=5000',
+      '-o',
+      'com.docker.network.driver.mtu=1400',
+      net,
+    ]);
+    try {
+      assert.ok((await until(() => netNames(D.h2).includes(net), 20_000)) >= 0, `${net} did not appear on host 2`);
+      const rec = JSON.parse(keysUnder('/vxtap/v1/networks/').find((k) => k.key === net)?.value ?? '{}');
+      assert.deepEqual([rec.vni, rec.mtu], [5000, 1400], `the options reached the store: ${JSON.stringify(rec)}`);
+      // a fixed address and an alias on host 1; the container's MTU on host 2
+      D.h1.must([
+        'run',
+        '-d',
+        '--net',
+        net,
+        '--ip',
+        '198.19.7.77',
+        '--network-alias',
+        'dbalias',
+        '--name',
+        fix,
+        IMG,
+        'sleep',
+        '3600',
+      ]);
+      assert.equal(ipOf(D.h1, fix, net), '198.19.7.77');
+      const shortId = D.h1.must(['inspect', '-f', '{{.Id}}', fix]).trim().slice(0, 12);
+      D.h2.must(['run', '-d', '--net', net, '--name', user, IMG, 'sleep', '3600']);
+      assert.equal(exec(D.h2, user, 'cat /sys/class/net/eth0/mtu').out.trim(), '1400', 'the MTU option');
+      for (const name of ['dbalias', shortId, fix])
+        assert.ok(
+          (await until(() => exec(D.h2, user, `ping -c 1 -W 2 ${name}`).code === 0, 20_000, 300)) >= 0,
+          `host 2 reaches host 1's container as ${name}: ${exec(D.h2, user, `nslookup ${name}`).out}`,
+        );
+      // the same fixed address on the other host is refused, saying why
+      const dup = D.h2.docker([
+        'run',
+        '-d',
+        '--net',
+        net,
+        '--ip',
+        '198.19.7.77',
+        '--name',
+        `${T}-dup`,
+        IMG,
+        'sleep',
+        '60',
+      ]);
+      D.h2.docker(['rm', '-f', `${T}-dup`]);
+      assert.notEqual(dup.code, 0, 'a second --ip 198.19.7.77 is refused');
+      assert.match(dup.stderr, /198\.19\.7\.77 is already in use/, dup.stderr);
+      // docker network rm on host 1 while host 2 still uses the network: Docker does not let a driver refuse, so
+      // the network goes from host 1's dockerd, stays in the cluster, and the agent creates it there again
+      D.h1.must(['rm', '-f', fix]);
+      D.h1.must(['network', 'rm', net]);
+      assert.ok(
+        (await until(() => netNames(D.h1).includes(net), 20_000, 200)) >= 0,
+        `${net} is back in docker on host 1 (host 2 still uses it)`,
+      );
+      assert.ok(
+        keysUnder('/vxtap/v1/networks/').some((k) => k.key === net),
+        'still in the store',
+      );
+      D.h1.must(['run', '-d', '--net', net, '--name', fix, IMG, 'sleep', '3600']);
+      const again = ipOf(D.h1, fix, net);
+      assert.ok(
+        (await until(() => exec(D.h2, user, `ping -c 1 -W 2 ${again}`).code === 0, 20_000, 300)) >= 0,
+        'and it works: host 2 reaches a new container on host 1',
+      );
+    } finally {
+      D.h1.docker(['rm', '-f', fix]);
+      D.h2.docker(['rm', '-f', user]);
+      D.h2.docker(['network', 'rm', net]);
+    }
+    assert.ok((await until(() => !netNames(D.h1).includes(net), 20_000)) >= 0, `${net} gone from host 1 at the end`);
+  },
+);
+
 /** Local links the agent made that are still in a host's namespace (handed-off TAPs are named vxNNNNNNNN). */
 const strayLinks = (h: string) =>
   must(['ip', '-n', H[h].ns, '-o', 'link', 'show'])

@@ -23,6 +23,8 @@ export class FakeIo implements DataplaneIo {
   private readonly polls = new Map<number, (status: number, events: number) => void>();
   /** Make the next sendBatch fail every message with this errno (negative), then reset. */
   failSends = 0;
+  /** Writes to these TAP fds fail with EIO, in their own slot (a TAP the kernel refuses a frame). */
+  failTapWrites = new Set<number>();
   /** Make readBatch on this fd throw (simulates a TAP whose namespace is gone). */
   brokenTaps = new Set<number>();
   /** Called inside writeBatch for each frame written to a TAP: a test's container can answer at once, as a real
@@ -77,6 +79,10 @@ export class FakeIo implements DataplaneIo {
       const q = this.tapOut.get(fd);
       if (!q) {
         descs[i * 4 + 2] = -9; // EBADF
+        continue;
+      }
+      if (this.failTapWrites.has(fd)) {
+        descs[i * 4 + 2] = -5; // EIO
         continue;
       }
       const f = new Uint8Array(prefix + len);

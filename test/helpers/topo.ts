@@ -13,7 +13,7 @@ import { call } from '../../src/agent/client.js';
 import { sleep, until } from './wait.js';
 export { poll, sleep, until } from './wait.js';
 
-const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
+export const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
 export const CLI = join(ROOT, 'dist/src/cli/main.js');
 export const TCPXFER = join(ROOT, 'dist/test/helpers/tcpxfer.js');
 
@@ -126,7 +126,17 @@ export class Topo {
    * Starts `vxtap agent` inside a host namespace and waits for its control socket. By default every agent of
    * this topology shares one embedded store in the test's directory; `kv` points elsewhere (etcd://...).
    */
-  async agent(host: { ns: string; addr: string }, opts: { kv?: string; extra?: string[] } = {}): Promise<Agent> {
+  async agent(
+    host: { ns: string; addr: string },
+    opts: {
+      kv?: string;
+      extra?: string[];
+      /** a command the agent runs under (e.g. test/helpers/noring) */
+      wrap?: string[];
+      /** node's own options (default --no-memory-reducer, as the vxtap command's #! line has it) */
+      nodeArgs?: string[];
+    } = {},
+  ): Promise<Agent> {
     const socket = join(this.dir, `${host.ns}.sock`);
     const logFile = join(this.dir, `${host.ns}.log`);
     const kv = opts.kv ?? join(this.dir, 'store.db');
@@ -149,7 +159,7 @@ export class Topo {
       'sh',
       [
         '-c',
-        `exec ip netns exec ${host.ns} node --no-memory-reducer ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`,
+        `exec ip netns exec ${host.ns} ${(opts.wrap ?? []).join(' ')} node ${(opts.nodeArgs ?? ['--no-memory-reducer']).join(' ')} ${CLI} ${argv.join(' ')} 2>>${logFile} >>${logFile}`,
       ],
       {
         stdio: 'ignore',

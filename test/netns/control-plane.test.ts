@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { startEtcd, type EtcdServer } from '../helpers/etcd.js';
-import { type Agent, isRoot, must, ping, poll, Topo, waitPing } from '../helpers/topo.js';
+import { type Agent, isRoot, must, ping, poll, seesNetwork, sh, Topo, waitPing } from '../helpers/topo.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces)';
 const TTL = 3;
@@ -25,6 +25,13 @@ type Net = { name: string; vni: number };
 async function startAgent(h: string): Promise<Agent> {
   ag[h] = await topo.agent(hosts[h], { kv: `etcd://${etcd.endpoint}`, extra: ['--lease-ttl', String(TTL)] });
   return ag[h];
+}
+
+/** Revokes a lease as an operator would (etcdctl lease revoke), from a host namespace: etcd lives on the underlay. */
+function revokeLease(id: string): void {
+  const js = `import { Etcd3 } from 'etcd3'; const c = new Etcd3({ hosts: 'http://${etcd.endpoint}' }); await c.leaseClient.leaseRevoke({ ID: '${id}' }); c.close();`;
+  const rv = sh(['ip', 'netns', 'exec', hosts.h1.ns, 'node', '--input-type=module', '-e', js]);
+  assert.equal(rv.code, 0, `lease revoke: ${rv.stderr}`);
 }
 
 const fdbHas = async (a: Agent, network: string, m: string) =>
@@ -181,6 +188,117 @@ test(
     assert.ok(await waitPing(ns.c1, lateIp), 'c1 reaches the endpoint created after the outage');
   },
 );
+
+test(
+  'KV hangs (etcd stopped, connections open): forwarding goes on, an attach fails within its timeout, all resumes',
+  { skip },
+  async () => {
+    // a hung store is worse than a dead one: connections stay up and nothing answers. Nothing may wait forever.
+    assert.ok(await waitPing(ns.c2, '198.19.1.2'));
+    const n = topo.ns('hung', { quiet: true });
+    etcd.pause();
+    try {
+      assert.equal(ping(ns.c2, '198.19.1.2', 5).received, 5, 'c2 -> c1 while etcd hangs');
+      const t1 = Date.now();
+      const err = (await ag.h2
+        .call('POST', '/v1/endpoints', { network: 'blue', netns: n, name: 'hung' })
+        .catch((e: unknown) => e)) as { code: string; message: string };
+      assert.equal(err.code, 'ERR_KV_UNAVAILABLE', `attach while etcd hangs: ${err.message}`);
+      console.log(`# attach while etcd hangs failed after ${Date.now() - t1} ms: ${err.message.slice(0, 160)}`);
+      assert.equal(sh(['ip', '-n', n, 'link', 'show', 'eth0']).code, 1, 'the failed attach left no interface');
+      assert.equal(ping(ns.c1, '198.19.1.3', 3).received, 3, 'still forwarding both ways');
+    } finally {
+      etcd.resume();
+    }
+    const back = await poll(
+      () =>
+        ag.h2
+          .call<{ name: string }>('POST', '/v1/endpoints', { network: 'blue', netns: n, name: 'hung' })
+          .catch(() => null),
+      (v) => v !== null,
+      30_000,
+      250,
+    );
+    assert.ok(back.ok, 'attach works again once etcd answers');
+    await ag.h2.call('DELETE', '/v1/endpoints/hung');
+  },
+);
+
+test(
+  'the host lease revoked behind its back: the agent registers again and its endpoints come back',
+  { skip },
+  async () => {
+    type Kvs = { kv: { lease: string | null; registered: boolean } };
+    const lease = (await ag.h2.call<Kvs>('GET', '/v1/stats')).kv.lease;
+    assert.ok(lease, 'h2 holds a lease');
+    revokeLease(lease);
+    // the revoke deletes h2's keys: the others drop c2 ...
+    const dropped = await poll(
+      () => fdbHas(ag.h1, 'blue', mac.c2),
+      (v) => !v,
+      10_000,
+    );
+    assert.ok(dropped.ok, "the revoke removed c2 from h1's FDB");
+    // ... until h2 notices (its next keep-alive), takes a new lease and publishes c2 again
+    const again = await poll(
+      () => ag.h2.call<Kvs>('GET', '/v1/stats'),
+      (st) => st.kv.registered && st.kv.lease !== null && st.kv.lease !== lease,
+      (TTL + 20) * 1000,
+      50,
+    );
+    assert.ok(again.ok, `h2 registered again: ${JSON.stringify(again.v.kv)}`);
+    const back = await poll(
+      () => fdbHas(ag.h1, 'blue', mac.c2),
+      (v) => v,
+      10_000,
+    );
+    assert.ok(back.ok, "c2 is back in h1's FDB");
+    assert.ok(await waitPing(ns.c1, '198.19.1.3'), 'c1 -> c2 works again');
+    console.log(
+      `# lease revoked: h2 had a new lease ${again.ms} ms later, c2 back in h1's FDB ${back.ms} ms after that`,
+    );
+  },
+);
+
+test('several etcd endpoints: an agent whose first endpoint is dead uses the next one', { skip }, async () => {
+  // 198.18.0.251 is on the underlay but nobody is there: connecting to it times out rather than being refused
+  const h = topo.host('h4');
+  const a = await topo.agent(h, {
+    kv: `etcd://198.18.0.251:2379,${etcd.endpoint}`, // and the default lease TTL (10 s)
+  });
+  try {
+    await seesNetwork(a, 'blue', 30_000);
+    // requests that land on the dead endpoint time out and are retried on the live one: registration may lag
+    const reg = await poll(
+      () => a.call<{ kv: { registered: boolean } }>('GET', '/v1/stats'),
+      (st) => st.kv.registered,
+      30_000,
+      50,
+    );
+    assert.ok(reg.ok, 'registered through the live endpoint');
+    console.log(`# first etcd endpoint dead: tables listed, registered ${reg.ms} ms after the tables`);
+    const c4 = topo.ns('c4', { quiet: true });
+    const e = await a.call<{ ip: string }>('POST', '/v1/endpoints', { network: 'blue', netns: c4, name: 'c4' });
+    assert.ok(await waitPing(c4, '198.19.1.2'), 'c4 (on the agent with a dead first endpoint) reaches c1');
+    assert.ok(await waitPing(ns.c1, e.ip), 'and c1 reaches c4');
+    // at the default lease TTL too, a lease revoked behind the agent's back is noticed and replaced
+    type Kvs = { kv: { lease: string | null; registered: boolean } };
+    const lease = (await a.call<Kvs>('GET', '/v1/stats')).kv.lease!;
+    revokeLease(lease);
+    const again = await poll(
+      () => a.call<Kvs>('GET', '/v1/stats'),
+      (st) => st.kv.registered && st.kv.lease !== null && st.kv.lease !== lease,
+      30_000,
+      50,
+    );
+    assert.ok(again.ok, `registered again at the default TTL: ${JSON.stringify(again.v.kv)}`);
+    assert.ok(await waitPing(ns.c1, e.ip), 'c1 reaches c4 after the re-registration');
+    console.log(`# default TTL (10 s): a revoked lease was replaced ${again.ms} ms later`);
+    await a.call('DELETE', '/v1/endpoints/c4');
+  } finally {
+    await topo.stopAgent(a);
+  }
+});
 
 test(
   'agent killed (SIGKILL) and restarted: endpoints are re-adopted and traffic resumes; the gap is measured',

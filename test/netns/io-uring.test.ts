@@ -9,7 +9,9 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native } from '../../src/sys/native.js';
 import { createTap, type Tap } from '../../src/tap/tap.js';
-import { type Agent, isRoot, must, sh, sleep, Topo, waitPing } from '../helpers/topo.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Agent, isRoot, must, ROOT, seesNetwork, sh, sleep, Topo, waitPing } from '../helpers/topo.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces, TAP devices)';
 let topo: Topo;
@@ -252,3 +254,34 @@ test('an agent uses io_uring for its TAPs and reports it; --no-io-uring turns it
   assert.ok(co.datagrams >= 2 * co.sends, JSON.stringify(co));
   assert.equal(s2.io_uring.ops, 0);
 });
+
+test(
+  "io_uring refused by seccomp (as by Docker's default profile): the agent warns and forwards without it",
+  { skip },
+  async () => {
+    const noring = join(topo.dir, 'noring');
+    must(['cc', '-O2', '-Wall', '-o', noring, join(ROOT, 'test/helpers/noring.c')]);
+    const h3 = topo.host('h3');
+    const h4 = topo.host('h4');
+    const refused = await topo.agent(h3, { wrap: [noring] });
+    const normal = await topo.agent(h4);
+    await refused.call('POST', '/v1/networks', { name: 'sc', subnet: '198.19.80.0/24' });
+    await seesNetwork(normal, 'sc');
+    const c3 = topo.ns('c3', { quiet: true });
+    const c4 = topo.ns('c4', { quiet: true });
+    await refused.call('POST', '/v1/endpoints', { network: 'sc', netns: c3, name: 'c3', ip: '198.19.80.3' });
+    await normal.call('POST', '/v1/endpoints', { network: 'sc', netns: c4, name: 'c4', ip: '198.19.80.4' });
+    assert.ok(await waitPing(c4, '198.19.80.3'), 'forwarding works on the agent without io_uring');
+    const r = sh(['ip', 'netns', 'exec', c4, 'ping', '-f', '-c', '200', '-W', '1', '198.19.80.3']);
+    assert.equal(r.code, 0, r.stdout);
+    type Uring = { io_uring: { status: string; ops: number } };
+    const st = (await refused.call<Uring>('GET', '/v1/stats')).io_uring;
+    assert.match(st.status, /^off: /, JSON.stringify(st));
+    assert.doesNotMatch(st.status, /switched off/, 'refused by the kernel, not by --no-io-uring');
+    assert.equal(st.ops, 0, 'no io_uring operation was submitted');
+    assert.equal((await normal.call<Uring>('GET', '/v1/stats')).io_uring.status, 'on', 'the other agent uses it');
+    const log = readFileSync(refused.logFile, 'utf8');
+    assert.match(log, /io_uring unavailable/, 'the agent said so in its log');
+    console.log(`# io_uring under seccomp: ${st.status}`);
+  },
+);

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { parseMac } from '../../src/vxlan/mac.js';
 import { DROP_REASONS } from '../../src/dataplane/counters.js';
-import { type Agent, isRoot, must, ping, sh, Topo, waitPing, CLI } from '../helpers/topo.js';
+import { readFileSync } from 'node:fs';
+import { type Agent, isRoot, must, ping, poll, sh, Topo, waitPing, CLI } from '../helpers/topo.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces)';
 const SENDJUNK = join(CLI, '../../../test/helpers/sendjunk.js');
@@ -19,11 +20,14 @@ let c2 = '';
 let c1mac = '';
 let h2: { ns: string; addr: string; ifname: string };
 
+let startedAt = 0;
+
 before(async () => {
   if (skip) return;
   topo = new Topo();
   const h1 = topo.host('h1');
   h2 = topo.host('h2');
+  startedAt = Date.now();
   a1 = await topo.agent(h1);
   const a2 = await topo.agent(h2);
   await a1.call('POST', '/v1/networks', { name: 'blue', vni: 4097, subnet: '198.19.1.0/24' });
@@ -106,5 +110,21 @@ test(
     assert.equal(a1.proc.exitCode, null, 'agent alive');
     assert.equal(ping(c2, '198.19.1.10', 5).received, 5, 'forwarding keeps working');
     console.log(`# dropped ${total} datagrams: ${JSON.stringify(delta)}`);
+    // the log says so, at most once per 10 s interval, never once per packet (wait for the interval's line)
+    const dropLines = () =>
+      readFileSync(a1.logFile, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('packets dropped in the last interval'));
+    const logged = await poll(dropLines, (ls) => ls.length > 0, 15_000, 100);
+    assert.ok(logged.ok, 'the drops were logged');
+    const maxLines = Math.ceil((Date.now() - startedAt) / 10_000) + 1;
+    assert.ok(
+      logged.v.length <= maxLines,
+      `${logged.v.length} drop log lines for ${total} drops (at most ${maxLines})`,
+    );
+    const reported = logged.v
+      .map((l) => JSON.parse(l) as { drops: Record<string, number> })
+      .reduce((n, l) => n + Object.values(l.drops).reduce((x, y) => x + y, 0), 0);
+    assert.ok(reported >= total, `the log lines count ${reported} drops, ${total} were sent`);
   },
 );

@@ -4,9 +4,21 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Agent, isRoot, must, ping, seesNetwork, sh, tcpTransfer, Topo, waitPing } from '../helpers/topo.js';
+import {
+  type Agent,
+  isRoot,
+  must,
+  ping,
+  poll,
+  seesNetwork,
+  sh,
+  tcpTransfer,
+  Topo,
+  until,
+  waitPing,
+} from '../helpers/topo.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces)';
 let topo: Topo;
@@ -184,5 +196,160 @@ test(
     const st = await a1.call<Stats>('GET', '/v1/stats');
     const peer = st.peers.find((p) => p.vtep === '198.18.0.2');
     assert.ok(peer && peer.rx_packets > 0 && peer.tx_packets > 0, JSON.stringify(st.peers));
+  },
+);
+
+test(
+  '802.1Q-tagged frames cross the overlay on an --allow-tagged network, and are dropped on others',
+  { skip },
+  async () => {
+    await a1.call('POST', '/v1/networks', { name: 'trunk', subnet: '198.19.20.0/24', allowTagged: true });
+    await seesNetwork(a2, 'trunk');
+    const t1 = topo.ns('t1', { quiet: true });
+    const t2 = topo.ns('t2', { quiet: true });
+    const e1 = await a1.call<{ mac: string }>('POST', '/v1/endpoints', {
+      network: 'trunk',
+      netns: t1,
+      name: 't1',
+      ip: '198.19.20.2',
+    });
+    const e2 = await a2.call<{ mac: string }>('POST', '/v1/endpoints', {
+      network: 'trunk',
+      netns: t2,
+      name: 't2',
+      ip: '198.19.20.3',
+    });
+    assert.ok(await waitPing(t1, '198.19.20.3'), 'the trunk network works untagged');
+    // this kernel has no 8021q module, so the containers send tagged frames themselves from a raw socket (VLAN 100,
+    // an experimental EtherType inside); tshark on the far side reads the tag (from the packet's metadata)
+    const send = (ns: string, dst: string, count: number) => {
+      const py = [
+        'import socket',
+        's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)',
+        "s.bind(('eth0', 0))",
+        "src = bytes.fromhex(open('/sys/class/net/eth0/address').read().strip().replace(':', ''))",
+        `f = bytes.fromhex('${dst.replace(/:/g, '')}') + src + bytes.fromhex('8100006488b5') + b'vxtap-vlan-100'.ljust(46, b'.')`,
+        `for i in range(${count}): s.send(f)`,
+      ].join('\n');
+      must(['ip', 'netns', 'exec', ns, 'python3', '-c', py]);
+    };
+    const cap = topo.spawn([
+      'ip',
+      'netns',
+      'exec',
+      t2,
+      'tshark',
+      '-i',
+      'eth0',
+      '-l',
+      '-n',
+      '-f',
+      'vlan 100',
+      '-T',
+      'fields',
+      '-e',
+      'vlan.id',
+      '-e',
+      'eth.src',
+      '-a',
+      'duration:30',
+    ]);
+    let lines = '';
+    cap.stdout!.on('data', (d: Buffer) => (lines += d.toString()));
+    const seen = () => lines.split('\n').filter((l) => l.trim() === `100\t${e1.mac}`).length;
+    // the capture's filter goes live a moment after it starts: send until tagged frames show up, then count 5 more
+    assert.ok(await until(() => (send(t1, e2.mac, 1), seen() > 0), 15_000, 200), `tagged frames reach t2: ${lines}`);
+    const n0 = seen();
+    send(t1, e2.mac, 5);
+    assert.ok(await until(() => seen() >= n0 + 5, 10_000), `all 5 tagged frames arrived with their tag: ${lines}`);
+    cap.kill('SIGINT');
+    // the same on blue (no --allow-tagged): tagged frames are dropped at the sender, and counted
+    const c2mac = JSON.parse(must(['ip', '-n', c2, '-j', 'link', 'show', 'eth0']))[0].address as string;
+    const before = (await a1.call<Stats>('GET', '/v1/stats')).drops.tx_vlan_tagged;
+    send(c1, c2mac, 3);
+    const after = await poll(
+      async () => (await a1.call<Stats>('GET', '/v1/stats')).drops.tx_vlan_tagged,
+      (n) => n >= before + 3,
+      5000,
+    );
+    assert.ok(after.ok, `tx_vlan_tagged ${before} -> ${after.v}`);
+  },
+);
+
+test('--mtu on a jumbo underlay: 8950-byte frames cross unfragmented, TCP byte-exact', { skip }, async () => {
+  // the underlay (both hosts' links and the switch) to MTU 9000; the network to 9000 - 50
+  const sw = `${topo.tag}-sw`;
+  const links: [string, string][] = [
+    [h1.ns, h1.ifname],
+    [h2.ns, h2.ifname],
+    [sw, `${topo.tag}s1`],
+    [sw, `${topo.tag}s2`],
+    [sw, 'br0'],
+  ];
+  for (const [n, l] of links) must(['ip', '-n', n, 'link', 'set', l, 'mtu', '9000']);
+  try {
+    const net = await a1.call<{ mtu: number }>('POST', '/v1/networks', {
+      name: 'jumbo',
+      subnet: '198.19.30.0/24',
+      mtu: 8950,
+    });
+    assert.equal(net.mtu, 8950);
+    await seesNetwork(a2, 'jumbo');
+    const j1 = topo.ns('j1', { quiet: true });
+    const j2 = topo.ns('j2', { quiet: true });
+    await a1.call('POST', '/v1/endpoints', { network: 'jumbo', netns: j1, name: 'j1', ip: '198.19.30.2' });
+    await a2.call('POST', '/v1/endpoints', { network: 'jumbo', netns: j2, name: 'j2', ip: '198.19.30.3' });
+    assert.equal(JSON.parse(must(['ip', '-n', j1, '-j', 'link', 'show', 'eth0']))[0].mtu, 8950);
+    assert.ok(await waitPing(j1, '198.19.30.3'));
+    // 8922 bytes of ICMP payload + 28 = 8950: the largest packet, with DF, both ways
+    for (const [from, to] of [
+      [j1, '198.19.30.3'],
+      [j2, '198.19.30.2'],
+    ]) {
+      const p = sh(['ip', 'netns', 'exec', from, 'ping', '-n', '-c', '3', '-M', 'do', '-s', '8922', '-W', '1', to]);
+      assert.match(p.stdout, / 3 received/, `8950-byte packets ${from} -> ${to}: ${p.stdout}${p.stderr}`);
+    }
+    const size = 16 * 1024 * 1024 + 5;
+    const t = await tcpTransfer(topo, j2, j1, '198.19.30.2', size);
+    assert.equal(t.got.bytes, size);
+    assert.equal(t.got.sha256, t.sent.sha256);
+    const st = await a1.call<Stats>('GET', '/v1/stats');
+    assert.equal(st.drops.rx_truncated, 0, JSON.stringify(st.drops));
+  } finally {
+    for (const [n, l] of links.reverse()) sh(['ip', '-n', n, 'link', 'set', l, 'mtu', '1500']);
+  }
+});
+
+test(
+  'an agent started without --no-memory-reducer says so at startup; KV metrics report revision and lag',
+  { skip },
+  async () => {
+    const h3 = topo.host('h3');
+    const a3 = await topo.agent(h3, { nodeArgs: [] });
+    try {
+      const log = readFileSync(a3.logFile, 'utf8');
+      assert.match(log, /node was started without --no-memory-reducer: expect 5-20 ms data-plane stalls/);
+      assert.doesNotMatch(readFileSync(a1.logFile, 'utf8'), /started without --no-memory-reducer/, 'a1 has the flag');
+    } finally {
+      await topo.stopAgent(a3);
+    }
+    // the store's side of the metrics: the revision the tables reflect, the watch's lag, errors, re-lists
+    const r = sh([
+      'ip',
+      'netns',
+      'exec',
+      h1.ns,
+      'node',
+      '-e',
+      'fetch("http://127.0.0.1:9410/metrics").then(r=>r.text()).then(t=>process.stdout.write(t))',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const val = (name: string) =>
+      Number(new RegExp(`^${name}\\{host="[^"]+"\\} ([\\d.e+-]+)$`, 'm').exec(r.stdout)?.[1]);
+    const st = await a1.call<{ kv: { revision: number } }>('GET', '/v1/stats');
+    assert.ok(val('vxtap_kv_revision') > 0 && val('vxtap_kv_revision') <= st.kv.revision, r.stdout.slice(0, 300));
+    assert.ok(val('vxtap_kv_watch_lag_seconds') >= 0, 'watch lag reported');
+    assert.equal(val('vxtap_kv_watch_errors_total'), 0, 'no watch errors on a healthy store');
+    assert.ok(val('vxtap_kv_full_syncs_total') >= 1, 'the first list counts as a full sync');
   },
 );

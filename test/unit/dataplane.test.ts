@@ -33,11 +33,12 @@ function setup(
     checkIpv6?: boolean;
     allowTagged?: boolean;
     storm?: [pps: number, burst: number];
+    maxLearned?: number;
   } = {},
 ) {
   const io = new FakeIo();
   let t = 1000;
-  const fdb = new Fdb<Port>({ now: () => t });
+  const fdb = new Fdb<Port>({ now: () => t, maxLearned: opts.maxLearned });
   const udpFd = io.udp();
   const txFds = Array.from({ length: opts.txSockets ?? 1 }, () => io.udp());
   const failed: string[] = [];
@@ -1069,4 +1070,38 @@ test('offloads over IPv6: a TSO6 super-frame is cut into valid segments for a VT
     'checksum field = pseudo-header sum (partial)',
   );
   assert.deepEqual([...out[1].subarray(0, 10)], new Array(10).fill(0), 'the other flow goes as it came');
+});
+
+test('counters users read first: tx_no_destination, tx_tap_error, rx_tap_error, rx_learn_full', () => {
+  // a broadcast with nobody to send it to: no other local port, no flood entry
+  {
+    const { dp, fdb, a, fromTap, io } = setup();
+    dp.removePort('b');
+    fdb.floodDel(VNI, PEER, 4789);
+    fdb.floodDel(VNI, PEER3, 4789);
+    fromTap(a, ipv4Frame(BCAST, MAC_A, { size: 100 }));
+    assert.equal(dp.counters.tx_no_destination, 1);
+    assert.equal(io.sent.length, 0);
+  }
+  // a local delivery whose TAP write fails: counted on the sending side, the other traffic goes on
+  {
+    const { dp, a, b, fromTap, io, fromWire } = setup();
+    io.failTapWrites.add(b.fd);
+    fromTap(a, ipv4Frame(MAC_B, MAC_A, { size: 100 }));
+    assert.equal(dp.counters.tx_tap_error, 1, 'a -> b local write failed');
+    // and from the wire to b: the receive side's counter
+    fromWire(PEER, vxlanDatagram(VNI, ipv4Frame(MAC_B, MAC_R, { size: 100 })));
+    assert.equal(dp.counters.rx_tap_error, 1, 'wire -> b write failed');
+    io.failTapWrites.delete(b.fd);
+    fromWire(PEER, vxlanDatagram(VNI, ipv4Frame(MAC_B, MAC_R, { size: 100 })));
+    assert.equal(io.tapOut.get(b.fd)!.length, 1, 'b receives again once its TAP takes frames');
+  }
+  // learning full: the frame is still delivered, the MAC is not learned, the counter says why
+  {
+    const { dp, a, io, fromWire, fdb } = setup({ maxLearned: 2 });
+    for (let i = 0; i < 3; i++) fromWire(PEER, vxlanDatagram(VNI, ipv4Frame(MAC_A, MAC_R + i, { size: 100 })));
+    assert.equal(io.tapOut.get(a.fd)!.length, 3, 'all three delivered');
+    assert.equal(fdb.vnet(VNI).learned, 2);
+    assert.equal(dp.counters.rx_learn_full, 1);
+  }
 });
