@@ -31,7 +31,9 @@ export interface Sample {
   pps60: number; // delivered 60-byte frames per second, generator at full rate
   loss60: number; // % of the frames trafgen sent at full rate that never reached the receiving container
   lossHalf: number; // the same at half the delivered rate (below saturation)
-  senderDrops60: number; // of loss60's frames, those the sending container's own interface dropped (tx_dropped)
+  senderDrops60: number; // frames the sending container's interface refused at full rate (its tx_dropped)
+  senderRefused60: number; // those as % of what trafgen offered (sent + refused): back-pressure, not loss (see flood)
+  senderRefusedHalf: number;
   pingAvg: number; // ms, NaN when no echo came back
   pingLoss: number; // % of iputils ping's echoes with no reply
   pingP99: number;
@@ -86,11 +88,13 @@ const hexBytes = (xs: number[]) => xs.map((b) => `0x${b.toString(16).padStart(2,
 /**
  * 60-byte frames (Ethernet 14 + IPv4 20 + UDP 8 + 18 bytes of payload) from c2 (198.19.1.2) to c1 (198.19.1.1,
  * UDP port 9: discard) for T seconds with trafgen, at full rate or `rate` pps. "Sent" is what trafgen itself
- * reports having sent, "got" what c1's eth0 received: the same two counts on every path, whatever the sending
- * interface is (a TAP counts a frame as transmitted only once the forwarder reads it and puts the ones its full
- * queue drops in tx_dropped; a veth drops when its peer's backlog is full): every frame lost anywhere between the
- * generator and the receiving container is loss. The sender's tx_dropped is kept to say where. --no-sock-mem:
- * trafgen leaves the host's socket memory settings alone.
+ * reports having sent, "got" what c1's eth0 received: the same two counts on every path, so loss is every frame
+ * the generator sent that did not arrive. What differs between paths is the sending interface: a TAP whose reader
+ * (the forwarder) falls behind refuses frames (counted in its tx_dropped) and trafgen does not count them as sent
+ * (measured: vxtap's TAP refused a million frames in a run whose loss was 0), as a full socket buffer pushes back on
+ * an application; a veth takes every frame and the path behind it drops what it cannot carry, which is loss. The
+ * refusals are reported next to the loss ("refused"). --no-sock-mem: trafgen leaves the host's socket memory
+ * settings alone.
  */
 async function flood(t: Topo, T: number, rate?: number): Promise<{ sent: number; got: number; senderDrops: number }> {
   const src = linkInfo(t.c2, 'eth0');
@@ -190,6 +194,8 @@ export async function measure(t: Topo, T: number): Promise<Sample> {
     loss60: lossPct(full.sent, full.got),
     lossHalf: lossPct(half.sent, half.got),
     senderDrops60: full.senderDrops,
+    senderRefused60: lossPct(full.sent + full.senderDrops, full.sent),
+    senderRefusedHalf: lossPct(half.sent + half.senderDrops, half.sent),
     pingAvg: rtts.length ? rtts.reduce((s, x) => s + x, 0) / rtts.length : NaN,
     pingLoss: lossPct(echoes, rtts.length),
     pingP99: rtts[Math.min(rtts.length - 1, Math.floor(rtts.length * 0.99))] ?? NaN,
@@ -211,6 +217,8 @@ export const KEYS: (keyof Sample)[] = [
   'loss60',
   'lossHalf',
   'senderDrops60',
+  'senderRefused60',
+  'senderRefusedHalf',
   'pingAvg',
   'pingLoss',
   'pingP99',

@@ -88,24 +88,27 @@ export function writeReport(results: Record<string, Sample[]>, machine: Machine,
     `Wake-ups: ${machine.wakeSameUs ?? '?'} us for a task woken on the waker's CPU, ${machine.wakeIdleUs ?? '?'} us on an idle other CPU (median; a forwarder that sleeps pays one per hop, about three per echo).`,
     'Median (min-max) over the rounds that completed ("rounds" says how many of the run\'s did). Ratios are to the kernel VXLAN row of this run.',
     '',
-    '| path | rounds | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | ping avg ms | ping p99 ms | echoes lost ping / sleeping % | added vs kernel (avg) | sleeping pinger avg / p50 / p99 ms | added (sleeping) avg / p50 | sleeping echoes over 1 ms % | CPU s per Gbit | CPU while pinging (cores) |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| path | rounds | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | refused by the sending interface at full / half rate % | ping avg ms | ping p99 ms | echoes lost ping / sleeping % | added vs kernel (avg) | sleeping pinger avg / p50 / p99 ms | added (sleeping) avg / p50 | sleeping echoes over 1 ms % | CPU s per Gbit | CPU while pinging (cores) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...Object.keys(results).map((p) => {
       const s = summary[p];
       const rounds = `${results[p].length}/${run.reps}`;
-      if (!s) return `| ${p} | ${rounds} |${' - |'.repeat(16)}`;
+      if (!s) return `| ${p} | ${rounds} |${' - |'.repeat(17)}`;
       const added = k ? `${((s.pingAvg.med - k.pingAvg.med) * 1000).toFixed(0)} us` : '-';
       const us = (key: 'sleepAvg' | 'sleepP50') =>
         k && Number.isFinite(s[key].med) && Number.isFinite(k[key].med)
           ? `${((s[key].med - k[key].med) * 1000).toFixed(0)}`
           : '-';
       const addedSleep = `${us('sleepAvg')} / ${us('sleepP50')} us`;
-      return `| ${p} | ${rounds} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.loss60, 1)} / ${fmt(s.lossHalf, 2)} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${fmt(s.pingLoss, 1)} / ${fmt(s.sleepLoss, 1)} | ${added} | ${fmt(s.sleepAvg, 3)} / ${fmt(s.sleepP50, 3)} / ${fmt(s.sleepP99, 3)} | ${addedSleep} | ${fmt(s.sleepSlow, 1)} | ${fmt(s.cpuPerGbit, 2)} | ${fmt(s.pingCores, 2)} |`;
+      return `| ${p} | ${rounds} | ${fmt(s.tcp1, 2)} | ${ratio(p, 'tcp1')} | ${fmt(s.tcp4, 2)} | ${ratio(p, 'tcp4')} | ${fmt(s.pps60, 0)} | ${ratio(p, 'pps60')} | ${fmt(s.loss60, 1)} / ${fmt(s.lossHalf, 2)} | ${fmt(s.senderRefused60, 1)} / ${fmt(s.senderRefusedHalf, 1)} | ${fmt(s.pingAvg, 3)} | ${fmt(s.pingP99, 3)} | ${fmt(s.pingLoss, 1)} / ${fmt(s.sleepLoss, 1)} | ${added} | ${fmt(s.sleepAvg, 3)} / ${fmt(s.sleepP50, 3)} / ${fmt(s.sleepP99, 3)} | ${addedSleep} | ${fmt(s.sleepSlow, 1)} | ${fmt(s.cpuPerGbit, 2)} | ${fmt(s.pingCores, 2)} |`;
     }),
     '',
     '60 B frames: trafgen (one process) from the client container at full rate, then at half the rate the path',
     "delivered. Loss is 1 - (frames the receiving container's interface got) / (frames trafgen reports sent), the same",
-    'count on every path, whatever the sending interface (TAP or veth) does with frames it cannot pass on.',
+    "count on every path. Refused: frames the sending container's interface turned away (its tx_dropped), as % of",
+    'what trafgen offered; trafgen does not count them as sent. A TAP refuses when its reader (the forwarder) falls',
+    'behind, pushing back on the sender as a full socket buffer does; a veth never refuses, and the path behind it',
+    'drops instead (loss).',
     `The generator shares the machine's ${machine.cpus} CPUs with the path.`,
     'Ping: one echo every 5 ms; "CPU while pinging" is what the path\'s processes used meanwhile (1.00 = one core).',
     'iputils ping busy-waits between echoes at that interval (about one CPU); the sleeping pinger (bench/pinger.c)',
