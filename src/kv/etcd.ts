@@ -22,7 +22,15 @@ export interface EtcdOptions {
   endpoints: string[];
   /** Per-call deadline (default 3000 ms), so a dead etcd fails fast instead of hanging the caller. */
   timeoutMs?: number;
+  /** Keys per range request when listing (default LIST_PAGE). */
+  pageSize?: number;
 }
+
+/**
+ * Keys per page of a list: endpoint records are about 150 bytes with their key, so a page is about 1.5 MB, well
+ * inside gRPC's 4 MiB default message limit, and few enough round trips that 250,000 endpoints take 25.
+ */
+export const LIST_PAGE = 10_000;
 
 function wrap(e: unknown, what: string): KvError {
   if (e instanceof KvError) return e;
@@ -40,12 +48,16 @@ export class EtcdKv implements Kv {
   private readonly timeoutMs: number;
   private readonly watchers = new Set<Watcher>();
   private readonly leases = new Set<EtcdLease>();
+  private readonly pageSize: number;
+  /** Range requests list() has made (pages read), for tests and the bench. */
+  pages = 0;
 
   constructor(o: EtcdOptions) {
     if (!o.endpoints.length) throw new KvError('ERR_KV_INVALID', 'etcd: no endpoints given');
     const hosts = o.endpoints.map((h) => (/^https?:\/\//.test(h) ? h : `http://${h}`));
     this.where = `etcd://${o.endpoints.join(',')}`;
     this.timeoutMs = o.timeoutMs ?? 3000;
+    this.pageSize = o.pageSize ?? LIST_PAGE;
     this.client = new Etcd3({
       hosts,
       dialTimeout: this.timeoutMs,
@@ -63,12 +75,36 @@ export class EtcdKv implements Kv {
     }
   }
 
+  /**
+   * Every key under `prefix` as of one revision, read in pages of `pageSize` keys: one range over a large
+   * cluster passes gRPC's 4 MiB message limit (about 33,000 endpoint records) and fails whole. The first page
+   * fixes the revision; the others are read at that revision, from just past the last key of the page before,
+   * so the result is one consistent snapshot however many pages it takes. If the store compacts that revision
+   * away between pages, the list starts over at the current one (a few times, then ERR_KV_COMPACTED).
+   */
   async list(prefix: string): Promise<{ entries: KvEntry[]; revision: number }> {
-    try {
-      const r = await this.client.getAll().prefix(prefix).exec();
-      return { entries: r.kvs.map(toEntry), revision: Number(r.header.revision) };
-    } catch (e) {
-      throw wrap(e, `etcd list ${prefix}`);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.listOnce(prefix);
+      } catch (e) {
+        const err = wrap(e, `etcd list ${prefix}`);
+        if (err.code !== 'ERR_KV_COMPACTED' || attempt >= 3) throw err;
+      }
+    }
+  }
+
+  private async listOnce(prefix: string): Promise<{ entries: KvEntry[]; revision: number }> {
+    const end = prefixEndBytes(prefix);
+    const entries: KvEntry[] = [];
+    let from = Buffer.from(prefix);
+    let revision = 0;
+    for (;;) {
+      const r = await this.client.kv.range({ key: from, range_end: end, limit: this.pageSize, revision });
+      if (revision === 0) revision = Number(r.header.revision);
+      for (const kv of r.kvs) entries.push(toEntry(kv));
+      this.pages++;
+      if (!r.more || r.kvs.length === 0) return { entries, revision };
+      from = Buffer.concat([r.kvs[r.kvs.length - 1].key, Buffer.from([0])]);
     }
   }
 

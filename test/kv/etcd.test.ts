@@ -1,5 +1,6 @@
 import { Etcd3 } from 'etcd3';
-import { after, before } from 'node:test';
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
 import { EtcdKv } from '../../src/kv/etcd.js';
 import { startEtcd, type EtcdServer } from '../helpers/etcd.js';
 import { conformance } from './conformance.js';
@@ -33,4 +34,103 @@ conformance('etcd', async () => {
       await b.close();
     },
   };
+});
+
+// ---- lists that scale (issue 24): pages at one revision, no gRPC message limit, compaction while paging
+
+/** Puts `n` keys `${prefix}kNNNNNN` with `size`-byte values, 128 per transaction. */
+async function fill(kv: EtcdKv, prefix: string, n: number, size: number): Promise<void> {
+  const v = 'x'.repeat(size);
+  for (let i = 0; i < n; i += 128) {
+    const ops = [];
+    for (let j = i; j < Math.min(n, i + 128); j++)
+      ops.push({ type: 'put' as const, key: `${prefix}k${String(j).padStart(6, '0')}`, value: v });
+    await kv.txn([], ops);
+  }
+}
+
+test('etcd list: more than one page comes back whole, in order, from pages read at one revision', async () => {
+  const kv = new EtcdKv({ endpoints: [srv.endpoint], pageSize: 7 });
+  const p = `/page${process.pid}/`;
+  try {
+    await fill(kv, p, 25, 10);
+    // a write that lands between two pages must not show: the list is the store as of its first page
+    const raw = (kv as unknown as { client: { kv: { range: (r: object) => Promise<unknown> } } }).client.kv;
+    const range = raw.range.bind(raw);
+    let calls = 0;
+    raw.range = async (r: object) => {
+      const res = await range(r);
+      if (++calls === 1) {
+        const other = new EtcdKv({ endpoints: [srv.endpoint] });
+        await other.put(`${p}k000010a`, 'between pages'); // sorts into a later page
+        await other.delete(`${p}k000020`);
+        await other.close();
+      }
+      return res;
+    };
+    const pages0 = kv.pages;
+    const { entries, revision } = await kv.list(p);
+    assert.equal(kv.pages - pages0, 4, '25 keys in pages of 7');
+    assert.deepEqual(
+      entries.map((e) => e.key.slice(p.length)),
+      Array.from({ length: 25 }, (_, i) => `k${String(i).padStart(6, '0')}`),
+      'exactly the keys as of the first page',
+    );
+    assert.ok(entries.every((e) => e.modRevision <= revision));
+    raw.range = range;
+    const now = await kv.list(p);
+    assert.equal(now.entries.length, 25, 'one key more, one less, once the list is read again');
+    assert.ok(now.entries.some((e) => e.key === `${p}k000010a`));
+  } finally {
+    await kv.txn([], [{ type: 'deletePrefix', prefix: p }]);
+    await kv.close();
+  }
+});
+
+test('etcd list: a compaction between pages starts the list over at the new revision', async () => {
+  const kv = new EtcdKv({ endpoints: [srv.endpoint], pageSize: 5 });
+  const p = `/compact${process.pid}/`;
+  try {
+    await fill(kv, p, 12, 10);
+    const raw = (kv as unknown as { client: { kv: { range: (r: object) => Promise<unknown> } } }).client.kv;
+    const range = raw.range.bind(raw);
+    let calls = 0;
+    raw.range = async (r: object) => {
+      const res = await range(r);
+      if (++calls === 1) {
+        const c = new Etcd3({ hosts: `http://${srv.endpoint}` });
+        const head = await kv.put(`${p}k000003`, 'changed'); // a revision after the first page's
+        await c.kv.compact({ revision: String(head), physical: true });
+        c.close();
+      }
+      return res;
+    };
+    const { entries } = await kv.list(p);
+    assert.equal(entries.length, 12);
+    assert.equal(
+      entries.find((e) => e.key === `${p}k000003`)?.value,
+      'changed',
+      'the list that succeeded is the later one',
+    );
+    // pages read: the first of the first try (its second failed: compacted), then all 3 of the second try
+    assert.equal(calls, 1 + 3, `pages read: ${calls}`);
+  } finally {
+    await kv.txn([], [{ type: 'deletePrefix', prefix: p }]);
+    await kv.close();
+  }
+});
+
+test("etcd list: 40,000 records (6 MB, past gRPC's 4 MiB message limit) list whole", async () => {
+  const kv = new EtcdKv({ endpoints: [srv.endpoint] });
+  const p = `/big${process.pid}/`;
+  try {
+    await fill(kv, p, 40_000, 140);
+    const pages0 = kv.pages;
+    const { entries } = await kv.list(p);
+    assert.equal(entries.length, 40_000);
+    assert.equal(kv.pages - pages0, 4);
+  } finally {
+    await kv.txn([], [{ type: 'deletePrefix', prefix: p }]);
+    await kv.close();
+  }
 });
