@@ -191,6 +191,21 @@ async function run(store: 'embedded' | 'etcd'): Promise<Row> {
 
     // 2. scale: a simulated fourth host with SCALE endpoints on network 'big'
     await agents.a.call('POST', '/v1/networks', { name: 'big', subnet: '198.19.128.0/17' });
+    // an endpoint of big on each agent: an agent makes forwarding tables only for networks it has endpoints on
+    for (const [i, k] of ['a', 'b', 'c'].entries()) {
+      await until(
+        async () => (await agents[k].call<{ name: string }[]>('GET', '/v1/networks')).some((n) => n.name === 'big'),
+        (v) => v,
+        10_000,
+      );
+      const n = topo.ns(`big${k}`, { quiet: true });
+      await agents[k].call('POST', '/v1/endpoints', {
+        network: 'big',
+        netns: n,
+        name: `big${k}`,
+        ip: `198.19.255.${201 + i}`,
+      });
+    }
     const kv = await openKv(benchKv);
     const lease = await kv.grantLease(60);
     await kv.put(keys.host('sim'), JSON.stringify({ vtep: '198.18.0.200', port: 4789 }), lease.id);

@@ -151,7 +151,8 @@ export class Agent {
       },
       o.resyncMs,
     );
-    this.tables = new KvTables(this.fdb, this.reconciler.state, this.host);
+    // tables only for the networks this host has endpoints on (eps is made below; asked only once running)
+    this.tables = new KvTables(this.fdb, this.reconciler.state, this.host, (n) => this.eps.countOn(n) > 0);
     this.state = new StateFile(o.stateDir ?? DEFAULT_STATE_DIR, this.host, this.log);
     this.reg = new Registration({
       kv,

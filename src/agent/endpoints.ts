@@ -72,6 +72,7 @@ export interface EndpointsOptions {
 
 export class Endpoints {
   readonly byName = new Map<string, Endpoint>();
+  private readonly perNetwork = new Map<string, number>();
   /** Attachments under way (written to the state file before they touch anything). */
   readonly intents = new Map<string, Intent>();
   /** Called after a local endpoint was detached, by request or because its namespace or TAP went away. */
@@ -81,9 +82,15 @@ export class Endpoints {
   constructor(readonly o: EndpointsOptions) {}
 
   /** Local endpoints on `network`. */
+  /** Local endpoints on `network` (kept as a count: the tables ask for every change they apply). */
   countOn(network: string): number {
-    let n = 0;
-    for (const e of this.byName.values()) if (e.network === network) n++;
+    return this.perNetwork.get(network) ?? 0;
+  }
+
+  private count(network: string, d: 1 | -1): number {
+    const n = (this.perNetwork.get(network) ?? 0) + d;
+    if (n > 0) this.perNetwork.set(network, n);
+    else this.perNetwork.delete(network);
     return n;
   }
 
@@ -219,6 +226,7 @@ export class Endpoints {
       if (ep) {
         this.o.dp.removePort(ep.id);
         this.byName.delete(name);
+        this.count(ep.network, -1);
       }
       if (tap) await closeTap(tap, { persist: true });
       if (claimed) await ipam.unclaim(rec); // a reservation it took over goes with it, as before the redesign
@@ -254,6 +262,9 @@ export class Endpoints {
     });
     const ep: Endpoint = { id: r.name, name: r.name, network: r.network, netns: r.netns, ip, mac, tap, port, rec: r };
     this.byName.set(r.name, ep);
+    // the network's first endpoint here: its tables are made now (a network no local endpoint uses has none)
+    const net = this.o.networks.byName.get(r.network);
+    if (this.count(r.network, 1) === 1 && net) this.o.tables.syncNetwork(net.name, net.vni);
     return ep;
   }
 
@@ -262,6 +273,7 @@ export class Endpoints {
     const { dp, networks, tables, log } = this.o;
     dp.removePort(ep.id);
     this.byName.delete(name);
+    const left = this.count(ep.network, -1);
     // not persistent first: from here the TAP goes with its fd, even if the agent dies before the end
     safe(() => unpersistTap(ep.tap));
     try {
@@ -275,6 +287,8 @@ export class Endpoints {
     const rec = this.o.networks.storeRecord(ep.network);
     if (net && !rec)
       networks.apply(net.name, rec); // the network left the store while this endpoint kept it here
+    else if (net && left === 0)
+      tables.syncNetwork(net.name, net.vni); // the last one here: no tables any more
     else if (net) tables.syncMac(net.name, net.vni, ep.rec.mac); // its MAC may live on another host now
     log.info('endpoint detached', { endpoint: name, network: ep.network });
     try {

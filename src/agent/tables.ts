@@ -1,7 +1,10 @@
 /**
- * The cluster state turned into forwarding tables: for every network this host has, the `kv` FDB entries (remote
- * endpoints -> their host's VTEP), the `kv` flood rows (the hosts with endpoints on the network) and the ARP
- * table (every endpoint's IPv4 -> MAC).
+ * The cluster state turned into forwarding tables: for every network this host has endpoints on (`active`), the
+ * `kv` FDB entries (remote endpoints -> their host's VTEP), the `kv` flood rows (the hosts with endpoints on the
+ * network) and the ARP table (every endpoint's IPv4 -> MAC). A network with no local endpoint gets no tables: a
+ * host pays memory and table work only for the networks it uses, as Docker's overlay created a network's state on
+ * a host with the first container there. The first local endpoint of a network syncs it whole, the last one's
+ * detach clears it (Endpoints calls syncNetwork at both).
  *
  * Two ways in, with one set of rules:
  * - syncNetwork: one network whole, O(its endpoints); for a network that is new here (or changed its record).
@@ -34,14 +37,17 @@ export class KvTables<P extends LocalPort = LocalPort> {
     private readonly st: ClusterState,
     /** This host's name: its own endpoints get no kv entry and its VTEP no flood row. */
     private readonly self: string,
+    /** Whether this host has endpoints on the network (only those get tables). */
+    private readonly active: (network: string) => boolean = () => true,
   ) {}
 
-  /** Makes the network's kv entries, kv flood rows and ARP table equal to the state. */
+  /** Makes the network's kv entries, kv flood rows and ARP table equal to the state (or empty, if not active). */
   syncNetwork(name: string, vni: number): void {
     const v = this.fdb.vnet(vni);
     const want = new Map<number, Dst>();
     const arp = new Map<number, number>();
-    for (const ep of this.st.endpoints.get(name)?.values() ?? []) {
+    const active = this.active(name);
+    for (const ep of (active && this.st.endpoints.get(name)?.values()) || []) {
       const mac = parseMac(ep.mac);
       if (this.st.ipOwner(name, ep.ip) === ep) arp.set(parseIpv4(ep.ip), mac);
       const dst = this.remoteDst(ep);
@@ -54,7 +60,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
       else if (w.vtep === e.vtep && w.port === e.port) want.delete(e.mac);
     }
     for (const [mac, dst] of want) this.fdb.set(vni, mac, 'kv', dst);
-    const rows = this.wantedRows(name);
+    const rows = active ? this.wantedRows(name) : new Map<string, Dst>();
     for (const r of [...v.flood]) {
       if (r.kind !== 'kv') continue;
       if (!rows.delete(rowKey(r))) this.fdb.floodDel(vni, r.vtep, r.port, 'kv');
@@ -83,7 +89,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
     };
     for (const [net, macs] of ch.endpoints) {
       const vni = vnis.get(net);
-      if (vni === undefined || whole.has(net)) continue;
+      if (vni === undefined || whole.has(net) || !this.active(net)) continue;
       const v = this.fdb.vnet(vni);
       for (const [mac, prev] of macs) {
         const cur = this.st.endpoints.get(net)?.get(mac) ?? null;
@@ -98,7 +104,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
       if (host === this.self) continue;
       for (const ep of this.st.byHost.get(host) ?? []) {
         const vni = vnis.get(ep.network);
-        if (vni === undefined || whole.has(ep.network)) continue;
+        if (vni === undefined || whole.has(ep.network) || !this.active(ep.network)) continue;
         this.syncMac(ep.network, vni, ep.mac);
         mark(ep.network, host);
       }
@@ -107,7 +113,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
     }
     for (const [net, keys] of rows) {
       const vni = vnis.get(net);
-      if (vni === undefined || whole.has(net)) continue;
+      if (vni === undefined || whole.has(net) || !this.active(net)) continue;
       const wanted = this.wantedRows(net);
       const v = this.fdb.vnet(vni);
       for (const k of keys) {
@@ -121,7 +127,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
 
   /** Makes one MAC's kv entry equal to the state (after an attach or detach of it here, say). */
   syncMac(net: string, vni: number, mac: string): void {
-    const ep = this.st.endpoints.get(net)?.get(mac);
+    const ep = this.active(net) ? this.st.endpoints.get(net)?.get(mac) : undefined;
     const want = ep ? this.remoteDst(ep) : null;
     const m = parseMac(mac);
     const e = this.fdb.vnet(vni).entries.get(m);

@@ -49,13 +49,13 @@ function netValue(vni: number): string {
   return JSON.stringify({ vni, subnet: '198.19.0.0/16', gateway: null, mtu: 1450, learning: true });
 }
 
-/** Tables built from scratch from the store's contents. */
-function rebuilt(store: Map<string, string>): Tables {
+/** Tables built from scratch from the store's contents (for the `active` networks only). */
+function rebuilt(store: Map<string, string>, active: (n: string) => boolean = () => true): Tables {
   const st = new ClusterState();
   st.replace([...store].map(([key, value]) => ({ key, value })));
   const fdb = new Fdb<LocalPort>();
   for (const vni of NETS.values()) fdb.addVni(vni);
-  const t = new KvTables(fdb, st, SELF);
+  const t = new KvTables(fdb, st, SELF, active);
   for (const [name, vni] of NETS) t.syncNetwork(name, vni);
   return snapshot(fdb);
 }
@@ -237,4 +237,52 @@ test('syncNetwork: own endpoints get no kv entry and no flood row; a host withou
     v.flood.map((r) => r.kind),
     ['static'],
   );
+});
+
+test('tables only for active networks: none for the others, whole when one turns active, empty when it stops', () => {
+  for (let seed = 1; seed <= 8; seed++) {
+    const r = rng(seed);
+    const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)];
+    const store = new Map<string, string>();
+    const st = new ClusterState();
+    const fdb = new Fdb<LocalPort>();
+    for (const vni of NETS.values()) fdb.addVni(vni);
+    const active = new Set(['n1']);
+    const isActive = (n: string) => active.has(n);
+    const tables = new KvTables(fdb, st, SELF, isActive);
+    for (const [name, vni] of NETS) store.set(keys.network(name), netValue(vni));
+    const hosts = ['h1', 'h2', 'h3'];
+    for (const h of hosts)
+      store.set(keys.host(h), JSON.stringify({ vtep: `198.18.0.${hosts.indexOf(h) + 1}`, port: 4789 }));
+    const macs = Array.from({ length: 16 }, (_, i) => formatMac(0x02aa00000000 + i));
+    tables.apply(st.replace([...store].map(([key, value]) => ({ key, value }))), NETS);
+    for (let batch = 0; batch < 120; batch++) {
+      if (r() < 0.15) {
+        // an endpoint of this host arrives on n2 or the last one leaves: Endpoints syncs the network whole
+        if (active.has('n2')) active.delete('n2');
+        else active.add('n2');
+        tables.syncNetwork('n2', NETS.get('n2')!);
+      }
+      const ch = new Changes();
+      for (let i = 0; i < 1 + Math.floor(r() * 4); i++) {
+        const key = keys.endpoint(pick([...NETS.keys()]), pick(macs));
+        const value =
+          r() < 0.6
+            ? JSON.stringify({ ip: `198.19.0.${2 + Math.floor(r() * 30)}`, host: pick(hosts), name: 'e', aliases: [] })
+            : null;
+        if (value === null) store.delete(key);
+        else store.set(key, value);
+        st.apply(key, value, ch);
+      }
+      tables.apply(ch, NETS);
+      assert.deepEqual(snapshot(fdb), rebuilt(store, isActive), `seed ${seed}, batch ${batch}`);
+    }
+    // and an inactive network really has nothing
+    active.delete('n2');
+    tables.syncNetwork('n2', NETS.get('n2')!);
+    const v = fdb.vnet(NETS.get('n2')!);
+    assert.equal([...v.entries.values()].filter((e) => e.kind === 'kv').length, 0);
+    assert.equal(v.flood.filter((f) => f.kind === 'kv').length, 0);
+    assert.equal(v.arp.size, 0);
+  }
 });
