@@ -5,6 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EmbeddedKv } from '../../src/kv/embedded.js';
 import { openKv } from '../../src/kv/open.js';
+import { KvError } from '../../src/kv/kv.js';
+import { Reconciler } from '../../src/kv/reconciler.js';
+import { keys } from '../../src/kv/schema.js';
 import { conformance } from './conformance.js';
 import { poll } from '../helpers/wait.js';
 
@@ -142,6 +145,43 @@ test('a commit by another connection wakes a watcher at once (WAL change events)
   } finally {
     await a.close();
     await b.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a re-list that fails leaves the tables as they were: nothing is removed until a list is complete', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vxt-kv-'));
+  const kv = new EmbeddedKv(join(dir, 'store.db'));
+  const removed: string[] = [];
+  const r = new Reconciler(
+    kv,
+    (ch) => {
+      for (const [, macs] of ch.endpoints) for (const [mac, prev] of macs) if (prev) removed.push(mac);
+    },
+    () => {},
+    3_600_000,
+  );
+  try {
+    const rec = (ip: string) => JSON.stringify({ ip, host: 'hx', name: `e${ip.slice(-1)}`, aliases: [] });
+    for (let i = 1; i <= 3; i++) await kv.put(keys.endpoint('n', `02:00:00:00:00:0${i}`), rec(`198.19.9.${i}`));
+    await r.start();
+    assert.equal(r.state.endpoints.get('n')?.size, 3);
+    // the store answers the list with an error (a compaction race, an outage): the state and tables stay
+    const list = kv.list.bind(kv);
+    kv.list = () => Promise.reject(new KvError('ERR_KV_UNAVAILABLE', 'list failed on purpose'));
+    await r.resync();
+    assert.equal(r.status.lastError, 'list failed on purpose');
+    assert.equal(r.state.endpoints.get('n')?.size, 3, 'all three still there');
+    assert.deepEqual(removed, [], 'nothing was taken out of the tables');
+    // once a list completes, it replaces the state, differences only
+    kv.list = list;
+    await kv.put(keys.endpoint('n', '02:00:00:00:00:04'), rec('198.19.9.4'));
+    await r.resync();
+    assert.equal(r.state.endpoints.get('n')?.size, 4);
+    assert.deepEqual(removed, []);
+  } finally {
+    r.stop();
+    await kv.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });
