@@ -16,7 +16,7 @@
  * its input and fails with an AgentError that says what to fix, leaving nothing half-done.
  */
 import { hostname } from 'node:os';
-import { parseAddress } from '../common/addr.js';
+import { parseAddress, type Subnet } from '../common/addr.js';
 import { AgentError, invalid } from '../common/errors.js';
 import { type Logger, silentLogger, throttled } from '../common/log.js';
 import { Dataplane } from '../dataplane/dataplane.js';
@@ -32,7 +32,7 @@ import { native } from '../sys/native.js';
 import { VXLAN_DEFAULT_PORT } from '../vxlan/constants.js';
 import { type AttachSpec, type Endpoint, Endpoints, safe } from './endpoints.js';
 import { Ipam } from './ipam.js';
-import { NAME, type Network, Networks, type NetworkSpec } from './networks.js';
+import { NAME, type Network, Networks, type NetworkSpec, parsePool } from './networks.js';
 import type { AgentOptions } from './options.js';
 import { Recovery } from './recovery.js';
 import { Registration, type Reservation } from './registration.js';
@@ -163,7 +163,15 @@ export class Agent {
       log: this.log,
       held: () => ({ endpoints: this.eps.records(), reservations: this.ipam.reservations.values() }),
     });
-    this.nets = new Networks(kv, this.reconciler, this.dp, this.tables, this.log, (name) => this.eps.countOn(name));
+    this.nets = new Networks(
+      kv,
+      this.reconciler,
+      this.dp,
+      this.tables,
+      this.log,
+      (name) => this.eps.countOn(name),
+      parsePool(o.pool, o.poolPrefix),
+    );
     const persist = (): void => this.saveState();
     this.ipam = new Ipam(kv, this.reconciler.state, this.reg, persist);
     this.eps = new Endpoints({
@@ -203,6 +211,7 @@ export class Agent {
     }
     const ttl = o.leaseTtl ?? 10;
     if (!(ttl >= 2 && ttl <= 300)) throw invalid(`lease TTL ${ttl}: 2 to 300 seconds`);
+    parsePool(o.pool, o.poolPrefix); // a bad pool is refused before anything is opened
     const rcvbuf = o.rcvbuf ?? DEFAULT_RCVBUF;
     const sndbuf = o.sndbuf ?? DEFAULT_SNDBUF;
     const io = o.io ?? nativeIo();
@@ -382,6 +391,16 @@ export class Agent {
 
   deleteNetwork(name: string): Promise<void> {
     return this.nets.delete(name);
+  }
+
+  /** Holds the next free subnet of the pool for a network about to be created (Docker's IPAM asks first). */
+  holdSubnet(): Promise<Subnet> {
+    return this.nets.holdSubnet(this.host);
+  }
+
+  /** Gives up a subnet held with holdSubnet() that no network was made of. */
+  releaseSubnet(cidr: string): Promise<void> {
+    return this.nets.releaseSubnet(cidr);
   }
 
   network(name: string): Network {

@@ -38,7 +38,7 @@ const routes: [method: string, pattern: RegExp, handler: Handler][] = [
         await a.createNetwork({
           name: str(b, 'name'),
           vni: b.vni === undefined ? undefined : num(b, 'vni'),
-          subnet: str(b, 'subnet'),
+          subnet: b.subnet === undefined ? undefined : str(b, 'subnet'),
           gateway: b.gateway === undefined ? undefined : b.gateway === null ? null : str(b, 'gateway'),
           mtu: b.mtu === undefined ? undefined : num(b, 'mtu'),
           learning: b.learning === undefined ? undefined : bool(b, 'learning'),

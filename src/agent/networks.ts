@@ -25,7 +25,8 @@ export interface NetworkSpec {
   name: string;
   /** Omit to allocate the lowest free VNI from 4096 up. */
   vni?: number;
-  subnet: string;
+  /** Omit to take the first free block of the agent's pool (AgentOptions.pool / poolPrefix). */
+  subnet?: string;
   gateway?: string | null;
   mtu?: number;
   learning?: boolean;
@@ -34,7 +35,12 @@ export interface NetworkSpec {
   /** Forward 802.1Q/802.1ad-tagged frames from endpoints (default: drop them, as tags would slip past the
    * address checks). */
   allowTagged?: boolean;
+  /** `subnet` was held for this network with holdSubnet(): the hold is given up in the same transaction. */
+  held?: boolean;
 }
+
+/** How long a subnet held for a network being created keeps others from taking it. */
+export const HOLD_MS = 120_000;
 
 export interface Network {
   name: string;
@@ -68,6 +74,8 @@ export class Networks {
     private readonly log: Logger,
     /** How many local endpoints a network has: such a network is never removed here. */
     private readonly localEndpoints: (network: string) => number,
+    /** Where networks created without a subnet get one: blocks of `prefix` bits inside `pool`. */
+    private readonly pool: { subnet: Subnet; prefix: number } = defaultPool(),
   ) {}
 
   get(name: string): Network {
@@ -139,35 +147,41 @@ export class Networks {
     if (spec.vni !== undefined && (!Number.isInteger(spec.vni) || spec.vni < 1 || spec.vni > VXLAN_VNI_MAX)) {
       throw invalid(`VNI ${JSON.stringify(spec.vni)} must be an integer from 1 to ${VXLAN_VNI_MAX}`);
     }
-    const subnet = parseSubnet(spec.subnet);
+    const given = spec.subnet === undefined || spec.subnet === '' ? null : parseSubnet(spec.subnet);
     const mtu = spec.mtu ?? DEFAULT_MTU;
     if (!Number.isInteger(mtu) || mtu < MTU_MIN || mtu > MTU_MAX) throw invalid(`MTU ${mtu}: ${MTU_MIN} to ${MTU_MAX}`);
-    let gateway: string | null = formatIpv4((subnet.network + 1) >>> 0);
-    if (spec.gateway === null || spec.gateway === 'none') gateway = null;
-    else if (spec.gateway !== undefined) {
+    const noGateway = spec.gateway === null || spec.gateway === 'none';
+    let fixedGateway: number | null = null;
+    if (typeof spec.gateway === 'string' && spec.gateway !== 'none') {
+      if (!given) throw invalid(`--gateway ${spec.gateway} needs --subnet: the pool's subnets get their first address`);
       const g = parseAddress(spec.gateway, 'gateway');
-      if (!inSubnet(g, subnet)) throw invalid(`gateway ${spec.gateway} is not a host address of ${subnet.cidr}`);
-      gateway = formatIpv4(g);
+      if (!inSubnet(g, given)) throw invalid(`gateway ${spec.gateway} is not a host address of ${given.cidr}`);
+      fixedGateway = g;
     }
+    let subnet = given ?? this.pool.subnet;
     const revision = await this.guardedTxn('create the network', async (guardRev) => {
       const { entries } = await this.kv.list(keys.networks);
       const taken = new Map<number, string>();
+      const used: { subnet: Subnet; name: string }[] = await this.holds(given && spec.held ? given.cidr : null);
       for (const e of entries) {
         const name = e.key.slice(keys.networks.length);
         if (name === spec.name) throw new AgentError('ERR_EXISTS', `network ${spec.name} already exists`);
         const n = parseNetwork(name, e.value);
         if (!n) continue;
         taken.set(n.vni, name);
-        // one address space, as Docker's global one: a container on two networks must never get two routes for
-        // the same addresses
-        const other = parseSubnet(n.subnet);
-        if (subnet.network <= other.broadcast && other.network <= subnet.broadcast) {
+        used.push({ subnet: parseSubnet(n.subnet), name });
+      }
+      // one address space, as Docker's global one: a container on two networks must never get two routes for
+      // the same addresses. Without --subnet: the first block of the pool that overlaps nothing, chosen inside
+      // this guarded transaction, so two hosts creating networks at once never get the same one
+      if (given) {
+        const clash = used.find((u) => overlaps(given, u.subnet));
+        if (clash)
           throw new AgentError(
             'ERR_EXISTS',
-            `subnet ${subnet.cidr} overlaps ${other.cidr} of network ${name}; pick another subnet`,
+            `subnet ${given.cidr} overlaps ${clash.subnet.cidr} of network ${clash.name}; pick another subnet`,
           );
-        }
-      }
+      } else subnet = this.freeBlock(used.map((u) => u.subnet));
       let vni = spec.vni;
       if (vni !== undefined && taken.has(vni))
         throw new AgentError('ERR_EXISTS', `VNI ${vni} is already used by network ${taken.get(vni)}`);
@@ -175,6 +189,7 @@ export class Networks {
         vni = VNI_AUTO_FIRST;
         while (taken.has(vni)) vni++;
       }
+      const gateway = noGateway ? null : formatIpv4(fixedGateway ?? (subnet.network + 1) >>> 0);
       const rec = {
         vni,
         subnet: subnet.cidr,
@@ -194,6 +209,7 @@ export class Networks {
           { type: 'put', key: keys.network(spec.name), value: JSON.stringify(rec) },
           { type: 'put', key: keys.vni(vni), value: spec.name },
           { type: 'put', key: keys.guardNetworks, value: spec.name },
+          ...(spec.held ? [{ type: 'delete' as const, key: keys.subnetHold(subnet.cidr) }] : []),
         ],
       );
     });
@@ -206,6 +222,80 @@ export class Networks {
       );
     this.log.info('network created', { network: net.name, vni: net.vni, subnet: net.subnet.cidr, mtu });
     return net;
+  }
+
+  /** Subnets held for networks being created (younger than HOLD_MS), except `mine`. */
+  private async holds(mine: string | null): Promise<{ subnet: Subnet; name: string }[]> {
+    const out: { subnet: Subnet; name: string }[] = [];
+    for (const e of (await this.kv.list(keys.subnetHolds)).entries) {
+      const cidr = e.key.slice(keys.subnetHolds.length).replace('_', '/');
+      let at = 0;
+      let host = '?';
+      try {
+        ({ at, host } = JSON.parse(e.value) as { at: number; host: string });
+      } catch {
+        continue;
+      }
+      if (cidr === mine || !(Date.now() - at < HOLD_MS)) continue;
+      try {
+        out.push({ subnet: parseSubnet(cidr), name: `(held by ${host} for a network being created)` });
+      } catch {
+        /* not a subnet: ignore */
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Takes the next free block of the pool for a network that will be created shortly (Docker's RequestPool comes
+   * before the network exists) and holds it in the store, so no other host's network gets it meanwhile.
+   */
+  async holdSubnet(host: string): Promise<Subnet> {
+    let block: Subnet | null = null;
+    await this.guardedTxn('hold a subnet from the pool', async (guardRev) => {
+      const used = await this.holds(null);
+      for (const e of (await this.kv.list(keys.networks)).entries) {
+        const n = parseNetwork(e.key.slice(keys.networks.length), e.value);
+        if (n) used.push({ subnet: parseSubnet(n.subnet), name: n.name });
+      }
+      block = this.freeBlock(used.map((u) => u.subnet));
+      return this.kv.txn(
+        [{ key: keys.guardNetworks, modRevision: guardRev }],
+        [
+          { type: 'put', key: keys.subnetHold(block.cidr), value: JSON.stringify({ host, at: Date.now() }) },
+          { type: 'put', key: keys.guardNetworks, value: `hold ${block.cidr}` },
+        ],
+      );
+    });
+    this.log.info('subnet held for a network being created', { subnet: block!.cidr });
+    return block!;
+  }
+
+  /** Gives up a subnet held with holdSubnet() (its pool was released before a network was made of it). */
+  async releaseSubnet(cidr: string): Promise<void> {
+    await kvCall(this.kv, 'release a held subnet', () => this.kv.delete(keys.subnetHold(parseSubnet(cidr).cidr)));
+  }
+
+  /** The first `pool.prefix` block of the pool that overlaps none of `used`; ERR_NO_SUBNET if there is none. */
+  private freeBlock(used: Subnet[]): Subnet {
+    const { subnet: pool, prefix } = this.pool;
+    const size = 2 ** (32 - prefix);
+    for (let a = pool.network; a + size - 1 <= pool.broadcast; a += size) {
+      const block = {
+        cidr: `${formatIpv4(a >>> 0)}/${prefix}`,
+        network: a >>> 0,
+        prefix,
+        broadcast: (a + size - 1) >>> 0,
+      };
+      const clash = used.find((u) => overlaps(block, u));
+      if (!clash) return block;
+      // skip past whatever it overlaps (a larger network covers many blocks)
+      a = Math.max(a, clash.broadcast + 1 - size);
+    }
+    throw new AgentError(
+      'ERR_NO_SUBNET',
+      `the subnet pool ${pool.cidr} has no free /${prefix} left; pass --subnet, or start the agents with a larger --pool`,
+    );
   }
 
   async delete(name: string): Promise<void> {
@@ -282,4 +372,27 @@ export function toNetwork(rec: NetworkRec): Network {
     internal: rec.internal === true,
     allowTagged: rec.allowTagged === true,
   };
+}
+
+function overlaps(a: Subnet, b: Subnet): boolean {
+  return a.network <= b.broadcast && b.network <= a.broadcast;
+}
+
+/** Default subnet pool: as Docker's swarm overlay, /24 blocks of 10.0.0.0/8 (`vxtap agent --pool` changes it). */
+export const DEFAULT_POOL = '10.0.0.0/8';
+export const DEFAULT_POOL_PREFIX = 24;
+
+/** Parses and checks a pool: a subnet, and a block size longer than it (and at most /30). */
+export function parsePool(
+  cidr: string = DEFAULT_POOL,
+  prefix: number = DEFAULT_POOL_PREFIX,
+): { subnet: Subnet; prefix: number } {
+  const subnet = parseSubnet(cidr);
+  if (!Number.isInteger(prefix) || prefix < subnet.prefix || prefix > 30)
+    throw invalid(`--pool-prefix ${prefix}: from /${subnet.prefix} (the pool's own) to /30`);
+  return { subnet, prefix };
+}
+
+function defaultPool(): { subnet: Subnet; prefix: number } {
+  return parsePool();
 }

@@ -29,6 +29,11 @@ export interface AgentOptions {
   /** Storm control: broadcast, multicast and unknown-unicast frames a second each endpoint may send (bursts of
    * twice that); 0 turns it off. Default 2000. */
   stormPps?: number;
+  /** Networks created without a subnet get the first free block of this pool (default 10.0.0.0/8, as Docker's
+   * swarm overlay). Every agent that creates networks should be given the same pool. */
+  pool?: string;
+  /** The size of those blocks, as a prefix length (default 24). */
+  poolPrefix?: number;
   /** TAP reads and writes batched through io_uring (one submission per batch instead of one syscall per frame)
    * when the kernel allows it. Default true; false: one syscall per frame. Process-wide. */
   ioUring?: boolean;

@@ -20,10 +20,10 @@ const USAGE = `vxtap: userspace VXLAN overlay agent
 Usage:
   vxtap agent --vtep IP [--kv etcd://H:P[,H:P]|FILE] [--host NAME] [--port 4789] [--lease-ttl 10]
               [--state-dir /var/lib/vxtap] [--metrics [HOST]:PORT] [--no-offload] [--tx-sockets 4] [--batch 64]
-              [--busy-poll MICROSECONDS] [--no-io-uring] [--storm-pps 2000]
+              [--busy-poll MICROSECONDS] [--no-io-uring] [--storm-pps 2000] [--pool 10.0.0.0/8 [--pool-prefix 24]]
               [--log-level info] [--docker unix:///var/run/docker.sock [--plugin-socket PATH]]
               [--dns IP[:53] [--dns-upstream IP[:PORT],...|none]]
-  vxtap network create NAME --subnet CIDR [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning] [--internal] [--allow-tagged]
+  vxtap network create NAME [--subnet CIDR (default: the next free block of the agent's --pool)] [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning] [--internal] [--allow-tagged]
   vxtap network ls [-o json]
   vxtap network inspect NAME
   vxtap network rm NAME
@@ -121,6 +121,8 @@ async function agentCmd(argv: string[]): Promise<void> {
     batch: { type: 'string' },
     'busy-poll': { type: 'string' },
     'storm-pps': { type: 'string' },
+    pool: { type: 'string' },
+    'pool-prefix': { type: 'string' },
     'no-io-uring': { type: 'boolean' },
     kv: { type: 'string' },
     'lease-ttl': { type: 'string' },
@@ -152,6 +154,8 @@ async function agentCmd(argv: string[]): Promise<void> {
     batch: int(opts, 'batch'),
     busyPollUs: int(opts, 'busy-poll'),
     stormPps: int(opts, 'storm-pps'),
+    pool: opts.pool as string | undefined,
+    poolPrefix: int(opts, 'pool-prefix'),
     ioUring: !opts['no-io-uring'],
     kv: opts.kv as string | undefined,
     leaseTtl: int(opts, 'lease-ttl'),
@@ -256,11 +260,10 @@ async function networkCmd(argv: string[]): Promise<void> {
     });
     const name = need(pos, 0, 'network NAME');
     const vni = int(opts, 'vni');
-    if (!opts.subnet) throw new UsageError('network create needs --subnet CIDR, e.g. 198.19.1.0/24');
     const body: Record<string, unknown> = {
       name,
       vni,
-      subnet: opts.subnet,
+      ...(opts.subnet ? { subnet: opts.subnet } : {}),
       mtu: int(opts, 'mtu'),
       learning: !opts['no-learning'],
       ...(opts.internal ? { internal: true } : {}),

@@ -11,6 +11,9 @@
  *                                 answers it)
  *   guard/networks                touched by every network create/delete: its modRevision serialises them, so
  *                                 name, VNI and subnet checks are made against one consistent view
+ *   subnets/<a.b.c.d_len>         {"host","at"}: a pool subnet held for a network being created (Docker asks for
+ *                                 its pool before it creates the network); by txn with the guard, dropped when
+ *                                 the network is created or the pool released, ignored after HOLD_MS
  *
  * A host that dies stops renewing its lease: its host key, endpoints and addresses vanish everywhere.
  * Values written by other hosts are untrusted input: parse*() validate every field and return null for anything
@@ -34,6 +37,9 @@ export const keys = {
   name: (network: string, name: string) => `${ROOT}names/${network}/${name}`,
   namesNet: (network: string) => `${ROOT}names/${network}/`,
   guardNetworks: `${ROOT}guard/networks`,
+  /** A subnet taken from the pool for a network about to be created (Docker's RequestPool comes first). */
+  subnetHold: (cidr: string) => `${ROOT}subnets/${cidr.replace('/', '_')}`,
+  subnetHolds: `${ROOT}subnets/`,
 };
 
 export interface NetworkRec {

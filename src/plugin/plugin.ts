@@ -57,6 +57,8 @@ interface PoolRec {
   networkId?: string;
   /** When Docker asked for it: a pool no CreateNetwork claimed within POOL_UNCLAIMED_MS is a failed create's. */
   created?: number;
+  /** Taken from the agent's subnet pool (no --subnet) and held in the store until the network is created. */
+  held?: boolean;
 }
 
 interface NetRec {
@@ -68,6 +70,8 @@ interface NetRec {
   mtu?: number;
   /** docker network create --internal: recorded in the store so every host's dockerd gets it too. */
   internal?: boolean;
+  /** The subnet is held in the store for this network (no --subnet): creating it gives the hold up. */
+  held?: boolean;
   /** Why binding to a vxtap network failed (CreateEndpoint reports it). */
   error?: string;
 }
@@ -181,9 +185,7 @@ export class DockerPlugin {
       case 'IpamDriver.RequestPool':
         return this.requestPool(b);
       case 'IpamDriver.ReleasePool':
-        delete this.st.pools[str(b, 'PoolID')];
-        this.save();
-        return {};
+        return this.releasePool(str(b, 'PoolID'));
       case 'IpamDriver.RequestAddress':
         return this.requestAddress(b);
       case 'IpamDriver.ReleaseAddress':
@@ -195,7 +197,20 @@ export class DockerPlugin {
 
   // ---- IPAM
 
-  private requestPool(b: Body): unknown {
+  private async releasePool(poolId: string): Promise<unknown> {
+    const p = this.st.pools[poolId];
+    delete this.st.pools[poolId];
+    this.save();
+    // a subnet held for a network that was never created goes back to the pool (once the network exists, its
+    // creation already gave the hold up, and the subnet is the network's)
+    if (p?.held && !p.networkId)
+      await this.agent.releaseSubnet(p.subnet).catch((e: unknown) => {
+        this.log.warn('cannot give up a held subnet; it is free again in 2 minutes', { subnet: p.subnet, err: e });
+      });
+    return {};
+  }
+
+  private async requestPool(b: Body): Promise<unknown> {
     const space = optStr(b, 'AddressSpace') ?? ADDRESS_SPACE;
     if (space !== ADDRESS_SPACE) throw invalid(`address space ${JSON.stringify(space)} is not vxtap's; leave it out`);
     if (b.V6 === true) throw invalid('vxtap has no IPv6 pools yet; create the network without --ipv6');
@@ -209,13 +224,16 @@ export class DockerPlugin {
       if (n && parseSubnet(pool).cidr !== n.subnet.cidr)
         throw invalid(`vxtap network ${network} has subnet ${n.subnet.cidr}, not ${pool}`);
     }
-    if (!pool)
-      throw invalid(
-        'vxtap IPAM needs the subnet: docker network create -d vxtap --ipam-driver vxtap --subnet 198.19.1.0/24 NAME',
-      );
-    const subnet = parseSubnet(pool);
+    // no --subnet: the next free block of the agent's pool, held in the store until the network is created
+    const held = !pool;
+    const subnet = held ? await this.agent.holdSubnet() : parseSubnet(pool);
     const poolId = `vxtap-${subnet.cidr.replace('/', '-')}-${randomBytes(4).toString('hex')}`;
-    this.st.pools[poolId] = { subnet: subnet.cidr, created: Date.now(), ...(network ? { network } : {}) };
+    this.st.pools[poolId] = {
+      subnet: subnet.cidr,
+      created: Date.now(),
+      ...(network ? { network } : {}),
+      ...(held ? { held } : {}),
+    };
     this.save();
     return { PoolID: poolId, Pool: subnet.cidr, Data: {} };
   }
@@ -305,6 +323,7 @@ export class DockerPlugin {
       ...(vni !== undefined ? { vni } : {}),
       ...(mtu !== undefined ? { mtu } : {}),
       ...(internal ? { internal } : {}),
+      ...(pool?.[1].held ? { held: true } : {}),
     };
     if (name !== null) await this.ensureNetwork(name, rec); // named: bound now, so a wrong name or subnet is this call's error
     this.st.networks[networkId] = rec;
@@ -394,6 +413,7 @@ export class DockerPlugin {
         vni: rec.vni,
         mtu: rec.mtu,
         internal: rec.internal,
+        held: rec.held,
       });
     } catch (e) {
       if (!(e instanceof AgentError && e.code === 'ERR_EXISTS' && matches())) throw e;

@@ -7,10 +7,12 @@
  * overlay subnets inside 198.19.0.0/16; everything is removed at the end, also when a step fails.
  */
 import { after, before, test } from 'node:test';
+import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { startEtcd, type EtcdServer } from '../helpers/etcd.js';
 import {
+  DOCKER,
   haveDockerd,
   importBusybox,
   killDockerd,
@@ -147,6 +149,44 @@ test(
     // and a one-shot `docker run` (a fresh container, the tutorial's way)
     const once = run(D.h2, NET(), `ping -c 2 -W 2 ${WEB()}`);
     assert.equal(once.code, 0, once.out);
+  },
+);
+
+test(
+  '2b. docker network create with no --subnet, on both hosts at once: distinct subnets from the pool, and it works',
+  { skip, timeout: 120_000 },
+  async () => {
+    const [n1, n2] = [`${T}-auto1`, `${T}-auto2`];
+    const subnetOf = (d: Dockerd, n: string) =>
+      d.must(['network', 'inspect', '-f', '{{(index .IPAM.Config 0).Subnet}}', n]).trim();
+    try {
+      // the tutorials' command, plus vxtap's IPAM: no --subnet
+      const create = (d: Dockerd, n: string) =>
+        new Promise<{ code: number | null; err: string }>((res) => {
+          const p = spawn(DOCKER, ['-H', d.host, 'network', 'create', '-d', 'vxtap', '--ipam-driver', 'vxtap', n], {
+            stdio: ['ignore', 'ignore', 'pipe'],
+          });
+          let err = '';
+          p.stderr.on('data', (x: Buffer) => (err += x.toString()));
+          p.once('exit', (code) => res({ code, err }));
+        });
+      const made = await Promise.all([create(D.h1, n1), create(D.h2, n2)]); // really at once: two processes
+      for (const m of made) assert.equal(m.code, 0, m.err);
+      const [s1, s2] = [subnetOf(D.h1, n1), subnetOf(D.h2, n2)];
+      assert.match(s1, /^198\.19\.\d+\.0\/24$/);
+      assert.match(s2, /^198\.19\.\d+\.0\/24$/);
+      assert.notEqual(s1, s2, 'two hosts creating at once got different subnets');
+      assert.ok((await until(() => netNames(D.h2).includes(n1), 20_000)) >= 0, `${n1} reached host 2`);
+      assert.equal(subnetOf(D.h2, n1), s1, 'host 2 sees the subnet host 1 chose');
+      D.h1.must(['run', '-d', '--net', n1, '--name', `${T}-a1`, IMG, 'sleep', '3600']);
+      const r = run(D.h2, n1, `ping -c 2 -W 2 ${T}-a1`);
+      assert.equal(r.code, 0, `across hosts by name on a network made without --subnet: ${r.out}`);
+      assert.deepEqual(keysUnder('/vxtap/v1/subnets/'), [], 'no subnet left held once the networks exist');
+    } finally {
+      D.h1.docker(['rm', '-f', `${T}-a1`]);
+      D.h1.docker(['network', 'rm', n1]);
+      D.h2.docker(['network', 'rm', n2]);
+    }
   },
 );
 

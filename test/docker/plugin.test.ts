@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { createServer, request, type Server } from 'node:http';
 import { join } from 'node:path';
 import { type Agent, isRoot, must, sh, Topo, until, waitPing } from '../helpers/topo.js';
+import { EmbeddedKv } from '../../src/kv/embedded.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces, TAP devices)';
 let topo: Topo;
@@ -164,10 +165,7 @@ test(
   'bad requests get an error that says what to fix: IPAM in "Error", the network driver in "Err"',
   { skip },
   async () => {
-    let r = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '', Options: {} });
-    assert.match(r.Error, /needs the subnet.*--subnet/);
-    assert.equal(r.Err, undefined);
-    r = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '198.19.9.0/24', V6: true });
+    let r = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '198.19.9.0/24', V6: true });
     assert.match(r.Error, /IPv6/);
     r = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '198.19.9.0/33' });
     assert.ok(r.Error, JSON.stringify(r));
@@ -212,6 +210,38 @@ test(
       SandboxKey: '/var/run/docker/netns/x',
     });
     assert.match(r.Err, /was not created/);
+  },
+);
+
+/** The shared embedded store's entries under `prefix`, read as another agent would. */
+async function kvList(prefix: string): Promise<{ key: string; value: string }[]> {
+  const kv = new EmbeddedKv(join(topo.dir, 'store.db'));
+  try {
+    return (await kv.list(prefix)).entries;
+  } finally {
+    await kv.close();
+  }
+}
+
+test(
+  'no --subnet: RequestPool holds the next free block of the pool in the store; ReleasePool gives it back',
+  { skip },
+  async () => {
+    const holds = async () => (await kvList('/vxtap/v1/subnets/')).map((e) => e.key.slice('/vxtap/v1/subnets/'.length));
+    const a = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '', Options: {} });
+    assert.equal(a.Error, undefined, JSON.stringify(a));
+    assert.match(a.Pool, /^198\.19\.\d+\.0\/24$/, "a /24 of the agent's pool (198.19.0.0/16 in the tests)");
+    // a second one at once is another block: the first is held
+    const b = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '', Options: {} });
+    assert.notEqual(b.Pool, a.Pool);
+    assert.deepEqual((await holds()).sort(), [a.Pool, b.Pool].map((c: string) => c.replace('/', '_')).sort());
+    // nor does a network created meanwhile elsewhere get it: the agent refuses the held subnet
+    const clash = await agent
+      .call('POST', '/v1/networks', { name: `${T()}-clash`, subnet: a.Pool })
+      .catch((e: unknown) => e);
+    assert.match((clash as Error).message, /overlaps .* \(held by .* for a network being created\)/);
+    for (const p of [a, b]) assert.deepEqual(await call('IpamDriver.ReleasePool', { PoolID: p.PoolID }), {});
+    assert.deepEqual(await holds(), [], 'released pools give their subnets back');
   },
 );
 

@@ -306,6 +306,8 @@ export async function startPluginAgent(
     'none',
     '--lease-ttl',
     '3',
+    // networks created without --subnet come from the test range, never the default pool (10.0.0.0/8)
+    ...(extra.includes('--pool') ? [] : ['--pool', '198.19.0.0/16']),
     ...extra,
   ];
   const proc = spawn(

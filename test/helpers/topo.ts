@@ -152,6 +152,8 @@ export class Topo {
       kv,
       '--state-dir',
       join(this.dir, 'state'),
+      // networks made without --subnet come from the test range, never the agent's default pool (10.0.0.0/8)
+      ...((opts.extra ?? []).includes('--pool') ? [] : ['--pool', '198.19.0.0/16']),
       ...(opts.extra ?? []),
     ];
     rmSync(socket, { force: true }); // a killed agent leaves its socket: wait for the new one, not the old

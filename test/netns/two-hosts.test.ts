@@ -210,6 +210,57 @@ test(
   },
 );
 
+test(
+  'no --subnet needed: networks get free blocks of the pool, distinct even when two hosts create at once',
+  { skip },
+  async () => {
+    type Net = { name: string; subnet: string };
+    const [x, y] = await Promise.all([
+      ag.h1.call<Net>('POST', '/v1/networks', { name: 'auto-x' }),
+      ag.h3.call<Net>('POST', '/v1/networks', { name: 'auto-y' }),
+    ]);
+    try {
+      // blue is 198.19.1.0/24 and red 198.19.2.0/24: the first free /24s of 198.19.0.0/16 are .0 and .3
+      assert.deepEqual([x.subnet, y.subnet].sort(), ['198.19.0.0/24', '198.19.3.0/24'], JSON.stringify([x, y]));
+      const r = ag.h2.cli(['network', 'create', 'auto-z']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /network auto-z created: VNI \d+, subnet 198\.19\.4\.0\/24, gateway 198\.19\.4\.1/);
+      // the pool's end: an agent with a pool of two /25s hands out two, then says what to do
+      const h5 = topo.host('h5');
+      const a5 = await topo.agent(h5, { extra: ['--pool', '198.19.254.0/24', '--pool-prefix', '25'] });
+      try {
+        const p1 = await a5.call<Net>('POST', '/v1/networks', { name: 'auto-p1' });
+        const p2 = await a5.call<Net>('POST', '/v1/networks', { name: 'auto-p2' });
+        assert.deepEqual([p1.subnet, p2.subnet], ['198.19.254.0/25', '198.19.254.128/25']);
+        const err = await a5.call('POST', '/v1/networks', { name: 'auto-p3' }).catch((e: unknown) => e);
+        assert.equal((err as { code: string }).code, 'ERR_NO_SUBNET');
+        assert.match(
+          (err as Error).message,
+          /the subnet pool 198\.19\.254\.0\/24 has no free \/25 left; pass --subnet, or start the agents with a larger --pool/,
+        );
+        const bad = sh([
+          'node',
+          CLI,
+          'agent',
+          '--vtep',
+          '198.18.0.9',
+          '--pool',
+          '198.19.0.0/16',
+          '--pool-prefix',
+          '12',
+        ]);
+        assert.notEqual(bad.code, 0);
+        assert.match(bad.stderr, /--pool-prefix 12: from \/16 \(the pool's own\) to \/30/);
+        for (const n of ['auto-p1', 'auto-p2']) await a5.call('DELETE', `/v1/networks/${n}`);
+      } finally {
+        await topo.stopAgent(a5);
+      }
+    } finally {
+      for (const n of ['auto-x', 'auto-y', 'auto-z']) await ag.h1.call('DELETE', `/v1/networks/${n}`).catch(() => {});
+    }
+  },
+);
+
 test('CLI: clear errors for bad requests, and detach removes the interface', { skip }, async () => {
   const a = ag.h1;
   let r = a.cli(['network', 'create', 'blue', '--vni', '9', '--subnet', '198.19.9.0/24']);
