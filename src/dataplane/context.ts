@@ -51,6 +51,7 @@ export interface XmitContext extends Common {
 }
 
 export interface RcvContext extends Common {
+  readonly kernels: Kernels;
   readonly udpFd: number;
   /** UDP destination port for learned remote MACs (the port peers listen on). */
   readonly vxlanPort: number;

@@ -60,6 +60,7 @@ export class Counters {
   rx_gro_frames = 0; // super-frames written to TAPs, merged from...
   rx_gro_segments = 0; // ...this many TCP segments and UDP datagrams
   rx_gro_udp_frames = 0; // of rx_gro_frames, the UDP ones (UDP_L4 super-frames of equal-sized datagrams)
+  rx_csum_completed = 0; // inner TCP/UDP checksums a same-machine Linux sender left partial, completed before delivery
   rx_gro_bad_csum = 0; // TCP segments or UDP datagrams not merged because their checksum did not verify (delivered as they came)
   // drops
   tx_short = 0;

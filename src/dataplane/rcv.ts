@@ -12,7 +12,9 @@
  *   6. deliver   group destination -> every local endpoint of the VNI; unicast -> the local endpoint that owns
  *                the MAC, else rx_no_local_dst (frames from the wire never go back to the wire: split horizon);
  *                a delivered frame's source MAC is learned against the outer source when the VNI learns
- *                (bounded; snoop); a dropped one teaches nothing;
+ *                (bounded; snoop); a dropped one teaches nothing; a unicast TCP/UDP frame whose checksum field
+ *                holds only the pseudo-header sum (a Linux sender with checksum offload on the same machine or
+ *                hypervisor) gets its checksum completed (rx_csum_completed; gso.ts completePartialChecksum);
  *                with offloads, in-order TCP segments and equal-sized UDP datagrams of one flow for one endpoint
  *                are merged into super-frames (gro.ts); the rest of a UDP GRO buffer that continues the same
  *                super-frame is taken in one call (Gro.run)
@@ -21,6 +23,7 @@
 import { ETH_HLEN, ETH_OFF_DST, ETH_OFF_SRC, VXLAN_HLEN } from '../vxlan/constants.js';
 import { isGroupMac, readMac } from '../vxlan/mac.js';
 import { readVni, vxlanFlagsValid } from '../vxlan/vxlan.js';
+import { completePartialChecksum } from '../vxlan/gso.js';
 import type { FdbEntry, Peer, Vnet } from '../fdb/fdb.js';
 import type { RcvContext } from './context.js';
 import type { Port } from './port.js';
@@ -31,6 +34,7 @@ export function rcv(dp: RcvContext): number {
   const { arena, lens, addrs, out } = r;
   const c = dp.counters;
   const fdb = dp.fdb;
+  const sum = dp.kernels.sum16;
   // 1. recv
   const gsoSizes = r.gsoSizes;
   const n = dp.io.recvBatch(dp.udpFd, arena, dp.slotSize, dp.headroom, dp.batch, lens, addrs, gsoSizes);
@@ -110,6 +114,8 @@ export function rcv(dp: RcvContext): number {
       }
       if (v.learning) snoop(dp, v, se, arena, inner, src, now, peer);
       c.rx_frames++;
+      // a Linux sender with checksum offload next to us (veth, virtio) leaves partial TCP/UDP checksums
+      if (completePartialChecksum(arena, inner, ilen, sum)) c.rx_csum_completed++;
       if (gro !== null && e.local.vnetHdrLen !== 0 && gro.offer(e.local, arena, inner, ilen)) {
         // the datagrams after it in this GRO buffer that continue the same super-frame (same VXLAN and Ethernet
         // headers, so every check and lookup above would answer the same) are taken in one call

@@ -259,3 +259,51 @@ export function tsoSplitJs(
   out[2] = r.total;
   return r.count;
 }
+
+/**
+ * Completes a partial L4 checksum in place. A Linux sender on the same machine or hypervisor (over a veth, or
+ * virtio between VMs) with checksum offload on leaves CHECKSUM_PARTIAL packets with only the pseudo-header sum in
+ * the TCP or UDP checksum field: its own receivers know from the skb that nobody computed the rest, but a frame
+ * taken out of a VXLAN datagram has lost that mark, and the container's stack would drop it as corrupt. So: an
+ * IPv4 (unfragmented) or IPv6 TCP/UDP frame whose checksum field equals its pseudo-header sum gets its checksum
+ * computed over the payload (the sum the sender left undone) and written, as the kernel's skb_checksum_help does.
+ * Returns true if it did. A frame whose complete checksum happens to equal that value (1 in 65536) is recomputed
+ * to the same value. Costs a header parse and a few adds per frame that is not partial.
+ */
+export function completePartialChecksum(a: Uint8Array, off: number, len: number, sum: Sum16 = sum16): boolean {
+  if (len < ETH_HLEN + 20) return false;
+  const et = readU16(a, off + ETH_OFF_TYPE);
+  const ip = off + ETH_HLEN;
+  let proto: number;
+  let l4: number;
+  let end: number;
+  let pseudo: number;
+  if (et === 0x0800) {
+    const vi = a[ip + IPV4_OFF_VER_IHL];
+    const ihl = (vi & 0x0f) * 4;
+    if (vi >>> 4 !== 4 || ihl < 20) return false;
+    if ((readU16(a, ip + 6) & 0x3fff) !== 0) return false; // a fragment: its L4 checksum covers the whole datagram
+    proto = a[ip + IPV4_OFF_PROTO];
+    const tot = readU16(a, ip + IPV4_OFF_TOT_LEN);
+    if (tot < ihl || ETH_HLEN + tot > len) return false;
+    l4 = ip + ihl;
+    end = ip + tot;
+    if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) return false;
+    pseudo = pseudoSumV4(readU32(a, ip + IPV4_OFF_SRC), readU32(a, ip + IPV4_OFF_DST), proto, end - l4);
+  } else if (et === 0x86dd) {
+    if (len < ETH_HLEN + IPV6_HLEN) return false;
+    proto = a[ip + IPV6_OFF_NEXT_HDR];
+    if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) return false;
+    const plen = readU16(a, ip + IPV6_OFF_PAYLOAD_LEN);
+    l4 = ip + IPV6_HLEN;
+    end = l4 + plen;
+    if (end > off + len) return false;
+    pseudo = pseudoSumV6At(a, ip, proto, plen);
+  } else return false;
+  const at = l4 + (proto === IPPROTO_TCP ? TCP_OFF_CSUM : UDP_OFF_CSUM);
+  if (at + 2 > end || readU16(a, at) !== pseudo) return false;
+  writeU16(a, at, 0);
+  const c = finish(sum(a, l4, end, pseudo));
+  writeU16(a, at, proto === IPPROTO_UDP && c === 0 ? 0xffff : c);
+  return true;
+}

@@ -6,10 +6,10 @@
  * Traffic both ways (ping, byte-exact TCP), and a tshark capture on h1's underlay decodes as VXLAN with
  * Wireshark's dissector, with no malformed packets and no bad inner TCP checksums.
  *
- * Offloads: h2's underlay veth has tx offloads turned OFF (`ethtool -K ... tx off`). With them on, the kernel
- * passes 64 KB GSO VXLAN datagrams with unfinished (CHECKSUM_PARTIAL) inner TCP checksums across the veth, which
- * a real NIC never emits; vxtap without vnet_hdr would deliver those frames unfinished and TCP would stall.
- * Handling that (vnet_hdr GSO writes) is the performance issue's work; this test pins the on-the-wire behaviour.
+ * Offloads are left at their defaults on both sides, as a user has them. The kernel then sends its inner TCP
+ * frames over the veth with CHECKSUM_PARTIAL checksums (only the pseudo-header sum in the field: a veth never
+ * finishes them, its receiver trusts the skb's mark, which a VXLAN payload does not carry). vxtap completes such
+ * checksums before delivery (rx_csum_completed); without that, TCP from the kernel side moved 0 bytes.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -54,7 +54,6 @@ before(async () => {
   k(['link', 'set', 'k2', 'master', 'br0', 'mtu', '1450', 'up']);
   k(['link', 'set', 'br0', 'up']);
   must(['bridge', '-n', h2.ns, 'fdb', 'append', '00:00:00:00:00:00', 'dev', 'vx0', 'dst', h1.addr]);
-  must(['ip', 'netns', 'exec', h2.ns, 'ethtool', '-K', h2.ifname, 'tx', 'off']);
   must(['ip', '-n', c2, 'link', 'set', 'eth0', 'mtu', '1450', 'up']);
   must(['ip', '-n', c2, 'addr', 'add', '198.19.1.20/24', 'dev', 'eth0']);
   c2mac = JSON.parse(must(['ip', '-n', c2, '-j', 'link', 'show', 'eth0']))[0].address;
@@ -151,13 +150,14 @@ test(
         .filter(Boolean).length;
     const total = count('udp.port == 4789');
     const vx = count('vxlan');
-    assert.ok(total > 1000, `captured ${total} datagrams`);
+    // with offloads on, both sides send 64 KB GSO datagrams over the veth: hundreds, not thousands, for 16 MB
+    assert.ok(total > 100, `captured ${total} datagrams`);
     assert.equal(vx, total, 'every datagram on the VXLAN port dissects as VXLAN');
     assert.equal(count('_ws.malformed'), 0, 'no malformed packets');
     assert.equal(count('vxlan && vxlan.vni != 4097'), 0, 'every VNI is 4097');
     const fromVxtap = count(`ip.src == ${h1.addr} && vxlan`);
     const fromKernel = count(`ip.src == ${h2.addr} && vxlan`);
-    assert.ok(fromVxtap > 100 && fromKernel > 100, `both directions captured (${fromVxtap} / ${fromKernel})`);
+    assert.ok(fromVxtap > 20 && fromKernel > 20, `both directions captured (${fromVxtap} / ${fromKernel})`);
     assert.equal(
       count(
         `ip.src == ${h1.addr} && vxlan && (vxlan.flag_i == 0 || vxlan.flags_reserved != 0 || vxlan.flag_g == 1 || vxlan.flag_d == 1 || vxlan.flag_a == 1)`,
@@ -168,7 +168,13 @@ test(
     const echo1 = count(`ip.src == ${h1.addr} && icmp.type == 8`);
     const echo2 = count(`ip.src == ${h2.addr} && icmp.type == 8`);
     assert.ok(echo1 >= 5 && echo2 >= 5, `echo requests both ways: ${echo1} from vxtap, ${echo2} from the kernel`);
-    assert.equal(count('tcp.checksum.status == 0', ['-o', 'tcp.check_checksum:TRUE']), 0, 'no bad inner TCP checksums');
+    // vxtap's own inner checksums are complete; the kernel's are partial on this veth (completed by vxtap on receive)
+    const badFrom = (addr: string) =>
+      count(`ip.src == ${addr} && tcp.checksum.status == 0`, ['-o', 'tcp.check_checksum:TRUE']);
+    assert.equal(badFrom(h1.addr), 0, 'no bad inner TCP checksums from vxtap');
+    const partial = badFrom(h2.addr);
+    const st = await agent.call<{ counters: Record<string, number> }>('GET', '/v1/stats');
+    assert.ok(st.counters.rx_csum_completed > 0, `vxtap completed the kernel's partial checksums: ${partial} seen`);
     const ports = new Set(
       tshark(['-Y', `ip.src == ${h1.addr} && vxlan`, '-T', 'fields', '-e', 'udp.srcport'])
         .split('\n')

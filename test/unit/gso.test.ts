@@ -10,6 +10,8 @@ import {
   sum16,
   pseudoSumV4,
   pseudoSumV6,
+  pseudoSumV6At,
+  completePartialChecksum,
   internetChecksum,
   finishChecksum,
   segmentSuperFrame,
@@ -19,6 +21,7 @@ import {
   TCP_FLAG_CWR,
   TCP_FLAG_ACK,
 } from '../../src/vxlan/index.js';
+import { native } from '../../src/sys/native.js';
 
 /** A TCP super-frame as a TAP with TSO hands it over: one IPv4/TCP packet with a large payload. */
 function superFrame(
@@ -521,4 +524,44 @@ test('native groRun (used by the agent) agrees with groRunJs on runs ended by ea
     'the data plane refuses a wrong kernel set',
   );
   assert.throws(() => n.groRun(new Uint8Array(100), 0, 0, 200, 10, 0, 54, new Int32Array(6)), /bad arguments/);
+});
+
+test('completePartialChecksum: a partial TCP/UDP checksum (pseudo-header sum only) is completed; others are left', () => {
+  // IPv4/TCP as a Linux sender with checksum offload leaves it: the field holds the folded pseudo-header sum
+  const f = superFrame(randomBytes(777));
+  const l4 = 14 + 20;
+  const tcpLen = f.length - l4;
+  const pseudo = pseudoSumV4(0xc6130102, 0xc6130103, IPPROTO_TCP, tcpLen);
+  const complete = (b: Uint8Array, at: number, from: number, p: number) => {
+    b[at] = 0;
+    b[at + 1] = 0;
+    const c = finish(sum16(b, from, b.length, p));
+    b[at] = c >>> 8;
+    b[at + 1] = c & 0xff;
+  };
+  complete(f, l4 + 16, l4, pseudo); // the frame as it should arrive
+  const full = f.slice();
+  f[l4 + 16] = pseudo >>> 8;
+  f[l4 + 17] = pseudo & 0xff;
+  assert.ok(completePartialChecksum(f, 0, f.length));
+  assert.deepEqual(f, full, 'the completed frame equals the one with a full checksum');
+  assert.equal(finish(sum16(f, l4, f.length, pseudo)), 0, 'and it verifies');
+  // a frame with a complete checksum is not touched, nor is a fragment, nor ARP
+  assert.equal(completePartialChecksum(f, 0, f.length), false);
+  const frag = f.slice();
+  frag[14 + 6] |= 0x20; // MF
+  frag[l4 + 16] = pseudo >>> 8;
+  frag[l4 + 17] = pseudo & 0xff;
+  assert.equal(completePartialChecksum(frag, 0, frag.length), false, 'a fragment is left alone');
+  // IPv6/TCP too, at an offset inside a larger buffer, with the native sum
+  const g6 = superFrameV6(randomBytes(501));
+  const buf = new Uint8Array(g6.length + 9);
+  buf.set(g6, 9);
+  const p6 = pseudoSumV6At(buf, 9 + 14, IPPROTO_TCP, g6.length - 54);
+  complete(buf, 9 + 54 + 16, 9 + 54, p6);
+  const want = buf.slice();
+  buf[9 + 54 + 16] = p6 >>> 8;
+  buf[9 + 54 + 17] = p6 & 0xff;
+  assert.ok(completePartialChecksum(buf, 9, g6.length, native().sum16));
+  assert.deepEqual(buf, want);
 });
