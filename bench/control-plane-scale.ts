@@ -21,12 +21,13 @@
  * Writes bench/results/control-plane-scale.{md,json}. Needs root (namespaces) and etcd.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { startEtcd, type EtcdServer } from '../test/helpers/etcd.js';
-import { type Agent, must, poll, Topo } from '../test/helpers/topo.js';
+import type { EtcdServer } from '../test/helpers/etcd.js';
+import { cpuSec, pct, pingSeries, rssMb, underlayEtcd } from './control-plane/shared.js';
+import { type Agent, poll, Topo } from '../test/helpers/topo.js';
 import type { Kv, Lease, Op } from '../src/kv/kv.js';
 import { openKv } from '../src/kv/open.js';
 import { keys } from '../src/kv/schema.js';
@@ -55,36 +56,6 @@ const NETS = 8;
 const WAIT_MS = 120_000;
 
 const progress = (msg: string) => process.stderr.write(`\r\x1b[K${msg}`);
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
-}
-function cpuSec(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
-function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
-
-/** Pings `ip` from `ns` every 2 ms for `seconds`; round-trip times in ms, and how many were sent. */
-function pingSeries(ns: string, ip: string, seconds: number): Promise<{ rtts: number[]; sent: number }> {
-  return new Promise((res) => {
-    const p = spawn('ip', ['netns', 'exec', ns, 'ping', '-n', '-i', '0.002', '-W', '1', '-w', String(seconds), ip], {
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    let out = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.once('exit', () =>
-      res({
-        rtts: [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])),
-        sent: Number(/(\d+) packets transmitted/.exec(out)?.[1] ?? 0),
-      }),
-    );
-  });
-}
 
 /** etcd's gRPC requests handled so far, by method, from its /metrics. */
 async function etcdRequests(endpoint: string): Promise<Record<string, number>> {
@@ -146,13 +117,7 @@ async function runPoint(E: number, H: number): Promise<Point> {
     return r.ok ? performance.now() - t0 : NaN;
   };
   try {
-    etcd = await startEtcd(topo.service());
-    // this process lives in the root namespace: reach etcd through a veth into the switch namespace
-    const [a, b] = [`${topo.tag}ra`, `${topo.tag}rb`];
-    must(['ip', 'link', 'add', a, 'type', 'veth', 'peer', 'name', b, 'netns', topo.service().netns]);
-    must(['ip', 'addr', 'add', '198.18.0.249/24', 'dev', a]);
-    must(['ip', 'link', 'set', a, 'up']);
-    must(['ip', '-n', topo.service().netns, 'link', 'set', b, 'master', 'br0', 'up']);
+    etcd = await underlayEtcd(topo);
     const spec = `etcd://${etcd.endpoint}`;
     kv = await openKv(spec);
     const hA = topo.host('ha');
@@ -351,7 +316,6 @@ async function runPoint(E: number, H: number): Promise<Point> {
     for (const l of leases) l.release();
     await kv?.close();
     await etcd?.stop();
-    if (etcd) must(['sh', '-c', `ip link del ${topo.tag}ra 2>/dev/null || true`]);
     await topo.cleanup();
     progress('');
   }

@@ -19,11 +19,12 @@
  * Writes bench/results/control-plane.{md,json}. Needs root (namespaces) and etcd.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { startEtcd, type EtcdServer } from '../test/helpers/etcd.js';
+import type { EtcdServer } from '../test/helpers/etcd.js';
+import { cpuSec, pct, pingSeries, rssMb, underlayEtcd } from './control-plane/shared.js';
 import { type Agent, must, sleep, Topo } from '../test/helpers/topo.js';
 import { openKv } from '../src/kv/open.js';
 import { keys } from '../src/kv/schema.js';
@@ -44,34 +45,6 @@ const SCALE = Number(values.scale ?? 1000);
 const CHURN_RATE = Number(values['churn-rate'] ?? 50);
 const CHURN_SECONDS = Number(values['churn-seconds'] ?? 10);
 const RESULTS = resolve(fileURLToPath(import.meta.url), '../../../bench/results');
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-}
-
-/** CPU seconds (user + system) a process has used. */
-function cpuSec(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
-
-/** Pings `ip` from `ns` every 2 ms for `seconds`; the round-trip times in ms (one per reply). */
-function pingSeries(ns: string, ip: string, seconds: number): Promise<number[]> {
-  return new Promise((res) => {
-    const p = spawn('ip', ['netns', 'exec', ns, 'ping', '-n', '-i', '0.002', '-W', '1', '-w', String(seconds), ip], {
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    let out = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.once('exit', () => res([...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]))));
-  });
-}
-
-function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
 
 async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, ms: number, step = 2): Promise<number> {
   const t0 = performance.now();
@@ -132,14 +105,8 @@ async function run(store: 'embedded' | 'etcd'): Promise<Row> {
     let kvSpec = join(topo.dir, 'store.db');
     let benchKv = kvSpec;
     if (store === 'etcd') {
-      etcd = await startEtcd(topo.service());
+      etcd = await underlayEtcd(topo);
       kvSpec = `etcd://${etcd.endpoint}`;
-      // this process lives in the root namespace: reach etcd through a veth into the switch namespace
-      const [a, b] = [`${topo.tag}ra`, `${topo.tag}rb`];
-      must(['ip', 'link', 'add', a, 'type', 'veth', 'peer', 'name', b, 'netns', topo.service().netns]);
-      must(['ip', 'addr', 'add', '198.18.0.249/24', 'dev', a]);
-      must(['ip', 'link', 'set', a, 'up']);
-      must(['ip', '-n', topo.service().netns, 'link', 'set', b, 'master', 'br0', 'up']);
       benchKv = kvSpec;
     }
     const agents: Record<string, Agent> = {};
@@ -259,7 +226,7 @@ async function run(store: 'embedded' | 'etcd'): Promise<Row> {
     );
     const pids = ['a', 'b', 'c'].map((k) => agents[k].proc.pid!);
     const cpu0 = pids.map(cpuSec);
-    const pinging = pingSeries(b1, q.ip, CHURN_SECONDS);
+    const pinging = pingSeries(b1, q.ip, CHURN_SECONDS).then((p) => p.rtts);
     let events = 0;
     const tc = performance.now();
     const val = (j: number) =>
@@ -298,7 +265,6 @@ async function run(store: 'embedded' | 'etcd'): Promise<Row> {
     };
   } finally {
     await etcd?.stop();
-    if (etcd) must(['sh', '-c', `ip link del ${topo.tag}ra 2>/dev/null || true`]);
     await topo.cleanup();
   }
 }
