@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { agentHandle, CLI, must, safeKill, sh, sleep, type Agent, type Topo } from './topo.js';
+import { agentArgs, agentHandle, CLI, must, safeKill, sh, sleep, type Agent, type Topo } from './topo.js';
 
 export const DOCKER = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
 const CONTROLLERS = ['cpu', 'cpuacct', 'cpuset', 'memory', 'devices', 'freezer', 'blkio', 'pids'];
@@ -286,18 +286,7 @@ export async function startPluginAgent(
 ): Promise<Agent> {
   const socket = join(topo.dir, `${host.ns}.sock`);
   const logFile = join(topo.dir, `${host.ns}.log`);
-  const argv = [
-    'agent',
-    '--vtep',
-    host.addr,
-    '--host',
-    host.ns,
-    '--socket',
-    socket,
-    '--kv',
-    kv,
-    '--state-dir',
-    join(topo.dir, 'state'),
+  const argv = agentArgs(topo.dir, host, kv, [
     '--docker',
     d.host,
     '--dns',
@@ -306,10 +295,8 @@ export async function startPluginAgent(
     'none',
     '--lease-ttl',
     '3',
-    // networks created without --subnet come from the test range, never the default pool (10.0.0.0/8)
-    ...(extra.includes('--pool') ? [] : ['--pool', '198.19.0.0/16']),
     ...extra,
-  ];
+  ]);
   const proc = spawn(
     'sh',
     [

@@ -63,6 +63,29 @@ export interface Agent {
   cli(args: string[]): RunResult;
 }
 
+/**
+ * `vxtap agent` arguments for a test agent of `host` whose socket and state live in `dir`, plus `extra`. Networks
+ * made without --subnet come from the test range, never the agent's default pool (10.0.0.0/8), unless `extra`
+ * gives a --pool.
+ */
+export function agentArgs(dir: string, host: { ns: string; addr: string }, kv: string, extra: string[] = []): string[] {
+  return [
+    'agent',
+    '--vtep',
+    host.addr,
+    '--host',
+    host.ns,
+    '--socket',
+    join(dir, `${host.ns}.sock`),
+    '--kv',
+    kv,
+    '--state-dir',
+    join(dir, 'state'),
+    ...(extra.includes('--pool') ? [] : ['--pool', '198.19.0.0/16']),
+    ...extra,
+  ];
+}
+
 export class Topo {
   readonly tag: string;
   readonly dir: string;
@@ -139,23 +162,7 @@ export class Topo {
   ): Promise<Agent> {
     const socket = join(this.dir, `${host.ns}.sock`);
     const logFile = join(this.dir, `${host.ns}.log`);
-    const kv = opts.kv ?? join(this.dir, 'store.db');
-    const argv = [
-      'agent',
-      '--vtep',
-      host.addr,
-      '--host',
-      host.ns,
-      '--socket',
-      socket,
-      '--kv',
-      kv,
-      '--state-dir',
-      join(this.dir, 'state'),
-      // networks made without --subnet come from the test range, never the agent's default pool (10.0.0.0/8)
-      ...((opts.extra ?? []).includes('--pool') ? [] : ['--pool', '198.19.0.0/16']),
-      ...(opts.extra ?? []),
-    ];
+    const argv = agentArgs(this.dir, host, opts.kv ?? join(this.dir, 'store.db'), opts.extra);
     rmSync(socket, { force: true }); // a killed agent leaves its socket: wait for the new one, not the old
     const proc = spawn(
       'sh',

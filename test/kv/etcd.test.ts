@@ -49,25 +49,34 @@ async function fill(kv: EtcdKv, prefix: string, n: number, size: number): Promis
   }
 }
 
+/**
+ * Runs `between` once, right after the first page `kv` reads (the moment a concurrent writer or a compaction would
+ * hurt a list that is not one snapshot). `pages()` counts the pages read successfully; `restore()` undoes it.
+ */
+function afterFirstPage(kv: EtcdKv, between: () => Promise<void>): { pages: () => number; restore: () => void } {
+  const raw = (kv as unknown as { client: { kv: { range: (r: object) => Promise<unknown> } } }).client.kv;
+  const range = raw.range.bind(raw);
+  let calls = 0;
+  raw.range = async (r: object) => {
+    const res = await range(r);
+    if (++calls === 1) await between();
+    return res;
+  };
+  return { pages: () => calls, restore: () => (raw.range = range) };
+}
+
 test('etcd list: more than one page comes back whole, in order, from pages read at one revision', async () => {
   const kv = new EtcdKv({ endpoints: [srv.endpoint], pageSize: 7 });
   const p = `/page${process.pid}/`;
   try {
     await fill(kv, p, 25, 10);
     // a write that lands between two pages must not show: the list is the store as of its first page
-    const raw = (kv as unknown as { client: { kv: { range: (r: object) => Promise<unknown> } } }).client.kv;
-    const range = raw.range.bind(raw);
-    let calls = 0;
-    raw.range = async (r: object) => {
-      const res = await range(r);
-      if (++calls === 1) {
-        const other = new EtcdKv({ endpoints: [srv.endpoint] });
-        await other.put(`${p}k000010a`, 'between pages'); // sorts into a later page
-        await other.delete(`${p}k000020`);
-        await other.close();
-      }
-      return res;
-    };
+    const hook = afterFirstPage(kv, async () => {
+      const other = new EtcdKv({ endpoints: [srv.endpoint] });
+      await other.put(`${p}k000010a`, 'between pages'); // sorts into a later page
+      await other.delete(`${p}k000020`);
+      await other.close();
+    });
     const pages0 = kv.pages;
     const { entries, revision } = await kv.list(p);
     assert.equal(kv.pages - pages0, 4, '25 keys in pages of 7');
@@ -77,7 +86,7 @@ test('etcd list: more than one page comes back whole, in order, from pages read 
       'exactly the keys as of the first page',
     );
     assert.ok(entries.every((e) => e.modRevision <= revision));
-    raw.range = range;
+    hook.restore();
     const now = await kv.list(p);
     assert.equal(now.entries.length, 25, 'one key more, one less, once the list is read again');
     assert.ok(now.entries.some((e) => e.key === `${p}k000010a`));
@@ -92,19 +101,12 @@ test('etcd list: a compaction between pages starts the list over at the new revi
   const p = `/compact${process.pid}/`;
   try {
     await fill(kv, p, 12, 10);
-    const raw = (kv as unknown as { client: { kv: { range: (r: object) => Promise<unknown> } } }).client.kv;
-    const range = raw.range.bind(raw);
-    let calls = 0;
-    raw.range = async (r: object) => {
-      const res = await range(r);
-      if (++calls === 1) {
-        const c = new Etcd3({ hosts: `http://${srv.endpoint}` });
-        const head = await kv.put(`${p}k000003`, 'changed'); // a revision after the first page's
-        await c.kv.compact({ revision: String(head), physical: true });
-        c.close();
-      }
-      return res;
-    };
+    const hook = afterFirstPage(kv, async () => {
+      const c = new Etcd3({ hosts: `http://${srv.endpoint}` });
+      const head = await kv.put(`${p}k000003`, 'changed'); // a revision after the first page's
+      await c.kv.compact({ revision: String(head), physical: true });
+      c.close();
+    });
     const { entries } = await kv.list(p);
     assert.equal(entries.length, 12);
     assert.equal(
@@ -113,7 +115,7 @@ test('etcd list: a compaction between pages starts the list over at the new revi
       'the list that succeeded is the later one',
     );
     // pages read: the first of the first try (its second failed: compacted), then all 3 of the second try
-    assert.equal(calls, 1 + 3, `pages read: ${calls}`);
+    assert.equal(hook.pages(), 1 + 3, `pages read: ${hook.pages()}`);
   } finally {
     await kv.txn([], [{ type: 'deletePrefix', prefix: p }]);
     await kv.close();
