@@ -75,7 +75,7 @@ export class Networks {
     /** How many local endpoints a network has: such a network is never removed here. */
     private readonly localEndpoints: (network: string) => number,
     /** Where networks created without a subnet get one: blocks of `prefix` bits inside `pool`. */
-    private readonly pool: { subnet: Subnet; prefix: number } = defaultPool(),
+    private readonly pool: { subnet: Subnet; prefix: number } = parsePool(),
   ) {}
 
   get(name: string): Network {
@@ -160,17 +160,8 @@ export class Networks {
     }
     let subnet = given ?? this.pool.subnet;
     const revision = await this.guardedTxn('create the network', async (guardRev) => {
-      const { entries } = await this.kv.list(keys.networks);
-      const taken = new Map<number, string>();
-      const used: { subnet: Subnet; name: string }[] = await this.holds(given && spec.held ? given.cidr : null);
-      for (const e of entries) {
-        const name = e.key.slice(keys.networks.length);
-        if (name === spec.name) throw new AgentError('ERR_EXISTS', `network ${spec.name} already exists`);
-        const n = parseNetwork(name, e.value);
-        if (!n) continue;
-        taken.set(n.vni, name);
-        used.push({ subnet: parseSubnet(n.subnet), name });
-      }
+      const { names, vnis: taken, used } = await this.inUse(given && spec.held ? given.cidr : null);
+      if (names.has(spec.name)) throw new AgentError('ERR_EXISTS', `network ${spec.name} already exists`);
       // one address space, as Docker's global one: a container on two networks must never get two routes for
       // the same addresses. Without --subnet: the first block of the pool that overlaps nothing, chosen inside
       // this guarded transaction, so two hosts creating networks at once never get the same one
@@ -224,9 +215,27 @@ export class Networks {
     return net;
   }
 
-  /** Subnets held for networks being created (younger than HOLD_MS), except `mine`. */
-  private async holds(mine: string | null): Promise<{ subnet: Subnet; name: string }[]> {
-    const out: { subnet: Subnet; name: string }[] = [];
+  /**
+   * What the store's networks take, read inside a guarded transaction: their names (every key, valid or not), their
+   * VNIs, and the subnets of the networks and of the holds for networks being created (younger than HOLD_MS),
+   * except the hold on `mine`.
+   */
+  private async inUse(mine: string | null): Promise<{
+    names: Set<string>;
+    vnis: Map<number, string>;
+    used: { subnet: Subnet; name: string }[];
+  }> {
+    const names = new Set<string>();
+    const vnis = new Map<number, string>();
+    const used: { subnet: Subnet; name: string }[] = [];
+    for (const e of (await this.kv.list(keys.networks)).entries) {
+      const name = e.key.slice(keys.networks.length);
+      names.add(name);
+      const n = parseNetwork(name, e.value);
+      if (!n) continue;
+      vnis.set(n.vni, name);
+      used.push({ subnet: parseSubnet(n.subnet), name });
+    }
     for (const e of (await this.kv.list(keys.subnetHolds)).entries) {
       const cidr = e.key.slice(keys.subnetHolds.length).replace('_', '/');
       let at = 0;
@@ -238,12 +247,12 @@ export class Networks {
       }
       if (cidr === mine || !(Date.now() - at < HOLD_MS)) continue;
       try {
-        out.push({ subnet: parseSubnet(cidr), name: `(held by ${host} for a network being created)` });
+        used.push({ subnet: parseSubnet(cidr), name: `(held by ${host} for a network being created)` });
       } catch {
         /* not a subnet: ignore */
       }
     }
-    return out;
+    return { names, vnis, used };
   }
 
   /**
@@ -253,11 +262,7 @@ export class Networks {
   async holdSubnet(host: string): Promise<Subnet> {
     let block: Subnet | null = null;
     await this.guardedTxn('hold a subnet from the pool', async (guardRev) => {
-      const used = await this.holds(null);
-      for (const e of (await this.kv.list(keys.networks)).entries) {
-        const n = parseNetwork(e.key.slice(keys.networks.length), e.value);
-        if (n) used.push({ subnet: parseSubnet(n.subnet), name: n.name });
-      }
+      const { used } = await this.inUse(null);
       block = this.freeBlock(used.map((u) => u.subnet));
       return this.kv.txn(
         [{ key: keys.guardNetworks, modRevision: guardRev }],
@@ -391,8 +396,4 @@ export function parsePool(
   if (!Number.isInteger(prefix) || prefix < subnet.prefix || prefix > 30)
     throw invalid(`--pool-prefix ${prefix}: from /${subnet.prefix} (the pool's own) to /30`);
   return { subnet, prefix };
-}
-
-function defaultPool(): { subnet: Subnet; prefix: number } {
-  return parsePool();
 }

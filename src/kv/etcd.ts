@@ -49,7 +49,7 @@ export class EtcdKv implements Kv {
   private readonly watchers = new Set<Watcher>();
   private readonly leases = new Set<EtcdLease>();
   private readonly pageSize: number;
-  /** Range requests list() has made (pages read), for tests and the bench. */
+  /** Range requests list() has made (pages read): the tests count them. */
   pages = 0;
 
   constructor(o: EtcdOptions) {
