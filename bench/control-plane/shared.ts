@@ -27,9 +27,31 @@ export function rssMb(pid: number): number {
 }
 
 /** Pings `ip` from `ns` every 2 ms for `seconds`: the round-trip times in ms (one per reply), and how many were sent. */
-export function pingSeries(ns: string, ip: string, seconds: number): Promise<{ rtts: number[]; sent: number }> {
+export function pingSeries(
+  ns: string,
+  ip: string,
+  seconds: number,
+  /** a command to run the pinger under (taskset -c LIST, say) */
+  wrap: string[] = [],
+): Promise<{ rtts: number[]; sent: number }> {
   return new Promise((res) => {
-    const p = spawn('ip', ['netns', 'exec', ns, 'ping', '-n', '-i', '0.002', '-W', '1', '-w', String(seconds), ip], {
+    const argv = [
+      ...wrap,
+      'ip',
+      'netns',
+      'exec',
+      ns,
+      'ping',
+      '-n',
+      '-i',
+      '0.002',
+      '-W',
+      '1',
+      '-w',
+      String(seconds),
+      ip,
+    ];
+    const p = spawn(argv[0], argv.slice(1), {
       stdio: ['ignore', 'pipe', 'ignore'],
     });
     let out = '';

@@ -16,7 +16,7 @@
  * its input and fails with an AgentError that says what to fix, leaving nothing half-done.
  */
 import { hostname } from 'node:os';
-import { parseAddress, type Subnet } from '../common/addr.js';
+import { formatAddress6, parseAddress, parseAddress6, type Subnet, type Subnet6 } from '../common/addr.js';
 import { AgentError, invalid } from '../common/errors.js';
 import { type Logger, silentLogger, throttled } from '../common/log.js';
 import { Dataplane } from '../dataplane/dataplane.js';
@@ -27,12 +27,12 @@ import { Fdb, type FdbRow } from '../fdb/fdb.js';
 import type { Kv } from '../kv/kv.js';
 import { openKv } from '../kv/open.js';
 import { Reconciler } from '../kv/reconciler.js';
-import type { Changes } from '../kv/schema.js';
+import { type Changes, type EndpointRec, keys, parseEndpoint } from '../kv/schema.js';
 import { native } from '../sys/native.js';
 import { VXLAN_DEFAULT_PORT } from '../vxlan/constants.js';
 import { type AttachSpec, type Endpoint, Endpoints, safe } from './endpoints.js';
 import { Ipam } from './ipam.js';
-import { NAME, type Network, Networks, type NetworkSpec, parsePool } from './networks.js';
+import { NAME, type Network, Networks, type NetworkSpec, parsePool, parsePool6 } from './networks.js';
 import type { AgentOptions } from './options.js';
 import { Recovery } from './recovery.js';
 import { Registration, type Reservation } from './registration.js';
@@ -171,9 +171,10 @@ export class Agent {
       this.log,
       (name) => this.eps.countOn(name),
       parsePool(o.pool, o.poolPrefix),
+      parsePool6(o.pool6),
     );
     const persist = (): void => this.saveState();
-    this.ipam = new Ipam(kv, this.reconciler.state, this.reg, persist);
+    this.ipam = new Ipam(kv, this.reconciler.state, this.reg, persist, (n) => this.reconciler.watching(n));
     this.eps = new Endpoints({
       kv,
       dp: this.dp,
@@ -185,6 +186,7 @@ export class Agent {
       offload: this.offload,
       persist,
       host: this.host,
+      follow: this.reconciler,
     });
     this.recovery = new Recovery(this.eps);
     this.staticFdb = new StaticFdb(this.fdb, this.nets, this.tables, this.log, vtep, port);
@@ -212,6 +214,7 @@ export class Agent {
     const ttl = o.leaseTtl ?? 10;
     if (!(ttl >= 2 && ttl <= 300)) throw invalid(`lease TTL ${ttl}: 2 to 300 seconds`);
     parsePool(o.pool, o.poolPrefix); // a bad pool is refused before anything is opened
+    parsePool6(o.pool6);
     const rcvbuf = o.rcvbuf ?? DEFAULT_RCVBUF;
     const sndbuf = o.sndbuf ?? DEFAULT_SNDBUF;
     const io = o.io ?? nativeIo();
@@ -398,6 +401,11 @@ export class Agent {
     return this.nets.holdSubnet(this.host);
   }
 
+  /** holdSubnet() for the IPv6 side of a dual-stack network (Docker's RequestPool with V6). */
+  holdSubnet6(): Promise<Subnet6> {
+    return this.nets.holdSubnet6(this.host);
+  }
+
   /** Gives up a subnet held with holdSubnet() that no network was made of. */
   releaseSubnet(cidr: string): Promise<void> {
     return this.nets.releaseSubnet(cidr);
@@ -440,9 +448,14 @@ export class Agent {
     return this.ipam.reserve(this.nets.get(network), want);
   }
 
-  /** Frees a reservation (idempotent: an address that is not reserved here is left alone). */
+  /** reserveAddress() for the IPv6 side of a dual-stack network. */
+  reserveAddress6(network: string, want?: string): Promise<string> {
+    return this.ipam.reserve6(this.nets.get(network), want);
+  }
+
+  /** Frees a reservation, IPv4 or IPv6 (idempotent: an address that is not reserved here is left alone). */
   releaseAddress(network: string, addr: string): Promise<void> {
-    return this.ipam.release(network, addr);
+    return this.ipam.release(network, addr.includes(':') ? formatAddress6(parseAddress6(addr)) : addr);
   }
 
   // ---- local state (restart recovery)
@@ -469,10 +482,17 @@ export class Agent {
     // the TAPs re-open while the first list is read: forwarding needs both (a KV outage at start is logged, and
     // forwarding runs on the recovered endpoints)
     await Promise.all([this.recovery.recover(st), this.reconciler.start()]);
+    // the endpoints of the recovered endpoints' networks: their lists started as each was adopted
+    const used = new Set([...this.endpoints.values()].map((e) => e.network));
+    await Promise.all([...used].map((n) => this.reconciler.watchNetwork(n).catch(() => {})));
     this.forwardingAt = performance.now();
     await this.recovery.sweepStrays(st);
+    // this host's records in the store: those of the networks it follows; with no usable state file, a scan of
+    // every network's records (once, at start-up) finds the endpoints to adopt again
+    const mine =
+      loaded.status === 'ok' ? [...(this.reconciler.state.byHost.get(this.host) ?? [])] : await this.ownRecords();
     if (loaded.status !== 'ok') {
-      const n = await this.recovery.rebuild(this.reconciler.state);
+      const n = await this.recovery.rebuild(this.reconciler.state.networks, mine);
       if (n > 0 && loaded.status === 'missing') {
         this.log.warn('STATE FILE MISSING: rebuilt the local endpoints from the store and their TAPs', {
           path: this.state.path,
@@ -482,7 +502,26 @@ export class Agent {
         this.log.warn('local endpoints rebuilt from the store and their TAPs', { endpoints: n });
       }
     }
-    this.recovery.settle(this.reconciler.state);
+    this.recovery.settle(mine);
+  }
+
+  /** Every endpoint record of this host in the store, on any network: each network's records listed in turn and
+   * dropped once searched, so the agent never holds more than one network's at a time. */
+  private async ownRecords(): Promise<EndpointRec[]> {
+    try {
+      const out: EndpointRec[] = [];
+      for (const network of [...this.reconciler.state.networks.keys()]) {
+        const prefix = keys.endpointsNet(network);
+        for (const e of (await this.kv.list(prefix)).entries) {
+          const r = parseEndpoint(network, e.key.slice(prefix.length), e.value);
+          if (r?.host === this.host) out.push(r);
+        }
+      }
+      return out;
+    } catch (e) {
+      this.log.warn("cannot read the store for this host's endpoints; none rebuilt", { err: e });
+      return [];
+    }
   }
 
   // ---- static FDB
@@ -501,8 +540,13 @@ export class Agent {
 
   // ---- views (status.ts)
 
-  describeNetwork(n: Network): Record<string, unknown> {
+  describeNetwork(n: Network): Promise<Record<string, unknown>> {
     return describeNetwork(this, n);
+  }
+
+  /** The endpoints of a network, cluster-wide (from the store when no local endpoint is on it). */
+  endpointsOf(network: string): Promise<EndpointRec[]> {
+    return this.nets.endpointsOf(network);
   }
 
   describeEndpoint(e: Endpoint): Record<string, unknown> {

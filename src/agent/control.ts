@@ -29,7 +29,7 @@ type Handler = (
 
 const routes: [method: string, pattern: RegExp, handler: Handler][] = [
   ['GET', /^\/v1\/status$/, (a) => ({ host: a.host, vtep: a.stats().vtep, pid: process.pid, version: 1 })],
-  ['GET', /^\/v1\/networks$/, (a) => [...a.networks.values()].map((n) => a.describeNetwork(n))],
+  ['GET', /^\/v1\/networks$/, (a) => Promise.all([...a.networks.values()].map((n) => a.describeNetwork(n)))],
   [
     'POST',
     /^\/v1\/networks$/,
@@ -44,6 +44,9 @@ const routes: [method: string, pattern: RegExp, handler: Handler][] = [
           learning: b.learning === undefined ? undefined : bool(b, 'learning'),
           internal: b.internal === undefined ? undefined : bool(b, 'internal'),
           allowTagged: b.allowTagged === undefined ? undefined : bool(b, 'allowTagged'),
+          ipv6: b.ipv6 === undefined ? undefined : bool(b, 'ipv6'),
+          subnet6: optStr(b, 'subnet6'),
+          gateway6: b.gateway6 === undefined ? undefined : b.gateway6 === null ? null : str(b, 'gateway6'),
         }),
       ),
   ],
@@ -60,6 +63,7 @@ const routes: [method: string, pattern: RegExp, handler: Handler][] = [
           netns: str(b, 'netns'),
           name: optStr(b, 'name'),
           ip: optStr(b, 'ip'),
+          ip6: optStr(b, 'ip6'),
           mac: optStr(b, 'mac'),
           ifname: optStr(b, 'ifname'),
           defaultRoute: b.defaultRoute === undefined ? undefined : bool(b, 'defaultRoute'),

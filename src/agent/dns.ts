@@ -1,6 +1,7 @@
 /**
- * The cluster's name service: a small DNS server that answers A queries for every endpoint in the store, by its
- * name or alias (`web`) or qualified with its network (`web.appnet`), and forwards every other name upstream.
+ * The cluster's name service: a small DNS server that answers A and AAAA queries for the endpoints of the networks this
+ * host has endpoints on (the networks its agent follows; a container can only reach those), by name or alias
+ * (`web`) or qualified with its network (`web.appnet`), and forwards every other name upstream.
  *
  * Why it exists: Docker's embedded DNS (127.0.0.11) knows only the containers of its own dockerd, and forwards
  * what it does not know to the container's external servers. Pointing dockerd at this server (`--dns <VTEP>` or
@@ -72,13 +73,19 @@ export class DnsServer {
     this.sock = null;
   }
 
-  /** Answers a query from the store; null when the name is not one of ours. Exposed for tests. */
+  /** Answers a query from the store: the IPv4 addresses, null when the name is not one of ours. For tests. */
   lookup(name: string, scope: Set<string> | null): string[] | null {
+    const found = this.lookupRecords(name, scope);
+    return found ? [...new Set(found.map((e) => e.ip))] : null;
+  }
+
+  /** The endpoints a name stands for, or null when it is not one of ours. */
+  lookupRecords(name: string, scope: Set<string> | null): EndpointRec[] | null {
     const q = name.toLowerCase().replace(/\.$/, '');
-    const found: string[] = [];
+    const found: EndpointRec[] = [];
     const nets = [...this.o.networks()];
     const match = (net: string, label: string): void => {
-      for (const e of this.o.named(net, label)) found.push(e.ip);
+      for (const e of this.o.named(net, label)) found.push(e);
     };
     const dot = q.lastIndexOf('.');
     if (dot > 0 && nets.includes(q.slice(dot + 1))) match(q.slice(dot + 1), q.slice(0, dot));
@@ -87,7 +94,7 @@ export class DnsServer {
       // network names may contain dots: try every split
       for (const n of nets) if (q.endsWith(`.${n}`)) match(n, q.slice(0, q.length - n.length - 1));
     }
-    return found.length ? [...new Set(found)] : null;
+    return found.length ? found : null;
   }
 
   private async onQuery(msg: Buffer, rinfo: RemoteInfo): Promise<void> {
@@ -104,20 +111,25 @@ export class DnsServer {
       this.stats.malformed++;
       return;
     }
-    let ips: string[] | null = null;
+    let recs: EndpointRec[] | null = null;
     if (q.class === 'IN' || q.class === undefined) {
       // only a bare name is scoped to the asker's networks; finding them (the plugin asks dockerd) is skipped for
       // every other name, most of all the names that are not ours and go upstream
       const bare = !q.name.replace(/\.$/, '').includes('.');
       const scope = bare && this.o.scope ? await this.o.scope(rinfo.address) : null;
-      ips = this.lookup(q.name, scope);
+      recs = this.lookupRecords(q.name, scope);
     }
-    if (ips) {
+    if (recs) {
       this.stats.answered++;
-      const answers =
-        q.type === 'A' || (q.type as string) === 'ANY'
-          ? ips.map((ip) => ({ type: 'A' as const, name: q.name, ttl: TTL, class: 'IN' as const, data: ip }))
-          : [];
+      // A: the IPv4 addresses; AAAA: the IPv6 addresses of dual-stack endpoints (none: an empty answer, so the
+      // resolver does not go on asking upstream for a name that is ours)
+      const any = (q.type as string) === 'ANY';
+      const v4 = q.type === 'A' || any ? [...new Set(recs.map((e) => e.ip))] : [];
+      const v6 = q.type === 'AAAA' || any ? [...new Set(recs.flatMap((e) => (e.ip6 ? [e.ip6] : [])))] : [];
+      const answers = [
+        ...v4.map((ip) => ({ type: 'A' as const, name: q.name, ttl: TTL, class: 'IN' as const, data: ip })),
+        ...v6.map((ip) => ({ type: 'AAAA' as const, name: q.name, ttl: TTL, class: 'IN' as const, data: ip })),
+      ];
       this.reply(rinfo, {
         type: 'response',
         id: query.id,

@@ -10,6 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
+import { formatAddress6 } from '../common/addr.js';
 import { AgentError, invalid, notFound } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
@@ -18,6 +19,7 @@ import { native } from '../sys/native.js';
 import { ip, netnsPath } from '../sys/ip.js';
 import { checkIfname, closeTap, createTap, ownerMarker, persistTap, type Tap, unpersistTap } from '../tap/tap.js';
 import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
+import { parseIpv6 } from '../vxlan/ipv6.js';
 import { formatMac, isGroupMacNum, MAC_ZERO, parseMac } from '../vxlan/mac.js';
 import type { Ipam } from './ipam.js';
 import { kvCall, NAME, type Network, type Networks } from './networks.js';
@@ -40,6 +42,10 @@ export interface AttachSpec {
   handoff?: boolean;
   /** `ip` was reserved with reserveAddress(): the claim turns the reservation into the endpoint's address. */
   reserved?: boolean;
+  /** Dual stack: the IPv6 address (default: the one that goes with the IPv4 address, see addr.ts ipv6ForIpv4). */
+  ip6?: string;
+  /** `ip6` was reserved with reserveAddress6(). */
+  reserved6?: boolean;
 }
 
 export interface Endpoint {
@@ -68,6 +74,9 @@ export interface EndpointsOptions {
   persist: () => void;
   /** This host's name: the TAPs it makes carry it in their marker. */
   host: string;
+  /** The store's endpoint records of a network are followed while this host has an endpoint there (or is
+   * attaching one): the Reconciler's per-network scopes. */
+  follow: { watchNetwork(network: string): Promise<void>; unwatchNetwork(network: string): void };
 }
 
 export class Endpoints {
@@ -85,6 +94,13 @@ export class Endpoints {
   /** Local endpoints on `network` (kept as a count: the tables ask for every change they apply). */
   countOn(network: string): number {
     return this.perNetwork.get(network) ?? 0;
+  }
+
+  /** Stops following the store's records of `network` when no local endpoint is there or on its way. */
+  private unfollowIfUnused(network: string): void {
+    if (this.countOn(network) > 0) return;
+    for (const i of this.intents.values()) if (i.network === network) return;
+    this.o.follow.unwatchNetwork(network);
   }
 
   private count(network: string, d: 1 | -1): number {
@@ -162,6 +178,9 @@ export class Endpoints {
       mtu: net.mtu,
       subnet: net.subnet.cidr,
       gateway: net.gateway ? formatIpv4(net.gateway) : null,
+      ...(net.subnet6
+        ? { subnet6: net.subnet6.cidr, gateway6: net.gateway6 ? formatAddress6(net.gateway6) : null }
+        : {}),
       aliases,
       nsIno,
       vnetHdr: offload,
@@ -182,10 +201,14 @@ export class Endpoints {
     let tap: Tap | null = null;
     let ep: Endpoint | null = null;
     try {
-      // 1. the address, the MAC and the name, cluster-wide, under this host's lease
-      await ipam.claim(net, spec.ip, rec, fixedMac === null, reserved);
+      // 1. the network's endpoints from the store (followed from now on: its tables need them), then the
+      // address, the MAC and the name, cluster-wide, under this host's lease
+      await kvCall(this.o.kv, `read the endpoints of ${net.name}`, () => this.o.follow.watchNetwork(net.name));
+      const reserved6 = spec.reserved6 === true && spec.ip6 !== undefined;
+      await ipam.claim(net, spec.ip, rec, fixedMac === null, reserved, spec.ip6, reserved6);
       claimed = true;
       if (reserved) ipam.take(net.name, spec.ip!);
+      if (reserved6) ipam.take(net.name, rec.ip6!);
       // 2. the TAP (not persistent yet: if the agent dies before step 4, the kernel deletes it), addresses, routes
       const mac = parseMac(rec.mac);
       const alias = ownerMarker(this.o.host, name);
@@ -231,6 +254,7 @@ export class Endpoints {
       if (tap) await closeTap(tap, { persist: true });
       if (claimed) await ipam.unclaim(rec); // a reservation it took over goes with it, as before the redesign
       this.intents.delete(name);
+      this.unfollowIfUnused(net.name);
       try {
         this.o.persist();
       } catch (pe) {
@@ -258,13 +282,18 @@ export class Endpoints {
       vnetHdr: !!r.vnetHdr,
       uso: !!tap.uso,
       checkIpv6Source: true,
+      ip6: r.ip6 ? parseIpv6(r.ip6) : null,
       allowTagged: !!r.allowTagged,
     });
     const ep: Endpoint = { id: r.name, name: r.name, network: r.network, netns: r.netns, ip, mac, tap, port, rec: r };
     this.byName.set(r.name, ep);
     // the network's first endpoint here: its tables are made now (a network no local endpoint uses has none)
     const net = this.o.networks.byName.get(r.network);
-    if (this.count(r.network, 1) === 1 && net) this.o.tables.syncNetwork(net.name, net.vni);
+    if (this.count(r.network, 1) === 1) {
+      // recovery adopts before the store is read: the scope's first list fills the tables when it comes
+      this.o.follow.watchNetwork(r.network).catch(() => {}); // a failure is logged and retried by the reconciler
+      if (net) this.o.tables.syncNetwork(net.name, net.vni);
+    }
     return ep;
   }
 
@@ -290,6 +319,7 @@ export class Endpoints {
     else if (net && left === 0)
       tables.syncNetwork(net.name, net.vni); // the last one here: no tables any more
     else if (net) tables.syncMac(net.name, net.vni, ep.rec.mac); // its MAC may live on another host now
+    this.unfollowIfUnused(ep.network);
     log.info('endpoint detached', { endpoint: name, network: ep.network });
     try {
       this.onRemoved?.(ep);
@@ -355,6 +385,17 @@ async function configure(rec: LocalRecord, net: Network, defaultRoute: boolean):
   await ip(['addr', 'add', `${rec.ip}/${net.subnet.prefix}`, 'dev', rec.ifname], rec.netns);
   if (net.gateway && defaultRoute) {
     await ip(['route', 'replace', 'default', 'via', formatIpv4(net.gateway), 'dev', rec.ifname], rec.netns);
+  }
+  if (rec.ip6 && net.subnet6) {
+    // nodad: the store's claim already made the address unique, and a tentative address would drop the first
+    // packets for a second
+    await ip(['-6', 'addr', 'add', `${rec.ip6}/${net.subnet6.prefix}`, 'dev', rec.ifname, 'nodad'], rec.netns);
+    if (net.gateway6 && defaultRoute) {
+      await ip(
+        ['-6', 'route', 'replace', 'default', 'via', formatAddress6(net.gateway6), 'dev', rec.ifname],
+        rec.netns,
+      );
+    }
   }
 }
 

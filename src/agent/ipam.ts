@@ -4,8 +4,17 @@
  * one. Docker's IPAM asks for an address before the endpoint exists, so this host can also hold reservations
  * (`ipam/` keys with the value `<host>/reserved`) that a later claim turns into an endpoint's address.
  */
-import { firstFree, inSubnet, macForAddress, parseAddress } from '../common/addr.js';
-import { AgentError, invalid } from '../common/errors.js';
+import {
+  firstFree,
+  formatAddress6,
+  inSubnet,
+  inSubnet6,
+  ipv6ForIpv4,
+  macForAddress,
+  parseAddress,
+  parseAddress6,
+} from '../common/addr.js';
+import { AgentError, invalid, notFound } from '../common/errors.js';
 import type { Kv } from '../kv/kv.js';
 import { type ClusterState, keys } from '../kv/schema.js';
 import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
@@ -28,6 +37,8 @@ export class Ipam {
     private readonly reg: Registration,
     /** Called after the reservations changed: the state file must follow. */
     private readonly persist: () => void,
+    /** Whether `cluster` holds the network's endpoints (this host follows it); else the store is asked. */
+    private readonly watching: (network: string) => boolean,
   ) {}
 
   /**
@@ -42,14 +53,36 @@ export class Ipam {
     rec: Published,
     macFromIp: boolean,
     reserved = false,
+    want6?: string,
+    reserved6 = false,
   ): Promise<string> {
+    // dual stack: the IPv6 address is `want6`, or the one that goes with the IPv4 address (addr.ts ipv6ForIpv4)
+    const s6 = net.subnet6;
+    let fixed6: string | undefined;
+    if (want6 !== undefined) {
+      if (!s6) throw invalid(`network ${net.name} has no IPv6 subnet; an IPv6 address needs a dual-stack network`);
+      const a = parseAddress6(want6, 'IPv6 address');
+      if (!inSubnet6(a, s6)) throw invalid(`IPv6 address ${want6} is not a host address of ${net.name} (${s6.cidr})`);
+      if (a === net.gateway6) throw new AgentError('ERR_IN_USE', `IPv6 address ${want6} is the gateway of ${net.name}`);
+      fixed6 = formatAddress6(a);
+    }
+    if (reserved6 && (fixed6 === undefined || !this.holds(net.name, fixed6)))
+      throw notFound(`IPv6 address ${want6} is not reserved on ${net.name} by this host`);
     return this.search(net, want, 'allocate an address', async (addr) => {
       rec.ip = addr;
       if (macFromIp) rec.mac = formatMac(macForAddress(parseIpv4(addr)));
+      let ip6: string | undefined;
+      if (s6) {
+        const derived = ipv6ForIpv4(s6, parseIpv4(addr), net.subnet);
+        if (fixed6 === undefined && derived === net.gateway6) return false; // a gateway6 set by hand: next address
+        ip6 = fixed6 ?? formatAddress6(derived);
+        rec.ip6 = ip6;
+      }
       const lease = this.reg.requireLease();
       const r = await this.kv.txn(
         [
           ...(reserved ? [] : [{ key: keys.ipam(net.name, addr), modRevision: 0 }]),
+          ...(ip6 !== undefined && !reserved6 ? [{ key: keys.ipam(net.name, ip6), modRevision: 0 }] : []),
           { key: keys.endpoint(net.name, rec.mac), modRevision: 0 },
           { key: keys.name(net.name, rec.name), modRevision: 0 },
         ],
@@ -68,10 +101,85 @@ export class Ipam {
           `endpoint name ${rec.name} is already used on ${net.name} by host ${name.value}; pick another --name`,
         );
       }
+      if (fixed6 !== undefined && !reserved6) {
+        const owner = await this.kv.get(keys.ipam(net.name, fixed6));
+        if (owner)
+          throw new AgentError(
+            'ERR_IN_USE',
+            `IPv6 address ${fixed6} is already in use on ${net.name} (by ${owner.value})`,
+          );
+      }
       if (reserved)
         throw new AgentError('ERR_IN_USE', `the reservation of ${addr} on ${net.name} changed meanwhile; try again`);
       return false;
     });
+  }
+
+  /**
+   * reserve() for the IPv6 side of a dual-stack network (Docker asks for each family on its own): `want`, or the
+   * lowest IPv6 address of the subnet that is not the gateway and not claimed.
+   */
+  async reserve6(net: Network, want?: string): Promise<string> {
+    this.reg.requireRegistered('try again when it is back');
+    const s6 = net.subnet6;
+    if (!s6) throw invalid(`network ${net.name} has no IPv6 subnet`);
+    let fixed: bigint | undefined;
+    if (want !== undefined) {
+      fixed = parseAddress6(want, 'IPv6 address');
+      if (!inSubnet6(fixed, s6))
+        throw invalid(`IPv6 address ${want} is not a host address of ${net.name} (${s6.cidr})`);
+      if (fixed === net.gateway6)
+        throw new AgentError('ERR_IN_USE', `IPv6 address ${want} is the gateway of ${net.name}`);
+    }
+    const tried = new Set<bigint>();
+    if (net.gateway6) tried.add(net.gateway6);
+    for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
+      const used = new Set(tried);
+      for (const a of await this.claimedIn6(net.name)) used.add(a);
+      let cand = fixed;
+      if (cand === undefined)
+        for (let a = s6.network + 1n; a <= s6.last && cand === undefined; a++) if (!used.has(a)) cand = a;
+      if (cand === undefined) throw new AgentError('ERR_NO_ADDRESS', `no free IPv6 address left in ${net.name}`);
+      const addr = formatAddress6(cand);
+      const key = keys.ipam(net.name, addr);
+      const op = this.reg.reservationOp({ network: net.name, ip: addr }, this.reg.requireLease());
+      if (
+        (await kvCall(this.kv, 'reserve an IPv6 address', () => this.kv.txn([{ key, modRevision: 0 }], [op]))).succeeded
+      ) {
+        this.reservations.set(`${net.name}/${addr}`, { network: net.name, ip: addr });
+        this.persist();
+        return addr;
+      }
+      if (fixed !== undefined) {
+        const owner = await this.kv.get(key).catch(() => null);
+        throw new AgentError(
+          'ERR_IN_USE',
+          `IPv6 address ${addr} is already in use on ${net.name}${owner ? ` (by ${owner.value})` : ''}`,
+        );
+      }
+      tried.add(cand);
+    }
+    throw new AgentError(
+      'ERR_NO_ADDRESS',
+      `could not reserve an IPv6 address in ${net.name}: too many concurrent claims; try again`,
+    );
+  }
+
+  /** The IPv6 addresses claimed on a network (every claim, read from the store). */
+  private async claimedIn6(network: string): Promise<bigint[]> {
+    const prefix = keys.ipamNet(network);
+    const { entries } = await kvCall(this.kv, `list the addresses of ${network}`, () => this.kv.list(prefix));
+    const out: bigint[] = [];
+    for (const e of entries) {
+      const k = e.key.slice(prefix.length);
+      if (!k.includes(':')) continue;
+      try {
+        out.push(parseAddress6(k));
+      } catch {
+        // not an address claim
+      }
+    }
+    return out;
   }
 
   /** Gives up an endpoint's claim (its record and its address), now or at the next registration pass. */
@@ -81,10 +189,11 @@ export class Ipam {
 
   /** Gives up, at the next registration pass, what an endpoint that is not here claimed: its name, and its address
    * and MAC when they are known. */
-  forget(r: Pick<Published, 'network' | 'name'> & Partial<Pick<Published, 'ip' | 'mac'>>): void {
+  forget(r: Pick<Published, 'network' | 'name'> & Partial<Pick<Published, 'ip' | 'ip6' | 'mac'>>): void {
     const ks = [keys.name(r.network, r.name)];
     if (r.mac) ks.push(keys.endpoint(r.network, r.mac));
     if (r.ip) ks.push(keys.ipam(r.network, r.ip));
+    if (r.ip6) ks.push(keys.ipam(r.network, r.ip6));
     this.reg.deleteLater(ks);
   }
 
@@ -120,6 +229,21 @@ export class Ipam {
     await this.reg.deleteOrQueue([keys.ipam(network, addr)]);
   }
 
+  /** The addresses claimed on a network this host does not follow (a reservation before its first endpoint). */
+  private async claimedIn(network: string): Promise<number[]> {
+    const prefix = keys.ipamNet(network);
+    const { entries } = await kvCall(this.kv, `list the addresses of ${network}`, () => this.kv.list(prefix));
+    const out: number[] = [];
+    for (const e of entries) {
+      try {
+        out.push(parseIpv4(e.key.slice(prefix.length)));
+      } catch {
+        // not an address claim: ignored, as the reconciler ignores invalid records
+      }
+    }
+    return out;
+  }
+
   /**
    * The address search every claim shares: `want`, or the lowest address that is not the gateway, not used by an
    * endpoint or a reservation, and not tried yet; `tryClaim` (a transaction) until one succeeds.
@@ -141,8 +265,10 @@ export class Ipam {
     }
     for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
       const used = new Set(tried);
-      for (const e of this.cluster.endpointsOf(net.name)) used.add(parseIpv4(e.ip));
-      for (const r of this.reservations.values()) if (r.network === net.name) used.add(parseIpv4(r.ip));
+      if (this.watching(net.name)) for (const e of this.cluster.endpointsOf(net.name)) used.add(parseIpv4(e.ip));
+      else for (const a of await this.claimedIn(net.name)) used.add(a);
+      for (const r of this.reservations.values())
+        if (r.network === net.name && !r.ip.includes(':')) used.add(parseIpv4(r.ip));
       const cand = fixed ?? firstFree(net.subnet, used);
       if (cand < 0) throw new AgentError('ERR_NO_ADDRESS', `no free address left in ${net.name} (${net.subnet.cidr})`);
       const addr = formatIpv4(cand);
@@ -165,7 +291,9 @@ export class Ipam {
 
 /** The keys an endpoint's claim holds in the store. */
 function claimKeys(r: Published): string[] {
-  return [keys.endpoint(r.network, r.mac), keys.ipam(r.network, r.ip), keys.name(r.network, r.name)];
+  const ks = [keys.endpoint(r.network, r.mac), keys.ipam(r.network, r.ip), keys.name(r.network, r.name)];
+  if (r.ip6) ks.push(keys.ipam(r.network, r.ip6));
+  return ks;
 }
 
 /** " (by host/endpoint)" from an endpoint record's value, when it says. */

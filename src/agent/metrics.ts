@@ -91,6 +91,9 @@ export function metricsRegistry(agent: Agent): client.Registry {
   ]);
   counter('vxtap_datagrams_sent_total', 'VXLAN datagrams the kernel accepted', [], () => [[{}, c().tx_udp_datagrams]]);
   counter('vxtap_arp_suppressed_total', 'ARP requests answered locally', [], () => [[{}, c().arp_suppressed]]);
+  counter('vxtap_nd_suppressed_total', 'IPv6 neighbour solicitations answered locally', [], () => [
+    [{}, c().nd_suppressed],
+  ]);
   counter('vxtap_icmp_frag_needed_total', 'ICMP fragmentation-needed messages sent to endpoints', [], () => [
     [{}, c().icmp_frag_needed],
   ]);
@@ -125,7 +128,15 @@ export function metricsRegistry(agent: Agent): client.Registry {
   );
   counter('vxtap_kv_watch_errors_total', 'KV watch errors', [], () => [[{}, kv().watchErrors]]);
   counter('vxtap_kv_reconnects_total', 'KV watch reconnects', [], () => [[{}, kv().reconnects]]);
-  counter('vxtap_kv_full_syncs_total', 'Full re-lists of the KV store', [], () => [[{}, kv().fullSyncs]]);
+  counter('vxtap_kv_full_syncs_total', 'Lists of a followed key range (first lists and re-lists)', [], () => [
+    [{}, kv().fullSyncs],
+  ]);
+  gauge(
+    'vxtap_kv_watches',
+    'Key ranges followed (list + watch): networks, hosts, and the endpoints of each network used here',
+    [],
+    () => [[{}, kv().watches]],
+  );
   const bp = () => agent.busyPollStatus();
   counter('vxtap_busy_poll_hits_total', 'Busy polls (--busy-poll) that found a packet waiting', [], () =>
     bp() ? [[{}, bp()!.hits]] : [],

@@ -8,14 +8,26 @@
  *   removes each here (its VNI in the data plane, its tables synced whole). A network removed from the store while
  *   this host still has endpoints on it stays here until the last one leaves, so they keep forwarding.
  */
-import { inSubnet, parseAddress, parseSubnet, type Subnet } from '../common/addr.js';
+import {
+  fitsIpv4,
+  formatAddress6,
+  inSubnet,
+  inSubnet6,
+  overlaps6,
+  parseAddress,
+  parseAddress6,
+  parseSubnet,
+  parseSubnet6,
+  type Subnet,
+  type Subnet6,
+} from '../common/addr.js';
 import { AgentError, invalid, notFound } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import type { Port } from '../dataplane/port.js';
 import { type Kv, KvError, type TxnResult } from '../kv/kv.js';
 import type { Reconciler } from '../kv/reconciler.js';
-import { keys, type NetworkRec, parseNetwork } from '../kv/schema.js';
+import { type EndpointRec, keys, type NetworkRec, parseEndpoint, parseNetwork } from '../kv/schema.js';
 import { VXLAN_IPV4_OVERHEAD, VXLAN_VNI_MAX } from '../vxlan/constants.js';
 import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
 import { sleep } from './registration.js';
@@ -37,6 +49,13 @@ export interface NetworkSpec {
   allowTagged?: boolean;
   /** `subnet` was held for this network with holdSubnet(): the hold is given up in the same transaction. */
   held?: boolean;
+  /** Dual stack: an IPv6 subnet beside the IPv4 one. `ipv6` without `subnet6` takes a block of the IPv6 pool. */
+  ipv6?: boolean;
+  subnet6?: string;
+  /** Default: the subnet's first host address (::1); null or "none": no IPv6 gateway. */
+  gateway6?: string | null;
+  /** `subnet6` was held with holdSubnet6(). */
+  held6?: boolean;
 }
 
 /** How long a subnet held for a network being created keeps others from taking it. */
@@ -51,6 +70,10 @@ export interface Network {
   learning: boolean;
   internal: boolean;
   allowTagged: boolean;
+  /** Dual stack: the IPv6 subnet, or null (IPv4 only). */
+  subnet6: Subnet6 | null;
+  /** 0n: none. */
+  gateway6: bigint;
 }
 
 /** Names of networks, endpoints and hosts. */
@@ -76,6 +99,8 @@ export class Networks {
     private readonly localEndpoints: (network: string) => number,
     /** Where networks created without a subnet get one: blocks of `prefix` bits inside `pool`. */
     private readonly pool: { subnet: Subnet; prefix: number } = parsePool(),
+    /** Where dual-stack networks created without an IPv6 subnet get one: /64 blocks of it. */
+    private readonly pool6: Subnet6 = parsePool6(),
   ) {}
 
   get(name: string): Network {
@@ -87,6 +112,17 @@ export class Networks {
   /** The network's record in the store as this agent last saw it (undefined: not in the store). */
   storeRecord(name: string): NetworkRec | undefined {
     return this.reconciler.state.networks.get(name);
+  }
+
+  /**
+   * The endpoints of a network: from the state while this host follows the network (it has endpoints there),
+   * otherwise read from the store now (one list of that network's records).
+   */
+  async endpointsOf(name: string): Promise<EndpointRec[]> {
+    if (this.reconciler.watching(name)) return this.reconciler.state.endpointsOf(name);
+    const prefix = keys.endpointsNet(name);
+    const { entries } = await kvCall(this.kv, `list the endpoints of ${name}`, () => this.kv.list(prefix));
+    return entries.flatMap((e) => parseEndpoint(name, e.key.slice(prefix.length), e.value) ?? []);
   }
 
   /** Name -> VNI of every network here. */
@@ -159,8 +195,24 @@ export class Networks {
       fixedGateway = g;
     }
     let subnet = given ?? this.pool.subnet;
+    const given6 = spec.subnet6 === undefined || spec.subnet6 === '' ? null : parseSubnet6(spec.subnet6);
+    const dual = given6 !== null || spec.ipv6 === true;
+    if (given6 && given && !fitsIpv4(given6, given))
+      throw invalid(
+        `IPv6 subnet ${given6.cidr} is smaller than IPv4 subnet ${given.cidr}: every IPv4 host index needs an IPv6 address; use a /${96 + given.prefix} or shorter`,
+      );
+    const noGateway6 = spec.gateway6 === null || spec.gateway6 === 'none';
+    let fixedGateway6: bigint | null = null;
+    if (typeof spec.gateway6 === 'string' && !noGateway6) {
+      if (!given6) throw invalid(`--gateway6 ${spec.gateway6} needs --subnet6`);
+      const g = parseAddress6(spec.gateway6, 'IPv6 gateway');
+      if (!inSubnet6(g, given6)) throw invalid(`IPv6 gateway ${spec.gateway6} is not a host address of ${given6.cidr}`);
+      fixedGateway6 = g;
+    }
+    let subnet6: Subnet6 | null = given6;
     const revision = await this.guardedTxn('create the network', async (guardRev) => {
-      const { names, vnis: taken, used } = await this.inUse(given && spec.held ? given.cidr : null);
+      const mine = [given && spec.held ? given.cidr : null, given6 && spec.held6 ? given6.cidr : null];
+      const { names, vnis: taken, used, used6 } = await this.inUse(mine);
       if (names.has(spec.name)) throw new AgentError('ERR_EXISTS', `network ${spec.name} already exists`);
       // one address space, as Docker's global one: a container on two networks must never get two routes for
       // the same addresses. Without --subnet: the first block of the pool that overlaps nothing, chosen inside
@@ -173,6 +225,16 @@ export class Networks {
             `subnet ${given.cidr} overlaps ${clash.subnet.cidr} of network ${clash.name}; pick another subnet`,
           );
       } else subnet = this.freeBlock(used.map((u) => u.subnet));
+      if (given6) {
+        const clash = used6.find((u) => overlaps6(given6, u.subnet));
+        if (clash)
+          throw new AgentError(
+            'ERR_EXISTS',
+            `IPv6 subnet ${given6.cidr} overlaps ${clash.subnet.cidr} of network ${clash.name}; pick another subnet`,
+          );
+      } else if (dual) subnet6 = this.freeBlock6(used6.map((u) => u.subnet));
+      if (subnet6 && !fitsIpv4(subnet6, subnet))
+        throw invalid(`IPv6 subnet ${subnet6.cidr} is smaller than IPv4 subnet ${subnet.cidr}`);
       let vni = spec.vni;
       if (vni !== undefined && taken.has(vni))
         throw new AgentError('ERR_EXISTS', `VNI ${vni} is already used by network ${taken.get(vni)}`);
@@ -189,6 +251,12 @@ export class Networks {
         learning: spec.learning ?? true,
         ...(spec.internal ? { internal: true } : {}),
         ...(spec.allowTagged ? { allowTagged: true } : {}),
+        ...(subnet6
+          ? {
+              subnet6: subnet6.cidr,
+              gateway6: noGateway6 ? null : formatAddress6(fixedGateway6 ?? subnet6.network + 1n),
+            }
+          : {}),
       };
       return this.kv.txn(
         [
@@ -201,6 +269,7 @@ export class Networks {
           { type: 'put', key: keys.vni(vni), value: spec.name },
           { type: 'put', key: keys.guardNetworks, value: spec.name },
           ...(spec.held ? [{ type: 'delete' as const, key: keys.subnetHold(subnet.cidr) }] : []),
+          ...(spec.held6 && subnet6 ? [{ type: 'delete' as const, key: keys.subnetHold(subnet6.cidr) }] : []),
         ],
       );
     });
@@ -211,7 +280,13 @@ export class Networks {
         'ERR_INTERNAL',
         `network ${spec.name} was stored at revision ${revision} but has not arrived here yet`,
       );
-    this.log.info('network created', { network: net.name, vni: net.vni, subnet: net.subnet.cidr, mtu });
+    this.log.info('network created', {
+      network: net.name,
+      vni: net.vni,
+      subnet: net.subnet.cidr,
+      ...(net.subnet6 ? { subnet6: net.subnet6.cidr } : {}),
+      mtu,
+    });
     return net;
   }
 
@@ -220,14 +295,16 @@ export class Networks {
    * VNIs, and the subnets of the networks and of the holds for networks being created (younger than HOLD_MS),
    * except the hold on `mine`.
    */
-  private async inUse(mine: string | null): Promise<{
+  private async inUse(mine: (string | null)[]): Promise<{
     names: Set<string>;
     vnis: Map<number, string>;
     used: { subnet: Subnet; name: string }[];
+    used6: { subnet: Subnet6; name: string }[];
   }> {
     const names = new Set<string>();
     const vnis = new Map<number, string>();
     const used: { subnet: Subnet; name: string }[] = [];
+    const used6: { subnet: Subnet6; name: string }[] = [];
     for (const e of (await this.kv.list(keys.networks)).entries) {
       const name = e.key.slice(keys.networks.length);
       names.add(name);
@@ -235,6 +312,7 @@ export class Networks {
       if (!n) continue;
       vnis.set(n.vni, name);
       used.push({ subnet: parseSubnet(n.subnet), name });
+      if (n.subnet6) used6.push({ subnet: parseSubnet6(n.subnet6), name });
     }
     for (const e of (await this.kv.list(keys.subnetHolds)).entries) {
       const cidr = e.key.slice(keys.subnetHolds.length).replace('_', '/');
@@ -245,14 +323,16 @@ export class Networks {
       } catch {
         continue;
       }
-      if (cidr === mine || !(Date.now() - at < HOLD_MS)) continue;
+      if (mine.includes(cidr) || !(Date.now() - at < HOLD_MS)) continue;
+      const name = `(held by ${host} for a network being created)`;
       try {
-        used.push({ subnet: parseSubnet(cidr), name: `(held by ${host} for a network being created)` });
+        if (cidr.includes(':')) used6.push({ subnet: parseSubnet6(cidr), name });
+        else used.push({ subnet: parseSubnet(cidr), name });
       } catch {
         /* not a subnet: ignore */
       }
     }
-    return { names, vnis, used };
+    return { names, vnis, used, used6 };
   }
 
   /**
@@ -262,7 +342,7 @@ export class Networks {
   async holdSubnet(host: string): Promise<Subnet> {
     let block: Subnet | null = null;
     await this.guardedTxn('hold a subnet from the pool', async (guardRev) => {
-      const { used } = await this.inUse(null);
+      const { used } = await this.inUse([]);
       block = this.freeBlock(used.map((u) => u.subnet));
       return this.kv.txn(
         [{ key: keys.guardNetworks, modRevision: guardRev }],
@@ -276,9 +356,47 @@ export class Networks {
     return block!;
   }
 
-  /** Gives up a subnet held with holdSubnet() (its pool was released before a network was made of it). */
+  /** holdSubnet() for the IPv6 side of a dual-stack network: a /64 of the IPv6 pool. */
+  async holdSubnet6(host: string): Promise<Subnet6> {
+    let block: Subnet6 | null = null;
+    await this.guardedTxn('hold an IPv6 subnet from the pool', async (guardRev) => {
+      const { used6 } = await this.inUse([]);
+      block = this.freeBlock6(used6.map((u) => u.subnet));
+      return this.kv.txn(
+        [{ key: keys.guardNetworks, modRevision: guardRev }],
+        [
+          { type: 'put', key: keys.subnetHold(block.cidr), value: JSON.stringify({ host, at: Date.now() }) },
+          { type: 'put', key: keys.guardNetworks, value: `hold ${block.cidr}` },
+        ],
+      );
+    });
+    this.log.info('IPv6 subnet held for a network being created', { subnet6: block!.cidr });
+    return block!;
+  }
+
+  /** Gives up a subnet (IPv4 or IPv6) held with holdSubnet() (its pool was released before a network was made of
+   * it). */
   async releaseSubnet(cidr: string): Promise<void> {
-    await kvCall(this.kv, 'release a held subnet', () => this.kv.delete(keys.subnetHold(parseSubnet(cidr).cidr)));
+    const norm = cidr.includes(':') ? parseSubnet6(cidr).cidr : parseSubnet(cidr).cidr;
+    await kvCall(this.kv, 'release a held subnet', () => this.kv.delete(keys.subnetHold(norm)));
+  }
+
+  /** The first /64 of the IPv6 pool that overlaps none of `used`; ERR_NO_SUBNET if there is none. */
+  private freeBlock6(used: Subnet6[]): Subnet6 {
+    const pool = this.pool6;
+    const size = 1n << BigInt(128 - POOL6_PREFIX);
+    for (let a = pool.network; a + size - 1n <= pool.last; a += size) {
+      const block = parseSubnet6(`${formatAddress6(a)}/${POOL6_PREFIX}`);
+      const clash = used.find((u) => overlaps6(block, u));
+      if (!clash) return block;
+      // skip past whatever it overlaps
+      const next = ((clash.last + 1n) >> BigInt(128 - POOL6_PREFIX)) << BigInt(128 - POOL6_PREFIX);
+      a = (next > a ? next : a + size) - size;
+    }
+    throw new AgentError(
+      'ERR_NO_SUBNET',
+      `the IPv6 pool ${pool.cidr} has no free /${POOL6_PREFIX} left; pass --subnet6, or start the agents with a larger --pool6`,
+    );
   }
 
   /** The first `pool.prefix` block of the pool that overlaps none of `used`; ERR_NO_SUBNET if there is none. */
@@ -305,7 +423,7 @@ export class Networks {
 
   async delete(name: string): Promise<void> {
     if (!this.reconciler.state.networks.has(name) && !this.byName.has(name)) this.get(name);
-    const eps = this.reconciler.state.endpointsOf(name);
+    const eps = await this.endpointsOf(name);
     if (eps.length) {
       const where = [...new Set(eps.map((e) => e.host))].join(', ');
       const names = eps.map((e) => e.name).join(', ');
@@ -376,6 +494,8 @@ export function toNetwork(rec: NetworkRec): Network {
     learning: rec.learning,
     internal: rec.internal === true,
     allowTagged: rec.allowTagged === true,
+    subnet6: rec.subnet6 ? parseSubnet6(rec.subnet6) : null,
+    gateway6: rec.gateway6 ? parseAddress6(rec.gateway6) : 0n,
   };
 }
 
@@ -386,6 +506,18 @@ function overlaps(a: Subnet, b: Subnet): boolean {
 /** Default subnet pool: as Docker's swarm overlay, /24 blocks of 10.0.0.0/8 (`vxtap agent --pool` changes it). */
 export const DEFAULT_POOL = '10.0.0.0/8';
 export const DEFAULT_POOL_PREFIX = 24;
+/** Default IPv6 pool of dual-stack networks created without an IPv6 subnet: /64 blocks of a unique local /48
+ * (RFC 4193; the global ID spells "vxtap", so every agent of a cluster has the same default). `--pool6` changes
+ * it. */
+export const DEFAULT_POOL6 = 'fd76:7874:6170::/48';
+export const POOL6_PREFIX = 64;
+
+/** Parses and checks the IPv6 pool: /48 to /64 (it is cut into /64s). */
+export function parsePool6(cidr: string = DEFAULT_POOL6): Subnet6 {
+  const s = parseSubnet6(cidr);
+  if (s.prefix > POOL6_PREFIX) throw invalid(`--pool6 ${cidr}: /${POOL6_PREFIX} or shorter (it is cut into /64s)`);
+  return s;
+}
 
 /** Parses and checks a pool: a subnet, and a block size longer than it (and at most /30). */
 export function parsePool(

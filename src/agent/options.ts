@@ -32,6 +32,9 @@ export interface AgentOptions {
   /** Networks created without a subnet get the first free block of this pool (default 10.0.0.0/8, as Docker's
    * swarm overlay). Every agent that creates networks should be given the same pool. */
   pool?: string;
+  /** Dual-stack networks created without an IPv6 subnet get the first free /64 of this pool (default
+   * fd76:7874:6170::/48, a unique local prefix). The same on every agent, as `pool`. */
+  pool6?: string;
   /** The size of those blocks, as a prefix length (default 24). */
   poolPrefix?: number;
   /** TAP reads and writes batched through io_uring (one submission per batch instead of one syscall per frame)

@@ -12,9 +12,9 @@
  * TAPs are recognised by their marker (tap.ts ownerMarker); no other interface is ever touched.
  */
 import { statSync } from 'node:fs';
-import { parseSubnet } from '../common/addr.js';
+import { parseAddress6, parseSubnet, parseSubnet6 } from '../common/addr.js';
 import type { Logger } from '../common/log.js';
-import type { ClusterState } from '../kv/schema.js';
+import type { EndpointRec, NetworkRec } from '../kv/schema.js';
 import { native } from '../sys/native.js';
 import { ip, ipJson, netnsPath } from '../sys/ip.js';
 import { closeTap, ownedBy, setOffloads, setTapGsoMaxSegs, type Tap } from '../tap/tap.js';
@@ -59,37 +59,39 @@ export class Recovery {
 
   /**
    * With no usable state file (deleted, or unreadable and moved aside): the endpoints the store still lists for
-   * this host whose TAPs are still in their namespaces are adopted again. Returns how many.
+   * this host (`mine`) whose TAPs are still in their namespaces are adopted again. Returns how many.
    */
-  async rebuild(cluster: ClusterState): Promise<number> {
+  async rebuild(networks: ReadonlyMap<string, NetworkRec>, mine: readonly EndpointRec[]): Promise<number> {
     let n = 0;
-    for (const [network, rec] of cluster.networks) {
-      for (const e of cluster.endpointsOf(network)) {
-        if (e.host !== this.eps.o.host || this.eps.byName.has(e.name) || !e.netns) continue;
-        let nsIno = 0;
-        try {
-          nsIno = statSync(netnsPath(e.netns)).ino;
-        } catch {
-          continue; // its namespace is gone: settle() gives its claim up
-        }
-        const r: LocalRecord = {
-          name: e.name,
-          network,
-          vni: rec.vni,
-          netns: e.netns,
-          ifname: e.ifname ?? 'eth0',
-          ip: e.ip,
-          mac: e.mac,
-          mtu: rec.mtu,
-          subnet: rec.subnet,
-          gateway: rec.gateway,
-          aliases: e.aliases,
-          nsIno,
-          vnetHdr: this.eps.o.offload,
-          ...(rec.allowTagged ? { allowTagged: true } : {}),
-        };
-        if (await this.recoverOne(r)) n++;
+    for (const e of mine) {
+      const network = e.network;
+      const rec = networks.get(network);
+      if (!rec || e.host !== this.eps.o.host || this.eps.byName.has(e.name) || !e.netns) continue;
+      let nsIno = 0;
+      try {
+        nsIno = statSync(netnsPath(e.netns)).ino;
+      } catch {
+        continue; // its namespace is gone: settle() gives its claim up
       }
+      const r: LocalRecord = {
+        name: e.name,
+        network,
+        vni: rec.vni,
+        netns: e.netns,
+        ifname: e.ifname ?? 'eth0',
+        ip: e.ip,
+        mac: e.mac,
+        mtu: rec.mtu,
+        subnet: rec.subnet,
+        gateway: rec.gateway,
+        ...(rec.subnet6 ? { subnet6: rec.subnet6, gateway6: rec.gateway6 ?? null } : {}),
+        ...(e.ip6 ? { ip6: e.ip6 } : {}),
+        aliases: e.aliases,
+        nsIno,
+        vnetHdr: this.eps.o.offload,
+        ...(rec.allowTagged ? { allowTagged: true } : {}),
+      };
+      if (await this.recoverOne(r)) n++;
     }
     if (n > 0) {
       try {
@@ -102,17 +104,19 @@ export class Recovery {
   }
 
   /**
-   * After the first list from the store: every record the store holds for this host that is not a local endpoint
-   * (an attach interrupted after its claim, an endpoint whose TAP is gone) is given up, so the store, the state
-   * file and the kernel agree.
+   * After the first list from the store: every record the store holds for this host (`mine`) that is not a local
+   * endpoint (an attach interrupted after its claim, an endpoint whose TAP is gone) is given up, so the store, the
+   * state file and the kernel agree.
    */
-  settle(cluster: ClusterState): void {
-    for (const network of cluster.networks.keys()) {
-      for (const e of cluster.endpointsOf(network)) {
-        if (e.host === this.eps.o.host && !this.eps.byName.has(e.name) && !this.eps.intents.has(e.name)) {
-          this.eps.o.log.info('giving up a claim no local endpoint holds', { endpoint: e.name, network, ip: e.ip });
-          this.eps.o.ipam.forget({ network, name: e.name, ip: e.ip, mac: e.mac });
-        }
+  settle(mine: readonly EndpointRec[]): void {
+    for (const e of mine) {
+      if (e.host === this.eps.o.host && !this.eps.byName.has(e.name) && !this.eps.intents.has(e.name)) {
+        this.eps.o.log.info('giving up a claim no local endpoint holds', {
+          endpoint: e.name,
+          network: e.network,
+          ip: e.ip,
+        });
+        this.eps.o.ipam.forget({ network: e.network, name: e.name, ip: e.ip, ip6: e.ip6, mac: e.mac });
       }
     }
   }
@@ -133,6 +137,8 @@ export class Recovery {
         learning: true,
         internal: false,
         allowTagged: !!r.allowTagged,
+        subnet6: r.subnet6 ? parseSubnet6(r.subnet6) : null,
+        gateway6: r.gateway6 ? parseAddress6(r.gateway6) : 0n,
       });
       this.eps.adopt(r, tap);
       log.info('endpoint recovered', { endpoint: r.name, netns: r.netns, ip: r.ip });

@@ -17,6 +17,8 @@ export interface Published {
   name: string;
   network: string;
   ip: string;
+  /** Dual stack: the endpoint's IPv6 address (canonical text). */
+  ip6?: string;
   mac: string;
   netns: string;
   ifname: string;
@@ -108,6 +110,7 @@ export class Registration {
   endpointOps(r: Published, lease: string): Op[] {
     const rec: Omit<EndpointRec, 'network' | 'mac'> = {
       ip: r.ip,
+      ...(r.ip6 ? { ip6: r.ip6 } : {}),
       host: this.o.host,
       name: r.name,
       aliases: r.aliases,
@@ -116,6 +119,9 @@ export class Registration {
     };
     return [
       { type: 'put', key: keys.ipam(r.network, r.ip), value: `${this.o.host}/${r.name}`, lease },
+      ...(r.ip6
+        ? [{ type: 'put' as const, key: keys.ipam(r.network, r.ip6), value: `${this.o.host}/${r.name}`, lease }]
+        : []),
       { type: 'put', key: keys.endpoint(r.network, r.mac), value: JSON.stringify(rec), lease },
       { type: 'put', key: keys.name(r.network, r.name), value: this.o.host, lease },
     ];

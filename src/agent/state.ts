@@ -17,6 +17,9 @@ export interface LocalRecord extends Published {
   mtu: number;
   subnet: string;
   gateway: string | null;
+  /** Dual stack: the network's IPv6 subnet and gateway (the address itself is `ip6`). */
+  subnet6?: string;
+  gateway6?: string | null;
   /** The TAP was opened with IFF_VNET_HDR (offloads): it must be re-opened the same way. */
   vnetHdr?: boolean;
   /** The network forwards VLAN-tagged frames (as it did at attach). */

@@ -2,6 +2,7 @@
  * What the agent shows about itself: `vxtap network inspect`, `vxtap endpoint ls`, `vxtap stats` (and through them
  * the control socket and /metrics). Read at request time; the data plane never calls out.
  */
+import { formatAddress6 } from '../common/addr.js';
 import { native } from '../sys/native.js';
 import { formatIpv4 } from '../vxlan/ipv4.js';
 import { formatMac } from '../vxlan/mac.js';
@@ -27,19 +28,26 @@ export interface BusyPollStatus {
   spin_seconds: number;
 }
 
-export function describeNetwork(a: Agent, n: Network): Record<string, unknown> {
+export async function describeNetwork(a: Agent, n: Network): Promise<Record<string, unknown>> {
+  const endpoints = await a.endpointsOf(n.name);
   return {
     name: n.name,
     vni: n.vni,
     subnet: n.subnet.cidr,
     gateway: n.gateway ? formatIpv4(n.gateway) : null,
+    ...(n.subnet6 ? { subnet6: n.subnet6.cidr, gateway6: n.gateway6 ? formatAddress6(n.gateway6) : null } : {}),
     mtu: n.mtu,
     learning: n.learning,
     internal: n.internal,
     allowTagged: n.allowTagged,
-    endpoints: a.reconciler.state
-      .endpointsOf(n.name)
-      .map((e) => ({ name: e.name, ip: e.ip, mac: e.mac, host: e.host, aliases: e.aliases })),
+    endpoints: endpoints.map((e) => ({
+      name: e.name,
+      ip: e.ip,
+      ...(e.ip6 ? { ip6: e.ip6 } : {}),
+      mac: e.mac,
+      host: e.host,
+      aliases: e.aliases,
+    })),
     local: [...a.endpoints.values()].filter((e) => e.network === n.name).map((e) => describeEndpoint(e, a.host)),
     flood: a.fdb.vnets.get(n.vni)?.flood.map((r) => `${formatIpv4(r.vtep)}:${r.port} (${r.kind})`) ?? [],
     fdb: a.fdbShow(n.name),
@@ -54,6 +62,7 @@ export function describeEndpoint(e: Endpoint, host: string): Record<string, unkn
     netns: e.netns,
     ifname: e.tap.ifname,
     ip: formatIpv4(e.ip),
+    ...(e.rec.ip6 ? { ip6: e.rec.ip6 } : {}),
     mac: formatMac(e.mac),
     host,
     tx_frames: e.port.txFrames,

@@ -1,7 +1,8 @@
 /**
  * The cluster state turned into forwarding tables: for every network this host has endpoints on (`active`), the
  * `kv` FDB entries (remote endpoints -> their host's VTEP), the `kv` flood rows (the hosts with endpoints on the
- * network) and the ARP table (every endpoint's IPv4 -> MAC). A network with no local endpoint gets no tables: a
+ * network), the ARP table (every endpoint's IPv4 -> MAC) and, on dual-stack networks, the neighbour table (IPv6 ->
+ * MAC). A network with no local endpoint gets no tables: a
  * host pays memory and table work only for the networks it uses, as Docker's overlay created a network's state on
  * a host with the first container there. The first local endpoint of a network syncs it whole, the last one's
  * detach clears it (Endpoints calls syncNetwork at both).
@@ -15,9 +16,10 @@
  * Both run on the data plane's thread between batches (Node runs one callback at a time), so the data plane
  * never sees a half-applied change.
  */
-import type { Fdb, LocalPort, Vnet } from '../fdb/fdb.js';
+import { type Fdb, type LocalPort, type Nd6, ndSet, type Vnet } from '../fdb/fdb.js';
 import type { Changes, ClusterState, EndpointRec, HostRec } from '../kv/schema.js';
 import { parseIpv4 } from '../vxlan/ipv4.js';
+import { parseIpv6 } from '../vxlan/ipv6.js';
 import { parseMac } from '../vxlan/mac.js';
 
 interface Dst {
@@ -26,6 +28,8 @@ interface Dst {
 }
 
 const rowKey = (d: Dst): string => `${d.vtep >>> 0}:${d.port}`;
+/** The same as a number (a VTEP address and a port fit in 48 bits): for the per-batch work, no string built. */
+const dstKey = (d: Dst): number => (d.vtep >>> 0) * 65536 + d.port;
 
 function dstOf(h: HostRec): Dst {
   return { vtep: parseIpv4(h.vtep), port: h.port };
@@ -41,15 +45,36 @@ export class KvTables<P extends LocalPort = LocalPort> {
     private readonly active: (network: string) => boolean = () => true,
   ) {}
 
+  /** Host names by their VTEP (dstKey): made from the host records when first needed after they changed. */
+  private byDst: Map<number, string[]> | null = null;
+
+  /** Whether the network wants a flood row to `d`: some other host with endpoints on it has that VTEP. O(hosts
+   * sharing the VTEP), usually one: a batch costs per host it touches, not per host of the network. */
+  private rowWanted(net: string, d: Dst): boolean {
+    if (!this.byDst) {
+      this.byDst = new Map();
+      for (const h of this.st.hosts.values()) {
+        const k = dstKey(dstOf(h));
+        const l = this.byDst.get(k);
+        if (l) l.push(h.host);
+        else this.byDst.set(k, [h.host]);
+      }
+    }
+    for (const h of this.byDst.get(dstKey(d)) ?? []) if (h !== this.self && this.st.hostCount(net, h) > 0) return true;
+    return false;
+  }
+
   /** Makes the network's kv entries, kv flood rows and ARP table equal to the state (or empty, if not active). */
   syncNetwork(name: string, vni: number): void {
     const v = this.fdb.vnet(vni);
     const want = new Map<number, Dst>();
     const arp = new Map<number, number>();
+    const nd = new Map<number, Nd6>();
     const active = this.active(name);
     for (const ep of (active && this.st.endpoints.get(name)?.values()) || []) {
       const mac = parseMac(ep.mac);
       if (this.st.ipOwner(name, ep.ip) === ep) arp.set(parseIpv4(ep.ip), mac);
+      if (ep.ip6 !== undefined && this.st.ipOwner(name, ep.ip6) === ep) ndSet(nd, parseIpv6(ep.ip6), mac);
       const dst = this.remoteDst(ep);
       if (dst) want.set(mac, dst);
     }
@@ -67,6 +92,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
     }
     for (const d of rows.values()) this.fdb.floodAdd(vni, d.vtep, d.port, 'kv');
     v.arp = arp;
+    v.nd = nd;
   }
 
   /**
@@ -74,18 +100,19 @@ export class KvTables<P extends LocalPort = LocalPort> {
    * in `whole` (the caller syncs them whole).
    */
   apply(ch: Changes, vnis: ReadonlyMap<string, number>, whole: ReadonlySet<string> = new Set()): void {
-    const rows = new Map<string, Set<string>>(); // network -> flood row keys to recompute
-    const hostRows = new Map<string, string[]>(); // host -> its row keys now and before the batch (once per host)
+    if (ch.hosts.size) this.byDst = null; // host records changed: the VTEP index is made again when needed
+    const rows = new Map<string, Map<number, Dst>>(); // network -> flood rows to look at again
+    const hostRows = new Map<string, Dst[]>(); // host -> its rows now and before the batch (once per host)
     const mark = (net: string, host: string | undefined): void => {
       if (host === undefined || host === this.self) return;
-      let ks = hostRows.get(host);
-      if (!ks) {
-        ks = [this.st.hosts.get(host), ch.hosts.get(host)].flatMap((h) => (h ? [rowKey(dstOf(h))] : []));
-        hostRows.set(host, ks);
+      let ds = hostRows.get(host);
+      if (!ds) {
+        ds = [this.st.hosts.get(host), ch.hosts.get(host)].flatMap((h) => (h ? [dstOf(h)] : []));
+        hostRows.set(host, ds);
       }
-      let s = rows.get(net);
-      if (!s) rows.set(net, (s = new Set()));
-      for (const k of ks) s.add(k);
+      let m = rows.get(net);
+      if (!m) rows.set(net, (m = new Map()));
+      for (const d of ds) m.set(dstKey(d), d);
     };
     for (const [net, macs] of ch.endpoints) {
       const vni = vnis.get(net);
@@ -96,6 +123,8 @@ export class KvTables<P extends LocalPort = LocalPort> {
         this.syncMac(net, vni, mac);
         if (prev) this.syncArp(v, net, prev.ip);
         if (cur && cur.ip !== prev?.ip) this.syncArp(v, net, cur.ip);
+        if (prev?.ip6 !== undefined) this.syncNd(v, net, prev.ip6);
+        if (cur?.ip6 !== undefined && cur.ip6 !== prev?.ip6) this.syncNd(v, net, cur.ip6);
         mark(net, prev?.host);
         mark(net, cur?.host);
       }
@@ -111,16 +140,15 @@ export class KvTables<P extends LocalPort = LocalPort> {
       // a host whose last endpoint went in an earlier batch has no row to fix; one whose record went keeps its
       // endpoints in the state (their delete events follow) and is found above
     }
-    for (const [net, keys] of rows) {
+    for (const [net, ds] of rows) {
       const vni = vnis.get(net);
       if (vni === undefined || whole.has(net) || !this.active(net)) continue;
-      const wanted = this.wantedRows(net);
       const v = this.fdb.vnet(vni);
-      for (const k of keys) {
-        const d = wanted.get(k);
-        const have = v.flood.find((r) => rowKey(r) === k);
-        if (d && !have) this.fdb.floodAdd(vni, d.vtep, d.port, 'kv');
-        else if (!d && have?.kind === 'kv') this.fdb.floodDel(vni, have.vtep, have.port, 'kv');
+      for (const d of ds.values()) {
+        const want = this.rowWanted(net, d);
+        const have = v.flood.find((r) => r.vtep === d.vtep >>> 0 && r.port === d.port);
+        if (want && !have) this.fdb.floodAdd(vni, d.vtep, d.port, 'kv');
+        else if (!want && have?.kind === 'kv') this.fdb.floodDel(vni, have.vtep, have.port, 'kv');
       }
     }
   }
@@ -141,6 +169,11 @@ export class KvTables<P extends LocalPort = LocalPort> {
     const a = parseIpv4(ip);
     if (owner) v.arp.set(a, parseMac(owner.mac));
     else v.arp.delete(a);
+  }
+
+  private syncNd(v: Vnet<P>, net: string, ip6: string): void {
+    const owner = this.st.ipOwner(net, ip6);
+    ndSet(v.nd, parseIpv6(ip6), owner ? parseMac(owner.mac) : -1);
   }
 
   /** Where frames for this endpoint go: its host's VTEP, or null (ours, or its host's record is gone). */

@@ -21,13 +21,15 @@ Usage:
   vxtap agent --vtep IP [--kv etcd://H:P[,H:P]|FILE] [--host NAME] [--port 4789] [--lease-ttl 10]
               [--state-dir /var/lib/vxtap] [--metrics [HOST]:PORT] [--no-offload] [--tx-sockets 4] [--batch 64]
               [--busy-poll MICROSECONDS] [--no-io-uring] [--storm-pps 2000] [--pool 10.0.0.0/8 [--pool-prefix 24]]
+              [--pool6 fd76:7874:6170::/48]
               [--log-level info] [--docker unix:///var/run/docker.sock [--plugin-socket PATH]]
               [--dns IP[:53] [--dns-upstream IP[:PORT],...|none]]
   vxtap network create NAME [--subnet CIDR (default: the next free block of the agent's --pool)] [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning] [--internal] [--allow-tagged]
+                       [--ipv6] [--subnet6 CIDR (dual stack; default with --ipv6: a /64 of --pool6)] [--gateway6 IP|none]
   vxtap network ls [-o json]
   vxtap network inspect NAME
   vxtap network rm NAME
-  vxtap endpoint attach NETWORK --netns NS [--name NAME] [--ip IP] [--mac MAC] [--ifname eth0] [--no-default-route]
+  vxtap endpoint attach NETWORK --netns NS [--name NAME] [--ip IP] [--ip6 IP] [--mac MAC] [--ifname eth0] [--no-default-route]
   vxtap endpoint detach NAME
   vxtap endpoint ls [-o json]
   vxtap fdb add NETWORK MAC DST        (MAC 00:00:00:00:00:00 adds DST to the flood list)
@@ -123,6 +125,7 @@ async function agentCmd(argv: string[]): Promise<void> {
     'storm-pps': { type: 'string' },
     pool: { type: 'string' },
     'pool-prefix': { type: 'string' },
+    pool6: { type: 'string' },
     'no-io-uring': { type: 'boolean' },
     kv: { type: 'string' },
     'lease-ttl': { type: 'string' },
@@ -155,6 +158,7 @@ async function agentCmd(argv: string[]): Promise<void> {
     busyPollUs: int(opts, 'busy-poll'),
     stormPps: int(opts, 'storm-pps'),
     pool: opts.pool as string | undefined,
+    pool6: opts.pool6 as string | undefined,
     poolPrefix: int(opts, 'pool-prefix'),
     ioUring: !opts['no-io-uring'],
     kv: opts.kv as string | undefined,
@@ -257,6 +261,9 @@ async function networkCmd(argv: string[]): Promise<void> {
       'no-learning': { type: 'boolean' },
       internal: { type: 'boolean' },
       'allow-tagged': { type: 'boolean' },
+      ipv6: { type: 'boolean' },
+      subnet6: { type: 'string' },
+      gateway6: { type: 'string' },
     });
     const name = need(pos, 0, 'network NAME');
     const vni = int(opts, 'vni');
@@ -268,11 +275,15 @@ async function networkCmd(argv: string[]): Promise<void> {
       learning: !opts['no-learning'],
       ...(opts.internal ? { internal: true } : {}),
       ...(opts['allow-tagged'] ? { allowTagged: true } : {}),
+      ...(opts.ipv6 ? { ipv6: true } : {}),
+      ...(opts.subnet6 ? { subnet6: opts.subnet6 } : {}),
     };
     if (opts.gateway !== undefined) body.gateway = opts.gateway === 'none' ? null : opts.gateway;
+    if (opts.gateway6 !== undefined) body.gateway6 = opts.gateway6 === 'none' ? null : opts.gateway6;
     const n = await call<Record<string, unknown>>(socketOf(opts), 'POST', '/v1/networks', body);
+    const v6 = n.subnet6 ? `, IPv6 subnet ${n.subnet6}, gateway ${n.gateway6 ?? 'none'}` : '';
     console.log(
-      `network ${n.name} created: VNI ${n.vni}, subnet ${n.subnet}, gateway ${n.gateway ?? 'none'}, MTU ${n.mtu}`,
+      `network ${n.name} created: VNI ${n.vni}, subnet ${n.subnet}, gateway ${n.gateway ?? 'none'}${v6}, MTU ${n.mtu}`,
     );
   } else if (sub === 'ls') {
     const { opts } = parse(rest, {});
@@ -280,7 +291,7 @@ async function networkCmd(argv: string[]): Promise<void> {
     print(
       opts,
       nets.map((n) => ({ ...n, endpoints: (n.endpoints as unknown[]).length })),
-      ['name', 'vni', 'subnet', 'gateway', 'mtu', 'endpoints'],
+      ['name', 'vni', 'subnet', 'gateway', 'subnet6', 'mtu', 'endpoints'],
     );
   } else if (sub === 'inspect') {
     const { opts, pos } = parse(rest, {});
@@ -301,6 +312,7 @@ async function endpointCmd(argv: string[]): Promise<void> {
       netns: { type: 'string' },
       name: { type: 'string' },
       ip: { type: 'string' },
+      ip6: { type: 'string' },
       mac: { type: 'string' },
       ifname: { type: 'string' },
       'no-default-route': { type: 'boolean' },
@@ -312,11 +324,14 @@ async function endpointCmd(argv: string[]): Promise<void> {
       netns: opts.netns,
       name: opts.name,
       ip: opts.ip,
+      ip6: opts.ip6,
       mac: opts.mac,
       ifname: opts.ifname,
       defaultRoute: opts['no-default-route'] ? false : undefined,
     });
-    console.log(`endpoint ${e.name} attached: ${e.ifname} in ${e.netns}, ${e.ip}, ${e.mac}`);
+    console.log(
+      `endpoint ${e.name} attached: ${e.ifname} in ${e.netns}, ${e.ip}${e.ip6 ? `, ${e.ip6}` : ''}, ${e.mac}`,
+    );
   } else if (sub === 'detach') {
     const { opts, pos } = parse(rest, {});
     const name = need(pos, 0, 'endpoint NAME');

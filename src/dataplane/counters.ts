@@ -50,6 +50,7 @@ export class Counters {
   learned = 0;
   moved = 0;
   arp_suppressed = 0; // ARP requests answered locally from the control plane's table
+  nd_suppressed = 0; // IPv6 neighbour solicitations answered locally (dual-stack networks)
   icmp_frag_needed = 0; // ICMP "fragmentation needed" sent back for oversize DF frames
   icmp6_packet_too_big = 0; // ICMPv6 "packet too big" sent back for oversize IPv6 frames
   tx_gso_frames = 0; // TSO super-frames read from TAPs (offloads on)

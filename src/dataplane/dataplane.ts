@@ -9,6 +9,7 @@
  */
 import { Fdb, FdbError, VniCounters } from '../fdb/fdb.js';
 import type { PollHandle } from '../sys/native.js';
+import { readU32 } from '../vxlan/ethernet.js';
 import { VXLAN_HLEN } from '../vxlan/constants.js';
 import { VNET_HDR_LEN } from '../vxlan/gso.js';
 import type { Arena, RcvArena, RcvContext, XmitContext } from './context.js';
@@ -162,6 +163,8 @@ export class Dataplane implements XmitContext, RcvContext {
     uso?: boolean;
     /** Check IPv6 sources against the link-local address of the MAC (the agent does; tests may not). */
     checkIpv6Source?: boolean;
+    /** The endpoint's IPv6 address (16 bytes) on a dual-stack network: also a source it may use. */
+    ip6?: Uint8Array | null;
     /** Forward VLAN-tagged frames from this endpoint (default: drop them). */
     allowTagged?: boolean;
   }): Port {
@@ -174,6 +177,10 @@ export class Dataplane implements XmitContext, RcvContext {
       vnetHdrLen: spec.vnetHdr ? VNET_HDR_LEN : 0,
       ll6Hi: spec.checkIpv6Source ? eui64Hi(spec.mac) : 0,
       ll6Lo: spec.checkIpv6Source ? eui64Lo(spec.mac) : 0,
+      ip6w0: spec.ip6 ? readU32(spec.ip6, 0) : 0,
+      ip6w1: spec.ip6 ? readU32(spec.ip6, 4) : 0,
+      ip6w2: spec.ip6 ? readU32(spec.ip6, 8) : 0,
+      ip6w3: spec.ip6 ? readU32(spec.ip6, 12) : 0,
       allowTagged: !!spec.allowTagged,
       stormTokens: this.stormBurst,
       stormStamp: this.now(),

@@ -18,6 +18,12 @@ export interface Port extends LocalPort {
    * not checked. */
   readonly ll6Hi: number;
   readonly ll6Lo: number;
+  /** The endpoint's IPv6 address on a dual-stack network, as four words (unsigned); all 0: none (then only the
+   * link-local address is its own). */
+  readonly ip6w0: number;
+  readonly ip6w1: number;
+  readonly ip6w2: number;
+  readonly ip6w3: number;
   /** 802.1Q/802.1ad-tagged frames from the endpoint are forwarded (the network allows tags); else dropped. */
   readonly allowTagged: boolean;
   /** Storm control's token bucket: flood frames this endpoint may still send, and when it was last filled (ms). */

@@ -9,13 +9,15 @@
  *                tx_bad_offload
  *   3. source    source MAC must be unicast (tx_group_src_mac) and the endpoint's own: no spoofing of another
  *                container (tx_spoofed_src_mac); a VLAN tag only where the network allows tags (tx_vlan_tagged);
- *                an IPv6 source must be the endpoint's link-local address (tx_spoofed_src_ip6) and neighbour
+ *                an IPv6 source must be the endpoint's link-local or (dual stack) its IPv6 address
+ *                (tx_spoofed_src_ip6) and neighbour
  *                discovery must name its own address and MAC (tx_spoofed_nd); so must an IPv4 source
  *                (tx_spoofed_src_ip) and an ARP sender address (tx_spoofed_arp); a frame over the MTU is refused (tx_oversize), with ICMP
  *                "fragmentation needed" back for IPv4 with DF, or ICMPv6 "packet too big" for IPv6, so
  *                path-MTU discovery works
- *   4. arp       an ARP request for an overlay address the control plane knows is answered here, in place: the
- *                request's bytes become the reply and go back to the sender's TAP (never flooded across hosts)
+ *   4. arp, nd   an ARP request or IPv6 neighbour solicitation for an overlay address the control plane knows is
+ *                answered here, in place: the request's bytes become the reply (src/vxlan/arp.ts, nd.ts) and go back
+ *                to the sender's TAP (never flooded across hosts)
  *   5. lookup    destination MAC in the VNI's FDB
  *                  local endpoint -> queue a TAP write (a frame back to its own sender is tx_hairpin)
  *                  remote VTEP    -> encap: write the 8-byte VXLAN header into the headroom, queue one datagram
@@ -30,7 +32,7 @@
  * The outer UDP source port comes from the inner flow hash (RFC 7348 section 5): it picks one of the agent's
  * transmit sockets, each bound to its own port, so a flow keeps one port and flows spread over ECMP/RSS.
  */
-import { type Peer } from '../fdb/fdb.js';
+import { ndGet, type Peer } from '../fdb/fdb.js';
 import { arpReplyInPlace, arpRequestTarget } from '../vxlan/arp.js';
 import {
   ARP_HLEN,
@@ -75,6 +77,16 @@ import {
 import { fragNeeded, packetTooBig } from '../vxlan/icmp.js';
 import { isGroupMac, readMac } from '../vxlan/mac.js';
 import { writeVxlanHeader } from '../vxlan/vxlan.js';
+import {
+  ND_HLEN,
+  ND_NEIGHBOR_ADVERT,
+  ND_NEIGHBOR_SOLICIT,
+  ND_OFF_TARGET,
+  ND_OPT_SOURCE_LL,
+  ND_OPT_TARGET_LL,
+  ndAdvertInPlace,
+  ndSolicitTarget,
+} from '../vxlan/nd.js';
 import type { XmitContext } from './context.js';
 import type { Port } from './port.js';
 
@@ -196,7 +208,7 @@ export function xmit(dp: XmitContext, port: Port): number {
     }
     vs.tx_packets++;
     vs.tx_bytes += len;
-    // 4. arp
+    // 4. arp, nd
     // an ARP request for an address the control plane knows (and not the sender's own: an RFC 5227 probe must go
     // unanswered unless someone else holds the address) is answered here, the request's bytes becoming the reply
     if (mss === 0 && v.arp.size !== 0 && len >= ETH_HLEN + ARP_HLEN && etype === ETH_P_ARP) {
@@ -206,6 +218,17 @@ export function xmit(dp: XmitContext, port: Port): number {
         arpReplyInPlace(arena, off, mac);
         out.tap(port, off, len);
         c.arp_suppressed++;
+        continue;
+      }
+    }
+    // the same for a neighbour solicitation (duplicate address detection of the sender's own address included:
+    // it goes unanswered, as the probe above)
+    if (mss === 0 && v.nd.size !== 0 && etype === ETH_P_IPV6) {
+      const t = ndSolicitTarget(arena, off, len);
+      const mac = t < 0 ? -1 : ndGet(v.nd, arena, t);
+      if (mac >= 0 && mac !== port.mac) {
+        out.tap(port, off, ndAdvertInPlace(arena, off, mac, dp.kernels.sum16));
+        c.nd_suppressed++;
         continue;
       }
     }
@@ -368,9 +391,9 @@ function sendSegments(
 
 /**
  * An IPv6 packet from an endpoint: 0 if its source is the endpoint's own link-local address (fe80::/64 with the
- * EUI-64 of its MAC: what the kernel gives the TAP) or, for ICMPv6 and hop-by-hop (MLD) only, the unspecified
+ * EUI-64 of its MAC: what the kernel gives the TAP), its IPv6 address on a dual-stack network, or, for ICMPv6 and hop-by-hop (MLD) only, the unspecified
  * address of duplicate address detection; 1 if not (tx_spoofed_src_ip6); 2 if it is neighbour discovery that
- * claims another node: a neighbour advertisement for an address that is not the endpoint's, or a source or target
+ * claims another node: a neighbour advertisement for an address that is not the endpoint's (either of them), or a source or target
  * link-layer address option that is not its MAC (tx_spoofed_nd: NDP poisoning).
  */
 function ipv6SourceCheck(a: Uint8Array, off: number, len: number, port: Port): number {
@@ -382,23 +405,24 @@ function ipv6SourceCheck(a: Uint8Array, off: number, len: number, port: Port): n
   const w1 = readU32(a, src + 4);
   const w2 = readU32(a, src + 8);
   const w3 = readU32(a, src + 12);
-  const own = w0 === LL_PREFIX && w1 === 0 && w2 === port.ll6Hi && w3 === port.ll6Lo;
+  const own =
+    (w0 === LL_PREFIX && w1 === 0 && w2 === port.ll6Hi && w3 === port.ll6Lo) ||
+    (w0 === port.ip6w0 && w1 === port.ip6w1 && w2 === port.ip6w2 && w3 === port.ip6w3 && (w0 | w1 | w2 | w3) !== 0);
   if (!own && !((w0 | w1 | w2 | w3) === 0 && (next === IPPROTO_ICMPV6 || next === IPPROTO_HOPOPTS))) return 1;
   if (next !== IPPROTO_ICMPV6 || len < ETH_HLEN + IPV6_HLEN + ND_HLEN) return 0;
   const icmp = ip + IPV6_HLEN;
   const type = a[icmp];
   if (type !== ND_NEIGHBOR_SOLICIT && type !== ND_NEIGHBOR_ADVERT) return 0;
   const target = icmp + ND_OFF_TARGET;
-  if (
-    type === ND_NEIGHBOR_ADVERT &&
-    !(
-      readU32(a, target) === LL_PREFIX &&
-      readU32(a, target + 4) === 0 &&
-      readU32(a, target + 8) === port.ll6Hi &&
-      readU32(a, target + 12) === port.ll6Lo
-    )
-  ) {
-    return 2;
+  if (type === ND_NEIGHBOR_ADVERT) {
+    const t0 = readU32(a, target);
+    const t1 = readU32(a, target + 4);
+    const t2 = readU32(a, target + 8);
+    const t3 = readU32(a, target + 12);
+    const ll = t0 === LL_PREFIX && t1 === 0 && t2 === port.ll6Hi && t3 === port.ll6Lo;
+    const global =
+      t0 === port.ip6w0 && t1 === port.ip6w1 && t2 === port.ip6w2 && t3 === port.ip6w3 && (t0 | t1 | t2 | t3) !== 0;
+    if (!ll && !global) return 2;
   }
   // options: type, length in units of 8 bytes; source (1) and target (2) link-layer addresses carry a MAC
   for (let o = icmp + ND_HLEN, end = off + len; o + 8 <= end;) {
@@ -413,13 +437,6 @@ function ipv6SourceCheck(a: Uint8Array, off: number, len: number, port: Port): n
 /** fe80::/64, the link-local prefix, as the first 32-bit word. */
 const LL_PREFIX = 0xfe800000;
 const IPPROTO_HOPOPTS = 0;
-/** Neighbour solicitation and advertisement (RFC 4861 4.3, 4.4): 8 bytes of header and a 16-byte target. */
-const ND_NEIGHBOR_SOLICIT = 135;
-const ND_NEIGHBOR_ADVERT = 136;
-const ND_OFF_TARGET = 8;
-const ND_HLEN = 24;
-const ND_OPT_SOURCE_LL = 1;
-const ND_OPT_TARGET_LL = 2;
 
 function txSocket(dp: XmitContext, arena: Uint8Array, off: number, len: number): number {
   const n = dp.txSocketCount;

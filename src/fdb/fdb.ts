@@ -17,6 +17,7 @@
  * - The set of known VTEPs (flood list members and remote destinations of static/kv entries, reference
  *   counted) answers the receive path's "is this datagram from a VTEP we know?" in one Map.get.
  */
+import { readU32 } from '../vxlan/ethernet.js';
 import { formatIpv4 } from '../vxlan/ipv4.js';
 import { formatMac, MAC_ZERO } from '../vxlan/mac.js';
 import { MacTable } from './mactable.js';
@@ -71,6 +72,48 @@ export class VniCounters {
   rx_bytes = 0;
 }
 
+/** One IPv6 address (four big-endian 32-bit words, unsigned) and its MAC, in a chain of a Vnet's `nd` table. */
+export interface Nd6 {
+  w0: number;
+  w1: number;
+  w2: number;
+  w3: number;
+  mac: number;
+  next: Nd6 | null;
+}
+
+/** The MAC of the IPv6 address in buf[at..at+16], or -1: the data plane's lookup, reading the frame in place. */
+export function ndGet(nd: Map<number, Nd6>, buf: Uint8Array, at: number): number {
+  const w3 = readU32(buf, at + 12);
+  for (let e = nd.get(w3 | 0) ?? null; e !== null; e = e.next) {
+    if (e.w3 === w3 && e.w2 === readU32(buf, at + 8) && e.w1 === readU32(buf, at + 4) && e.w0 === readU32(buf, at))
+      return e.mac;
+  }
+  return -1;
+}
+
+/** Sets (mac >= 0) or removes (mac < 0) the entry of a 16-byte address: the control plane's side. */
+export function ndSet(nd: Map<number, Nd6>, addr: Uint8Array, mac: number): void {
+  const w = [0, 4, 8, 12].map((i) => readU32(addr, i));
+  const key = w[3] | 0;
+  let head = nd.get(key) ?? null;
+  let prev: Nd6 | null = null;
+  for (let e = head; e !== null; prev = e, e = e.next) {
+    if (e.w0 === w[0] && e.w1 === w[1] && e.w2 === w[2] && e.w3 === w[3]) {
+      if (mac >= 0) {
+        e.mac = mac;
+        return;
+      }
+      if (prev) prev.next = e.next;
+      else head = e.next;
+      if (head) nd.set(key, head);
+      else nd.delete(key);
+      return;
+    }
+  }
+  if (mac >= 0) nd.set(key, { w0: w[0], w1: w[1], w2: w[2], w3: w[3], mac, next: head });
+}
+
 export class Vnet<P extends LocalPort = LocalPort> {
   readonly vni: number;
   readonly entries = new MacTable<FdbEntry<P>>();
@@ -83,6 +126,10 @@ export class Vnet<P extends LocalPort = LocalPort> {
   /** ARP table: overlay IPv4 (host order) -> MAC, for answering ARP requests locally (filled by the control plane,
    * between batches: the data plane and the control plane share one thread). */
   arp = new Map<number, number>();
+  /** Neighbour table for IPv6 (dual-stack networks): the same, for answering neighbour solicitations. Keyed by the
+   * address's last 32 bits as an int32 (a small integer: no number boxed per lookup), each a chain of the
+   * addresses that share them (see ndGet). */
+  nd = new Map<number, Nd6>();
   /** Frames and bytes of this VNI, each direction. */
   readonly counters = new VniCounters();
   constructor(vni: number, learning: boolean) {

@@ -124,6 +124,7 @@ export class EmbeddedKv implements Kv {
       leaseSeq: p(`UPDATE meta SET value = value + 1 WHERE name = 'lease_seq' RETURNING value`),
       get: p(`SELECT * FROM kv WHERE key = ?`),
       range: p(`SELECT * FROM kv WHERE key >= ? AND key < ? ORDER BY key`),
+      count: p(`SELECT COUNT(*) AS n FROM kv WHERE key >= ? AND key < ?`),
       upsert: p(`INSERT INTO kv (key, value, create_rev, mod_rev, lease) VALUES (@key, @value, @rev, @rev, @lease)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value, mod_rev = excluded.mod_rev, lease = excluded.lease`),
       del: p(`DELETE FROM kv WHERE key = ?`),
@@ -269,6 +270,15 @@ export class EmbeddedKv implements Kv {
     }));
     const { rows, revision } = read.deferred();
     return { entries: rows.map(toEntry), revision };
+  }
+
+  async count(prefix: string): Promise<{ count: number; revision: number }> {
+    this.check();
+    const read = this.db.transaction(() => ({
+      count: (this.q.count.get(prefix, prefixEnd(prefix)) as { n: number }).n,
+      revision: this.revision(),
+    }));
+    return read.deferred();
   }
 
   async put(key: string, value: string, lease?: string): Promise<number> {

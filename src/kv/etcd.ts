@@ -108,6 +108,19 @@ export class EtcdKv implements Kv {
     }
   }
 
+  async count(prefix: string): Promise<{ count: number; revision: number }> {
+    try {
+      const r = await this.client.kv.range({
+        key: Buffer.from(prefix),
+        range_end: prefixEndBytes(prefix),
+        count_only: true,
+      });
+      return { count: Number(r.count), revision: Number(r.header.revision) };
+    } catch (e) {
+      throw wrap(e, `etcd count ${prefix}`);
+    }
+  }
+
   async put(key: string, value: string, lease?: string): Promise<number> {
     return (await this.txn([], [{ type: 'put', key, value, lease }])).revision;
   }

@@ -73,6 +73,8 @@ export interface Kv {
   readonly where: string;
   get(key: string): Promise<KvEntry | null>;
   list(prefix: string): Promise<{ entries: KvEntry[]; revision: number }>;
+  /** How many keys are under `prefix` now (no values read): the reconciler's check of a quiet watch. */
+  count(prefix: string): Promise<{ count: number; revision: number }>;
   put(key: string, value: string, lease?: string): Promise<number>;
   delete(key: string): Promise<boolean>;
   txn(compares: Compare[], success: Op[], failure?: Op[]): Promise<TxnResult>;

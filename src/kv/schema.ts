@@ -21,6 +21,7 @@
  */
 import { isValidVni } from '../vxlan/vxlan.js';
 import { parseIpv4 } from '../vxlan/ipv4.js';
+import { formatIpv6, parseIpv6 } from '../vxlan/ipv6.js';
 import { parseMac } from '../vxlan/mac.js';
 
 export const ROOT = '/vxtap/v1/';
@@ -32,6 +33,8 @@ export const keys = {
   hosts: `${ROOT}hosts/`,
   endpoint: (network: string, mac: string) => `${ROOT}endpoints/${network}/${mac}`,
   endpoints: `${ROOT}endpoints/`,
+  /** One network's endpoint records: what an agent lists and watches while it has endpoints there. */
+  endpointsNet: (network: string) => `${ROOT}endpoints/${network}/`,
   ipam: (network: string, ip: string) => `${ROOT}ipam/${network}/${ip}`,
   ipamNet: (network: string) => `${ROOT}ipam/${network}/`,
   name: (network: string, name: string) => `${ROOT}names/${network}/${name}`,
@@ -55,6 +58,9 @@ export interface NetworkRec {
   /** 802.1Q/802.1ad-tagged frames from endpoints are forwarded (by default they are dropped). Written only when
    * true. */
   allowTagged?: boolean;
+  /** Dual stack: the network's IPv6 subnet (CIDR) and gateway. Written only for dual-stack networks. */
+  subnet6?: string;
+  gateway6?: string | null;
 }
 
 export interface HostRec {
@@ -67,6 +73,8 @@ export interface EndpointRec {
   network: string;
   mac: string;
   ip: string;
+  /** The IPv6 address on a dual-stack network (canonical RFC 5952 text). */
+  ip6?: string;
   host: string;
   name: string;
   aliases: string[];
@@ -85,6 +93,23 @@ function obj(v: string): Record<string, unknown> | null {
   }
 }
 
+/** An IPv6 address in canonical form (what agents write): anything else is refused, so one address has one key. */
+function ipv6ok(s: unknown): s is string {
+  if (typeof s !== 'string') return false;
+  try {
+    return formatIpv6(parseIpv6(s)) === s;
+  } catch {
+    return false;
+  }
+}
+
+function subnet6ok(s: unknown): s is string {
+  if (typeof s !== 'string') return false;
+  const i = s.indexOf('/');
+  const p = Number(s.slice(i + 1));
+  return i > 0 && ipv6ok(s.slice(0, i)) && Number.isInteger(p) && p >= 48 && p <= 120;
+}
+
 function ipv4ok(s: unknown): s is string {
   if (typeof s !== 'string') return false;
   try {
@@ -98,13 +123,15 @@ function ipv4ok(s: unknown): s is string {
 export function parseNetwork(name: string, v: string): NetworkRec | null {
   const o = obj(v);
   if (!o || !NAME.test(name)) return null;
-  const { vni, subnet, gateway, mtu, learning, internal, allowTagged } = o;
+  const { vni, subnet, gateway, mtu, learning, internal, allowTagged, subnet6, gateway6 } = o;
   if (typeof vni !== 'number' || !isValidVni(vni)) return null;
   if (typeof subnet !== 'string' || !/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(subnet)) return null;
   if (gateway !== null && !ipv4ok(gateway)) return null;
   if (typeof mtu !== 'number' || !Number.isInteger(mtu) || mtu < 68 || mtu > 65485) return null;
   if (internal !== undefined && typeof internal !== 'boolean') return null;
   if (allowTagged !== undefined && typeof allowTagged !== 'boolean') return null;
+  if (subnet6 !== undefined && !subnet6ok(subnet6)) return null;
+  if (gateway6 !== undefined && gateway6 !== null && !ipv6ok(gateway6)) return null;
   return {
     name,
     vni,
@@ -114,6 +141,7 @@ export function parseNetwork(name: string, v: string): NetworkRec | null {
     learning: learning !== false,
     ...(internal ? { internal: true } : {}),
     ...(allowTagged ? { allowTagged: true } : {}),
+    ...(subnet6 !== undefined ? { subnet6, gateway6: (gateway6 as string | null | undefined) ?? null } : {}),
   };
 }
 
@@ -135,6 +163,7 @@ export function parseEndpoint(network: string, mac: string, v: string): Endpoint
   }
   if (
     !ipv4ok(o.ip) ||
+    (o.ip6 !== undefined && !ipv6ok(o.ip6)) ||
     typeof o.host !== 'string' ||
     !NAME.test(o.host) ||
     typeof o.name !== 'string' ||
@@ -148,12 +177,20 @@ export function parseEndpoint(network: string, mac: string, v: string): Endpoint
     network,
     mac,
     ip: o.ip,
+    ...(o.ip6 !== undefined ? { ip6: o.ip6 as string } : {}),
     host: o.host,
     name: o.name,
     aliases,
     netns: typeof o.netns === 'string' ? o.netns : undefined,
     ifname: typeof o.ifname === 'string' ? o.ifname : undefined,
   };
+}
+
+/** The scope a tracked key belongs to: networks/, hosts/, or endpoints/NET/ (what one watch covers). */
+function scopeOf(key: string): string {
+  const i = key.indexOf('/', ROOT.length);
+  if (!key.startsWith('endpoints/', ROOT.length)) return key.slice(0, i + 1);
+  return key.slice(0, key.indexOf('/', i + 1) + 1);
 }
 
 /** An index slot: one record (nearly always), or a Set of them when records clash. */
@@ -227,6 +264,8 @@ export class ClusterState {
   private readonly hostCounts = new Map<string, Map<string, number>>();
   /** Every key applied, with its raw value: a re-list compares against it and re-parses only what differs. */
   private readonly raw = new Map<string, string>();
+  /** Keys held per scope (networks/, hosts/, endpoints/NET/): a check compares them with the store's count. */
+  private readonly scopeCounts = new Map<string, number>();
   private readonly invalidKeys = new Set<string>();
 
   /** Records that failed validation (ignored), as the store holds them now. */
@@ -245,8 +284,15 @@ export class ClusterState {
     const tracked =
       kind === 'networks' || kind === 'hosts' ? parts.length === 2 : kind === 'endpoints' && parts.length === 3;
     if (!tracked) return;
+    const had = this.raw.has(key);
     if (value === null) this.raw.delete(key);
     else this.raw.set(key, value);
+    if (had !== (value !== null)) {
+      const scope = scopeOf(key);
+      const n = (this.scopeCounts.get(scope) ?? 0) + (had ? -1 : 1);
+      if (n > 0) this.scopeCounts.set(scope, n);
+      else this.scopeCounts.delete(scope);
+    }
     this.invalidKeys.delete(key);
     if (kind === 'networks') {
       const name = parts[1];
@@ -292,7 +338,7 @@ export class ClusterState {
    * Makes the state equal to a full listing: keys whose raw value differs are applied (and noted in the returned
    * Changes), keys the listing lacks are deleted. An unchanged listing costs one string compare per key.
    */
-  replace(entries: Iterable<{ key: string; value: string }>): Changes {
+  replace(entries: Iterable<{ key: string; value: string }>, prefix = ROOT): Changes {
     const ch = new Changes();
     ch.full = true;
     const seen = new Set<string>();
@@ -300,8 +346,21 @@ export class ClusterState {
       seen.add(key);
       if (this.raw.get(key) !== value) this.apply(key, value, ch);
     }
-    for (const key of [...this.raw.keys()]) if (!seen.has(key)) this.apply(key, null, ch);
+    for (const key of [...this.raw.keys()]) if (key.startsWith(prefix) && !seen.has(key)) this.apply(key, null, ch);
     return ch;
+  }
+
+  /** Forgets every key under `prefix` (a scope no longer watched); what went is in the returned Changes. */
+  drop(prefix: string): Changes {
+    const ch = new Changes();
+    if (!this.scopeCounts.has(prefix) && prefix !== ROOT) return ch;
+    for (const key of [...this.raw.keys()]) if (key.startsWith(prefix)) this.apply(key, null, ch);
+    return ch;
+  }
+
+  /** Keys held under a scope prefix (networks/, hosts/ or endpoints/NET/). */
+  countUnder(scope: string): number {
+    return this.scopeCounts.get(scope) ?? 0;
   }
 
   private index(e: EndpointRec): void {
@@ -311,6 +370,7 @@ export class ClusterState {
     let ips = this.byIp.get(e.network);
     if (!ips) this.byIp.set(e.network, (ips = new Map()));
     slotAdd(ips, e.ip, e);
+    if (e.ip6 !== undefined) slotAdd(ips, e.ip6, e);
     let counts = this.hostCounts.get(e.network);
     if (!counts) this.hostCounts.set(e.network, (counts = new Map()));
     counts.set(e.host, (counts.get(e.host) ?? 0) + 1);
@@ -327,6 +387,7 @@ export class ClusterState {
     const ips = this.byIp.get(e.network);
     if (ips) {
       slotDel(ips, e.ip, e);
+      if (e.ip6 !== undefined) slotDel(ips, e.ip6, e);
       if (ips.size === 0) this.byIp.delete(e.network);
     }
     const counts = this.hostCounts.get(e.network);
@@ -347,7 +408,7 @@ export class ClusterState {
     return x === undefined ? [] : x instanceof Set ? x : [x];
   }
 
-  /** The endpoint that answers ARP for `ip` on `network`: of clashing records, the lowest MAC (any order of
+  /** The endpoint that answers ARP (or neighbour discovery, for an IPv6 `ip`) for `ip` on `network`: of clashing records, the lowest MAC (any order of
    * arrival gives the same answer). */
   ipOwner(network: string, ip: string): EndpointRec | null {
     const x = this.byIp.get(network)?.get(ip);
@@ -376,6 +437,7 @@ export class ClusterState {
     this.hostCounts.clear();
     this.byName.clear();
     this.raw.clear();
+    this.scopeCounts.clear();
     this.invalidKeys.clear();
   }
 

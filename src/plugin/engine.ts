@@ -17,7 +17,10 @@ export interface EngineNetwork {
     Options?: Record<string, string> | null;
     Config?: { Subnet?: string; Gateway?: string }[] | null;
   };
-  Containers?: Record<string, { Name: string; EndpointID: string; MacAddress: string; IPv4Address: string }> | null;
+  Containers?: Record<
+    string,
+    { Name: string; EndpointID: string; MacAddress: string; IPv4Address: string; IPv6Address?: string }
+  > | null;
 }
 
 export interface EngineContainer {

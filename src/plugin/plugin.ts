@@ -29,7 +29,17 @@ import { existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Agent } from '../agent/agent.js';
-import { inSubnet, macForAddress, parseAddress, parseSubnet } from '../common/addr.js';
+import {
+  formatAddress6,
+  inSubnet,
+  inSubnet6,
+  macForAddress,
+  parseAddress,
+  parseAddress6,
+  parseSubnet,
+  parseSubnet6,
+  type Subnet6,
+} from '../common/addr.js';
 import { AgentError, invalid, notFound } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { writeStateFile } from '../common/statefile.js';
@@ -59,6 +69,8 @@ interface PoolRec {
   created?: number;
   /** Taken from the agent's subnet pool (no --subnet) and held in the store until the network is created. */
   held?: boolean;
+  /** An IPv6 pool (Docker's --ipv6: RequestPool with V6). */
+  v6?: boolean;
 }
 
 interface NetRec {
@@ -72,6 +84,10 @@ interface NetRec {
   internal?: boolean;
   /** The subnet is held in the store for this network (no --subnet): creating it gives the hold up. */
   held?: boolean;
+  /** Dual stack (--ipv6): the IPv6 subnet and gateway, and whether the subnet is held. */
+  subnet6?: string;
+  gateway6?: string | null;
+  held6?: boolean;
   /** Why binding to a vxtap network failed (CreateEndpoint reports it). */
   error?: string;
 }
@@ -80,6 +96,8 @@ interface EpRec {
   networkId: string;
   network: string;
   ip: string;
+  /** Dual stack: the address Docker's IPv6 pool gave (reserved by RequestAddress). */
+  ip6?: string;
   mac: string;
   /** The agent's endpoint name, after Join. */
   vxtap?: string;
@@ -213,7 +231,7 @@ export class DockerPlugin {
   private async requestPool(b: Body): Promise<unknown> {
     const space = optStr(b, 'AddressSpace') ?? ADDRESS_SPACE;
     if (space !== ADDRESS_SPACE) throw invalid(`address space ${JSON.stringify(space)} is not vxtap's; leave it out`);
-    if (b.V6 === true) throw invalid('vxtap has no IPv6 pools yet; create the network without --ipv6');
+    if (b.V6 === true) return this.requestPool6(b);
     if (optStr(b, 'SubPool')) throw invalid('vxtap allocates from the whole subnet; --ip-range is not supported');
     const opts = strMap(b, 'Options');
     const network = opts[OPT_NETWORK];
@@ -238,10 +256,38 @@ export class DockerPlugin {
     return { PoolID: poolId, Pool: subnet.cidr, Data: {} };
   }
 
+  /** RequestPool for the IPv6 side of a dual-stack network (--ipv6): the given subnet, or a /64 of --pool6. */
+  private async requestPool6(b: Body): Promise<unknown> {
+    if (optStr(b, 'SubPool')) throw invalid('vxtap allocates from the whole subnet; --ip-range is not supported');
+    const opts = strMap(b, 'Options');
+    const network = opts[OPT_NETWORK];
+    let pool = optStr(b, 'Pool') ?? '';
+    if (network !== undefined) {
+      const n = this.agent.networks.get(network);
+      if (n && !n.subnet6) throw invalid(`vxtap network ${network} has no IPv6 subnet; create it again with --ipv6`);
+      if (n && !pool) pool = n.subnet6!.cidr;
+      if (n && parseSubnet6(pool).cidr !== n.subnet6!.cidr)
+        throw invalid(`vxtap network ${network} has IPv6 subnet ${n.subnet6!.cidr}, not ${pool}`);
+    }
+    const held = !pool;
+    const subnet = held ? await this.agent.holdSubnet6() : parseSubnet6(pool);
+    const poolId = `vxtap6-${subnet.cidr.replace(/[/:]/g, '-')}-${randomBytes(4).toString('hex')}`;
+    this.st.pools[poolId] = {
+      subnet: subnet.cidr,
+      created: Date.now(),
+      v6: true,
+      ...(network ? { network } : {}),
+      ...(held ? { held } : {}),
+    };
+    this.save();
+    return { PoolID: poolId, Pool: subnet.cidr, Data: {} };
+  }
+
   private async requestAddress(b: Body): Promise<unknown> {
     const poolId = str(b, 'PoolID');
     const pool = this.st.pools[poolId];
     if (!pool) throw notFound(`unknown pool ${poolId}: it was released, or the plugin's state was lost`);
+    if (pool.v6) return this.requestAddress6(b, poolId, pool);
     const subnet = parseSubnet(pool.subnet);
     const want = optStr(b, 'Address') || undefined;
     const opts = strMap(b, 'Options');
@@ -260,10 +306,26 @@ export class DockerPlugin {
     return { Address: `${ip}/${subnet.prefix}`, Data: {} };
   }
 
+  private async requestAddress6(b: Body, poolId: string, pool: PoolRec): Promise<unknown> {
+    const subnet = parseSubnet6(pool.subnet);
+    const want = optStr(b, 'Address') || undefined;
+    if (strMap(b, 'Options').RequestAddressType === GATEWAY_TYPE) {
+      const net = pool.network ? this.agent.networks.get(pool.network) : undefined;
+      const g = want ? parseAddress6(want, 'IPv6 gateway') : net?.gateway6 || subnet.network + 1n;
+      if (!inSubnet6(g, subnet)) throw invalid(`IPv6 gateway ${want} is not a host address of ${subnet.cidr}`);
+      pool.gateway = formatAddress6(g);
+      this.save();
+      return { Address: `${pool.gateway}/${subnet.prefix}`, Data: {} };
+    }
+    const network = await this.poolNetwork(poolId, pool);
+    const ip6 = await this.agent.reserveAddress6(network, want);
+    return { Address: `${ip6}/${subnet.prefix}`, Data: {} };
+  }
+
   private async releaseAddress(b: Body): Promise<unknown> {
     const pool = this.st.pools[str(b, 'PoolID')];
     const addr = str(b, 'Address');
-    if (!pool?.network || addr === pool.gateway) return {};
+    if (!pool?.network || addr.replace(/\/\d+$/, '') === pool.gateway) return {};
     await this.agent.releaseAddress(pool.network, addr.replace(/\/\d+$/, ''));
     return {};
   }
@@ -285,8 +347,19 @@ export class DockerPlugin {
     const networkId = id(b, 'NetworkID');
     const opts = obj(b, 'Options');
     const generic = strMap(opts, 'com.docker.network.generic');
+    // dual stack (--ipv6): one IPv6 subnet from vxtap's IPAM beside the IPv4 one
+    let subnet6: Subnet6 | null = null;
+    let gateway6: string | null = null;
     if (opts['com.docker.network.enable_ipv6'] === true || (Array.isArray(b.IPv6Data) && b.IPv6Data.length)) {
-      throw invalid('vxtap networks are IPv4 only for now; create the network without --ipv6');
+      const v6 = b.IPv6Data;
+      if (!Array.isArray(v6) || v6.length !== 1 || typeof v6[0] !== 'object' || v6[0] === null)
+        throw invalid('a dual-stack vxtap network has exactly one IPv6 subnet: give at most one IPv6 --subnet');
+      const d6 = v6[0] as Body;
+      if (optStr(d6, 'AddressSpace') !== ADDRESS_SPACE)
+        throw invalid('vxtap networks need vxtap IPAM so addresses are unique across hosts: add --ipam-driver vxtap');
+      subnet6 = parseSubnet6(str(d6, 'Pool'));
+      const g6 = optStr(d6, 'Gateway');
+      gateway6 = g6 ? formatAddress6(parseAddress6(g6.replace(/\/\d+$/, ''), 'IPv6 gateway')) : null;
     }
     const v4 = b.IPv4Data;
     if (!Array.isArray(v4) || v4.length !== 1 || typeof v4[0] !== 'object' || v4[0] === null) {
@@ -314,6 +387,11 @@ export class DockerPlugin {
           !p.networkId &&
           (!generic[OPT_NETWORK] || !p.network || p.network === generic[OPT_NETWORK]),
       );
+    const pool6 = subnet6
+      ? Object.entries(this.st.pools)
+          .reverse()
+          .find(([, p]) => p.v6 && p.subnet === subnet6.cidr && !p.networkId)
+      : undefined;
     const name = generic[OPT_NETWORK] ?? pool?.[1].network ?? null;
     const internal = opts['com.docker.network.internal'] === true;
     const rec: NetRec = {
@@ -324,16 +402,19 @@ export class DockerPlugin {
       ...(mtu !== undefined ? { mtu } : {}),
       ...(internal ? { internal } : {}),
       ...(pool?.[1].held ? { held: true } : {}),
+      ...(subnet6 ? { subnet6: subnet6.cidr, gateway6, ...(pool6?.[1].held ? { held6: true } : {}) } : {}),
     };
     if (name !== null) await this.ensureNetwork(name, rec); // named: bound now, so a wrong name or subnet is this call's error
     this.st.networks[networkId] = rec;
     if (pool) Object.assign(pool[1], { networkId, ...(name ? { network: name } : {}) });
+    if (pool6) Object.assign(pool6[1], { networkId, ...(name ? { network: name } : {}) });
     this.save();
     if (name === null) this.bind(networkId);
     this.log.info('docker network created', {
       networkId: networkId.slice(0, 12),
       network: name ?? '(name pending)',
       subnet: subnet.cidr,
+      ...(subnet6 ? { subnet6: subnet6.cidr } : {}),
     });
     return {};
   }
@@ -395,6 +476,11 @@ export class DockerPlugin {
           'ERR_EXISTS',
           `vxtap network ${name} exists with subnet ${have.subnet.cidr}, not ${rec.subnet}`,
         );
+      if (have && (have.subnet6?.cidr ?? null) !== (rec.subnet6 ?? null))
+        throw new AgentError(
+          'ERR_EXISTS',
+          `vxtap network ${name} exists with IPv6 subnet ${have.subnet6?.cidr ?? 'none'}, not ${rec.subnet6 ?? 'none'}`,
+        );
       if (have && have.internal !== (rec.internal === true)) {
         const how = have.internal ? 'with' : 'without';
         throw new AgentError(
@@ -414,6 +500,7 @@ export class DockerPlugin {
         mtu: rec.mtu,
         internal: rec.internal,
         held: rec.held,
+        ...(rec.subnet6 ? { subnet6: rec.subnet6, gateway6: rec.gateway6 ?? undefined, held6: rec.held6 } : {}),
       });
     } catch (e) {
       if (!(e instanceof AgentError && e.code === 'ERR_EXISTS' && matches())) throw e;
@@ -457,8 +544,12 @@ export class DockerPlugin {
     if (!name) return {};
     // Docker cannot refuse a delete: remove the network cluster-wide when nothing uses it anywhere, otherwise keep
     // it (the reconcile pass creates the Docker side again, since the cluster still has it)
-    const users = this.agent.reconciler.state.endpointsOf(name);
-    if (!users.length && this.agent.reconciler.state.networks.has(name)) {
+    const users = await this.agent.endpointsOf(name).catch(() => null);
+    if (users === null) {
+      this.log.warn('cannot read the store: the vxtap network is kept (remove it with `vxtap network rm`)', {
+        network: name,
+      });
+    } else if (!users.length && this.agent.reconciler.state.networks.has(name)) {
       await this.agent
         .deleteNetwork(name)
         .catch((e) => this.log.warn('cannot delete the vxtap network', { network: name, err: e }));
@@ -478,7 +569,7 @@ export class DockerPlugin {
     const networkId = id(b, 'NetworkID');
     const endpointId = id(b, 'EndpointID');
     const iface = obj(b, 'Interface');
-    if (optStr(iface, 'AddressIPv6')) throw invalid('vxtap networks are IPv4 only for now');
+    const cidr6 = optStr(iface, 'AddressIPv6');
     const cidr = optStr(iface, 'Address');
     if (!cidr) throw invalid('CreateEndpoint without an IPv4 address: the network needs --ipam-driver vxtap');
     const network = await this.bound(networkId);
@@ -490,10 +581,19 @@ export class DockerPlugin {
     const mac = given ? formatMac(parseMac(given)) : formatMac(macForAddress(ip));
     const addr = formatIpv4(ip);
     if (!this.agent.reservations.has(`${network}/${addr}`)) await this.agent.reserveAddress(network, addr); // e.g. the state was lost
+    let ip6: string | undefined;
+    if (cidr6) {
+      if (!net.subnet6) throw invalid(`vxtap network ${net.name} has no IPv6 subnet; create it again with --ipv6`);
+      const a6 = parseAddress6(cidr6.replace(/\/\d+$/, ''), 'endpoint IPv6 address');
+      if (!inSubnet6(a6, net.subnet6))
+        throw invalid(`IPv6 address ${formatAddress6(a6)} is not in ${net.name} (${net.subnet6.cidr})`);
+      ip6 = formatAddress6(a6);
+      if (!this.agent.reservations.has(`${network}/${ip6}`)) await this.agent.reserveAddress6(network, ip6);
+    }
     const existing = this.st.endpoints[endpointId];
     if (existing && existing.vxtap)
       throw new AgentError('ERR_EXISTS', `endpoint ${endpointId.slice(0, 12)} exists and is joined`);
-    this.st.endpoints[endpointId] = { networkId, network, ip: addr, mac, created: Date.now() };
+    this.st.endpoints[endpointId] = { networkId, network, ip: addr, ...(ip6 ? { ip6 } : {}), mac, created: Date.now() };
     this.save();
     return given ? {} : { Interface: { MacAddress: mac } };
   }
@@ -523,6 +623,7 @@ export class DockerPlugin {
       mac: e.mac,
       handoff: true,
       reserved: true,
+      ...(e.ip6 ? { ip6: e.ip6, reserved6: true } : {}),
     });
     e.vxtap = name;
     this.save();
@@ -654,14 +755,18 @@ export class DockerPlugin {
       }
       const cfg: Record<string, string> = { Subnet: rec.subnet };
       if (rec.gateway) cfg.Gateway = rec.gateway;
+      const cfg6: Record<string, string>[] = rec.subnet6
+        ? [{ Subnet: rec.subnet6, ...(rec.gateway6 ? { Gateway: rec.gateway6 } : {}) }]
+        : [];
       try {
         await this.engine.createNetwork({
           Name: name,
           Driver: 'vxtap',
           CheckDuplicate: true,
           Internal: rec.internal === true,
+          EnableIPv6: rec.subnet6 !== undefined,
           Options: { [OPT_NETWORK]: name },
-          IPAM: { Driver: 'vxtap', Config: [cfg], Options: { [OPT_NETWORK]: name } },
+          IPAM: { Driver: 'vxtap', Config: [cfg, ...cfg6], Options: { [OPT_NETWORK]: name } },
           Labels: { 'vxtap.network': name },
         });
         this.log.info('created the docker side of a vxtap network', { network: name });
@@ -711,6 +816,13 @@ export class DockerPlugin {
       for (const c of Object.values(n.Containers ?? {})) {
         live.add(c.EndpointID);
         if (name) liveIps.add(`${name}/${c.IPv4Address.replace(/\/\d+$/, '')}`);
+        if (name && c.IPv6Address) {
+          try {
+            liveIps.add(`${name}/${formatAddress6(parseAddress6(c.IPv6Address.replace(/\/\d+$/, '')))}`);
+          } catch {
+            // not an address: nothing to keep
+          }
+        }
       }
     }
     for (const [eid, e] of Object.entries(this.st.endpoints)) {
@@ -727,10 +839,18 @@ export class DockerPlugin {
         });
         if (e.vxtap && this.agent.endpoints.has(e.vxtap))
           void this.agent.detach(e.vxtap).catch((err) => this.log.warn('detach failed', { err }));
-        else void this.agent.releaseAddress(e.network, e.ip);
+        else {
+          void this.agent.releaseAddress(e.network, e.ip);
+          if (e.ip6) void this.agent.releaseAddress(e.network, e.ip6);
+        }
       });
     }
-    const epIps = new Set(Object.values(this.st.endpoints).map((e) => `${e.network}/${e.ip}`));
+    const epIps = new Set(
+      Object.values(this.st.endpoints).flatMap((e) => [
+        `${e.network}/${e.ip}`,
+        ...(e.ip6 ? [`${e.network}/${e.ip6}`] : []),
+      ]),
+    );
     for (const [k, r] of this.agent.reservations) {
       if (epIps.has(k) || liveIps.has(k)) {
         this.missingSince.delete(`res:${k}`);

@@ -361,6 +361,82 @@ test(
 );
 
 test(
+  '5d. dual stack: --ipv6 takes an IPv6 /64 too (or --subnet V6); --ip6; IPv6 across hosts by address and by name (AAAA)',
+  { skip, timeout: 180_000 },
+  async () => {
+    const auto = `${T}-v6`;
+    const fixedNet = `${T}-v6f`;
+    const a = `${T}-v6a`;
+    const b = `${T}-v6b`;
+    const v6addr = (d: Dockerd, c: string, net: string) =>
+      d.must(['inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").GlobalIPv6Address}}`, c]).trim();
+    D.h1.must(['network', 'create', '-d', 'vxtap', '--ipam-driver', 'vxtap', '--ipv6', auto]);
+    D.h1.must([
+      'network',
+      'create',
+      '-d',
+      'vxtap',
+      '--ipam-driver',
+      'vxtap',
+      '--ipv6',
+      '--subnet',
+      '198.19.9.0/24',
+      '--subnet',
+      '2001:db8:9::/64',
+      fixedNet,
+    ]);
+    try {
+      for (const net of [auto, fixedNet])
+        assert.ok((await until(() => netNames(D.h2).includes(net), 20_000)) >= 0, `${net} did not appear on host 2`);
+      const subnets = D.h2
+        .must(['network', 'inspect', '-f', '{{range .IPAM.Config}}{{.Subnet}} {{end}}', auto])
+        .trim()
+        .split(' ');
+      const v6 = subnets.find((x) => x.includes(':'));
+      assert.ok(
+        v6 && /^2001:db8:ff00(:[0-9a-f]+)?::\/64$/.test(v6),
+        `an IPv6 /64 of the agents' --pool6: ${subnets.join(' ')}`,
+      );
+      assert.equal(D.h2.must(['network', 'inspect', '-f', '{{.EnableIPv6}}', auto]).trim(), 'true');
+      // addresses from vxtap's IPAM: by address and by name from the other host
+      D.h1.must(['run', '-d', '--net', auto, '--name', a, IMG, 'sleep', '3600']);
+      const ipA = v6addr(D.h1, a, auto);
+      assert.ok(ipA.startsWith(v6.replace('::/64', '::')), `${a} has an address of ${v6}: ${ipA}`);
+      const byIp = run(D.h2, auto, `ping -6 -c 2 -W 2 ${ipA}`);
+      assert.equal(byIp.code, 0, `a container on host 2 reaches ${ipA} over IPv6: ${byIp.out}`);
+      const byName = run(D.h2, auto, `nslookup -type=AAAA ${a} 2>&1; ping -6 -c 2 -W 2 ${a}`);
+      assert.equal(byName.code, 0, `and by name (AAAA from the agent's name server): ${byName.out}`);
+      // --ip6 (Docker takes it only on a network with subnets given): claimed cluster-wide
+      D.h1.must(['run', '-d', '--net', fixedNet, '--ip6', '2001:db8:9::77', '--name', b, IMG, 'sleep', '3600']);
+      assert.equal(v6addr(D.h1, b, fixedNet), '2001:db8:9::77');
+      const r = run(D.h2, fixedNet, 'ping -6 -c 2 -W 2 2001:db8:9::77');
+      assert.equal(r.code, 0, r.out);
+      const dup = D.h2.docker([
+        'run',
+        '-d',
+        '--net',
+        fixedNet,
+        '--ip6',
+        '2001:db8:9::77',
+        '--name',
+        `${T}-v6dup`,
+        IMG,
+        'sleep',
+        '60',
+      ]);
+      D.h2.docker(['rm', '-f', `${T}-v6dup`]);
+      assert.notEqual(dup.code, 0, 'a second --ip6 2001:db8:9::77 is refused');
+      assert.match(dup.stderr, /2001:db8:9::77 is already in use/, dup.stderr);
+    } finally {
+      D.h1.docker(['rm', '-f', a, b]);
+      D.h1.docker(['network', 'rm', auto, fixedNet]);
+    }
+    for (const net of [auto, fixedNet])
+      assert.ok((await until(() => !netNames(D.h2).includes(net), 20_000)) >= 0, `${net} gone from host 2`);
+  },
+);
+
+test(
   '5c. -o vxtap.vni and the MTU option, --ip, --network-alias and short IDs; network rm while another host uses it',
   { skip, timeout: 180_000 },
   async () => {

@@ -423,6 +423,116 @@ test(
   },
 );
 
+test(
+  'dual stack (--ipv6): an IPv6 pool from --pool6, its gateway, CreateNetwork with IPv6Data, CreateEndpoint with AddressIPv6, IPv6 forwarding after Join',
+  { skip },
+  async () => {
+    const p4 = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '198.19.12.0/24', V6: false });
+    const p6 = await call('IpamDriver.RequestPool', { AddressSpace: 'vxtap', Pool: '', V6: true });
+    assert.equal(p6.Pool, '2001:db8:ff00::/64', "the first /64 of the agent's --pool6");
+    await call('IpamDriver.RequestAddress', {
+      PoolID: p4.PoolID,
+      Address: '',
+      Options: { RequestAddressType: 'com.docker.network.gateway' },
+    });
+    const gw6 = await call('IpamDriver.RequestAddress', {
+      PoolID: p6.PoolID,
+      Address: '',
+      Options: { RequestAddressType: 'com.docker.network.gateway' },
+    });
+    assert.equal(gw6.Address, '2001:db8:ff00::1/64');
+    const nid = id('n6');
+    assert.deepEqual(
+      await call('NetworkDriver.CreateNetwork', {
+        NetworkID: nid,
+        Options: { 'com.docker.network.enable_ipv6': true, 'com.docker.network.generic': {} },
+        IPv4Data: [{ AddressSpace: 'vxtap', Pool: '198.19.12.0/24', Gateway: '198.19.12.1/24' }],
+        IPv6Data: [{ AddressSpace: 'vxtap', Pool: p6.Pool, Gateway: gw6.Address }],
+      }),
+      {},
+    );
+    const name = `${T()}-dual`;
+    dockerNets.set(nid, { Id: nid, Name: name, Driver: 'vxtap' });
+    assert.ok(await until(async () => (await networks()).includes(name), 10_000), 'bound and created in the store');
+    const n = await agent.call<{ subnet6: string; gateway6: string }>('GET', `/v1/networks/${name}`);
+    assert.deepEqual([n.subnet6, n.gateway6], ['2001:db8:ff00::/64', '2001:db8:ff00::1']);
+    const a4 = await call('IpamDriver.RequestAddress', { PoolID: p4.PoolID, Address: '', Options: {} });
+    const a6 = await call('IpamDriver.RequestAddress', { PoolID: p6.PoolID, Address: '', Options: {} });
+    assert.equal(a6.Address, '2001:db8:ff00::2/64', 'the lowest free IPv6 address after the gateway');
+    const fixed = await call('IpamDriver.RequestAddress', {
+      PoolID: p6.PoolID,
+      Address: '2001:db8:ff00::2',
+      Options: {},
+    });
+    assert.match(fixed.Error, /IPv6 address 2001:db8:ff00::2 is already in use/, 'an address taken is refused');
+    const eid = id('e6');
+    await call('NetworkDriver.CreateEndpoint', {
+      NetworkID: nid,
+      EndpointID: eid,
+      Interface: { Address: a4.Address, AddressIPv6: a6.Address, MacAddress: '' },
+      Options: {},
+    });
+    const sandbox = topo.ns('c6');
+    const j = await call('NetworkDriver.Join', {
+      NetworkID: nid,
+      EndpointID: eid,
+      SandboxKey: `/run/netns/${sandbox}`,
+      Options: {},
+    });
+    const me = (await agent.call<{ name: string; ip6?: string }[]>('GET', '/v1/endpoints')).find(
+      (e) => e.name === `dk-${eid.slice(0, 12)}`,
+    );
+    assert.equal(
+      me?.ip6,
+      '2001:db8:ff00::2',
+      `the endpoint took its IPv6 reservation over: ${JSON.stringify(me)} ${JSON.stringify(j)}`,
+    );
+    // as Docker does: the TAP into the container, renamed, with both addresses
+    must(['ip', '-n', host.ns, 'link', 'set', j.InterfaceName.SrcName, 'netns', sandbox, 'name', 'eth0']);
+    must(['ip', '-n', sandbox, 'addr', 'add', a4.Address, 'dev', 'eth0']);
+    must(['ip', '-n', sandbox, '-6', 'addr', 'add', a6.Address, 'dev', 'eth0', 'nodad']);
+    must(['ip', '-n', sandbox, 'link', 'set', 'eth0', 'up']);
+    const peerNs = topo.ns('c6peer');
+    const peer = await agent.call<{ ip6: string }>('POST', '/v1/endpoints', {
+      network: name,
+      netns: peerNs,
+      name: 'peer6',
+      ip: '198.19.12.9',
+    });
+    try {
+      assert.equal(peer.ip6, '2001:db8:ff00::9');
+      const ok = await until(
+        () => sh(['ip', 'netns', 'exec', sandbox, 'ping', '-6', '-c', '1', '-W', '1', peer.ip6]).code === 0,
+        10_000,
+      );
+      assert.ok(ok, 'IPv6 from the Docker endpoint to the peer');
+    } finally {
+      await agent.call('DELETE', '/v1/endpoints/peer6');
+    }
+    await call('NetworkDriver.Leave', { NetworkID: nid, EndpointID: eid });
+    await call('NetworkDriver.DeleteEndpoint', { NetworkID: nid, EndpointID: eid });
+    await call('IpamDriver.ReleaseAddress', { PoolID: p4.PoolID, Address: a4.Address.replace(/\/\d+$/, '') });
+    await call('IpamDriver.ReleaseAddress', { PoolID: p6.PoolID, Address: a6.Address.replace(/\/\d+$/, '') });
+    assert.deepEqual((await agent.call<{ reservations: string[] }>('GET', '/v1/stats')).reservations, []);
+    // a dual-stack network made outside Docker gets a Docker side with IPv6 on and both subnets
+    await agent.call('POST', '/v1/networks', {
+      name: `${T()}-cli6`,
+      subnet: '198.19.13.0/24',
+      subnet6: '2001:db8:13::/64',
+    });
+    assert.ok(await until(() => created.some((c) => c.Name === `${T()}-cli6`), 10_000), JSON.stringify(created));
+    const c = created.find((x) => x.Name === `${T()}-cli6`) as {
+      EnableIPv6: boolean;
+      IPAM: { Config: { Subnet: string; Gateway?: string }[] };
+    };
+    assert.equal(c.EnableIPv6, true);
+    assert.deepEqual(c.IPAM.Config[1], { Subnet: '2001:db8:13::/64', Gateway: '2001:db8:13::1' });
+    await agent.call('DELETE', `/v1/networks/${T()}-cli6`);
+    await call('IpamDriver.ReleasePool', { PoolID: p4.PoolID });
+    await call('IpamDriver.ReleasePool', { PoolID: p6.PoolID });
+  },
+);
+
 test('IDs that are object prototype keys (__proto__, constructor) are IDs like any other', { skip }, async () => {
   for (const EID of ['__proto__', 'constructor']) {
     const unknown = await call('NetworkDriver.EndpointOperInfo', { NetworkID: NID, EndpointID: EID });

@@ -5,9 +5,9 @@
  * run on SIGINT/SIGTERM/exit so a failing or interrupted test leaves nothing behind.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { call } from '../../src/agent/client.js';
 import { sleep, until } from './wait.js';
@@ -82,6 +82,7 @@ export function agentArgs(dir: string, host: { ns: string; addr: string }, kv: s
     '--state-dir',
     join(dir, 'state'),
     ...(extra.includes('--pool') ? [] : ['--pool', '198.19.0.0/16']),
+    ...(extra.includes('--pool6') ? [] : ['--pool6', '2001:db8:ff00::/48']), // documentation prefix only
     ...extra,
   ];
 }
@@ -221,6 +222,16 @@ export class Topo {
     for (const p of this.procs) if (p.exitCode === null && p.signalCode === null && p.pid) safeKill(p.pid, 'SIGKILL');
     for (const ns of this.netns.reverse()) sh(['ip', 'netns', 'del', ns]);
     this.netns.length = 0;
+    // VXTAP_TEST_LOGS=DIR keeps the agents' logs of every topology there (for a failure to be read afterwards)
+    const keep = process.env.VXTAP_TEST_LOGS;
+    if (keep) {
+      // the .log files of the topology and of its dockerds (never their data roots)
+      const depth = (f: string) => relative(this.dir, f).split('/').length;
+      cpSync(this.dir, join(keep, basename(this.dir)), {
+        recursive: true,
+        filter: (f) => f.endsWith('.log') || (depth(f) <= 2 && existsSync(f) && statSync(f).isDirectory()),
+      });
+    }
     rmSync(this.dir, { recursive: true, force: true });
     live.delete(this);
   }

@@ -229,6 +229,7 @@ export function conformance(name: string, open: () => Promise<Fixture>): void {
         300,
       );
       await r.start();
+      await r.watchNetwork('chk');
       try {
         const rec = (ip: string) => JSON.stringify({ ip, host: 'hx', name: 'e', aliases: [] });
         await a.put(keys.endpoint('chk', '02:00:00:00:00:01'), rec('198.19.9.1'));
@@ -238,7 +239,8 @@ export function conformance(name: string, open: () => Promise<Fixture>): void {
           5000,
         );
         assert.ok(r.status.checksCurrent >= 2, `checks found the watch current: ${JSON.stringify(r.status)}`);
-        assert.equal(r.status.fullSyncs, 1, 'no re-list while the watch is current');
+        // one list per scope: networks/, hosts/, endpoints/chk/
+        assert.equal(r.status.fullSyncs, 3, 'no re-list while the watch is current');
         assert.ok(r.state.endpoints.get('chk')?.has('02:00:00:00:00:01'));
         await a.put(lost, rec('198.19.9.2'));
         const got = await until(
@@ -247,7 +249,7 @@ export function conformance(name: string, open: () => Promise<Fixture>): void {
           8000,
         );
         assert.ok(got, 'the lost record arrives by a re-list');
-        assert.equal(r.status.fullSyncs, 2, 'exactly one re-list');
+        assert.equal(r.status.fullSyncs, 4, 'exactly one re-list, of the scope that lost the event');
       } finally {
         r.stop();
       }
@@ -266,6 +268,7 @@ export function conformance(name: string, open: () => Promise<Fixture>): void {
         3_600_000,
       );
       await r.start();
+      await r.watchNetwork('net');
       const writer = async (kv: Kv, tag: string) => {
         for (let i = 0; i < 120; i++) {
           const mac = `02:00:00:00:${tag}:${(i % 40).toString(16).padStart(2, '0')}`;
@@ -281,13 +284,12 @@ export function conformance(name: string, open: () => Promise<Fixture>): void {
         }
       };
       await Promise.all([writer(a, 'aa'), writer(b, 'bb'), writer(a, 'cc')]);
-      const { entries, revision } = await a.list(keys.endpoints);
-      await r.waitFor(revision, 10_000);
-      await sleep(200);
+      const { entries } = await a.list(keys.endpoints);
       const want = entries.map((e) => e.key.slice(keys.endpoints.length)).sort();
-      const got = [...r.state.endpoints.entries()]
-        .flatMap(([net, m]) => [...m.keys()].map((mac) => `${net}/${mac}`))
-        .sort();
+      const held = () =>
+        [...r.state.endpoints.entries()].flatMap(([net, m]) => [...m.keys()].map((mac) => `${net}/${mac}`)).sort();
+      // the newest event may be a delete: wait for the content, not a revision
+      const got = await until(held, (g) => g.join() === want.join(), 10_000);
       r.stop();
       assert.deepEqual(got, want);
       assert.ok(want.length > 20);
@@ -321,6 +323,54 @@ export function conformance(name: string, open: () => Promise<Fixture>): void {
               `batch ${i} reported revision ${batches[i].rev}, batch ${j} then delivered ${ev.modRevision}`,
             );
         }
+      }
+    },
+  );
+
+  withKv(
+    'a reconciler follows only the networks it watches: others never reach it; an unwatched one is forgotten',
+    async ({ a }) => {
+      await a.txn([], [{ type: 'deletePrefix', prefix: keys.endpoints }]);
+      const rec = (ip: string, name: string) => JSON.stringify({ ip, host: 'hx', name, aliases: [] });
+      await a.put(keys.endpoint('mine', '02:00:00:00:01:01'), rec('198.19.9.1', 'm1'));
+      await a.put(keys.endpoint('other', '02:00:00:00:02:01'), rec('198.19.8.1', 'o1'));
+      const seen = new Set<string>();
+      const r = new Reconciler(
+        a,
+        (ch) => {
+          for (const net of ch.endpoints.keys()) seen.add(net);
+        },
+        () => {},
+        3_600_000,
+      );
+      await r.start();
+      try {
+        assert.equal(r.state.endpoints.size, 0, 'no endpoint records before a network is watched');
+        await r.watchNetwork('mine');
+        assert.ok(r.watching('mine') && !r.watching('other'));
+        assert.equal(r.status.watches, 3, 'networks/, hosts/ and endpoints/mine/');
+        assert.deepEqual([...r.state.endpoints.keys()], ['mine']);
+        // changes on both networks: only those of the watched one arrive
+        await a.put(keys.endpoint('other', '02:00:00:00:02:02'), rec('198.19.8.2', 'o2'));
+        const last = await a.put(keys.endpoint('mine', '02:00:00:00:01:02'), rec('198.19.9.2', 'm2'));
+        await r.waitFor(last, 8000, keys.endpointsNet('mine'));
+        assert.equal(r.state.endpoints.get('mine')?.size, 2);
+        assert.equal(r.state.endpoints.has('other'), false, 'the unwatched network never reached the state');
+        assert.deepEqual([...seen], ['mine']);
+        assert.equal(r.state.countUnder(keys.endpointsNet('mine')), 2);
+        // unwatching forgets the network's records, and reports them deleted
+        seen.clear();
+        r.unwatchNetwork('mine');
+        assert.equal(r.state.endpoints.size, 0);
+        assert.equal(r.state.countUnder(keys.endpointsNet('mine')), 0);
+        assert.deepEqual([...seen], ['mine']);
+        assert.equal(r.status.watches, 2);
+        // and its later changes do not come back
+        await a.put(keys.endpoint('mine', '02:00:00:00:01:03'), rec('198.19.9.3', 'm3'));
+        await sleep(300);
+        assert.equal(r.state.endpoints.size, 0);
+      } finally {
+        r.stop();
       }
     },
   );

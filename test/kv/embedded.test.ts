@@ -165,6 +165,7 @@ test('a re-list that fails leaves the tables as they were: nothing is removed un
     const rec = (ip: string) => JSON.stringify({ ip, host: 'hx', name: `e${ip.slice(-1)}`, aliases: [] });
     for (let i = 1; i <= 3; i++) await kv.put(keys.endpoint('n', `02:00:00:00:00:0${i}`), rec(`198.19.9.${i}`));
     await r.start();
+    await r.watchNetwork('n');
     assert.equal(r.state.endpoints.get('n')?.size, 3);
     // the store answers the list with an error (a compaction race, an outage): the state and tables stay
     const list = kv.list.bind(kv);

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Dataplane } from '../../src/dataplane/dataplane.js';
-import { Fdb } from '../../src/fdb/fdb.js';
+import { Fdb, type Nd6, ndGet, ndSet } from '../../src/fdb/fdb.js';
 import type { Port } from '../../src/dataplane/port.js';
 import { readVni } from '../../src/vxlan/vxlan.js';
 import { flowHash, pickIndex } from '../../src/vxlan/flowhash.js';
@@ -34,6 +34,8 @@ function setup(
     allowTagged?: boolean;
     storm?: [pps: number, burst: number];
     maxLearned?: number;
+    /** endpoint a's IPv6 address (dual stack) */
+    ip6?: Uint8Array;
   } = {},
 ) {
   const io = new FakeIo();
@@ -65,6 +67,7 @@ function setup(
     ip: opts.ip ? IP_A : 0,
     mtu: opts.mtu,
     checkIpv6Source: opts.checkIpv6,
+    ip6: opts.ip6,
     allowTagged: opts.allowTagged,
   });
   const b = dp.addPort({
@@ -409,6 +412,104 @@ test("anti-spoofing: an IPv6 source must be the endpoint's link-local address; n
   assert.equal(dp.counters.tx_spoofed_src_ip6, 3);
   assert.equal(dp.counters.tx_spoofed_nd, 2);
   assert.equal(io.tapOut.get(b.fd)!.length, 4, 'the four honest packets reach b');
+});
+
+const G_A = Uint8Array.from([0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a]); // 2001:db8:1::a
+const G_R = Uint8Array.from([0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x14]); // 2001:db8:1::14
+
+test("anti-spoofing, dual stack: the endpoint's IPv6 address is its own too; no other global one is", () => {
+  const { io, dp, a, b, fromTap } = setup({ ip: true, checkIpv6: true, ip6: G_A });
+  const echo = Uint8Array.from([128, 0, 0, 0, 0, 1, 0, 1]);
+  fromTap(
+    a,
+    ipv6Frame(MAC_B, MAC_A, G_A, 58, echo), // its IPv6 address: fine
+    ipv6Frame(MAC_B, MAC_A, LL_A, 58, echo), // its link-local address: still fine
+    ipv6Frame(MAC_B, MAC_A, G_R, 58, echo), // another endpoint's address
+    ipv6Frame(MAC_B, MAC_A, G_A, 58, nd(136, G_A, MAC_A)), // advertising its own address: fine
+    ipv6Frame(MAC_B, MAC_A, G_A, 58, nd(136, G_R, MAC_A)), // "G_R is at MAC_A": poisoning
+  );
+  assert.equal(dp.counters.tx_spoofed_src_ip6, 1);
+  assert.equal(dp.counters.tx_spoofed_nd, 1);
+  assert.equal(io.tapOut.get(b.fd)!.length, 3);
+});
+
+test('nd: a solicitation for a known address is answered in place to the sender, never flooded', () => {
+  const { io, dp, a, b, fromTap, fdb } = setup({ checkIpv6: true, ip6: G_A });
+  const v = fdb.vnet(VNI);
+  ndSet(v.nd, G_R, MAC_R);
+  ndSet(v.nd, G_A, MAC_A);
+  const mac = (m: number) => m.toString(16).padStart(12, '0');
+  const SOLICITED = 0x3333ff000014; // solicited-node multicast, as a kernel sends a solicitation
+  const hexOf = (u: Uint8Array) => Buffer.from(u).toString('hex');
+  /** The ICMPv6 checksum of the IPv6 packet at f[14..] verifies (RFC 1071 loop written here). */
+  const verifies = (f: Uint8Array) => {
+    const words: number[] = [];
+    const push = (u: Uint8Array) => {
+      for (let i = 0; i < u.length; i += 2) words.push((u[i] << 8) | (u[i + 1] ?? 0));
+    };
+    const plen = (f[18] << 8) | f[19];
+    push(f.subarray(22, 54)); // source and destination
+    words.push(plen >> 16, plen & 0xffff, 0, 58);
+    push(f.subarray(54, 54 + plen));
+    let sum = words.reduce((x, y) => x + y, 0);
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    return sum === 0xffff;
+  };
+  // 1. from a's own address: the advertisement comes back from R's address and MAC, solicited and override
+  fromTap(a, ipv6Frame(SOLICITED, MAC_A, G_A, 58, nd(135, G_R, MAC_A)));
+  assert.equal(io.sent.length, 0, 'nothing crossed the wire');
+  assert.equal(io.tapOut.get(b.fd)!.length, 0, 'nor reached other local endpoints');
+  const [na] = io.tapOut.get(a.fd)!;
+  assert.equal(na.length, 86);
+  const hex = hexOf(na);
+  assert.equal(hex.slice(0, 12), mac(MAC_A), 'eth dst = solicitor');
+  assert.equal(hex.slice(12, 24), mac(MAC_R), 'eth src = owner');
+  assert.equal(hex.slice(24, 28), '86dd');
+  assert.equal(hex.slice(28, 36), '60000000');
+  assert.equal(hex.slice(36, 40), '0020', 'payload 32 bytes');
+  assert.equal(hex.slice(40, 44), '3aff', 'ICMPv6, hop limit 255');
+  assert.equal(hex.slice(44, 76), hexOf(G_R), 'from the target address');
+  assert.equal(hex.slice(76, 108), hexOf(G_A), 'to the solicitor');
+  assert.equal(hex.slice(108, 112), '8800', 'neighbour advertisement, code 0');
+  assert.equal(hex.slice(116, 124), '60000000', 'solicited, override');
+  assert.equal(hex.slice(124, 156), hexOf(G_R), 'target');
+  assert.equal(hex.slice(156, 160), '0201', 'target link-layer address option');
+  assert.equal(hex.slice(160, 172), mac(MAC_R));
+  assert.ok(verifies(na), 'ICMPv6 checksum');
+  assert.equal(dp.counters.nd_suppressed, 1);
+  // 2. duplicate address detection (from ::) of R's address: R defends it, to all nodes, not solicited
+  fromTap(a, ipv6Frame(SOLICITED, MAC_A, new Uint8Array(16), 58, nd(135, G_R, null)));
+  const dad = io.tapOut.get(a.fd)![1];
+  assert.equal(hexOf(dad).slice(0, 12), '333300000001');
+  assert.equal(hexOf(dad).slice(76, 108), 'ff020000000000000000000000000001');
+  assert.equal(hexOf(dad).slice(116, 124), '20000000', 'override only');
+  assert.ok(verifies(dad));
+  assert.equal(dp.counters.nd_suppressed, 2);
+  // 3. unknown target: flooded as usual; DAD of a's own address: not answered (and flooded)
+  fromTap(a, ipv6Frame(SOLICITED, MAC_A, G_A, 58, nd(135, Uint8Array.from([...G_R.subarray(0, 15), 0x99]), MAC_A)));
+  assert.equal(io.sent.length, 2);
+  fromTap(a, ipv6Frame(SOLICITED, MAC_A, new Uint8Array(16), 58, nd(135, G_A, null)));
+  assert.equal(io.sent.length, 4);
+  assert.equal(dp.counters.nd_suppressed, 2);
+  assert.equal(io.tapOut.get(a.fd)!.length, 2);
+});
+
+test('nd table: addresses sharing their last 32 bits are told apart; entries are set, replaced and removed', () => {
+  const nd = new Map<number, Nd6>();
+  const x = Uint8Array.from([0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+  const y = Uint8Array.from([0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+  ndSet(nd, x, 1);
+  ndSet(nd, y, 2);
+  assert.equal(nd.size, 1, 'one key: the same last word');
+  assert.equal(ndGet(nd, x, 0), 1);
+  assert.equal(ndGet(nd, y, 0), 2);
+  ndSet(nd, x, 3);
+  assert.equal(ndGet(nd, x, 0), 3);
+  ndSet(nd, x, -1);
+  assert.equal(ndGet(nd, x, 0), -1);
+  assert.equal(ndGet(nd, y, 0), 2);
+  ndSet(nd, y, -1);
+  assert.equal(nd.size, 0);
 });
 
 test('anti-spoofing: VLAN-tagged frames from an endpoint are dropped unless its network allows tags', () => {
