@@ -26,7 +26,7 @@
  * busy waits are bounded by busy_timeout, so the data plane sharing the thread sees sub-millisecond stalls.
  */
 import Database from 'better-sqlite3';
-import { type FSWatcher, mkdirSync, statSync, watch } from 'node:fs';
+import { closeSync, type FSWatcher, mkdirSync, openSync, statSync, watch } from 'node:fs';
 import { dirname } from 'node:path';
 import {
   type Compare,
@@ -97,7 +97,14 @@ export class EmbeddedKv implements Kv {
     this.pollMs = opts.pollMs ?? 100;
     this.keepEvents = opts.keepEvents ?? 10_000;
     this.now = opts.now ?? Date.now;
-    mkdirSync(dirname(path), { recursive: true });
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    // a new store is readable by root only (it will hold the cluster's records, and network keys): made 0600
+    // before SQLite opens it, whose WAL and shared-memory files then take the same mode
+    try {
+      closeSync(openSync(path, 'wx', 0o600));
+    } catch {
+      // it exists (its mode is the operator's), or the open below reports why not
+    }
     try {
       this.db = new Database(path, { timeout: 5000 });
       this.db.pragma('journal_mode = WAL');

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -182,6 +182,20 @@ test('a re-list that fails leaves the tables as they were: nothing is removed un
     assert.deepEqual(removed, []);
   } finally {
     r.stop();
+    await kv.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a new store file, and its WAL, are readable by root only (0600)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vxt-kv-'));
+  const path = join(dir, 'sub', 'store.db');
+  const kv = new EmbeddedKv(path);
+  try {
+    await kv.put('/t/x', '1');
+    for (const f of [path, `${path}-wal`]) assert.equal(statSync(f).mode & 0o777, 0o600, f);
+    assert.equal(statSync(join(dir, 'sub')).mode & 0o777, 0o700, 'a directory it made');
+  } finally {
     await kv.close();
     rmSync(dir, { recursive: true, force: true });
   }
