@@ -12,7 +12,15 @@
  * is always answered. Answers carry a short TTL (5 s): endpoints come and go.
  * Malformed queries are dropped and counted; unknown names get the upstream's answer, or SERVFAIL when no
  * upstream is configured or it does not answer within 2 s (Docker then tries its next server).
+ *
+ * Closed, as a stub resolver is: it answers only those `allowed` says are this host's (its own addresses, its
+ * containers); anyone else, another underlay host most of all, gets REFUSED and learns no name, nor can it use the
+ * server as an open resolver. A query it forwards goes out on a socket connected to the upstream (the kernel
+ * delivers replies from that address and port only) with a random ID of its own; a reply is taken only if it
+ * carries that ID and the question asked, then goes back under the client's ID. Anything else is dropped and
+ * counted as forged, and the real answer is still waited for.
  */
+import { randomInt } from 'node:crypto';
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import dnsPacket from 'dns-packet';
@@ -31,6 +39,8 @@ export interface DnsOptions {
   networks: () => Iterable<string>;
   /** The networks the asker may see, or null for all. */
   scope?: (srcIp: string) => Promise<Set<string> | null> | Set<string> | null;
+  /** Whether the asker is this host or one of its containers; others are REFUSED. Default: everyone (tests). */
+  allowed?: (srcIp: string) => Promise<boolean> | boolean;
   log: Logger;
 }
 
@@ -39,7 +49,7 @@ const FORWARD_TIMEOUT_MS = 2000;
 const MAX_PENDING = 256;
 
 export class DnsServer {
-  readonly stats = { queries: 0, answered: 0, forwarded: 0, servfail: 0, malformed: 0 };
+  readonly stats = { queries: 0, answered: 0, forwarded: 0, servfail: 0, malformed: 0, refused: 0, forged: 0 };
   private sock: Socket | null = null;
   private pending = 0;
   private readonly upstream: { ip: string; port: number }[];
@@ -111,6 +121,17 @@ export class DnsServer {
       this.stats.malformed++;
       return;
     }
+    if (this.o.allowed && !(await this.o.allowed(rinfo.address))) {
+      this.stats.refused++;
+      this.reply(rinfo, {
+        type: 'response',
+        id: query.id,
+        flags: 5 /* REFUSED rcode */,
+        questions: [q],
+        answers: [],
+      });
+      return;
+    }
     let recs: EndpointRec[] | null = null;
     if (q.class === 'IN' || q.class === undefined) {
       // only a bare name is scoped to the asker's networks; finding them (the plugin asks dockerd) is skipped for
@@ -150,18 +171,36 @@ export class DnsServer {
     }
     this.pending++;
     const s = createSocket('udp4');
+    // the upstream sees a random ID of ours; the client gets its own back
+    const id = randomInt(0x10000);
+    const out = Buffer.from(msg);
+    out.writeUInt16BE(id, 0);
+    const asked = questionKey(query);
     try {
       const answer = await new Promise<Buffer | null>((resolve) => {
         const t = setTimeout(() => resolve(null), FORWARD_TIMEOUT_MS);
         s.on('error', () => resolve(null));
         s.on('message', (m) => {
+          // only from the upstream's address and port (a connected socket), and only the answer to this question
+          let ok = false;
+          try {
+            const p = dnsPacket.decode(m);
+            ok = p.id === id && p.type === 'response' && questionKey(p) === asked;
+          } catch {
+            ok = false;
+          }
+          if (!ok) {
+            this.stats.forged++;
+            return;
+          }
           clearTimeout(t);
           resolve(m);
         });
-        s.send(msg, up.port, up.ip);
+        s.connect(up.port, up.ip, () => s.send(out));
       });
       if (answer) {
         this.stats.forwarded++;
+        answer.writeUInt16BE(query.id ?? 0, 0);
         this.sock?.send(answer, rinfo.port, rinfo.address);
       } else this.servfail(query, rinfo);
     } finally {
@@ -187,6 +226,12 @@ export class DnsServer {
 }
 
 /** "IPv4" or "IPv4:port" (port 53 when left out). */
+/** A packet's question as one comparable string (name without case or the final dot, type, class). */
+function questionKey(p: dnsPacket.Packet): string {
+  const q = p.questions?.[0];
+  return q ? `${String(q.name).toLowerCase().replace(/\.$/, '')}|${q.type}|${q.class ?? 'IN'}` : '';
+}
+
 export function parseHostPort(s: string, what = 'address'): { ip: string; port: number } {
   const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d+))?$/.exec(s);
   if (!m) throw new Error(`${what} ${JSON.stringify(s)}: give IPv4[:port]`);

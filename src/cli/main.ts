@@ -7,6 +7,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { Agent, DEFAULT_STATE_DIR } from '../agent/agent.js';
 import { call, DEFAULT_SOCKET } from '../agent/client.js';
 import { serveControl } from '../agent/control.js';
+import { localAsker } from '../agent/dnsaccess.js';
+import { formatIpv4 } from '../vxlan/ipv4.js';
 // Loaded only when asked for (--metrics, --docker, --dns), and the etcd client only for --kv etcd://: an agent
 // restarted after a crash forwards again sooner (bench/results/history.md entry 21)
 import type { DockerPlugin } from '../plugin/plugin.js';
@@ -214,6 +216,11 @@ async function agentCmd(argv: string[]): Promise<void> {
         named: (n, label) => agent.reconciler.state.named(n, label),
         networks: () => agent.reconciler.state.networks.keys(),
         scope: p ? (ip) => p.networksOf(ip) : undefined,
+        allowed: localAsker({
+          endpointAddrs: () =>
+            [...agent.endpoints.values()].flatMap((e) => [formatIpv4(e.ip), ...(e.rec.ip6 ? [e.rec.ip6] : [])]),
+          container: p ? (ip) => p.isContainer(ip) : undefined,
+        }),
         log,
       });
       await dns.start();

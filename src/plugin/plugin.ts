@@ -132,6 +132,10 @@ export class DockerPlugin {
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private lastError = '';
+  /** docker_gwbridge addresses of this dockerd's containers, and when they were read (isContainer). */
+  private gwIps = new Set<string>();
+  private gwAt = -Infinity;
+  private gwRead: Promise<void> | null = null;
 
   constructor(
     readonly agent: Agent,
@@ -677,6 +681,29 @@ export class DockerPlugin {
    * next one at once, and a new container asks for names before the plugin has learned anything about it.
    * null (no scoping) when dockerd cannot tell.
    */
+  /** Whether `ip` is the docker_gwbridge address of a container of this dockerd (the name server's access
+   * check). An address not known yet (a new container's first query) has the addresses read again from dockerd:
+   * at most 4 times a second however many queries arrive, so a query may wait up to 250 ms for its turn. */
+  async isContainer(ip: string): Promise<boolean> {
+    if (this.gwIps.has(ip)) return true;
+    const asked = Date.now();
+    this.gwRead ??= (async () => {
+      const wait = this.gwAt + 250 - Date.now();
+      if (wait > 0) await sleep(wait);
+      this.gwAt = Date.now();
+      try {
+        const gw = await this.engine.network('docker_gwbridge');
+        this.gwIps = new Set(Object.values(gw?.Containers ?? {}).map((c) => c.IPv4Address.replace(/\/\d+$/, '')));
+      } catch {
+        // dockerd does not answer: keep what was known
+      }
+    })().finally(() => (this.gwRead = null));
+    await this.gwRead;
+    // a read that began before this query asked may have missed its container: one more
+    if (!this.gwIps.has(ip) && this.gwAt < asked) return this.isContainer(ip);
+    return this.gwIps.has(ip);
+  }
+
   async networksOf(srcIp: string): Promise<Set<string> | null> {
     try {
       const gw = await this.engine.network('docker_gwbridge');

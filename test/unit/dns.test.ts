@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
 import dnsPacket from 'dns-packet';
 import { DnsServer, resolvConfServers } from '../../src/agent/dns.js';
+import { localAsker } from '../../src/agent/dnsaccess.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -113,7 +114,15 @@ test('on the wire: A answers with TTL, empty AAAA, SERVFAIL without upstream, ma
     assert.equal(d.stats.malformed, 3);
     r = await ask(port, query('client.app', 'A', 10));
     assert.equal(r?.rcode, 'NOERROR', 'still answering after junk');
-    assert.deepEqual(d.stats, { queries: 7, answered: 3, forwarded: 0, servfail: 1, malformed: 3 });
+    assert.deepEqual(d.stats, {
+      queries: 7,
+      answered: 3,
+      forwarded: 0,
+      servfail: 1,
+      malformed: 3,
+      refused: 0,
+      forged: 0,
+    });
   } finally {
     d.close();
   }
@@ -199,4 +208,85 @@ test('the default upstream is the IPv4 nameservers of resolv.conf, in order; non
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('closed: an asker that is not this host or one of its containers gets REFUSED, no name and no forwarding', async () => {
+  let upstreamAsked = 0;
+  const up = createSocket('udp4');
+  await new Promise<void>((r) => up.bind(0, '127.0.0.1', () => r()));
+  up.on('message', () => upstreamAsked++);
+  const d = server({ upstream: [`127.0.0.1:${up.address().port}`], allowed: () => false });
+  await d.start();
+  try {
+    const port = portOf(d);
+    for (const [name, id] of [
+      ['web.app', 31],
+      ['elsewhere.example', 32],
+    ] as const) {
+      const r = await ask(port, query(name, 'A', id));
+      assert.equal(r?.rcode, 'REFUSED', name);
+      assert.equal(r?.id, id);
+      assert.deepEqual(r?.answers, []);
+    }
+    assert.equal(upstreamAsked, 0, 'nothing was forwarded');
+    assert.equal(d.stats.refused, 2);
+    assert.equal(d.stats.answered + d.stats.forwarded, 0);
+  } finally {
+    d.close();
+    up.close();
+  }
+});
+
+test('forged upstream replies (another port, wrong ID, wrong question) are dropped; the real one arrives', async () => {
+  const up = createSocket('udp4');
+  const other = createSocket('udp4');
+  await new Promise<void>((r) => up.bind(0, '127.0.0.1', () => r()));
+  await new Promise<void>((r) => other.bind(0, '127.0.0.1', () => r()));
+  const seenIds: number[] = [];
+  const answer = (id: number, name: string, data: string) =>
+    dnsPacket.encode({
+      type: 'response',
+      id,
+      questions: [{ type: 'A', name }],
+      answers: [{ type: 'A', name, ttl: 60, data }],
+    });
+  up.on('message', (m, rinfo) => {
+    const q = dnsPacket.decode(m);
+    const name = q.questions![0].name;
+    seenIds.push(q.id!);
+    const send = (s: typeof up, b: Buffer) => s.send(b, rinfo.port, rinfo.address);
+    send(other, answer(q.id!, name, '198.18.66.1')); // right ID and question, from another port
+    send(up, answer((q.id! + 1) & 0xffff, name, '198.18.66.2')); // wrong ID
+    send(up, answer(q.id!, 'other.example', '198.18.66.3')); // wrong question
+    setTimeout(() => send(up, answer(q.id!, name, '198.18.99.99')), 50); // the real one
+  });
+  const d = server({ upstream: [`127.0.0.1:${up.address().port}`] });
+  await d.start();
+  try {
+    const r = await ask(portOf(d), query('elsewhere.example', 'A', 41));
+    assert.equal(r?.id, 41, "the client's own ID");
+    assert.deepEqual(
+      r?.answers?.map((a) => (a as { data: string }).data),
+      ['198.18.99.99'],
+    );
+    assert.equal(d.stats.forged, 2, 'wrong ID and wrong question dropped (the other port never reaches the socket)');
+    assert.equal(seenIds.length, 1);
+  } finally {
+    d.close();
+    up.close();
+    other.close();
+  }
+});
+
+test("who may ask: loopback, this host's addresses, local endpoints, the local dockerd's containers", async () => {
+  const containers = new Set(['198.18.77.5']);
+  const ok = localAsker({
+    endpointAddrs: () => ['198.19.1.2', '2001:db8:1::2'],
+    container: async (ip) => containers.has(ip),
+  });
+  for (const ip of ['127.0.0.1', '::1', '::ffff:127.0.0.1', '198.19.1.2', '2001:db8:1::2', '198.18.77.5'])
+    assert.equal(await ok(ip), true, ip);
+  for (const ip of ['198.18.0.99', '198.19.1.3', '2001:db8:1::3']) assert.equal(await ok(ip), false, ip);
+  const noDocker = localAsker({ endpointAddrs: () => [] });
+  assert.equal(await noDocker('198.18.77.5'), false);
 });
