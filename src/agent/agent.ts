@@ -24,7 +24,7 @@ import { type DataplaneIo, nativeIo } from '../dataplane/io.js';
 import { nativeKernels } from '../dataplane/kernels.js';
 import type { Port } from '../dataplane/port.js';
 import { Fdb, type FdbRow } from '../fdb/fdb.js';
-import type { Kv } from '../kv/kv.js';
+import { type Kv, KvError } from '../kv/kv.js';
 import { openKv } from '../kv/open.js';
 import { Reconciler } from '../kv/reconciler.js';
 import { type Changes, type EndpointRec, keys, parseEndpoint } from '../kv/schema.js';
@@ -248,9 +248,23 @@ export class Agent {
         txFds.push(fd);
       }
       try {
-        kv = typeof o.kv === 'object' ? o.kv : await openKv(o.kv);
+        kv = typeof o.kv === 'object' ? o.kv : await openKv(o.kv, o.kvSecurity);
       } catch (e) {
         throw invalid((e as Error).message);
+      }
+      // a store that refuses who we are (TLS, user, password) is a configuration error, not an outage: say so now
+      // (a store that does not answer is an outage: the agent starts and keeps trying)
+      const check = `check --kv-ca (etcd's CA), --kv-cert/--kv-key (this agent's certificate) and --kv-user/--kv-password-file`;
+      const probe = kv.get(keys.guardNetworks).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      // a refusal comes at once; an outage only after the client's timeout: wait 1 s at most for it
+      const e = await Promise.race([probe, new Promise((r) => setTimeout(r, 1000).unref())]);
+      if (e instanceof KvError && e.code === 'ERR_KV_AUTH') throw invalid(`${e.message}; ${check}`);
+      if (e !== null) {
+        const tls = await kv.diagnose?.();
+        if (tls) throw invalid(`TLS with the store at ${kv.where} failed: ${tls}; ${check}`);
       }
       const tSockets = performance.now();
       const agent = new Agent(o, kv, vtep, port, udpFd, txFds, io);

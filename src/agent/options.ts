@@ -2,6 +2,7 @@
 import type { Logger } from '../common/log.js';
 import type { DataplaneIo } from '../dataplane/io.js';
 import type { Kv } from '../kv/kv.js';
+import type { KvSecurity } from '../kv/open.js';
 
 export interface AgentOptions {
   /** This host's name (default: the OS hostname). Must be unique in the cluster. */
@@ -12,6 +13,8 @@ export interface AgentOptions {
   port?: number;
   /** KV store: `etcd://host:port[,...]` or a file path (default /var/lib/vxtap/store.db), or an open Kv. */
   kv?: string | Kv;
+  /** TLS and user/password for etcd (files; see kv/open.ts). */
+  kvSecurity?: KvSecurity;
   /** Host lease TTL in seconds: a dead host's endpoints vanish from the others this long after it died (default 10). */
   leaseTtl?: number;
   /** Where the local state file lives (default /var/lib/vxtap). */

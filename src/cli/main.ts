@@ -24,6 +24,7 @@ Usage:
               [--state-dir /var/lib/vxtap] [--metrics [HOST]:PORT] [--no-offload] [--tx-sockets 4] [--batch 64]
               [--busy-poll MICROSECONDS] [--no-io-uring] [--storm-pps 2000] [--pool 10.0.0.0/8 [--pool-prefix 24]]
               [--pool6 fd76:7874:6170::/48]
+              [--kv-ca FILE [--kv-cert FILE --kv-key FILE]] [--kv-user NAME --kv-password-file FILE]
               [--log-level info] [--docker unix:///var/run/docker.sock [--plugin-socket PATH]]
               [--dns IP[:53] [--dns-upstream IP[:PORT],...|none]]
   vxtap network create NAME [--subnet CIDR (default: the next free block of the agent's --pool)] [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning] [--internal] [--allow-tagged]
@@ -128,6 +129,11 @@ async function agentCmd(argv: string[]): Promise<void> {
     pool: { type: 'string' },
     'pool-prefix': { type: 'string' },
     pool6: { type: 'string' },
+    'kv-ca': { type: 'string' },
+    'kv-cert': { type: 'string' },
+    'kv-key': { type: 'string' },
+    'kv-user': { type: 'string' },
+    'kv-password-file': { type: 'string' },
     'no-io-uring': { type: 'boolean' },
     kv: { type: 'string' },
     'lease-ttl': { type: 'string' },
@@ -164,6 +170,13 @@ async function agentCmd(argv: string[]): Promise<void> {
     poolPrefix: int(opts, 'pool-prefix'),
     ioUring: !opts['no-io-uring'],
     kv: opts.kv as string | undefined,
+    kvSecurity: {
+      ca: opts['kv-ca'] as string | undefined,
+      cert: opts['kv-cert'] as string | undefined,
+      key: opts['kv-key'] as string | undefined,
+      user: opts['kv-user'] as string | undefined,
+      passwordFile: opts['kv-password-file'] as string | undefined,
+    },
     leaseTtl: int(opts, 'lease-ttl'),
     stateDir: opts['state-dir'] as string | undefined,
     offload: !opts['no-offload'],

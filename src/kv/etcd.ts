@@ -3,6 +3,7 @@
  * the client fails over between them. Watches resume by themselves after a disconnect from the last revision
  * they delivered (etcd3 does that); a compacted revision surfaces as ERR_KV_COMPACTED so the reconciler re-lists.
  */
+import { connect as tlsConnect } from 'node:tls';
 import { Etcd3, EtcdLeaseInvalidError, type Lease as EtcdLease, type Watcher } from 'etcd3';
 import {
   type Compare,
@@ -24,6 +25,10 @@ export interface EtcdOptions {
   timeoutMs?: number;
   /** Keys per range request when listing (default LIST_PAGE). */
   pageSize?: number;
+  /** TLS: the CA that signed etcd's certificate, and a client certificate and key if etcd asks for one. */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+  /** etcd's user/password authentication. */
+  auth?: { username: string; password: string };
 }
 
 /**
@@ -38,6 +43,10 @@ function wrap(e: unknown, what: string): KvError {
   if (/compacted/i.test(msg)) return new KvError('ERR_KV_COMPACTED', `${what}: ${msg}`, { cause: e });
   if (e instanceof EtcdLeaseInvalidError || /lease not found|requested lease not found/i.test(msg))
     return new KvError('ERR_KV_LEASE_LOST', `${what}: ${msg}`, { cause: e });
+  if (/authentication failed|invalid auth token|user name|permission denied|UNAUTHENTICATED/i.test(msg))
+    return new KvError('ERR_KV_AUTH', `${what}: etcd refused the user or password: ${msg}`, { cause: e });
+  if (/certificate|SSL|TLS|handshake/i.test(msg))
+    return new KvError('ERR_KV_AUTH', `${what}: TLS with etcd failed: ${msg}`, { cause: e });
   return new KvError('ERR_KV_UNAVAILABLE', `${what}: ${msg}`, { cause: e });
 }
 
@@ -49,13 +58,18 @@ export class EtcdKv implements Kv {
   private readonly watchers = new Set<Watcher>();
   private readonly leases = new Set<EtcdLease>();
   private readonly pageSize: number;
+  private readonly tls: EtcdOptions['tls'] | null;
+  private readonly endpoints: string[];
   /** Range requests list() has made (pages read): the tests count them. */
   pages = 0;
 
   constructor(o: EtcdOptions) {
     if (!o.endpoints.length) throw new KvError('ERR_KV_INVALID', 'etcd: no endpoints given');
-    const hosts = o.endpoints.map((h) => (/^https?:\/\//.test(h) ? h : `http://${h}`));
-    this.where = `etcd://${o.endpoints.join(',')}`;
+    this.tls = o.tls ?? null;
+    this.endpoints = o.endpoints;
+    const scheme = o.tls ? 'https' : 'http';
+    const hosts = o.endpoints.map((h) => (/^https?:\/\//.test(h) ? h : `${scheme}://${h}`));
+    this.where = `etcd://${o.endpoints.join(',')}${o.tls ? ' (TLS)' : ''}`;
     this.timeoutMs = o.timeoutMs ?? 3000;
     this.pageSize = o.pageSize ?? LIST_PAGE;
     this.client = new Etcd3({
@@ -63,7 +77,37 @@ export class EtcdKv implements Kv {
       dialTimeout: this.timeoutMs,
       // unary calls only: a deadline on a stream (watch, lease keep-alive) would end it every timeoutMs
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: new Date(Date.now() + this.timeoutMs) }),
+      ...(o.tls ? { credentials: { rootCertificate: o.tls.ca, certChain: o.tls.cert, privateKey: o.tls.key } } : {}),
+      ...(o.auth ? { auth: o.auth } : {}),
     });
+  }
+
+  /** Tries a TLS handshake with each endpoint as the client would: the first refusal's reason, or null. */
+  async diagnose(): Promise<string | null> {
+    const t = this.tls;
+    if (!t) return null;
+    for (const ep of this.endpoints) {
+      const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(ep);
+      if (!m) continue;
+      const reason = await new Promise<string | null>((resolve) => {
+        const s = tlsConnect({
+          host: m[1] ?? m[2],
+          port: Number(m[3]),
+          ca: t.ca,
+          cert: t.cert,
+          key: t.key,
+          ALPNProtocols: ['h2'],
+        });
+        const done = (r: string | null) => (s.destroy(), resolve(r));
+        s.setTimeout(this.timeoutMs, () => done(null));
+        s.once('secureConnect', () => done(null));
+        s.once('error', (e: NodeJS.ErrnoException) =>
+          done(e.code === 'ECONNREFUSED' || e.code === 'EHOSTUNREACH' ? null : `${ep}: ${e.message}`),
+        );
+      });
+      if (reason) return reason;
+    }
+    return null;
   }
 
   async get(key: string): Promise<KvEntry | null> {

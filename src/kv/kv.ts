@@ -73,6 +73,9 @@ export interface Kv {
   readonly where: string;
   get(key: string): Promise<KvEntry | null>;
   list(prefix: string): Promise<{ entries: KvEntry[]; revision: number }>;
+  /** After ERR_KV_UNAVAILABLE: a reason that retrying will not fix (a TLS handshake etcd or we refuse), or null.
+   * gRPC reports such a failure only as "no connection established". */
+  diagnose?(): Promise<string | null>;
   /** How many keys are under `prefix` now (no values read): the reconciler's check of a quiet watch. */
   count(prefix: string): Promise<{ count: number; revision: number }>;
   put(key: string, value: string, lease?: string): Promise<number>;
@@ -88,7 +91,14 @@ export interface Kv {
 }
 
 export type KvErrorCode =
-  'ERR_KV_UNAVAILABLE' | 'ERR_KV_COMPACTED' | 'ERR_KV_LEASE_LOST' | 'ERR_KV_INVALID' | 'ERR_KV_FATAL';
+  | 'ERR_KV_UNAVAILABLE'
+  | 'ERR_KV_COMPACTED'
+  | 'ERR_KV_LEASE_LOST'
+  | 'ERR_KV_INVALID'
+  | 'ERR_KV_FATAL'
+  /** etcd refused who we are: a certificate it does not trust or that does not trust it, or a wrong user or
+   * password. Retrying does not help. */
+  | 'ERR_KV_AUTH';
 
 export class KvError extends Error {
   readonly code: KvErrorCode;

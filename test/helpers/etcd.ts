@@ -32,7 +32,11 @@ export interface EtcdServer {
  * Starts etcd on loopback, or inside a test namespace on one of its addresses (`at`), so agents in host
  * namespaces reach it over the underlay like a real cluster's etcd.
  */
-export async function startEtcd(at?: { netns: string; addr: string }): Promise<EtcdServer> {
+export async function startEtcd(
+  at?: { netns: string; addr: string },
+  /** serve clients over TLS with this certificate and key, and require client certificates signed by `ca` */
+  tls?: { cert: string; key: string; ca: string },
+): Promise<EtcdServer> {
   const dir = mkdtempSync(join(tmpdir(), 'vxt-etcd-'));
   const host = at?.addr ?? '127.0.0.1';
   const client = at ? 2379 : await freePort();
@@ -44,9 +48,10 @@ export async function startEtcd(at?: { netns: string; addr: string }): Promise<E
     '--data-dir',
     join(dir, 'data'),
     '--listen-client-urls',
-    `http://${endpoint}`,
+    `${tls ? 'https' : 'http'}://${endpoint}`,
     '--advertise-client-urls',
-    `http://${endpoint}`,
+    `${tls ? 'https' : 'http'}://${endpoint}`,
+    ...(tls ? ['--cert-file', tls.cert, '--key-file', tls.key, '--trusted-ca-file', tls.ca, '--client-cert-auth'] : []),
     '--listen-peer-urls',
     `http://${host}:${peer}`,
     '--initial-advertise-peer-urls',
