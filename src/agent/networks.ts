@@ -339,38 +339,33 @@ export class Networks {
    * Takes the next free block of the pool for a network that will be created shortly (Docker's RequestPool comes
    * before the network exists) and holds it in the store, so no other host's network gets it meanwhile.
    */
-  async holdSubnet(host: string): Promise<Subnet> {
-    let block: Subnet | null = null;
-    await this.guardedTxn('hold a subnet from the pool', async (guardRev) => {
-      const { used } = await this.inUse([]);
-      block = this.freeBlock(used.map((u) => u.subnet));
-      return this.kv.txn(
-        [{ key: keys.guardNetworks, modRevision: guardRev }],
-        [
-          { type: 'put', key: keys.subnetHold(block.cidr), value: JSON.stringify({ host, at: Date.now() }) },
-          { type: 'put', key: keys.guardNetworks, value: `hold ${block.cidr}` },
-        ],
-      );
-    });
-    this.log.info('subnet held for a network being created', { subnet: block!.cidr });
-    return block!;
+  holdSubnet(host: string): Promise<Subnet> {
+    return this.hold(host, 'subnet', (u) => this.freeBlock(u.used.map((x) => x.subnet)));
   }
 
   /** holdSubnet() for the IPv6 side of a dual-stack network: a /64 of the IPv6 pool. */
-  async holdSubnet6(host: string): Promise<Subnet6> {
-    let block: Subnet6 | null = null;
-    await this.guardedTxn('hold an IPv6 subnet from the pool', async (guardRev) => {
-      const { used6 } = await this.inUse([]);
-      block = this.freeBlock6(used6.map((u) => u.subnet));
+  holdSubnet6(host: string): Promise<Subnet6> {
+    return this.hold(host, 'IPv6 subnet', (u) => this.freeBlock6(u.used6.map((x) => x.subnet)));
+  }
+
+  /** Picks a block (`pick`, from what the networks and holds take) and holds it, in one guarded transaction. */
+  private async hold<S extends { cidr: string }>(
+    host: string,
+    what: string,
+    pick: (u: Awaited<ReturnType<Networks['inUse']>>) => S,
+  ): Promise<S> {
+    let block: S | null = null;
+    await this.guardedTxn(`hold a ${what} from the pool`, async (guardRev) => {
+      const b = (block = pick(await this.inUse([])));
       return this.kv.txn(
         [{ key: keys.guardNetworks, modRevision: guardRev }],
         [
-          { type: 'put', key: keys.subnetHold(block.cidr), value: JSON.stringify({ host, at: Date.now() }) },
-          { type: 'put', key: keys.guardNetworks, value: `hold ${block.cidr}` },
+          { type: 'put', key: keys.subnetHold(b.cidr), value: JSON.stringify({ host, at: Date.now() }) },
+          { type: 'put', key: keys.guardNetworks, value: `hold ${b.cidr}` },
         ],
       );
     });
-    this.log.info('IPv6 subnet held for a network being created', { subnet6: block!.cidr });
+    this.log.info(`${what} held for a network being created`, { subnet: block!.cidr });
     return block!;
   }
 

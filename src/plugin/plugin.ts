@@ -29,6 +29,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Agent } from '../agent/agent.js';
+
+/** A network as the agent describes it (the plugin imports the Agent only). */
+type Network = ReturnType<Agent['network']>;
 import {
   formatAddress6,
   inSubnet,
@@ -232,54 +235,38 @@ export class DockerPlugin {
     return {};
   }
 
+  /** RequestPool: the subnet given, or the next free block of the agent's pool (IPv4), or of --pool6 (V6, a
+   * dual-stack network's IPv6 side), held in the store until the network is created. */
   private async requestPool(b: Body): Promise<unknown> {
     const space = optStr(b, 'AddressSpace') ?? ADDRESS_SPACE;
     if (space !== ADDRESS_SPACE) throw invalid(`address space ${JSON.stringify(space)} is not vxtap's; leave it out`);
-    if (b.V6 === true) return this.requestPool6(b);
     if (optStr(b, 'SubPool')) throw invalid('vxtap allocates from the whole subnet; --ip-range is not supported');
+    const v6 = b.V6 === true;
+    const fam = v6
+      ? {
+          what: 'IPv6 subnet',
+          of: (n: Network) => n.subnet6?.cidr,
+          parse: parseSubnet6,
+          hold: () => this.agent.holdSubnet6(),
+        }
+      : { what: 'subnet', of: (n: Network) => n.subnet.cidr, parse: parseSubnet, hold: () => this.agent.holdSubnet() };
     const opts = strMap(b, 'Options');
     const network = opts[OPT_NETWORK];
     let pool = optStr(b, 'Pool') ?? '';
-    if (network !== undefined) {
-      const n = this.agent.networks.get(network);
-      if (n && !pool) pool = n.subnet.cidr;
-      if (n && parseSubnet(pool).cidr !== n.subnet.cidr)
-        throw invalid(`vxtap network ${network} has subnet ${n.subnet.cidr}, not ${pool}`);
+    const n = network === undefined ? undefined : this.agent.networks.get(network);
+    if (n) {
+      const have = fam.of(n);
+      if (!have) throw invalid(`vxtap network ${network} has no IPv6 subnet; create it again with --ipv6`);
+      if (!pool) pool = have;
+      if (fam.parse(pool).cidr !== have) throw invalid(`vxtap network ${network} has ${fam.what} ${have}, not ${pool}`);
     }
-    // no --subnet: the next free block of the agent's pool, held in the store until the network is created
     const held = !pool;
-    const subnet = held ? await this.agent.holdSubnet() : parseSubnet(pool);
-    const poolId = `vxtap-${subnet.cidr.replace('/', '-')}-${randomBytes(4).toString('hex')}`;
+    const subnet = held ? await fam.hold() : fam.parse(pool);
+    const poolId = `vxtap${v6 ? '6' : ''}-${subnet.cidr.replace(/[/:]/g, '-')}-${randomBytes(4).toString('hex')}`;
     this.st.pools[poolId] = {
       subnet: subnet.cidr,
       created: Date.now(),
-      ...(network ? { network } : {}),
-      ...(held ? { held } : {}),
-    };
-    this.save();
-    return { PoolID: poolId, Pool: subnet.cidr, Data: {} };
-  }
-
-  /** RequestPool for the IPv6 side of a dual-stack network (--ipv6): the given subnet, or a /64 of --pool6. */
-  private async requestPool6(b: Body): Promise<unknown> {
-    if (optStr(b, 'SubPool')) throw invalid('vxtap allocates from the whole subnet; --ip-range is not supported');
-    const opts = strMap(b, 'Options');
-    const network = opts[OPT_NETWORK];
-    let pool = optStr(b, 'Pool') ?? '';
-    if (network !== undefined) {
-      const n = this.agent.networks.get(network);
-      if (n && !n.subnet6) throw invalid(`vxtap network ${network} has no IPv6 subnet; create it again with --ipv6`);
-      if (n && !pool) pool = n.subnet6!.cidr;
-      if (n && parseSubnet6(pool).cidr !== n.subnet6!.cidr)
-        throw invalid(`vxtap network ${network} has IPv6 subnet ${n.subnet6!.cidr}, not ${pool}`);
-    }
-    const held = !pool;
-    const subnet = held ? await this.agent.holdSubnet6() : parseSubnet6(pool);
-    const poolId = `vxtap6-${subnet.cidr.replace(/[/:]/g, '-')}-${randomBytes(4).toString('hex')}`;
-    this.st.pools[poolId] = {
-      subnet: subnet.cidr,
-      created: Date.now(),
-      v6: true,
+      ...(v6 ? { v6 } : {}),
       ...(network ? { network } : {}),
       ...(held ? { held } : {}),
     };

@@ -45,6 +45,15 @@ async function until(f: () => boolean | Promise<boolean>, ms: number, step = 100
   return r.ok ? r.ms : -1;
 }
 
+/** A container asking for an address another host's container holds: refused, saying the address is in use. */
+function assertTaken(d: Dockerd, net: string, flag: '--ip' | '--ip6', addr: string): void {
+  const name = `${T}-dup`;
+  const dup = d.docker(['run', '-d', '--net', net, flag, addr, '--name', name, IMG, 'sleep', '60']);
+  d.docker(['rm', '-f', name]);
+  assert.notEqual(dup.code, 0, `a second ${flag} ${addr} is refused`);
+  assert.ok(dup.stderr.includes(`${addr} is already in use`), dup.stderr);
+}
+
 /** Runs a one-shot container and returns its output and exit code. */
 function run(d: Dockerd, net: string, cmd: string, extra: string[] = []): { code: number; out: string } {
   const r = d.docker(['run', '--rm', '--net', net, ...extra, IMG, 'sh', '-c', cmd], 90_000);
@@ -411,22 +420,7 @@ test(
       assert.equal(v6addr(D.h1, b, fixedNet), '2001:db8:9::77');
       const r = run(D.h2, fixedNet, 'ping -6 -c 2 -W 2 2001:db8:9::77');
       assert.equal(r.code, 0, r.out);
-      const dup = D.h2.docker([
-        'run',
-        '-d',
-        '--net',
-        fixedNet,
-        '--ip6',
-        '2001:db8:9::77',
-        '--name',
-        `${T}-v6dup`,
-        IMG,
-        'sleep',
-        '60',
-      ]);
-      D.h2.docker(['rm', '-f', `${T}-v6dup`]);
-      assert.notEqual(dup.code, 0, 'a second --ip6 2001:db8:9::77 is refused');
-      assert.match(dup.stderr, /2001:db8:9::77 is already in use/, dup.stderr);
+      assertTaken(D.h2, fixedNet, '--ip6', '2001:db8:9::77');
     } finally {
       D.h1.docker(['rm', '-f', a, b]);
       D.h1.docker(['network', 'rm', auto, fixedNet]);
@@ -488,22 +482,7 @@ test(
           `host 2 reaches host 1's container as ${name}: ${exec(D.h2, user, `nslookup ${name}`).out}`,
         );
       // the same fixed address on the other host is refused, saying why
-      const dup = D.h2.docker([
-        'run',
-        '-d',
-        '--net',
-        net,
-        '--ip',
-        '198.19.7.77',
-        '--name',
-        `${T}-dup`,
-        IMG,
-        'sleep',
-        '60',
-      ]);
-      D.h2.docker(['rm', '-f', `${T}-dup`]);
-      assert.notEqual(dup.code, 0, 'a second --ip 198.19.7.77 is refused');
-      assert.match(dup.stderr, /198\.19\.7\.77 is already in use/, dup.stderr);
+      assertTaken(D.h2, net, '--ip', '198.19.7.77');
       // docker network rm on host 1 while host 2 still uses the network: Docker does not let a driver refuse, so
       // the network goes from host 1's dockerd, stays in the cluster, and the agent creates it there again
       D.h1.must(['rm', '-f', fix]);
