@@ -535,7 +535,13 @@ export class DockerPlugin {
     if (!name) return {};
     // Docker cannot refuse a delete: remove the network cluster-wide when nothing uses it anywhere, otherwise keep
     // it (the reconcile pass creates the Docker side again, since the cluster still has it)
-    const users = await this.agent.endpointsOf(name).catch(() => null);
+    // a container removed just before (`docker run --rm` on another host: its daemon removes it after the command
+    // returned) may still have its record for a moment: give the users up to 2 s to go before keeping the network
+    let users = await this.agent.endpointsOf(name).catch(() => null);
+    for (let i = 0; i < 10 && users?.length; i++) {
+      await sleep(200);
+      users = await this.agent.endpointsOf(name).catch(() => null);
+    }
     if (users === null) {
       this.log.warn('cannot read the store: the vxtap network is kept (remove it with `vxtap network rm`)', {
         network: name,
