@@ -27,7 +27,7 @@ import { Fdb, type FdbRow } from '../fdb/fdb.js';
 import { type Kv, KvError } from '../kv/kv.js';
 import { openKv } from '../kv/open.js';
 import { Reconciler } from '../kv/reconciler.js';
-import { type Changes, type EndpointRec, keys, parseEndpoint } from '../kv/schema.js';
+import { type Changes, type EndpointRec, keys } from '../kv/schema.js';
 import { native } from '../sys/native.js';
 import { VXLAN_DEFAULT_PORT } from '../vxlan/constants.js';
 import { type AttachSpec, type Endpoint, Endpoints, safe } from './endpoints.js';
@@ -519,18 +519,14 @@ export class Agent {
     this.recovery.settle(mine);
   }
 
-  /** Every endpoint record of this host in the store, on any network: each network's records listed in turn and
-   * dropped once searched, so the agent never holds more than one network's at a time. */
+  /** Every endpoint record of this host in the store, on any network: each network's records in turn (from the
+   * state for a followed one, else listed and dropped once searched), so the agent never holds more than one
+   * network's at a time. */
   private async ownRecords(): Promise<EndpointRec[]> {
     try {
       const out: EndpointRec[] = [];
-      for (const network of [...this.reconciler.state.networks.keys()]) {
-        const prefix = keys.endpointsNet(network);
-        for (const e of (await this.kv.list(prefix)).entries) {
-          const r = parseEndpoint(network, e.key.slice(prefix.length), e.value);
-          if (r?.host === this.host) out.push(r);
-        }
-      }
+      for (const network of [...this.reconciler.state.networks.keys()])
+        for (const r of await this.nets.endpointsOf(network)) if (r.host === this.host) out.push(r);
       return out;
     } catch (e) {
       this.log.warn("cannot read the store for this host's endpoints; none rebuilt", { err: e });

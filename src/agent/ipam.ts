@@ -135,7 +135,7 @@ export class Ipam {
     if (net.gateway6) tried.add(net.gateway6);
     for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
       const used = new Set(tried);
-      for (const a of await this.claimedIn6(net.name)) used.add(a);
+      for (const a of await this.claimed(net.name, parseAddress6)) used.add(a);
       let cand = fixed;
       if (cand === undefined)
         for (let a = s6.network + 1n; a <= s6.last && cand === undefined; a++) if (!used.has(a)) cand = a;
@@ -163,23 +163,6 @@ export class Ipam {
       'ERR_NO_ADDRESS',
       `could not reserve an IPv6 address in ${net.name}: too many concurrent claims; try again`,
     );
-  }
-
-  /** The IPv6 addresses claimed on a network (every claim, read from the store). */
-  private async claimedIn6(network: string): Promise<bigint[]> {
-    const prefix = keys.ipamNet(network);
-    const { entries } = await kvCall(this.kv, `list the addresses of ${network}`, () => this.kv.list(prefix));
-    const out: bigint[] = [];
-    for (const e of entries) {
-      const k = e.key.slice(prefix.length);
-      if (!k.includes(':')) continue;
-      try {
-        out.push(parseAddress6(k));
-      } catch {
-        // not an address claim
-      }
-    }
-    return out;
   }
 
   /** Gives up an endpoint's claim (its record and its address), now or at the next registration pass. */
@@ -230,15 +213,15 @@ export class Ipam {
   }
 
   /** The addresses claimed on a network this host does not follow (a reservation before its first endpoint). */
-  private async claimedIn(network: string): Promise<number[]> {
+  private async claimed<A>(network: string, parse: (s: string) => A): Promise<A[]> {
     const prefix = keys.ipamNet(network);
     const { entries } = await kvCall(this.kv, `list the addresses of ${network}`, () => this.kv.list(prefix));
-    const out: number[] = [];
+    const out: A[] = [];
     for (const e of entries) {
       try {
-        out.push(parseIpv4(e.key.slice(prefix.length)));
+        out.push(parse(e.key.slice(prefix.length)));
       } catch {
-        // not an address claim: ignored, as the reconciler ignores invalid records
+        // another family's address, or not an address claim: ignored, as the reconciler ignores invalid records
       }
     }
     return out;
@@ -266,7 +249,7 @@ export class Ipam {
     for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
       const used = new Set(tried);
       if (this.watching(net.name)) for (const e of this.cluster.endpointsOf(net.name)) used.add(parseIpv4(e.ip));
-      else for (const a of await this.claimedIn(net.name)) used.add(a);
+      else for (const a of await this.claimed(net.name, parseIpv4)) used.add(a);
       for (const r of this.reservations.values())
         if (r.network === net.name && !r.ip.includes(':')) used.add(parseIpv4(r.ip));
       const cand = fixed ?? firstFree(net.subnet, used);

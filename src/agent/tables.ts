@@ -27,8 +27,7 @@ interface Dst {
   port: number;
 }
 
-const rowKey = (d: Dst): string => `${d.vtep >>> 0}:${d.port}`;
-/** The same as a number (a VTEP address and a port fit in 48 bits): for the per-batch work, no string built. */
+/** A flood row's key: a VTEP address and a port fit in 48 bits, so a number (no string built per row). */
 const dstKey = (d: Dst): number => (d.vtep >>> 0) * 65536 + d.port;
 
 function dstOf(h: HostRec): Dst {
@@ -85,10 +84,10 @@ export class KvTables<P extends LocalPort = LocalPort> {
       else if (w.vtep === e.vtep && w.port === e.port) want.delete(e.mac);
     }
     for (const [mac, dst] of want) this.fdb.set(vni, mac, 'kv', dst);
-    const rows = active ? this.wantedRows(name) : new Map<string, Dst>();
+    const rows = active ? this.wantedRows(name) : new Map<number, Dst>();
     for (const r of [...v.flood]) {
       if (r.kind !== 'kv') continue;
-      if (!rows.delete(rowKey(r))) this.fdb.floodDel(vni, r.vtep, r.port, 'kv');
+      if (!rows.delete(dstKey(r))) this.fdb.floodDel(vni, r.vtep, r.port, 'kv');
     }
     for (const d of rows.values()) this.fdb.floodAdd(vni, d.vtep, d.port, 'kv');
     v.arp = arp;
@@ -183,15 +182,15 @@ export class KvTables<P extends LocalPort = LocalPort> {
     return h ? dstOf(h) : null;
   }
 
-  /** The flood rows the network wants: the VTEP of every other host with endpoints on it (row key -> dst). */
-  private wantedRows(net: string): Map<string, Dst> {
-    const out = new Map<string, Dst>();
+  /** The flood rows the network wants: the VTEP of every other host with endpoints on it (dstKey -> dst). */
+  private wantedRows(net: string): Map<number, Dst> {
+    const out = new Map<number, Dst>();
     for (const host of this.st.hostsOn(net)) {
       if (host === this.self) continue;
       const h = this.st.hosts.get(host);
       if (!h) continue; // its lease is gone: so are its endpoints, their delete events are on the way
       const d = dstOf(h);
-      out.set(rowKey(d), d);
+      out.set(dstKey(d), d);
     }
     return out;
   }

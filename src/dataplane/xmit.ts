@@ -405,9 +405,7 @@ function ipv6SourceCheck(a: Uint8Array, off: number, len: number, port: Port): n
   const w1 = readU32(a, src + 4);
   const w2 = readU32(a, src + 8);
   const w3 = readU32(a, src + 12);
-  const own =
-    (w0 === LL_PREFIX && w1 === 0 && w2 === port.ll6Hi && w3 === port.ll6Lo) ||
-    (w0 === port.ip6w0 && w1 === port.ip6w1 && w2 === port.ip6w2 && w3 === port.ip6w3 && (w0 | w1 | w2 | w3) !== 0);
+  const own = ownIpv6(port, w0, w1, w2, w3);
   if (!own && !((w0 | w1 | w2 | w3) === 0 && (next === IPPROTO_ICMPV6 || next === IPPROTO_HOPOPTS))) return 1;
   if (next !== IPPROTO_ICMPV6 || len < ETH_HLEN + IPV6_HLEN + ND_HLEN) return 0;
   const icmp = ip + IPV6_HLEN;
@@ -415,14 +413,14 @@ function ipv6SourceCheck(a: Uint8Array, off: number, len: number, port: Port): n
   if (type !== ND_NEIGHBOR_SOLICIT && type !== ND_NEIGHBOR_ADVERT) return 0;
   const target = icmp + ND_OFF_TARGET;
   if (type === ND_NEIGHBOR_ADVERT) {
-    const t0 = readU32(a, target);
-    const t1 = readU32(a, target + 4);
-    const t2 = readU32(a, target + 8);
-    const t3 = readU32(a, target + 12);
-    const ll = t0 === LL_PREFIX && t1 === 0 && t2 === port.ll6Hi && t3 === port.ll6Lo;
-    const global =
-      t0 === port.ip6w0 && t1 === port.ip6w1 && t2 === port.ip6w2 && t3 === port.ip6w3 && (t0 | t1 | t2 | t3) !== 0;
-    if (!ll && !global) return 2;
+    const own = ownIpv6(
+      port,
+      readU32(a, target),
+      readU32(a, target + 4),
+      readU32(a, target + 8),
+      readU32(a, target + 12),
+    );
+    if (!own) return 2; // an advertisement for an address that is not the endpoint's
   }
   // options: type, length in units of 8 bytes; source (1) and target (2) link-layer addresses carry a MAC
   for (let o = icmp + ND_HLEN, end = off + len; o + 8 <= end;) {
@@ -432,6 +430,15 @@ function ipv6SourceCheck(a: Uint8Array, off: number, len: number, port: Port): n
     o += olen;
   }
   return 0;
+}
+
+/** Whether the IPv6 address w0..w3 is the endpoint's own: its link-local address, or its address on a dual-stack
+ * network (never ::, which a port without one holds as all zeros). */
+function ownIpv6(port: Port, w0: number, w1: number, w2: number, w3: number): boolean {
+  return (
+    (w0 === LL_PREFIX && w1 === 0 && w2 === port.ll6Hi && w3 === port.ll6Lo) ||
+    (w0 === port.ip6w0 && w1 === port.ip6w1 && w2 === port.ip6w2 && w3 === port.ip6w3 && (w0 | w1 | w2 | w3) !== 0)
+  );
 }
 
 /** fe80::/64, the link-local prefix, as the first 32-bit word. */
