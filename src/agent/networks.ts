@@ -197,10 +197,6 @@ export class Networks {
     let subnet = given ?? this.pool.subnet;
     const given6 = spec.subnet6 === undefined || spec.subnet6 === '' ? null : parseSubnet6(spec.subnet6);
     const dual = given6 !== null || spec.ipv6 === true;
-    if (given6 && given && !fitsIpv4(given6, given))
-      throw invalid(
-        `IPv6 subnet ${given6.cidr} is smaller than IPv4 subnet ${given.cidr}: every IPv4 host index needs an IPv6 address; use a /${96 + given.prefix} or shorter`,
-      );
     const noGateway6 = spec.gateway6 === null || spec.gateway6 === 'none';
     let fixedGateway6: bigint | null = null;
     if (typeof spec.gateway6 === 'string' && !noGateway6) {
@@ -234,7 +230,9 @@ export class Networks {
           );
       } else if (dual) subnet6 = this.freeBlock6(used6.map((u) => u.subnet));
       if (subnet6 && !fitsIpv4(subnet6, subnet))
-        throw invalid(`IPv6 subnet ${subnet6.cidr} is smaller than IPv4 subnet ${subnet.cidr}`);
+        throw invalid(
+          `IPv6 subnet ${subnet6.cidr} is smaller than IPv4 subnet ${subnet.cidr}: every IPv4 host index needs an IPv6 address; use a /${96 + subnet.prefix} or shorter`,
+        );
       let vni = spec.vni;
       if (vni !== undefined && taken.has(vni))
         throw new AgentError('ERR_EXISTS', `VNI ${vni} is already used by network ${taken.get(vni)}`);

@@ -153,6 +153,13 @@ test('--ipv6 without an IPv6 subnet: each network takes the next /64 of --pool6'
     (e: Error) => e.message,
   );
   assert.match(clash, /overlaps 2001:db8:100:1::\/64 of network auto2/);
+  const small = await ag.h1
+    .call('POST', '/v1/networks', { name: 'auto4', subnet: '198.19.64.0/18', subnet6: '2001:db8:8::/120' })
+    .then(
+      () => 'created',
+      (e: Error) => e.message,
+    );
+  assert.match(small, /2001:db8:8::\/120 is smaller than IPv4 subnet 198\.19\.64\.0\/18: .* use a \/114 or shorter/);
   await ag.h1.call('DELETE', '/v1/networks/auto1');
   await ag.h2.call('DELETE', '/v1/networks/auto2');
 });
