@@ -50,7 +50,9 @@ if (!Number.isInteger(BUSY_US) || BUSY_US < 1 || BUSY_US > 10_000_000) {
 }
 const PATHS = (
   values.paths ??
-  (QUICK && !values.peers ? 'direct,kernel,vxtap' : 'direct,kernel,tinc,openvpn,floor,floor-busy,vxtap,vxtap-busy')
+  (QUICK && !values.peers
+    ? 'direct,kernel,vxtap'
+    : 'direct,kernel,tinc,openvpn,floor,floor-busy,vxtap,vxtap-busy,kernel-v6,vxtap-v6')
 ).split(',');
 
 const builders = pathBuilders(BUSY_US);

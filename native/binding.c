@@ -163,7 +163,7 @@ static napi_value CloseFd(napi_env env, napi_callback_info info) {
   return make_i32(env, 0);
 }
 
-/* udpOpen(ipv4: uint32, port, rcvbuf, sndbuf, gro: bool) -> [fd, boundPort] */
+/* udpOpen(vtep: uint32 (IPv4, or a registered IPv6 VTEP id), port, rcvbuf, sndbuf, gro: bool) -> [fd, boundPort] */
 static napi_value UdpOpen(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -172,13 +172,28 @@ static napi_value UdpOpen(napi_env env, napi_callback_info info) {
   bool gro = false;
   if (!get_u32(env, argv[0], &ip) || !get_u32(env, argv[1], &port) || !get_u32(env, argv[2], &rcvbuf) ||
       !get_u32(env, argv[3], &sndbuf) || port > 65535)
-    return throw_type(env, "udpOpen(ipv4, port, rcvbuf, sndbuf, gro): bad arguments");
+    return throw_type(env, "udpOpen(vtep, port, rcvbuf, sndbuf, gro): bad arguments");
   napi_get_value_bool(env, argv[4], &gro);
   const char *where = "";
   uint16_t bound = 0;
   int fd = vx_udp_open(ip, (uint16_t)port, rcvbuf, sndbuf, gro, &bound, &where);
   if (fd < 0) return throw_errno(env, -fd, where);
   return number_array(env, 2, (double[]){fd, bound});
+}
+
+/* vtep6Set(id, addr: 16 bytes) -> 0: registers an IPv6 VTEP address under its id (see vtep.c) */
+static napi_value Vtep6Set(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t id;
+  uint8_t *a;
+  size_t alen;
+  if (!get_u32(env, argv[0], &id) || !get_bytes(env, argv[1], &a, &alen) || alen != 16)
+    return throw_type(env, "vtep6Set(id, addr): an id and 16 bytes expected");
+  int e = vx_vtep6_set(id, a);
+  if (e < 0) return throw_errno(env, -e, "vtep6Set");
+  return make_i32(env, 0);
 }
 
 /* sockInfo(fd) -> [rcvbuf, sndbuf] as the kernel reports them */
@@ -323,7 +338,7 @@ static napi_value RecvBatch(napi_env env, napi_callback_info info) {
   return make_i32(env, (int32_t)n);
 }
 
-/* sendBatch(fds: Int32Array, arena, descs: Int32Array [sockIdx, off, len, ipv4, port, gsoSize]*, count) -> sent
+/* sendBatch(fds: Int32Array, arena, descs: Int32Array [sockIdx, off, len, vtep, port, gsoSize]*, count) -> sent
  * (io.c has the rules: per-socket order, coalescing, what a failure does). */
 static napi_value SendBatch(napi_env env, napi_callback_info info) {
   size_t argc = 4;
@@ -545,6 +560,7 @@ NAPI_MODULE_INIT() {
     {"groSegment", NULL, GroSegment, NULL, NULL, NULL, napi_default, NULL},
     {"groRun", NULL, GroRun, NULL, NULL, NULL, napi_default, NULL},
     {"udpOpen", NULL, UdpOpen, NULL, NULL, NULL, napi_default, NULL},
+    {"vtep6Set", NULL, Vtep6Set, NULL, NULL, NULL, napi_default, NULL},
     {"sockInfo", NULL, SockInfo, NULL, NULL, NULL, napi_default, NULL},
     {"readBatch", NULL, ReadBatch, NULL, NULL, NULL, napi_default, NULL},
     {"writeBatch", NULL, WriteBatch, NULL, NULL, NULL, napi_default, NULL},
@@ -573,6 +589,7 @@ NAPI_MODULE_INIT() {
   set_const(env, c, "MAX_BATCH", VX_MAX_BATCH);
   set_const(env, c, "SEND_STRIDE", VX_SEND_STRIDE);
   set_const(env, c, "WRITE_STRIDE", VX_WRITE_STRIDE);
+  set_const(env, c, "VTEP6_MAX", VX_VTEP6_MAX);
   set_const(env, c, "EAGAIN", EAGAIN);
   set_const(env, c, "EMSGSIZE", EMSGSIZE);
   set_const(env, c, "ENOBUFS", ENOBUFS);

@@ -327,7 +327,7 @@ int64_t vx_recv_batch(int fd, uint8_t *arena, uint32_t slot, uint32_t offset, ui
                       uint32_t *addrs, int32_t *gso) {
   struct mmsghdr msgs[VX_MAX_BATCH];
   struct iovec iov[VX_MAX_BATCH];
-  struct sockaddr_in sa[VX_MAX_BATCH];
+  vx_sockaddr sa[VX_MAX_BATCH];
   char ctrl[VX_MAX_BATCH][CMSG_SPACE(sizeof(uint16_t))];
   for (uint32_t i = 0; i < max; i++) {
     iov[i].iov_base = arena + (size_t)i * slot + offset;
@@ -348,8 +348,9 @@ int64_t vx_recv_batch(int fd, uint8_t *arena, uint32_t slot, uint32_t offset, ui
   if (r < 0) return errno == EAGAIN ? 0 : -(int64_t)errno;
   for (int i = 0; i < r; i++) {
     lens[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? -EMSGSIZE : (int32_t)msgs[i].msg_len;
-    addrs[2 * i] = ntohl(sa[i].sin_addr.s_addr);
-    addrs[2 * i + 1] = ntohs(sa[i].sin_port);
+    uint16_t port;
+    addrs[2 * i] = vx_vtep_of(&sa[i], &port);
+    addrs[2 * i + 1] = port;
     if (gso) gso[i] = gro_size(&msgs[i].msg_hdr);
   }
   return r;
@@ -381,7 +382,7 @@ int64_t vx_recv_batch(int fd, uint8_t *arena, uint32_t slot, uint32_t offset, ui
 typedef struct {
   struct mmsghdr msgs[VX_MAX_BATCH];
   struct iovec iov[VX_MAX_BATCH];
-  struct sockaddr_in sa[VX_MAX_BATCH];
+  vx_sockaddr sa[VX_MAX_BATCH];
   char ctrl[VX_MAX_BATCH][CMSG_SPACE(sizeof(uint16_t))];
   int32_t *which[VX_MAX_BATCH]; /* the descriptor of each iovec */
   int first[VX_MAX_BATCH + 1];  /* message j carries iovecs first[j] .. first[j+1]-1 */
@@ -395,9 +396,14 @@ static inline bool send_desc_ok(const int32_t *m, size_t arena_len, size_t nfds)
 
 /* One datagram (sparse traffic): a plain sendto, without building a message vector. */
 static int32_t send_lone(int fd, uint8_t *arena, int32_t *m) {
-  struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)m[4]), .sin_addr.s_addr = htonl((uint32_t)m[3])};
+  vx_sockaddr to;
+  socklen_t tl = vx_vtep_sockaddr((uint32_t)m[3], (uint16_t)m[4], &to);
+  if (!tl) {
+    m[2] = -EDESTADDRREQ;
+    return 0;
+  }
   ssize_t r;
-  do r = sendto(fd, arena + m[1], (size_t)m[2], MSG_DONTWAIT, (struct sockaddr *)&to, sizeof to);
+  do r = sendto(fd, arena + m[1], (size_t)m[2], MSG_DONTWAIT, &to.sa, tl);
   while (r < 0 && errno == EINTR);
   if (r < 0) {
     m[2] = -errno;
@@ -428,15 +434,17 @@ static void gather(send_set *S, int s, uint8_t *arena, int32_t *d, uint32_t *i, 
       v++;
       continue;
     }
+    socklen_t sl = vx_vtep_sockaddr((uint32_t)m[3], (uint16_t)m[4], &S->sa[n]);
+    if (!sl) { /* an IPv6 id never registered: this datagram fails alone, and opens no message */
+      m[2] = -EDESTADDRREQ;
+      lead = NULL;
+      continue;
+    }
     S->first[n] = v;
-    memset(&S->sa[n], 0, sizeof S->sa[n]);
-    S->sa[n].sin_family = AF_INET;
-    S->sa[n].sin_addr.s_addr = htonl((uint32_t)m[3]);
-    S->sa[n].sin_port = htons((uint16_t)m[4]);
     memset(&S->msgs[n], 0, sizeof S->msgs[n]);
     S->msgs[n].msg_hdr.msg_iov = &S->iov[v];
     S->msgs[n].msg_hdr.msg_name = &S->sa[n];
-    S->msgs[n].msg_hdr.msg_namelen = sizeof S->sa[n];
+    S->msgs[n].msg_hdr.msg_namelen = sl;
     lead = m[5] == 0 ? m : NULL;
     run_bytes = (size_t)m[2];
     run_closed = false;

@@ -123,14 +123,27 @@ const char *vx_tap_ioctl_name(int which) {
 
 /* ---------------------------------------------------------------- UDP sockets */
 
-int vx_udp_open(uint32_t ipv4, uint16_t port, uint32_t rcvbuf, uint32_t sndbuf, bool gro, uint16_t *bound_port,
+int vx_udp_open(uint32_t vtep, uint16_t port, uint32_t rcvbuf, uint32_t sndbuf, bool gro, uint16_t *bound_port,
                 const char **where) {
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  vx_sockaddr sa;
+  socklen_t sl = vx_vtep_sockaddr(vtep, port, &sa);
+  if (!sl) {
+    *where = "VTEP id";
+    return -EDESTADDRREQ;
+  }
+  int fd = socket(sa.sa.sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     *where = "socket";
     return -errno;
   }
   int one = 1;
+  /* IPv6 only: an IPv4 datagram never arrives as a v4-mapped source the VTEP table does not know */
+  if (sa.sa.sa_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) {
+    int e = errno;
+    close(fd);
+    *where = "setsockopt(IPV6_V6ONLY)";
+    return -e;
+  }
   /* FORCE variants pass rmem_max/wmem_max as root; fall back to the capped ones otherwise. */
   if (rcvbuf && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
@@ -142,20 +155,16 @@ int vx_udp_open(uint32_t ipv4, uint16_t port, uint32_t rcvbuf, uint32_t sndbuf, 
     *where = "setsockopt(UDP_GRO)";
     return -e;
   }
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(port);
-  sa.sin_addr.s_addr = htonl(ipv4);
-  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+  if (bind(fd, &sa.sa, sl) < 0) {
     int e = errno;
     close(fd);
     *where = "bind";
     return -e;
   }
-  socklen_t sl = sizeof sa;
-  getsockname(fd, (struct sockaddr *)&sa, &sl);
-  *bound_port = ntohs(sa.sin_port);
+  getsockname(fd, &sa.sa, &sl);
+  uint16_t p;
+  vx_vtep_of(&sa, &p);
+  *bound_port = p;
   return fd;
 }
 

@@ -7,13 +7,15 @@
  *   io.c       batched I/O: TAP reads and writes through io_uring (liburing) or plain syscalls, recvmmsg, and
  *              sendmmsg with datagrams coalesced into UDP GSO sends
  *   kernels.c  per-byte work: ones'-complement sums (AVX2 where the CPU has it), TSO split, GRO checks and runs
+ *   vtep.c     the IPv6 VTEP table: the ids IPv6 VTEP addresses have in the batch calls
  *
  * Nothing here makes a forwarding decision: TypeScript validates, decides and counts; C makes the syscalls and
  * does the per-byte work that JS cannot do fast. Every function of io.c, sys.c and kernels.c takes plain C
  * arguments and returns a result or -errno; none of them knows N-API.
  *
  * Batched I/O works on one "arena" (a Buffer cut into fixed-size slots), so a call passes one pointer, not an
- * array of Buffers. IPv4 addresses cross the boundary as host-order uint32.
+ * array of Buffers. A VTEP address crosses the boundary as one uint32: an IPv4 address in host order, or an IPv6
+ * VTEP's id (1 .. VX_VTEP6_MAX, inside 0.0.0.0/8, which no IPv4 VTEP can have; see vtep.c).
  */
 #ifndef VXTAP_H
 #define VXTAP_H
@@ -21,6 +23,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -37,7 +41,7 @@
 /* Frames or datagrams in one batch call, and transmit sockets in one sendBatch. */
 #define VX_MAX_BATCH 256
 #define VX_MAX_SOCKETS 64
-/* Descriptor strides: writeBatch [fd, off, len, prefix], sendBatch [sock, off, len, ipv4, port, gsoSize]. */
+/* Descriptor strides: writeBatch [fd, off, len, prefix], sendBatch [sock, off, len, vtep, port, gsoSize]. */
 #define VX_WRITE_STRIDE 4
 #define VX_SEND_STRIDE 6
 
@@ -49,9 +53,10 @@ int vx_tap_open(char name[16], int flags, const char *ns_path, const char **wher
 /* which: 0 TUNSETPERSIST, 1 TUNSETOFFLOAD, 2 TUNSETVNETHDRSZ. Returns 0 or -errno; -EINVAL for another which. */
 int vx_tap_ioctl(int fd, int which, int value);
 const char *vx_tap_ioctl_name(int which);
-/* A non-blocking UDP socket bound to ipv4:port (0: any port), with the buffer sizes asked (root may exceed the
- * sysctl caps) and UDP_GRO if asked. Returns the fd and *bound_port, or -errno; *where names the failed step. */
-int vx_udp_open(uint32_t ipv4, uint16_t port, uint32_t rcvbuf, uint32_t sndbuf, bool gro, uint16_t *bound_port,
+/* A non-blocking UDP socket bound to vtep:port (0: any port; an IPv6 VTEP gives an IPv6-only socket), with the
+ * buffer sizes asked (root may exceed the sysctl caps) and UDP_GRO if asked. Returns the fd and *bound_port, or
+ * -errno; *where names the failed step. */
+int vx_udp_open(uint32_t vtep, uint16_t port, uint32_t rcvbuf, uint32_t sndbuf, bool gro, uint16_t *bound_port,
                 const char **where);
 /* The socket's buffer sizes as the kernel reports them. Returns 0 or -errno. */
 int vx_sock_info(int fd, int *rcvbuf, int *sndbuf);
@@ -78,14 +83,33 @@ int64_t vx_read_batch(int fd, uint8_t *arena, uint32_t slot, uint32_t offset, ui
 /* Writes each descriptor [fd, off, len, prefix] (prefix: that many zero bytes first, a virtio-net header);
  * a failed one gets len = -errno. Returns the number written. */
 int32_t vx_write_batch(uint8_t *arena, size_t arena_len, int32_t *descs, uint32_t count);
-/* recvmmsg: datagram i at arena[i*slot + offset], lens[i] (-EMSGSIZE: truncated), addrs[2i] = IPv4,
+/* recvmmsg: datagram i at arena[i*slot + offset], lens[i] (-EMSGSIZE: truncated), addrs[2i] = its VTEP number,
  * addrs[2i+1] = port, gso[i] = the UDP GRO segment size (0: a single datagram) if gso. Returns n or -errno. */
 int64_t vx_recv_batch(int fd, uint8_t *arena, uint32_t slot, uint32_t offset, uint32_t max, int32_t *lens,
                       uint32_t *addrs, int32_t *gso);
-/* Sends each descriptor [sock, off, len, ipv4, port, gsoSize] on fds[sock]: one sendmmsg per socket, runs of
- * equal datagrams coalesced into UDP GSO sends. A failed one gets len = -errno. Returns the number sent. */
+/* Sends each descriptor [sock, off, len, vtep, port, gsoSize] on fds[sock]: one sendmmsg per socket, runs of
+ * equal datagrams coalesced into UDP GSO sends. A failed one gets len = -errno (-EDESTADDRREQ: an IPv6 id never
+ * registered). Returns the number sent. */
 int32_t vx_send_batch(const int32_t *fds, size_t nfds, uint8_t *arena, size_t arena_len, int32_t *descs,
                       uint32_t count);
+
+/* ---- vtep.c */
+
+#define VX_VTEP6_MAX 0xffffffu
+typedef union {
+  struct sockaddr sa;
+  struct sockaddr_in in4;
+  struct sockaddr_in6 in6;
+} vx_sockaddr;
+/* Registers IPv6 address a as VTEP id (1 .. VX_VTEP6_MAX). 0, -EINVAL (bad id, or ::), -EEXIST (the id has another
+ * address, or the address another id), -ENOMEM. */
+int vx_vtep6_set(uint32_t id, const uint8_t a[16]);
+/* The id of IPv6 address a, or 0 (never registered). */
+uint32_t vx_vtep6_id(const uint8_t a[16]);
+/* The socket address of VTEP vtep (IPv4 address or IPv6 id) and port; returns its length, 0 for an unknown id. */
+socklen_t vx_vtep_sockaddr(uint32_t vtep, uint16_t port, vx_sockaddr *out);
+/* A received datagram's source as a VTEP number (0: an IPv6 address with no id) and its port. */
+uint32_t vx_vtep_of(const vx_sockaddr *sa, uint16_t *port);
 
 /* ---- kernels.c */
 

@@ -75,18 +75,24 @@ export function writeReport(results: Record<string, Sample[]>, machine: Machine,
     if (!ss.length) continue;
     summary[p] = Object.fromEntries(KEYS.map((k) => [k, stat(ss.map((s) => s[k]))]));
   }
-  const k = summary.kernel;
+  // a row is compared with the kernel row over the same underlay: IPv6 rows (-v6) with kernel-v6
+  const baseOf = (p: string): Summary[string] | undefined =>
+    p.endsWith('-v6') ? summary['kernel-v6'] : summary.kernel;
   const fmt = (v: Stat, d: number) =>
     Number.isFinite(v.med)
       ? `${v.med.toFixed(d)}${run.reps > 1 ? ` (${v.min.toFixed(d)}-${v.max.toFixed(d)})` : ''}`
       : '-';
-  const ratio = (p: string, key: keyof Sample) =>
-    k && summary[p] && Number.isFinite(summary[p][key].med) ? `${(summary[p][key].med / k[key].med).toFixed(2)}x` : '-';
+  const ratio = (p: string, key: keyof Sample) => {
+    const k = baseOf(p);
+    return k && summary[p] && Number.isFinite(summary[p][key].med)
+      ? `${(summary[p][key].med / k[key].med).toFixed(2)}x`
+      : '-';
+  };
   const md = [
-    `Forwarding benchmark, ${new Date().toISOString()}, ${run.reps} rep(s) x ${run.seconds} s, two hosts on a veth underlay (MTU 1500), container MTU 1450.`,
+    `Forwarding benchmark, ${new Date().toISOString()}, ${run.reps} rep(s) x ${run.seconds} s, two hosts on a veth underlay (MTU 1500), container MTU 1450 (1430 on the -v6 rows, whose underlay is IPv6).`,
     `Machine: ${machine.cpu}, ${machine.cpus} CPUs, kernel ${machine.kernel}, a null syscall ${machine.syscallNs ?? '?'} ns (per-frame syscalls cost that much each: on VMs it varies several-fold).`,
     `Wake-ups: ${machine.wakeSameUs ?? '?'} us for a task woken on the waker's CPU, ${machine.wakeIdleUs ?? '?'} us on an idle other CPU (median; a forwarder that sleeps pays one per hop, about three per echo).`,
-    'Median (min-max) over the rounds that completed ("rounds" says how many of the run\'s did). Ratios are to the kernel VXLAN row of this run.',
+    'Median (min-max) over the rounds that completed ("rounds" says how many of the run\'s did). Ratios are to the kernel VXLAN row of this run over the same underlay (kernel, or kernel-v6 for the -v6 rows).',
     '',
     '| path | rounds | TCP 1 stream Gbit/s | vs kernel | TCP 4 streams Gbit/s | vs kernel | 60 B frames delivered/s | vs kernel | loss at full / half rate % | refused by the sending interface at full / half rate % | ping avg ms | ping p99 ms | echoes lost ping / sleeping % | added vs kernel (avg) | sleeping pinger avg / p50 / p99 ms | added (sleeping) avg / p50 | sleeping echoes over 1 ms % | CPU s per Gbit | CPU while pinging (cores) |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
@@ -94,6 +100,7 @@ export function writeReport(results: Record<string, Sample[]>, machine: Machine,
       const s = summary[p];
       const rounds = `${results[p].length}/${run.reps}`;
       if (!s) return `| ${p} | ${rounds} |${' - |'.repeat(17)}`;
+      const k = baseOf(p);
       const added = k ? `${((s.pingAvg.med - k.pingAvg.med) * 1000).toFixed(0)} us` : '-';
       const us = (key: 'sleepAvg' | 'sleepP50') =>
         k && Number.isFinite(s[key].med) && Number.isFinite(k[key].med)
@@ -177,7 +184,7 @@ function chart(s: Summary, reps: number): string {
     const v = s[p].tcp1;
     return (
       `<text x="${left - 8}" y="${y + bar / 2 + 5}" text-anchor="end" font-size="14">${p}</text>` +
-      `<rect x="${left}" y="${y}" width="${x(v.med) - left}" height="${bar}" fill="${p.startsWith('vxtap') ? '#2b7bb9' : p === 'kernel' ? '#888' : '#bbb'}"/>` +
+      `<rect x="${left}" y="${y}" width="${x(v.med) - left}" height="${bar}" fill="${p.startsWith('vxtap') ? '#2b7bb9' : p.startsWith('kernel') ? '#888' : '#bbb'}"/>` +
       `<line x1="${x(v.min)}" x2="${x(v.max)}" y1="${y + bar / 2}" y2="${y + bar / 2}" stroke="#000"/>` +
       `<text x="${x(v.max) + 6}" y="${y + bar / 2 + 5}" font-size="13">${v.med.toFixed(2)} Gbit/s</text>`
     );

@@ -1,6 +1,7 @@
 /**
  * The benchmark's paths: for each, two "hosts" (network namespaces) joined by a direct veth underlay (MTU 1500,
- * 198.18.0.1/.2) and one "container" per host (MTU 1450, 198.19.1.1/.2), then the overlay under test between them.
+ * 198.18.0.1/.2, and 2001:db8:18::1/::2 for the -v6 paths) and one "container" per host (MTU 1450, 1430 over an
+ * IPv6 underlay; 198.19.1.1/.2), then the overlay under test between them.
  * The underlay is a plain veth pair, not the test suite's bridge (test/helpers/topo.ts): the anchors in
  * shared/docs/anchors.md and every row since were measured on this one, and a bridge adds a hop to every path.
  * Names carry a per-run tag (vxb<pid><n>-...); teardown() ends the processes a path started, by PID, and deletes
@@ -27,7 +28,11 @@ export interface Topo {
 }
 
 let seq = 0;
-export function baseTopo(withHosts: boolean): Topo {
+/** Container MTU: a 1500-byte underlay minus VXLAN's 50 bytes over IPv4, 70 over IPv6. */
+const mtuOf = (v6: boolean): string => (v6 ? '1430' : '1450');
+const v6addr = (i: number): string => `2001:db8:18::${i}`;
+
+export function baseTopo(withHosts: boolean, v6 = false): Topo {
   const tag = `vxb${process.pid % 10000}${seq++}`;
   const t: Topo = {
     tag,
@@ -63,27 +68,28 @@ export function baseTopo(withHosts: boolean): Topo {
     ]);
     for (const i of [1, 2]) {
       must(['ip', '-n', `${tag}-h${i}`, 'addr', 'add', `198.18.0.${i}/24`, 'dev', `${tag}u${i}`]);
+      if (v6) must(['ip', '-n', `${tag}-h${i}`, 'addr', 'add', `${v6addr(i)}/64`, 'dev', `${tag}u${i}`, 'nodad']);
       must(['ip', '-n', `${tag}-h${i}`, 'link', 'set', `${tag}u${i}`, 'up']);
     }
   }
   return t;
 }
 
-function containerAddr(t: Topo, i: 1 | 2, dev: string): void {
+function containerAddr(t: Topo, i: 1 | 2, dev: string, v6 = false): void {
   const c = i === 1 ? t.c1 : t.c2;
-  must(['ip', '-n', c, 'link', 'set', dev, 'mtu', '1450', 'up']);
+  must(['ip', '-n', c, 'link', 'set', dev, 'mtu', mtuOf(v6), 'up']);
   must(['ip', '-n', c, 'addr', 'add', `198.19.1.${i}/24`, 'dev', dev]);
 }
 
 /** veth from host i's bridge br0 to container i's eth0. */
-function bridgeToContainer(t: Topo, i: 1 | 2): void {
+function bridgeToContainer(t: Topo, i: 1 | 2, v6 = false): void {
   const h = `${t.tag}-h${i}`;
   const c = i === 1 ? t.c1 : t.c2;
   must(['ip', '-n', h, 'link', 'add', 'br0', 'type', 'bridge']);
   must(['ip', '-n', h, 'link', 'add', 'k0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c]);
-  must(['ip', '-n', h, 'link', 'set', 'k0', 'master', 'br0', 'mtu', '1450', 'up']);
+  must(['ip', '-n', h, 'link', 'set', 'k0', 'master', 'br0', 'mtu', mtuOf(v6), 'up']);
   must(['ip', '-n', h, 'link', 'set', 'br0', 'up']);
-  containerAddr(t, i, 'eth0');
+  containerAddr(t, i, 'eth0', v6);
 }
 
 async function waitFile(path: string, ms = 15_000): Promise<void> {
@@ -94,16 +100,17 @@ async function waitFile(path: string, ms = 15_000): Promise<void> {
   }
 }
 
-/** One vxtap agent per host on a shared embedded store; `extra`: more agent flags. */
-async function vxtapPath(extra: string[]): Promise<Topo> {
-  const t = baseTopo(true);
+/** One vxtap agent per host on a shared embedded store; `extra`: more agent flags; `v6`: IPv6 VTEPs (the network
+ * then gets the agent's default MTU for that underlay, 1430). */
+async function vxtapPath(extra: string[], v6 = false): Promise<Topo> {
+  const t = baseTopo(true, v6);
   for (const i of [1, 2]) {
     const sock = join(t.dir, `h${i}.sock`);
     const p = spawn(
       'sh',
       [
         '-c',
-        `exec ip netns exec ${t.tag}-h${i} node --no-memory-reducer ${CLI} agent --vtep 198.18.0.${i} --host h${i} --socket ${sock} --kv ${join(t.dir, 'store.db')} --state-dir ${join(t.dir, 'state')} --log-level warn ${extra.join(' ')} 2>>${join(t.dir, `h${i}.log`)}`,
+        `exec ip netns exec ${t.tag}-h${i} node --no-memory-reducer ${CLI} agent --vtep ${v6 ? v6addr(i) : `198.18.0.${i}`} --host h${i} --socket ${sock} --kv ${join(t.dir, 'store.db')} --state-dir ${join(t.dir, 'state')} --log-level warn ${extra.join(' ')} 2>>${join(t.dir, `h${i}.log`)}`,
       ],
       { stdio: 'ignore' },
     );
@@ -166,6 +173,37 @@ async function floorPath(spin: boolean): Promise<Topo> {
   return t;
 }
 
+/** The kernel's VXLAN device in a bridge on each host, over the IPv4 or (v6) the IPv6 underlay. */
+async function kernelPath(v6: boolean): Promise<Topo> {
+  const t = baseTopo(true, v6);
+  for (const i of [1, 2] as const) {
+    const h = `${t.tag}-h${i}`;
+    const [me, peer] = v6 ? [v6addr(i), v6addr(3 - i)] : [`198.18.0.${i}`, `198.18.0.${3 - i}`];
+    must([
+      'ip',
+      '-n',
+      h,
+      'link',
+      'add',
+      'vxlan0',
+      'type',
+      'vxlan',
+      'id',
+      '42',
+      'dstport',
+      '4789',
+      'local',
+      me,
+      'dev',
+      `${t.tag}u${i}`,
+    ]);
+    must(['bridge', '-n', h, 'fdb', 'append', '00:00:00:00:00:00', 'dev', 'vxlan0', 'dst', peer]);
+    bridgeToContainer(t, i, v6);
+    must(['ip', '-n', h, 'link', 'set', 'vxlan0', 'master', 'br0', 'up']);
+  }
+  return t;
+}
+
 /** The paths, each a topology builder; `busyUs` is the vxtap-busy row's --busy-poll window. */
 export function pathBuilders(busyUs: number): Record<string, () => Promise<Topo>> {
   return {
@@ -176,35 +214,10 @@ export function pathBuilders(busyUs: number): Record<string, () => Promise<Topo>
       containerAddr(t, 2, 'eth0');
       return t;
     },
-    async kernel() {
-      const t = baseTopo(true);
-      for (const i of [1, 2] as const) {
-        const h = `${t.tag}-h${i}`;
-        must([
-          'ip',
-          '-n',
-          h,
-          'link',
-          'add',
-          'vxlan0',
-          'type',
-          'vxlan',
-          'id',
-          '42',
-          'dstport',
-          '4789',
-          'local',
-          `198.18.0.${i}`,
-          'dev',
-          `${t.tag}u${i}`,
-        ]);
-        must(['bridge', '-n', h, 'fdb', 'append', '00:00:00:00:00:00', 'dev', 'vxlan0', 'dst', `198.18.0.${3 - i}`]);
-        bridgeToContainer(t, i);
-        must(['ip', '-n', h, 'link', 'set', 'vxlan0', 'master', 'br0', 'up']);
-      }
-      return t;
-    },
+    kernel: () => kernelPath(false),
+    'kernel-v6': () => kernelPath(true),
     vxtap: () => vxtapPath([]),
+    'vxtap-v6': () => vxtapPath([], true),
     'vxtap-busy': () => vxtapPath(['--busy-poll', String(busyUs)]),
     floor: () => floorPath(false),
     'floor-busy': () => floorPath(true),

@@ -16,9 +16,10 @@
  * its input and fails with an AgentError that says what to fix, leaving nothing half-done.
  */
 import { hostname } from 'node:os';
-import { formatAddress6, parseAddress, parseAddress6, type Subnet, type Subnet6 } from '../common/addr.js';
+import { formatAddress6, parseAddress6, type Subnet, type Subnet6 } from '../common/addr.js';
 import { AgentError, invalid } from '../common/errors.js';
 import { type Logger, silentLogger, throttled } from '../common/log.js';
+import { formatVtep, parseVtepAddress, vtepFamily, vtepOverhead } from '../common/vtep.js';
 import { Dataplane } from '../dataplane/dataplane.js';
 import { type DataplaneIo, nativeIo } from '../dataplane/io.js';
 import { nativeKernels } from '../dataplane/kernels.js';
@@ -28,11 +29,12 @@ import { type Kv, KvError } from '../kv/kv.js';
 import { openKv } from '../kv/open.js';
 import { Reconciler } from '../kv/reconciler.js';
 import { type Changes, type EndpointRec, keys } from '../kv/schema.js';
+import { ipJson } from '../sys/ip.js';
 import { native } from '../sys/native.js';
 import { VXLAN_DEFAULT_PORT } from '../vxlan/constants.js';
 import { type AttachSpec, type Endpoint, Endpoints, safe } from './endpoints.js';
 import { Ipam } from './ipam.js';
-import { NAME, type Network, Networks, type NetworkSpec, parsePool, parsePool6 } from './networks.js';
+import { defaultMtu, NAME, type Network, Networks, type NetworkSpec, parsePool, parsePool6 } from './networks.js';
 import type { AgentOptions } from './options.js';
 import { Recovery } from './recovery.js';
 import { Registration, type Reservation } from './registration.js';
@@ -113,6 +115,8 @@ export class Agent {
     udpFd: number,
     txFds: number[],
     io: DataplaneIo,
+    /** The MTU of the interface holding the VTEP address (0: not found). */
+    underlayMtu = 0,
   ) {
     this.host = o.host ?? hostname();
     if (!NAME.test(this.host))
@@ -152,7 +156,13 @@ export class Agent {
       o.resyncMs,
     );
     // tables only for the networks this host has endpoints on (eps is made below; asked only once running)
-    this.tables = new KvTables(this.fdb, this.reconciler.state, this.host, (n) => this.eps.countOn(n) > 0);
+    this.tables = new KvTables(
+      this.fdb,
+      this.reconciler.state,
+      this.host,
+      (n) => this.eps.countOn(n) > 0,
+      vtepFamily(vtep),
+    );
     this.state = new StateFile(o.stateDir ?? DEFAULT_STATE_DIR, this.host, this.log);
     this.reg = new Registration({
       kv,
@@ -172,6 +182,7 @@ export class Agent {
       (name) => this.eps.countOn(name),
       parsePool(o.pool, o.poolPrefix),
       parsePool6(o.pool6),
+      defaultMtu(vtepFamily(vtep)),
     );
     const persist = (): void => this.saveState();
     this.ipam = new Ipam(kv, this.reconciler.state, this.reg, persist, (n) => this.reconciler.watching(n));
@@ -187,6 +198,7 @@ export class Agent {
       persist,
       host: this.host,
       follow: this.reconciler,
+      mtuLimit: underlayMtu ? underlayMtu - vtepOverhead(vtepFamily(vtep)) : 0,
     });
     this.recovery = new Recovery(this.eps);
     this.staticFdb = new StaticFdb(this.fdb, this.nets, this.tables, this.log, vtep, port);
@@ -198,7 +210,7 @@ export class Agent {
   /** Opens the sockets, re-adopts endpoints from the state file, joins the cluster and starts forwarding. */
   static async start(o: AgentOptions): Promise<Agent> {
     const tStart = performance.now(); // since the process started: node itself and the modules loaded so far
-    const vtep = parseAddress(o.vtep, 'VTEP address');
+    const vtep = parseVtepAddress(o.vtep, 'VTEP address');
     const port = o.port ?? VXLAN_DEFAULT_PORT;
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalid(`port ${port} is not a UDP port (1-65535)`);
     const nTx = o.txSockets ?? 4;
@@ -229,7 +241,10 @@ export class Agent {
         const code = (e as { code?: string }).code;
         if (code === 'EADDRNOTAVAIL') {
           throw invalid(
-            `VTEP address ${o.vtep} is not an address of this host (netns); give --vtep one of \`ip -4 addr\``,
+            `VTEP address ${o.vtep} is not an address of this host (netns); give --vtep one of \`ip addr\`` +
+              (vtepFamily(vtep) === 6
+                ? ' (a new IPv6 address may still be tentative: wait for DAD, or add it nodad)'
+                : ''),
           );
         }
         if (code === 'EADDRINUSE') {
@@ -267,7 +282,7 @@ export class Agent {
         if (tls) throw invalid(`TLS with the store at ${kv.where} failed: ${tls}; ${check}`);
       }
       const tSockets = performance.now();
-      const agent = new Agent(o, kv, vtep, port, udpFd, txFds, io);
+      const agent = new Agent(o, kv, vtep, port, udpFd, txFds, io, await underlayMtu(vtep));
       const tKernels = performance.now(); // the data plane checked its native kernels
       agent.dp.start();
       if (busyPollUs > 0) {
@@ -600,5 +615,16 @@ export class Agent {
     this.reg.close();
     await this.kv.close().catch(() => {});
     this.log.info('agent stopped', { host: this.host, endpointsKept: this.endpoints.size });
+  }
+}
+
+/** The MTU of the interface that holds the VTEP address, or 0 if `ip` does not show it. */
+async function underlayMtu(vtep: number): Promise<number> {
+  try {
+    const links = await ipJson<{ mtu?: number; addr_info?: { local?: string }[] }[]>(['addr', 'show']);
+    const want = formatVtep(vtep);
+    return links.find((l) => l.addr_info?.some((a) => a.local === want))?.mtu ?? 0;
+  } catch {
+    return 0;
   }
 }

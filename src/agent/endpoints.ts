@@ -77,6 +77,8 @@ export interface EndpointsOptions {
   /** The store's endpoint records of a network are followed while this host has an endpoint there (or is
    * attaching one): the Reconciler's per-network scopes. */
   follow: { watchNetwork(network: string): Promise<void>; unwatchNetwork(network: string): void };
+  /** The largest network MTU this host's underlay carries (its MTU minus VXLAN's 50 or 70 bytes); 0: unknown. */
+  mtuLimit?: number;
 }
 
 export class Endpoints {
@@ -87,8 +89,24 @@ export class Endpoints {
   /** Called after a local endpoint was detached, by request or because its namespace or TAP went away. */
   onRemoved: ((ep: Endpoint) => void) | null = null;
   private seq = 0;
+  /** Networks already warned about: their MTU does not fit this host's underlay. */
+  private readonly mtuWarned = new Set<string>();
 
   constructor(readonly o: EndpointsOptions) {}
+
+  /** Says once per network, at its first attach here, that its MTU is more than the underlay carries: packets that
+   * fill it would not fit one underlay datagram (the kernel refuses the large sends; TCP stalls). */
+  private checkMtu(net: Network): void {
+    const limit = this.o.mtuLimit ?? 0;
+    if (!limit || net.mtu <= limit || this.mtuWarned.has(net.name)) return;
+    this.mtuWarned.add(net.name);
+    this.o.log.warn("network MTU is more than this host's underlay carries: large packets will be lost", {
+      network: net.name,
+      mtu: net.mtu,
+      fits: limit,
+      fix: `create the network with --mtu ${limit} or less, or raise the underlay interface's MTU`,
+    });
+  }
 
   /** Local endpoints on `network`. */
   /** Local endpoints on `network` (kept as a count: the tables ask for every change they apply). */
@@ -123,6 +141,7 @@ export class Endpoints {
   async attach(spec: AttachSpec): Promise<Endpoint> {
     const { networks, ipam, reg, offload, log } = this.o;
     const net = networks.get(spec?.network);
+    this.checkMtu(net);
     if (typeof spec.netns !== 'string')
       throw invalid('netns is required: the name (ip netns list) or path of the container namespace');
     let nsIno = 0;

@@ -4,7 +4,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import client from 'prom-client';
-import { formatIpv4 } from '../vxlan/ipv4.js';
+import { formatVtep } from '../common/vtep.js';
 import type { Agent } from './agent.js';
 import { DROP_REASONS } from '../dataplane/counters.js';
 import { invalid } from '../common/errors.js';
@@ -59,8 +59,8 @@ export function metricsRegistry(agent: Agent): client.Registry {
     agent.fdb.peers().flatMap(
       (p) =>
         [
-          [{ vtep: formatIpv4(p.vtep), direction: 'tx' }, p.tx_packets],
-          [{ vtep: formatIpv4(p.vtep), direction: 'rx' }, p.rx_packets],
+          [{ vtep: formatVtep(p.vtep), direction: 'tx' }, p.tx_packets],
+          [{ vtep: formatVtep(p.vtep), direction: 'rx' }, p.rx_packets],
         ] as Sample[],
     ),
   );
@@ -68,8 +68,8 @@ export function metricsRegistry(agent: Agent): client.Registry {
     agent.fdb.peers().flatMap(
       (p) =>
         [
-          [{ vtep: formatIpv4(p.vtep), direction: 'tx' }, p.tx_bytes],
-          [{ vtep: formatIpv4(p.vtep), direction: 'rx' }, p.rx_bytes],
+          [{ vtep: formatVtep(p.vtep), direction: 'tx' }, p.tx_bytes],
+          [{ vtep: formatVtep(p.vtep), direction: 'rx' }, p.rx_bytes],
         ] as Sample[],
     ),
   );

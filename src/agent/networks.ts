@@ -28,7 +28,8 @@ import type { Port } from '../dataplane/port.js';
 import { type Kv, KvError, type TxnResult } from '../kv/kv.js';
 import type { Reconciler } from '../kv/reconciler.js';
 import { type EndpointRec, keys, type NetworkRec, parseEndpoint, parseNetwork } from '../kv/schema.js';
-import { VXLAN_IPV4_OVERHEAD, VXLAN_VNI_MAX } from '../vxlan/constants.js';
+import { VXLAN_IPV6_OVERHEAD, VXLAN_VNI_MAX } from '../vxlan/constants.js';
+import { vtepOverhead } from '../common/vtep.js';
 import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
 import { sleep } from './registration.js';
 import type { KvTables } from './tables.js';
@@ -78,9 +79,12 @@ export interface Network {
 
 /** Names of networks, endpoints and hosts. */
 export const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** The default MTU of a network: what fits a 1500-byte underlay after the outer headers (50 bytes over IPv4, 70
+ * over IPv6), as the kernel's VXLAN device and Docker's overlay default to. */
 export const DEFAULT_MTU = 1450;
+export const defaultMtu = (underlay: 4 | 6): number => 1500 - vtepOverhead(underlay);
 const MTU_MIN = 68;
-const MTU_MAX = 65535 - VXLAN_IPV4_OVERHEAD - 14;
+const MTU_MAX = 65535 - VXLAN_IPV6_OVERHEAD - 14;
 const VNI_AUTO_FIRST = 4096;
 /** Attempts of a guarded transaction before telling the caller to try again. */
 const GUARD_ATTEMPTS = 8;
@@ -101,6 +105,8 @@ export class Networks {
     private readonly pool: { subnet: Subnet; prefix: number } = parsePool(),
     /** Where dual-stack networks created without an IPv6 subnet get one: /64 blocks of it. */
     private readonly pool6: Subnet6 = parsePool6(),
+    /** The MTU of a network created without one (1450 on an IPv4 underlay, 1430 on IPv6). */
+    private readonly mtuDefault = DEFAULT_MTU,
   ) {}
 
   get(name: string): Network {
@@ -184,7 +190,7 @@ export class Networks {
       throw invalid(`VNI ${JSON.stringify(spec.vni)} must be an integer from 1 to ${VXLAN_VNI_MAX}`);
     }
     const given = spec.subnet === undefined || spec.subnet === '' ? null : parseSubnet(spec.subnet);
-    const mtu = spec.mtu ?? DEFAULT_MTU;
+    const mtu = spec.mtu ?? this.mtuDefault;
     if (!Number.isInteger(mtu) || mtu < MTU_MIN || mtu > MTU_MAX) throw invalid(`MTU ${mtu}: ${MTU_MIN} to ${MTU_MAX}`);
     const noGateway = spec.gateway === null || spec.gateway === 'none';
     let fixedGateway: number | null = null;

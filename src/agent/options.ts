@@ -7,7 +7,7 @@ import type { KvSecurity } from '../kv/open.js';
 export interface AgentOptions {
   /** This host's name (default: the OS hostname). Must be unique in the cluster. */
   host?: string;
-  /** Underlay IPv4 address to bind and send from: this host's VTEP address. */
+  /** Underlay address (IPv4, or IPv6 for VXLAN over UDP/IPv6) to bind and send from: this host's VTEP address. */
   vtep: string;
   /** UDP port VXLAN listens on and sends to (default 4789, IANA). */
   port?: number;

@@ -10,7 +10,7 @@ import { AgentError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { Kv, Lease, Op } from '../kv/kv.js';
 import { type EndpointRec, keys } from '../kv/schema.js';
-import { formatIpv4 } from '../vxlan/ipv4.js';
+import { formatVtep } from '../common/vtep.js';
 
 /** What an endpoint publishes: the state file's record has these fields (and more). */
 export interface Published {
@@ -88,7 +88,7 @@ export class Registration {
       this.lease = lease;
     }
     const lease = this.lease.id;
-    const value = JSON.stringify({ vtep: formatIpv4(this.o.vtep), port: this.o.port });
+    const value = JSON.stringify({ vtep: formatVtep(this.o.vtep), port: this.o.port });
     const ops: Op[] = [{ type: 'put', key: keys.host(host), value, lease }];
     const held = this.o.held();
     for (const ep of held.endpoints) ops.push(...this.endpointOps(ep, lease));

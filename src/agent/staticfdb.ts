@@ -4,9 +4,9 @@
  * device or another non-vxtap VTEP joins a network. Static entries outrank what the store says (kv) and what is
  * learned; deleting one brings back what it hid.
  */
-import { parseAddress } from '../common/addr.js';
 import { AgentError, invalid, notFound } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
+import { parseVtepAddress, splitVtepPort, vtepFamily } from '../common/vtep.js';
 import type { Port } from '../dataplane/port.js';
 import type { Fdb, FdbRow } from '../fdb/fdb.js';
 import { MAC_ZERO, parseMac } from '../vxlan/mac.js';
@@ -59,15 +59,16 @@ export class StaticFdb {
   }
 
   private parseDst(dst: string): { vtep: number; port: number } {
-    if (typeof dst !== 'string') throw invalid('dst must be a VTEP address like 198.18.0.2 or 198.18.0.2:4789');
-    const [a, p, ...rest] = dst.split(':');
-    const vtep = parseAddress(a, 'dst VTEP');
-    const port = p === undefined ? this.port : Number(p);
-    if (rest.length || !Number.isInteger(port) || port < 1 || port > 65535)
-      throw invalid(`dst ${dst}: expected IPv4[:port]`);
+    if (typeof dst !== 'string')
+      throw invalid('dst must be a VTEP address like 198.18.0.2, 198.18.0.2:4789, 2001:db8::2 or [2001:db8::2]:4789');
+    const { addr, port } = splitVtepPort(dst, this.port);
+    const vtep = parseVtepAddress(addr, 'dst', true);
     if (vtep === this.vtep && port === this.port) throw invalid(`dst ${dst} is this agent's own VTEP`);
-    const why = notUnicastVtep(vtep);
-    if (why) throw invalid(`dst ${dst} is ${why}, not a VTEP: give the underlay address of the remote host`);
+    if (vtepFamily(vtep) !== vtepFamily(this.vtep)) {
+      throw invalid(
+        `dst ${dst} is an IPv${vtepFamily(vtep)} VTEP, this agent's underlay is IPv${vtepFamily(this.vtep)}: one agent speaks one family`,
+      );
+    }
     return { vtep, port };
   }
 }
@@ -78,16 +79,4 @@ function parseFdbMac(mac: string): number {
   } catch (e) {
     throw invalid((e as Error).message);
   }
-}
-
-/** Why an IPv4 address cannot be a remote VTEP (unspecified, broadcast, loopback, multicast, reserved), or null. */
-function notUnicastVtep(a: number): string | null {
-  const first = a >>> 24;
-  if (a === 0) return 'the unspecified address';
-  if (a >>> 0 === 0xffffffff) return 'the broadcast address';
-  if (first === 127) return 'a loopback address';
-  if (first >= 224 && first <= 239) return 'a multicast address';
-  if (first >= 240) return 'a reserved address (240.0.0.0/4)';
-  if (first === 0) return 'in 0.0.0.0/8 ("this network")';
-  return null;
 }

@@ -4,6 +4,7 @@
  */
 import { formatAddress6 } from '../common/addr.js';
 import { native } from '../sys/native.js';
+import { formatVtep, formatVtepPort } from '../common/vtep.js';
 import { formatIpv4 } from '../vxlan/ipv4.js';
 import { formatMac } from '../vxlan/mac.js';
 import type { Agent } from './agent.js';
@@ -49,7 +50,7 @@ export async function describeNetwork(a: Agent, n: Network): Promise<Record<stri
       aliases: e.aliases,
     })),
     local: [...a.endpoints.values()].filter((e) => e.network === n.name).map((e) => describeEndpoint(e, a.host)),
-    flood: a.fdb.vnets.get(n.vni)?.flood.map((r) => `${formatIpv4(r.vtep)}:${r.port} (${r.kind})`) ?? [],
+    flood: a.fdb.vnets.get(n.vni)?.flood.map((r) => `${formatVtepPort(r.vtep, r.port)} (${r.kind})`) ?? [],
     fdb: a.fdbShow(n.name),
     stats: { ...a.dp.vniStats(n.vni) },
   };
@@ -80,7 +81,7 @@ export function agentStats(
   const [rcvbuf, sndbuf] = native().sockInfo(a.dp.udpFd);
   return {
     host: a.host,
-    vtep: `${formatIpv4(a.vtep)}:${a.port}`,
+    vtep: formatVtepPort(a.vtep, a.port),
     socket: { rcvbuf, sndbuf, tx_sockets: a.dp.txSocketCount },
     offload: a.offload,
     ...(busyPollUs > 0 ? { busy_poll: busyPollStatus(busyPollUs) } : {}),
@@ -94,7 +95,7 @@ export function agentStats(
     ),
     fdb: a.fdb.size(),
     peers: a.fdb.peers().map((p) => ({
-      vtep: formatIpv4(p.vtep),
+      vtep: formatVtep(p.vtep),
       tx_packets: p.tx_packets,
       tx_bytes: p.tx_bytes,
       rx_packets: p.rx_packets,

@@ -18,6 +18,7 @@
  */
 import { type Fdb, type LocalPort, type Nd6, ndSet, type Vnet } from '../fdb/fdb.js';
 import type { Changes, ClusterState, EndpointRec, HostRec } from '../kv/schema.js';
+import { parseVtep, vtepFamily } from '../common/vtep.js';
 import { parseIpv4 } from '../vxlan/ipv4.js';
 import { parseIpv6 } from '../vxlan/ipv6.js';
 import { parseMac } from '../vxlan/mac.js';
@@ -30,8 +31,16 @@ interface Dst {
 /** A flood row's key: a VTEP address and a port fit in 48 bits, so a number (no string built per row). */
 const dstKey = (d: Dst): number => (d.vtep >>> 0) * 65536 + d.port;
 
-function dstOf(h: HostRec): Dst {
-  return { vtep: parseIpv4(h.vtep), port: h.port };
+/** A host's VTEP, or null if it is of the other underlay family (an IPv4 agent cannot reach an IPv6 VTEP, nor the
+ * other way round: such a host gets no entries or rows here, as if it had no record). */
+function dstOf(h: HostRec, family: 4 | 6): Dst | null {
+  let vtep: number;
+  try {
+    vtep = parseVtep(h.vtep);
+  } catch {
+    return null; // the record was checked when read (schema.ts); never here
+  }
+  return vtepFamily(vtep) === family ? { vtep, port: h.port } : null;
 }
 
 export class KvTables<P extends LocalPort = LocalPort> {
@@ -42,6 +51,8 @@ export class KvTables<P extends LocalPort = LocalPort> {
     private readonly self: string,
     /** Whether this host has endpoints on the network (only those get tables). */
     private readonly active: (network: string) => boolean = () => true,
+    /** This agent's underlay family: hosts of the other one are unreachable and get nothing. */
+    private readonly family: 4 | 6 = 4,
   ) {}
 
   /** Host names by their VTEP (dstKey): made from the host records when first needed after they changed. */
@@ -53,7 +64,9 @@ export class KvTables<P extends LocalPort = LocalPort> {
     if (!this.byDst) {
       this.byDst = new Map();
       for (const h of this.st.hosts.values()) {
-        const k = dstKey(dstOf(h));
+        const d = dstOf(h, this.family);
+        if (!d) continue;
+        const k = dstKey(d);
         const l = this.byDst.get(k);
         if (l) l.push(h.host);
         else this.byDst.set(k, [h.host]);
@@ -106,7 +119,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
       if (host === undefined || host === this.self) return;
       let ds = hostRows.get(host);
       if (!ds) {
-        ds = [this.st.hosts.get(host), ch.hosts.get(host)].flatMap((h) => (h ? [dstOf(h)] : []));
+        ds = [this.st.hosts.get(host), ch.hosts.get(host)].flatMap((h) => (h ? (dstOf(h, this.family) ?? []) : []));
         hostRows.set(host, ds);
       }
       let m = rows.get(net);
@@ -179,7 +192,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
   private remoteDst(ep: EndpointRec): Dst | null {
     if (ep.host === this.self) return null;
     const h = this.st.hosts.get(ep.host);
-    return h ? dstOf(h) : null;
+    return h ? dstOf(h, this.family) : null;
   }
 
   /** The flood rows the network wants: the VTEP of every other host with endpoints on it (dstKey -> dst). */
@@ -189,8 +202,8 @@ export class KvTables<P extends LocalPort = LocalPort> {
       if (host === this.self) continue;
       const h = this.st.hosts.get(host);
       if (!h) continue; // its lease is gone: so are its endpoints, their delete events are on the way
-      const d = dstOf(h);
-      out.set(dstKey(d), d);
+      const d = dstOf(h, this.family);
+      if (d) out.set(dstKey(d), d);
     }
     return out;
   }

@@ -20,14 +20,14 @@ class UsageError extends Error {}
 const USAGE = `vxtap: userspace VXLAN overlay agent
 
 Usage:
-  vxtap agent --vtep IP [--kv etcd://H:P[,H:P]|FILE] [--host NAME] [--port 4789] [--lease-ttl 10]
+  vxtap agent --vtep IP|IPv6 [--kv etcd://H:P[,H:P]|FILE] [--host NAME] [--port 4789] [--lease-ttl 10]
               [--state-dir /var/lib/vxtap] [--metrics [HOST]:PORT] [--no-offload] [--tx-sockets 4] [--batch 64]
               [--busy-poll MICROSECONDS] [--no-io-uring] [--storm-pps 2000] [--pool 10.0.0.0/8 [--pool-prefix 24]]
               [--pool6 fd76:7874:6170::/48]
               [--kv-ca FILE [--kv-cert FILE --kv-key FILE]] [--kv-user NAME --kv-password-file FILE]
               [--log-level info] [--docker unix:///var/run/docker.sock [--plugin-socket PATH]]
               [--dns IP[:53] [--dns-upstream IP[:PORT],...|none]]
-  vxtap network create NAME [--subnet CIDR (default: the next free block of the agent's --pool)] [--vni N] [--mtu 1450] [--gateway IP|none] [--no-learning] [--internal] [--allow-tagged]
+  vxtap network create NAME [--subnet CIDR (default: the next free block of the agent's --pool)] [--vni N] [--mtu 1450 (1430 on an IPv6 underlay)] [--gateway IP|none] [--no-learning] [--internal] [--allow-tagged]
                        [--ipv6] [--subnet6 CIDR (dual stack; default with --ipv6: a /64 of --pool6)] [--gateway6 IP|none]
   vxtap network ls [-o json]
   vxtap network inspect NAME
@@ -35,11 +35,11 @@ Usage:
   vxtap endpoint attach NETWORK --netns NS [--name NAME] [--ip IP] [--ip6 IP] [--mac MAC] [--ifname eth0] [--no-default-route]
   vxtap endpoint detach NAME
   vxtap endpoint ls [-o json]
-  vxtap fdb add NETWORK MAC DST        (MAC 00:00:00:00:00:00 adds DST to the flood list)
+  vxtap fdb add NETWORK MAC DST        (DST: IP[:PORT] or [IPv6]:PORT; MAC 00:00:00:00:00:00 adds DST to the flood list)
   vxtap fdb del NETWORK MAC [DST]
   vxtap fdb show [NETWORK] [-o json]
   vxtap stats [-o json]
-  vxtap bench [--quick] [--reps N] [--time S] [--paths direct,kernel,tinc,openvpn,floor,vxtap,vxtap-busy] [--out DIR]
+  vxtap bench [--quick] [--reps N] [--time S] [--paths direct,kernel,tinc,openvpn,floor,floor-busy,vxtap,vxtap-busy,kernel-v6,vxtap-v6] [--out DIR]
               [--busy-window US]
               side-by-side forwarding benchmark in fresh namespaces (root; see bench/forwarding.ts)
 
@@ -147,7 +147,9 @@ async function agentCmd(argv: string[]): Promise<void> {
     'dns-upstream': { type: 'string' },
   });
   if (!opts.vtep)
-    throw new UsageError('agent needs --vtep IP: the underlay address of this host that peers send VXLAN to');
+    throw new UsageError(
+      'agent needs --vtep IP: the underlay address (IPv4 or IPv6) of this host that peers send VXLAN to',
+    );
   const level = (opts['log-level'] as Level | undefined) ?? 'info';
   if (!['debug', 'info', 'warn', 'error'].includes(level))
     throw new UsageError('--log-level: debug, info, warn or error');
@@ -218,7 +220,9 @@ async function agentCmd(argv: string[]): Promise<void> {
       try {
         listen = (await import('../agent/dns.js')).parseHostPort(opts.dns as string);
       } catch {
-        throw new UsageError(`--dns ${opts.dns}: give IPv4[:port], e.g. the VTEP address: --dns ${opts.vtep}`);
+        throw new UsageError(
+          `--dns ${opts.dns}: give IPv4[:port]${String(opts.vtep).includes(':') ? '' : `, e.g. the VTEP address: --dns ${opts.vtep}`}`,
+        );
       }
       const p = plugin;
       const { DnsServer } = await import('../agent/dns.js');

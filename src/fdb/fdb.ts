@@ -18,7 +18,7 @@
  *   counted) answers the receive path's "is this datagram from a VTEP we know?" in one Map.get.
  */
 import { readU32 } from '../vxlan/ethernet.js';
-import { formatIpv4 } from '../vxlan/ipv4.js';
+import { formatVtepPort } from '../common/vtep.js';
 import { formatMac, MAC_ZERO } from '../vxlan/mac.js';
 import { MacTable } from './mactable.js';
 
@@ -387,7 +387,7 @@ export class Fdb<P extends LocalPort = LocalPort> {
           vni: v.vni,
           mac: formatMac(e.mac),
           kind: e.kind,
-          dst: e.local ? `local:${e.local.id}` : `${formatIpv4(e.vtep)}:${e.port}`,
+          dst: e.local ? `local:${e.local.id}` : formatVtepPort(e.vtep, e.port),
           ageMs: now - e.updated,
           usedMsAgo: e.used ? now - e.used : null,
         });
@@ -397,7 +397,7 @@ export class Fdb<P extends LocalPort = LocalPort> {
           vni: v.vni,
           mac: formatMac(MAC_ZERO),
           kind: r.kind,
-          dst: `${formatIpv4(r.vtep)}:${r.port}`,
+          dst: formatVtepPort(r.vtep, r.port),
           ageMs: null,
           usedMsAgo: null,
         });

@@ -147,7 +147,7 @@ export function parseNetwork(name: string, v: string): NetworkRec | null {
 
 export function parseHost(host: string, v: string): HostRec | null {
   const o = obj(v);
-  if (!o || !NAME.test(host) || !ipv4ok(o.vtep)) return null;
+  if (!o || !NAME.test(host) || !(ipv4ok(o.vtep) || ipv6ok(o.vtep))) return null;
   const port = o.port;
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) return null;
   return { host, vtep: o.vtep, port };

@@ -26,6 +26,7 @@ export interface NativeConstants {
   EAGAIN: number;
   EMSGSIZE: number;
   ENOBUFS: number;
+  VTEP6_MAX: number;
 }
 
 export type PollHandle = { readonly __brand: 'PollHandle' };
@@ -61,7 +62,10 @@ export interface NativeAddon {
     hdrs: number,
     state: Int32Array,
   ): number;
-  udpOpen(ipv4: number, port: number, rcvbuf: number, sndbuf: number, gro: boolean): [fd: number, port: number];
+  /** A UDP socket bound to `vtep` (an IPv4 address, or an IPv6 VTEP id registered with vtep6Set). */
+  udpOpen(vtep: number, port: number, rcvbuf: number, sndbuf: number, gro: boolean): [fd: number, port: number];
+  /** Registers an IPv6 VTEP address (16 bytes) under its id (src/common/vtep.ts). */
+  vtep6Set(id: number, addr: Uint8Array): number;
   sockInfo(fd: number): [rcvbuf: number, sndbuf: number];
   readBatch(
     fd: number,

@@ -38,7 +38,7 @@ export async function startEtcd(
   tls?: { cert: string; key: string; ca: string },
 ): Promise<EtcdServer> {
   const dir = mkdtempSync(join(tmpdir(), 'vxt-etcd-'));
-  const host = at?.addr ?? '127.0.0.1';
+  const host = at ? (at.addr.includes(':') ? `[${at.addr}]` : at.addr) : '127.0.0.1'; // IPv6 in URLs: brackets
   const client = at ? 2379 : await freePort();
   const peer = at ? 2380 : await freePort();
   const endpoint = `${host}:${client}`;

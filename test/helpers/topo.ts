@@ -95,6 +95,7 @@ export class Topo {
   private hosts = 0;
   private underlay: string;
   private serviceUp = false;
+  private service6Up = false;
   private readonly hooks: (() => Promise<void>)[] = [];
   private readonly syncHooks: (() => void)[] = [];
 
@@ -123,27 +124,39 @@ export class Topo {
     return full;
   }
 
-  /** A host namespace on the underlay with address 198.18.0.N/24; returns [netns, address, underlay ifname]. */
-  host(name: string): { ns: string; addr: string; ifname: string } {
+  /**
+   * A host namespace on the underlay with address 198.18.0.N/24 and, if asked, 2001:db8:18::N/64 (nodad: usable at
+   * once); returns its netns, addresses and underlay ifname.
+   */
+  host(name: string, opts: { ipv6?: boolean } = {}): { ns: string; addr: string; addr6: string; ifname: string } {
     const n = ++this.hosts;
     const ns = this.ns(name);
     const addr = `198.18.0.${n}`;
+    const addr6 = opts.ipv6 ? `2001:db8:18::${n.toString(16)}` : '';
     const a = `${this.tag}u${n}`; // <= 15 chars
     const b = `${this.tag}s${n}`;
     must(['ip', 'link', 'add', a, 'netns', ns, 'type', 'veth', 'peer', 'name', b, 'netns', this.underlay]);
     must(['ip', '-n', this.underlay, 'link', 'set', b, 'master', 'br0', 'up']);
     must(['ip', '-n', ns, 'addr', 'add', `${addr}/24`, 'dev', a]);
+    if (addr6) must(['ip', '-n', ns, 'addr', 'add', `${addr6}/64`, 'dev', a, 'nodad']);
     must(['ip', '-n', ns, 'link', 'set', a, 'up']);
-    return { ns, addr, ifname: a };
+    return { ns, addr, addr6, ifname: a };
   }
 
-  /** An address on the underlay itself (198.18.0.250, on the switch's bridge), for a shared service like etcd. */
-  service(): { netns: string; addr: string } {
+  /**
+   * An address on the underlay itself (198.18.0.250, or 2001:db8:18::250 with `ipv6`, on the switch's bridge), for
+   * a shared service like etcd.
+   */
+  service(opts: { ipv6?: boolean } = {}): { netns: string; addr: string } {
     if (!this.serviceUp) {
       must(['ip', '-n', this.underlay, 'addr', 'add', '198.18.0.250/24', 'dev', 'br0']);
       this.serviceUp = true;
     }
-    return { netns: this.underlay, addr: '198.18.0.250' };
+    if (opts.ipv6 && !this.service6Up) {
+      must(['ip', '-n', this.underlay, 'addr', 'add', '2001:db8:18::250/64', 'dev', 'br0', 'nodad']);
+      this.service6Up = true;
+    }
+    return { netns: this.underlay, addr: opts.ipv6 ? '2001:db8:18::250' : '198.18.0.250' };
   }
 
   /**
