@@ -32,7 +32,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import type { EtcdServer } from '../test/helpers/etcd.js';
 import { cpuSec, pct, pingSeries, rssMb, underlayEtcd } from './control-plane/shared.js';
-import { type Agent, must, poll, Topo } from '../test/helpers/topo.js';
+import { type Agent, must, poll, seesNetwork, Topo } from '../test/helpers/topo.js';
 import { availableParallelism } from 'node:os';
 import type { Kv, Lease, Op } from '../src/kv/kv.js';
 import { openKv } from '../src/kv/open.js';
@@ -191,6 +191,7 @@ async function runPoint(E: number, H: number): Promise<Point> {
       lease: leases[j % H].id,
     });
     const a1 = topo.ns('a1', { quiet: true });
+    await seesNetwork(agentA, 'big0', WAIT_MS); // written straight into the store: A learns it from its watch
     await agentA.call('POST', '/v1/endpoints', { network: 'big0', netns: a1, name: 'pa', ip: '198.19.255.200' });
     const onBig0 = Math.ceil(E / NETS); // j % NETS === 0
     const t0 = performance.now();

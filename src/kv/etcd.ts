@@ -4,6 +4,7 @@
  * they delivered (etcd3 does that); a compacted revision surfaces as ERR_KV_COMPACTED so the reconciler re-lists.
  */
 import { connect as tlsConnect } from 'node:tls';
+import { Worker } from 'node:worker_threads';
 import { Etcd3, EtcdLeaseInvalidError, type Lease as EtcdLease, type Watcher } from 'etcd3';
 import {
   type Compare,
@@ -14,9 +15,19 @@ import {
   type Lease,
   type Op,
   type TxnResult,
+  type KvErrorCode,
   type Watch,
   type WatchHandler,
 } from './kv.js';
+
+/** Main thread -> watch thread. */
+export type WatchRequest =
+  { op: 'watch'; id: number; prefix: string; fromRevision: number } | { op: 'close'; id: number };
+/** Watch thread -> main thread. */
+export type WatchReport =
+  | { id: number; kind: 'events'; events: KvEvent[]; revision: number }
+  | { id: number; kind: 'error'; code: KvErrorCode; message: string }
+  | { id: number; kind: 'reconnected' };
 
 export interface EtcdOptions {
   /** e.g. ['127.0.0.1:2379'] (http:// is assumed). */
@@ -37,6 +48,25 @@ export interface EtcdOptions {
  */
 export const LIST_PAGE = 10_000;
 
+/** What it takes to make an etcd client: plain data, so the watch thread can be given it. */
+export interface ClientSpec {
+  hosts: string[];
+  timeoutMs: number;
+  tls?: EtcdOptions['tls'];
+  auth?: EtcdOptions['auth'];
+}
+
+export function etcdClient(c: ClientSpec): Etcd3 {
+  return new Etcd3({
+    hosts: c.hosts,
+    dialTimeout: c.timeoutMs,
+    // unary calls only: a deadline on a stream (watch, lease keep-alive) would end it every timeoutMs
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: new Date(Date.now() + c.timeoutMs) }),
+    ...(c.tls ? { credentials: { rootCertificate: c.tls.ca, certChain: c.tls.cert, privateKey: c.tls.key } } : {}),
+    ...(c.auth ? { auth: c.auth } : {}),
+  });
+}
+
 function wrap(e: unknown, what: string): KvError {
   if (e instanceof KvError) return e;
   const msg = (e as Error)?.message ?? String(e);
@@ -55,13 +85,19 @@ export class EtcdKv implements Kv {
   readonly where: string;
   private readonly client: Etcd3;
   private readonly timeoutMs: number;
-  private readonly watchers = new Set<Watcher>();
   private readonly leases = new Set<EtcdLease>();
   private readonly pageSize: number;
   private readonly tls: EtcdOptions['tls'] | null;
   private readonly endpoints: string[];
   /** Range requests list() has made (pages read): the tests count them. */
   pages = 0;
+  /** How to make a client like this one (the watch thread makes its own). */
+  private readonly spec: ClientSpec;
+  /** The thread that runs the watches (made at the first watch), and the handlers of its watches by id. */
+  private watchThread: Worker | null = null;
+  private readonly watchHandlers = new Map<number, WatchHandler>();
+  private watchSeq = 0;
+  private closing = false;
 
   constructor(o: EtcdOptions) {
     if (!o.endpoints.length) throw new KvError('ERR_KV_INVALID', 'etcd: no endpoints given');
@@ -72,14 +108,9 @@ export class EtcdKv implements Kv {
     this.where = `etcd://${o.endpoints.join(',')}${o.tls ? ' (TLS)' : ''}`;
     this.timeoutMs = o.timeoutMs ?? 3000;
     this.pageSize = o.pageSize ?? LIST_PAGE;
-    this.client = new Etcd3({
-      hosts,
-      dialTimeout: this.timeoutMs,
-      // unary calls only: a deadline on a stream (watch, lease keep-alive) would end it every timeoutMs
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: new Date(Date.now() + this.timeoutMs) }),
-      ...(o.tls ? { credentials: { rootCertificate: o.tls.ca, certChain: o.tls.cert, privateKey: o.tls.key } } : {}),
-      ...(o.auth ? { auth: o.auth } : {}),
-    });
+    this.spec = { hosts, timeoutMs: this.timeoutMs, tls: o.tls, auth: o.auth };
+    this.client = etcdClient(this.spec);
+    this.thread(); // now: it loads its own etcd client while this thread does the rest of the start-up
   }
 
   /** Tries a TLS handshake with each endpoint as the client would: the first refusal's reason, or null. */
@@ -235,75 +266,53 @@ export class EtcdKv implements Kv {
     };
   }
 
+  /**
+   * Watches run on their own thread (src/kv/etcdwatch.ts, one for all of this store's watches): the gRPC stream,
+   * its protobuf decoding and the etcd client's per-event work happen there, and this thread gets the events as
+   * plain arrays, several changes per message under churn. This thread runs the data plane: what it no longer
+   * does for a watch is time it can forward (bench/control-plane-scale.ts measures the difference).
+   */
   watch(prefix: string, fromRevision: number, h: WatchHandler): Watch {
-    let w: Watcher | null = null;
-    let closed = false;
-    this.client
-      .watch()
-      .prefix(prefix)
-      .startRevision(String(fromRevision + 1))
-      .create()
-      .then((watcher) => {
-        if (closed) {
-          void watcher.cancel();
-          return;
-        }
-        w = watcher;
-        this.watchers.add(watcher);
-        watcher.on('data', (res) => {
-          if (closed) return;
-          const evs: KvEvent[] = (res.events ?? []).map((ev) => ({
-            type: ev.type === 'Delete' ? 'delete' : 'put',
-            key: ev.kv.key.toString(),
-            value: ev.type === 'Delete' ? null : ev.kv.value.toString(),
-            modRevision: Number(ev.kv.mod_revision),
-          }));
-          // the position is the last event's revision, NOT res.header.revision: the header may be ahead of the
-          // events in this response, and the reconciler skips anything at or below its position as seen
-          if (evs.length) h.events(evs, evs[evs.length - 1].modRevision);
-        });
-        let lost = false;
-        watcher.on('disconnected', (err) => {
-          if (closed) return;
-          lost = true;
-          h.error(wrap(err, 'etcd watch disconnected'));
-        });
-        watcher.on('connected', () => {
-          if (closed || !lost) return;
-          lost = false;
-          h.reconnected?.();
-        });
-        watcher.on('error', (err) => {
-          if (closed) return;
-          // etcd cancels a watch whose start revision was compacted away (WatchResponse.canceled with a
-          // compact_revision); etcd3 reports only "Watcher canceled". Either way the watch is gone and
-          // the caller must re-list, which is what ERR_KV_COMPACTED asks for.
-          const k = /Watcher canceled/i.test((err as Error).message ?? '')
-            ? new KvError('ERR_KV_COMPACTED', `etcd watch on ${prefix} canceled by the server (compacted?): re-list`, {
-                cause: err,
-              })
-            : wrap(err, 'etcd watch');
-          h.error(k);
-          if (k.code === 'ERR_KV_COMPACTED') {
-            this.watchers.delete(watcher);
-            void watcher.cancel().catch(() => {});
-          }
-        });
-      })
-      .catch((e) => h.error(wrap(e, 'etcd watch')));
+    const id = ++this.watchSeq;
+    this.watchHandlers.set(id, h);
+    this.thread().postMessage({ op: 'watch', id, prefix, fromRevision } satisfies WatchRequest);
     return {
       close: () => {
-        closed = true;
-        if (w) {
-          this.watchers.delete(w);
-          void w.cancel().catch(() => {});
-        }
+        if (this.watchHandlers.delete(id)) this.watchThread?.postMessage({ op: 'close', id } satisfies WatchRequest);
       },
     };
   }
 
+  private thread(): Worker {
+    if (this.watchThread) return this.watchThread;
+    const w = new Worker(new URL('./etcdwatch.js', import.meta.url), { workerData: this.spec });
+    w.unref(); // the agent's own handles keep it running, never this thread alone
+    w.on('message', (m: WatchReport) => {
+      const h = this.watchHandlers.get(m.id);
+      if (!h) return; // closed meanwhile
+      if (m.kind === 'events') h.events(m.events, m.revision);
+      else if (m.kind === 'error') h.error(new KvError(m.code, m.message));
+      else h.reconnected?.();
+    });
+    const lost = (why: string): void => {
+      if (this.watchThread !== w) return;
+      this.watchThread = null;
+      if (this.closing) return;
+      // every watch ended with it: their owners re-list and watch again (on a new thread)
+      const hs = [...this.watchHandlers.values()];
+      this.watchHandlers.clear();
+      for (const h of hs) h.error(new KvError('ERR_KV_COMPACTED', `etcd watch thread ${why}: re-list`));
+    };
+    w.on('error', (e) => lost(`failed: ${e.message}`));
+    w.on('exit', (code) => lost(`exited (${code})`));
+    this.watchThread = w;
+    return w;
+  }
+
   async close(): Promise<void> {
-    for (const w of this.watchers) await w.cancel().catch(() => {});
+    this.closing = true;
+    this.watchHandlers.clear();
+    await this.watchThread?.terminate();
     for (const l of this.leases) l.release();
     this.client.close();
   }
@@ -333,5 +342,73 @@ function toEntry(kv: {
     createRevision: Number(kv.create_revision),
     modRevision: Number(kv.mod_revision),
     lease: kv.lease && kv.lease !== '0' ? kv.lease : null,
+  };
+}
+
+/**
+ * One etcd watch on `client`, reported to `h` as the Kv interface says (src/kv/etcdwatch.ts runs these on the
+ * watch thread).
+ */
+export function watchOn(client: Etcd3, prefix: string, fromRevision: number, h: WatchHandler): Watch {
+  let w: Watcher | null = null;
+  let closed = false;
+  client
+    .watch()
+    .prefix(prefix)
+    .startRevision(String(fromRevision + 1))
+    .create()
+    .then((watcher) => {
+      if (closed) {
+        void watcher.cancel();
+        return;
+      }
+      w = watcher;
+      watcher.on('data', (res) => {
+        if (closed) return;
+        const evs: KvEvent[] = (res.events ?? []).map((ev) => ({
+          type: ev.type === 'Delete' ? 'delete' : 'put',
+          key: ev.kv.key.toString(),
+          value: ev.type === 'Delete' ? null : ev.kv.value.toString(),
+          modRevision: Number(ev.kv.mod_revision),
+        }));
+        // the position is the last event's revision, NOT res.header.revision: the header may be ahead of the
+        // events in this response, and the reconciler skips anything at or below its position as seen
+        if (evs.length) h.events(evs, evs[evs.length - 1].modRevision);
+      });
+      let lost = false;
+      watcher.on('disconnected', (err) => {
+        if (closed) return;
+        lost = true;
+        h.error(wrap(err, 'etcd watch disconnected'));
+      });
+      watcher.on('connected', () => {
+        if (closed || !lost) return;
+        lost = false;
+        h.reconnected?.();
+      });
+      watcher.on('error', (err) => {
+        if (closed) return;
+        // etcd cancels a watch whose start revision was compacted away (WatchResponse.canceled with a
+        // compact_revision); etcd3 reports only "Watcher canceled". Either way the watch is gone and
+        // the caller must re-list, which is what ERR_KV_COMPACTED asks for.
+        const k = /Watcher canceled/i.test((err as Error).message ?? '')
+          ? new KvError('ERR_KV_COMPACTED', `etcd watch on ${prefix} canceled by the server (compacted?): re-list`, {
+              cause: err,
+            })
+          : wrap(err, 'etcd watch');
+        h.error(k);
+        if (k.code === 'ERR_KV_COMPACTED') {
+          void watcher.cancel().catch(() => {});
+        }
+      });
+    })
+    .catch((e) => h.error(wrap(e, 'etcd watch')));
+  return {
+    close: () => {
+      closed = true;
+      if (w) {
+        void w.cancel().catch(() => {});
+      }
+    },
   };
 }
