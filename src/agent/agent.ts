@@ -162,6 +162,13 @@ export class Agent {
       this.host,
       (n) => this.eps.countOn(n) > 0,
       vtepFamily(vtep),
+      (h) =>
+        this.log.warn('a host of the cluster has a VTEP of the other IP family: unreachable from this agent', {
+          peer: h.host,
+          vtep: h.vtep,
+          ours: formatVtep(vtep),
+          fix: 'give every agent of a cluster a --vtep of the same family (all IPv4 or all IPv6)',
+        }),
     );
     this.state = new StateFile(o.stateDir ?? DEFAULT_STATE_DIR, this.host, this.log);
     this.reg = new Registration({

@@ -31,18 +31,6 @@ interface Dst {
 /** A flood row's key: a VTEP address and a port fit in 48 bits, so a number (no string built per row). */
 const dstKey = (d: Dst): number => (d.vtep >>> 0) * 65536 + d.port;
 
-/** A host's VTEP, or null if it is of the other underlay family (an IPv4 agent cannot reach an IPv6 VTEP, nor the
- * other way round: such a host gets no entries or rows here, as if it had no record). */
-function dstOf(h: HostRec, family: 4 | 6): Dst | null {
-  let vtep: number;
-  try {
-    vtep = parseVtep(h.vtep);
-  } catch {
-    return null; // the record was checked when read (schema.ts); never here
-  }
-  return vtepFamily(vtep) === family ? { vtep, port: h.port } : null;
-}
-
 export class KvTables<P extends LocalPort = LocalPort> {
   constructor(
     private readonly fdb: Fdb<P>,
@@ -53,7 +41,29 @@ export class KvTables<P extends LocalPort = LocalPort> {
     private readonly active: (network: string) => boolean = () => true,
     /** This agent's underlay family: hosts of the other one are unreachable and get nothing. */
     private readonly family: 4 | 6 = 4,
+    /** Called once per host whose VTEP is of the other family (the agent says so in its log). */
+    private readonly onOtherFamily: (h: HostRec) => void = () => {},
   ) {}
+
+  /** Hosts seen with a VTEP of the other family. */
+  readonly otherFamily = new Set<string>();
+
+  /** A host's VTEP, or null if it is of the other underlay family (an IPv4 agent cannot reach an IPv6 VTEP, nor
+   * the other way round: such a host gets no entries or rows here, as if it had no record). */
+  private dstOf(h: HostRec): Dst | null {
+    let vtep: number;
+    try {
+      vtep = parseVtep(h.vtep);
+    } catch {
+      return null; // the record was checked when read (schema.ts); never here
+    }
+    if (vtepFamily(vtep) === this.family) return { vtep, port: h.port };
+    if (!this.otherFamily.has(h.host)) {
+      this.otherFamily.add(h.host);
+      this.onOtherFamily(h);
+    }
+    return null;
+  }
 
   /** Host names by their VTEP (dstKey): made from the host records when first needed after they changed. */
   private byDst: Map<number, string[]> | null = null;
@@ -64,7 +74,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
     if (!this.byDst) {
       this.byDst = new Map();
       for (const h of this.st.hosts.values()) {
-        const d = dstOf(h, this.family);
+        const d = this.dstOf(h);
         if (!d) continue;
         const k = dstKey(d);
         const l = this.byDst.get(k);
@@ -119,7 +129,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
       if (host === undefined || host === this.self) return;
       let ds = hostRows.get(host);
       if (!ds) {
-        ds = [this.st.hosts.get(host), ch.hosts.get(host)].flatMap((h) => (h ? (dstOf(h, this.family) ?? []) : []));
+        ds = [this.st.hosts.get(host), ch.hosts.get(host)].flatMap((h) => (h ? (this.dstOf(h) ?? []) : []));
         hostRows.set(host, ds);
       }
       let m = rows.get(net);
@@ -192,7 +202,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
   private remoteDst(ep: EndpointRec): Dst | null {
     if (ep.host === this.self) return null;
     const h = this.st.hosts.get(ep.host);
-    return h ? dstOf(h, this.family) : null;
+    return h ? this.dstOf(h) : null;
   }
 
   /** The flood rows the network wants: the VTEP of every other host with endpoints on it (dstKey -> dst). */
@@ -202,7 +212,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
       if (host === this.self) continue;
       const h = this.st.hosts.get(host);
       if (!h) continue; // its lease is gone: so are its endpoints, their delete events are on the way
-      const d = dstOf(h, this.family);
+      const d = this.dstOf(h);
       if (d) out.set(dstKey(d), d);
     }
     return out;

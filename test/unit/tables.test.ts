@@ -71,7 +71,8 @@ test('incremental table updates equal a rebuild after every batch (random puts, 
     const tables = new KvTables(fdb, st, SELF);
     for (const [name, vni] of NETS) store.set(keys.network(name), netValue(vni));
     const hosts = ['h0', 'h1', 'h2', 'h3', 'h4'];
-    const vteps = ['198.18.0.1', '198.18.0.2', '198.18.0.3', '198.18.0.9'];
+    // an IPv6 VTEP among them: an IPv4 agent gives its host nothing, on both paths alike
+    const vteps = ['198.18.0.1', '198.18.0.2', '198.18.0.3', '198.18.0.9', '2001:db8:18::9'];
     const macs = Array.from({ length: 24 }, (_, i) => formatMac(0x02aa00000000 + i));
     const ips = Array.from({ length: 10 }, (_, i) => `198.19.0.${i + 2}`); // fewer IPs than MACs: clashes happen
     for (const h of hosts) store.set(keys.host(h), JSON.stringify({ vtep: pick(vteps), port: 4789 }));
@@ -284,5 +285,45 @@ test('tables only for active networks: none for the others, whole when one turns
     assert.equal([...v.entries.values()].filter((e) => e.kind === 'kv').length, 0);
     assert.equal(v.flood.filter((f) => f.kind === 'kv').length, 0);
     assert.equal(v.arp.size, 0);
+  }
+});
+
+test('a host whose VTEP is of the other family gets no entries or rows, and is reported once', () => {
+  const store = new Map<string, string>([
+    [keys.network('n1'), netValue(101)],
+    [keys.host('h4'), JSON.stringify({ vtep: '198.18.0.4', port: 4789 })],
+    [keys.host('h6'), JSON.stringify({ vtep: '2001:db8:18::6', port: 4789 })],
+    [
+      keys.endpoint('n1', '02:aa:00:00:00:04'),
+      JSON.stringify({ ip: '198.19.0.4', host: 'h4', name: 'e4', aliases: [] }),
+    ],
+    [
+      keys.endpoint('n1', '02:aa:00:00:00:06'),
+      JSON.stringify({ ip: '198.19.0.6', host: 'h6', name: 'e6', aliases: [] }),
+    ],
+  ]);
+  for (const family of [4, 6] as const) {
+    const st = new ClusterState();
+    const fdb = new Fdb<LocalPort>();
+    for (const vni of NETS.values()) fdb.addVni(vni);
+    const told: string[] = [];
+    const t = new KvTables(
+      fdb,
+      st,
+      SELF,
+      () => true,
+      family,
+      (h) => told.push(h.host),
+    );
+    t.apply(st.replace([...store].map(([key, value]) => ({ key, value }))), NETS);
+    t.syncNetwork('n1', 101);
+    const v = fdb.vnet(101);
+    const reachable = family === 4 ? 'h4' : 'h6';
+    const other = family === 4 ? 'h6' : 'h4';
+    const mac = (h: string) => Number(`0x02aa0000000${h.slice(1)}`);
+    assert.equal(v.entries.get(mac(reachable))?.kind, 'kv', `IPv${family}: ${reachable} reachable`);
+    assert.equal(v.entries.get(mac(other)), undefined, `IPv${family}: ${other} is not`);
+    assert.equal(v.flood.length, 1, `IPv${family}: one flood row`);
+    assert.deepEqual(told, [other], 'reported once, though looked at on both paths');
   }
 });
