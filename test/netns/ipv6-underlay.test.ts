@@ -12,6 +12,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { startCapture } from '../helpers/capture.js';
 import { type EtcdServer, startEtcd } from '../helpers/etcd.js';
 import {
   type Agent,
@@ -39,6 +40,19 @@ const stats = async (a: Agent) =>
     'GET',
     '/v1/stats',
   );
+
+/** 8 MB (and an odd few bytes) each way between two containers [netns, address], byte-exact. */
+async function tcpBothWays(a: [string, string], b: [string, string]): Promise<void> {
+  const size = 8 * 1024 * 1024 + 7;
+  for (const [[from], [to, addr]] of [
+    [a, b],
+    [b, a],
+  ]) {
+    const t = await tcpTransfer(topo, from, to, addr, size);
+    assert.equal(t.got.bytes, size);
+    assert.equal(t.got.sha256, t.sent.sha256, `TCP ${from} -> ${to} content intact`);
+  }
+}
 
 before(async () => {
   if (skip) return;
@@ -111,15 +125,7 @@ test('vxtap <-> vxtap over IPv6: ping and byte-exact TCP both ways', { skip }, a
   assert.ok(await waitPing(c.c1, '198.19.9.20'), 'c1 -> c2');
   assert.equal(ping(c.c1, '198.19.9.20', 5).received, 5);
   assert.equal(ping(c.c2, '198.19.9.10', 5).received, 5);
-  const size = 8 * 1024 * 1024 + 3;
-  for (const [from, to, addr] of [
-    [c.c1, c.c2, '198.19.9.20'],
-    [c.c2, c.c1, '198.19.9.10'],
-  ]) {
-    const t = await tcpTransfer(topo, from, to, addr, size);
-    assert.equal(t.got.bytes, size);
-    assert.equal(t.got.sha256, t.sent.sha256, `TCP ${from} -> ${to} content intact`);
-  }
+  await tcpBothWays([c.c1, '198.19.9.10'], [c.c2, '198.19.9.20']);
   const st = await stats(ag.h2);
   const peer = st.peers.find((p) => p.vtep === h.h1.addr6);
   assert.ok(peer && peer.rx_packets > 1000, JSON.stringify(st.peers));
@@ -130,50 +136,15 @@ test(
   { skip },
   async () => {
     const pcap = join(topo.dir, 'underlay6.pcap');
-    const cap = topo.spawn([
-      'ip',
-      'netns',
-      'exec',
-      h.h1.ns,
-      'tshark',
-      '-i',
-      h.h1.ifname,
-      '-f',
-      'ip6 and udp port 4789',
-      '-w',
-      pcap,
-      '-P',
-      '-l',
-      '-n',
-      '-a',
-      'duration:60',
-    ]);
-    let printed = '';
-    cap.stdout!.on('data', (d: Buffer) => (printed += d.toString()));
-    await new Promise<void>((res, rej) => {
-      let err = '';
-      cap.stderr!.on('data', (d: Buffer) => {
-        err += d.toString();
-        if (/Capturing on/.test(err)) res();
-      });
-      cap.once('exit', (code) => rej(new Error(`tshark exited ${code}: ${err}`)));
-    });
+    const cap = await startCapture(topo, h.h1.ns, h.h1.ifname, 'ip6 and udp port 4789', pcap);
     assert.ok(await waitPing(c.c1, '198.19.9.30'), 'vxtap container reaches the kernel container');
     assert.ok(
-      await until(() => ping(c.c1, '198.19.9.30', 1).received === 1 && printed.length > 0, 10_000),
+      await until(() => ping(c.c1, '198.19.9.30', 1).received === 1 && cap.printed().length > 0, 10_000),
       'the capture sees the overlay',
     );
     assert.equal(ping(c.c1, '198.19.9.30', 5).received, 5, 'c1 (vxtap) -> c3 (kernel)');
     assert.equal(ping(c.c3, '198.19.9.10', 5).received, 5, 'c3 (kernel) -> c1 (vxtap)');
-    const size = 8 * 1024 * 1024 + 7;
-    for (const [from, to, addr] of [
-      [c.c1, c.c3, '198.19.9.30'],
-      [c.c3, c.c1, '198.19.9.10'],
-    ]) {
-      const t = await tcpTransfer(topo, from, to, addr, size);
-      assert.equal(t.got.bytes, size);
-      assert.equal(t.got.sha256, t.sent.sha256, `TCP ${from} -> ${to} content intact`);
-    }
+    await tcpBothWays([c.c1, '198.19.9.10'], [c.c3, '198.19.9.30']);
     // learning both ways: the kernel learned c1 behind vxtap's IPv6 VTEP, vxtap learned c3 behind the kernel's
     assert.match(
       must(['bridge', '-n', h.h3.ns, 'fdb', 'show', 'dev', 'vx0']),
@@ -184,8 +155,7 @@ test(
       fdb.some((r) => r.mac === mac.c3 && r.kind === 'learned' && r.dst === `[${h.h3.addr6}]:4789`),
       JSON.stringify(fdb),
     );
-    cap.kill('SIGINT');
-    await new Promise((res) => (cap.exitCode !== null ? res(null) : cap.once('exit', res)));
+    await cap.stop();
     const OFF = ['-o', 'tcp.analyze_sequence_numbers:FALSE', '-o', 'tcp.desegment_tcp_streams:FALSE'];
     const count = (filter: string): number => {
       const r = sh(['tshark', '-n', ...OFF, '-r', pcap, '-Y', filter, '-T', 'fields', '-e', 'frame.number'], 180_000);

@@ -15,6 +15,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
+import { startCapture } from '../helpers/capture.js';
 import { type Agent, isRoot, must, ping, sh, tcpTransfer, Topo, until, waitPing } from '../helpers/topo.js';
 
 const skip = isRoot() ? false : 'needs root (network namespaces)';
@@ -68,42 +69,11 @@ test(
   { skip },
   async () => {
     const pcap = join(topo.dir, 'underlay.pcap');
-    const cap = topo.spawn([
-      'ip',
-      'netns',
-      'exec',
-      h1.ns,
-      'tshark',
-      '-i',
-      h1.ifname,
-      '-f',
-      'udp port 4789',
-      '-w',
-      pcap,
-      '-P', // also print a line per packet, flushed (-l): how the test knows the filter is live
-      '-l',
-      '-n',
-      '-o',
-      'tcp.analyze_sequence_numbers:FALSE',
-      '-o',
-      'tcp.desegment_tcp_streams:FALSE',
-      '-a',
-      'duration:60',
-    ]);
-    let printed = '';
-    cap.stdout!.on('data', (d: Buffer) => (printed += d.toString()));
-    await new Promise<void>((res, rej) => {
-      let err = '';
-      cap.stderr!.on('data', (d: Buffer) => {
-        err += d.toString();
-        if (/Capturing on/.test(err)) res();
-      });
-      cap.once('exit', (c) => rej(new Error(`tshark exited ${c}: ${err}`)));
-    });
+    const cap = await startCapture(topo, h1.ns, h1.ifname, 'udp port 4789', pcap);
     // dumpcap says "Capturing on" a moment before its filter is live: probe until a datagram shows in the capture
     assert.ok(await waitPing(c1, '198.19.1.20'), 'vxtap container reaches the kernel container');
     assert.ok(
-      await until(() => ping(c1, '198.19.1.20', 1).received === 1 && printed.length > 0, 10_000),
+      await until(() => ping(c1, '198.19.1.20', 1).received === 1 && cap.printed().length > 0, 10_000),
       'the capture sees the overlay',
     );
     assert.equal(ping(c1, '198.19.1.20', 5).received, 5, 'c1 (vxtap) -> c2 (kernel)');
@@ -129,8 +99,7 @@ test(
       JSON.stringify(fdb),
     );
 
-    cap.kill('SIGINT');
-    await new Promise((res) => (cap.exitCode !== null ? res(null) : cap.once('exit', res)));
+    await cap.stop();
     // each read of the capture is a tshark run. The inner TCP stream analysis and reassembly are off: they are not
     // what this test checks, and on some captures they made every read take 45-65 s (6405 datagrams, 18 MB, most of
     // it in the kernel: 0.8 s with them off). -n: no name lookups (no DNS here). The slowest read is reported.
