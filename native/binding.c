@@ -196,6 +196,54 @@ static napi_value Vtep6Set(napi_env env, napi_callback_info info) {
   return make_i32(env, 0);
 }
 
+/* aeadKey(slot, key: 32 bytes, salt: 4 bytes) -> 0 */
+static napi_value AeadKey(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t slot;
+  uint8_t *key, *salt;
+  size_t klen, slen;
+  if (!get_u32(env, argv[0], &slot) || !get_bytes(env, argv[1], &key, &klen) || klen != VX_AEAD_KEY ||
+      !get_bytes(env, argv[2], &salt, &slen) || slen != 4)
+    return throw_type(env, "aeadKey(slot, key, salt): a slot, 32 bytes and 4 bytes expected");
+  int e = vx_aead_key(slot, key, salt);
+  if (e < 0) return throw_errno(env, -e, "aeadKey");
+  return make_i32(env, 0);
+}
+
+/* aeadDrop(slot) */
+static napi_value AeadDrop(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t slot;
+  if (!get_u32(env, argv[0], &slot)) return throw_type(env, "aeadDrop(slot): a slot expected");
+  vx_aead_drop(slot);
+  return make_i32(env, 0);
+}
+
+/* aeadSeal / aeadOpen (arena, descs: Int32Array [off, len, slot]*, count) -> done */
+static napi_value aead_batch(napi_env env, napi_callback_info info, bool seal) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *arena;
+  size_t alen, dcount;
+  int32_t *d;
+  uint32_t count;
+  if (!get_bytes(env, argv[0], &arena, &alen) || !get_typed(env, argv[1], napi_int32_array, (void **)&d, &dcount) ||
+      !get_u32(env, argv[2], &count) || (size_t)count * VX_AEAD_STRIDE > dcount)
+    return throw_type(env, "aeadSeal/aeadOpen(arena, descs, count): bad arguments");
+  return make_i32(env, seal ? vx_aead_seal(arena, alen, d, count) : vx_aead_open(arena, alen, d, count));
+}
+static napi_value AeadSeal(napi_env env, napi_callback_info info) {
+  return aead_batch(env, info, true);
+}
+static napi_value AeadOpen(napi_env env, napi_callback_info info) {
+  return aead_batch(env, info, false);
+}
+
 /* sockInfo(fd) -> [rcvbuf, sndbuf] as the kernel reports them */
 static napi_value SockInfo(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -561,6 +609,10 @@ NAPI_MODULE_INIT() {
     {"groRun", NULL, GroRun, NULL, NULL, NULL, napi_default, NULL},
     {"udpOpen", NULL, UdpOpen, NULL, NULL, NULL, napi_default, NULL},
     {"vtep6Set", NULL, Vtep6Set, NULL, NULL, NULL, napi_default, NULL},
+    {"aeadKey", NULL, AeadKey, NULL, NULL, NULL, napi_default, NULL},
+    {"aeadDrop", NULL, AeadDrop, NULL, NULL, NULL, napi_default, NULL},
+    {"aeadSeal", NULL, AeadSeal, NULL, NULL, NULL, napi_default, NULL},
+    {"aeadOpen", NULL, AeadOpen, NULL, NULL, NULL, napi_default, NULL},
     {"sockInfo", NULL, SockInfo, NULL, NULL, NULL, napi_default, NULL},
     {"readBatch", NULL, ReadBatch, NULL, NULL, NULL, napi_default, NULL},
     {"writeBatch", NULL, WriteBatch, NULL, NULL, NULL, napi_default, NULL},
@@ -590,6 +642,10 @@ NAPI_MODULE_INIT() {
   set_const(env, c, "SEND_STRIDE", VX_SEND_STRIDE);
   set_const(env, c, "WRITE_STRIDE", VX_WRITE_STRIDE);
   set_const(env, c, "VTEP6_MAX", VX_VTEP6_MAX);
+  set_const(env, c, "AEAD_TAG", VX_AEAD_TAG);
+  set_const(env, c, "AEAD_AAD", VX_AEAD_AAD);
+  set_const(env, c, "AEAD_STRIDE", VX_AEAD_STRIDE);
+  set_const(env, c, "EBADMSG", EBADMSG);
   set_const(env, c, "EAGAIN", EAGAIN);
   set_const(env, c, "EMSGSIZE", EMSGSIZE);
   set_const(env, c, "ENOBUFS", ENOBUFS);

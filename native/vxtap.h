@@ -8,6 +8,7 @@
  *              sendmmsg with datagrams coalesced into UDP GSO sends
  *   kernels.c  per-byte work: ones'-complement sums (AVX2 where the CPU has it), TSO split, GRO checks and runs
  *   vtep.c     the IPv6 VTEP table: the ids IPv6 VTEP addresses have in the batch calls
+ *   crypto.c   AEAD (AES-256-GCM, OpenSSL EVP) over datagrams in an arena, for encrypted networks
  *
  * Nothing here makes a forwarding decision: TypeScript validates, decides and counts; C makes the syscalls and
  * does the per-byte work that JS cannot do fast. Every function of io.c, sys.c and kernels.c takes plain C
@@ -110,6 +111,25 @@ uint32_t vx_vtep6_id(const uint8_t a[16]);
 socklen_t vx_vtep_sockaddr(uint32_t vtep, uint16_t port, vx_sockaddr *out);
 /* A received datagram's source as a VTEP number (0: an IPv6 address with no id) and its port. */
 uint32_t vx_vtep_of(const vx_sockaddr *sa, uint16_t *port);
+
+/* ---- crypto.c */
+
+#define VX_AEAD_KEY 32   /* AES-256 */
+#define VX_AEAD_NONCE 12 /* salt (4) || counter (8) */
+#define VX_AEAD_TAG 16
+#define VX_AEAD_AAD 20 /* VXLAN header (8) + crypto header: key id (1), reserved (3), counter (8) */
+#define VX_AEAD_SLOTS 65536
+/* Descriptor stride of aeadSeal/aeadOpen: [off, len, slot]. */
+#define VX_AEAD_STRIDE 3
+/* Sets slot's key and nonce salt (0, -EINVAL, -ENOMEM, -EIO); drop frees it. */
+int vx_aead_key(uint32_t slot, const uint8_t key[VX_AEAD_KEY], const uint8_t salt[4]);
+void vx_aead_drop(uint32_t slot);
+/* Seals each datagram [off, len, slot] in place (len: header + plaintext); the tag goes at off+len and len grows
+ * by VX_AEAD_TAG. A failed one gets len = -errno. Returns the number sealed. */
+int32_t vx_aead_seal(uint8_t *arena, size_t alen, int32_t *descs, uint32_t count);
+/* Opens each datagram [off, len, slot] in place (len includes the tag); len shrinks by VX_AEAD_TAG. A failed one
+ * gets len = -EBADMSG (authentication failed) or -EINVAL/-EIO. Returns the number opened. */
+int32_t vx_aead_open(uint8_t *arena, size_t alen, int32_t *descs, uint32_t count);
 
 /* ---- kernels.c */
 

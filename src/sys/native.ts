@@ -27,6 +27,10 @@ export interface NativeConstants {
   EMSGSIZE: number;
   ENOBUFS: number;
   VTEP6_MAX: number;
+  AEAD_TAG: number;
+  AEAD_AAD: number;
+  AEAD_STRIDE: number;
+  EBADMSG: number;
 }
 
 export type PollHandle = { readonly __brand: 'PollHandle' };
@@ -64,6 +68,12 @@ export interface NativeAddon {
   ): number;
   /** A UDP socket bound to `vtep` (an IPv4 address, or an IPv6 VTEP id registered with vtep6Set). */
   udpOpen(vtep: number, port: number, rcvbuf: number, sndbuf: number, gro: boolean): [fd: number, port: number];
+  /** AES-256-GCM key slots for encrypted networks (native/crypto.c): a 32-byte key and the nonce's 4-byte salt. */
+  aeadKey(slot: number, key: Uint8Array, salt: Uint8Array): number;
+  aeadDrop(slot: number): number;
+  /** Seal / open datagrams in place, descriptors [off, len, slot]; len is updated, or -errno for a failed one. */
+  aeadSeal(arena: Uint8Array, descs: Int32Array, count: number): number;
+  aeadOpen(arena: Uint8Array, descs: Int32Array, count: number): number;
   /** Registers an IPv6 VTEP address (16 bytes) under its id (src/common/vtep.ts). */
   vtep6Set(id: number, addr: Uint8Array): number;
   sockInfo(fd: number): [rcvbuf: number, sndbuf: number];
