@@ -140,7 +140,7 @@ export class Endpoints {
 
   async attach(spec: AttachSpec): Promise<Endpoint> {
     const { networks, ipam, reg, offload, log } = this.o;
-    const net = networks.get(spec?.network);
+    const net = await networks.known(spec?.network);
     this.checkMtu(net);
     if (typeof spec.netns !== 'string')
       throw invalid('netns is required: the name (ip netns list) or path of the container namespace');

@@ -115,6 +115,18 @@ export class Networks {
     return n;
   }
 
+  /**
+   * The network, waiting for this agent's watch if the store already has it: a network created on another host a
+   * moment ago (or while this agent was starting) is found rather than refused. Not found only if the store says so.
+   */
+  async known(name: string): Promise<Network> {
+    const have = this.byName.get(name);
+    if (have || typeof name !== 'string' || !NAME.test(name)) return this.get(name);
+    const e = await kvCall(this.kv, `read network ${name}`, () => this.kv.get(keys.network(name)));
+    if (e) await this.reconciler.waitFor(e.modRevision, 5000);
+    return this.get(name);
+  }
+
   /** The network's record in the store as this agent last saw it (undefined: not in the store). */
   storeRecord(name: string): NetworkRec | undefined {
     return this.reconciler.state.networks.get(name);

@@ -375,3 +375,22 @@ test('host killed: its endpoints vanish from every other host after the lease TT
   assert.ok(h2view.ok, 'h2 no longer lists c3');
   console.log(`# host killed: its endpoints left the other hosts' tables ${ms} ms later (lease TTL ${TTL} s)`);
 });
+
+test('an attach to a network created a moment ago elsewhere waits for it instead of refusing', { skip }, async () => {
+  // h5 has just started: its watches (on their own thread) are still coming up when h1 creates the network
+  hosts.h5 = topo.host('h5');
+  await startAgent('h5');
+  await ag.h1.call('POST', '/v1/networks', { name: 'fresh', subnet: '198.19.44.0/24' });
+  ns.c5 = topo.ns('c5', { quiet: true });
+  const t0 = Date.now();
+  const ep = await ag.h5.call<{ ip: string }>('POST', '/v1/endpoints', { network: 'fresh', netns: ns.c5, name: 'c5' });
+  assert.equal(ep.ip, '198.19.44.2');
+  console.log(`# attach on a just-started agent to a network created elsewhere: ${Date.now() - t0} ms`);
+  // a network the store does not have is still refused, with the reason
+  await assert.rejects(
+    ag.h5.call('POST', '/v1/endpoints', { network: 'nosuch', netns: ns.c5, name: 'c6' }),
+    /network "nosuch" not found/,
+  );
+  await ag.h5.call('DELETE', '/v1/endpoints/c5');
+  await ag.h1.call('DELETE', '/v1/networks/fresh');
+});
