@@ -294,14 +294,21 @@ export class EtcdKv implements Kv {
       else if (m.kind === 'error') h.error(new KvError(m.code, m.message));
       else h.reconnected?.();
     });
+    const born = performance.now();
     const lost = (why: string): void => {
       if (this.watchThread !== w) return;
       this.watchThread = null;
       if (this.closing) return;
-      // every watch ended with it: their owners re-list and watch again (on a new thread)
+      // every watch ended with it: their owners re-list and watch again (on a new thread); a thread that died
+      // young may die again the same way, so that comes a second later, not in a tight loop
       const hs = [...this.watchHandlers.values()];
       this.watchHandlers.clear();
-      for (const h of hs) h.error(new KvError('ERR_KV_COMPACTED', `etcd watch thread ${why}: re-list`));
+      const tell = () => {
+        if (!this.closing)
+          for (const h of hs) h.error(new KvError('ERR_KV_COMPACTED', `etcd watch thread ${why}: re-list`));
+      };
+      if (performance.now() - born < 1000) setTimeout(tell, 1000).unref();
+      else tell();
     };
     w.on('error', (e) => lost(`failed: ${e.message}`));
     w.on('exit', (code) => lost(`exited (${code})`));

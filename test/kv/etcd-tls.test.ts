@@ -125,12 +125,23 @@ const security = (o: { ca?: string; pw?: string } = {}) => ({
   passwordFile: f(o.pw ?? 'pw'),
 });
 
-test('TLS with a client certificate and a password: the store client works', async () => {
+test('TLS with a client certificate and a password: the store client works, its watch thread too', async () => {
   const kv = await openKv(`etcd://${etcd.endpoint}`, security());
   try {
     await kv.put('/vxtap/v1/tls-check', 'ok');
     assert.equal((await kv.get('/vxtap/v1/tls-check'))?.value, 'ok');
     assert.match(kv.where, /\(TLS\)/);
+    // watches run on their own thread with its own client: the same certificate and password must reach it
+    const seen: string[] = [];
+    const errors: string[] = [];
+    const w = kv.watch('/vxtap/v1/tls-watch/', (await kv.list('/vxtap/v1/tls-watch/')).revision, {
+      events: (evs) => seen.push(...evs.map((e) => e.key)),
+      error: (e) => errors.push(`${e.code} ${e.message}`),
+    });
+    await kv.put('/vxtap/v1/tls-watch/a', '1');
+    for (let i = 0; i < 250 && !seen.length; i++) await new Promise((r) => setTimeout(r, 20));
+    w.close();
+    assert.deepEqual(seen, ['/vxtap/v1/tls-watch/a'], `watch errors: ${errors.join('; ')}`);
   } finally {
     await kv.close();
   }
