@@ -52,8 +52,16 @@ export const LIST_PAGE = 10_000;
 export interface ClientSpec {
   hosts: string[];
   timeoutMs: number;
-  tls?: EtcdOptions['tls'];
+  /** Buffers, or the plain Uint8Arrays they become when the spec is handed to a worker thread (structured clone). */
+  tls?: { ca: Uint8Array; cert?: Uint8Array; key?: Uint8Array };
   auth?: EtcdOptions['auth'];
+}
+
+/** gRPC and TLS take only Buffers: the same bytes, viewed as one. */
+function buf(b: Uint8Array): Buffer;
+function buf(b: Uint8Array | undefined): Buffer | undefined;
+function buf(b: Uint8Array | undefined): Buffer | undefined {
+  return b && (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
 
 export function etcdClient(c: ClientSpec): Etcd3 {
@@ -62,7 +70,9 @@ export function etcdClient(c: ClientSpec): Etcd3 {
     dialTimeout: c.timeoutMs,
     // unary calls only: a deadline on a stream (watch, lease keep-alive) would end it every timeoutMs
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: new Date(Date.now() + c.timeoutMs) }),
-    ...(c.tls ? { credentials: { rootCertificate: c.tls.ca, certChain: c.tls.cert, privateKey: c.tls.key } } : {}),
+    ...(c.tls
+      ? { credentials: { rootCertificate: buf(c.tls.ca), certChain: buf(c.tls.cert), privateKey: buf(c.tls.key) } }
+      : {}),
     ...(c.auth ? { auth: c.auth } : {}),
   });
 }
@@ -84,10 +94,8 @@ export class EtcdKv implements Kv {
   readonly kind = 'etcd' as const;
   readonly where: string;
   private readonly client: Etcd3;
-  private readonly timeoutMs: number;
   private readonly leases = new Set<EtcdLease>();
   private readonly pageSize: number;
-  private readonly tls: EtcdOptions['tls'] | null;
   private readonly endpoints: string[];
   /** Range requests list() has made (pages read): the tests count them. */
   pages = 0;
@@ -101,21 +109,19 @@ export class EtcdKv implements Kv {
 
   constructor(o: EtcdOptions) {
     if (!o.endpoints.length) throw new KvError('ERR_KV_INVALID', 'etcd: no endpoints given');
-    this.tls = o.tls ?? null;
     this.endpoints = o.endpoints;
     const scheme = o.tls ? 'https' : 'http';
     const hosts = o.endpoints.map((h) => (/^https?:\/\//.test(h) ? h : `${scheme}://${h}`));
     this.where = `etcd://${o.endpoints.join(',')}${o.tls ? ' (TLS)' : ''}`;
-    this.timeoutMs = o.timeoutMs ?? 3000;
     this.pageSize = o.pageSize ?? LIST_PAGE;
-    this.spec = { hosts, timeoutMs: this.timeoutMs, tls: o.tls, auth: o.auth };
+    this.spec = { hosts, timeoutMs: o.timeoutMs ?? 3000, tls: o.tls, auth: o.auth };
     this.client = etcdClient(this.spec);
     this.thread(); // now: it loads its own etcd client while this thread does the rest of the start-up
   }
 
   /** Tries a TLS handshake with each endpoint as the client would: the first refusal's reason, or null. */
   async diagnose(): Promise<string | null> {
-    const t = this.tls;
+    const t = this.spec.tls;
     if (!t) return null;
     for (const ep of this.endpoints) {
       const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(ep);
@@ -124,13 +130,13 @@ export class EtcdKv implements Kv {
         const s = tlsConnect({
           host: m[1] ?? m[2],
           port: Number(m[3]),
-          ca: t.ca,
-          cert: t.cert,
-          key: t.key,
+          ca: buf(t.ca),
+          cert: buf(t.cert),
+          key: buf(t.key),
           ALPNProtocols: ['h2'],
         });
         const done = (r: string | null) => (s.destroy(), resolve(r));
-        s.setTimeout(this.timeoutMs, () => done(null));
+        s.setTimeout(this.spec.timeoutMs, () => done(null));
         s.once('secureConnect', () => done(null));
         s.once('error', (e: NodeJS.ErrnoException) =>
           done(e.code === 'ECONNREFUSED' || e.code === 'EHOSTUNREACH' ? null : `${ep}: ${e.message}`),

@@ -30,13 +30,7 @@ try {
 }
 
 const port = parentPort!;
-const spec = workerData as ClientSpec;
-// workerData arrives as a structured clone: Buffers become plain Uint8Arrays, which gRPC's TLS refuses
-const buf = (b: Uint8Array | undefined): Buffer | undefined =>
-  b === undefined ? undefined : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-const client = etcdClient(
-  spec.tls ? { ...spec, tls: { ca: buf(spec.tls.ca)!, cert: buf(spec.tls.cert), key: buf(spec.tls.key) } } : spec,
-);
+const client = etcdClient(workerData as ClientSpec);
 const watches = new Map<number, Watch>();
 const queued = new Map<number, { events: KvEvent[]; revision: number }>();
 let lastSend = 0;
