@@ -39,6 +39,7 @@ export function vtepOverhead(family: 4 | 6): number {
 
 function intern6(s: string): number {
   const b = parseIpv6(s);
+  if (b.every((x) => x === 0)) throw new RangeError(`${s} is the unspecified address, not a VTEP`);
   const text = formatIpv6(b);
   const have = ids.get(text);
   if (have !== undefined) return have;
@@ -52,8 +53,8 @@ function intern6(s: string): number {
 
 /**
  * A VTEP address (IPv4 dotted quad or IPv6 text) as its number. Throws TypeError for text that is neither and
- * RangeError for an IPv4 address in 0.0.0.0/8 (the ids' range, never a VTEP); says nothing else about whether the
- * address may be a VTEP (see notUnicastVtep).
+ * RangeError for an IPv4 address in 0.0.0.0/8 (the ids' range) or :: (the mark of an unused id in native/vtep.c),
+ * which are never VTEPs; says nothing else about whether the address may be a VTEP (see notUnicastVtep).
  */
 export function parseVtep(s: string): number {
   const known = ids.get(s); // the store holds canonical text: most IPv6 lookups end here
@@ -100,14 +101,13 @@ export function notUnicastVtep(v: number): string | null {
     if (b[0] === 0xff) return 'a multicast address';
     if (b[0] === 0xfe && (b[1] & 0xc0) === 0x80)
       return 'a link-local address (it needs an interface; give a global one)';
-    if (b.subarray(0, 15).every((x) => x === 0) && b[15] <= 1) return b[15] ? 'the loopback address' : 'unspecified';
+    if (b.subarray(0, 15).every((x) => x === 0) && b[15] === 1) return 'the loopback address';
     if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff)
       return 'an IPv4-mapped address (give the IPv4 address itself)';
     return null;
   }
   const a = v >>> 0;
   const first = a >>> 24;
-  if (a === 0) return 'the unspecified address';
   if (a === 0xffffffff) return 'the broadcast address';
   if (first === 127) return 'a loopback address';
   if (first >= 224 && first <= 239) return 'a multicast address';

@@ -55,6 +55,7 @@ test('what cannot be a VTEP is refused with the reason', () => {
   }
   assert.equal(parseVtepAddress('127.0.0.1'), 0x7f000001, "an agent's own VTEP may be loopback");
   assert.throws(() => parseVtepAddress('0.0.0.9'), /0\.0\.0\.0\/8/);
+  assert.throws(() => parseVtepAddress('::'), /:: is the unspecified address, not a VTEP/);
   assert.throws(() => parseVtepAddress('nope'), /not an IPv4 or IPv6 address/);
   assert.equal(notUnicastVtep(parseVtep('2001:db8:18::2')), null);
 });
