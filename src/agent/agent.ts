@@ -156,12 +156,13 @@ export class Agent {
       o.resyncMs,
     );
     // tables only for the networks this host has endpoints on (eps is made below; asked only once running)
+    const family = vtepFamily(vtep);
     this.tables = new KvTables(
       this.fdb,
       this.reconciler.state,
       this.host,
       (n) => this.eps.countOn(n) > 0,
-      vtepFamily(vtep),
+      family,
       (h) =>
         this.log.warn('a host of the cluster has a VTEP of the other IP family: unreachable from this agent', {
           peer: h.host,
@@ -189,7 +190,7 @@ export class Agent {
       (name) => this.eps.countOn(name),
       parsePool(o.pool, o.poolPrefix),
       parsePool6(o.pool6),
-      defaultMtu(vtepFamily(vtep)),
+      defaultMtu(family),
     );
     const persist = (): void => this.saveState();
     this.ipam = new Ipam(kv, this.reconciler.state, this.reg, persist, (n) => this.reconciler.watching(n));
@@ -205,7 +206,7 @@ export class Agent {
       persist,
       host: this.host,
       follow: this.reconciler,
-      mtuLimit: underlayMtu ? underlayMtu - vtepOverhead(vtepFamily(vtep)) : 0,
+      mtuLimit: underlayMtu ? underlayMtu - vtepOverhead(family) : 0,
     });
     this.recovery = new Recovery(this.eps);
     this.staticFdb = new StaticFdb(this.fdb, this.nets, this.tables, this.log, vtep, port);
@@ -263,6 +264,7 @@ export class Agent {
         throw new AgentError('ERR_SETUP', `cannot open the VXLAN socket on ${o.vtep}:${port}: ${(e as Error).message}`);
       }
       opened.push(udpFd);
+      const mtu = underlayMtu(vtep); // an `ip` run: beside the store's opening, not before it
       const txFds: number[] = [];
       for (let i = 0; i < nTx; i++) {
         const [fd] = n.udpOpen(vtep, 0, 0, sndbuf, false);
@@ -288,8 +290,9 @@ export class Agent {
         const tls = await kv.diagnose?.();
         if (tls) throw invalid(`TLS with the store at ${kv.where} failed: ${tls}; ${check}`);
       }
+      const underlay = await mtu;
       const tSockets = performance.now();
-      const agent = new Agent(o, kv, vtep, port, udpFd, txFds, io, await underlayMtu(vtep));
+      const agent = new Agent(o, kv, vtep, port, udpFd, txFds, io, underlay);
       const tKernels = performance.now(); // the data plane checked its native kernels
       agent.dp.start();
       if (busyPollUs > 0) {

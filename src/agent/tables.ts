@@ -46,7 +46,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
   ) {}
 
   /** Hosts seen with a VTEP of the other family. */
-  readonly otherFamily = new Set<string>();
+  private readonly otherFamily = new Set<string>();
 
   /** A host's VTEP, or null if it is of the other underlay family (an IPv4 agent cannot reach an IPv6 VTEP, nor
    * the other way round: such a host gets no entries or rows here, as if it had no record). */
