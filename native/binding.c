@@ -83,6 +83,12 @@ static bool get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   return true;
 }
 
+/* A typed array of exactly n bytes (an address, a key). */
+static bool get_bytes_n(napi_env env, napi_value v, size_t n, uint8_t **data) {
+  size_t len;
+  return get_bytes(env, v, data, &len) && len == n;
+}
+
 static bool get_typed(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *count) {
   bool is_ta = false;
   napi_is_typedarray(env, v, &is_ta);
@@ -188,8 +194,7 @@ static napi_value Vtep6Set(napi_env env, napi_callback_info info) {
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   uint32_t id;
   uint8_t *a;
-  size_t alen;
-  if (!get_u32(env, argv[0], &id) || !get_bytes(env, argv[1], &a, &alen) || alen != 16)
+  if (!get_u32(env, argv[0], &id) || !get_bytes_n(env, argv[1], 16, &a))
     return throw_type(env, "vtep6Set(id, addr): an id and 16 bytes expected");
   int e = vx_vtep6_set(id, a);
   if (e < 0) return throw_errno(env, -e, "vtep6Set");
@@ -203,9 +208,8 @@ static napi_value AeadKey(napi_env env, napi_callback_info info) {
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   uint32_t slot;
   uint8_t *key, *salt;
-  size_t klen, slen;
-  if (!get_u32(env, argv[0], &slot) || !get_bytes(env, argv[1], &key, &klen) || klen != VX_AEAD_KEY ||
-      !get_bytes(env, argv[2], &salt, &slen) || slen != 4)
+  if (!get_u32(env, argv[0], &slot) || !get_bytes_n(env, argv[1], VX_AEAD_KEY, &key) ||
+      !get_bytes_n(env, argv[2], 4, &salt))
     return throw_type(env, "aeadKey(slot, key, salt): a slot, 32 bytes and 4 bytes expected");
   int e = vx_aead_key(slot, key, salt);
   if (e < 0) return throw_errno(env, -e, "aeadKey");
