@@ -80,6 +80,9 @@ const keysUnder = (prefix: string): { key: string; value: string }[] =>
     ]),
   );
 const netNames = (d: Dockerd) => d.must(['network', 'ls', '--format', '{{.Name}}']).split('\n').filter(Boolean);
+/** Whether `net` shows in (or, with `present` false, leaves) d's `docker network ls` within 20 s. */
+const listedWithin = async (d: Dockerd, net: string, present = true): Promise<boolean> =>
+  (await until(() => netNames(d).includes(net) === present, 20_000)) >= 0;
 const ipOf = (d: Dockerd, c: string, net: string) =>
   d.must(['inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").IPAddress}}`, c]).trim();
 
@@ -118,18 +121,14 @@ test('1. a network created with docker on host 1 appears in docker on host 2', {
   const cliNet = `${T}-cli`;
   const r = A.h2.cli(['network', 'create', cliNet, '--subnet', '198.19.3.0/24']);
   assert.equal(r.code, 0, r.stderr);
-  for (const h of ['h1', 'h2'])
-    assert.ok((await until(() => netNames(D[h]).includes(cliNet), 20_000)) >= 0, `${cliNet} in docker on ${h}`);
+  for (const h of ['h1', 'h2']) assert.ok(await listedWithin(D[h], cliNet), `${cliNet} in docker on ${h}`);
   const driver = D.h1
     .must(['network', 'inspect', '-f', '{{.Driver}} {{(index .IPAM.Config 0).Subnet}}', cliNet])
     .trim();
   assert.equal(driver, 'vxtap 198.19.3.0/24');
   assert.equal(A.h1.cli(['network', 'rm', cliNet]).code, 0);
   for (const h of ['h1', 'h2'])
-    assert.ok(
-      (await until(() => !netNames(D[h]).includes(cliNet), 20_000)) >= 0,
-      `${cliNet} removed from docker on ${h}`,
-    );
+    assert.ok(await listedWithin(D[h], cliNet, false), `${cliNet} removed from docker on ${h}`);
 });
 
 const WEB = () => `${T}-web`;
@@ -185,7 +184,7 @@ test(
       assert.match(s1, /^198\.19\.\d+\.0\/24$/);
       assert.match(s2, /^198\.19\.\d+\.0\/24$/);
       assert.notEqual(s1, s2, 'two hosts creating at once got different subnets');
-      assert.ok((await until(() => netNames(D.h2).includes(n1), 20_000)) >= 0, `${n1} reached host 2`);
+      assert.ok(await listedWithin(D.h2, n1), `${n1} reached host 2`);
       assert.equal(subnetOf(D.h2, n1), s1, 'host 2 sees the subnet host 1 chose');
       D.h1.must(['run', '-d', '--net', n1, '--name', `${T}-a1`, IMG, 'sleep', '3600']);
       const r = run(D.h2, n1, `ping -c 2 -W 2 ${T}-a1`);
@@ -244,7 +243,7 @@ test(
   { skip, timeout: 180_000 },
   async () => {
     D.h2.must(['network', 'create', '-d', 'vxtap', '--ipam-driver', 'vxtap', '--subnet', '198.19.2.0/24', NET2()]);
-    assert.ok((await until(() => netNames(D.h1).includes(NET2()), 20_000)) >= 0, `${NET2()} did not appear on host 1`);
+    assert.ok(await listedWithin(D.h1, NET2()), `${NET2()} did not appear on host 1`);
     D.h1.must(['run', '-d', '--net', NET2(), '--name', OTHER(), IMG, 'sleep', '3600']);
     const otherIp = ipOf(D.h1, OTHER(), NET2());
     const webIp = ipOf(D.h1, WEB(), NET());
@@ -340,7 +339,7 @@ test(
       net,
     ]);
     try {
-      assert.ok((await until(() => netNames(D.h2).includes(net), 20_000)) >= 0, `${net} did not appear on host 2`);
+      assert.ok(await listedWithin(D.h2, net), `${net} did not appear on host 2`);
       D.h1.must(['run', '-d', '--net', net, '--name', inside, IMG, 'sleep', '3600']);
       const ip = ipOf(D.h1, inside, net);
       // dockerd does not attach docker_gwbridge to a container whose only network is internal: no default route
@@ -362,10 +361,7 @@ test(
       D.h1.docker(['rm', '-f', inside]);
       D.h1.docker(['network', 'rm', net]);
     }
-    assert.ok(
-      (await until(() => !netNames(D.h2).includes(net), 20_000)) >= 0,
-      `${net} still listed on host 2 after network rm`,
-    );
+    assert.ok(await listedWithin(D.h2, net, false), `${net} still listed on host 2 after network rm`);
   },
 );
 
@@ -395,8 +391,7 @@ test(
       fixedNet,
     ]);
     try {
-      for (const net of [auto, fixedNet])
-        assert.ok((await until(() => netNames(D.h2).includes(net), 20_000)) >= 0, `${net} did not appear on host 2`);
+      for (const net of [auto, fixedNet]) assert.ok(await listedWithin(D.h2, net), `${net} did not appear on host 2`);
       const subnets = D.h2
         .must(['network', 'inspect', '-f', '{{range .IPAM.Config}}{{.Subnet}} {{end}}', auto])
         .trim()
@@ -425,8 +420,7 @@ test(
       D.h1.docker(['rm', '-f', a, b]);
       D.h1.docker(['network', 'rm', auto, fixedNet]);
     }
-    for (const net of [auto, fixedNet])
-      assert.ok((await until(() => !netNames(D.h2).includes(net), 20_000)) >= 0, `${net} gone from host 2`);
+    for (const net of [auto, fixedNet]) assert.ok(await listedWithin(D.h2, net, false), `${net} gone from host 2`);
   },
 );
 
@@ -453,7 +447,7 @@ test(
       net,
     ]);
     try {
-      assert.ok((await until(() => netNames(D.h2).includes(net), 20_000)) >= 0, `${net} did not appear on host 2`);
+      assert.ok(await listedWithin(D.h2, net), `${net} did not appear on host 2`);
       const rec = JSON.parse(keysUnder('/vxtap/v1/networks/').find((k) => k.key === net)?.value ?? '{}');
       assert.deepEqual([rec.vni, rec.mtu], [5000, 1400], `the options reached the store: ${JSON.stringify(rec)}`);
       // a fixed address and an alias on host 1; the container's MTU on host 2
@@ -506,7 +500,7 @@ test(
       D.h2.docker(['rm', '-f', user]);
       D.h2.docker(['network', 'rm', net]);
     }
-    assert.ok((await until(() => !netNames(D.h1).includes(net), 20_000)) >= 0, `${net} gone from host 1 at the end`);
+    assert.ok(await listedWithin(D.h1, net, false), `${net} gone from host 1 at the end`);
   },
 );
 
@@ -551,10 +545,7 @@ test(
       await storeSettles(() => !keysUnder('/vxtap/v1/networks/').some((n) => n.key === NET2())),
       `${NET2()} removed from the store`,
     );
-    assert.ok(
-      (await until(() => !netNames(D.h2).includes(NET2()), 20_000)) >= 0,
-      `${NET2()} removed from docker on h2`,
-    );
+    assert.ok(await listedWithin(D.h2, NET2(), false), `${NET2()} removed from docker on h2`);
     assert.deepEqual(ipamOf(NET2()), []);
     // clean dockerd restart: dockerd stops its containers and tells the plugin; the networks stay
     D.h1.must(['run', '-d', '--net', NET(), '--name', `${T}-brief`, IMG, 'sleep', '3600']);
@@ -616,7 +607,7 @@ test(
       `store empty: ${JSON.stringify([...keysUnder('/vxtap/v1/endpoints/'), ...keysUnder('/vxtap/v1/ipam/'), ...keysUnder('/vxtap/v1/networks/')])}`,
     );
     for (const h of ['h1', 'h2']) {
-      assert.ok((await until(() => !netNames(D[h]).includes(NET()), 20_000)) >= 0, `${NET()} gone from docker on ${h}`);
+      assert.ok(await listedWithin(D[h], NET(), false), `${NET()} gone from docker on ${h}`);
       assert.deepEqual(strayLinks(h), []);
     }
   },
