@@ -15,6 +15,7 @@
  * writes (new networks, attachments) fail with ERR_KV_UNAVAILABLE meanwhile. Every client-facing method validates
  * its input and fails with an AgentError that says what to fix, leaving nothing half-done.
  */
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { formatAddress6, parseAddress6, type Subnet, type Subnet6 } from '../common/addr.js';
 import { AgentError, invalid } from '../common/errors.js';
@@ -52,6 +53,7 @@ import {
   ioUringStatus,
 } from './status.js';
 import { KvTables } from './tables.js';
+import { Keyring } from './keyring.js';
 
 export { type AttachSpec, type Endpoint } from './endpoints.js';
 export { macForAddress } from '../common/addr.js';
@@ -98,6 +100,10 @@ export class Agent {
   private readonly state: StateFile;
   private readonly tables: KvTables<Port>;
   private readonly staticFdb: StaticFdb;
+  /** Keys of encrypted networks (keyring.ts). */
+  readonly keyring: Keyring;
+  /** This run's nonce: encrypted networks derive this host's send keys with it (never reused by a restart). */
+  private readonly nonce = randomBytes(16).toString('hex');
   private lastDrops: Record<string, number> = {};
   private disconnectedSince = 0;
   private timers: NodeJS.Timeout[] = [];
@@ -170,6 +176,7 @@ export class Agent {
           ours: formatVtep(vtep),
           fix: 'give every agent of a cluster a --vtep of the same family (all IPv4 or all IPv6)',
         }),
+      (name) => this.keyring.sync(name),
     );
     this.state = new StateFile(o.stateDir ?? DEFAULT_STATE_DIR, this.host, this.log);
     this.reg = new Registration({
@@ -178,6 +185,7 @@ export class Agent {
       vtep,
       port,
       leaseTtl: o.leaseTtl ?? 10,
+      nonce: this.nonce,
       log: this.log,
       held: () => ({ endpoints: this.eps.records(), reservations: this.ipam.reservations.values() }),
     });
@@ -191,7 +199,20 @@ export class Agent {
       parsePool(o.pool, o.poolPrefix),
       parsePool6(o.pool6),
       defaultMtu(family),
+      o.insecureKv === true,
     );
+    this.keyring = new Keyring({
+      fdb: this.fdb,
+      st: this.reconciler.state,
+      kv,
+      aead: native(),
+      self: this.host,
+      selfVtep: formatVtep(vtep),
+      nonce: this.nonce,
+      family,
+      active: (n) => this.eps.countOn(n) > 0,
+      log: this.log,
+    });
     const persist = (): void => this.saveState();
     this.ipam = new Ipam(kv, this.reconciler.state, this.reg, persist, (n) => this.reconciler.watching(n));
     this.eps = new Endpoints({
@@ -417,6 +438,13 @@ export class Agent {
     } catch (e) {
       this.log.error('cannot apply cluster changes to the forwarding tables', { err: e });
     }
+    try {
+      // encrypted networks: the senders on them (and their nonces) may have changed
+      if (ch.hosts.size !== 0 || ch.full) this.keyring.syncAll();
+      else for (const net of ch.endpoints.keys()) if (st.networks.get(net)?.encrypted) this.keyring.sync(net);
+    } catch (e) {
+      this.log.error('cannot apply cluster changes to the keys of encrypted networks', { err: e });
+    }
     if (!names.size) return;
     try {
       this.onNetworksChanged?.(names);
@@ -618,6 +646,7 @@ export class Agent {
     for (const t of this.timers) clearTimeout(t);
     this.reconciler.stop();
     this.dp.stop();
+    this.keyring.close();
     const n = native();
     if (this.busyPollUs > 0) safe(() => n.busyPoll(0));
     this.eps.closeAll(); // persistent: the devices stay

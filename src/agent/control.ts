@@ -3,7 +3,7 @@
  * `curl --unix-socket` all speak it. Routes (all under /v1):
  *
  *   GET    /status                      agent identity
- *   GET    /networks                    list            POST /networks  {name,vni?,subnet,gateway?,mtu?,learning?,internal?,allowTagged?}
+ *   GET    /networks                    list            POST /networks  {name,vni?,subnet,gateway?,mtu?,learning?,internal?,allowTagged?,encrypted?,keyRotationSec?}
  *   GET    /networks/NAME               inspect         DELETE /networks/NAME
  *   GET    /endpoints                   list            POST /endpoints {network,netns,name?,ip?,mac?,ifname?,defaultRoute?,aliases?}
  *   DELETE /endpoints/NAME
@@ -47,6 +47,8 @@ const routes: [method: string, pattern: RegExp, handler: Handler][] = [
           ipv6: b.ipv6 === undefined ? undefined : bool(b, 'ipv6'),
           subnet6: optStr(b, 'subnet6'),
           gateway6: b.gateway6 === undefined ? undefined : b.gateway6 === null ? null : str(b, 'gateway6'),
+          encrypted: b.encrypted === undefined ? undefined : bool(b, 'encrypted'),
+          keyRotationSec: b.keyRotationSec === undefined ? undefined : num(b, 'keyRotationSec'),
         }),
       ),
   ],

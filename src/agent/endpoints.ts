@@ -8,6 +8,7 @@
  * - Re-opening a TAP pins its namespace (see src/tap/tap.ts), so every 2 s a liveness check compares each
  *   endpoint's namespace inode with the one recorded at attach, and detaches endpoints whose namespace is gone.
  */
+import { SEAL_OVERHEAD } from '../fdb/sec.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { formatAddress6 } from '../common/addr.js';
@@ -97,7 +98,7 @@ export class Endpoints {
   /** Says once per network, at its first attach here, that its MTU is more than the underlay carries: packets that
    * fill it would not fit one underlay datagram (the kernel refuses the large sends; TCP stalls). */
   private checkMtu(net: Network): void {
-    const limit = this.o.mtuLimit ?? 0;
+    const limit = Math.max(0, (this.o.mtuLimit ?? 0) - (net.encrypted ? SEAL_OVERHEAD : 0));
     if (!limit || net.mtu <= limit || this.mtuWarned.has(net.name)) return;
     this.mtuWarned.add(net.name);
     this.o.log.warn("network MTU is more than this host's underlay carries: large packets will be lost", {
@@ -204,6 +205,7 @@ export class Endpoints {
       nsIno,
       vnetHdr: offload,
       ...(net.allowTagged ? { allowTagged: true } : {}),
+      ...(net.encrypted ? { encrypted: true } : {}),
     };
     const reserved = spec.reserved === true && spec.ip !== undefined;
     if (reserved && !ipam.holds(net.name, spec.ip!))

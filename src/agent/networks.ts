@@ -27,7 +27,17 @@ import type { Dataplane } from '../dataplane/dataplane.js';
 import type { Port } from '../dataplane/port.js';
 import { type Kv, KvError, type TxnResult } from '../kv/kv.js';
 import type { Reconciler } from '../kv/reconciler.js';
-import { type EndpointRec, keys, type NetworkRec, parseEndpoint, parseNetwork } from '../kv/schema.js';
+import {
+  type EndpointRec,
+  keys,
+  type NetworkRec,
+  parseEndpoint,
+  parseNetwork,
+  ROTATE_MAX_SEC,
+  ROTATE_MIN_SEC,
+} from '../kv/schema.js';
+import { SEAL_OVERHEAD, VnetSec } from '../fdb/sec.js';
+import { DEFAULT_ROTATE_SEC, newNetKey } from './keyring.js';
 import { VXLAN_IPV6_OVERHEAD, VXLAN_VNI_MAX } from '../vxlan/constants.js';
 import { vtepOverhead } from '../common/vtep.js';
 import { formatIpv4, parseIpv4 } from '../vxlan/ipv4.js';
@@ -57,6 +67,10 @@ export interface NetworkSpec {
   gateway6?: string | null;
   /** `subnet6` was held with holdSubnet6(). */
   held6?: boolean;
+  /** An encrypted network (docs/encryption.md): every datagram between hosts sealed with AES-256-GCM. */
+  encrypted?: boolean;
+  /** Key rotation period of an encrypted network, seconds (default 12 h). */
+  keyRotationSec?: number;
 }
 
 /** How long a subnet held for a network being created keeps others from taking it. */
@@ -75,6 +89,9 @@ export interface Network {
   subnet6: Subnet6 | null;
   /** 0n: none. */
   gateway6: bigint;
+  /** Sealed between hosts (docs/encryption.md); its keys rotate every keyRotationSec (0 when not encrypted). */
+  encrypted: boolean;
+  keyRotationSec: number;
 }
 
 /** Names of networks, endpoints and hosts. */
@@ -107,6 +124,8 @@ export class Networks {
     private readonly pool6: Subnet6 = parsePool6(),
     /** The MTU of a network created without one (1450 on an IPv4 underlay, 1430 on IPv6). */
     private readonly mtuDefault = DEFAULT_MTU,
+    /** Create encrypted networks over a store that is not confidential (--insecure-kv). */
+    private readonly insecureKv = false,
   ) {}
 
   get(name: string): Network {
@@ -153,6 +172,8 @@ export class Networks {
     if (this.byName.has(net.name)) return;
     this.byName.set(net.name, net);
     this.dp.addVni(net.vni, true);
+    // keys come with the store: until then nothing of an encrypted network leaves this host (tx_no_key)
+    if (net.encrypted) this.dp.fdb.setSec(net.vni, new VnetSec());
   }
 
   // ---- from the store
@@ -186,6 +207,9 @@ export class Networks {
       Object.assign(net, toNetwork(rec));
       this.dp.fdb.vnet(net.vni).learning = net.learning;
     }
+    // fail safe: an encrypted network is never without its VnetSec, so no frame of it leaves in clear (the keyring
+    // fills in its keys when the tables are synced, below)
+    if (net.encrypted && this.dp.fdb.vnet(net.vni).sec === null) this.dp.fdb.setSec(net.vni, new VnetSec());
     this.tables.syncNetwork(name, net.vni);
     return true;
   }
@@ -202,7 +226,19 @@ export class Networks {
       throw invalid(`VNI ${JSON.stringify(spec.vni)} must be an integer from 1 to ${VXLAN_VNI_MAX}`);
     }
     const given = spec.subnet === undefined || spec.subnet === '' ? null : parseSubnet(spec.subnet);
-    const mtu = spec.mtu ?? this.mtuDefault;
+    const encrypted = spec.encrypted === true;
+    const rotateSec = spec.keyRotationSec ?? DEFAULT_ROTATE_SEC;
+    if (spec.keyRotationSec !== undefined && !encrypted)
+      throw invalid('a key rotation period is for encrypted networks: add --encrypted');
+    if (!Number.isInteger(rotateSec) || rotateSec < ROTATE_MIN_SEC || rotateSec > ROTATE_MAX_SEC)
+      throw invalid(`key rotation ${rotateSec} s: ${ROTATE_MIN_SEC} s to ${ROTATE_MAX_SEC} s`);
+    if (encrypted && !this.kv.confidential && !this.insecureKv)
+      throw invalid(
+        `an encrypted network keeps its keys in the store, and ${this.kv.where} is plain text: anyone on the path ` +
+          'could read them. Give the agent --kv-ca/--kv-cert/--kv-key (etcd over TLS), or --insecure-kv to accept this',
+      );
+    // the crypto header and tag: 28 bytes more per datagram
+    const mtu = spec.mtu ?? this.mtuDefault - (encrypted ? SEAL_OVERHEAD : 0);
     if (!Number.isInteger(mtu) || mtu < MTU_MIN || mtu > MTU_MAX) throw invalid(`MTU ${mtu}: ${MTU_MIN} to ${MTU_MAX}`);
     const noGateway = spec.gateway === null || spec.gateway === 'none';
     let fixedGateway: number | null = null;
@@ -273,6 +309,7 @@ export class Networks {
               gateway6: noGateway6 ? null : formatAddress6(fixedGateway6 ?? subnet6.network + 1n),
             }
           : {}),
+        ...(encrypted ? { encrypted: true, keys: [newNetKey(1, Date.now())], rotateSec } : {}),
       };
       return this.kv.txn(
         [
@@ -302,6 +339,7 @@ export class Networks {
       subnet: net.subnet.cidr,
       ...(net.subnet6 ? { subnet6: net.subnet6.cidr } : {}),
       mtu,
+      ...(encrypted ? { encrypted, keyRotationSec: rotateSec } : {}),
     });
     return net;
   }
@@ -507,6 +545,8 @@ export function toNetwork(rec: NetworkRec): Network {
     allowTagged: rec.allowTagged === true,
     subnet6: rec.subnet6 ? parseSubnet6(rec.subnet6) : null,
     gateway6: rec.gateway6 ? parseAddress6(rec.gateway6) : 0n,
+    encrypted: rec.encrypted === true,
+    keyRotationSec: rec.rotateSec ?? 0,
   };
 }
 

@@ -15,6 +15,9 @@ export interface AgentOptions {
   kv?: string | Kv;
   /** TLS and user/password for etcd (files; see kv/open.ts). */
   kvSecurity?: KvSecurity;
+  /** Allow encrypted networks to be created over a store that is not confidential (etcd without TLS): their keys
+   * then cross the network in clear. Default false (refused with the reason). */
+  insecureKv?: boolean;
   /** Host lease TTL in seconds: a dead host's endpoints vanish from the others this long after it died (default 10). */
   leaseTtl?: number;
   /** Where the local state file lives (default /var/lib/vxtap). */

@@ -90,6 +90,7 @@ export class Recovery {
         nsIno,
         vnetHdr: this.eps.o.offload,
         ...(rec.allowTagged ? { allowTagged: true } : {}),
+        ...(rec.encrypted ? { encrypted: true } : {}),
       };
       if (await this.recoverOne(r)) n++;
     }
@@ -137,6 +138,8 @@ export class Recovery {
         learning: true,
         internal: false,
         allowTagged: !!r.allowTagged,
+        encrypted: !!r.encrypted,
+        keyRotationSec: 0,
         subnet6: r.subnet6 ? parseSubnet6(r.subnet6) : null,
         gateway6: r.gateway6 ? parseAddress6(r.gateway6) : 0n,
       });

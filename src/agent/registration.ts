@@ -36,6 +36,8 @@ export interface RegistrationOptions {
   vtep: number;
   port: number;
   leaseTtl: number;
+  /** This run's nonce (hex): encrypted networks derive this host's send keys with it (schema.ts HostRec). */
+  nonce: string;
   log: Logger;
   /** Everything this host holds in the store, read at each pass. */
   held: () => { endpoints: Iterable<Published>; reservations: Iterable<Reservation> };
@@ -88,7 +90,7 @@ export class Registration {
       this.lease = lease;
     }
     const lease = this.lease.id;
-    const value = JSON.stringify({ vtep: formatVtep(this.o.vtep), port: this.o.port });
+    const value = JSON.stringify({ vtep: formatVtep(this.o.vtep), port: this.o.port, nonce: this.o.nonce });
     const ops: Op[] = [{ type: 'put', key: keys.host(host), value, lease }];
     const held = this.o.held();
     for (const ep of held.endpoints) ops.push(...this.endpointOps(ep, lease));

@@ -24,6 +24,9 @@ export interface LocalRecord extends Published {
   vnetHdr?: boolean;
   /** The network forwards VLAN-tagged frames (as it did at attach). */
   allowTagged?: boolean;
+  /** An encrypted network: recovered before the store answers, it forwards nothing between hosts until its keys
+   * come (never in clear). */
+  encrypted?: boolean;
   /** Inode of the namespace at attach time: a namespace recreated under the same name is another container. */
   nsIno: number;
 }

@@ -41,6 +41,8 @@ export async function describeNetwork(a: Agent, n: Network): Promise<Record<stri
     learning: n.learning,
     internal: n.internal,
     allowTagged: n.allowTagged,
+    encrypted: n.encrypted,
+    ...(n.encrypted ? { keyRotationSec: n.keyRotationSec, keys: a.keyring.status()[n.name] ?? null } : {}),
     endpoints: endpoints.map((e) => ({
       name: e.name,
       ip: e.ip,

@@ -43,6 +43,8 @@ export class KvTables<P extends LocalPort = LocalPort> {
     private readonly family: 4 | 6 = 4,
     /** Called once per host whose VTEP is of the other family (the agent says so in its log). */
     private readonly onOtherFamily: (h: HostRec) => void = () => {},
+    /** Called after a network was synced whole (the keyring follows it: encrypted networks' keys). */
+    private readonly onSynced: (network: string) => void = () => {},
   ) {}
 
   /** Hosts seen with a VTEP of the other family. */
@@ -115,6 +117,7 @@ export class KvTables<P extends LocalPort = LocalPort> {
     for (const d of rows.values()) this.fdb.floodAdd(vni, d.vtep, d.port, 'kv');
     v.arp = arp;
     v.nd = nd;
+    this.onSynced(name);
   }
 
   /**

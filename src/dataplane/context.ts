@@ -6,7 +6,8 @@
 import type { Fdb } from '../fdb/fdb.js';
 import type { Counters } from './counters.js';
 import type { Gro } from './gro.js';
-import type { DataplaneIo } from './io.js';
+import type { DataplaneAead, DataplaneIo } from './io.js';
+import type { OpenBatch } from '../fdb/sec.js';
 import type { Kernels } from './kernels.js';
 import type { OutQueue } from './out.js';
 import type { Port } from './port.js';
@@ -28,10 +29,14 @@ export interface RcvArena extends Arena {
   addrs: Uint32Array;
   gsoSizes: Int32Array | null;
   gro: Gro | null;
+  /** Scratch for opening sealed datagrams (rcv.ts makes it when the first one arrives). */
+  open: OpenBatch | null;
 }
 
 interface Common {
   readonly io: DataplaneIo;
+  /** Seal and open for encrypted networks; null without the addon (then no network has keys). */
+  readonly aead: DataplaneAead | null;
   readonly fdb: Fdb<Port>;
   readonly counters: Counters;
   readonly batch: number;

@@ -21,6 +21,8 @@ export const DROP_REASONS = [
   'tx_bad_offload', // a virtio-net header we cannot honour (unknown GSO type, offsets outside the frame)
   'tx_udp_error', // the kernel refused the datagram (see udpErrors by errno)
   'tx_tap_error', // write to a local endpoint's TAP failed
+  'tx_seal_error', // sealing failed (never expected; the datagram goes out as zeros, never in clear)
+  'tx_no_key', // a frame for another host on an encrypted network with no key to send with yet
   // rcv (wire -> TAP)
   'rx_truncated', // datagram larger than the receive slot
   'rx_short', // shorter than VXLAN + Ethernet headers
@@ -31,6 +33,12 @@ export const DROP_REASONS = [
   'rx_src_mac_local', // inner source MAC is a local endpoint's (or a configured remote one behind another VTEP)
   'rx_no_local_dst', // unicast to a MAC that is not a local endpoint
   'rx_tap_error', // write to the endpoint's TAP failed
+  'rx_unsealed', // a plaintext datagram for an encrypted network
+  'rx_sealed_unexpected', // a sealed datagram for a network that is not encrypted here (or not here at all)
+  'rx_unknown_key', // sealed with a key id this host has no key for from that sender (unknown, rotated out)
+  'rx_bad_tag', // authentication failed: tampered, truncated, or sealed with another key
+  'rx_replay', // a counter already received from that sender under that key
+  'rx_too_old', // a counter older than the replay window
   'rx_learn_full', // learning table for the VNI is full (frame still delivered)
 ] as const;
 
@@ -62,6 +70,8 @@ export class Counters {
   rx_gro_segments = 0; // ...this many TCP segments and UDP datagrams
   rx_gro_udp_frames = 0; // of rx_gro_frames, the UDP ones (UDP_L4 super-frames of equal-sized datagrams)
   rx_csum_completed = 0; // inner TCP/UDP checksums a same-machine Linux sender left partial, completed before delivery
+  tx_sealed = 0; // datagrams sealed (encrypted networks; a flood's replicas share one seal)
+  rx_opened = 0; // sealed datagrams that authenticated and were opened
   rx_gro_bad_csum = 0; // TCP segments or UDP datagrams not merged because their checksum did not verify (delivered as they came)
   // drops
   tx_short = 0;
@@ -79,6 +89,8 @@ export class Counters {
   tx_bad_offload = 0;
   tx_udp_error = 0;
   tx_tap_error = 0;
+  tx_seal_error = 0;
+  tx_no_key = 0;
   rx_truncated = 0;
   rx_short = 0;
   rx_unknown_vtep = 0;
@@ -88,6 +100,12 @@ export class Counters {
   rx_src_mac_local = 0;
   rx_no_local_dst = 0;
   rx_tap_error = 0;
+  rx_unsealed = 0;
+  rx_sealed_unexpected = 0;
+  rx_unknown_key = 0;
+  rx_bad_tag = 0;
+  rx_replay = 0;
+  rx_too_old = 0;
   rx_learn_full = 0;
   /** errno (negative) -> count, for tx_udp_error and the TAP errors. */
   readonly errnos = new Map<number, number>();

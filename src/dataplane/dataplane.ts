@@ -15,7 +15,8 @@ import { VNET_HDR_LEN } from '../vxlan/gso.js';
 import type { Arena, RcvArena, RcvContext, XmitContext } from './context.js';
 import { Counters } from './counters.js';
 import { Gro } from './gro.js';
-import { type DataplaneIo, POLL_READABLE } from './io.js';
+import { type DataplaneAead, type DataplaneIo, POLL_READABLE } from './io.js';
+import { native } from '../sys/native.js';
 import { checkKernels, jsKernels, type Kernels } from './kernels.js';
 import { OutQueue, WrittenPorts } from './out.js';
 import type { Port } from './port.js';
@@ -49,6 +50,8 @@ export interface DataplaneOptions {
   offload?: boolean;
   /** The VXLAN socket has UDP_GRO on: receive buffers may hold several datagrams. */
   udpGro?: boolean;
+  /** The AEAD calls for encrypted networks (default: the addon's, if it loads). */
+  aead?: DataplaneAead | null;
   /** Called when a port's TAP fails (device gone with its namespace, fd closed under us). */
   onPortError?: (port: Port, err: Error) => void;
   /** Called when a callback throws: a bug, but the loop must keep going. */
@@ -63,6 +66,7 @@ const DRAIN_BATCHES = 8;
 
 export class Dataplane implements XmitContext, RcvContext {
   readonly io: DataplaneIo;
+  readonly aead: DataplaneAead | null;
   readonly kernels: Kernels;
   readonly fdb: Fdb<Port>;
   readonly counters = new Counters();
@@ -88,6 +92,7 @@ export class Dataplane implements XmitContext, RcvContext {
 
   constructor(o: DataplaneOptions) {
     this.io = o.io;
+    this.aead = o.aead !== undefined ? o.aead : defaultAead();
     this.kernels = o.kernels ?? jsKernels;
     checkKernels(this.kernels);
     this.fdb = o.fdb;
@@ -113,7 +118,7 @@ export class Dataplane implements XmitContext, RcvContext {
       return {
         arena,
         lens: new Int32Array(this.batch),
-        out: new OutQueue(this.io, arena, this.txFds, this.counters, reason, written),
+        out: new OutQueue(this.io, arena, this.txFds, this.counters, reason, written, this.aead),
         scratch: new Uint8Array(128),
         gsoBase: base,
         gsoCursor: base,
@@ -127,6 +132,7 @@ export class Dataplane implements XmitContext, RcvContext {
       addrs: new Uint32Array(this.batch * 2),
       gsoSizes: o.udpGro ? new Int32Array(this.batch) : null,
       gro: o.offload ? new Gro(rx.arena, rx.gsoBase, rx.out, this.counters, this.kernels) : null,
+      open: null,
     };
     this.onPortError = o.onPortError ?? (() => {});
     this.onLoopError = o.onLoopError ?? ((e) => console.error('vxtap: data plane callback failed:', e));
@@ -277,6 +283,14 @@ export class Dataplane implements XmitContext, RcvContext {
     if (port.poll) this.io.pollStop(port.poll);
     port.poll = null;
     this.onPortError(port, err);
+  }
+}
+
+function defaultAead(): DataplaneAead | null {
+  try {
+    return native();
+  } catch {
+    return null; // no addon (unit tests of the logic): no encrypted network can be keyed either
   }
 }
 

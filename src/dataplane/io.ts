@@ -13,6 +13,9 @@ export type DataplaneIo = Pick<
   'readBatch' | 'writeBatch' | 'recvBatch' | 'sendBatch' | 'pollStart' | 'pollStop'
 >;
 
+/** The AEAD batch calls (native/crypto.c) the data plane seals and opens encrypted networks' datagrams with. */
+export type DataplaneAead = Pick<NativeAddon, 'aeadSeal' | 'aeadOpen'>;
+
 export function nativeIo(): DataplaneIo {
   return native();
 }

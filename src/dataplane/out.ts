@@ -4,12 +4,13 @@
  * fills the queue). Descriptors point into the direction's arena: replicas of one frame share its bytes.
  */
 import type { Counters } from './counters.js';
-import type { DataplaneIo } from './io.js';
+import type { DataplaneAead, DataplaneIo } from './io.js';
 import type { Port } from './port.js';
 
 export const OUT_MAX = 1024; // descriptors per flush (native sendBatch takes up to 4 x MAX_BATCH)
 const TAP_STRIDE = 4; // fd, off, len, prefix (zero virtio-net header bytes the kernel writes first)
 const UDP_STRIDE = 6; // sock, off, len, ipv4, port, gsoSize
+const SEAL_STRIDE = 3; // off, len, slot (native aeadSeal)
 
 /** The ports a receive callback wrote to, in order; reused across callbacks (no allocation once grown). */
 export class WrittenPorts {
@@ -30,6 +31,10 @@ export class OutQueue {
   private tapCount = 0;
   private readonly udpDescs = new Int32Array(OUT_MAX * UDP_STRIDE);
   private udpCount = 0;
+  private readonly sealDescs = new Int32Array(OUT_MAX * SEAL_STRIDE);
+  private sealCount = 0;
+  /** Each queued seal's length (the call replaces a failed one's with -errno). */
+  private readonly sealLens = new Int32Array(OUT_MAX);
 
   constructor(
     private readonly io: DataplaneIo,
@@ -39,7 +44,24 @@ export class OutQueue {
     private readonly tapErrorReason: 'tx_tap_error' | 'rx_tap_error',
     /** Collects each port written to (once, by its `written` flag); null: not tracked. */
     private readonly written: WrittenPorts | null = null,
+    /** Seals the datagrams of encrypted networks (null: none may be queued). */
+    private readonly aead: DataplaneAead | null = null,
   ) {}
+
+  /**
+   * Queues a datagram's seal (encrypted networks): [off, off+len) is its VXLAN and crypto headers and the frame,
+   * the tag goes after it. It runs at the next UDP flush, after every queued TAP write (a flood's local copies are
+   * written before the frame is encrypted in place) and before the sends: queue the seal before the datagram's
+   * udp(), and one seal serves every replica of the datagram.
+   */
+  seal(off: number, len: number, slot: number): void {
+    if (this.sealCount === OUT_MAX) this.flushUdp();
+    const d = this.sealCount * SEAL_STRIDE;
+    this.sealDescs[d] = off;
+    this.sealDescs[d + 1] = len;
+    this.sealDescs[d + 2] = slot;
+    this.sealLens[this.sealCount++] = len;
+  }
 
   /**
    * Queues a frame for a local endpoint. A port with a virtio-net header gets a zero one written in front
@@ -73,7 +95,26 @@ export class OutQueue {
     if (this.tapCount > 0) this.flushTaps();
   }
 
+  private flushSeals(): void {
+    const n = this.sealCount;
+    this.sealCount = 0;
+    if (this.tapCount > 0) this.flushTaps();
+    const sealed = this.aead!.aeadSeal(this.arena, this.sealDescs, n);
+    this.c.tx_sealed += sealed;
+    if (sealed === n) return;
+    for (let i = 0; i < n; i++) {
+      const d = i * SEAL_STRIDE;
+      if (this.sealDescs[d + 1] >= 0) continue;
+      // never sent in clear: a datagram that could not be sealed (a bug: a slot dropped while queued) goes out as
+      // zeros, which every receiver drops as a bad tag
+      this.arena.fill(0, this.sealDescs[d] + 8, this.sealDescs[d] + this.sealLens[i] + 16);
+      this.c.tx_seal_error++;
+      this.c.countErrno(this.sealDescs[d + 1]);
+    }
+  }
+
   private flushUdp(): void {
+    if (this.sealCount > 0) this.flushSeals();
     const n = this.udpCount;
     this.udpCount = 0;
     const sent = this.io.sendBatch(this.sockFds, this.arena, this.udpDescs, n);

@@ -6,7 +6,10 @@
  *   2. check     truncated (rx_truncated), shorter than VXLAN + Ethernet (rx_short)
  *   3. vtep      outer source address must be a known VTEP (RFC 7348 section 7) (rx_unknown_vtep)
  *   4. decap     flags octet exactly I (rx_bad_flags); VNI configured here (rx_unknown_vni); the inner frame is
- *                a subarray, nothing is copied
+ *                a subarray, nothing is copied. Encrypted networks: while this host has any, the batch's sealed
+ *                datagrams are opened first, in one aeadOpen call (openSealed below: key, replay window, tag);
+ *                an opened one continues here as a plain datagram 12 bytes further on, a plaintext datagram
+ *                for an encrypted network is dropped (rx_unsealed)
  *   5. source    inner source MAC: never a group address (rx_group_src_mac) nor a local endpoint's
  *                (rx_src_mac_local)
  *   6. deliver   group destination -> every local endpoint of the VNI; unicast -> the local endpoint that owns
@@ -20,7 +23,8 @@
  *                super-frame is taken in one call (Gro.run)
  *   7. flush     one writeBatch for all TAP writes of the batch
  */
-import { ETH_HLEN, ETH_OFF_DST, ETH_OFF_SRC, VXLAN_HLEN } from '../vxlan/constants.js';
+import { ETH_HLEN, ETH_OFF_DST, ETH_OFF_SRC, VXLAN_FLAG_I, VXLAN_HLEN } from '../vxlan/constants.js';
+import { OpenBatch, readSealCounter, SEAL_HLEN, SEAL_OVERHEAD, SEALED_FLAGS } from '../fdb/sec.js';
 import { isGroupMac, readMac } from '../vxlan/mac.js';
 import { readVni, vxlanFlagsValid } from '../vxlan/vxlan.js';
 import { completePartialChecksum } from '../vxlan/gso.js';
@@ -43,6 +47,7 @@ export function rcv(dp: RcvContext): number {
   const now = dp.now();
   const gro = r.gro;
   gro?.reset();
+  if (fdb.sealed !== 0) openSealed(dp, n);
   for (let i = 0; i < n; i++) {
     const boff = i * dp.slotSize + dp.headroom;
     const blen = lens[i];
@@ -57,11 +62,11 @@ export function rcv(dp: RcvContext): number {
     const step = gsoSizes !== null && gsoSizes[i] > 0 ? gsoSizes[i] : blen;
     if (step < blen) c.rx_gro_buffers++;
     // at least once: an empty datagram is still a datagram (rx_short), never silently skipped
-    for (let off = boff, first = true; first || off < boff + blen; off += step, first = false) {
-      const len = Math.min(step, boff + blen - off);
+    for (let seg = boff, first = true; first || seg < boff + blen; seg += step, first = false) {
+      const dlen = Math.min(step, boff + blen - seg);
       c.rx_datagrams++;
-      c.rx_bytes += len;
-      if (len < VXLAN_HLEN + ETH_HLEN) {
+      c.rx_bytes += dlen;
+      if (dlen < VXLAN_HLEN + ETH_HLEN) {
         c.rx_short++;
         continue;
       }
@@ -71,8 +76,19 @@ export function rcv(dp: RcvContext): number {
         continue;
       }
       peer.rx_packets++;
-      peer.rx_bytes += len;
-      // 4. decap
+      peer.rx_bytes += dlen;
+      // 4. decap (an opened datagram: its VXLAN header was moved up to the frame; a dropped one is counted)
+      let off = seg;
+      let len = dlen;
+      const f = arena[seg];
+      if (f === OPENED) {
+        off += SEAL_HLEN;
+        len -= SEAL_OVERHEAD;
+      } else if (f === DROPPED) continue;
+      else if (f === SEALED_FLAGS) {
+        c.rx_sealed_unexpected++;
+        continue;
+      }
       if (!vxlanFlagsValid(arena, off)) {
         c.rx_bad_flags++;
         continue;
@@ -80,6 +96,10 @@ export function rcv(dp: RcvContext): number {
       const v = fdb.vnets.get(readVni(arena, off));
       if (v === undefined) {
         c.rx_unknown_vni++;
+        continue;
+      }
+      if (v.sec !== null && f !== OPENED) {
+        c.rx_unsealed++;
         continue;
       }
       const inner = off + VXLAN_HLEN;
@@ -119,7 +139,8 @@ export function rcv(dp: RcvContext): number {
       if (gro !== null && e.local.vnetHdrLen !== 0 && gro.offer(e.local, arena, inner, ilen)) {
         // the datagrams after it in this GRO buffer that continue the same super-frame (same VXLAN and Ethernet
         // headers, so every check and lookup above would answer the same) are taken in one call
-        const m = step < blen ? gro.run(arena, off, off + step, boff + blen, step) : 0;
+        // (not for opened datagrams: those after it are at other offsets, each is taken on its own)
+        const m = step < blen && f !== OPENED ? gro.run(arena, off, off + step, boff + blen, step) : 0;
         if (m > 0) {
           const b = gro.runBytes;
           c.rx_datagrams += m;
@@ -129,7 +150,7 @@ export function rcv(dp: RcvContext): number {
           peer.rx_bytes += b;
           vs.rx_packets += m;
           vs.rx_bytes += b - m * VXLAN_HLEN;
-          off += m * step;
+          seg += m * step;
         }
         continue;
       }
@@ -140,6 +161,105 @@ export function rcv(dp: RcvContext): number {
   gro?.flush();
   out.flush();
   return n;
+}
+
+/** What openSealed leaves in a sealed datagram's flags octet: opened (its VXLAN header now sits SEAL_HLEN
+ * further on, in front of the frame), or dropped and counted. Neither is a valid VXLAN flags octet. */
+const OPENED = 0xff;
+const DROPPED = 0xfe;
+
+/**
+ * Opens the batch's sealed datagrams in place, in one aeadOpen call: for each, its network must be encrypted here
+ * (rx_sealed_unexpected), the sender must have a key of that id (rx_unknown_key), and its counter must be new to
+ * the replay window (rx_replay, rx_too_old: checked before the decryption, so a replay costs none). After the
+ * call a datagram whose tag verified commits its counter (a second copy in the same batch is a replay); one that
+ * did not is rx_bad_tag and moves nothing. Datagrams from unknown VTEPs or too short for a VXLAN and Ethernet
+ * header are left to the main loop, which counts them as it would any other.
+ */
+function openSealed(dp: RcvContext, n: number): void {
+  const r = dp.rx;
+  const { arena, lens, addrs } = r;
+  const c = dp.counters;
+  const fdb = dp.fdb;
+  const gsoSizes = r.gsoSizes;
+  let ob = r.open;
+  for (let i = 0; i < n; i++) {
+    const boff = i * dp.slotSize + dp.headroom;
+    const blen = lens[i];
+    if (blen < 0) continue;
+    const src = addrs[2 * i];
+    if (fdb.peer(src) === undefined) continue;
+    const step = gsoSizes !== null && gsoSizes[i] > 0 ? gsoSizes[i] : blen;
+    for (let off = boff, first = true; first || off < boff + blen; off += step, first = false) {
+      if (arena[off] !== SEALED_FLAGS) continue;
+      const len = Math.min(step, boff + blen - off);
+      if (len < VXLAN_HLEN + ETH_HLEN) continue;
+      if (len < VXLAN_HLEN + SEAL_OVERHEAD + ETH_HLEN) {
+        c.rx_short++;
+        arena[off] = DROPPED;
+        continue;
+      }
+      const sec = fdb.vnets.get(readVni(arena, off))?.sec ?? null;
+      if (sec === null) {
+        c.rx_sealed_unexpected++;
+        arena[off] = DROPPED;
+        continue;
+      }
+      const k = sec.rxKey(src, arena[off + VXLAN_HLEN]);
+      if (k === undefined) {
+        c.rx_unknown_key++;
+        arena[off] = DROPPED;
+        continue;
+      }
+      const ctr = readSealCounter(arena, off);
+      const verdict = k.window.check(ctr);
+      if (verdict !== 'ok') {
+        if (verdict === 'replay') c.rx_replay++;
+        else c.rx_too_old++;
+        arena[off] = DROPPED;
+        continue;
+      }
+      if (ob === null) ob = r.open = new OpenBatch(dp.batch * 64);
+      if (ob.count === ob.max) openBatch(dp, ob);
+      const j = ob.count++;
+      ob.descs[3 * j] = off;
+      ob.descs[3 * j + 1] = len;
+      ob.descs[3 * j + 2] = k.slot;
+      ob.keys[j] = k;
+      ob.counters[j] = ctr;
+    }
+  }
+  if (ob !== null && ob.count > 0) openBatch(dp, ob);
+}
+
+function openBatch(dp: RcvContext, ob: OpenBatch): void {
+  const arena = dp.rx.arena;
+  const c = dp.counters;
+  const n = ob.count;
+  ob.count = 0;
+  dp.aead!.aeadOpen(arena, ob.descs, n);
+  for (let j = 0; j < n; j++) {
+    const off = ob.descs[3 * j];
+    const k = ob.keys[j]!;
+    ob.keys[j] = null;
+    if (ob.descs[3 * j + 1] < 0) {
+      c.rx_bad_tag++;
+      arena[off] = DROPPED;
+      continue;
+    }
+    const ctr = ob.counters[j];
+    if (k.window.check(ctr) !== 'ok') {
+      c.rx_replay++; // the same counter twice in this batch
+      arena[off] = DROPPED;
+      continue;
+    }
+    k.window.commit(ctr);
+    c.rx_opened++;
+    // the VXLAN header moves up to the frame; the flags octet where it was says so
+    arena.copyWithin(off + SEAL_HLEN, off, off + VXLAN_HLEN);
+    arena[off + SEAL_HLEN] = VXLAN_FLAG_I;
+    arena[off] = OPENED;
+  }
 }
 
 /** Learns (or refreshes) the inner source MAC against the outer source VTEP, unless a higher kind owns it. */

@@ -32,7 +32,8 @@
  * The outer UDP source port comes from the inner flow hash (RFC 7348 section 5): it picks one of the agent's
  * transmit sockets, each bound to its own port, so a flow keeps one port and flows spread over ECMP/RSS.
  */
-import { ndGet, type Peer } from '../fdb/fdb.js';
+import { ndGet, type Peer, type Vnet } from '../fdb/fdb.js';
+import { SEAL_HLEN, SEAL_OVERHEAD, SEAL_TAG, writeSealHeaders } from '../fdb/sec.js';
 import { arpReplyInPlace, arpRequestTarget } from '../vxlan/arp.js';
 import {
   ARP_HLEN,
@@ -253,12 +254,17 @@ export function xmit(dp: XmitContext, port: Port): number {
       continue;
     }
     if (mss !== 0) {
-      const seg = tso(dp, off, len, mss, v.vni);
+      const seg = tso(dp, off, len, mss, v);
       if (seg !== null) sendSegments(dp, seg, txSocket(dp, arena, off, len), e.vtep, e.port, e.peer, len);
       continue;
     }
-    writeVxlanHeader(arena, off - VXLAN_HLEN, v.vni);
-    out.udp(txSocket(dp, arena, off, len), off - VXLAN_HLEN, len + VXLAN_HLEN, e.vtep, e.port);
+    const sock = txSocket(dp, arena, off, len);
+    if (v.sec === null) {
+      writeVxlanHeader(arena, off - VXLAN_HLEN, v.vni);
+      out.udp(sock, off - VXLAN_HLEN, len + VXLAN_HLEN, e.vtep, e.port);
+    } else if (sealFrame(dp, v, off, len)) {
+      out.udp(sock, off - VXLAN_HLEN - SEAL_HLEN, len + VXLAN_HLEN + SEAL_OVERHEAD, e.vtep, e.port);
+    } else continue;
     const peer = e.peer;
     if (peer !== null) {
       peer.tx_packets++;
@@ -308,7 +314,7 @@ function flood(dp: XmitContext, port: Port, off: number, len: number, mss: numbe
   }
   const rdsts = v.flood;
   if (rdsts.length > 0 && mss !== 0) {
-    const seg = tso(dp, off, len, mss, v.vni);
+    const seg = tso(dp, off, len, mss, v);
     if (seg !== null) {
       const sock = txSocket(dp, dp.tx.arena, off, len);
       for (let j = 0; j < rdsts.length; j++)
@@ -316,11 +322,18 @@ function flood(dp: XmitContext, port: Port, off: number, len: number, mss: numbe
       copies++;
     }
   } else if (rdsts.length > 0) {
-    writeVxlanHeader(dp.tx.arena, off - VXLAN_HLEN, v.vni);
+    // one datagram for every VTEP of the list (sealed once: every replica carries the same bytes)
     const sock = txSocket(dp, dp.tx.arena, off, len);
+    let at = off - VXLAN_HLEN;
+    let dlen = len + VXLAN_HLEN;
+    if (v.sec === null) writeVxlanHeader(dp.tx.arena, at, v.vni);
+    else if (sealFrame(dp, v, off, len)) {
+      at -= SEAL_HLEN;
+      dlen += SEAL_OVERHEAD;
+    } else return;
     for (let j = 0; j < rdsts.length; j++) {
       const r = rdsts[j];
-      out.udp(sock, off - VXLAN_HLEN, len + VXLAN_HLEN, r.vtep, r.port);
+      out.udp(sock, at, dlen, r.vtep, r.port);
       r.peer.tx_packets++;
       r.peer.tx_bytes += len;
       copies++;
@@ -336,27 +349,67 @@ interface Segmented {
   total: number;
 }
 
-/** Splits a TSO super-frame into the GSO region, each frame behind its VXLAN header. Null: counted, dropped. */
-function tso(dp: XmitContext, off: number, len: number, mss: number, vni: number): Segmented | null {
+/**
+ * Queues the seal of one frame at `off` (encrypted networks): its VXLAN and crypto headers go in front of it, the
+ * tag after it. False (counted) when the network has no key to send with yet.
+ */
+function sealFrame(dp: XmitContext, v: Vnet, off: number, len: number): boolean {
+  const k = v.sec!.tx;
+  if (k === null) {
+    dp.counters.tx_no_key++;
+    return false;
+  }
+  const at = off - VXLAN_HLEN - SEAL_HLEN;
+  writeSealHeaders(dp.tx.arena, at, v.vni, k);
+  dp.tx.out.seal(at, len + VXLAN_HLEN + SEAL_HLEN, k.slot);
+  return true;
+}
+
+/**
+ * Splits a TSO super-frame into the GSO region, each frame behind its VXLAN header. Null: counted, dropped.
+ *
+ * On an encrypted network each segment is sealed on its own (equal segments stay equal, so the runs remain UDP
+ * GSO sends): the split reserves SEAL_TAG + VXLAN + SEAL_HLEN bytes in front of each frame, of which the first
+ * SEAL_TAG take the tag of the segment before it, so the sealed datagrams lie back to back at the stride.
+ */
+function tso(dp: XmitContext, off: number, len: number, mss: number, v: Vnet): Segmented | null {
   const x = dp.tx;
   const arena = x.arena;
+  const sec = v.sec;
+  if (sec !== null && sec.tx === null) {
+    dp.counters.tx_no_key++;
+    return null;
+  }
   if (x.gsoCursor + len + 2 * UDP_GSO_MAX_SEGS * 128 > arena.length) {
     x.out.flush(); // the region is full: send what refers to it, then reuse it
     x.gsoCursor = x.gsoBase;
   }
   const start = x.gsoCursor;
-  const count = dp.kernels.tsoSplit(arena, off, len, mss, start, VXLAN_HLEN, vni, tsoOut);
+  const prefix = sec === null ? VXLAN_HLEN : SEAL_TAG + VXLAN_HLEN + SEAL_HLEN;
+  const count = dp.kernels.tsoSplit(arena, off, len, mss, start, prefix, sec === null ? v.vni : -1, tsoOut);
   if (count < 0) {
     dp.counters.tx_bad_offload++;
     return null;
   }
+  const stride = tsoOut[1];
   const total = tsoOut[2];
-  x.gsoCursor = start + ((total + 63) & ~63);
   dp.counters.tx_gso_segments += count;
   segmented.start = start;
   segmented.count = count;
-  segmented.stride = tsoOut[1];
+  segmented.stride = stride;
   segmented.total = total;
+  if (sec !== null) {
+    const k = sec.tx!;
+    const first = start + SEAL_TAG;
+    for (let i = 0; i < count; i++) {
+      const at = first + i * stride;
+      const dlen = i === count - 1 ? total - i * stride : stride;
+      writeSealHeaders(arena, at, v.vni, k);
+      x.out.seal(at, dlen - SEAL_TAG, k.slot);
+    }
+    segmented.start = first;
+  }
+  x.gsoCursor = start + ((total + SEAL_TAG + 63) & ~63);
   return segmented;
 }
 

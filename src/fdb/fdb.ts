@@ -21,6 +21,7 @@ import { readU32 } from '../vxlan/ethernet.js';
 import { formatVtepPort } from '../common/vtep.js';
 import { formatMac, MAC_ZERO } from '../vxlan/mac.js';
 import { MacTable } from './mactable.js';
+import type { VnetSec } from './sec.js';
 
 export type FdbKind = 'local' | 'static' | 'kv' | 'learned';
 const PRIORITY: Record<FdbKind, number> = { local: 3, static: 2, kv: 1, learned: 0 };
@@ -132,6 +133,8 @@ export class Vnet<P extends LocalPort = LocalPort> {
   nd = new Map<number, Nd6>();
   /** Frames and bytes of this VNI, each direction. */
   readonly counters = new VniCounters();
+  /** An encrypted network's keys (src/fdb/sec.ts); null: a plaintext network. */
+  sec: VnetSec | null = null;
   constructor(vni: number, learning: boolean) {
     this.vni = vni;
     this.learning = learning;
@@ -162,6 +165,8 @@ export class Fdb<P extends LocalPort = LocalPort> {
   readonly ageingMs: number;
   readonly maxLearned: number;
   readonly now: () => number;
+  /** VNIs with keys (Vnet.sec set): the receive path looks for sealed datagrams only while there are any. */
+  sealed = 0;
   /** VTEP IPv4 -> Peer (reference counted by flood list memberships + static/kv remote entries). */
   private readonly vteps = new Map<number, Peer>();
 
@@ -187,9 +192,17 @@ export class Fdb<P extends LocalPort = LocalPort> {
   delVni(vni: number): void {
     const v = this.vnets.get(vni);
     if (!v) return;
+    if (v.sec !== null) this.sealed--;
     for (const e of v.entries.values()) this.unrefEntry(e);
     for (const r of v.flood) this.unref(r.vtep);
     this.vnets.delete(vni);
+  }
+
+  /** Makes the VNI an encrypted network (sec) or a plaintext one (null). */
+  setSec(vni: number, sec: VnetSec | null): void {
+    const v = this.vnet(vni);
+    this.sealed += (sec !== null ? 1 : 0) - (v.sec !== null ? 1 : 0);
+    v.sec = sec;
   }
 
   vnet(vni: number): Vnet<P> {

@@ -66,6 +66,7 @@ const RECHECK_MS = 3;
 type Row = { key: string; value: string; create_rev: number; mod_rev: number; lease: number | null };
 
 export class EmbeddedKv implements Kv {
+  readonly confidential = true;
   readonly kind = 'embedded' as const;
   readonly where: string;
   private readonly db: Database.Database;

@@ -92,6 +92,7 @@ function wrap(e: unknown, what: string): KvError {
 
 export class EtcdKv implements Kv {
   readonly kind = 'etcd' as const;
+  readonly confidential: boolean;
   readonly where: string;
   private readonly client: Etcd3;
   private readonly leases = new Set<EtcdLease>();
@@ -110,6 +111,7 @@ export class EtcdKv implements Kv {
   constructor(o: EtcdOptions) {
     if (!o.endpoints.length) throw new KvError('ERR_KV_INVALID', 'etcd: no endpoints given');
     this.endpoints = o.endpoints;
+    this.confidential = o.tls !== undefined;
     const scheme = o.tls ? 'https' : 'http';
     const hosts = o.endpoints.map((h) => (/^https?:\/\//.test(h) ? h : `${scheme}://${h}`));
     this.where = `etcd://${o.endpoints.join(',')}${o.tls ? ' (TLS)' : ''}`;

@@ -71,6 +71,10 @@ export interface Kv {
   readonly kind: 'etcd' | 'embedded';
   /** Human-readable location (endpoints or file path) for logs and errors. */
   readonly where: string;
+  /** Whether the store's traffic is protected from the network (the embedded store: a local file; etcd: TLS).
+   * Encrypted networks keep their keys in the store, so the agent refuses to create one on a store that is not,
+   * unless told otherwise (--insecure-kv). */
+  readonly confidential: boolean;
   get(key: string): Promise<KvEntry | null>;
   list(prefix: string): Promise<{ entries: KvEntry[]; revision: number }>;
   /** After ERR_KV_UNAVAILABLE: a reason that retrying will not fix (a TLS handshake etcd or we refuse), or null.

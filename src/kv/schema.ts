@@ -61,12 +61,30 @@ export interface NetworkRec {
   /** Dual stack: the network's IPv6 subnet (CIDR) and gateway. Written only for dual-stack networks. */
   subnet6?: string;
   gateway6?: string | null;
+  /** An encrypted network: its keys (at least one) and their rotation period. Written only when encrypted. */
+  encrypted?: true;
+  keys?: NetKey[];
+  rotateSec?: number;
+}
+
+/** One generation of an encrypted network's key (src/agent/keyring.ts). Senders use the newest whose `from` has
+ * come; receivers accept every one listed. */
+export interface NetKey {
+  /** 1, 2, ...; the key id on the wire is gen & 0xff. */
+  gen: number;
+  /** 32 random bytes, base64. */
+  key: string;
+  /** ms since the epoch: senders switch to it then. */
+  from: number;
 }
 
 export interface HostRec {
   host: string;
   vtep: string;
   port: number;
+  /** 16 random bytes (hex) the agent drew at start: encrypted networks derive its send keys with them, so a
+   * restarted agent never reuses a (key, nonce) pair. Absent from agents before encrypted networks. */
+  nonce?: string;
 }
 
 export interface EndpointRec {
@@ -123,7 +141,8 @@ function ipv4ok(s: unknown): s is string {
 export function parseNetwork(name: string, v: string): NetworkRec | null {
   const o = obj(v);
   if (!o || !NAME.test(name)) return null;
-  const { vni, subnet, gateway, mtu, learning, internal, allowTagged, subnet6, gateway6 } = o;
+  const { vni, subnet, gateway, mtu, learning, internal, allowTagged, subnet6, gateway6, encrypted, keys, rotateSec } =
+    o;
   if (typeof vni !== 'number' || !isValidVni(vni)) return null;
   if (typeof subnet !== 'string' || !/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(subnet)) return null;
   if (gateway !== null && !ipv4ok(gateway)) return null;
@@ -132,6 +151,9 @@ export function parseNetwork(name: string, v: string): NetworkRec | null {
   if (allowTagged !== undefined && typeof allowTagged !== 'boolean') return null;
   if (subnet6 !== undefined && !subnet6ok(subnet6)) return null;
   if (gateway6 !== undefined && gateway6 !== null && !ipv6ok(gateway6)) return null;
+  if (encrypted !== undefined && encrypted !== true) return null;
+  const netKeys = encrypted ? parseNetKeys(keys) : null;
+  if (encrypted && (netKeys === null || !rotateOk(rotateSec))) return null;
   return {
     name,
     vni,
@@ -142,7 +164,32 @@ export function parseNetwork(name: string, v: string): NetworkRec | null {
     ...(internal ? { internal: true } : {}),
     ...(allowTagged ? { allowTagged: true } : {}),
     ...(subnet6 !== undefined ? { subnet6, gateway6: (gateway6 as string | null | undefined) ?? null } : {}),
+    ...(netKeys ? { encrypted: true as const, keys: netKeys, rotateSec: rotateSec as number } : {}),
   };
+}
+
+/** Key rotation periods: 4 s (tests) to 10 years. */
+export const ROTATE_MIN_SEC = 4;
+export const ROTATE_MAX_SEC = 10 * 365 * 86400;
+
+function rotateOk(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= ROTATE_MIN_SEC && v <= ROTATE_MAX_SEC;
+}
+
+/** 1 to 4 generations, strictly increasing, each a 32-byte key and a start time. */
+function parseNetKeys(v: unknown): NetKey[] | null {
+  if (!Array.isArray(v) || v.length < 1 || v.length > 4) return null;
+  const out: NetKey[] = [];
+  for (const k of v) {
+    if (typeof k !== 'object' || k === null) return null;
+    const { gen, key, from } = k as Record<string, unknown>;
+    if (typeof gen !== 'number' || !Number.isInteger(gen) || gen < 1 || gen > 2 ** 40) return null;
+    if (out.length && gen <= out[out.length - 1].gen) return null;
+    if (typeof key !== 'string' || !/^[A-Za-z0-9+/]{43}=$/.test(key)) return null;
+    if (typeof from !== 'number' || !Number.isFinite(from) || from < 0) return null;
+    out.push({ gen, key, from });
+  }
+  return out;
 }
 
 export function parseHost(host: string, v: string): HostRec | null {
@@ -150,7 +197,9 @@ export function parseHost(host: string, v: string): HostRec | null {
   if (!o || !NAME.test(host) || !(ipv4ok(o.vtep) || ipv6ok(o.vtep))) return null;
   const port = o.port;
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) return null;
-  return { host, vtep: o.vtep, port };
+  const nonce = o.nonce;
+  if (nonce !== undefined && (typeof nonce !== 'string' || !/^[0-9a-f]{32}$/.test(nonce))) return null;
+  return { host, vtep: o.vtep, port, ...(nonce !== undefined ? { nonce } : {}) };
 }
 
 export function parseEndpoint(network: string, mac: string, v: string): EndpointRec | null {
