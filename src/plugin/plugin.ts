@@ -55,6 +55,8 @@ export const ADDRESS_SPACE = 'vxtap';
 export const OPT_NETWORK = 'vxtap.network';
 export const OPT_VNI = 'vxtap.vni';
 const OPT_MTU = 'com.docker.network.driver.mtu';
+/** Docker's own option name for encrypted overlay networks (`docker network create -o encrypted`). */
+export const OPT_ENCRYPTED = 'encrypted';
 const GATEWAY_TYPE = 'com.docker.network.gateway';
 const BIND_WAIT_MS = 30_000;
 const RECONCILE_MS = 5000;
@@ -87,6 +89,8 @@ interface NetRec {
   internal?: boolean;
   /** The subnet is held in the store for this network (no --subnet): creating it gives the hold up. */
   held?: boolean;
+  /** -o encrypted: an encrypted vxtap network (docs/encryption.md). */
+  encrypted?: boolean;
   /** Dual stack (--ipv6): the IPv6 subnet and gateway, and whether the subnet is held. */
   subnet6?: string;
   gateway6?: string | null;
@@ -385,6 +389,10 @@ export class DockerPlugin {
       : undefined;
     const name = generic[OPT_NETWORK] ?? pool?.[1].network ?? null;
     const internal = opts['com.docker.network.internal'] === true;
+    const enc = generic[OPT_ENCRYPTED];
+    if (enc !== undefined && !['', 'true', 'false'].includes(enc))
+      throw invalid(`-o ${OPT_ENCRYPTED}=${enc}: give -o ${OPT_ENCRYPTED} alone (or =true / =false)`);
+    const encrypted = enc === '' || enc === 'true';
     const rec: NetRec = {
       network: name,
       subnet: subnet.cidr,
@@ -392,6 +400,7 @@ export class DockerPlugin {
       ...(vni !== undefined ? { vni } : {}),
       ...(mtu !== undefined ? { mtu } : {}),
       ...(internal ? { internal } : {}),
+      ...(encrypted ? { encrypted } : {}),
       ...(pool?.[1].held ? { held: true } : {}),
       ...(subnet6 ? { subnet6: subnet6.cidr, gateway6, ...(pool6?.[1].held ? { held6: true } : {}) } : {}),
     };
@@ -406,6 +415,7 @@ export class DockerPlugin {
       network: name ?? '(name pending)',
       subnet: subnet.cidr,
       ...(subnet6 ? { subnet6: subnet6.cidr } : {}),
+      ...(encrypted ? { encrypted } : {}),
     });
     return {};
   }
@@ -479,6 +489,13 @@ export class DockerPlugin {
           `vxtap network ${name} exists ${how} --internal; create it ${how} --internal, or under another name`,
         );
       }
+      if (have && have.encrypted !== (rec.encrypted === true)) {
+        const how = have.encrypted ? 'with' : 'without';
+        throw new AgentError(
+          'ERR_EXISTS',
+          `vxtap network ${name} exists ${how} encryption; create it ${how} -o ${OPT_ENCRYPTED}, or under another name`,
+        );
+      }
       return have !== undefined;
     };
     if (matches()) return;
@@ -490,6 +507,7 @@ export class DockerPlugin {
         vni: rec.vni,
         mtu: rec.mtu,
         internal: rec.internal,
+        encrypted: rec.encrypted,
         held: rec.held,
         ...(rec.subnet6 ? { subnet6: rec.subnet6, gateway6: rec.gateway6 ?? undefined, held6: rec.held6 } : {}),
       });
@@ -785,7 +803,7 @@ export class DockerPlugin {
           CheckDuplicate: true,
           Internal: rec.internal === true,
           EnableIPv6: rec.subnet6 !== undefined,
-          Options: { [OPT_NETWORK]: name },
+          Options: { [OPT_NETWORK]: name, ...(rec.encrypted ? { [OPT_ENCRYPTED]: '' } : {}) },
           IPAM: { Driver: 'vxtap', Config: [cfg, ...cfg6], Options: { [OPT_NETWORK]: name } },
           Labels: { 'vxtap.network': name },
         });

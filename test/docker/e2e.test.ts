@@ -97,7 +97,9 @@ before(async () => {
   D.h1 = await startDockerd(topo, H.h1.ns, { pool: '198.18.64.0/18', dns: [H.h1.addr] });
   D.h2 = await startDockerd(topo, H.h2.ns, { pool: '198.18.128.0/18', dns: [H.h2.addr] });
   for (const h of ['h1', 'h2']) {
-    A[h] = await startPluginAgent(topo, D[h], H[h], `etcd://${etcd.endpoint}`);
+    // --insecure-kv: the test's etcd has no TLS, and test 5e makes an encrypted network (the refusal without it is
+    // tested in test/netns/encrypted.test.ts)
+    A[h] = await startPluginAgent(topo, D[h], H[h], `etcd://${etcd.endpoint}`, ['--insecure-kv']);
     importBusybox(topo, D[h], IMG);
   }
 });
@@ -366,6 +368,48 @@ test(
 );
 
 test(
+  '5e. -o encrypted: sealed between hosts (docker inspect shows it on both), reachable by name and address',
+  { skip, timeout: 180_000 },
+  async () => {
+    const net = `${T}-enc`;
+    const a = `${T}-enc1`;
+    D.h1.must([
+      'network',
+      'create',
+      '-d',
+      'vxtap',
+      '--ipam-driver',
+      'vxtap',
+      '-o',
+      'encrypted',
+      '--subnet',
+      '198.19.5.0/24',
+      net,
+    ]);
+    try {
+      assert.ok(await listedWithin(D.h2, net), `${net} did not appear on host 2`);
+      for (const d of [D.h1, D.h2])
+        assert.match(d.must(['network', 'inspect', '-f', '{{json .Options}}', net]), /"encrypted":""/);
+      const vx = await A.h2.call<{ encrypted: boolean; mtu: number }>('GET', `/v1/networks/${net}`);
+      assert.equal(vx.encrypted, true);
+      assert.equal(vx.mtu, 1422);
+      D.h1.must(['run', '-d', '--net', net, '--name', a, IMG, 'sleep', '3600']);
+      const ip = ipOf(D.h1, a, net);
+      const sealed = async () =>
+        (await A.h1.call<{ counters: Record<string, number> }>('GET', '/v1/stats')).counters.tx_sealed;
+      const before = await sealed();
+      const r = run(D.h2, net, `ping -c 3 -W 2 ${ip} && ping -c 2 -W 2 ${a}`);
+      assert.equal(r.code, 0, `reaches ${a} (${ip}) across hosts by address and by name: ${r.out}`);
+      assert.ok((await sealed()) - before >= 5, 'the replies left host 1 sealed');
+    } finally {
+      D.h1.docker(['rm', '-f', a]);
+      D.h1.docker(['network', 'rm', net]);
+    }
+    assert.ok(await listedWithin(D.h2, net, false), `${net} still listed on host 2 after network rm`);
+  },
+);
+
+test(
   '5d. dual stack: --ipv6 takes an IPv6 /64 too (or --subnet V6); --ip6; IPv6 across hosts by address and by name (AAAA)',
   { skip, timeout: 180_000 },
   async () => {
@@ -584,7 +628,7 @@ test(
     const web2 = ipOf(D.h1, WEB(), NET());
     assert.equal(exec(D.h2, CLIENT(), `ping -c 1 -W 2 ${web2}`).code, 0);
     await topo.stopAgent(A.h2);
-    A.h2 = await startPluginAgent(topo, D.h2, H.h2, `etcd://${etcd.endpoint}`);
+    A.h2 = await startPluginAgent(topo, D.h2, H.h2, `etcd://${etcd.endpoint}`, ['--insecure-kv']);
     assert.ok(
       (await until(() => exec(D.h2, CLIENT(), `ping -c 1 -W 1 ${web2}`).code === 0, 20_000, 200)) >= 0,
       'client reaches web again after its agent restarted',
