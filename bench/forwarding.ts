@@ -10,6 +10,8 @@
  *   floor       bench/floor.c: a minimal C forwarder sleeping in poll(), one frame per syscall (a yardstick for
  *               what any sleeping userspace forwarder pays here, not an overlay); floor-busy: the same, spinning
  *   vxtap       one vxtap agent per host on a shared embedded store; vxtap-busy: with --busy-poll
+ *   vxtap-enc   the same with an --encrypted network; beside it the encrypted peers a user would pick instead:
+ *               wireguard (wireguard-go, routed), tinc-enc (AES-256-CBC + HMAC-SHA256), openvpn-enc (AES-256-GCM)
  *
  *   node dist/bench/forwarding.js [--quick] [--reps N] [--time S] [--soak S] [--paths a,b,...] [--busy-window US]
  *                                 [--peers] [--out DIR]
@@ -52,7 +54,7 @@ const PATHS = (
   values.paths ??
   (QUICK && !values.peers
     ? 'direct,kernel,vxtap'
-    : 'direct,kernel,tinc,openvpn,floor,floor-busy,vxtap,vxtap-busy,kernel-v6,vxtap-v6')
+    : 'direct,kernel,tinc,openvpn,floor,floor-busy,vxtap,vxtap-busy,kernel-v6,vxtap-v6,vxtap-enc,wireguard,tinc-enc,openvpn-enc')
 ).split(',');
 
 const builders = pathBuilders(BUSY_US);

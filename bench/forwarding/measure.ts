@@ -99,11 +99,13 @@ const hexBytes = (xs: number[]) => xs.map((b) => `0x${b.toString(16).padStart(2,
 async function flood(t: Topo, T: number, rate?: number): Promise<{ sent: number; got: number; senderDrops: number }> {
   const src = linkInfo(t.c2, 'eth0');
   const dst = linkInfo(t.c1, 'eth0');
+  // on a routed path the frames go to the next hop's MAC (the host routes them on)
+  const dstMac = t.c2NextHop ? linkInfo(...t.c2NextHop).mac : dst.mac;
   const mac = (m: string) => m.split(':').map((x) => parseInt(x, 16));
   const conf = join(t.dir, 'udp60.cfg');
   writeFileSync(
     conf,
-    `{ ${hexBytes([...mac(dst.mac), ...mac(src.mac), 0x08, 0x00])},
+    `{ ${hexBytes([...mac(dstMac), ...mac(src.mac), 0x08, 0x00])},
   0x45, 0x00, 0x00, 0x2e, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, csumip(14, 33), 198, 19, 1, 2, 198, 19, 1, 1,
   0x30, 0x39, 0x00, 0x09, 0x00, 0x1a, 0x00, 0x00,
   fill(0x41, 18) }

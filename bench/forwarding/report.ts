@@ -64,6 +64,34 @@ export function machineInfo(): Machine {
   return { cpu, cpus, kernel, syscallNs, wakeSameUs, wakeIdleUs };
 }
 
+/**
+ * The encrypted rows against plaintext vxtap of the same run and the best encrypted peer (issue 27's targets:
+ * TCP 1 stream >= 0.5x plaintext and >= 2x the best peer; 60 B frames >= 0.5x plaintext).
+ */
+function encryptedLines(summary: Summary): string[] {
+  const enc = summary['vxtap-enc'];
+  if (!enc) return [];
+  const plain = summary.vxtap;
+  const peers = ['wireguard', 'tinc-enc', 'openvpn-enc'].filter(
+    (p) => summary[p] && Number.isFinite(summary[p].tcp1.med),
+  );
+  const best = peers.sort((a, b) => summary[b].tcp1.med - summary[a].tcp1.med)[0];
+  const x = (a: number, b: number) =>
+    Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}x` : '-';
+  return [
+    '',
+    'Encrypted: vxtap-enc is an --encrypted network (AES-256-GCM per datagram, MTU 1422); wireguard is wireguard-go',
+    '(ChaCha20-Poly1305, routed, MTU 1420), tinc-enc tinc 1.0 with AES-256-CBC + HMAC-SHA256, openvpn-enc OpenVPN 2.6',
+    'with an AES-256-GCM data channel (TLS keys).',
+    `vxtap-enc against plaintext vxtap of this run: TCP 1 stream ${x(enc.tcp1.med, plain?.tcp1.med ?? NaN)}, 4 streams ${x(enc.tcp4.med, plain?.tcp4.med ?? NaN)}, 60 B frames ${x(enc.pps60.med, plain?.pps60.med ?? NaN)}, CPU s per Gbit ${enc.cpuPerGbit.med.toFixed(2)} against ${plain ? plain.cpuPerGbit.med.toFixed(2) : '-'}.`,
+    ...(best
+      ? [
+          `Against the best encrypted peer (${best}): TCP 1 stream ${x(enc.tcp1.med, summary[best].tcp1.med)}, 4 streams ${x(enc.tcp4.med, summary[best].tcp4.med)}, 60 B frames ${x(enc.pps60.med, summary[best].pps60.med)}.`,
+        ]
+      : []),
+  ];
+}
+
 /** Summarizes the samples, writes forwarding.md, .json and .svg into run.out, and returns the markdown. */
 export function writeReport(results: Record<string, Sample[]>, machine: Machine, run: RunInfo, mem: Memory): string {
   const stat = (xs: number[]) => {
@@ -125,6 +153,7 @@ export function writeReport(results: Record<string, Sample[]>, machine: Machine,
     'on can stay descheduled for milliseconds). A few of them move the average far more than the p50: the p50 is the',
     'typical exchange, the average includes the stalls.',
     ...(summary['vxtap-busy'] ? [`vxtap-busy: agents run with --busy-poll ${run.busyWindowUs} (microseconds).`] : []),
+    ...encryptedLines(summary),
     ...(summary.floor || summary['floor-busy']
       ? [
           'floor / floor-busy: a minimal C forwarder (bench/floor.c) that sleeps in poll() / never sleeps (polls, yields): the',

@@ -25,6 +25,9 @@ export interface Topo {
   procs: ChildProcess[];
   /** PIDs whose CPU time counts as the overlay's. */
   cpuPids: number[];
+  /** A routed path (WireGuard is L3): the interface c2's frames go to first, [netns, dev] (its MAC is the 60 B
+   * frames' destination). Absent: the path is L2, frames go straight to c1's MAC. */
+  c2NextHop?: [string, string];
 }
 
 let seq = 0;
@@ -102,7 +105,7 @@ async function waitFile(path: string, ms = 15_000): Promise<void> {
 
 /** One vxtap agent per host on a shared embedded store; `extra`: more agent flags; `v6`: IPv6 VTEPs (the network
  * then gets the agent's default MTU for that underlay, 1430). */
-async function vxtapPath(extra: string[], v6 = false): Promise<Topo> {
+async function vxtapPath(extra: string[], v6 = false, netArgs: string[] = []): Promise<Topo> {
   const t = baseTopo(true, v6);
   for (const i of [1, 2]) {
     const sock = join(t.dir, `h${i}.sock`);
@@ -120,7 +123,7 @@ async function vxtapPath(extra: string[], v6 = false): Promise<Topo> {
   }
   const v = (i: number, args: string[]) => must(['node', CLI, ...args, '--socket', join(t.dir, `h${i}.sock`)]);
   await sleep(300);
-  v(1, ['network', 'create', 'bench', '--subnet', '198.19.1.0/24', '--gateway', 'none']);
+  v(1, ['network', 'create', 'bench', '--subnet', '198.19.1.0/24', '--gateway', 'none', ...netArgs]);
   await sleep(100);
   v(1, ['endpoint', 'attach', 'bench', '--netns', t.c1, '--name', 'c1', '--ip', '198.19.1.1']);
   v(2, ['endpoint', 'attach', 'bench', '--netns', t.c2, '--name', 'c2', '--ip', '198.19.1.2']);
@@ -219,112 +222,281 @@ export function pathBuilders(busyUs: number): Record<string, () => Promise<Topo>
     vxtap: () => vxtapPath([]),
     'vxtap-v6': () => vxtapPath([], true),
     'vxtap-busy': () => vxtapPath(['--busy-poll', String(busyUs)]),
+    // an encrypted network (AES-256-GCM; the agent gives it MTU 1422: 28 bytes of crypto header and tag)
+    'vxtap-enc': () => vxtapPath([], false, ['--encrypted']),
+    wireguard: () => wireguardPath(),
+    'tinc-enc': () => tincPath(true),
+    'openvpn-enc': () => openvpnPath(true),
     floor: () => floorPath(false),
     'floor-busy': () => floorPath(true),
-    async tinc() {
-      const t = baseTopo(true);
-      for (const i of [1, 2] as const) {
-        const d = join(t.dir, `tinc${i}`);
-        mkdirSync(join(d, 'hosts'), { recursive: true });
-        writeFileSync(
-          join(d, 'tinc.conf'),
-          `Name = h${i}\nMode = switch\nInterface = tap0\nDeviceType = tap\nAddressFamily = ipv4\nBindToAddress = 198.18.0.${i}\n${i === 2 ? 'ConnectTo = h1\n' : ''}`,
-        );
-        writeFileSync(join(d, 'tinc-up'), '#!/bin/sh\nip link set $INTERFACE up\n', { mode: 0o755 });
-      }
-      for (const i of [1, 2] as const) {
-        // keys, then each host's file with its address and no encryption
-        must([
-          'sh',
-          '-c',
-          `printf '\\n\\n' | ip netns exec ${t.tag}-h${i} tincd -c ${join(t.dir, `tinc${i}`)} -K4096 >/dev/null 2>&1`,
-        ]);
-      }
-      for (const i of [1, 2] as const) {
-        const pub = readFileSync(join(t.dir, `tinc${i}`, 'hosts', `h${i}`), 'utf8');
-        const body = `Address = 198.18.0.${i}\nCipher = none\nDigest = none\nCompression = 0\n${pub}`;
-        for (const j of [1, 2]) writeFileSync(join(t.dir, `tinc${j}`, 'hosts', `h${i}`), body);
-      }
-      for (const i of [1, 2] as const) {
-        const p = spawn(
-          'ip',
-          [
-            'netns',
-            'exec',
-            `${t.tag}-h${i}`,
-            'tincd',
-            '-D',
-            '-c',
-            join(t.dir, `tinc${i}`),
-            '--pidfile',
-            join(t.dir, `tinc${i}.pid`),
-          ],
-          { stdio: 'ignore' },
-        );
-        t.procs.push(p);
-        t.cpuPids.push(p.pid!);
-      }
-      await sleep(1500);
-      for (const i of [1, 2] as const) {
-        bridgeToContainer(t, i);
-        must(['ip', '-n', `${t.tag}-h${i}`, 'link', 'set', 'tap0', 'master', 'br0', 'mtu', '1450', 'up']);
-      }
-      return t;
-    },
-    async openvpn() {
-      const t = baseTopo(true);
-      for (const i of [1, 2] as const) {
-        const h = `${t.tag}-h${i}`;
-        must(['ip', '-n', h, 'tuntap', 'add', 'dev', 'tap0', 'mode', 'tap']);
-        const p = spawn(
-          'ip',
-          [
-            'netns',
-            'exec',
-            h,
-            'openvpn',
-            '--dev',
-            'tap0',
-            '--dev-type',
-            'tap',
-            '--proto',
-            'udp',
-            '--local',
-            `198.18.0.${i}`,
-            '--remote',
-            `198.18.0.${3 - i}`,
-            '--port',
-            '1194',
-            '--cipher',
-            'none',
-            '--auth',
-            'none',
-            '--data-ciphers',
-            'none',
-            '--tun-mtu',
-            '1500',
-            '--mssfix',
-            '0',
-            '--sndbuf',
-            '4194304',
-            '--rcvbuf',
-            '4194304',
-            '--verb',
-            '0',
-          ],
-          { stdio: 'ignore' },
-        );
-        t.procs.push(p);
-        t.cpuPids.push(p.pid!);
-      }
-      await sleep(1500);
-      for (const i of [1, 2] as const) {
-        bridgeToContainer(t, i);
-        must(['ip', '-n', `${t.tag}-h${i}`, 'link', 'set', 'tap0', 'master', 'br0', 'up']);
-      }
-      return t;
-    },
+    tinc: () => tincPath(false),
+    openvpn: () => openvpnPath(false),
   };
+}
+
+/** tinc 1.0 in switch mode: no cipher, or (enc) AES-256-CBC with HMAC-SHA256, the strongest tinc 1.0 offers (it has
+ * no AEAD). */
+async function tincPath(enc: boolean): Promise<Topo> {
+  const t = baseTopo(true);
+  for (const i of [1, 2] as const) {
+    const d = join(t.dir, `tinc${i}`);
+    mkdirSync(join(d, 'hosts'), { recursive: true });
+    writeFileSync(
+      join(d, 'tinc.conf'),
+      `Name = h${i}\nMode = switch\nInterface = tap0\nDeviceType = tap\nAddressFamily = ipv4\nBindToAddress = 198.18.0.${i}\n${i === 2 ? 'ConnectTo = h1\n' : ''}`,
+    );
+    writeFileSync(join(d, 'tinc-up'), '#!/bin/sh\nip link set $INTERFACE up\n', { mode: 0o755 });
+  }
+  for (const i of [1, 2] as const) {
+    // keys, then each host's file with its address and its cipher
+    must([
+      'sh',
+      '-c',
+      `printf '\\n\\n' | ip netns exec ${t.tag}-h${i} tincd -c ${join(t.dir, `tinc${i}`)} -K4096 >/dev/null 2>&1`,
+    ]);
+  }
+  for (const i of [1, 2] as const) {
+    const pub = readFileSync(join(t.dir, `tinc${i}`, 'hosts', `h${i}`), 'utf8');
+    const crypto = enc ? 'Cipher = aes-256-cbc\nDigest = sha256\n' : 'Cipher = none\nDigest = none\n';
+    const body = `Address = 198.18.0.${i}\n${crypto}Compression = 0\n${pub}`;
+    for (const j of [1, 2]) writeFileSync(join(t.dir, `tinc${j}`, 'hosts', `h${i}`), body);
+  }
+  for (const i of [1, 2] as const) {
+    const p = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        `${t.tag}-h${i}`,
+        'tincd',
+        '-D',
+        '-c',
+        join(t.dir, `tinc${i}`),
+        '--pidfile',
+        join(t.dir, `tinc${i}.pid`),
+      ],
+      { stdio: 'ignore' },
+    );
+    t.procs.push(p);
+    t.cpuPids.push(p.pid!);
+  }
+  await sleep(1500);
+  for (const i of [1, 2] as const) {
+    bridgeToContainer(t, i);
+    must(['ip', '-n', `${t.tag}-h${i}`, 'link', 'set', 'tap0', 'master', 'br0', 'mtu', '1450', 'up']);
+  }
+  return t;
+}
+
+/** OpenVPN 2.6 TAP bridged: no crypto, or (enc) AES-256-GCM data channel keyed by TLS (certificates made here). */
+async function openvpnPath(enc: boolean): Promise<Topo> {
+  const t = baseTopo(true);
+  const pki = enc ? makePki(t.dir) : null;
+  for (const i of [1, 2] as const) {
+    const h = `${t.tag}-h${i}`;
+    const crypto = pki
+      ? [
+          i === 1 ? '--tls-server' : '--tls-client',
+          ...(i === 1 ? ['--dh', 'none'] : []),
+          '--ca',
+          pki.ca,
+          '--cert',
+          pki.cert[i],
+          '--key',
+          pki.key[i],
+          '--data-ciphers',
+          'AES-256-GCM',
+          '--cipher',
+          'AES-256-GCM',
+          '--verify-x509-name',
+          i === 1 ? 'h2' : 'h1',
+          'name',
+        ]
+      : ['--cipher', 'none', '--auth', 'none', '--data-ciphers', 'none'];
+    must(['ip', '-n', h, 'tuntap', 'add', 'dev', 'tap0', 'mode', 'tap']);
+    const p = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        h,
+        'openvpn',
+        '--dev',
+        'tap0',
+        '--dev-type',
+        'tap',
+        '--proto',
+        'udp',
+        '--local',
+        `198.18.0.${i}`,
+        '--remote',
+        `198.18.0.${3 - i}`,
+        '--port',
+        '1194',
+        ...crypto,
+        '--tun-mtu',
+        '1500',
+        '--mssfix',
+        '0',
+        '--sndbuf',
+        '4194304',
+        '--rcvbuf',
+        '4194304',
+        '--verb',
+        '0',
+      ],
+      { stdio: 'ignore' },
+    );
+    t.procs.push(p);
+    t.cpuPids.push(p.pid!);
+  }
+  await sleep(enc ? 3000 : 1500);
+  for (const i of [1, 2] as const) {
+    bridgeToContainer(t, i);
+    must(['ip', '-n', `${t.tag}-h${i}`, 'link', 'set', 'tap0', 'master', 'br0', 'up']);
+  }
+  return t;
+}
+
+/** A CA and a certificate for each OpenVPN peer (EC P-256), made with openssl in the run's directory. */
+function makePki(dir: string): { ca: string; cert: Record<number, string>; key: Record<number, string> } {
+  const f = (n: string) => join(dir, n);
+  const o = (args: string[]) => must(['openssl', ...args]);
+  o([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    f('ca.key'),
+    '-out',
+    f('ca.pem'),
+    '-days',
+    '1',
+    '-subj',
+    '/CN=vxtap-bench-ca',
+  ]);
+  const cert: Record<number, string> = {};
+  const key: Record<number, string> = {};
+  for (const i of [1, 2]) {
+    o([
+      'req',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      f(`h${i}.key`),
+      '-out',
+      f(`h${i}.csr`),
+      '-subj',
+      `/CN=h${i}`,
+    ]);
+    writeFileSync(
+      f(`h${i}.ext`),
+      `extendedKeyUsage = ${i === 1 ? 'serverAuth' : 'clientAuth'}\nkeyUsage = digitalSignature\n`,
+    );
+    o([
+      'x509',
+      '-req',
+      '-in',
+      f(`h${i}.csr`),
+      '-CA',
+      f('ca.pem'),
+      '-CAkey',
+      f('ca.key'),
+      '-CAcreateserial',
+      '-out',
+      f(`h${i}.pem`),
+      '-days',
+      '1',
+      '-extfile',
+      f(`h${i}.ext`),
+    ]);
+    cert[i] = f(`h${i}.pem`);
+    key[i] = f(`h${i}.key`);
+  }
+  return { ca: f('ca.pem'), cert, key };
+}
+
+/**
+ * wireguard-go (the Go userspace WireGuard, ChaCha20-Poly1305) between the hosts: a routed tunnel, as WireGuard is
+ * L3. Each container keeps its /24 address; its host answers ARP for the other container (proxy ARP) and routes it
+ * into wg0. Container MTU 1420, wg0's default (WireGuard's 60 bytes over IPv4 plus room for IPv6).
+ */
+async function wireguardPath(): Promise<Topo> {
+  const t = baseTopo(true);
+  try {
+    return await wireguardUp(t);
+  } catch (e) {
+    await teardown(t);
+    throw e;
+  }
+}
+
+/** wireguard-go's control sockets are named by interface in /var/run/wireguard, shared by every namespace: each
+ * host's interface has its own name. */
+async function wireguardUp(t: Topo): Promise<Topo> {
+  const wg = (i: number): string => `${t.tag}w${i}`; // the run's tag: no clash with a wg0 of the machine's
+  const keys = [1, 2].map(() => {
+    const priv = must(['wg', 'genkey']).trim();
+    const pub = must(['sh', '-c', `echo ${priv} | wg pubkey`]).trim();
+    return { priv, pub };
+  });
+  for (const i of [1, 2] as const) {
+    const h = `${t.tag}-h${i}`;
+    const log = join(t.dir, `wg${i}.log`);
+    const p = spawn('sh', ['-c', `exec ip netns exec ${h} wireguard-go -f ${wg(i)} >>${log} 2>&1`], {
+      stdio: 'ignore',
+    });
+    t.procs.push(p);
+    t.cpuPids.push(p.pid!);
+  }
+  for (const i of [1, 2] as const) {
+    const h = `${t.tag}-h${i}`;
+    const end = Date.now() + 5000;
+    while (sh(['ip', '-n', h, 'link', 'show', wg(i)]).code !== 0) {
+      if (Date.now() > end)
+        throw new Error(`wireguard-go on h${i} made no ${wg(i)}: ${readFileSync(join(t.dir, `wg${i}.log`), 'utf8')}`);
+      await sleep(50);
+    }
+    const kf = join(t.dir, `wg${i}.key`);
+    writeFileSync(kf, keys[i - 1].priv, { mode: 0o600 });
+    must([
+      'ip',
+      'netns',
+      'exec',
+      h,
+      'wg',
+      'set',
+      wg(i),
+      'private-key',
+      kf,
+      'listen-port',
+      '51820',
+      'peer',
+      keys[2 - i].pub,
+      'endpoint',
+      `198.18.0.${3 - i}:51820`,
+      'allowed-ips',
+      `198.19.1.${3 - i}/32`,
+    ]);
+    must(['ip', '-n', h, 'link', 'set', wg(i), 'up']);
+    const c = i === 1 ? t.c1 : t.c2;
+    must(['ip', '-n', h, 'link', 'add', 'k0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c]);
+    must(['ip', '-n', h, 'link', 'set', 'k0', 'mtu', '1420', 'up']);
+    must(['ip', 'netns', 'exec', h, 'sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv4.conf.k0.proxy_arp=1']);
+    must(['ip', '-n', h, 'route', 'add', `198.19.1.${3 - i}/32`, 'dev', wg(i)]);
+    must(['ip', '-n', h, 'route', 'add', `198.19.1.${i}/32`, 'dev', 'k0']);
+    must(['ip', '-n', c, 'link', 'set', 'eth0', 'mtu', '1420', 'up']);
+    must(['ip', '-n', c, 'addr', 'add', `198.19.1.${i}/24`, 'dev', 'eth0']);
+  }
+  t.c2NextHop = [`${t.tag}-h2`, 'k0'];
+  return t;
 }
 
 export async function teardown(t: Topo): Promise<void> {
