@@ -362,40 +362,12 @@ async function openvpnPath(enc: boolean): Promise<Topo> {
 function makePki(dir: string): { ca: string; cert: Record<number, string>; key: Record<number, string> } {
   const f = (n: string) => join(dir, n);
   const o = (args: string[]) => must(['openssl', ...args]);
-  o([
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    f('ca.key'),
-    '-out',
-    f('ca.pem'),
-    '-days',
-    '1',
-    '-subj',
-    '/CN=vxtap-bench-ca',
-  ]);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  o(['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=vxtap-bench-ca']);
   const cert: Record<number, string> = {};
   const key: Record<number, string> = {};
   for (const i of [1, 2]) {
-    o([
-      'req',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      f(`h${i}.key`),
-      '-out',
-      f(`h${i}.csr`),
-      '-subj',
-      `/CN=h${i}`,
-    ]);
+    o(['req', ...ec, '-keyout', f(`h${i}.key`), '-out', f(`h${i}.csr`), '-subj', `/CN=h${i}`]);
     writeFileSync(
       f(`h${i}.ext`),
       `extendedKeyUsage = ${i === 1 ? 'serverAuth' : 'clientAuth'}\nkeyUsage = digitalSignature\n`,

@@ -439,9 +439,13 @@ export class Agent {
       this.log.error('cannot apply cluster changes to the forwarding tables', { err: e });
     }
     try {
-      // encrypted networks: the senders on them (and their nonces) may have changed
+      // encrypted networks: the senders on them (and their nonces) may have changed; a network removed or no longer
+      // encrypted gives its keys up
       if (ch.hosts.size !== 0 || ch.full) this.keyring.syncAll();
-      else for (const net of ch.endpoints.keys()) if (st.networks.get(net)?.encrypted) this.keyring.sync(net);
+      else {
+        for (const net of ch.endpoints.keys()) if (st.networks.get(net)?.encrypted) this.keyring.sync(net);
+        for (const net of names) this.keyring.sync(net);
+      }
     } catch (e) {
       this.log.error('cannot apply cluster changes to the keys of encrypted networks', { err: e });
     }

@@ -22,7 +22,7 @@ import type { Fdb } from '../fdb/fdb.js';
 import { RxKey, TxKey, VnetSec } from '../fdb/sec.js';
 import type { Kv } from '../kv/kv.js';
 import { type ClusterState, keys as kvKeys, type NetKey, type NetworkRec, parseNetwork } from '../kv/schema.js';
-import type { Logger } from '../common/log.js';
+import { type Logger, throttled } from '../common/log.js';
 import { parseVtep, vtepFamily } from '../common/vtep.js';
 import type { Port } from '../dataplane/port.js';
 
@@ -123,6 +123,7 @@ export class Keyring {
   private readonly freeSlots: number[] = [];
   private nextSlot = 0;
   private closed = false;
+  private readonly rotateWarning: (fields: Record<string, unknown>) => void;
 
   constructor(
     private readonly o: {
@@ -140,7 +141,9 @@ export class Keyring {
       log: Logger;
       now?: () => number;
     },
-  ) {}
+  ) {
+    this.rotateWarning = throttled(o.log, 'cannot rotate the network keys; retrying');
+  }
 
   private now(): number {
     return (this.o.now ?? Date.now)();
@@ -291,7 +294,7 @@ export class Keyring {
           switchAt: new Date(keys[keys.length - 1].from).toISOString(),
         });
     } catch (err) {
-      this.o.log.warn('cannot rotate the network keys; retrying', { network: name, err });
+      this.rotateWarning({ network: name, err }); // retried about once a second: logged once a minute at most
     }
   }
 
@@ -299,9 +302,11 @@ export class Keyring {
     if (n.timer) clearTimeout(n.timer);
     for (const s of n.slots.values()) this.freeSlot(s.slot);
     n.slots.clear();
+    // the VnetSec stays, empty: a network kept here for its local endpoints after its record went (or before a new
+    // one comes) sends nothing between hosts rather than anything in clear; Networks.apply makes a VNI plaintext
+    // only when a record says so, and deleting the VNI takes it away
     n.sec.tx = null;
     n.sec.rx.clear();
-    if (this.o.fdb.vnets.get(n.vni)?.sec === n.sec) this.o.fdb.setSec(n.vni, null);
     this.nets.delete(name);
   }
 

@@ -210,6 +210,7 @@ export class Networks {
     // fail safe: an encrypted network is never without its VnetSec, so no frame of it leaves in clear (the keyring
     // fills in its keys when the tables are synced, below)
     if (net.encrypted && this.dp.fdb.vnet(net.vni).sec === null) this.dp.fdb.setSec(net.vni, new VnetSec());
+    else if (!net.encrypted && this.dp.fdb.vnet(net.vni).sec !== null) this.dp.fdb.setSec(net.vni, null);
     this.tables.syncNetwork(name, net.vni);
     return true;
   }
