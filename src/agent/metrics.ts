@@ -101,6 +101,15 @@ export function metricsRegistry(agent: Agent): client.Registry {
     [{}, c().icmp6_packet_too_big],
   ]);
   counter('vxtap_learned_total', 'Remote MACs learned from traffic', [], () => [[{}, c().learned]]);
+  counter(
+    'vxtap_sealed_total',
+    'Datagrams of encrypted networks sealed (tx) and opened after their tag verified (rx); failures are drops',
+    ['direction'],
+    () => [
+      [{ direction: 'tx' }, c().tx_sealed],
+      [{ direction: 'rx' }, c().rx_opened],
+    ],
+  );
   gauge('vxtap_fdb_entries', 'FDB entries by kind (flood = flood-list rows)', ['kind'], () =>
     Object.entries(agent.fdb.size()).map(([k, v]) => [{ kind: k }, v] as Sample),
   );

@@ -72,7 +72,8 @@ before(async () => {
   topo = new Topo();
   for (const n of ['h1', 'h2', 'h3']) h[n] = topo.host(n);
   for (const n of ['c1', 'c2', 'p1', 'p2', 'r1', 'r2']) ns[n] = topo.ns(n, { quiet: true });
-  for (const n of ['h1', 'h2']) ag[n] = await topo.agent(h[n]);
+  ag.h1 = await topo.agent(h.h1);
+  ag.h2 = await topo.agent(h.h2, { extra: ['--metrics', '127.0.0.1:9410'] });
   await ag.h1.call('POST', '/v1/networks', { name: 'sec', vni: 5001, subnet: '198.19.20.0/24', encrypted: true });
   await ag.h1.call('POST', '/v1/networks', { name: 'plain', vni: 5002, subnet: '198.19.21.0/24' });
   await ag.h1.call('POST', '/v1/networks', {
@@ -234,6 +235,19 @@ test('forged, tampered, truncated, replayed and wrong-key datagrams are dropped 
     return Object.keys(want).every((k) => got[k] >= want[k]);
   }, 5000);
   assert.deepEqual(got, want);
+  // and /metrics says the same
+  const m = must([
+    'ip',
+    'netns',
+    'exec',
+    h.h2.ns,
+    'node',
+    '-e',
+    'fetch("http://127.0.0.1:9410/metrics").then(r=>r.text()).then(t=>process.stdout.write(t))',
+  ]);
+  const metric = (re: RegExp) => Number(re.exec(m)?.[1] ?? NaN);
+  assert.ok(metric(/^vxtap_drops_total\{reason="rx_bad_tag"[^}]*\} (\d+)/m) >= 3, 'bad tags in /metrics');
+  assert.ok(metric(/^vxtap_sealed_total\{direction="rx"[^}]*\} (\d+)/m) > 0, 'opened datagrams in /metrics');
   // nothing of it reached c2, and the network still works
   assert.equal(ping(ns.c1, '198.19.20.20', 3, 0.05).received, 3);
   const a2 = await counters(ag.h2);
