@@ -92,9 +92,16 @@ export class OpenBatch {
   readonly keys: (RxKey | null)[];
   readonly counters: Float64Array;
   count = 0;
-  constructor(readonly max: number) {
+  /** Per receive buffer: 1 when it was a UDP GRO buffer of sealed datagrams, all opened and moved together into a
+   * plain buffer (rcv.ts compact); its datagrams are then an encrypted network's, authenticated. */
+  readonly compacted: Uint8Array;
+  constructor(
+    readonly max: number,
+    buffers: number,
+  ) {
     this.descs = new Int32Array(max * 3);
     this.keys = new Array<RxKey | null>(max).fill(null);
     this.counters = new Float64Array(max);
+    this.compacted = new Uint8Array(buffers);
   }
 }

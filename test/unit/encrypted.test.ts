@@ -14,7 +14,9 @@ import { deriveKey, graceMs, planKeys, usable } from '../../src/agent/keyring.js
 import { type NetKey, parseHost, parseNetwork } from '../../src/kv/schema.js';
 import { native } from '../../src/sys/native.js';
 import { FakeIo } from '../helpers/fakeio.js';
-import { arpRequest, ipv4Frame } from '../helpers/frames.js';
+import { arpRequest, ipv4Frame, macBytes } from '../helpers/frames.js';
+import { ipv4 } from '../../src/vxlan/ipv4.js';
+import { tcp } from '../../src/vxlan/tcp.js';
 
 const key = (gen: number, from: number): NetKey => ({ gen, key: Buffer.alloc(32, gen).toString('base64'), from });
 
@@ -182,6 +184,114 @@ test('data plane: frames leave sealed (one seal for every replica), arrive opene
     assert.equal(b.dp.counters.rx_bad_tag, 1);
     assert.equal(b.io.tapOut.get(b.port.fd)!.length, 3);
     assert.equal(b.dp.counters.rx_opened, 3);
+  } finally {
+    n.aeadDrop(SLOT_A);
+    n.aeadDrop(SLOT_B_RX);
+  }
+});
+
+/** A TCP/IPv4 super-frame (virtio-net header: GSO TCPV4, gso_size 1370) from MAC_A to MAC_B. */
+function superFrame(payload: Uint8Array): Uint8Array {
+  const t = new Uint8Array(20 + payload.length);
+  tcp.encode(
+    {
+      sport: 40000,
+      dport: 5201,
+      seq: 1000,
+      ack: 1,
+      flags: 0x18,
+      window: 500,
+      checksum: 0,
+      urgent: 0,
+      options: new Uint8Array(0),
+      payload,
+    },
+    t,
+    0,
+  );
+  const ip = new Uint8Array(20 + t.length);
+  ipv4.encode(
+    {
+      tos: 0,
+      id: 7,
+      df: true,
+      mf: false,
+      fragOffset: 0,
+      ttl: 64,
+      proto: 6,
+      checksum: 0,
+      src: 0xc613010a,
+      dst: 0xc6130114,
+      options: new Uint8Array(0),
+      payload: t,
+    },
+    ip,
+    0,
+  );
+  const f = new Uint8Array(10 + 14 + ip.length);
+  f[1] = 1; // VIRTIO_NET_HDR_GSO_TCPV4
+  f[4] = 1370 & 0xff;
+  f[5] = 1370 >> 8;
+  f.set(macBytes(MAC_B), 10);
+  f.set(macBytes(MAC_A), 16);
+  f[22] = 0x08;
+  f.set(ip, 24);
+  return f;
+}
+
+test('data plane, offloads: a TSO super-frame leaves as sealed equal segments in UDP GSO sends; a UDP GRO buffer of them opens and merges back into one super-frame', () => {
+  const n = native();
+  const k = deriveKey(Buffer.alloc(32, 2).toString('base64'), '11'.repeat(16), VNI, 1, '198.18.0.1');
+  n.aeadKey(SLOT_A, k.key, k.salt);
+  n.aeadKey(SLOT_B_RX, k.key, k.salt);
+  try {
+    const mk = (self: number, mac: number) => {
+      const io = new FakeIo();
+      const fdb = new Fdb<Port>();
+      const udpFd = io.udp();
+      const dp = new Dataplane({
+        io,
+        fdb,
+        udpFd,
+        txFds: [io.udp()],
+        vxlanPort: 4789,
+        batch: 8,
+        offload: true,
+        udpGro: true,
+      });
+      dp.addVni(VNI, true);
+      dp.start();
+      const port = dp.addPort({ id: 'p', mac, vni: VNI, fd: io.tap(), ifname: 'eth0', mtu: 1422, vnetHdr: true });
+      const sec = new VnetSec();
+      fdb.setSec(VNI, sec);
+      return { io, fdb, dp, port, udpFd, sec, self };
+    };
+    const a = mk(A, MAC_A);
+    const b = mk(B, MAC_B);
+    a.fdb.set(VNI, MAC_B, 'kv', { vtep: B, port: 4789 });
+    b.fdb.set(VNI, MAC_A, 'kv', { vtep: A, port: 4789 });
+    a.sec.tx = new TxKey(SLOT_A, 1);
+    b.sec.rx.set(A | 0, [new RxKey(SLOT_B_RX, 1)]);
+    const payload = new Uint8Array(40000).map((_, i) => (i * 13) & 0xff);
+    a.io.tapIn.get(a.port.fd)!.push(superFrame(payload));
+    a.io.ready(a.port.fd);
+    const segs = Math.ceil(40000 / 1370);
+    assert.equal(a.dp.counters.tx_sealed, segs, 'each segment sealed on its own');
+    assert.equal(a.io.sent.length, 1, 'one UDP GSO send');
+    const send = a.io.sent[0];
+    assert.equal(send.gso, 8 + 12 + 14 + 20 + 20 + 1370 + 16, 'equal sealed segments at the stride');
+    for (let o = 0; o < send.data.length; o += send.gso!) assert.equal(send.data[o], SEALED_FLAGS);
+    // the receiving kernel's UDP GRO hands the send over as one buffer of datagrams of that size
+    b.io.udpIn.get(b.udpFd)!.push({ data: send.data, addr: A, port: 51000, gso: send.gso });
+    b.io.ready(b.udpFd);
+    assert.equal(b.dp.counters.rx_opened, segs);
+    assert.equal(b.dp.counters.totalDrops(), 0);
+    const out = b.io.tapOut.get(b.port.fd)!;
+    assert.equal(out.length, 1, 'merged into one super-frame');
+    assert.equal(out[0][1], 1, 'GSO TCPV4');
+    assert.deepEqual(Buffer.from(out[0].subarray(10 + 14 + 40)), Buffer.from(payload), 'the payload, byte-exact');
+    assert.equal(b.dp.counters.rx_bytes, send.data.length, 'bytes counted as they were on the wire');
+    assert.equal(b.dp.rx.open?.compacted[0], 1, 'taken as one plain GRO buffer (Gro.run), not segment by segment');
   } finally {
     n.aeadDrop(SLOT_A);
     n.aeadDrop(SLOT_B_RX);
