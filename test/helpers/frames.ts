@@ -3,6 +3,8 @@ import { ETH_P_ARP, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP } from '../../src/vxlan/c
 import { randomBytes } from 'node:crypto';
 import { readMac, writeMac } from '../../src/vxlan/mac.js';
 import { writeU16, writeU32 } from '../../src/vxlan/ethernet.js';
+import { ipv4 } from '../../src/vxlan/ipv4.js';
+import { tcp } from '../../src/vxlan/tcp.js';
 
 export function macBytes(mac: number): Uint8Array {
   const b = new Uint8Array(6);
@@ -66,4 +68,68 @@ export function randomMac(): number {
   const b = randomBytes(6);
   b[0] = (b[0] & 0xfe) | 0x02;
   return readMac(b, 0);
+}
+
+/**
+ * A TCP/IPv4 super-frame as a TAP with offloads hands it over: virtio-net header (GSO type, gso_size) + Ethernet
+ * + IPv4 (DF, id 7) + TCP (40000 -> 5201, seq 1000) + payload, checksums left zero (the split computes them).
+ */
+export function tcpSuperFrame(
+  payload: Uint8Array,
+  o: {
+    dstMac: number;
+    srcMac: number;
+    src: number;
+    dst: number;
+    gsoSize: number;
+    gsoType?: number;
+    flags?: number;
+    tos?: number;
+  },
+): Uint8Array {
+  const t = new Uint8Array(20 + payload.length);
+  tcp.encode(
+    {
+      sport: 40000,
+      dport: 5201,
+      seq: 1000,
+      ack: 1,
+      flags: o.flags ?? 0x18,
+      window: 500,
+      checksum: 0,
+      urgent: 0,
+      options: new Uint8Array(0),
+      payload,
+    },
+    t,
+    0,
+  );
+  const ip = new Uint8Array(20 + t.length);
+  ipv4.encode(
+    {
+      tos: o.tos ?? 0,
+      id: 7,
+      df: true,
+      mf: false,
+      fragOffset: 0,
+      ttl: 64,
+      proto: 6,
+      checksum: 0,
+      src: o.src,
+      dst: o.dst,
+      options: new Uint8Array(0),
+      payload: t,
+    },
+    ip,
+    0,
+  );
+  const f = new Uint8Array(10 + 14 + ip.length);
+  f[1] = o.gsoType ?? 1; // VIRTIO_NET_HDR_GSO_TCPV4
+  f[4] = o.gsoSize & 0xff;
+  f[5] = o.gsoSize >> 8;
+  f.set(macBytes(o.dstMac), 10);
+  f.set(macBytes(o.srcMac), 16);
+  f[22] = 0x08;
+  f.set(ip, 24);
+  return f;
 }

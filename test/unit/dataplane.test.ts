@@ -11,7 +11,7 @@ import { ethernet } from '../../src/vxlan/ethernet.js';
 import { ipv4 } from '../../src/vxlan/ipv4.js';
 import { tcp } from '../../src/vxlan/tcp.js';
 import { FakeIo } from '../helpers/fakeio.js';
-import { arpRequest, ipv4Frame, macBytes, vxlanDatagram } from '../helpers/frames.js';
+import { arpRequest, ipv4Frame, macBytes, tcpSuperFrame, vxlanDatagram } from '../helpers/frames.js';
 
 const VNI = 4097;
 const PEER = 0xc6120002; // 198.18.0.2
@@ -711,51 +711,7 @@ function tsoFrame(
   dst: number,
   o: { gsoType?: number; flags?: number; tos?: number } = {},
 ): Uint8Array {
-  const t = new Uint8Array(20 + payload.length);
-  tcp.encode(
-    {
-      sport: 40000,
-      dport: 5201,
-      seq: 1000,
-      ack: 1,
-      flags: o.flags ?? 0x18,
-      window: 500,
-      checksum: 0,
-      urgent: 0,
-      options: new Uint8Array(0),
-      payload,
-    },
-    t,
-    0,
-  );
-  const ip = new Uint8Array(20 + t.length);
-  ipv4.encode(
-    {
-      tos: o.tos ?? 0,
-      id: 7,
-      df: true,
-      mf: false,
-      fragOffset: 0,
-      ttl: 64,
-      proto: 6,
-      checksum: 0,
-      src: IP_A,
-      dst: 0xc6130114,
-      options: new Uint8Array(0),
-      payload: t,
-    },
-    ip,
-    0,
-  );
-  const f = new Uint8Array(10 + 14 + ip.length);
-  f[1] = o.gsoType ?? 1; // VIRTIO_NET_HDR_GSO_TCPV4
-  f[4] = 1398 & 0xff;
-  f[5] = 1398 >> 8;
-  f.set(macBytes(dst), 10);
-  f.set(macBytes(MAC_A), 16);
-  f[22] = 0x08;
-  f.set(ip, 24);
-  return f;
+  return tcpSuperFrame(payload, { dstMac: dst, srcMac: MAC_A, src: IP_A, dst: 0xc6130114, gsoSize: 1398, ...o });
 }
 
 test('offloads: a TSO super-frame goes to a VTEP as UDP GSO sends of valid VXLAN datagrams, and to a local endpoint whole', () => {

@@ -14,9 +14,7 @@ import { deriveKey, graceMs, planKeys, usable } from '../../src/agent/keyring.js
 import { type NetKey, parseHost, parseNetwork } from '../../src/kv/schema.js';
 import { native } from '../../src/sys/native.js';
 import { FakeIo } from '../helpers/fakeio.js';
-import { arpRequest, ipv4Frame, macBytes } from '../helpers/frames.js';
-import { ipv4 } from '../../src/vxlan/ipv4.js';
-import { tcp } from '../../src/vxlan/tcp.js';
+import { arpRequest, ipv4Frame, tcpSuperFrame } from '../helpers/frames.js';
 
 const key = (gen: number, from: number): NetKey => ({ gen, key: Buffer.alloc(32, gen).toString('base64'), from });
 
@@ -191,53 +189,8 @@ test('data plane: frames leave sealed (one seal for every replica), arrive opene
 });
 
 /** A TCP/IPv4 super-frame (virtio-net header: GSO TCPV4, gso_size 1370) from MAC_A to MAC_B. */
-function superFrame(payload: Uint8Array): Uint8Array {
-  const t = new Uint8Array(20 + payload.length);
-  tcp.encode(
-    {
-      sport: 40000,
-      dport: 5201,
-      seq: 1000,
-      ack: 1,
-      flags: 0x18,
-      window: 500,
-      checksum: 0,
-      urgent: 0,
-      options: new Uint8Array(0),
-      payload,
-    },
-    t,
-    0,
-  );
-  const ip = new Uint8Array(20 + t.length);
-  ipv4.encode(
-    {
-      tos: 0,
-      id: 7,
-      df: true,
-      mf: false,
-      fragOffset: 0,
-      ttl: 64,
-      proto: 6,
-      checksum: 0,
-      src: 0xc613010a,
-      dst: 0xc6130114,
-      options: new Uint8Array(0),
-      payload: t,
-    },
-    ip,
-    0,
-  );
-  const f = new Uint8Array(10 + 14 + ip.length);
-  f[1] = 1; // VIRTIO_NET_HDR_GSO_TCPV4
-  f[4] = 1370 & 0xff;
-  f[5] = 1370 >> 8;
-  f.set(macBytes(MAC_B), 10);
-  f.set(macBytes(MAC_A), 16);
-  f[22] = 0x08;
-  f.set(ip, 24);
-  return f;
-}
+const superFrame = (payload: Uint8Array): Uint8Array =>
+  tcpSuperFrame(payload, { dstMac: MAC_B, srcMac: MAC_A, src: 0xc613010a, dst: 0xc6130114, gsoSize: 1370 });
 
 test('data plane, offloads: a TSO super-frame leaves as sealed equal segments in UDP GSO sends; a UDP GRO buffer of them opens and merges back into one super-frame', () => {
   const n = native();
