@@ -441,10 +441,12 @@ export class Agent {
     try {
       // encrypted networks: the senders on them (and their nonces) may have changed; a network removed or no longer
       // encrypted gives its keys up
+      // (those synced whole above were synced by the tables' hook already)
       if (ch.hosts.size !== 0 || ch.full) this.keyring.syncAll();
       else {
-        for (const net of ch.endpoints.keys()) if (st.networks.get(net)?.encrypted) this.keyring.sync(net);
-        for (const net of names) this.keyring.sync(net);
+        for (const net of ch.endpoints.keys())
+          if (!whole.has(net) && st.networks.get(net)?.encrypted) this.keyring.sync(net);
+        for (const net of names) if (!whole.has(net)) this.keyring.sync(net);
       }
     } catch (e) {
       this.log.error('cannot apply cluster changes to the keys of encrypted networks', { err: e });
